@@ -1,0 +1,160 @@
+"""`fastgw serve | check | routes`: the command line. Every serve flag can also come from a FASTGW_* variable."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from fastgw import __version__
+
+log = logging.getLogger("fastgw")
+
+_ENV_HELP = "environment: FASTGW_CONFIG, FASTGW_HOST, FASTGW_PORT, FASTGW_WORKERS, FASTGW_LOG_LEVEL"
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"fastgw: {name}={value!r} is not an integer") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastgw",
+        description="fastgw: an API gateway with a compiled router inside a uvloop + httptools proxy.",
+        epilog=_ENV_HELP,
+    )
+    parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. With no CONFIG it serves the built-in quickstart on http://127.0.0.1:8000/. "
+        "SIGTERM/SIGINT stop it gracefully; SIGHUP reloads CONFIG (a broken config is refused, the old one stays).",
+        epilog=_ENV_HELP + " (flags win over the environment, which wins over the config file)",
+    )
+    serve.add_argument("config", nargs="?", help="YAML or JSON config file (default: built-in quickstart)")
+    serve.add_argument("--host", help="address to listen on (config: server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (config: server.port)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port (config: server.workers)")
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="log level (config: logging.level)"
+    )
+
+    check = sub.add_parser("check", help="validate a config without serving it")
+    check.add_argument("config", help="YAML or JSON config file")
+
+    routes = sub.add_parser("routes", help="print the route table of a config")
+    routes.add_argument("config", help="YAML or JSON config file")
+    routes.add_argument("--tree", action="store_true", help="print the routing trie instead of the table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "check":
+        return _check(args.config)
+    if args.command == "routes":
+        return _routes(args.config, args.tree)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from fastgw.config.load import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"fastgw: invalid config: {exc}", file=sys.stderr)
+        return None
+
+
+def _check(path: str) -> int:
+    loaded = _load(path)
+    if loaded is None:
+        return 1
+    cfg = loaded.config
+    print(f"{path}: ok ({len(cfg.routes)} routes, {len(cfg.upstreams)} upstreams)")
+    return 0
+
+
+def _routes(path: str, tree: bool) -> int:
+    loaded = _load(path)
+    if loaded is None:
+        return 1
+    if tree:
+        print(loaded.router.dump(), end="")
+        return 0
+    from fastgw.config.schema import HttpIntegration
+
+    rows = [("METHODS", "HOST", "PATH", "INTEGRATION", "NAME", "PLUGINS")]
+    for i, route in enumerate(loaded.config.routes):
+        integ = route.integration
+        if isinstance(integ, HttpIntegration):
+            target = f"http -> {integ.upstream}"
+            if integ.path:
+                target += f" {integ.path}"
+            elif integ.strip_prefix:
+                target += f" (strip {integ.strip_prefix})"
+        else:
+            target = f"mock {integ.status}"
+        rows.append((",".join(route.methods), route.host or "*", route.path, target, route.name or f"[{i}]", "-"))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from fastgw.config.load import default_config_path
+    from fastgw.server.server import run_worker, setup_logging, supervise
+
+    path = args.config or os.environ.get("FASTGW_CONFIG") or str(default_config_path())
+    level = args.log_level or os.environ.get("FASTGW_LOG_LEVEL") or None
+    setup_logging(level or "info")
+    loaded = _load(path)
+    if loaded is None:
+        return 1
+    cfg = loaded.config
+    if level is None:
+        logging.getLogger().setLevel(cfg.logging.level.upper())
+    host = args.host or os.environ.get("FASTGW_HOST") or cfg.server.host
+    port = args.port if args.port is not None else _env_int("FASTGW_PORT")
+    port = cfg.server.port if port is None else port
+    workers = args.workers if args.workers is not None else _env_int("FASTGW_WORKERS")
+    workers = cfg.server.workers if workers is None else workers
+    if workers < 1:
+        print("fastgw: --workers must be at least 1", file=sys.stderr)
+        return 2
+
+    from fastgw import core
+
+    if not core.COMPILED:
+        log.warning(
+            "RUNNING ON THE PURE-PYTHON CORE (%s): routing and rate limiting are several times slower. "
+            "Unset FASTGW_NO_EXTENSIONS or reinstall fastgw with a C compiler.",
+            core.FALLBACK_REASON,
+        )
+    try:
+        if workers == 1:
+            run_worker(loaded, host, port)
+            return 0
+        return supervise(loaded, host, port, workers)
+    except OSError as exc:
+        print(f"fastgw: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1

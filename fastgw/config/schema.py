@@ -1,0 +1,108 @@
+"""The configuration schema: msgspec Structs only (frozen, keyword-only, unknown keys refused).
+
+Loading, cross-checks and error messages live in `fastgw.config.load`. Durations are seconds (float), sizes bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+Seconds = Annotated[float, Meta(gt=0, le=86_400, description="seconds")]
+Port = Annotated[int, Meta(ge=0, le=65_535)]
+Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
+HttpMethod = Annotated[str, Meta(pattern=r"^(ANY|GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|TRACE)$")]
+TargetURL = Annotated[str, Meta(pattern=r"^http://[^/\s?#]+/?$", description="http://host:port")]
+Status = Annotated[int, Meta(ge=100, le=599)]
+
+
+class _Base(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerConfig(_Base):
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    workers: Annotated[int, Meta(ge=1, le=256)] = 1
+    # Sent as `Server` on responses the gateway makes, and when the upstream sent none. "" sends none.
+    server_header: str = "fastgw"
+    # Adds `Via: 1.1 fastgw` to the request sent upstream and to the response sent back.
+    via: bool = True
+    # Peers (CIDRs) whose X-Forwarded-For / -Proto / -Host are trusted and kept; from anyone else they are replaced.
+    trusted_proxies: list[str] = field(default_factory=list)
+    # How long in-flight requests may run after SIGTERM/SIGINT before their connections are closed.
+    shutdown_timeout: Seconds = 10.0
+    backlog: Annotated[int, Meta(ge=1, le=65_535)] = 2048
+
+
+class Limits(_Base):
+    max_url_length: Annotated[int, Meta(ge=16, le=1_048_576)] = 8192  # 414 beyond
+    max_header_size: Annotated[int, Meta(ge=256, le=1_048_576)] = 32_768  # 431 beyond (all header lines)
+    max_headers: Annotated[int, Meta(ge=1, le=10_000)] = 100  # 431 beyond
+    max_body_size: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024  # 413 beyond; 0 = no limit
+    header_timeout: Seconds = 10.0  # whole request head must arrive within this; else 408 and close
+    keepalive_timeout: Seconds = 60.0  # idle client connection closed after this
+
+
+class LoggingConfig(_Base):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+
+
+class PoolConfig(_Base):
+    max_idle: Annotated[int, Meta(ge=0, le=100_000)] = 128  # idle keep-alive connections kept per target
+    idle_timeout: Seconds = 60.0
+
+
+class Upstream(_Base):
+    targets: Annotated[list[TargetURL], Meta(min_length=1)]
+    connect_timeout: Seconds = 5.0
+    read_timeout: Seconds = 60.0  # longest wait for the response head, and between body reads
+    send_timeout: Seconds = 60.0  # longest wait for the upstream to accept request bytes
+    pool: PoolConfig = field(default_factory=PoolConfig)
+
+
+class HttpIntegration(_Base, tag="http"):
+    upstream: str
+    # Removed from the start of the path before it goes upstream ("/api" makes /api/users go as /users).
+    strip_prefix: str | None = None
+    # Upstream path template; {param} (and {name+}) are filled from the route's parameters.
+    path: str | None = None
+    # Send the client's Host upstream (true), or the target's host:port (false, the default).
+    preserve_host: bool = False
+    # Send exactly this Host upstream.
+    host: str | None = None
+
+
+class MockIntegration(_Base, tag="mock"):
+    status: Status = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    # A string is sent as it is (text/plain unless a content-type header is given); anything else as JSON.
+    body: Union[str, dict, list, int, float, bool, None] = None
+
+
+Integration = Union[HttpIntegration, MockIntegration]
+
+
+class Route(_Base):
+    path: str
+    integration: Integration
+    name: Name | None = None
+    methods: Annotated[list[HttpMethod], Meta(min_length=1)] = field(default_factory=lambda: ["ANY"])
+    host: str | None = None
+
+
+class Config(_Base):
+    routes: list[Route] = field(default_factory=list)
+    upstreams: dict[Name, Upstream] = field(default_factory=dict)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    limits: Limits = field(default_factory=Limits)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def json_schema() -> dict[str, object]:
+    """JSON Schema of the config file, for editors and docs."""
+    schema: dict[str, object] = msgspec.json.schema(Config)
+    return schema

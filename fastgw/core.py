@@ -1,0 +1,37 @@
+"""The route trie and token buckets, compiled when possible.
+
+Chosen once at import: the Cython extension `fastgw._core`, or its pure-Python twin `fastgw._pycore` when the
+extension is missing or `FASTGW_NO_EXTENSIONS=1` is set. `COMPILED` says which one this process runs.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+COMPILED: bool
+FALLBACK_REASON: str | None = None
+
+if os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0"):
+    from fastgw._pycore import ANY, BucketTable, RouteConflict, Router, parse_template
+
+    COMPILED = False
+    FALLBACK_REASON = "FASTGW_NO_EXTENSIONS is set"
+else:
+    try:
+        from fastgw._core import ANY, BucketTable, RouteConflict, Router, parse_template  # type: ignore[no-redef]
+
+        COMPILED = True
+    except ImportError as exc:  # pragma: no cover - depends on how the package was installed
+        from fastgw._pycore import ANY, BucketTable, RouteConflict, Router, parse_template  # type: ignore[assignment]
+
+        COMPILED = False
+        FALLBACK_REASON = f"the compiled extension fastgw._core did not import ({exc})"
+        warnings.warn(
+            f"fastgw is running on its pure-Python core, several times slower: {FALLBACK_REASON}. "
+            "Reinstall with a C compiler available (pip install --force-reinstall fastgw).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+__all__ = ["ANY", "COMPILED", "FALLBACK_REASON", "BucketTable", "RouteConflict", "Router", "parse_template"]

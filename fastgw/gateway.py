@@ -1,0 +1,135 @@
+"""A config compiled for serving: routes with their integrations, upstreams with their pools.
+
+Built once per config load (at start and on reload) and never mutated afterwards: a reload builds a new
+`Gateway` and the server swaps one reference. Everything a request needs is precomputed here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import TYPE_CHECKING
+
+import orjson
+
+from fastgw.config.load import LoadedConfig
+from fastgw.config.schema import HttpIntegration, MockIntegration, Route
+from fastgw.proxy.pool import Upstream
+from fastgw.server.http import DATE, status_line
+
+if TYPE_CHECKING:
+    from fastgw.core import Router
+
+_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
+
+KIND_MOCK = 0
+KIND_HTTP = 1
+
+
+class MockRoute:
+    """A fixed response; everything but the Date and Connection lines is prebuilt."""
+
+    kind = KIND_MOCK
+    __slots__ = ("name", "status", "head", "body")
+
+    def __init__(self, name: str, integ: MockIntegration, server_line: bytes) -> None:
+        self.name = name
+        self.status = integ.status
+        headers = {k.lower(): v for k, v in integ.headers.items()}
+        if isinstance(integ.body, str):
+            body = integ.body.encode()
+            headers.setdefault("content-type", "text/plain; charset=utf-8")
+        elif integ.body is None and "content-type" not in headers and integ.status in (204, 304):
+            body = b""
+        else:
+            body = orjson.dumps(integ.body)
+            headers.setdefault("content-type", "application/json")
+        lines = [status_line(integ.status), server_line]
+        for k, v in headers.items():
+            lines.append(f"{k}: {v}\r\n".encode("latin-1"))
+        if integ.status not in (204, 304):
+            lines.append(b"content-length: %d\r\n" % len(body))
+        self.head = b"".join(lines)
+        self.body = body if integ.status not in (204, 304) else b""
+
+    def render(self, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
+        if not keep_alive:
+            conn = b"connection: close\r\n"
+        elif http10:
+            conn = b"connection: keep-alive\r\n"
+        else:
+            conn = b""
+        return b"".join((self.head, DATE.line, conn, b"\r\n", b"" if head_only else self.body))
+
+
+class HttpRoute:
+    """Proxy to an upstream, with the path rewrite rules resolved into a small plan."""
+
+    kind = KIND_HTTP
+    __slots__ = ("name", "upstream", "strip_prefix", "path_pieces", "preserve_host", "host")
+
+    def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream) -> None:
+        self.name = name
+        self.upstream = upstream
+        prefix = integ.strip_prefix
+        self.strip_prefix = prefix.rstrip("/") if prefix and prefix != "/" else None
+        # "/v1/{id}/x" -> ["/v1/", "id", "/x"]: literal pieces at even indices, parameter names at odd ones.
+        self.path_pieces: list[str] | None = _REF.split(integ.path) if integ.path else None
+        self.preserve_host = integ.preserve_host
+        self.host = integ.host.encode("latin-1") if integ.host else None
+
+    def upstream_path(self, path: str, params: dict[str, str]) -> str:
+        pieces = self.path_pieces
+        if pieces is not None:
+            return "".join(params[p] if i % 2 else p for i, p in enumerate(pieces))
+        prefix = self.strip_prefix
+        if prefix is not None and path.startswith(prefix):
+            rest = path[len(prefix) :]
+            if not rest:
+                return "/"
+            if rest[0] == "/":
+                return rest
+        return path
+
+
+def route_label(i: int, route: Route) -> str:
+    return route.name or f"routes[{i}]"
+
+
+class Gateway:
+    """Everything one worker serves from one config."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        cfg = loaded.config
+        self.source = loaded.source
+        self.config = cfg
+        self.router: Router = loaded.router
+        self.limits = cfg.limits
+        server_header = cfg.server.server_header
+        self.server_line = f"server: {server_header}\r\n".encode("latin-1") if server_header else b""
+        self.via = cfg.server.via
+        self.trusted_proxies = tuple(ipaddress.ip_network(c, strict=False) for c in cfg.server.trusted_proxies)
+        self.upstreams = {name: Upstream(name, up) for name, up in cfg.upstreams.items()}
+        routes: list[MockRoute | HttpRoute] = []
+        for i, route in enumerate(cfg.routes):
+            integ = route.integration
+            label = route_label(i, route)
+            if isinstance(integ, MockIntegration):
+                routes.append(MockRoute(label, integ, self.server_line))
+            else:
+                routes.append(HttpRoute(label, integ, self.upstreams[integ.upstream]))
+        self.routes = tuple(routes)
+
+    def is_trusted(self, peer_ip: str | None) -> bool:
+        if not self.trusted_proxies or not peer_ip:
+            return False
+        try:
+            addr = ipaddress.ip_address(peer_ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted_proxies)
+
+    def close(self) -> None:
+        """Close idle upstream connections; busy ones close when their exchange ends."""
+        for up in self.upstreams.values():
+            up.close()

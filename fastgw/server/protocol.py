@@ -1,0 +1,498 @@
+"""The client leg: one asyncio Protocol per client connection, parsing HTTP/1.1 with httptools.
+
+Parser callbacks only record and validate; work starts after `feed_data` returns, so a request found malformed
+anywhere in the bytes received so far never reaches an upstream. Requests are answered in order (pipelining):
+while one is in flight, reading pauses and the next ones wait in `queue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
+
+from fastgw.gateway import KIND_MOCK
+from fastgw.proxy.upstream import HIGH_WATER, proxy
+from fastgw.server.http import connection_tokens, error_response, normalize_path
+
+if TYPE_CHECKING:
+    from fastgw.gateway import Gateway, HttpRoute, MockRoute
+    from fastgw.proxy.upstream import UpstreamConnection
+    from fastgw.server.server import ServerState
+
+log = logging.getLogger("fastgw.server")
+
+# Why reading from the client is paused; reading resumes when no reason is left.
+PAUSE_PIPELINE = 1  # a request is in flight and the next one has begun
+PAUSE_BUFFER = 2  # request body buffered while the upstream connection is being made
+# PAUSE_UPSTREAM_BUSY = 4 belongs to the upstream leg (the upstream is not taking the body as fast)
+
+DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE = 0, 1, 2
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
+_SPECIAL = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"expect"})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Reject(Exception):
+    """Raised inside a parser callback: the request is refused with `status` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Request:
+    """One client request, from its first byte until its response is written."""
+
+    __slots__ = (
+        "method_b", "method", "url", "headers", "header_bytes", "content_length", "chunked", "expect_continue",
+        "host_raw", "host", "conn_tokens", "keep_alive", "http10", "head_only", "headers_done", "complete",
+        "error", "body", "buffered", "body_size", "upstream", "response_started", "status", "retried",
+        "finished", "path", "query", "route_name", "t0",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.method_b = b""
+        self.method = ""
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.header_bytes = 0
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.host_raw = b""
+        self.host = ""
+        self.conn_tokens: set[bytes] | None = None
+        self.keep_alive = True
+        self.http10 = False
+        self.head_only = False
+        self.headers_done = False
+        self.complete = False
+        self.error: tuple[int, str] | None = None
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.body_size = 0
+        self.upstream: UpstreamConnection | None = None
+        self.response_started = False
+        self.status = 0
+        self.retried = False
+        self.finished = False
+        self.path = ""
+        self.query: bytes | None = None
+        self.route_name = ""
+        self.t0 = 0.0
+
+    def replayable(self) -> bool:
+        """Safe to send again on another connection: idempotent, and no body that may be gone already."""
+        return self.method in _IDEMPOTENT and not self.chunked and not self.content_length
+
+
+class ClientProtocol(asyncio.Protocol):
+    __slots__ = (
+        "state", "loop", "transport", "parser", "queue", "parsing", "active", "closed", "broken", "write_paused",
+        "_paused", "_starting", "deadline", "deadline_kind", "peer_ip", "peer_ip_b", "trusted", "limits",
+        "server_line", "via",
+    )  # fmt: skip
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.loop = state.loop
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = HttpRequestParser(self)
+        self.queue: deque[Request] = deque()
+        self.parsing: Request | None = None
+        self.active = False
+        self.closed = False
+        self.broken = False
+        self.write_paused = False
+        self._paused = 0
+        self._starting = False
+        self.deadline = 0.0
+        self.deadline_kind = DEADLINE_NONE
+        gw = state.gateway
+        self.limits = gw.limits
+        self.server_line = gw.server_line
+        self.via = gw.via
+        self.peer_ip = ""
+        self.peer_ip_b = b""
+        self.trusted = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
+        self.peer_ip_b = self.peer_ip.encode("latin-1")
+        self.trusted = self.state.gateway.is_trusted(self.peer_ip)
+        self.state.connections.add(self)
+        self._set_deadline(DEADLINE_HEADER)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.connections.discard(self)
+        for req in self.queue:
+            req.finished = True
+            if req.upstream is not None:
+                req.upstream.abandon()
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        if self.broken or self.closed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self._upgrade(data, int(exc.args[0]))
+        except HttpParserError as exc:
+            self._parse_error(exc)
+        self._maybe_start()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        up = self.queue[0].upstream if self.queue else None
+        if up is not None:
+            up.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        up = self.queue[0].upstream if self.queue else None
+        if up is not None:
+            up.resume_reading()
+
+    # -- httptools callbacks: record and validate, nothing else ----------------------------------------------
+
+    def on_message_begin(self) -> None:
+        req = Request()
+        self.parsing = req
+        self.queue.append(req)
+        if len(self.queue) > 1:
+            self.pause_reading_for(PAUSE_PIPELINE)
+        elif self.deadline_kind != DEADLINE_HEADER:
+            self._set_deadline(DEADLINE_HEADER)
+
+    def on_url(self, url: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        req.url = req.url + url if req.url else url
+        if len(req.url) > self.limits.max_url_length:
+            raise Reject(414, "URI Too Long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        req.header_bytes += len(name) + len(value) + 4
+        if req.header_bytes > self.limits.max_header_size or len(req.headers) >= self.limits.max_headers:
+            raise Reject(431, "Request Header Fields Too Large")
+        name = name.lower()
+        req.headers.append((name, value))
+        if name in _SPECIAL:
+            _special_header(req, name, value)
+
+    def on_headers_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        p = self.parser
+        version = p.get_http_version()
+        if version == "1.0":
+            req.http10 = True
+        elif version != "1.1":
+            raise Reject(505, "HTTP Version Not Supported")
+        method_b = p.get_method()
+        req.method_b = method_b
+        req.method = _METHODS.get(method_b) or method_b.decode("latin-1")
+        req.keep_alive = p.should_keep_alive()
+        req.head_only = req.method == "HEAD"
+        if req.chunked:
+            if req.content_length is not None:
+                raise Reject(400, "Content-Length and Transfer-Encoding together")
+            if req.http10:
+                raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if not req.host_raw and not req.http10:
+            raise Reject(400, "missing Host header")
+        max_body = self.limits.max_body_size
+        if max_body and req.content_length is not None and req.content_length > max_body:
+            raise Reject(413, "Payload Too Large")
+        req.headers_done = True
+        req.t0 = time.perf_counter()
+        if self.deadline_kind == DEADLINE_HEADER and len(self.queue) == 1:
+            self._set_deadline(DEADLINE_NONE)
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        req.body_size += len(body)
+        max_body = self.limits.max_body_size
+        if max_body and req.body_size > max_body:
+            raise Reject(413, "Payload Too Large")
+        up = req.upstream
+        if up is not None:
+            up.send_body(body)
+        elif not req.finished:
+            req.body.append(body)
+            req.buffered += len(body)
+            if req.buffered > HIGH_WATER:
+                self.pause_reading_for(PAUSE_BUFFER)
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        self.parsing = None
+        req.complete = True
+        if req.upstream is not None:
+            req.upstream.end_body()
+
+    # -- answering --------------------------------------------------------------------------------------------
+
+    def _maybe_start(self) -> None:
+        if self._starting or self.closed:
+            return
+        self._starting = True
+        try:
+            while not self.active and self.queue and not self.closed:
+                req = self.queue[0]
+                if req.error is not None:
+                    status, message = req.error
+                    req.status = status
+                    req.keep_alive = False
+                    self._answer(req, error_response(status, message, server=self.server_line, keep_alive=False))
+                    return
+                if not req.headers_done:
+                    return
+                self.active = True
+                try:
+                    self._dispatch(req)
+                except Exception:
+                    log.exception("internal error while dispatching %s %r", req.method, req.url)
+                    self.upstream_failed(req, 500, "Internal server error", "internal error (logged above)")
+        finally:
+            self._starting = False
+
+    def _dispatch(self, req: Request) -> None:
+        gw: Gateway = self.state.gateway
+        url = req.url
+        if url[:1] == b"/":
+            q = url.find(b"?")
+            if q < 0:
+                raw = url
+            else:
+                raw, req.query = url[:q], url[q + 1 :]
+        elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+            parsed = parse_url(url)  # absolute-form: its authority replaces Host (RFC 9112 3.2.2)
+            raw, req.query = parsed.path or b"/", parsed.query
+            if parsed.host:
+                req.host_raw = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+                req.host = parsed.host.decode("latin-1").lower()
+        else:
+            self._answer_error(req, 400, "Bad Request: request target must be a path")
+            return
+        h = raw.find(b"#")
+        if h >= 0:
+            raw = raw[:h]
+        path = normalize_path(raw)
+        if path is None:
+            self._answer_error(req, 400, "Bad Request: invalid path")
+            return
+        req.path = path
+        found = gw.router.match(req.method, req.host, path)
+        if found is None:
+            self._answer_error(req, 404, "Not Found")
+            return
+        index, params = found
+        if index is None:
+            allow = ", ".join(params).encode()  # type: ignore[arg-type]
+            self._answer_error(req, 405, "Method Not Allowed", extra=b"allow: " + allow + b"\r\n")
+            return
+        route: MockRoute | HttpRoute = gw.routes[index]  # type: ignore[index]
+        req.route_name = route.name
+        if route.kind == KIND_MOCK:
+            keep = self._can_keep(req)
+            req.status = route.status  # type: ignore[union-attr]
+            self._answer(req, route.render(keep, req.http10, req.head_only))  # type: ignore[union-attr]
+            return
+        if req.expect_continue and not req.complete:
+            self.transport.write(_CONTINUE)
+        proxy(self, req, route, params)  # type: ignore[arg-type]
+
+    def _can_keep(self, req: Request) -> bool:
+        return req.keep_alive and req.complete and not self.state.closing
+
+    def _answer_error(self, req: Request, status: int, message: str, extra: bytes = b"") -> None:
+        req.status = status
+        keep = self._can_keep(req)
+        data = error_response(
+            status, message, server=self.server_line, keep_alive=keep, extra=extra, head_only=req.head_only
+        )
+        req.keep_alive = keep
+        self._answer(req, data)
+
+    def _answer(self, req: Request, data: bytes) -> None:
+        req.response_started = True
+        self.transport.write(data)
+        self._request_done(req)
+
+    def _request_done(self, req: Request) -> None:
+        req.finished = True
+        if self.queue and self.queue[0] is req:
+            self.queue.popleft()
+        self.active = False
+        log_access = self.state.access_log
+        if log_access is not None:
+            log_access(self, req)
+        if not (req.keep_alive and req.complete) or req.error is not None or self.state.closing:
+            self.close()
+            return
+        if len(self.queue) <= 1:
+            self.resume_reading_for(PAUSE_PIPELINE)
+        if not self.queue:
+            self._set_deadline(DEADLINE_IDLE)
+        elif not self.queue[0].headers_done:
+            self._set_deadline(DEADLINE_HEADER)
+        if not self._starting:
+            self._maybe_start()
+
+    # -- called by the upstream leg ---------------------------------------------------------------------------
+
+    def exchange_done(self, req: Request) -> None:
+        if not req.finished and not self.closed:
+            self._request_done(req)
+
+    def upstream_failed(self, req: Request, status: int, message: str, reason: str) -> None:
+        if req.finished or self.closed:
+            return
+        log.warning("%s %s route=%s -> %d: %s", req.method, req.path, req.route_name or "-", status, reason)
+        if req.response_started:
+            # The head is out: the only honest signal left is to cut the connection.
+            req.finished = True
+            self.transport.abort()
+            return
+        self._answer_error(req, status, message)
+
+    def body_drained(self, req: Request) -> None:
+        req.body = []
+        req.buffered = 0
+        self.resume_reading_for(PAUSE_BUFFER)
+
+    def pause_reading_for(self, reason: int) -> None:
+        if not self._paused and not self.closed:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading_for(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and not self.closed and not self.broken:
+                self.transport.resume_reading()
+
+    # -- errors, timeouts, shutdown ---------------------------------------------------------------------------
+
+    def _parse_error(self, exc: HttpParserError) -> None:
+        cause = exc.__context__
+        if isinstance(cause, Reject):
+            status, message = cause.status, cause.message
+        elif cause is not None and not isinstance(cause, HttpParserError):
+            log.error("internal error while parsing a request", exc_info=cause)
+            status, message = 500, "Internal server error"
+        else:
+            status, message = 400, "Bad Request"
+            log.debug("malformed request from %s: %s", self.peer_ip, exc)
+        self.broken = True
+        self.transport.pause_reading()
+        req = self.parsing
+        if req is None:
+            req = Request()
+            self.queue.append(req)
+        req.error = (status, message)
+        req.keep_alive = False
+        if self.active and self.queue[0] is req:
+            # Broken while its body was already streaming upstream: the upstream never gets a complete request.
+            if req.upstream is not None:
+                req.upstream.abandon()
+            self.upstream_failed(req, status, message, f"request body refused: {message}")
+
+    def _upgrade(self, data: bytes, offset: int) -> None:
+        """httptools stops at a request asking for an Upgrade (h2c, websocket). The gateway does not switch
+        protocols: a body-less request is served as plain HTTP/1.1 (the Upgrade headers are hop-by-hop and
+        dropped), and parsing goes on with a fresh parser after it."""
+        req = self.parsing
+        if req is None or req.method_b == b"CONNECT" or req.chunked or req.content_length:
+            self.parser = HttpRequestParser(self)
+            if req is not None:
+                req.error = (405, "Method Not Allowed") if req.method_b == b"CONNECT" else (400, "Bad Request")
+                req.keep_alive = False
+            self.broken = True
+            return
+        self.on_message_complete()
+        self.parser = HttpRequestParser(self)
+        rest = data[offset:]
+        if rest:
+            self.data_received(rest)
+
+    def _set_deadline(self, kind: int) -> None:
+        self.deadline_kind = kind
+        if kind == DEADLINE_HEADER:
+            self.deadline = self.loop.time() + self.limits.header_timeout
+        elif kind == DEADLINE_IDLE:
+            self.deadline = self.loop.time() + self.limits.keepalive_timeout
+        else:
+            self.deadline = 0.0
+
+    def check_deadline(self, now: float) -> None:
+        if not self.deadline or now <= self.deadline or self.closed:
+            return
+        if self.deadline_kind == DEADLINE_HEADER and not self.active:
+            self.broken = True
+            self.transport.write(error_response(408, "Request Timeout", server=self.server_line, keep_alive=False))
+        self.close()
+
+    def shutdown(self) -> None:
+        """Graceful stop: close now if idle; a request in flight finishes and its response says close."""
+        if not self.active and not self.queue:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.state.connections.discard(self)
+            self.transport.close()
+
+
+def _special_header(req: Request, name: bytes, value: bytes) -> None:
+    if name == b"content-length":
+        if req.content_length is not None:
+            raise Reject(400, "duplicate Content-Length")
+        if not value.isdigit():
+            raise Reject(400, "invalid Content-Length")
+        req.content_length = int(value)
+    elif name == b"transfer-encoding":
+        # Only exactly "chunked", once: anything else is how request smuggling starts.
+        if req.chunked or value.strip().lower() != b"chunked":
+            raise Reject(400, "unsupported Transfer-Encoding")
+        req.chunked = True
+    elif name == b"host":
+        if req.host_raw:
+            raise Reject(400, "duplicate Host header")
+        host = value.strip()
+        if not host or b" " in host or b"/" in host or b"@" in host:
+            raise Reject(400, "invalid Host header")
+        req.host_raw = host
+        if host[:1] == b"[":
+            end = host.find(b"]")
+            req.host = host[: end + 1].decode("latin-1").lower()
+        else:
+            req.host = host.split(b":", 1)[0].decode("latin-1").lower()
+    elif name == b"connection":
+        tokens = connection_tokens(value)
+        req.conn_tokens = tokens if req.conn_tokens is None else req.conn_tokens | tokens
+    elif name == b"expect":
+        if value.strip().lower() != b"100-continue":
+            raise Reject(417, "Expectation Failed")
+        req.expect_continue = True

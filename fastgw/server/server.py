@@ -1,0 +1,299 @@
+"""Binding, the worker's event loop, signals, graceful shutdown, reload, and the multi-worker supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from fastgw.config.load import ConfigError, LoadedConfig, load_config
+from fastgw.gateway import Gateway
+from fastgw.observability.accesslog import AccessLog
+from fastgw.server.http import DATE
+from fastgw.server.protocol import ClientProtocol
+
+if TYPE_CHECKING:
+    from fastgw.proxy.upstream import UpstreamConnection
+    from fastgw.server.protocol import Request
+
+log = logging.getLogger("fastgw.server")
+
+TICK = 0.25  # seconds between deadline checks: the resolution of every timeout
+
+
+class ServerState:
+    """What all connections of one worker share. `gateway` is swapped whole on reload."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, gateway: Gateway, access_log: AccessLog | None) -> None:
+        self.loop = loop
+        self.gateway = gateway
+        self.access_log: Callable[[ClientProtocol, Request], None] | None = access_log
+        self.connections: set[ClientProtocol] = set()
+        self.active_upstreams: set[UpstreamConnection] = set()
+        self.closing = False
+
+
+class Server:
+    """One worker: a listening socket, its connections, and the tick that enforces deadlines."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        reuse_port: bool = False,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        cfg = loaded.config
+        self.host = host if host is not None else cfg.server.host
+        self.port = port if port is not None else cfg.server.port
+        self.reuse_port = reuse_port
+        self.config_path = loaded.source
+        self.shutdown_timeout = cfg.server.shutdown_timeout
+        self._access_log = access_log if access_log is not None else (AccessLog() if cfg.logging.access_log else None)
+        self._loaded = loaded
+        self.state: ServerState | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._tick: asyncio.TimerHandle | None = None
+        self._stopped: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.state = ServerState(loop, Gateway(self._loaded), self._access_log)
+        state = self.state
+        self._server = await loop.create_server(
+            lambda: ClientProtocol(state),
+            self.host,
+            self.port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            backlog=self._loaded.config.server.backlog,
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        self._stopped = asyncio.Event()
+        self._tick = loop.call_later(TICK, self._on_tick)
+
+    def _on_tick(self) -> None:
+        state = self.state
+        assert state is not None
+        DATE.refresh()
+        now = state.loop.time()
+        for conn in list(state.connections):
+            conn.check_deadline(now)
+        for up in list(state.active_upstreams):
+            up.check_deadline(now)
+        for upstream in state.gateway.upstreams.values():
+            upstream.expire(now)
+        if self._access_log is not None:
+            self._access_log.flush()
+        self._tick = state.loop.call_later(TICK, self._on_tick)
+
+    def reload(self, path: str | None = None) -> bool:
+        """Load the config again and swap it in; on any error the running config stays."""
+        state = self.state
+        assert state is not None
+        path = path or self.config_path
+        try:
+            loaded = load_config(path)
+            gateway = Gateway(loaded)
+        except ConfigError as exc:
+            log.error("reload refused, still serving the previous config: %s", exc)
+            return False
+        old, state.gateway = state.gateway, gateway
+        self._loaded = loaded
+        old.close()
+        log.info("reloaded %s: %d routes", path, len(loaded.config.routes))
+        return True
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop accepting, let requests in flight finish for up to `timeout` seconds, then close the rest."""
+        state = self.state
+        if state is None or state.closing:
+            return
+        state.closing = True
+        timeout = self.shutdown_timeout if timeout is None else timeout
+        if self._server is not None:
+            self._server.close()
+        for conn in list(state.connections):
+            conn.shutdown()
+        deadline = time.monotonic() + timeout
+        while state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(state.connections):
+            log.warning("shutdown: closing a connection with a request still in flight after %.1fs", timeout)
+            conn.transport.abort()
+            conn.close()
+        if self._tick is not None:
+            self._tick.cancel()
+        state.gateway.close()
+        if self._access_log is not None:
+            self._access_log.flush()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+
+def _describe_core() -> str:
+    from fastgw import core
+
+    return "compiled" if core.COMPILED else f"PURE PYTHON ({core.FALLBACK_REASON})"
+
+
+def run_worker(
+    loaded: LoadedConfig, host: str, port: int, *, reuse_port: bool = False, announce: bool = True
+) -> None:
+    """Serve in this process until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+    import uvloop
+
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = Server(loaded, host, port, reuse_port=reuse_port)
+
+    async def main() -> None:
+        await server.start()
+        stop = lambda: loop.create_task(server.shutdown())  # noqa: E731
+        loop.add_signal_handler(signal.SIGTERM, stop)
+        loop.add_signal_handler(signal.SIGINT, stop)
+        if not loaded.source.startswith("<"):
+            loop.add_signal_handler(signal.SIGHUP, server.reload)
+        if announce:
+            log.info(
+                "fastgw listening on http://%s:%d (pid %d, %d routes, core %s)",
+                _url_host(server.host), server.port, os.getpid(), len(loaded.config.routes), _describe_core(),
+            )
+        await server.wait_stopped()
+
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
+    """Fork `workers` processes that each bind the port with SO_REUSEPORT; restart any that dies.
+
+    The parent binds the port too (without listening) to learn a port chosen by the kernel and to hold it while
+    workers come and go; only listening sockets get connections, so it never takes a share of the traffic.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((host, port))
+    port = holder.getsockname()[1]
+    log.info(
+        "fastgw supervisor pid %d: %d workers on http://%s:%d (core %s)",
+        os.getpid(), workers, _url_host(host), port, _describe_core(),
+    )
+
+    stopping = False
+    reload_requested = False
+
+    def on_stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    def on_hup(signum: int, frame: object) -> None:
+        nonlocal reload_requested
+        reload_requested = True
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+
+    children: dict[int, float] = {}  # pid -> start time
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            holder.close()
+            code = 0
+            try:
+                run_worker(loaded, host, port, reuse_port=True, announce=False)
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = time.monotonic()
+
+    for _ in range(workers):
+        spawn()
+    restart_at: list[float] = []
+    while not stopping:
+        if reload_requested:
+            reload_requested = False
+            for pid in children:
+                os.kill(pid, signal.SIGHUP)
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = 0, 0
+        if pid and pid in children:
+            started = children.pop(pid)
+            log.error("worker %d exited (%s); starting a new one", pid, _wait_status(status))
+            # Back off when workers die right after start, so a broken environment does not spin the CPU.
+            delay = 1.0 if time.monotonic() - started < 1.0 else 0.0
+            restart_at.append(time.monotonic() + delay)
+        now = time.monotonic()
+        for due in [t for t in restart_at if t <= now]:
+            restart_at.remove(due)
+            spawn()
+        time.sleep(0.05)
+
+    log.info("supervisor: stopping %d workers", len(children))
+    for pid in children:
+        _kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + loaded.config.server.shutdown_timeout + 5
+    while children and time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid:
+            children.pop(pid, None)
+        else:
+            time.sleep(0.05)
+    for pid in children:
+        _kill(pid, signal.SIGKILL)
+    holder.close()
+    return 0
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
