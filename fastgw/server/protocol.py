@@ -292,14 +292,14 @@ class ClientProtocol(asyncio.Protocol):
                 req.host_raw = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
                 req.host = parsed.host.decode("latin-1").lower()
         else:
-            self._answer_error(req, 400, "Bad Request: request target must be a path")
+            self._answer_error(req, 400, "Bad Request: request target must be a path", close=True)
             return
         h = raw.find(b"#")
         if h >= 0:
             raw = raw[:h]
         path = normalize_path(raw)
         if path is None:
-            self._answer_error(req, 400, "Bad Request: invalid path")
+            self._answer_error(req, 400, "Bad Request: invalid path", close=True)
             return
         req.path = path
         found = gw.router.match(req.method, req.host, path)
@@ -325,9 +325,9 @@ class ClientProtocol(asyncio.Protocol):
     def _can_keep(self, req: Request) -> bool:
         return req.keep_alive and req.complete and not self.state.closing
 
-    def _answer_error(self, req: Request, status: int, message: str, extra: bytes = b"") -> None:
+    def _answer_error(self, req: Request, status: int, message: str, extra: bytes = b"", close: bool = False) -> None:
         req.status = status
-        keep = self._can_keep(req)
+        keep = not close and self._can_keep(req)
         data = error_response(
             status, message, server=self.server_line, keep_alive=keep, extra=extra, head_only=req.head_only
         )
@@ -422,16 +422,18 @@ class ClientProtocol(asyncio.Protocol):
         """httptools stops at a request asking for an Upgrade (h2c, websocket). The gateway does not switch
         protocols: a body-less request is served as plain HTTP/1.1 (the Upgrade headers are hop-by-hop and
         dropped), and parsing goes on with a fresh parser after it."""
-        req = self.parsing
+        # httptools has already reported the message complete (without a body) when it stops here.
+        req = self.parsing or (self.queue[-1] if self.queue else None)
+        self.parser = HttpRequestParser(self)
         if req is None or req.method_b == b"CONNECT" or req.chunked or req.content_length:
-            self.parser = HttpRequestParser(self)
             if req is not None:
                 req.error = (405, "Method Not Allowed") if req.method_b == b"CONNECT" else (400, "Bad Request")
                 req.keep_alive = False
             self.broken = True
+            self.transport.pause_reading()
             return
-        self.on_message_complete()
-        self.parser = HttpRequestParser(self)
+        if not req.complete:
+            self.on_message_complete()
         rest = data[offset:]
         if rest:
             self.data_received(rest)

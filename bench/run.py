@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""fastgw against nginx, side by side, proxying to the same upstream.
+
+An nginx upstream answers a small fixed response. fastgw and an nginx reverse proxy both forward to it with
+keep-alive connections, each pinned to the same single CPU; wrk (and the upstream) run on the other CPU. The two
+proxies are loaded in alternation, several rounds, and the medians are compared. Results go to
+bench/results/<date>-<scenario>-<commit>.json and a table is printed.
+
+Usage: python bench/run.py [--duration 10] [--rounds 3] [--connections 50] [--scenario proxy]
+Needs nginx and wrk (the script installs them with apt-get when missing and it runs as root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+
+UPSTREAM_BODY = "hello from the upstream\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_tools() -> None:
+    missing = [t for t in ("nginx", "wrk", "taskset") if shutil.which(t) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"missing {', '.join(missing)}: install them (apt-get install -y nginx wrk) and run again")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "nginx", "wrk"], check=True)
+
+
+def nginx_conf(prefix: Path, body: str) -> Path:
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log logs/error.log warn;\n"
+        "pid logs/nginx.pid;\nevents { worker_connections 4096; }\n"
+        "http {\n  access_log off;\n  keepalive_requests 1000000;\n  keepalive_timeout 60s;\n"
+        f"{body}\n}}\n"
+    )
+    return conf
+
+
+def start(cmd: list[str], cpu: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_ready(url: str, expect: bytes, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                body = r.read()
+                if expect in body:
+                    return
+                last = RuntimeError(f"unexpected body {body[:100]!r}")
+        except Exception as exc:  # noqa: BLE001 - still starting
+            last = exc
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer as expected: {last}")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            raise RuntimeError(f"wrk output has no {pct}% latency:\n{out}")
+        return float(m.group(1)) * _UNITS[m.group(2)]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not rps:
+        raise RuntimeError(f"wrk output has no Requests/sec:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock_err = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sum(int(x) for x in sock_err.groups()) if sock_err else 0,
+    }
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_wrk(url: str, duration: int, connections: int) -> dict[str, float]:
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration + 30).stdout
+    return parse_wrk(out)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict[str, object]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "nginx": nginx_v.replace("nginx version: ", ""),
+    }
+
+
+FASTGW_CONFIG = """\
+server: {{host: 127.0.0.1, port: {port}, via: false}}
+logging: {{access_log: false, level: warning}}
+upstreams:
+  backend:
+    targets: ["http://127.0.0.1:{upstream}"]
+    pool: {{max_idle: 256}}
+routes:
+  - path: /{{proxy+}}
+    integration: {{type: http, upstream: backend}}
+  - path: /
+    integration: {{type: http, upstream: backend}}
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (fastgw, nginx) to take medians of")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--scenario", default="proxy", choices=["proxy"])
+    ap.add_argument("--out", help="result file (default: bench/results/<date>-<scenario>-<commit>.json)")
+    args = ap.parse_args()
+    ensure_tools()
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("needs 2 CPUs: one for the proxy under test, one for wrk and the upstream")
+
+    work = Path(tempfile.mkdtemp(prefix="fastgw-bench-"))
+    up_port, ngx_port, gw_port = free_port(), free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        up_conf = nginx_conf(
+            work / "upstream",
+            f"  server {{ listen 127.0.0.1:{up_port} reuseport backlog=4096;\n"
+            f"    location / {{ default_type text/plain; return 200 '{UPSTREAM_BODY}'; }} }}",
+        )
+        procs.append(start(["nginx", "-p", str(work / "upstream"), "-c", str(up_conf)], LOAD_CPU, work / "up.log"))
+        ngx_conf = nginx_conf(
+            work / "proxy",
+            f"  upstream backend {{ server 127.0.0.1:{up_port}; keepalive 256; keepalive_requests 1000000; }}\n"
+            f"  server {{ listen 127.0.0.1:{ngx_port} backlog=4096;\n"
+            "    location / { proxy_pass http://backend; proxy_http_version 1.1;\n"
+            '      proxy_set_header Connection ""; proxy_buffering on; } }',
+        )
+        ngx = start(["nginx", "-p", str(work / "proxy"), "-c", str(ngx_conf)], PROXY_CPU, work / "ngx.log")
+        procs.append(ngx)
+        gw_cfg = work / "fastgw.yaml"
+        gw_cfg.write_text(FASTGW_CONFIG.format(port=gw_port, upstream=up_port))
+        env = {k: v for k, v in os.environ.items() if k != "FASTGW_NO_EXTENSIONS"}
+        gw = start([sys.executable, "-m", "fastgw", "serve", str(gw_cfg)], PROXY_CPU, work / "gw.log", env)
+        procs.append(gw)
+        body = UPSTREAM_BODY.strip().encode()
+        for port in (up_port, ngx_port, gw_port):
+            wait_ready(f"http://127.0.0.1:{port}/bench", body)
+
+        from fastgw import core
+
+        runs: dict[str, list[dict[str, float]]] = {"fastgw": [], "nginx": []}
+        rss: dict[str, int] = {"fastgw": 0, "nginx": 0}
+        targets = {"fastgw": (gw_port, gw.pid), "nginx": (ngx_port, ngx.pid)}
+        # Warm both (pools, caches) before measuring.
+        for name, (port, _) in targets.items():
+            run_wrk(f"http://127.0.0.1:{port}/bench", 2, args.connections)
+        for r in range(args.rounds):
+            order = ["fastgw", "nginx"] if r % 2 == 0 else ["nginx", "fastgw"]
+            for name in order:
+                port, pid = targets[name]
+                res = run_wrk(f"http://127.0.0.1:{port}/bench", args.duration, args.connections)
+                runs[name].append(res)
+                rss[name] = max(rss[name], rss_kib(pid))
+                print(f"round {r + 1} {name:7s} {res['rps']:>10.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
+                      f"p99 {res['p99_ms']:.3f} ms", flush=True)
+
+        summary = {}
+        for name, rs in runs.items():
+            summary[name] = {
+                "rps": statistics.median(x["rps"] for x in rs),
+                "p50_ms": statistics.median(x["p50_ms"] for x in rs),
+                "p99_ms": statistics.median(x["p99_ms"] for x in rs),
+                "rss_kib": rss[name],
+                "errors": sum(x["non_2xx"] + x["socket_errors"] for x in rs),
+                "runs": rs,
+            }
+        ratio = summary["fastgw"]["rps"] / summary["nginx"]["rps"]
+        p99_ratio = summary["fastgw"]["p99_ms"] / summary["nginx"]["p99_ms"]
+        result = {
+            "scenario": args.scenario,
+            "description": "plain reverse proxy to an nginx upstream (keep-alive both legs), one proxy CPU",
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "commit": git_commit(),
+            "fastgw_core": "compiled" if core.COMPILED else "pure-python",
+            "settings": {
+                "duration_s": args.duration,
+                "rounds": args.rounds,
+                "connections": args.connections,
+                "wrk_threads": 1,
+                "proxy_cpu": PROXY_CPU,
+                "load_cpu": LOAD_CPU,
+            },
+            "machine": machine(),
+            "fastgw": summary["fastgw"],
+            "nginx": summary["nginx"],
+            "ratio_rps": round(ratio, 3),
+            "ratio_p99": round(p99_ratio, 3),
+        }
+        out = Path(args.out) if args.out else RESULTS / f"{result['date'][:10]}-{args.scenario}-{result['commit']}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+        print()
+        print(f"{'':8s}{'req/s':>12s}{'p50 ms':>10s}{'p99 ms':>10s}{'RSS MiB':>10s}{'errors':>8s}")
+        for name in ("fastgw", "nginx"):
+            s = summary[name]
+            print(f"{name:8s}{s['rps']:>12.0f}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}"
+                  f"{s['rss_kib'] / 1024:>10.1f}{s['errors']:>8d}")
+        print(f"\nfastgw/nginx throughput ratio {ratio:.3f}, p99 ratio {p99_ratio:.3f}  ->  {out.relative_to(ROOT)}")
+        return 0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

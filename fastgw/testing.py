@@ -1,0 +1,296 @@
+"""Test kit for fastgw and for plugin authors: real servers on ephemeral loopback ports.
+
+- `EchoUpstream`: an HTTP/1.1 upstream that answers with what it received (method, path, query, headers, body)
+  as JSON and records every request, so a test can assert on what the upstream saw, or that it saw nothing.
+  It is written on asyncio streams, independently of fastgw's own server code. Special paths change its
+  behaviour: `/status/{code}`, `/sleep/{ms}`, `/bytes/{n}` (n bytes, Content-Length), `/chunked/{n}` (n bytes in
+  chunks), `/until-close/{n}` (no length: ends by closing), `/close` (closes without answering),
+  `/headers?name=value...` (responds with those headers).
+- `running_gateway(config)`: an in-process fastgw on port 0 in the current event loop.
+- `http_request(...)` / `RawConnection`: a minimal client that shows exactly what came back on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from fastgw.config.load import load_config_bytes
+from fastgw.server.server import Server
+
+__all__ = ["EchoUpstream", "RawConnection", "Received", "Response", "http_request", "running_gateway"]
+
+
+@dataclass
+class Received:
+    """One request as the upstream saw it."""
+
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    connection_id: int
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+
+class EchoUpstream:
+    """See the module docstring. Use as `async with EchoUpstream() as up: ... up.url ... up.received`."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> EchoUpstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            w.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        conn_id = self.connections
+        self._writers.add(writer)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, version = lines[0].split(" ", 2)
+                headers = [tuple(s.strip() for s in ln.split(":", 1)) for ln in lines[1:] if ln]
+                req = Received(method, target, version, headers, b"", conn_id)  # type: ignore[arg-type]
+                if req.header("transfer-encoding") == "chunked":
+                    req.body = await _read_chunked(reader)
+                elif req.header("content-length"):
+                    req.body = await reader.readexactly(int(req.header("content-length") or 0))
+                self.received.append(req)
+                keep = await self._respond(req, writer)
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _respond(self, req: Received, writer: asyncio.StreamWriter) -> bool:
+        path = req.path
+        parts = path.strip("/").split("/")
+        status, extra, body = 200, [], b""
+        if parts[0] == "close":
+            return False
+        if parts[0] == "sleep" and len(parts) > 1:
+            await asyncio.sleep(int(parts[1]) / 1000)
+        if parts[0] == "status" and len(parts) > 1:
+            status = int(parts[1])
+        if parts[0] == "headers":
+            extra = [(k, v) for k, v in parse_qsl(urlsplit(req.target).query)]
+        if parts[0] in ("bytes", "chunked", "until-close") and len(parts) > 1:
+            n = int(parts[1])
+            head = f"HTTP/1.1 {status} OK\r\ncontent-type: application/octet-stream\r\n"
+            if parts[0] == "bytes":
+                writer.write(f"{head}content-length: {n}\r\n\r\n".encode())
+            elif parts[0] == "chunked":
+                writer.write(f"{head}transfer-encoding: chunked\r\n\r\n".encode())
+            else:
+                writer.write(f"{head}connection: close\r\n\r\n".encode())
+            if req.method == "HEAD":
+                await writer.drain()
+                return parts[0] != "until-close"
+            block = b"x" * 65536
+            left = n
+            while left > 0:
+                piece = block[: min(left, len(block))]
+                left -= len(piece)
+                writer.write(b"%x\r\n%b\r\n" % (len(piece), piece) if parts[0] == "chunked" else piece)
+                await writer.drain()
+            if parts[0] == "chunked":
+                writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return parts[0] != "until-close"
+        if status not in (204, 304):
+            body = orjson.dumps(
+                {
+                    "method": req.method,
+                    "path": path,
+                    "query": urlsplit(req.target).query,
+                    "headers": [[k, v] for k, v in req.headers],
+                    "body": req.body.decode("utf-8", "replace"),
+                    "body_b64": base64.b64encode(req.body).decode() if len(req.body) < 4096 else None,
+                    "body_length": len(req.body),
+                }
+            )
+        lines = [f"HTTP/1.1 {status} X", "content-type: application/json", "x-upstream: echo"]
+        lines += [f"{k}: {v}" for k, v in extra]
+        if status not in (204, 304):
+            lines.append(f"content-length: {len(body)}")
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if req.method == "HEAD" else body))
+        await writer.drain()
+        return True
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    out = bytearray()
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        size = int(size_line.split(b";")[0].strip(), 16)
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                pass
+            return bytes(out)
+        out += await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(config: str | bytes | dict[str, Any], **server_kw: Any) -> AsyncIterator[Server]:
+    """Serve `config` (YAML text, or a dict) with fastgw in this event loop on 127.0.0.1:<free port>."""
+    if isinstance(config, dict):
+        config.setdefault("logging", {}).setdefault("access_log", False)
+        raw = orjson.dumps(config)
+        source = "<test>.json"
+    else:
+        raw = config.encode() if isinstance(config, str) else config
+        source = "<test>.yaml"
+    loaded = load_config_bytes(raw, source)
+    server = Server(loaded, "127.0.0.1", 0, **server_kw)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.shutdown(timeout=1.0)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw_head: bytes = b""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+_STATUS = re.compile(rb"HTTP/1\.[01] (\d{3})")
+
+
+class RawConnection:
+    """A client connection that sends bytes as given and parses responses one by one."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> RawConnection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def response(self, *, head_only: bool = False, timeout: float = 5.0) -> Response:
+        return await asyncio.wait_for(self._response(head_only), timeout)
+
+    async def _response(self, head_only: bool) -> Response:
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        m = _STATUS.match(head)
+        if not m:
+            raise AssertionError(f"not an HTTP response: {head[:200]!r}")
+        status = int(m.group(1))
+        headers = []
+        for line in head.decode("latin-1").split("\r\n")[1:]:
+            if line:
+                k, v = line.split(":", 1)
+                headers.append((k.strip(), v.strip()))
+        resp = Response(status, headers, b"", head)
+        if head_only or status in (204, 304) or 100 <= status < 200:
+            return resp
+        if (resp.header("transfer-encoding") or "").lower() == "chunked":
+            resp.body = await _read_chunked(self.reader)
+        elif resp.header("content-length") is not None:
+            resp.body = await self.reader.readexactly(int(resp.header("content-length") or 0))
+        else:
+            resp.body = await self.reader.read()
+        return resp
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        """True when the server closed the connection (EOF) within `timeout`, with nothing more sent."""
+        data = await asyncio.wait_for(self.reader.read(), timeout)
+        return data == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+async def http_request(
+    port: int,
+    method: str = "GET",
+    path: str = "/",
+    *,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    host: str = "test.local",
+    timeout: float = 5.0,
+) -> Response:
+    """One request on a new connection (Connection: close)."""
+    hdrs = {"host": host, "connection": "close", **(headers or {})}
+    if body and "content-length" not in {k.lower() for k in hdrs}:
+        hdrs["content-length"] = str(len(body))
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+    conn = await RawConnection.open(port)
+    try:
+        await conn.send(head.encode("latin-1") + body)
+        return await conn.response(head_only=method == "HEAD", timeout=timeout)
+    finally:
+        await conn.close()
