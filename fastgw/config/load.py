@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from fastgw.config.schema import Config, HttpIntegration
+from fastgw.config.schema import Config, HttpIntegration, Upstream
 from fastgw.core import RouteConflict, Router, parse_template
 
 _MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S)
@@ -68,9 +68,24 @@ def load_config_bytes(raw: bytes, source: str = "<config>") -> LoadedConfig:
     except msgspec.ValidationError as exc:
         m = _MSGSPEC_PATH.match(str(exc))
         assert m is not None
-        raise ConfigError(source, m.group("path") or "$", m.group("msg")) from None
+        path = _name_upstream(m.group("path") or "$", data)
+        raise ConfigError(source, path, m.group("msg")) from None
     router = _check(config, source)
     return LoadedConfig(config=config, source=source, router=router)
+
+
+def _name_upstream(path: str, data: dict[str, Any]) -> str:
+    """msgspec writes a mapping key as `[...]`; say which upstream it was (the one that fails on its own)."""
+    prefix = "$.upstreams[...]"
+    upstreams = data.get("upstreams")
+    if not path.startswith(prefix) or not isinstance(upstreams, dict):
+        return path
+    for name, value in upstreams.items():
+        try:
+            msgspec.convert(value, Upstream, strict=True)
+        except msgspec.ValidationError:
+            return f"$.upstreams.{name}{path[len(prefix):]}"
+    return path
 
 
 def _parse(raw: bytes, source: str) -> Any:

@@ -172,6 +172,8 @@ def run_worker(
                 "fastgw listening on http://%s:%d (pid %d, %d routes, core %s)",
                 _url_host(server.host), server.port, os.getpid(), len(loaded.config.routes), _describe_core(),
             )
+        else:
+            log.info("worker pid %d ready on port %d", os.getpid(), server.port)
         await server.wait_stopped()
 
     try:

@@ -1,0 +1,110 @@
+"""Config errors name the file, the key path and what was expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastgw.cli import main
+from fastgw.config.load import ConfigError, default_config_path, load_config, load_config_bytes
+
+GOOD = b"""
+upstreams:
+  users: {targets: ["http://127.0.0.1:9001"]}
+routes:
+  - path: /users/{id}
+    methods: [GET]
+    integration: {type: http, upstream: users, path: "/v1/users/{id}"}
+"""
+
+
+def err(raw: bytes, source: str = "gw.yaml") -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_config_bytes(raw, source)
+    return info.value
+
+
+def test_good_config_loads():
+    loaded = load_config_bytes(GOOD, "gw.yaml")
+    assert loaded.router.match("GET", "h", "/users/1") == (0, {"id": "1"})
+
+
+@pytest.mark.parametrize(
+    "raw,path,words",
+    [
+        (b"routes: [{path: /a, integration: {type: mock}, colour: red}]", "$.routes[0]", "unknown field `colour`"),
+        (b"limits: {max_body_size: lots}", "$.limits.max_body_size", "Expected `int`"),
+        (b"limits: {header_timeout: -1}", "$.limits.header_timeout", "Expected `float` >"),
+        (b"routes: [{path: /a, integration: {type: ftp}}]", "$.routes[0].integration.type", "Invalid value 'ftp'"),
+        (b"routes: [{path: /a, methods: [FETCH], integration: {type: mock}}]", "$.routes[0].methods[0]", "matching regex"),
+        (b"routes: [{path: a, integration: {type: mock}}]", "$.routes[0].path", "must start with '/'"),
+        (b"routes: [{path: /a, integration: {type: http, upstream: nope}}]", "$.routes[0].integration.upstream",
+         "unknown upstream 'nope'"),
+        (b"upstreams: {u: {targets: ['ftp://x']}}", "$.upstreams.u.targets[0]", "matching regex"),
+        (b"server: {trusted_proxies: [not-an-ip]}", "$.server.trusted_proxies[0]", "CIDR"),
+        (GOOD.replace(b"/v1/users/{id}", b"/v1/{nope}"), "$.routes[0].integration.path", "{nope} is not a parameter"),
+        (b"routes: [{path: /a, host: 'a.*.com', integration: {type: mock}}]", "$.routes[0].host", "wildcard"),
+        (b"routes: [x: [", "$", "invalid YAML (line 1"),
+        (b"- just a list", "$", "expected a mapping"),
+    ],
+)
+def test_errors_name_the_key_path(raw, path, words):
+    e = err(raw)
+    assert e.source == "gw.yaml" and e.path == path, str(e)
+    assert words in e.message, str(e)
+    assert str(e).startswith(f"gw.yaml: {path}: ")
+
+
+def test_conflicting_routes_are_named():
+    raw = b"""routes:
+  - {name: first, path: "/a/{x}", integration: {type: mock}}
+  - {path: /b, integration: {type: mock}}
+  - {path: "/a/{y}", methods: [POST], integration: {type: mock}}
+"""
+    e = err(raw)
+    assert e.path == "$.routes[2]" and "$.routes[0] (first:" in e.message and "conflicts" in e.message
+
+
+def test_duplicate_route_names():
+    e = err(b"routes: [{name: a, path: /x, integration: {type: mock}}, {name: a, path: /y, integration: {type: mock}}]")
+    assert e.path == "$.routes[1].name"
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(info.value) and "cannot read" in str(info.value)
+
+
+def test_json_configs(tmp_path):
+    p = tmp_path / "gw.json"
+    p.write_text('{"routes": [{"path": "/", "integration": {"type": "mock"}}]}')
+    assert len(load_config(p).config.routes) == 1
+    p.write_text('{"routes": [}')
+    with pytest.raises(ConfigError, match="invalid JSON"):
+        load_config(p)
+
+
+def test_default_quickstart_ships_and_is_valid():
+    loaded = load_config(default_config_path())
+    assert loaded.router.match("GET", "127.0.0.1", "/") == (0, {})
+
+
+def test_cli_check_and_routes(tmp_path, capsys):
+    p = tmp_path / "gw.yaml"
+    p.write_bytes(GOOD)
+    assert main(["check", str(p)]) == 0
+    assert "ok (1 routes, 1 upstreams)" in capsys.readouterr().out
+    assert main(["routes", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "GET" in out and "/users/{id}" in out and "http -> users /v1/users/{id}" in out
+    p.write_bytes(b"routes: [{path: /a, integration: {type: http, upstream: x}}]")
+    assert main(["check", str(p)]) == 1
+    assert "$.routes[0].integration.upstream" in capsys.readouterr().err
+
+
+def test_cli_help_lists_commands(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for word in ("serve", "check", "routes"):
+        assert word in out
