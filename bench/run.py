@@ -119,10 +119,29 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def run_wrk(url: str, duration: int, connections: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def steal_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies over all CPUs: how much of the run the hypervisor took away."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[7], sum(fields)
+
+
+def run_wrk(url: str, duration: int, connections: int, pid: int | None = None) -> dict[str, float]:
     cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    st0, tot0 = steal_ticks()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=duration + 30).stdout
-    return parse_wrk(out)
+    st1, tot1 = steal_ticks()
+    res = parse_wrk(out)
+    requests = re.search(r"(\d+) requests in", out)
+    if pid and requests and int(requests.group(1)):
+        res["cpu_us_per_request"] = round((cpu_seconds(pid) - cpu0) * 1e6 / int(requests.group(1)), 2)
+    res["steal_pct"] = round(100 * (st1 - st0) / max(1, tot1 - tot0), 1)
+    return res
 
 
 def git_commit() -> str:
@@ -173,6 +192,7 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (fastgw, nginx) to take medians of")
     ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of load on each proxy before measuring")
     ap.add_argument("--scenario", default="proxy", choices=["proxy"])
     ap.add_argument("--out", help="result file (default: bench/results/<date>-<scenario>-<commit>.json)")
     args = ap.parse_args()
@@ -215,16 +235,17 @@ def main() -> int:
         targets = {"fastgw": (gw_port, gw.pid), "nginx": (ngx_port, ngx.pid)}
         # Warm both (pools, caches) before measuring.
         for name, (port, _) in targets.items():
-            run_wrk(f"http://127.0.0.1:{port}/bench", 2, args.connections)
+            run_wrk(f"http://127.0.0.1:{port}/bench", args.warmup, args.connections)
         for r in range(args.rounds):
             order = ["fastgw", "nginx"] if r % 2 == 0 else ["nginx", "fastgw"]
             for name in order:
                 port, pid = targets[name]
-                res = run_wrk(f"http://127.0.0.1:{port}/bench", args.duration, args.connections)
+                res = run_wrk(f"http://127.0.0.1:{port}/bench", args.duration, args.connections, pid)
                 runs[name].append(res)
                 rss[name] = max(rss[name], rss_kib(pid))
                 print(f"round {r + 1} {name:7s} {res['rps']:>10.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
-                      f"p99 {res['p99_ms']:.3f} ms", flush=True)
+                      f"p99 {res['p99_ms']:.3f} ms  cpu {res.get('cpu_us_per_request', 0):.1f} us/req  "
+                      f"steal {res['steal_pct']:.1f}%", flush=True)
 
         summary = {}
         for name, rs in runs.items():
@@ -233,10 +254,13 @@ def main() -> int:
                 "p50_ms": statistics.median(x["p50_ms"] for x in rs),
                 "p99_ms": statistics.median(x["p99_ms"] for x in rs),
                 "rss_kib": rss[name],
+                "cpu_us_per_request": statistics.median(x.get("cpu_us_per_request", 0.0) for x in rs),
+                "steal_pct": statistics.median(x["steal_pct"] for x in rs),
                 "errors": sum(x["non_2xx"] + x["socket_errors"] for x in rs),
                 "runs": rs,
             }
         ratio = summary["fastgw"]["rps"] / summary["nginx"]["rps"]
+        cpu_ratio = summary["nginx"]["cpu_us_per_request"] / max(summary["fastgw"]["cpu_us_per_request"], 1e-9)
         p99_ratio = summary["fastgw"]["p99_ms"] / summary["nginx"]["p99_ms"]
         result = {
             "scenario": args.scenario,
@@ -257,18 +281,20 @@ def main() -> int:
             "nginx": summary["nginx"],
             "ratio_rps": round(ratio, 3),
             "ratio_p99": round(p99_ratio, 3),
+            "ratio_cpu_efficiency": round(cpu_ratio, 3),
         }
         out = Path(args.out) if args.out else RESULTS / f"{result['date'][:10]}-{args.scenario}-{result['commit']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
 
         print()
-        print(f"{'':8s}{'req/s':>12s}{'p50 ms':>10s}{'p99 ms':>10s}{'RSS MiB':>10s}{'errors':>8s}")
+        print(f"{'':8s}{'req/s':>12s}{'p50 ms':>10s}{'p99 ms':>10s}{'cpu us/req':>12s}{'RSS MiB':>10s}{'errors':>8s}")
         for name in ("fastgw", "nginx"):
             s = summary[name]
-            print(f"{name:8s}{s['rps']:>12.0f}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}"
+            print(f"{name:8s}{s['rps']:>12.0f}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['cpu_us_per_request']:>12.1f}"
                   f"{s['rss_kib'] / 1024:>10.1f}{s['errors']:>8d}")
-        print(f"\nfastgw/nginx throughput ratio {ratio:.3f}, p99 ratio {p99_ratio:.3f}  ->  {out.relative_to(ROOT)}")
+        print(f"\nfastgw/nginx: throughput {ratio:.3f}x, p99 {p99_ratio:.3f}x, CPU per request {1 / cpu_ratio:.2f}x "
+              f"(median steal {summary['fastgw']['steal_pct']}%)  ->  {out}")
         return 0
     finally:
         for p in procs:

@@ -1,0 +1,25 @@
+# Short commands; the README explains each.
+PY ?= .venv/bin/python
+
+.PHONY: venv build test test-pure bench lint clean
+
+venv:
+	python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
+
+build:  ## rebuild the Cython core in place after editing fastgw/_core.pyx
+	$(PY) setup.py build_ext --inplace
+
+test:
+	$(PY) -m pytest -q
+
+test-pure:  ## the whole suite on the pure-Python twin of the core
+	FASTGW_NO_EXTENSIONS=1 $(PY) -m pytest -q
+
+bench:
+	$(PY) bench/run.py
+
+lint:
+	$(PY) -m ruff check fastgw tests bench && $(PY) -m ruff format --check fastgw tests bench && $(PY) -m mypy fastgw
+
+clean:
+	rm -rf build dist *.egg-info fastgw/_core.c fastgw/_core*.so fastgw/_core.html

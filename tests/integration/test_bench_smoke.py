@@ -1,0 +1,33 @@
+"""bench/run.py still works end to end (a very short run; the figures themselves are not judged here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("nginx", "wrk", "taskset")) or (os.cpu_count() or 1) < 2,
+    reason="needs nginx, wrk, taskset and 2 CPUs (.ci/run installs them)",
+)
+def test_bench_runs_and_writes_a_result(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--duration", "1", "--rounds", "1", "--warmup", "1",
+         "--connections", "4", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    for side in ("fastgw", "nginx"):
+        assert result[side]["rps"] > 0 and result[side]["p99_ms"] > 0 and result[side]["errors"] == 0
+    assert result["ratio_rps"] > 0 and result["fastgw_core"] == "compiled"
+    assert "fastgw/nginx: throughput" in proc.stdout
