@@ -38,6 +38,7 @@ _REQ_SKIP = HOP_BY_HOP | {
 }
 _RESP_SKIP = HOP_BY_HOP | {b"content-length", b"date", b"server", b"via"}
 _VIA = b"1.1 fastgw"
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
 
 def build_request_head(
@@ -232,18 +233,18 @@ class UpstreamConnection(asyncio.Protocol):
         self.served += 1
         req.upstream = self
         self._reset()
-        chunks = [head]
-        if req.body:
+        if req.body or (req.complete and req.chunked):
+            chunks = [head]
             framed = req.chunked
             for c in req.body:
                 chunks.append(b"%x\r\n%b\r\n" % (len(c), c) if framed else c)
             client.body_drained(req)
-        if req.complete:
-            if req.chunked:
+            if req.complete and framed:
                 chunks.append(b"0\r\n\r\n")
-            self._req_done = True
+            head = b"".join(chunks)
+        self._req_done = req.complete
         assert self.transport is not None
-        self.transport.write(b"".join(chunks) if len(chunks) > 1 else head)
+        self.transport.write(head)
         if not self._write_paused:
             self.deadline = self.loop.time() + self.target.read_timeout
         client.state.active_upstreams.add(self)
@@ -379,7 +380,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self._new_parser:
             self.parser = HttpResponseParser(self)
         client, req = self._detach()
-        self.resume_reading()
+        if self._reading_paused:
+            self.resume_reading()
         if reusable:
             self.target.release(self, self.loop.time())
         else:
@@ -406,7 +408,9 @@ def _copy_headers(
             continue
         if name in _RESP_SKIP:
             if name == b"connection":
-                named = connection_tokens(value) - {b"close", b"keep-alive"}
+                # PERF: nearly every upstream says just "keep-alive" (or "close"); skip the token split then.
+                if value.lower() not in _PLAIN_CONNECTION:
+                    named = connection_tokens(value) - _PLAIN_CONNECTION
             elif name == b"content-length":
                 length = value
             elif name == b"transfer-encoding":

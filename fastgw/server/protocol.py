@@ -253,7 +253,7 @@ class ClientProtocol(asyncio.Protocol):
     # -- answering --------------------------------------------------------------------------------------------
 
     def _maybe_start(self) -> None:
-        if self._starting or self.closed:
+        if self._starting or self.closed or not self.queue:
             return
         self._starting = True
         try:

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""fastgw's own Python cost per proxied request, without sockets or the event loop.
+
+Drives ClientProtocol and UpstreamConnection with in-memory transports through one complete keep-alive
+exchange per iteration (parse the client request, route, build the upstream head, parse the upstream response,
+frame it for the client, return the connection to the pool) and reports the best of several repeats in
+microseconds: the median over many small batches, since on a throttled VM any long measurement catches stalls
+that have nothing to do with the code. Used to compare hot-path changes on machines where end-to-end runs are noisy; `bench/run.py` stays
+the measure that counts.
+
+Usage: python bench/hotpath.py [--batches 2000] [--batch 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from fastgw.config.load import load_config_bytes
+from fastgw.gateway import Gateway
+from fastgw.proxy.upstream import UpstreamConnection
+from fastgw.server.protocol import ClientProtocol
+from fastgw.server.server import ServerState
+
+CONFIG = b"""
+logging: {access_log: false}
+server: {via: false}
+upstreams:
+  backend: {targets: ["http://127.0.0.1:9"]}
+routes:
+  - path: /{proxy+}
+    integration: {type: http, upstream: backend}
+"""
+REQUEST = b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 21:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 24\r\nConnection: keep-alive\r\n\r\nhello from the upstream\n"
+)
+
+
+class MemoryTransport:
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer = peer
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_extra_info(self, name: str) -> object:
+        return self.peer if name == "peername" else None
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        raise AssertionError("the benchmark exchange must stay keep-alive")
+
+
+async def measure(batches: int, batch: int) -> list[float]:
+    loaded = load_config_bytes(CONFIG, "<hotpath>.yaml")
+    state = ServerState(asyncio.get_running_loop(), Gateway(loaded), None)
+    client = ClientProtocol(state)
+    client.connection_made(MemoryTransport(("127.0.0.1", 40000)))  # type: ignore[arg-type]
+    target = state.gateway.upstreams["backend"].targets[0]
+    up = UpstreamConnection(target, state)
+    up.connection_made(MemoryTransport(("127.0.0.1", 9)))  # type: ignore[arg-type]
+    target.release(up, 0.0)
+    results = []
+    clock = time.perf_counter
+    for _ in range(batches):
+        start = clock()
+        for _ in range(batch):
+            client.data_received(REQUEST)
+            up.data_received(RESPONSE)
+        results.append((clock() - start) / batch * 1e6)
+    assert client.transport.written > 0 and not client.queue  # type: ignore[attr-defined]
+    return results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=50, help="exchanges per timed batch")
+    args = ap.parse_args()
+    results = sorted(asyncio.run(measure(args.batches, args.batch)))
+    n = len(results)
+    print(f"hot path: median {results[n // 2]:.2f} us per proxied request "
+          f"(p10 {results[n // 10]:.2f}, p90 {results[n * 9 // 10]:.2f}; {n} batches of {args.batch})")
+
+
+if __name__ == "__main__":
+    main()
