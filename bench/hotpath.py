@@ -3,10 +3,10 @@
 
 Drives ClientProtocol and UpstreamConnection with in-memory transports through one complete keep-alive
 exchange per iteration (parse the client request, route, build the upstream head, parse the upstream response,
-frame it for the client, return the connection to the pool) and reports the best of several repeats in
-microseconds: the median over many small batches, since on a throttled VM any long measurement catches stalls
-that have nothing to do with the code. Used to compare hot-path changes on machines where end-to-end runs are noisy; `bench/run.py` stays
-the measure that counts.
+frame it for the client, return the connection to the pool) and reports microseconds per exchange: the median
+over many small batches, since on a throttled VM any long measurement catches stalls that have nothing to do
+with the code. Used to compare hot-path changes where end-to-end runs are noisy; `bench/run.py` stays the
+measure that counts.
 
 Usage: python bench/hotpath.py [--batches 2000] [--batch 50]
 """

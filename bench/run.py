@@ -234,7 +234,7 @@ def main() -> int:
         rss: dict[str, int] = {"fastgw": 0, "nginx": 0}
         targets = {"fastgw": (gw_port, gw.pid), "nginx": (ngx_port, ngx.pid)}
         # Warm both (pools, caches) before measuring.
-        for name, (port, _) in targets.items():
+        for port, _ in targets.values():
             run_wrk(f"http://127.0.0.1:{port}/bench", args.warmup, args.connections)
         for r in range(args.rounds):
             order = ["fastgw", "nginx"] if r % 2 == 0 else ["nginx", "fastgw"]

@@ -201,9 +201,9 @@ class Router:
         segs = [s for s in path.split("/") if s]
         params: list[str] = []
         allowed: set[str] = set()
-        e = _walk(self._root, segs, 0, len(segs), method, host, params, allowed)
-        if e is not None:
-            return e.route, dict(zip(e.param_names, params))
+        found = _walk(self._root, segs, 0, len(segs), method, host, params, allowed)
+        if found is not None:
+            return found.route, dict(zip(found.param_names, params, strict=True))
         if allowed:
             return None, tuple(sorted(allowed))
         return None

@@ -116,7 +116,7 @@ def _routes(path: str, tree: bool) -> int:
         rows.append((",".join(route.methods), route.host or "*", route.path, target, route.name or f"[{i}]", "-"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 

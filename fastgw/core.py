@@ -19,11 +19,11 @@ if os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0"):
     FALLBACK_REASON = "FASTGW_NO_EXTENSIONS is set"
 else:
     try:
-        from fastgw._core import ANY, BucketTable, RouteConflict, Router, parse_template  # type: ignore[no-redef]
+        from fastgw._core import ANY, BucketTable, RouteConflict, Router, parse_template  # type: ignore[assignment]
 
         COMPILED = True
     except ImportError as exc:  # pragma: no cover - depends on how the package was installed
-        from fastgw._pycore import ANY, BucketTable, RouteConflict, Router, parse_template  # type: ignore[assignment]
+        from fastgw._pycore import ANY, BucketTable, RouteConflict, Router, parse_template
 
         COMPILED = False
         FALLBACK_REASON = f"the compiled extension fastgw._core did not import ({exc})"

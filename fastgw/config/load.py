@@ -149,7 +149,9 @@ def _check_http(config: Config, integ: HttpIntegration, params: tuple[str, ...],
         known = ", ".join(sorted(config.upstreams)) or "none defined"
         raise ConfigError(source, f"{at}.upstream", f"unknown upstream {integ.upstream!r} (upstreams: {known})")
     if integ.strip_prefix is not None and not integ.strip_prefix.startswith("/"):
-        raise ConfigError(source, f"{at}.strip_prefix", f"expected a path starting with '/', got {integ.strip_prefix!r}")
+        raise ConfigError(
+            source, f"{at}.strip_prefix", f"expected a path starting with '/', got {integ.strip_prefix!r}"
+        )
     if integ.path is not None:
         if not integ.path.startswith("/"):
             raise ConfigError(source, f"{at}.path", f"expected a path starting with '/', got {integ.path!r}")

@@ -5,7 +5,7 @@ Loading, cross-checks and error messages live in `fastgw.config.load`. Durations
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -22,7 +22,7 @@ class _Base(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
-class ServerConfig(_Base):
+class ServerConfig(_Base, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8000
     workers: Annotated[int, Meta(ge=1, le=256)] = 1
@@ -37,7 +37,7 @@ class ServerConfig(_Base):
     backlog: Annotated[int, Meta(ge=1, le=65_535)] = 2048
 
 
-class Limits(_Base):
+class Limits(_Base, frozen=True):
     max_url_length: Annotated[int, Meta(ge=16, le=1_048_576)] = 8192  # 414 beyond
     max_header_size: Annotated[int, Meta(ge=256, le=1_048_576)] = 32_768  # 431 beyond (all header lines)
     max_headers: Annotated[int, Meta(ge=1, le=10_000)] = 100  # 431 beyond
@@ -46,17 +46,17 @@ class Limits(_Base):
     keepalive_timeout: Seconds = 60.0  # idle client connection closed after this
 
 
-class LoggingConfig(_Base):
+class LoggingConfig(_Base, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
 
 
-class PoolConfig(_Base):
+class PoolConfig(_Base, frozen=True):
     max_idle: Annotated[int, Meta(ge=0, le=100_000)] = 128  # idle keep-alive connections kept per target
     idle_timeout: Seconds = 60.0
 
 
-class Upstream(_Base):
+class Upstream(_Base, frozen=True):
     targets: Annotated[list[TargetURL], Meta(min_length=1)]
     connect_timeout: Seconds = 5.0
     read_timeout: Seconds = 60.0  # longest wait for the response head, and between body reads
@@ -64,7 +64,7 @@ class Upstream(_Base):
     pool: PoolConfig = field(default_factory=PoolConfig)
 
 
-class HttpIntegration(_Base, tag="http"):
+class HttpIntegration(_Base, frozen=True, tag="http"):
     upstream: str
     # Removed from the start of the path before it goes upstream ("/api" makes /api/users go as /users).
     strip_prefix: str | None = None
@@ -76,17 +76,17 @@ class HttpIntegration(_Base, tag="http"):
     host: str | None = None
 
 
-class MockIntegration(_Base, tag="mock"):
+class MockIntegration(_Base, frozen=True, tag="mock"):
     status: Status = 200
     headers: dict[str, str] = field(default_factory=dict)
     # A string is sent as it is (text/plain unless a content-type header is given); anything else as JSON.
-    body: Union[str, dict, list, int, float, bool, None] = None
+    body: str | dict | list | int | float | bool | None = None
 
 
-Integration = Union[HttpIntegration, MockIntegration]
+Integration = HttpIntegration | MockIntegration
 
 
-class Route(_Base):
+class Route(_Base, frozen=True):
     path: str
     integration: Integration
     name: Name | None = None
@@ -94,7 +94,7 @@ class Route(_Base):
     host: str | None = None
 
 
-class Config(_Base):
+class Config(_Base, frozen=True):
     routes: list[Route] = field(default_factory=list)
     upstreams: dict[Name, Upstream] = field(default_factory=dict)
     server: ServerConfig = field(default_factory=ServerConfig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -52,10 +53,8 @@ class Target:
 
     def forget(self, conn: UpstreamConnection) -> None:
         """A pooled connection was closed by the other side."""
-        try:
+        with contextlib.suppress(ValueError):
             self.idle.remove(conn)
-        except ValueError:
-            pass
 
     def expire(self, now: float) -> None:
         """Close connections idle for longer than `idle_timeout` (called by the server's tick)."""

@@ -164,8 +164,9 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=HIGH_WATER)
+        # NOTE: uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = t = transport  # type: ignore[assignment]
+        t.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -8,8 +8,8 @@ while one is in flight, reading pauses and the next ones wait in `queue`.
 from __future__ import annotations
 
 import asyncio
-import time
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -128,7 +128,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=HIGH_WATER)
+        self.transport.set_write_buffer_limits(high=HIGH_WATER)
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if isinstance(peer, tuple) else ""
         self.peer_ip_b = self.peer_ip.encode("latin-1")
@@ -308,10 +308,10 @@ class ClientProtocol(asyncio.Protocol):
             return
         index, params = found
         if index is None:
-            allow = ", ".join(params).encode()  # type: ignore[arg-type]
+            allow = ", ".join(params).encode()
             self._answer_error(req, 405, "Method Not Allowed", extra=b"allow: " + allow + b"\r\n")
             return
-        route: MockRoute | HttpRoute = gw.routes[index]  # type: ignore[index]
+        route: MockRoute | HttpRoute = gw.routes[index]  # type: ignore[call-overload]
         req.route_name = route.name
         if route.kind == KIND_MOCK:
             keep = self._can_keep(req)
