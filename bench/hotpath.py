@@ -94,8 +94,10 @@ def main() -> None:
     args = ap.parse_args()
     results = sorted(asyncio.run(measure(args.batches, args.batch)))
     n = len(results)
-    print(f"hot path: median {results[n // 2]:.2f} us per proxied request "
-          f"(p10 {results[n // 10]:.2f}, p90 {results[n * 9 // 10]:.2f}; {n} batches of {args.batch})")
+    print(
+        f"hot path: median {results[n // 2]:.2f} us per proxied request "
+        f"(p10 {results[n // 10]:.2f}, p90 {results[n * 9 // 10]:.2f}; {n} batches of {args.batch})"
+    )
 
 
 if __name__ == "__main__":

@@ -243,9 +243,12 @@ def main() -> int:
                 res = run_wrk(f"http://127.0.0.1:{port}/bench", args.duration, args.connections, pid)
                 runs[name].append(res)
                 rss[name] = max(rss[name], rss_kib(pid))
-                print(f"round {r + 1} {name:7s} {res['rps']:>10.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
-                      f"p99 {res['p99_ms']:.3f} ms  cpu {res.get('cpu_us_per_request', 0):.1f} us/req  "
-                      f"steal {res['steal_pct']:.1f}%", flush=True)
+                print(
+                    f"round {r + 1} {name:7s} {res['rps']:>10.0f} req/s  p50 {res['p50_ms']:.3f} ms  "
+                    f"p99 {res['p99_ms']:.3f} ms  cpu {res.get('cpu_us_per_request', 0):.1f} us/req  "
+                    f"steal {res['steal_pct']:.1f}%",
+                    flush=True,
+                )
 
         summary = {}
         for name, rs in runs.items():
@@ -291,10 +294,14 @@ def main() -> int:
         print(f"{'':8s}{'req/s':>12s}{'p50 ms':>10s}{'p99 ms':>10s}{'cpu us/req':>12s}{'RSS MiB':>10s}{'errors':>8s}")
         for name in ("fastgw", "nginx"):
             s = summary[name]
-            print(f"{name:8s}{s['rps']:>12.0f}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['cpu_us_per_request']:>12.1f}"
-                  f"{s['rss_kib'] / 1024:>10.1f}{s['errors']:>8d}")
-        print(f"\nfastgw/nginx: throughput {ratio:.3f}x, p99 {p99_ratio:.3f}x, CPU per request {1 / cpu_ratio:.2f}x "
-              f"(median steal {summary['fastgw']['steal_pct']}%)  ->  {out}")
+            print(
+                f"{name:8s}{s['rps']:>12.0f}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['cpu_us_per_request']:>12.1f}"
+                f"{s['rss_kib'] / 1024:>10.1f}{s['errors']:>8d}"
+            )
+        print(
+            f"\nfastgw/nginx: throughput {ratio:.3f}x, p99 {p99_ratio:.3f}x, CPU per request {1 / cpu_ratio:.2f}x "
+            f"(median steal {summary['fastgw']['steal_pct']}%)  ->  {out}"
+        )
         return 0
     finally:
         for p in procs:

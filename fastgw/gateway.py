@@ -7,20 +7,17 @@ Built once per config load (at start and on reload) and never mutated afterwards
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import TYPE_CHECKING
 
 import orjson
 
-from fastgw.config.load import LoadedConfig
+from fastgw.config.load import TEMPLATE_REF, LoadedConfig
 from fastgw.config.schema import HttpIntegration, MockIntegration, Route
 from fastgw.proxy.pool import Upstream
 from fastgw.server.http import DATE, status_line
 
 if TYPE_CHECKING:
     from fastgw.core import Router
-
-_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
 
 KIND_MOCK = 0
 KIND_HTTP = 1
@@ -74,7 +71,7 @@ class HttpRoute:
         prefix = integ.strip_prefix
         self.strip_prefix = prefix.rstrip("/") if prefix and prefix != "/" else None
         # "/v1/{id}/x" -> ["/v1/", "id", "/x"]: literal pieces at even indices, parameter names at odd ones.
-        self.path_pieces: list[str] | None = _REF.split(integ.path) if integ.path else None
+        self.path_pieces: list[str] | None = TEMPLATE_REF.split(integ.path) if integ.path else None
         self.preserve_host = integ.preserve_host
         self.host = integ.host.encode("latin-1") if integ.host else None
 

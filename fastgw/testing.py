@@ -17,7 +17,7 @@ import base64
 import contextlib
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -27,6 +27,15 @@ from fastgw.config.load import load_config_bytes
 from fastgw.server.server import Server
 
 __all__ = ["EchoUpstream", "RawConnection", "Received", "Response", "http_request", "running_gateway"]
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of a header, by case-insensitive name."""
+    name = name.lower()
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
 
 
 @dataclass
@@ -41,15 +50,7 @@ class Received:
     connection_id: int
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
-
-    def header_all(self, name: str) -> list[str]:
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
+        return _header(self.headers, name)
 
     @property
     def path(self) -> str:
@@ -205,14 +206,9 @@ class Response:
     headers: list[tuple[str, str]]
     body: bytes
     raw_head: bytes = b""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def header(self, name: str) -> str | None:
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
+        return _header(self.headers, name)
 
     def json(self) -> Any:
         return orjson.loads(self.body)

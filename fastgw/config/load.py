@@ -20,7 +20,8 @@ from fastgw.config.schema import Config, HttpIntegration, Upstream
 from fastgw.core import RouteConflict, Router, parse_template
 
 _MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S)
-_TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
+# `{name}` or `{name+}` in a path template (the route's, or an http integration's upstream path).
+TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
 
 
 class ConfigError(Exception):
@@ -84,7 +85,7 @@ def _name_upstream(path: str, data: dict[str, Any]) -> str:
         try:
             msgspec.convert(value, Upstream, strict=True)
         except msgspec.ValidationError:
-            return f"$.upstreams.{name}{path[len(prefix):]}"
+            return f"$.upstreams.{name}{path[len(prefix) :]}"
     return path
 
 
@@ -155,7 +156,7 @@ def _check_http(config: Config, integ: HttpIntegration, params: tuple[str, ...],
     if integ.path is not None:
         if not integ.path.startswith("/"):
             raise ConfigError(source, f"{at}.path", f"expected a path starting with '/', got {integ.path!r}")
-        for ref in _TEMPLATE_REF.findall(integ.path):
+        for ref in TEMPLATE_REF.findall(integ.path):
             if ref not in params:
                 have = ", ".join(params) or "none"
                 raise ConfigError(

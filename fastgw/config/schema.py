@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta, Struct, field
 
 Seconds = Annotated[float, Meta(gt=0, le=86_400, description="seconds")]
@@ -100,9 +99,3 @@ class Config(_Base, frozen=True):
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: Limits = field(default_factory=Limits)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-
-
-def json_schema() -> dict[str, object]:
-    """JSON Schema of the config file, for editors and docs."""
-    schema: dict[str, object] = msgspec.json.schema(Config)
-    return schema

@@ -16,8 +16,17 @@ class Target:
     """One `http://host:port` of an upstream, with its pool of idle keep-alive connections."""
 
     __slots__ = (
-        "url", "host", "port", "host_header", "max_idle", "idle_timeout", "idle", "closed",
-        "connect_timeout", "read_timeout", "send_timeout",
+        "url",
+        "host",
+        "port",
+        "host_header",
+        "max_idle",
+        "idle_timeout",
+        "idle",
+        "closed",
+        "connect_timeout",
+        "read_timeout",
+        "send_timeout",
     )
 
     def __init__(self, url: str, config: UpstreamConfig) -> None:

@@ -9,9 +9,7 @@ from http import HTTPStatus
 import orjson
 
 # Precomputed status lines; a status unknown to HTTPStatus still gets a valid line.
-STATUS_LINES: dict[int, bytes] = {
-    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus
-}
+STATUS_LINES: dict[int, bytes] = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1") for s in HTTPStatus}
 
 
 def status_line(status: int) -> bytes:

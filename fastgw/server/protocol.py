@@ -448,9 +448,9 @@ class ClientProtocol(asyncio.Protocol):
             self.deadline = 0.0
 
     def check_deadline(self, now: float) -> None:
-        if not self.deadline or now <= self.deadline or self.closed:
-            return
-        if self.deadline_kind == DEADLINE_HEADER and not self.active:
+        if not self.deadline or now <= self.deadline or self.closed or self.active:
+            return  # NOTE: a request in flight is bounded by its upstream's timeouts, not by these
+        if self.deadline_kind == DEADLINE_HEADER:
             self.broken = True
             self.transport.write(error_response(408, "Request Timeout", server=self.server_line, keep_alive=False))
         self.close()

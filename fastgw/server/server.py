@@ -159,9 +159,7 @@ def _describe_core() -> str:
     return "compiled" if core.COMPILED else f"PURE PYTHON ({core.FALLBACK_REASON})"
 
 
-def run_worker(
-    loaded: LoadedConfig, host: str, port: int, *, reuse_port: bool = False, announce: bool = True
-) -> None:
+def run_worker(loaded: LoadedConfig, host: str, port: int, *, reuse_port: bool = False, announce: bool = True) -> None:
     """Serve in this process until SIGTERM/SIGINT; SIGHUP reloads the config file."""
     import uvloop
 
@@ -179,7 +177,11 @@ def run_worker(
         if announce:
             log.info(
                 "fastgw listening on http://%s:%d (pid %d, %d routes, core %s)",
-                _url_host(server.host), server.port, os.getpid(), len(loaded.config.routes), _describe_core(),
+                _url_host(server.host),
+                server.port,
+                os.getpid(),
+                len(loaded.config.routes),
+                _describe_core(),
             )
         else:
             log.info("worker pid %d ready on port %d", os.getpid(), server.port)
@@ -209,7 +211,11 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
     port = holder.getsockname()[1]
     log.info(
         "fastgw supervisor pid %d: %d workers on http://%s:%d (core %s)",
-        os.getpid(), workers, _url_host(host), port, _describe_core(),
+        os.getpid(),
+        workers,
+        _url_host(host),
+        port,
+        _describe_core(),
     )
 
     stopping = False

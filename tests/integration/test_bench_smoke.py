@@ -21,9 +21,23 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bench_runs_and_writes_a_result(tmp_path):
     out = tmp_path / "result.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--duration", "1", "--rounds", "1", "--warmup", "1",
-         "--connections", "4", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--duration",
+            "1",
+            "--rounds",
+            "1",
+            "--warmup",
+            "1",
+            "--connections",
+            "4",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())

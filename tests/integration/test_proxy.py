@@ -38,8 +38,15 @@ async def test_hop_by_hop_headers_are_stripped_both_ways(upstream, gateway):
         gw.port,
         "GET",
         "/headers?keep-alive=timeout%3D5&x-kept=yes&connection=x-secret&x-secret=1&proxy-authenticate=basic",
-        headers={"Connection": "close, X-Drop-Me", "X-Drop-Me": "1", "Keep-Alive": "5", "TE": "trailers",
-                 "Proxy-Authorization": "Basic abc", "X-Kept": "yes", "Upgrade": "websocket"},
+        headers={
+            "Connection": "close, X-Drop-Me",
+            "X-Drop-Me": "1",
+            "Keep-Alive": "5",
+            "TE": "trailers",
+            "Proxy-Authorization": "Basic abc",
+            "X-Kept": "yes",
+            "Upgrade": "websocket",
+        },
     )
     assert r.status == 200
     seen = upstream.received[0]
@@ -62,8 +69,10 @@ async def test_untrusted_forwarded_headers_are_replaced(upstream, gateway):
 async def test_trusted_proxy_forwarded_headers_are_kept_and_appended(upstream, gateway):
     gw = await gateway(proxy_config(upstream.url, server={"trusted_proxies": ["127.0.0.0/8"]}))
     await http_request(
-        gw.port, "GET", "/", headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
-                                      "X-Forwarded-Host": "api.example.com"}
+        gw.port,
+        "GET",
+        "/",
+        headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example.com"},
     )
     seen = upstream.received[0]
     assert seen.header("x-forwarded-for") == "203.0.113.9, 127.0.0.1"
@@ -123,8 +132,10 @@ async def test_strip_prefix_and_path_rewrite(upstream, gateway):
         "upstreams": {"b": {"targets": [upstream.url]}},
         "routes": [
             {"path": "/api/{proxy+}", "integration": {"type": "http", "upstream": "b", "strip_prefix": "/api"}},
-            {"path": "/users/{id}/orders/{order}",
-             "integration": {"type": "http", "upstream": "b", "path": "/v2/orders/{order}?user={id}"}},
+            {
+                "path": "/users/{id}/orders/{order}",
+                "integration": {"type": "http", "upstream": "b", "path": "/v2/orders/{order}?user={id}"},
+            },
             {"path": "/files/{key+}", "integration": {"type": "http", "upstream": "b", "path": "/store/{key}"}},
         ],
     }
@@ -216,11 +227,21 @@ async def test_round_robin_across_targets(gateway):
 
 
 async def test_mock_integration(gateway):
-    cfg = {"routes": [
-        {"path": "/teapot", "methods": ["GET"],
-         "integration": {"type": "mock", "status": 418, "headers": {"X-Mock": "yes"}, "body": {"short": "stout"}}},
-        {"path": "/text", "integration": {"type": "mock", "body": "plain words"}},
-    ]}
+    cfg = {
+        "routes": [
+            {
+                "path": "/teapot",
+                "methods": ["GET"],
+                "integration": {
+                    "type": "mock",
+                    "status": 418,
+                    "headers": {"X-Mock": "yes"},
+                    "body": {"short": "stout"},
+                },
+            },
+            {"path": "/text", "integration": {"type": "mock", "body": "plain words"}},
+        ]
+    }
     gw = await gateway(cfg)
     r = await http_request(gw.port, "GET", "/teapot")
     assert r.status == 418 and r.json() == {"short": "stout"} and r.header("x-mock") == "yes"
@@ -230,9 +251,12 @@ async def test_mock_integration(gateway):
 
 
 async def test_404_405_with_allow(upstream, gateway):
-    cfg = {"upstreams": {"b": {"targets": [upstream.url]}}, "routes": [
-        {"path": "/only-get", "methods": ["GET", "HEAD"], "integration": {"type": "http", "upstream": "b"}},
-    ]}
+    cfg = {
+        "upstreams": {"b": {"targets": [upstream.url]}},
+        "routes": [
+            {"path": "/only-get", "methods": ["GET", "HEAD"], "integration": {"type": "http", "upstream": "b"}},
+        ],
+    }
     gw = await gateway(cfg)
     r = await http_request(gw.port, "DELETE", "/only-get")
     assert r.status == 405 and r.header("allow") == "GET, HEAD" and r.json() == {"message": "Method Not Allowed"}
@@ -242,12 +266,17 @@ async def test_404_405_with_allow(upstream, gateway):
 
 
 async def test_routing_by_host(upstream, gateway):
-    cfg = {"upstreams": {"b": {"targets": [upstream.url]}}, "routes": [
-        {"path": "/", "host": "api.example.com", "integration": {"type": "mock", "body": "exact"}},
-        {"path": "/", "host": "*.example.com", "integration": {"type": "mock", "body": "wildcard"}},
-        {"path": "/", "integration": {"type": "mock", "body": "any"}},
-    ]}
+    cfg = {
+        "upstreams": {"b": {"targets": [upstream.url]}},
+        "routes": [
+            {"path": "/", "host": "api.example.com", "integration": {"type": "mock", "body": "exact"}},
+            {"path": "/", "host": "*.example.com", "integration": {"type": "mock", "body": "wildcard"}},
+            {"path": "/", "integration": {"type": "mock", "body": "any"}},
+        ],
+    }
     gw = await gateway(cfg)
-    got = [(await http_request(gw.port, "GET", "/", host=h)).body
-           for h in ("api.example.com:8080", "www.example.com", "example.com", "other.org")]
+    got = [
+        (await http_request(gw.port, "GET", "/", host=h)).body
+        for h in ("api.example.com:8080", "www.example.com", "example.com", "other.org")
+    ]
     assert got == [b"exact", b"wildcard", b"any", b"any"]

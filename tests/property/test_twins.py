@@ -72,15 +72,21 @@ def test_router_twins_agree(routes, requests):
     assert fast_out == slow_out
     assert fast.dump() == slow.dump()
     # Also ask for each route's own template with concrete values, so hits are common.
-    derived = [("GET", "api.example.com", p.replace("{rest+}", "q/r").replace("{id}", "1").replace("{name}", "n")
-                .replace("{p}", "p")) for _, p, _ in routes]
+    derived = [
+        (
+            "GET",
+            "api.example.com",
+            p.replace("{rest+}", "q/r").replace("{id}", "1").replace("{name}", "n").replace("{p}", "p"),
+        )
+        for _, p, _ in routes
+    ]
     for method, host, path in requests + derived:
         assert fast.match(method, host, path) == slow.match(method, host, path), (method, host, path)
 
 
 OP = st.tuples(
     st.sampled_from(["a", "b", "c", "d", "e"]),
-    st.integers(min_value=-10**9, max_value=5 * 10**9),  # clock step, sometimes backwards
+    st.integers(min_value=-(10**9), max_value=5 * 10**9),  # clock step, sometimes backwards
     st.integers(min_value=0, max_value=12),
 )
 

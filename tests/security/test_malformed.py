@@ -104,8 +104,13 @@ async def test_dot_segments_cannot_slip_past_a_route(upstream, gateway):
         ],
     }
     gw = await gateway(cfg)
-    for target in (b"/public/../admin/users", b"/public/%2e%2e/admin/users", b"/public/.%2E/admin/users",
-                   b"/public//..//admin/users", b"/public/./../admin/users"):
+    for target in (
+        b"/public/../admin/users",
+        b"/public/%2e%2e/admin/users",
+        b"/public/.%2E/admin/users",
+        b"/public//..//admin/users",
+        b"/public/./../admin/users",
+    ):
         conn = await RawConnection.open(gw.port)
         await conn.send(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         r = await conn.response()

@@ -28,11 +28,13 @@ def build(impl, *routes):
 
 
 def test_precedence_literal_then_param_then_greedy(impl):
-    r = build(impl,
-              ("lit", ["GET"], "/users/me"),
-              ("param", ["GET"], "/users/{id}"),
-              ("greedy", ["GET"], "/users/{rest+}"),
-              ("root-greedy", ["ANY"], "/{proxy+}"))
+    r = build(
+        impl,
+        ("lit", ["GET"], "/users/me"),
+        ("param", ["GET"], "/users/{id}"),
+        ("greedy", ["GET"], "/users/{rest+}"),
+        ("root-greedy", ["ANY"], "/{proxy+}"),
+    )
     assert r.match("GET", "h", "/users/me") == ("lit", {})
     assert r.match("GET", "h", "/users/7") == ("param", {"id": "7"})
     assert r.match("GET", "h", "/users/7/posts") == ("greedy", {"rest": "7/posts"})
@@ -69,11 +71,13 @@ def test_greedy_needs_at_least_one_segment(impl):
 
 
 def test_host_specificity(impl):
-    r = build(impl,
-              ("any", ["GET"], "/"),
-              ("wild", ["GET"], "/", {"host": "*.example.com"}),
-              ("deeper", ["GET"], "/", {"host": "*.api.example.com"}),
-              ("exact", ["GET"], "/", {"host": "API.example.com"}))
+    r = build(
+        impl,
+        ("any", ["GET"], "/"),
+        ("wild", ["GET"], "/", {"host": "*.example.com"}),
+        ("deeper", ["GET"], "/", {"host": "*.api.example.com"}),
+        ("exact", ["GET"], "/", {"host": "API.example.com"}),
+    )
     assert r.match("GET", "api.example.com", "/") == ("exact", {})
     assert r.match("GET", "v1.api.example.com", "/") == ("deeper", {})
     assert r.match("GET", "www.example.com", "/") == ("wild", {})
@@ -130,14 +134,13 @@ def test_frozen_lifecycle(impl):
 
 
 def test_dump_snapshot(impl):
-    r = build(impl,
-              ("r", ["GET"], "/", {"name": "root"}),
-              ("u", ["GET", "PUT"], "/users/{id}", {"name": "user"}),
-              ("m", ["GET"], "/users/me", {"name": "me", "host": "*.example.com"}),
-              ("p", ["ANY"], "/{proxy+}", {"name": "proxy"}))
+    r = build(
+        impl,
+        ("r", ["GET"], "/", {"name": "root"}),
+        ("u", ["GET", "PUT"], "/users/{id}", {"name": "user"}),
+        ("m", ["GET"], "/users/me", {"name": "me", "host": "*.example.com"}),
+        ("p", ["ANY"], "/{proxy+}", {"name": "proxy"}),
+    )
     assert r.dump() == (
-        "/ [GET@* -> root] [+ANY@* -> proxy]\n"
-        "  users\n"
-        "    me [GET@*.example.com -> me]\n"
-        "    {} [GET,PUT@* -> user]\n"
+        "/ [GET@* -> root] [+ANY@* -> proxy]\n  users\n    me [GET@*.example.com -> me]\n    {} [GET,PUT@* -> user]\n"
     )
