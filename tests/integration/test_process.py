@@ -222,3 +222,14 @@ async def test_large_upload_to_a_slow_upstream_keeps_memory_bounded(tmp_path):
     finally:
         await gw.stop()
         srv.close()
+
+
+async def test_serve_takes_its_config_from_the_environment(tmp_path):
+    path = _write(tmp_path / "env.yaml", "routes: [{path: /env, integration: {type: mock, body: from-env}}]\n")
+    gw = await GatewayProcess(None, env={"FASTGW_CONFIG": str(path), "FASTGW_LOG_LEVEL": "info"}).start()
+    try:
+        r = await http_request(gw.port, "GET", "/env")
+        assert r.status == 200 and r.body == b"from-env"
+        assert (await http_request(gw.port, "GET", "/health")).status == 404  # not the quickstart
+    finally:
+        await gw.stop()

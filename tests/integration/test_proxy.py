@@ -280,3 +280,22 @@ async def test_routing_by_host(upstream, gateway):
         for h in ("api.example.com:8080", "www.example.com", "example.com", "other.org")
     ]
     assert got == [b"exact", b"wildcard", b"any", b"any"]
+
+
+async def test_access_log_has_one_json_line_per_request(upstream):
+    import io
+
+    from fastgw.observability.accesslog import AccessLog
+    from fastgw.testing import running_gateway
+
+    buf = io.BytesIO()
+    async with running_gateway(proxy_config(upstream.url), access_log=AccessLog(buf)) as gw:
+        await http_request(gw.port, "POST", "/logged?q=1", body=b"12345")
+        await http_request(gw.port, "GET", "/", host="x")
+        gw.state.access_log.flush()  # type: ignore[union-attr]
+    lines = [orjson.loads(line) for line in buf.getvalue().splitlines()]
+    assert [(e["method"], e["path"], e["status"], e["request_bytes"]) for e in lines] == [
+        ("POST", "/logged", 200, 5),
+        ("GET", "/", 200, 0),
+    ]
+    assert lines[0]["client"] == "127.0.0.1" and lines[0]["route"] == "routes[0]" and lines[0]["duration_ms"] >= 0
