@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw.server")
 
-TICK = 0.25  # seconds between deadline checks: the resolution of every timeout
+TICK = 0.25  # seconds between deadline checks: every timeout fires within two ticks of its deadline
 
 
 class ServerState:
@@ -89,16 +89,15 @@ class Server:
         assert state is not None
         DATE.refresh()
         now = state.loop.time()
-        late = now - self._last_tick > 4 * TICK
-        self._last_tick = now
-        # NOTE: the event loop runs due timers before it polls for I/O. After a stall of the whole process (a
-        # paused VM, a long GC), bytes that arrived in time are still unread when this tick runs: enforcing
-        # deadlines now would time out requests that were answered. Skip one round and let I/O go first.
-        if not late:
-            for conn in list(state.connections):
-                conn.check_deadline(now)
-            for up in list(state.active_upstreams):
-                up.check_deadline(now)
+        checked_at, self._last_tick = self._last_tick, now
+        # NOTE: the event loop runs due timers before it polls for I/O, so after a stall of the whole process (a
+        # paused VM, a long GC) bytes that arrived in time are still unread when this tick runs. A deadline is
+        # therefore enforced only if it had already passed at the previous tick: the loop has polled I/O since
+        # then, and anything that arrived would have moved the deadline. Timeouts fire up to two ticks late.
+        for conn in list(state.connections):
+            conn.check_deadline(checked_at)
+        for up in list(state.active_upstreams):
+            up.check_deadline(checked_at)
         for upstream in state.gateway.upstreams.values():
             upstream.expire(now)
         if self._access_log is not None:
