@@ -1,5 +1,13 @@
 from collections.abc import Iterable
 
+# The HTTP helpers have exactly the API of their pure twins (the property tests hold them to it).
+from fastgw._pycore import Reject as Reject
+from fastgw._pycore import Request as Request
+from fastgw._pycore import RequestSink as RequestSink
+from fastgw._pycore import ResponseSink as ResponseSink
+from fastgw._pycore import UpstreamProtocolError as UpstreamProtocolError
+from fastgw._pycore import normalize_path as normalize_path
+
 ANY: str
 
 class RouteConflict(ValueError): ...

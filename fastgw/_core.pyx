@@ -1,12 +1,29 @@
 # cython: language_level=3
-"""Compiled core of fastgw: the route trie and the token-bucket table.
+"""Compiled core of fastgw: the route trie, the token-bucket table and the per-byte HTTP helpers.
 
 The specification is `fastgw/_pycore.py`; this module gives the same answers (the property tests in
 tests/property/ run both side by side) and only makes them cheaper. Keep the two in step.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+
 from fastgw._pycore import (
+    _IDEMPOTENT,
+    _METHODS,
+    _PLAIN_CONNECTION,
+    _REQUEST_SPECIAL,
     ANY,
+    HTTP_STATUS_LINES,
+    REQUEST_SKIP,
+    RESPONSE_SKIP,
+    VIA,
+    Reject,
+    UpstreamProtocolError,
+    connection_tokens,
+    normalize_path as _normalize_path_spec,
+    status_line as _status_line_spec,
     GREEDY,
     HOST_ANY,
     HOST_EXACT,
@@ -19,7 +36,19 @@ from fastgw._pycore import (
     parse_template,
 )
 
-__all__ = ["ANY", "BucketTable", "RouteConflict", "Router", "parse_template"]
+__all__ = [
+    "ANY",
+    "BucketTable",
+    "Reject",
+    "Request",
+    "RequestSink",
+    "ResponseSink",
+    "RouteConflict",
+    "Router",
+    "UpstreamProtocolError",
+    "normalize_path",
+    "parse_template",
+]
 
 cdef long long _MAX_UNITS = (<long long>1) << 62
 
@@ -292,3 +321,370 @@ cdef class BucketTable:
 
     def clear(self):
         self._buckets.clear()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# HTTP/1.1 message helpers. See the section of the same name in `fastgw._pycore`, which is the specification.
+
+
+cdef inline bytes _lower(bytes b):
+    """ASCII lower-case, as bytes.lower(); returns `b` itself when it has no upper-case letter."""
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(b)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(b)
+    cdef unsigned char c
+    cdef char* q
+    for i in range(n):
+        if 65 <= p[i] <= 90:
+            break
+    else:
+        return b
+    out = PyBytes_FromStringAndSize(NULL, n)
+    q = PyBytes_AS_STRING(out)
+    for i in range(n):
+        c = p[i]
+        q[i] = c + 32 if 65 <= c <= 90 else c
+    return out
+
+
+cdef inline bytes _status_line(int status):
+    line = HTTP_STATUS_LINES.get(status)
+    if line is None:
+        return _status_line_spec(status)
+    return <bytes>line
+
+
+cdef class Request:
+    """One client request, from its first byte until its response is written. See `fastgw._pycore.Request`."""
+
+    def __cinit__(self):
+        self.method_b = b""
+        self.method = ""
+        self.url = b""
+        self.headers = []
+        self.host_raw = b""
+        self.host = ""
+        self.keep_alive = True
+        self.body = []
+        self.path = ""
+        self.route_name = ""
+
+    def replayable(self):
+        return self.method in _IDEMPOTENT and not self.chunked and not self.content_length
+
+    def upstream_head(self, bytes target_uri, bytes host, bint trusted, bytes peer_ip, bint via):
+        cdef list parts = [self.method_b, b" ", target_uri, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+        cdef tuple item
+        cdef bytes name, value
+        skip_named = self.conn_tokens
+        xff = xfp = xfh = via_in = None
+        for item in self.headers:
+            name = <bytes>item[0]
+            value = <bytes>item[1]
+            if name in REQUEST_SKIP:
+                if name == b"via":
+                    via_in = value
+                elif trusted:
+                    if name == b"x-forwarded-for":
+                        xff = value if xff is None else xff + b", " + value
+                    elif name == b"x-forwarded-proto":
+                        xfp = value
+                    elif name == b"x-forwarded-host":
+                        xfh = value
+                continue
+            if skip_named is not None and name in skip_named:
+                continue
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+            parts.append(b"\r\n")
+        parts.append(b"x-forwarded-for: ")
+        parts.append(xff + b", " + peer_ip if xff else peer_ip)
+        parts.append(b"\r\nx-forwarded-proto: ")
+        parts.append(xfp or b"http")
+        parts.append(b"\r\n")
+        xfh = xfh or self.host_raw
+        if xfh:
+            parts.append(b"x-forwarded-host: ")
+            parts.append(xfh)
+            parts.append(b"\r\n")
+        if via:
+            parts.append(b"via: ")
+            parts.append(via_in + b", " + VIA if via_in else VIA)
+            parts.append(b"\r\n")
+        elif via_in:
+            parts.append(b"via: ")
+            parts.append(via_in)
+            parts.append(b"\r\n")
+        if self.chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        elif self.content_length is not None:
+            parts.append(b"content-length: %d\r\n" % self.content_length)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+cdef _special_header(Request req, bytes name, bytes value):
+    if name == b"content-length":
+        if req.content_length is not None:
+            raise Reject(400, "duplicate Content-Length")
+        if not value.isdigit():
+            raise Reject(400, "invalid Content-Length")
+        req.content_length = int(value)
+    elif name == b"transfer-encoding":
+        if req.chunked or value.strip().lower() != b"chunked":
+            raise Reject(400, "unsupported Transfer-Encoding")
+        req.chunked = True
+    elif name == b"host":
+        if req.host_raw:
+            raise Reject(400, "duplicate Host header")
+        host = value.strip()
+        if not host or b" " in host or b"/" in host or b"@" in host:
+            raise Reject(400, "invalid Host header")
+        req.host_raw = host
+        if host[:1] == b"[":
+            end = host.find(b"]")
+            req.host = host[: end + 1].decode("latin-1").lower()
+        else:
+            req.host = host.split(b":", 1)[0].decode("latin-1").lower()
+    elif name == b"connection":
+        tokens = connection_tokens(value)
+        req.conn_tokens = tokens if req.conn_tokens is None else req.conn_tokens | tokens
+    elif name == b"expect":
+        if value.strip().lower() != b"100-continue":
+            raise Reject(417, "Expectation Failed")
+        req.expect_continue = True
+
+
+cdef class RequestSink:
+    """The httptools callbacks of one client connection. See `fastgw._pycore.RequestSink`."""
+
+    def __cinit__(self, owner, queue, Py_ssize_t max_url_length, Py_ssize_t max_header_size,
+                  Py_ssize_t max_headers, Py_ssize_t max_body_size, Py_ssize_t high_water):
+        self.owner = owner
+        self.queue = queue
+        self.max_url = max_url_length
+        self.max_header_size = max_header_size
+        self.max_headers = max_headers
+        self.max_body = max_body_size
+        self.high_water = high_water
+
+    def on_message_begin(self):
+        req = Request.__new__(Request)
+        self.parsing = req
+        self.queue.append(req)
+
+    def on_url(self, bytes url):
+        cdef Request req = self.parsing
+        req.url = req.url + url if req.url else url
+        if PyBytes_GET_SIZE(req.url) > self.max_url:
+            raise Reject(414, "URI Too Long")
+
+    def on_header(self, bytes name, bytes value):
+        cdef Request req = self.parsing
+        cdef Py_ssize_t n
+        req.header_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
+        if req.header_bytes > self.max_header_size or PyList_GET_SIZE(req.headers) >= self.max_headers:
+            raise Reject(431, "Request Header Fields Too Large")
+        name = _lower(name)
+        req.headers.append((name, value))
+        n = PyBytes_GET_SIZE(name)
+        # PERF: only names of these lengths can be special (host, expect, connection, content-length, ...).
+        if (n == 4 or n == 6 or n == 10 or n == 14 or n == 17) and name in _REQUEST_SPECIAL:
+            _special_header(req, name, value)
+
+    def on_headers_complete(self):
+        cdef Request req = self.parsing
+        p = self.parser
+        version = p.get_http_version()
+        if version == "1.0":
+            req.http10 = True
+        elif version != "1.1":
+            raise Reject(505, "HTTP Version Not Supported")
+        method_b = p.get_method()
+        req.method_b = method_b
+        req.method = _METHODS.get(method_b) or method_b.decode("latin-1")
+        req.keep_alive = p.should_keep_alive()
+        req.head_only = req.method == "HEAD"
+        if req.chunked:
+            if req.content_length is not None:
+                raise Reject(400, "Content-Length and Transfer-Encoding together")
+            if req.http10:
+                raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if not req.host_raw and not req.http10:
+            raise Reject(400, "missing Host header")
+        if self.max_body and req.content_length is not None and req.content_length > self.max_body:
+            raise Reject(413, "Payload Too Large")
+        req.headers_done = True
+
+    def on_body(self, bytes body):
+        cdef Request req = self.parsing
+        req.body_size += PyBytes_GET_SIZE(body)
+        if self.max_body and req.body_size > self.max_body:
+            raise Reject(413, "Payload Too Large")
+        up = req.upstream
+        if up is not None:
+            up.send_body(body)
+        elif not req.finished:
+            req.body.append(body)
+            req.buffered += PyBytes_GET_SIZE(body)
+            if req.buffered > self.high_water:
+                self.owner.buffer_full()
+
+    def on_message_complete(self):
+        cdef Request req = self.parsing
+        self.parsing = None
+        req.complete = True
+        if req.upstream is not None:
+            req.upstream.end_body()
+
+
+cdef class ResponseSink:
+    """The httptools callbacks of one upstream connection. See `fastgw._pycore.ResponseSink`."""
+
+    def __cinit__(self):
+        self.server_line = b""
+        self.date_line = b""
+        self.headers = []
+        self.out = []
+
+    def begin(self, Request req, bytes server_line, bint via, bytes date_line, state):
+        self.req = req
+        self.server_line = server_line
+        self.via = via
+        self.date_line = date_line
+        self.state = state
+        self.headers = []
+        self.out = []
+        self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
+
+    def on_header(self, bytes name, bytes value):
+        self.headers.append((_lower(name), value))
+
+    def on_headers_complete(self):
+        cdef Request req = self.req
+        cdef int status
+        cdef list parts
+        cdef bint keep, has_date = False, has_server = False
+        p = self.parser
+        status = p.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise UpstreamProtocolError("101 Switching Protocols to a request that asked for no upgrade")
+            self.headers = []
+            self.informational = True
+            return
+        self.keep = p.should_keep_alive()
+        parts = [_status_line(status)]
+        length, te, via, named = _copy_response_headers(self.headers, parts, None, &has_date, &has_server)
+        if named:
+            # Headers the upstream named in Connection are hop-by-hop too (rare): copy again without them.
+            parts = [parts[0]]
+            has_date = has_server = False
+            _copy_response_headers(self.headers, parts, named, &has_date, &has_server)
+        if not has_date:
+            parts.append(self.date_line)
+        if not has_server:
+            parts.append(self.server_line)
+        if self.via:
+            parts.append(b"via: ")
+            parts.append(via + b", " + VIA if via else VIA)
+            parts.append(b"\r\n")
+        elif via:
+            parts.append(b"via: ")
+            parts.append(via)
+            parts.append(b"\r\n")
+        keep = req.keep_alive and not self.state.closing
+        if req.head_only or status == 204 or status == 304:
+            if length is not None and status != 204:
+                parts.append(b"content-length: ")
+                parts.append(length)
+                parts.append(b"\r\n")
+            self.done = True
+            self.new_parser = req.head_only
+        elif length is not None:
+            parts.append(b"content-length: ")
+            parts.append(length)
+            parts.append(b"\r\n")
+        else:
+            self.until_close = te is None
+            if req.http10:
+                keep = False
+            else:
+                parts.append(b"transfer-encoding: chunked\r\n")
+                self.chunk_out = True
+        if not keep:
+            parts.append(b"connection: close\r\n")
+            req.keep_alive = False
+        elif req.http10:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        self.out.append(b"".join(parts))
+        req.status = status
+        req.response_started = True
+
+    def on_body(self, bytes body):
+        if self.chunk_out:
+            self.out.append(b"%x\r\n%b\r\n" % (PyBytes_GET_SIZE(body), body))
+        else:
+            self.out.append(body)
+
+    def on_message_complete(self):
+        if self.informational:
+            self.informational = False
+            return
+        if self.chunk_out and not self.done:
+            self.out.append(b"0\r\n\r\n")
+        self.done = True
+
+    def connection_ended(self):
+        if self.chunk_out:
+            self.out.append(b"0\r\n\r\n")
+        self.done = True
+
+
+cdef tuple _copy_response_headers(list headers, list parts, object drop, bint* has_date, bint* has_server):
+    """Copy the end-to-end response headers into `parts`; return (content-length, transfer-encoding, via,
+    names listed in Connection) and set the two flags."""
+    cdef tuple item
+    cdef bytes name, value
+    length = te = via = named = None
+    for item in headers:
+        name = <bytes>item[0]
+        value = <bytes>item[1]
+        if drop is not None and name in drop:
+            continue
+        if name in RESPONSE_SKIP:
+            if name == b"connection":
+                if _lower(value) not in _PLAIN_CONNECTION:
+                    named = connection_tokens(value) - _PLAIN_CONNECTION
+            elif name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                te = value
+            elif name == b"via":
+                via = value
+            elif name == b"date" or name == b"server":
+                if name == b"date":
+                    has_date[0] = True
+                else:
+                    has_server[0] = True
+                parts.append(name)
+                parts.append(b": ")
+                parts.append(value)
+                parts.append(b"\r\n")
+            continue
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(b"\r\n")
+    return length, te, via, named
+
+
+def normalize_path(bytes raw):
+    """See `fastgw._pycore.normalize_path`; the common case (nothing to normalize) is one scan here."""
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(raw)
+    cdef const char* p = PyBytes_AS_STRING(raw)
+    for i in range(n):
+        if p[i] == b'%' or (p[i] == b'/' and i + 1 < n and (p[i + 1] == b'.' or p[i + 1] == b'/')):
+            return _normalize_path_spec(raw)
+    return PyUnicode_DecodeLatin1(p, n, NULL)

@@ -10,7 +10,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["ANY", "BucketTable", "RouteConflict", "Router", "parse_template"]
+__all__ = [
+    "ANY",
+    "BucketTable",
+    "Reject",
+    "Request",
+    "RequestSink",
+    "ResponseSink",
+    "RouteConflict",
+    "Router",
+    "UpstreamProtocolError",
+    "normalize_path",
+    "parse_template",
+]
 
 ANY = "ANY"
 
@@ -375,3 +387,489 @@ class BucketTable:
 
     def clear(self) -> None:
         self._buckets.clear()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# HTTP/1.1 message helpers: the per-header and per-byte work of both legs of a proxied exchange.
+#
+# httptools calls a "sink" for every piece of a message. `RequestSink` records and validates client requests,
+# `ResponseSink` turns an upstream response into the client's response head and framed body, and
+# `Request.upstream_head` writes the request head sent upstream. The protocols in fastgw/server and
+# fastgw/proxy only look at the results after each `feed_data`.
+
+HTTP_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    """`HTTP/1.1 <status> <reason>\\r\\n`; a status unknown to the standard still gets a valid line."""
+    line = HTTP_STATUS_LINES.get(status)
+    if line is None:
+        line = HTTP_STATUS_LINES[status] = f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
+    return line
+
+
+def _init_status_lines() -> None:
+    from http import HTTPStatus
+
+    for s in HTTPStatus:
+        HTTP_STATUS_LINES[s.value] = f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1")
+
+
+_init_status_lines()
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and the proxy ones: never forwarded in either direction. The framing
+# headers (content-length, transfer-encoding) are dropped too and written again by whoever frames the message.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+# Request headers never copied as they are: hop-by-hop ones, and those the gateway writes itself.
+REQUEST_SKIP = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"via",
+}
+RESPONSE_SKIP = HOP_BY_HOP | {b"content-length", b"date", b"server", b"via"}
+VIA = b"1.1 fastgw"
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+_REQUEST_SPECIAL = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"expect"})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """Header names listed in a Connection header (they are hop-by-hop too)."""
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+class Reject(Exception):
+    """Raised inside a parser callback: the request is refused with `status` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Request:
+    """One client request, from its first byte until its response is written."""
+
+    __slots__ = (
+        "method_b", "method", "url", "headers", "header_bytes", "content_length", "chunked", "expect_continue",
+        "host_raw", "host", "conn_tokens", "keep_alive", "http10", "head_only", "headers_done", "complete",
+        "error", "body", "buffered", "body_size", "upstream", "response_started", "status", "retried",
+        "finished", "path", "query", "route_name", "t0",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self.method_b = b""
+        self.method = ""
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []  # names lower-cased, in arrival order
+        self.header_bytes = 0
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.host_raw = b""
+        self.host = ""
+        self.conn_tokens: set[bytes] | None = None
+        self.keep_alive = True
+        self.http10 = False
+        self.head_only = False
+        self.headers_done = False
+        self.complete = False
+        self.error: tuple[int, str] | None = None
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.body_size = 0
+        self.upstream: object = None
+        self.response_started = False
+        self.status = 0
+        self.retried = False
+        self.finished = False
+        self.path = ""
+        self.query: bytes | None = None
+        self.route_name = ""
+        self.t0 = 0.0
+
+    def replayable(self) -> bool:
+        """Safe to send again on another connection: idempotent, and no body that may be gone already."""
+        return self.method in _IDEMPOTENT and not self.chunked and not self.content_length
+
+    def upstream_head(self, target_uri: bytes, host: bytes, trusted: bool, peer_ip: bytes, via: bool) -> bytes:
+        """The request head sent upstream: `target_uri` and `host` as the route decided, X-Forwarded-* set
+        (incoming ones kept only from a `trusted` peer), hop-by-hop headers and those named in Connection
+        dropped, Via appended when `via`, the body framed as it arrived."""
+        parts = [self.method_b, b" ", target_uri, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+        skip_named = self.conn_tokens
+        xff = xfp = xfh = via_in = None
+        for name, value in self.headers:
+            if name in REQUEST_SKIP:
+                if name == b"via":
+                    via_in = value
+                elif trusted:
+                    if name == b"x-forwarded-for":
+                        xff = value if xff is None else xff + b", " + value
+                    elif name == b"x-forwarded-proto":
+                        xfp = value
+                    elif name == b"x-forwarded-host":
+                        xfh = value
+                continue
+            if skip_named is not None and name in skip_named:
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"x-forwarded-for: ", xff + b", " + peer_ip if xff else peer_ip, b"\r\n")
+        parts += (b"x-forwarded-proto: ", xfp or b"http", b"\r\n")
+        xfh = xfh or self.host_raw
+        if xfh:
+            parts += (b"x-forwarded-host: ", xfh, b"\r\n")
+        if via:
+            parts += (b"via: ", via_in + b", " + VIA if via_in else VIA, b"\r\n")
+        elif via_in:
+            parts += (b"via: ", via_in, b"\r\n")
+        if self.chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        elif self.content_length is not None:
+            parts.append(b"content-length: %d\r\n" % self.content_length)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+def _special_header(req: Request, name: bytes, value: bytes) -> None:
+    if name == b"content-length":
+        if req.content_length is not None:
+            raise Reject(400, "duplicate Content-Length")
+        if not value.isdigit():
+            raise Reject(400, "invalid Content-Length")
+        req.content_length = int(value)
+    elif name == b"transfer-encoding":
+        # Only exactly "chunked", once: anything else is how request smuggling starts.
+        if req.chunked or value.strip().lower() != b"chunked":
+            raise Reject(400, "unsupported Transfer-Encoding")
+        req.chunked = True
+    elif name == b"host":
+        if req.host_raw:
+            raise Reject(400, "duplicate Host header")
+        host = value.strip()
+        if not host or b" " in host or b"/" in host or b"@" in host:
+            raise Reject(400, "invalid Host header")
+        req.host_raw = host
+        if host[:1] == b"[":
+            end = host.find(b"]")
+            req.host = host[: end + 1].decode("latin-1").lower()
+        else:
+            req.host = host.split(b":", 1)[0].decode("latin-1").lower()
+    elif name == b"connection":
+        tokens = connection_tokens(value)
+        req.conn_tokens = tokens if req.conn_tokens is None else req.conn_tokens | tokens
+    elif name == b"expect":
+        if value.strip().lower() != b"100-continue":
+            raise Reject(417, "Expectation Failed")
+        req.expect_continue = True
+
+
+class RequestSink:
+    """The httptools callbacks of one client connection: record and validate each request, nothing more.
+
+    Each new request is appended to `queue`. The body of a request goes to `req.upstream.send_body` once an
+    upstream is attached, and is buffered until then; past `high_water` buffered bytes `owner.buffer_full()` is
+    called (it pauses reading). Anything refused raises `Reject`, which httptools turns into its parser error.
+    """
+
+    __slots__ = ("owner", "queue", "parser", "parsing", "max_url", "max_header_size", "max_headers", "max_body",
+                 "high_water")  # fmt: skip
+
+    def __init__(
+        self,
+        owner: object,
+        queue: object,
+        max_url_length: int,
+        max_header_size: int,
+        max_headers: int,
+        max_body_size: int,
+        high_water: int,
+    ) -> None:
+        self.owner = owner
+        self.queue = queue
+        self.parser: object = None  # the HttpRequestParser fed with this sink; set by the owner
+        self.parsing: Request | None = None
+        self.max_url = max_url_length
+        self.max_header_size = max_header_size
+        self.max_headers = max_headers
+        self.max_body = max_body_size
+        self.high_water = high_water
+
+    def on_message_begin(self) -> None:
+        req = Request()
+        self.parsing = req
+        self.queue.append(req)  # type: ignore[attr-defined]
+
+    def on_url(self, url: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        req.url = req.url + url if req.url else url
+        if len(req.url) > self.max_url:
+            raise Reject(414, "URI Too Long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        req.header_bytes += len(name) + len(value) + 4
+        if req.header_bytes > self.max_header_size or len(req.headers) >= self.max_headers:
+            raise Reject(431, "Request Header Fields Too Large")
+        name = name.lower()
+        req.headers.append((name, value))
+        if name in _REQUEST_SPECIAL:
+            _special_header(req, name, value)
+
+    def on_headers_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        p = self.parser
+        version = p.get_http_version()  # type: ignore[attr-defined]
+        if version == "1.0":
+            req.http10 = True
+        elif version != "1.1":
+            raise Reject(505, "HTTP Version Not Supported")
+        method_b = p.get_method()  # type: ignore[attr-defined]
+        req.method_b = method_b
+        req.method = _METHODS.get(method_b) or method_b.decode("latin-1")
+        req.keep_alive = p.should_keep_alive()  # type: ignore[attr-defined]
+        req.head_only = req.method == "HEAD"
+        if req.chunked:
+            if req.content_length is not None:
+                raise Reject(400, "Content-Length and Transfer-Encoding together")
+            if req.http10:
+                raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if not req.host_raw and not req.http10:
+            raise Reject(400, "missing Host header")
+        if self.max_body and req.content_length is not None and req.content_length > self.max_body:
+            raise Reject(413, "Payload Too Large")
+        req.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        req = self.parsing
+        assert req is not None
+        req.body_size += len(body)
+        if self.max_body and req.body_size > self.max_body:
+            raise Reject(413, "Payload Too Large")
+        up = req.upstream
+        if up is not None:
+            up.send_body(body)  # type: ignore[attr-defined]
+        elif not req.finished:
+            req.body.append(body)
+            req.buffered += len(body)
+            if req.buffered > self.high_water:
+                self.owner.buffer_full()  # type: ignore[attr-defined]
+
+    def on_message_complete(self) -> None:
+        req = self.parsing
+        assert req is not None
+        self.parsing = None
+        req.complete = True
+        if req.upstream is not None:
+            req.upstream.end_body()  # type: ignore[attr-defined]
+
+
+class UpstreamProtocolError(Exception):
+    """The upstream answered something a proxy must not pass on (raised inside a parser callback)."""
+
+
+class ResponseSink:
+    """The httptools callbacks of one upstream connection: turn the response into what the client receives.
+
+    `begin` starts an exchange for `req`. The client's response head (end-to-end headers kept, hop-by-hop
+    dropped, Date/Server/Via settled, framing chosen for the client) and the framed body accumulate in `out`;
+    `done` says the response is complete. 1xx responses are swallowed. The flags after `done`: `keep` (the
+    upstream allows reuse), `until_close` (a close-delimited body: complete only when the connection ends),
+    `new_parser` (after a HEAD response, whose body httptools cannot be told to skip).
+    """
+
+    __slots__ = ("parser", "req", "server_line", "via", "date_line", "state", "headers", "out", "chunk_out",
+                 "done", "informational", "until_close", "new_parser", "keep")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.parser: object = None  # the HttpResponseParser fed with this sink; set by the owner
+        self.req: Request | None = None
+        self.server_line = b""
+        self.via = False
+        self.date_line = b""
+        self.state: object = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.out: list[bytes] = []
+        self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
+
+    def begin(self, req: Request, server_line: bytes, via: bool, date_line: bytes, state: object) -> None:
+        """Start an exchange; `state.closing` is read when the head is written (a draining server says close)."""
+        self.req = req
+        self.server_line = server_line
+        self.via = via
+        self.date_line = date_line
+        self.state = state
+        self.headers = []
+        self.out = []
+        self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        p = self.parser
+        status = p.get_status_code()  # type: ignore[attr-defined]
+        if status < 200:
+            if status == 101:
+                raise UpstreamProtocolError("101 Switching Protocols to a request that asked for no upgrade")
+            self.headers = []
+            self.informational = True  # 100 Continue and friends are the gateway's business, not the client's
+            return
+        self.keep = p.should_keep_alive()  # type: ignore[attr-defined]
+        req = self.req
+        assert req is not None
+        parts = [status_line(status)]
+        length, te, via, has_date, has_server, named = _copy_response_headers(self.headers, parts, None)
+        if named:
+            # Headers the upstream named in Connection are hop-by-hop too (rare): copy again without them.
+            parts = [parts[0]]
+            has_date, has_server = _copy_response_headers(self.headers, parts, named)[3:5]
+        if not has_date:
+            parts.append(self.date_line)
+        if not has_server:
+            parts.append(self.server_line)
+        if self.via:
+            parts += (b"via: ", via + b", " + VIA if via else VIA, b"\r\n")
+        elif via:
+            parts += (b"via: ", via, b"\r\n")
+        keep = req.keep_alive and not self.state.closing  # type: ignore[attr-defined]
+        if req.head_only or status == 204 or status == 304:
+            if length is not None and status != 204:
+                parts += (b"content-length: ", length, b"\r\n")
+            self.done = True
+            self.new_parser = req.head_only
+        elif length is not None:
+            parts += (b"content-length: ", length, b"\r\n")
+        else:
+            self.until_close = te is None
+            if req.http10:
+                keep = False  # an HTTP/1.0 client reads until close
+            else:
+                parts.append(b"transfer-encoding: chunked\r\n")
+                self.chunk_out = True
+        if not keep:
+            parts.append(b"connection: close\r\n")
+            req.keep_alive = False
+        elif req.http10:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        self.out.append(b"".join(parts))
+        req.status = status
+        req.response_started = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.chunk_out:
+            self.out.append(b"%x\r\n%b\r\n" % (len(body), body))
+        else:
+            self.out.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.informational:
+            self.informational = False
+            return
+        if self.chunk_out and not self.done:
+            self.out.append(b"0\r\n\r\n")
+        self.done = True
+
+    def connection_ended(self) -> None:
+        """The upstream closed: this ends a close-delimited body."""
+        if self.chunk_out:
+            self.out.append(b"0\r\n\r\n")
+        self.done = True
+
+
+def _copy_response_headers(
+    headers: list[tuple[bytes, bytes]], parts: list[bytes], drop: set[bytes] | None
+) -> tuple[bytes | None, bytes | None, bytes | None, bool, bool, set[bytes] | None]:
+    """Copy the end-to-end response headers into `parts`; return what the framing and Via logic need."""
+    length = te = via = None
+    named: set[bytes] | None = None
+    has_date = has_server = False
+    for name, value in headers:
+        if drop is not None and name in drop:
+            continue
+        if name in RESPONSE_SKIP:
+            if name == b"connection":
+                # PERF: nearly every upstream says just "keep-alive" (or "close"); skip the token split then.
+                if value.lower() not in _PLAIN_CONNECTION:
+                    named = connection_tokens(value) - _PLAIN_CONNECTION
+            elif name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                te = value
+            elif name == b"via":
+                via = value
+            elif name == b"date" or name == b"server":  # the upstream's own are kept
+                has_date = has_date or name == b"date"
+                has_server = has_server or name == b"server"
+                parts += (name, b": ", value, b"\r\n")
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    return length, te, via, has_date, has_server, named
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Path normalization: done once, before routing, and the result is what goes upstream, so the gateway and the
+# service can never disagree about which path was asked for (no `/public/../admin` past a route's plugins).
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def normalize_path(raw: bytes) -> str | None:
+    """RFC 3986 normalization of an origin-form path; None when it must be refused (answer 400).
+
+    Percent-encoded unreserved characters are decoded (so `%2e%2e` is `..`), other escapes kept with upper-case
+    hex (`%2F` stays inside its segment), empty segments merged, `.` and `..` resolved; `..` above the root, a
+    broken escape or an encoded NUL is refused.
+    """
+    if b"%" not in raw and b"/." not in raw and b"//" not in raw:
+        return raw.decode("latin-1")  # the common case: nothing to normalize
+    s = raw.decode("latin-1")
+    if "%" in s:
+        pieces = s.split("%")
+        out = [pieces[0]]
+        for piece in pieces[1:]:
+            if len(piece) < 2 or piece[0] not in _HEX or piece[1] not in _HEX:
+                return None
+            code = int(piece[:2], 16)
+            if code == 0:
+                return None
+            ch = chr(code)
+            out.append((ch if ch in _UNRESERVED else "%" + piece[:2].upper()) + piece[2:])
+        s = "".join(out)
+    raw_segs = s.split("/")
+    segs: list[str] = []
+    for seg in raw_segs[1:]:
+        if seg == "" or seg == ".":
+            continue
+        if seg == "..":
+            if not segs:
+                return None
+            segs.pop()
+            continue
+        segs.append(seg)
+    path = "/" + "/".join(segs)
+    if segs and raw_segs[-1] in ("", ".", ".."):
+        path += "/"
+    return path

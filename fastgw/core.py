@@ -1,4 +1,4 @@
-"""The route trie and token buckets, compiled when possible.
+"""The compiled core, or its pure-Python twin: the route trie, token buckets and per-byte HTTP helpers.
 
 Chosen once at import: the Cython extension `fastgw._core`, or its pure-Python twin `fastgw._pycore` when the
 extension is missing or `FASTGW_NO_EXTENSIONS=1` is set. `COMPILED` says which one this process runs.
@@ -13,17 +13,53 @@ COMPILED: bool
 FALLBACK_REASON: str | None = None
 
 if os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0"):
-    from fastgw._pycore import ANY, BucketTable, RouteConflict, Router, parse_template
+    from fastgw._pycore import (
+        ANY,
+        BucketTable,
+        Reject,
+        Request,
+        RequestSink,
+        ResponseSink,
+        RouteConflict,
+        Router,
+        UpstreamProtocolError,
+        normalize_path,
+        parse_template,
+    )
 
     COMPILED = False
     FALLBACK_REASON = "FASTGW_NO_EXTENSIONS is set"
 else:
     try:
-        from fastgw._core import ANY, BucketTable, RouteConflict, Router, parse_template  # type: ignore[assignment]
+        from fastgw._core import (  # type: ignore[assignment]
+            ANY,
+            BucketTable,
+            Reject,
+            Request,
+            RequestSink,
+            ResponseSink,
+            RouteConflict,
+            Router,
+            UpstreamProtocolError,
+            normalize_path,
+            parse_template,
+        )
 
         COMPILED = True
     except ImportError as exc:  # pragma: no cover - depends on how the package was installed
-        from fastgw._pycore import ANY, BucketTable, RouteConflict, Router, parse_template
+        from fastgw._pycore import (
+            ANY,
+            BucketTable,
+            Reject,
+            Request,
+            RequestSink,
+            ResponseSink,
+            RouteConflict,
+            Router,
+            UpstreamProtocolError,
+            normalize_path,
+            parse_template,
+        )
 
         COMPILED = False
         FALLBACK_REASON = f"the compiled extension fastgw._core did not import ({exc})"
@@ -34,4 +70,18 @@ else:
             stacklevel=2,
         )
 
-__all__ = ["ANY", "COMPILED", "FALLBACK_REASON", "BucketTable", "RouteConflict", "Router", "parse_template"]
+__all__ = [
+    "ANY",
+    "COMPILED",
+    "FALLBACK_REASON",
+    "BucketTable",
+    "Reject",
+    "Request",
+    "RequestSink",
+    "ResponseSink",
+    "RouteConflict",
+    "Router",
+    "UpstreamProtocolError",
+    "normalize_path",
+    "parse_template",
+]

@@ -63,7 +63,7 @@ class HttpRoute:
     """Proxy to an upstream, with the path rewrite rules resolved into a small plan."""
 
     kind = KIND_HTTP
-    __slots__ = ("name", "upstream", "strip_prefix", "path_pieces", "preserve_host", "host")
+    __slots__ = ("name", "upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host")
 
     def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream) -> None:
         self.name = name
@@ -72,6 +72,7 @@ class HttpRoute:
         self.strip_prefix = prefix.rstrip("/") if prefix and prefix != "/" else None
         # "/v1/{id}/x" -> ["/v1/", "id", "/x"]: literal pieces at even indices, parameter names at odd ones.
         self.path_pieces: list[str] | None = TEMPLATE_REF.split(integ.path) if integ.path else None
+        self.rewrites = self.path_pieces is not None or self.strip_prefix is not None
         self.preserve_host = integ.preserve_host
         self.host = integ.host.encode("latin-1") if integ.host else None
 

@@ -1,8 +1,9 @@
 """The client leg: one asyncio Protocol per client connection, parsing HTTP/1.1 with httptools.
 
-Parser callbacks only record and validate; work starts after `feed_data` returns, so a request found malformed
-anywhere in the bytes received so far never reaches an upstream. Requests are answered in order (pipelining):
-while one is in flight, reading pauses and the next ones wait in `queue`.
+The parser's callbacks go to a `RequestSink` (in the compiled core), which only records and validates. Work
+starts after `feed_data` returns, so a request found malformed anywhere in the bytes received so far never
+reaches an upstream. Requests are answered in order (pipelining): while one is in flight, reading pauses and
+the next ones wait in `queue`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
+from fastgw.core import Reject, Request, RequestSink
 from fastgw.gateway import KIND_MOCK
 from fastgw.proxy.upstream import HIGH_WATER, proxy
-from fastgw.server.http import connection_tokens, error_response, normalize_path
+from fastgw.server.http import error_response, normalize_path
 
 if TYPE_CHECKING:
     from fastgw.gateway import Gateway, HttpRoute, MockRoute
-    from fastgw.proxy.upstream import UpstreamConnection
     from fastgw.server.server import ServerState
 
 log = logging.getLogger("fastgw.server")
@@ -33,70 +34,12 @@ PAUSE_BUFFER = 2  # request body buffered while the upstream connection is being
 
 DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE = 0, 1, 2
 
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
-_SPECIAL = frozenset({b"content-length", b"transfer-encoding", b"host", b"connection", b"expect"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class Reject(Exception):
-    """Raised inside a parser callback: the request is refused with `status` and the connection closed."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class Request:
-    """One client request, from its first byte until its response is written."""
-
-    __slots__ = (
-        "method_b", "method", "url", "headers", "header_bytes", "content_length", "chunked", "expect_continue",
-        "host_raw", "host", "conn_tokens", "keep_alive", "http10", "head_only", "headers_done", "complete",
-        "error", "body", "buffered", "body_size", "upstream", "response_started", "status", "retried",
-        "finished", "path", "query", "route_name", "t0",
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        self.method_b = b""
-        self.method = ""
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
-        self.content_length: int | None = None
-        self.chunked = False
-        self.expect_continue = False
-        self.host_raw = b""
-        self.host = ""
-        self.conn_tokens: set[bytes] | None = None
-        self.keep_alive = True
-        self.http10 = False
-        self.head_only = False
-        self.headers_done = False
-        self.complete = False
-        self.error: tuple[int, str] | None = None
-        self.body: list[bytes] = []
-        self.buffered = 0
-        self.body_size = 0
-        self.upstream: UpstreamConnection | None = None
-        self.response_started = False
-        self.status = 0
-        self.retried = False
-        self.finished = False
-        self.path = ""
-        self.query: bytes | None = None
-        self.route_name = ""
-        self.t0 = 0.0
-
-    def replayable(self) -> bool:
-        """Safe to send again on another connection: idempotent, and no body that may be gone already."""
-        return self.method in _IDEMPOTENT and not self.chunked and not self.content_length
 
 
 class ClientProtocol(asyncio.Protocol):
     __slots__ = (
-        "state", "loop", "transport", "parser", "queue", "parsing", "active", "closed", "broken", "write_paused",
+        "state", "loop", "transport", "sink", "parser", "queue", "active", "closed", "broken", "write_paused",
         "_paused", "_starting", "deadline", "deadline_kind", "peer_ip", "peer_ip_b", "trusted", "limits",
         "server_line", "via",
     )  # fmt: skip
@@ -105,9 +48,20 @@ class ClientProtocol(asyncio.Protocol):
         self.state = state
         self.loop = state.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.parser = HttpRequestParser(self)
+        gw = state.gateway
+        limits = self.limits = gw.limits
         self.queue: deque[Request] = deque()
-        self.parsing: Request | None = None
+        # The parser's callbacks go to the sink (compiled): it records and validates every request into `queue`.
+        self.sink = RequestSink(
+            self,
+            self.queue,
+            limits.max_url_length,
+            limits.max_header_size,
+            limits.max_headers,
+            limits.max_body_size,
+            HIGH_WATER,
+        )
+        self.parser = self.sink.parser = HttpRequestParser(self.sink)
         self.active = False
         self.closed = False
         self.broken = False
@@ -116,8 +70,6 @@ class ClientProtocol(asyncio.Protocol):
         self._starting = False
         self.deadline = 0.0
         self.deadline_kind = DEADLINE_NONE
-        gw = state.gateway
-        self.limits = gw.limits
         self.server_line = gw.server_line
         self.via = gw.via
         self.peer_ip = ""
@@ -142,8 +94,9 @@ class ClientProtocol(asyncio.Protocol):
         for req in self.queue:
             req.finished = True
             if req.upstream is not None:
-                req.upstream.abandon()
+                req.upstream.abandon()  # type: ignore[attr-defined]
         self.queue.clear()
+        self.sink.parser = None  # break the parser <-> sink cycle
 
     def data_received(self, data: bytes) -> None:
         if self.broken or self.closed:
@@ -154,101 +107,31 @@ class ClientProtocol(asyncio.Protocol):
             self._upgrade(data, int(exc.args[0]))
         except HttpParserError as exc:
             self._parse_error(exc)
-        self._maybe_start()
+        queue = self.queue
+        if queue:
+            if len(queue) > 1:
+                self.pause_reading_for(PAUSE_PIPELINE)  # answered in order: the next one waits its turn
+            elif self.deadline_kind == DEADLINE_IDLE:
+                # The first bytes of the next request: from now on it has header_timeout to arrive whole.
+                self.deadline_kind = DEADLINE_HEADER
+                self.deadline = self.loop.time() + self.limits.header_timeout
+            self._maybe_start()
 
     def pause_writing(self) -> None:
         self.write_paused = True
         up = self.queue[0].upstream if self.queue else None
         if up is not None:
-            up.pause_reading()
+            up.pause_reading()  # type: ignore[attr-defined]
 
     def resume_writing(self) -> None:
         self.write_paused = False
         up = self.queue[0].upstream if self.queue else None
         if up is not None:
-            up.resume_reading()
+            up.resume_reading()  # type: ignore[attr-defined]
 
-    # -- httptools callbacks: record and validate, nothing else ----------------------------------------------
-
-    def on_message_begin(self) -> None:
-        req = Request()
-        self.parsing = req
-        self.queue.append(req)
-        if len(self.queue) > 1:
-            self.pause_reading_for(PAUSE_PIPELINE)
-        elif self.deadline_kind != DEADLINE_HEADER:
-            self._set_deadline(DEADLINE_HEADER)
-
-    def on_url(self, url: bytes) -> None:
-        req = self.parsing
-        assert req is not None
-        req.url = req.url + url if req.url else url
-        if len(req.url) > self.limits.max_url_length:
-            raise Reject(414, "URI Too Long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        req = self.parsing
-        assert req is not None
-        req.header_bytes += len(name) + len(value) + 4
-        if req.header_bytes > self.limits.max_header_size or len(req.headers) >= self.limits.max_headers:
-            raise Reject(431, "Request Header Fields Too Large")
-        name = name.lower()
-        req.headers.append((name, value))
-        if name in _SPECIAL:
-            _special_header(req, name, value)
-
-    def on_headers_complete(self) -> None:
-        req = self.parsing
-        assert req is not None
-        p = self.parser
-        version = p.get_http_version()
-        if version == "1.0":
-            req.http10 = True
-        elif version != "1.1":
-            raise Reject(505, "HTTP Version Not Supported")
-        method_b = p.get_method()
-        req.method_b = method_b
-        req.method = _METHODS.get(method_b) or method_b.decode("latin-1")
-        req.keep_alive = p.should_keep_alive()
-        req.head_only = req.method == "HEAD"
-        if req.chunked:
-            if req.content_length is not None:
-                raise Reject(400, "Content-Length and Transfer-Encoding together")
-            if req.http10:
-                raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if not req.host_raw and not req.http10:
-            raise Reject(400, "missing Host header")
-        max_body = self.limits.max_body_size
-        if max_body and req.content_length is not None and req.content_length > max_body:
-            raise Reject(413, "Payload Too Large")
-        req.headers_done = True
-        req.t0 = time.perf_counter()
-        if self.deadline_kind == DEADLINE_HEADER and len(self.queue) == 1:
-            self._set_deadline(DEADLINE_NONE)
-
-    def on_body(self, body: bytes) -> None:
-        req = self.parsing
-        assert req is not None
-        req.body_size += len(body)
-        max_body = self.limits.max_body_size
-        if max_body and req.body_size > max_body:
-            raise Reject(413, "Payload Too Large")
-        up = req.upstream
-        if up is not None:
-            up.send_body(body)
-        elif not req.finished:
-            req.body.append(body)
-            req.buffered += len(body)
-            if req.buffered > HIGH_WATER:
-                self.pause_reading_for(PAUSE_BUFFER)
-
-    def on_message_complete(self) -> None:
-        req = self.parsing
-        assert req is not None
-        self.parsing = None
-        req.complete = True
-        if req.upstream is not None:
-            req.upstream.end_body()
+    def buffer_full(self) -> None:
+        """Called by the sink: a request body is buffering faster than the upstream connection is made."""
+        self.pause_reading_for(PAUSE_BUFFER)
 
     # -- answering --------------------------------------------------------------------------------------------
 
@@ -268,6 +151,8 @@ class ClientProtocol(asyncio.Protocol):
                 if not req.headers_done:
                     return
                 self.active = True
+                if self.state.access_log is not None:
+                    req.t0 = time.perf_counter()
                 try:
                     self._dispatch(req)
                 except Exception:
@@ -353,7 +238,8 @@ class ClientProtocol(asyncio.Protocol):
         if len(self.queue) <= 1:
             self.resume_reading_for(PAUSE_PIPELINE)
         if not self.queue:
-            self._set_deadline(DEADLINE_IDLE)
+            self.deadline_kind = DEADLINE_IDLE
+            self.deadline = self.loop.time() + self.limits.keepalive_timeout
         elif not self.queue[0].headers_done:
             self._set_deadline(DEADLINE_HEADER)
         if not self._starting:
@@ -406,7 +292,7 @@ class ClientProtocol(asyncio.Protocol):
             log.debug("malformed request from %s: %s", self.peer_ip, exc)
         self.broken = True
         self.transport.pause_reading()
-        req = self.parsing
+        req = self.sink.parsing
         if req is None:
             req = Request()
             self.queue.append(req)
@@ -415,7 +301,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.active and self.queue[0] is req:
             # Broken while its body was already streaming upstream: the upstream never gets a complete request.
             if req.upstream is not None:
-                req.upstream.abandon()
+                req.upstream.abandon()  # type: ignore[attr-defined]
             self.upstream_failed(req, status, message, f"request body refused: {message}")
 
     def _upgrade(self, data: bytes, offset: int) -> None:
@@ -423,8 +309,8 @@ class ClientProtocol(asyncio.Protocol):
         protocols: a body-less request is served as plain HTTP/1.1 (the Upgrade headers are hop-by-hop and
         dropped), and parsing goes on with a fresh parser after it."""
         # httptools has already reported the message complete (without a body) when it stops here.
-        req = self.parsing or (self.queue[-1] if self.queue else None)
-        self.parser = HttpRequestParser(self)
+        req = self.sink.parsing or (self.queue[-1] if self.queue else None)
+        self.parser = self.sink.parser = HttpRequestParser(self.sink)
         if req is None or req.method_b == b"CONNECT" or req.chunked or req.content_length:
             if req is not None:
                 req.error = (405, "Method Not Allowed") if req.method_b == b"CONNECT" else (400, "Bad Request")
@@ -433,7 +319,7 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.pause_reading()
             return
         if not req.complete:
-            self.on_message_complete()
+            self.sink.on_message_complete()
         rest = data[offset:]
         if rest:
             self.data_received(rest)
@@ -465,36 +351,3 @@ class ClientProtocol(asyncio.Protocol):
             self.closed = True
             self.state.connections.discard(self)
             self.transport.close()
-
-
-def _special_header(req: Request, name: bytes, value: bytes) -> None:
-    if name == b"content-length":
-        if req.content_length is not None:
-            raise Reject(400, "duplicate Content-Length")
-        if not value.isdigit():
-            raise Reject(400, "invalid Content-Length")
-        req.content_length = int(value)
-    elif name == b"transfer-encoding":
-        # Only exactly "chunked", once: anything else is how request smuggling starts.
-        if req.chunked or value.strip().lower() != b"chunked":
-            raise Reject(400, "unsupported Transfer-Encoding")
-        req.chunked = True
-    elif name == b"host":
-        if req.host_raw:
-            raise Reject(400, "duplicate Host header")
-        host = value.strip()
-        if not host or b" " in host or b"/" in host or b"@" in host:
-            raise Reject(400, "invalid Host header")
-        req.host_raw = host
-        if host[:1] == b"[":
-            end = host.find(b"]")
-            req.host = host[: end + 1].decode("latin-1").lower()
-        else:
-            req.host = host.split(b":", 1)[0].decode("latin-1").lower()
-    elif name == b"connection":
-        tokens = connection_tokens(value)
-        req.conn_tokens = tokens if req.conn_tokens is None else req.conn_tokens | tokens
-    elif name == b"expect":
-        if value.strip().lower() != b"100-continue":
-            raise Reject(417, "Expectation Failed")
-        req.expect_continue = True

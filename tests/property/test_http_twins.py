@@ -1,0 +1,239 @@
+"""The compiled HTTP helpers and their pure-Python twins give the same answers.
+
+Random messages, cut into random pieces, go through real httptools parsers into each implementation's sink;
+everything the sinks record (or the error they raise) must be identical, and so must the heads built from it.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastgw import _pycore, core
+
+if not core.COMPILED:
+    pytest.skip("compiled core not built (FASTGW_NO_EXTENSIONS or no extension)", allow_module_level=True)
+
+from fastgw import _core  # noqa: E402
+
+IMPLS = (_core, _pycore)
+
+REQUEST_FIELDS = [
+    "method_b", "method", "url", "headers", "header_bytes", "content_length", "chunked", "expect_continue",
+    "host_raw", "host", "conn_tokens", "keep_alive", "http10", "head_only", "headers_done", "complete", "error",
+    "body", "buffered", "body_size", "status", "response_started",
+]  # fmt: skip
+
+
+def _cased(name: str) -> st.SearchStrategy[str]:
+    return st.sampled_from([name, name.upper(), name.title(), name.lower()])
+
+
+HEADER_NAME = st.one_of(
+    st.sampled_from(["host", "content-length", "transfer-encoding", "connection", "expect"]).flatmap(_cased),
+    st.sampled_from(["via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "keep-alive", "te"]),
+    st.sampled_from(["Accept", "User-Agent", "X-Custom", "upgrade", "Proxy-Authorization", "trailer"]),
+)
+HEADER_VALUE = st.sampled_from(
+    [
+        "a",
+        "api.example.com",
+        "API.Example.COM:8080",
+        "[::1]:80",
+        "bad host",
+        "u@h",
+        "5",
+        "0",
+        "12x",
+        "chunked",
+        "Chunked",
+        "gzip, chunked",
+        "keep-alive",
+        "close",
+        "X-Custom, keep-alive",
+        "Upgrade",
+        "100-continue",
+        "200-ok",
+        "10.0.0.1",
+        "1.1 other",
+        "",
+    ]
+)
+REQUEST_HEADERS = st.lists(st.tuples(HEADER_NAME, HEADER_VALUE), max_size=8)
+METHOD = st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE"])
+TARGET = st.sampled_from(["/", "/a/b?x=1", "/%2e%2e/x", "http://h.example/p?q", "/" + "x" * 40])
+VERSION = st.sampled_from(["1.1", "1.1", "1.0"])
+BODY = st.sampled_from([None, b"", b"hello", b"x" * 100])
+
+
+@st.composite
+def raw_requests(draw: st.DrawFn) -> bytes:
+    out = []
+    for _ in range(draw(st.integers(1, 3))):
+        headers = draw(REQUEST_HEADERS)
+        body = draw(BODY)
+        version = draw(VERSION)
+        wellformed = draw(st.integers(0, 3)) > 0  # mostly well-formed messages, so acceptance is common
+        if wellformed:
+            special = ("content-length", "transfer-encoding", "host", "expect", "connection")
+            headers = [(n, v) for n, v in headers if n.lower() not in special]
+            headers.append(("Host", draw(st.sampled_from(["api.example.com", "API.example.com:8080", "[::1]"]))))
+            if draw(st.booleans()):
+                headers.append(("Connection", draw(st.sampled_from(["keep-alive", "close", "X-Custom, Via"]))))
+        lines = [f"{draw(METHOD)} {draw(TARGET)} HTTP/{version}"]
+        lines += [f"{n}: {v}" for n, v in headers]
+        head = ("\r\n".join(lines) + "\r\n").encode()
+        if body is None:
+            out.append(head + b"\r\n")
+        elif draw(st.booleans()) or (wellformed and version == "1.0"):
+            out.append(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        else:
+            chunks = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+            out.append(head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+    return b"".join(out)
+
+
+def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+
+
+def _outcome(exc: BaseException) -> tuple:
+    cause = exc.__context__
+    if isinstance(cause, _pycore.Reject):
+        return ("reject", cause.status, cause.message)
+    if isinstance(exc, HttpParserUpgrade):
+        return ("upgrade",)
+    return (type(exc).__name__, type(cause).__name__ if cause is not None else None)
+
+
+def _request_state(req: object) -> dict:
+    state = {f: getattr(req, f) for f in REQUEST_FIELDS}
+    state["replayable"] = req.replayable()  # type: ignore[attr-defined]
+    return state
+
+
+def _run_requests(impl: types.ModuleType, pieces: list[bytes], limits: tuple[int, ...]) -> tuple:
+    calls: list[str] = []
+    owner = types.SimpleNamespace(buffer_full=lambda: calls.append("buffer_full"))
+    queue: list = []
+    sink = impl.RequestSink(owner, queue, *limits, 64)
+    sink.parser = HttpRequestParser(sink)
+    outcome = None
+    for piece in pieces:
+        try:
+            sink.parser.feed_data(piece)
+        except (HttpParserError, HttpParserUpgrade) as exc:
+            outcome = _outcome(exc)
+            break
+    return outcome, calls, [_request_state(r) for r in queue], queue
+
+
+# Mostly roomy limits, sometimes tight ones, so that both acceptance and each refusal are common.
+LIMITS = st.tuples(
+    st.sampled_from([16, 8192, 8192, 8192]),  # max_url_length
+    st.sampled_from([120, 8192, 8192, 8192]),  # max_header_size
+    st.sampled_from([3, 100, 100, 100]),  # max_headers
+    st.sampled_from([0, 0, 10, 1000]),  # max_body_size (0: unlimited)
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=raw_requests(),
+    cuts=st.lists(st.integers(0, 10_000), max_size=4),
+    limits=LIMITS,
+    head_args=st.tuples(st.booleans(), st.booleans(), st.sampled_from([b"127.0.0.1", b"::1"])),
+)
+def test_request_sink_twins_agree(data, cuts, limits, head_args):
+    pieces = _pieces(data, cuts)
+    fast = _run_requests(_core, pieces, limits)
+    slow = _run_requests(_pycore, pieces, limits)
+    assert fast[:3] == slow[:3]
+    trusted, via, peer = head_args
+    for f, s in zip(fast[3], slow[3], strict=True):
+        if f.headers_done:
+            args = (b"/up?x", b"backend:8080", trusted, peer, via)
+            assert f.upstream_head(*args) == s.upstream_head(*args)
+
+
+RESPONSE_HEADER = st.tuples(
+    st.one_of(
+        st.sampled_from(["Date", "Server", "Via", "Connection", "Keep-Alive", "Content-Type", "X-Up"]),
+        st.sampled_from(["date", "server", "x-up", "set-cookie", "trailer", "upgrade", "proxy-authenticate"]),
+    ),
+    st.sampled_from(["v", "keep-alive", "close", "X-Up", "x-up, keep-alive", "date", "1.1 up", "Server"]),
+)
+
+
+@st.composite
+def raw_responses(draw: st.DrawFn) -> tuple[bytes, int]:
+    status = draw(st.sampled_from([200, 200, 201, 204, 304, 404, 502, 101, 299, 599]))
+    headers = draw(st.lists(RESPONSE_HEADER, max_size=6))
+    body = draw(st.sampled_from([b"", b"ok", b"y" * 70]))
+    framing = draw(st.sampled_from(["length", "chunked", "close"]))
+    lines = []
+    if draw(st.booleans()):
+        lines.append("HTTP/1.1 100 Continue\r\nX-Info: 1\r\n\r\n")
+    lines.append(f"HTTP/1.1 {status} Whatever\r\n")
+    lines += [f"{n}: {v}\r\n" for n, v in headers]
+    head = "".join(lines).encode()
+    if framing == "length":
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body, status
+    if framing == "chunked":
+        chunks = b"%x\r\n%b\r\n" % (len(body), body) if body else b""
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n", status
+    return head + b"\r\n" + body, status
+
+
+def _run_response(impl: types.ModuleType, pieces: list[bytes], flags: tuple[bool, ...]) -> tuple:
+    head_only, http10, keep_alive, via, closing, ended = flags
+    req = impl.Request()
+    req.head_only, req.http10, req.keep_alive = head_only, http10, keep_alive
+    sink = impl.ResponseSink()
+    sink.parser = HttpResponseParser(sink)
+    state = types.SimpleNamespace(closing=closing)
+    sink.begin(req, b"server: fastgw\r\n", via, b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n", state)
+    outcome = None
+    out = []
+    for piece in pieces:
+        try:
+            sink.parser.feed_data(piece)
+        except HttpParserError as exc:
+            outcome = _outcome(exc)
+            break
+        out += sink.out
+        sink.out.clear()
+        if sink.done:
+            break
+    if ended and outcome is None and not sink.done and sink.until_close:
+        sink.connection_ended()
+        out += sink.out
+    flags_after = (sink.done, sink.keep, sink.until_close, sink.new_parser, sink.chunk_out)
+    return outcome, b"".join(out), flags_after, (req.status, req.response_started, req.keep_alive)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    response=raw_responses(),
+    cuts=st.lists(st.integers(0, 10_000), max_size=4),
+    flags=st.tuples(*[st.booleans()] * 6),
+)
+def test_response_sink_twins_agree(response, cuts, flags):
+    data, _ = response
+    pieces = _pieces(data, cuts)
+    assert _run_response(_core, pieces, flags) == _run_response(_pycore, pieces, flags)
+
+
+PATH_PIECE = st.sampled_from(["/", "a", ".", "..", "%2e", "%2E", "%2F", "%41", "%", "%4", "%zz", "%00", "//", "é"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(PATH_PIECE, max_size=10))
+def test_normalize_path_twins_agree(pieces):
+    raw = ("/" + "".join(pieces)).encode("utf-8")
+    assert _core.normalize_path(raw) == _pycore.normalize_path(raw)
