@@ -86,7 +86,13 @@ cdef class ResponseSink:
     cdef public bint via
     cdef public bytes date_line
     cdef public object state
-    cdef public list headers
+    cdef public list head
+    cdef public object length
+    cdef public object te
+    cdef public object via_in
+    cdef public object named
+    cdef public bint has_date
+    cdef public bint has_server
     cdef public list out
     cdef public bint chunk_out
     cdef public bint done
@@ -94,3 +100,4 @@ cdef class ResponseSink:
     cdef public bint until_close
     cdef public bint new_parser
     cdef public bint keep
+    cdef _start_head(self)

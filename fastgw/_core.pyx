@@ -17,7 +17,6 @@ from fastgw._pycore import (
     ANY,
     HTTP_STATUS_LINES,
     REQUEST_SKIP,
-    RESPONSE_SKIP,
     VIA,
     Reject,
     UpstreamProtocolError,
@@ -87,13 +86,15 @@ cdef inline bint _host_ok(_Entry e, str host):
 
 
 cdef _Entry _pick(list entries, str method, str host, set allowed):
+    # `allowed` is None on the first walk (a hit needs no 405 bookkeeping); a miss walks again to collect it.
     cdef _Entry e
     for e in entries:
         if not _host_ok(e, host):
             continue
         if e.any_method or method in e.methods:
             return e
-        allowed.update(e.methods)
+        if allowed is not None:
+            allowed.update(e.methods)
     return None
 
 
@@ -206,6 +207,8 @@ cdef class Router:
         cdef _Entry e
         cdef list entries, segs, params
         cdef set allowed
+        cdef dict found
+        cdef Py_ssize_t i
         if not self.frozen:
             raise RuntimeError("freeze() the router before matching")
         entries = self._static.get(path)
@@ -215,10 +218,14 @@ cdef class Router:
                     return e.route, {}
         segs = [s for s in path.split("/") if s]
         params = []
-        allowed = set()
-        e = _walk(self._root, segs, 0, len(segs), method, host, params, allowed)
+        e = _walk(self._root, segs, 0, len(segs), method, host, params, None)
         if e is not None:
-            return e.route, dict(zip(e.param_names, params))
+            found = {}
+            for i in range(len(params)):
+                found[e.param_names[i]] = params[i]
+            return e.route, found
+        allowed = set()
+        _walk(self._root, segs, 0, len(segs), method, host, [], allowed)
         if allowed:
             return None, tuple(sorted(allowed))
         return None
@@ -538,14 +545,80 @@ cdef class RequestSink:
             req.upstream.end_body()
 
 
+# What a response header name means to the proxy, decided without allocating (names arrive in any case).
+cdef enum:
+    H_PLAIN = 0  # end-to-end: copied as it is
+    H_DROP = 1  # hop-by-hop: dropped
+    H_CONNECTION = 2
+    H_LENGTH = 3
+    H_TE = 4
+    H_VIA = 5
+    H_DATE = 6
+    H_SERVER = 7
+
+
+cdef inline bint _ieq(const unsigned char* p, const char* lit, Py_ssize_t n) noexcept:
+    """p (n bytes, any case) equals the lower-case ASCII literal lit."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        c = p[i]
+        if 65 <= c <= 90:
+            c += 32
+        if c != <unsigned char>lit[i]:
+            return False
+    return True
+
+
+cdef int _response_header_kind(bytes name) noexcept:
+    # The names of RESPONSE_SKIP (hop-by-hop, framing, Date/Server/Via) by length; everything else is plain.
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(name)
+    if n == 2:
+        return H_DROP if _ieq(p, b"te", 2) else H_PLAIN
+    if n == 3:
+        return H_VIA if _ieq(p, b"via", 3) else H_PLAIN
+    if n == 4:
+        return H_DATE if _ieq(p, b"date", 4) else H_PLAIN
+    if n == 6:
+        return H_SERVER if _ieq(p, b"server", 6) else H_PLAIN
+    if n == 7:
+        return H_DROP if _ieq(p, b"trailer", 7) or _ieq(p, b"upgrade", 7) else H_PLAIN
+    if n == 10:
+        if _ieq(p, b"connection", 10):
+            return H_CONNECTION
+        return H_DROP if _ieq(p, b"keep-alive", 10) else H_PLAIN
+    if n == 14:
+        return H_LENGTH if _ieq(p, b"content-length", 14) else H_PLAIN
+    if n == 16:
+        return H_DROP if _ieq(p, b"proxy-connection", 16) else H_PLAIN
+    if n == 17:
+        return H_TE if _ieq(p, b"transfer-encoding", 17) else H_PLAIN
+    if n == 18:
+        return H_DROP if _ieq(p, b"proxy-authenticate", 18) else H_PLAIN
+    if n == 19:
+        return H_DROP if _ieq(p, b"proxy-authorization", 19) else H_PLAIN
+    return H_PLAIN
+
+
+def _response_header_is_skipped(bytes name):
+    """For the tests: the compiled classification agrees with `_pycore.RESPONSE_SKIP`."""
+    return _response_header_kind(name) != H_PLAIN
+
+
 cdef class ResponseSink:
     """The httptools callbacks of one upstream connection. See `fastgw._pycore.ResponseSink`."""
 
     def __cinit__(self):
         self.server_line = b""
         self.date_line = b""
-        self.headers = []
         self.out = []
+        self._start_head()
+
+    cdef _start_head(self):
+        self.head = []
+        self.length = self.te = self.via_in = self.named = None
+        self.has_date = self.has_server = False
 
     def begin(self, Request req, bytes server_line, bint via, bytes date_line, state):
         self.req = req
@@ -553,38 +626,72 @@ cdef class ResponseSink:
         self.via = via
         self.date_line = date_line
         self.state = state
-        self.headers = []
         self.out = []
+        self._start_head()
         self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
 
     def on_header(self, bytes name, bytes value):
-        self.headers.append((_lower(name), value))
+        cdef int kind = _response_header_kind(name)
+        cdef list head = self.head
+        if kind == H_PLAIN:
+            head.append(name)
+            head.append(b": ")
+            head.append(value)
+            head.append(b"\r\n")
+        elif kind == H_CONNECTION:
+            if _lower(value) not in _PLAIN_CONNECTION:
+                tokens = connection_tokens(value) - _PLAIN_CONNECTION
+                self.named = tokens if self.named is None else self.named | tokens
+        elif kind == H_LENGTH:
+            self.length = value
+        elif kind == H_TE:
+            self.te = value
+        elif kind == H_VIA:
+            self.via_in = value
+        elif kind == H_DATE or kind == H_SERVER:
+            if kind == H_DATE:
+                self.has_date = True
+            else:
+                self.has_server = True
+            head.append(name)
+            head.append(b": ")
+            head.append(value)
+            head.append(b"\r\n")
 
     def on_headers_complete(self):
         cdef Request req = self.req
         cdef int status
-        cdef list parts
-        cdef bint keep, has_date = False, has_server = False
+        cdef list parts, head
+        cdef bint keep, has_date, has_server
+        cdef Py_ssize_t i
+        cdef bytes lname
         p = self.parser
         status = p.get_status_code()
         if status < 200:
             if status == 101:
                 raise UpstreamProtocolError("101 Switching Protocols to a request that asked for no upgrade")
-            self.headers = []
+            self._start_head()
             self.informational = True
             return
         self.keep = p.should_keep_alive()
         parts = [_status_line(status)]
-        length, te, via, named = _copy_response_headers(self.headers, parts, None, &has_date, &has_server)
-        if named:
-            # Headers the upstream named in Connection are hop-by-hop too (rare): copy again without them.
-            parts = [parts[0]]
+        has_date, has_server = self.has_date, self.has_server
+        if self.named:
             has_date = has_server = False
-            _copy_response_headers(self.headers, parts, named, &has_date, &has_server)
+            head = self.head
+            for i in range(0, PyList_GET_SIZE(head), 4):
+                lname = _lower(<bytes>head[i])
+                if lname not in self.named:
+                    parts += head[i : i + 4]
+                    has_date = has_date or lname == b"date"
+                    has_server = has_server or lname == b"server"
+        else:
+            parts += self.head
         if not has_date:
             parts.append(self.date_line)
         if not has_server:
             parts.append(self.server_line)
+        via, length = self.via_in, self.length
         if self.via:
             parts.append(b"via: ")
             parts.append(via + b", " + VIA if via else VIA)
@@ -606,7 +713,7 @@ cdef class ResponseSink:
             parts.append(length)
             parts.append(b"\r\n")
         else:
-            self.until_close = te is None
+            self.until_close = self.te is None
             if req.http10:
                 keep = False
             else:
@@ -640,44 +747,6 @@ cdef class ResponseSink:
         if self.chunk_out:
             self.out.append(b"0\r\n\r\n")
         self.done = True
-
-
-cdef tuple _copy_response_headers(list headers, list parts, object drop, bint* has_date, bint* has_server):
-    """Copy the end-to-end response headers into `parts`; return (content-length, transfer-encoding, via,
-    names listed in Connection) and set the two flags."""
-    cdef tuple item
-    cdef bytes name, value
-    length = te = via = named = None
-    for item in headers:
-        name = <bytes>item[0]
-        value = <bytes>item[1]
-        if drop is not None and name in drop:
-            continue
-        if name in RESPONSE_SKIP:
-            if name == b"connection":
-                if _lower(value) not in _PLAIN_CONNECTION:
-                    named = connection_tokens(value) - _PLAIN_CONNECTION
-            elif name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                te = value
-            elif name == b"via":
-                via = value
-            elif name == b"date" or name == b"server":
-                if name == b"date":
-                    has_date[0] = True
-                else:
-                    has_server[0] = True
-                parts.append(name)
-                parts.append(b": ")
-                parts.append(value)
-                parts.append(b"\r\n")
-            continue
-        parts.append(name)
-        parts.append(b": ")
-        parts.append(value)
-        parts.append(b"\r\n")
-    return length, te, via, named
 
 
 def normalize_path(bytes raw):

@@ -691,15 +691,16 @@ class UpstreamProtocolError(Exception):
 class ResponseSink:
     """The httptools callbacks of one upstream connection: turn the response into what the client receives.
 
-    `begin` starts an exchange for `req`. The client's response head (end-to-end headers kept, hop-by-hop
-    dropped, Date/Server/Via settled, framing chosen for the client) and the framed body accumulate in `out`;
-    `done` says the response is complete. 1xx responses are swallowed. The flags after `done`: `keep` (the
-    upstream allows reuse), `until_close` (a close-delimited body: complete only when the connection ends),
-    `new_parser` (after a HEAD response, whose body httptools cannot be told to skip).
+    `begin` starts an exchange for `req`. The client's response head (end-to-end headers kept as the upstream
+    spelled them, hop-by-hop ones dropped, Date/Server/Via settled, framing chosen for the client) and the framed
+    body accumulate in `out`; `done` says the response is complete. 1xx responses are swallowed. The flags after
+    `done`: `keep` (the upstream allows reuse), `until_close` (a close-delimited body: complete only when the
+    connection ends), `new_parser` (after a HEAD response, whose body httptools cannot be told to skip).
     """
 
-    __slots__ = ("parser", "req", "server_line", "via", "date_line", "state", "headers", "out", "chunk_out",
-                 "done", "informational", "until_close", "new_parser", "keep")  # fmt: skip
+    __slots__ = ("parser", "req", "server_line", "via", "date_line", "state", "head", "length", "te", "via_in",
+                 "named", "has_date", "has_server", "out", "chunk_out", "done", "informational", "until_close",
+                 "new_parser", "keep")  # fmt: skip
 
     def __init__(self) -> None:
         self.parser: object = None  # the HttpResponseParser fed with this sink; set by the owner
@@ -708,9 +709,19 @@ class ResponseSink:
         self.via = False
         self.date_line = b""
         self.state: object = None
-        self.headers: list[tuple[bytes, bytes]] = []
         self.out: list[bytes] = []
+        self._start_head()
         self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
+
+    def _start_head(self) -> None:
+        # End-to-end header lines as they arrive, four pieces each (name, ": ", value, CRLF), and what the
+        # framing, Via and Date/Server logic needs from the others.
+        self.head: list[bytes] = []
+        self.length: bytes | None = None
+        self.te: bytes | None = None
+        self.via_in: bytes | None = None
+        self.named: set[bytes] | None = None  # header names listed in Connection: hop-by-hop too
+        self.has_date = self.has_server = False
 
     def begin(self, req: Request, server_line: bytes, via: bool, date_line: bytes, state: object) -> None:
         """Start an exchange; `state.closing` is read when the head is written (a draining server says close)."""
@@ -719,12 +730,32 @@ class ResponseSink:
         self.via = via
         self.date_line = date_line
         self.state = state
-        self.headers = []
         self.out = []
+        self._start_head()
         self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        lname = name.lower()
+        if lname in RESPONSE_SKIP:
+            if lname == b"connection":
+                # PERF: nearly every upstream says just "keep-alive" (or "close"); skip the token split then.
+                if value.lower() not in _PLAIN_CONNECTION:
+                    tokens = connection_tokens(value) - _PLAIN_CONNECTION
+                    self.named = tokens if self.named is None else self.named | tokens
+            elif lname == b"content-length":
+                self.length = value
+            elif lname == b"transfer-encoding":
+                self.te = value
+            elif lname == b"via":
+                self.via_in = value
+            elif lname == b"date" or lname == b"server":  # the upstream's own are kept
+                if lname == b"date":
+                    self.has_date = True
+                else:
+                    self.has_server = True
+                self.head += (name, b": ", value, b"\r\n")
+            return
+        self.head += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         p = self.parser
@@ -732,22 +763,31 @@ class ResponseSink:
         if status < 200:
             if status == 101:
                 raise UpstreamProtocolError("101 Switching Protocols to a request that asked for no upgrade")
-            self.headers = []
+            self._start_head()
             self.informational = True  # 100 Continue and friends are the gateway's business, not the client's
             return
         self.keep = p.should_keep_alive()  # type: ignore[attr-defined]
         req = self.req
         assert req is not None
         parts = [status_line(status)]
-        length, te, via, has_date, has_server, named = _copy_response_headers(self.headers, parts, None)
-        if named:
-            # Headers the upstream named in Connection are hop-by-hop too (rare): copy again without them.
-            parts = [parts[0]]
-            has_date, has_server = _copy_response_headers(self.headers, parts, named)[3:5]
+        has_date, has_server = self.has_date, self.has_server
+        if self.named:
+            # Headers the upstream named in Connection are hop-by-hop too (rare): drop them now.
+            has_date = has_server = False
+            head = self.head
+            for i in range(0, len(head), 4):
+                lname = head[i].lower()
+                if lname not in self.named:
+                    parts += head[i : i + 4]
+                    has_date = has_date or lname == b"date"
+                    has_server = has_server or lname == b"server"
+        else:
+            parts += self.head
         if not has_date:
             parts.append(self.date_line)
         if not has_server:
             parts.append(self.server_line)
+        via, length = self.via_in, self.length
         if self.via:
             parts += (b"via: ", via + b", " + VIA if via else VIA, b"\r\n")
         elif via:
@@ -761,7 +801,7 @@ class ResponseSink:
         elif length is not None:
             parts += (b"content-length: ", length, b"\r\n")
         else:
-            self.until_close = te is None
+            self.until_close = self.te is None
             if req.http10:
                 keep = False  # an HTTP/1.0 client reads until close
             else:
@@ -796,36 +836,6 @@ class ResponseSink:
         if self.chunk_out:
             self.out.append(b"0\r\n\r\n")
         self.done = True
-
-
-def _copy_response_headers(
-    headers: list[tuple[bytes, bytes]], parts: list[bytes], drop: set[bytes] | None
-) -> tuple[bytes | None, bytes | None, bytes | None, bool, bool, set[bytes] | None]:
-    """Copy the end-to-end response headers into `parts`; return what the framing and Via logic need."""
-    length = te = via = None
-    named: set[bytes] | None = None
-    has_date = has_server = False
-    for name, value in headers:
-        if drop is not None and name in drop:
-            continue
-        if name in RESPONSE_SKIP:
-            if name == b"connection":
-                # PERF: nearly every upstream says just "keep-alive" (or "close"); skip the token split then.
-                if value.lower() not in _PLAIN_CONNECTION:
-                    named = connection_tokens(value) - _PLAIN_CONNECTION
-            elif name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                te = value
-            elif name == b"via":
-                via = value
-            elif name == b"date" or name == b"server":  # the upstream's own are kept
-                has_date = has_date or name == b"date"
-                has_server = has_server or name == b"server"
-                parts += (name, b": ", value, b"\r\n")
-            continue
-        parts += (name, b": ", value, b"\r\n")
-    return length, te, via, has_date, has_server, named
 
 
 # ----------------------------------------------------------------------------------------------------------------

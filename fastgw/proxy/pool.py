@@ -49,12 +49,15 @@ class Target:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.usable():
+            # PERF: conn.usable() inlined (pooled connections always have a transport and no client).
+            if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
                 return conn
         return None
 
     def release(self, conn: UpstreamConnection, now: float) -> None:
-        if self.closed or len(self.idle) >= self.max_idle or not conn.usable():
+        """Pool `conn`, which has just finished an exchange (or was just connected and is unused): it has a
+        transport and no client."""
+        if self.closed or len(self.idle) >= self.max_idle or conn.closed or conn.transport.is_closing():  # type: ignore[union-attr]
             conn.close()
             return
         conn.idle_since = now
@@ -88,12 +91,13 @@ class Target:
 class Upstream:
     """A named set of targets; picks one per request, round-robin."""
 
-    __slots__ = ("name", "config", "targets", "_next")
+    __slots__ = ("name", "config", "targets", "only", "_next")
 
     def __init__(self, name: str, config: UpstreamConfig) -> None:
         self.name = name
         self.config = config
         self.targets = [Target(url, config) for url in config.targets]
+        self.only = self.targets[0] if len(self.targets) == 1 else None  # no choice to make per request
         self._next = 0
 
     def pick(self) -> Target:

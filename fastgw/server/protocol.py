@@ -226,21 +226,25 @@ class ClientProtocol(asyncio.Protocol):
 
     def _request_done(self, req: Request) -> None:
         req.finished = True
-        if self.queue and self.queue[0] is req:
-            self.queue.popleft()
+        queue = self.queue
+        if queue and queue[0] is req:
+            queue.popleft()
         self.active = False
-        log_access = self.state.access_log
-        if log_access is not None:
-            log_access(self, req)
-        if not (req.keep_alive and req.complete) or req.error is not None or self.state.closing:
+        state = self.state
+        if state.access_log is not None:
+            state.access_log(self, req)
+        if not (req.keep_alive and req.complete) or req.error is not None or state.closing:
             self.close()
             return
-        if len(self.queue) <= 1:
-            self.resume_reading_for(PAUSE_PIPELINE)
-        if not self.queue:
+        if not queue:
             self.deadline_kind = DEADLINE_IDLE
             self.deadline = self.loop.time() + self.limits.keepalive_timeout
-        elif not self.queue[0].headers_done:
+            if self._paused:
+                self.resume_reading_for(PAUSE_PIPELINE)
+            return
+        if len(queue) == 1 and self._paused:
+            self.resume_reading_for(PAUSE_PIPELINE)
+        if not queue[0].headers_done:
             self._set_deadline(DEADLINE_HEADER)
         if not self._starting:
             self._maybe_start()
@@ -248,6 +252,7 @@ class ClientProtocol(asyncio.Protocol):
     # -- called by the upstream leg ---------------------------------------------------------------------------
 
     def exchange_done(self, req: Request) -> None:
+        """The response is complete (the upstream leg has written all of it)."""
         if not req.finished and not self.closed:
             self._request_done(req)
 
