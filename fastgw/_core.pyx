@@ -442,17 +442,7 @@ cdef _special_header(Request req, bytes name, bytes value):
             raise Reject(400, "unsupported Transfer-Encoding")
         req.chunked = True
     elif name == b"host":
-        if req.host_raw:
-            raise Reject(400, "duplicate Host header")
-        host = value.strip()
-        if not host or b" " in host or b"/" in host or b"@" in host:
-            raise Reject(400, "invalid Host header")
-        req.host_raw = host
-        if host[:1] == b"[":
-            end = host.find(b"]")
-            req.host = host[: end + 1].decode("latin-1").lower()
-        else:
-            req.host = host.split(b":", 1)[0].decode("latin-1").lower()
+        _host_header(req, value)
     elif name == b"connection":
         tokens = connection_tokens(value)
         req.conn_tokens = tokens if req.conn_tokens is None else req.conn_tokens | tokens
@@ -460,6 +450,58 @@ cdef _special_header(Request req, bytes name, bytes value):
         if value.strip().lower() != b"100-continue":
             raise Reject(417, "Expectation Failed")
         req.expect_continue = True
+
+
+cdef inline bint _is_space(unsigned char c) noexcept:
+    return c == 32 or 9 <= c <= 13  # what bytes.strip() strips
+
+
+cdef _host_header(Request req, bytes value):
+    # As _pycore._special_header's Host branch, without a Python call in the common case (ASCII host).
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), start = 0, end, i, stop
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(value)
+    cdef unsigned char c
+    cdef bint ascii = True
+    cdef char* q
+    if req.host_raw:
+        raise Reject(400, "duplicate Host header")
+    end = n
+    while start < end and _is_space(p[start]):
+        start += 1
+    while end > start and _is_space(p[end - 1]):
+        end -= 1
+    if start == end:
+        raise Reject(400, "invalid Host header")
+    for i in range(start, end):
+        c = p[i]
+        if c == 32 or c == 47 or c == 64:  # " ", "/", "@"
+            raise Reject(400, "invalid Host header")
+        if c >= 128:
+            ascii = False
+    host = value if start == 0 and end == n else value[start:end]
+    req.host_raw = host
+    # The name for routing: up to the port, lower-case ("[v6]" kept whole).
+    if p[start] == 91:  # "["
+        stop = start
+        for i in range(start, end):
+            if p[i] == 93:  # "]"
+                stop = i + 1
+                break
+    else:
+        stop = end
+        for i in range(start, end):
+            if p[i] == 58:  # ":"
+                stop = i
+                break
+    if not ascii:
+        req.host = value[start:stop].decode("latin-1").lower()
+        return
+    lowered = PyBytes_FromStringAndSize(NULL, stop - start)
+    q = PyBytes_AS_STRING(lowered)
+    for i in range(start, stop):
+        c = p[i]
+        q[i - start] = c + 32 if 65 <= c <= 90 else c
+    req.host = PyUnicode_DecodeLatin1(q, stop - start, NULL)
 
 
 cdef class RequestSink:

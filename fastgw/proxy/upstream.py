@@ -266,7 +266,7 @@ class UpstreamConnection(asyncio.Protocol):
         if req is not None:
             req.upstream = None
             if client is not None and not req.finished and not client.closed:
-                client.exchange_done(req)
+                client.request_done(req)
 
     def _fail(self, status: int, message: str, reason: str) -> None:
         client, req = self._detach()

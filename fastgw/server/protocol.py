@@ -108,14 +108,15 @@ class ClientProtocol(asyncio.Protocol):
         except HttpParserError as exc:
             self._parse_error(exc)
         queue = self.queue
-        if queue:
-            if len(queue) > 1:
-                self.pause_reading_for(PAUSE_PIPELINE)  # answered in order: the next one waits its turn
-            elif self.deadline_kind == DEADLINE_IDLE:
-                # The first bytes of the next request: from now on it has header_timeout to arrive whole.
-                self.deadline_kind = DEADLINE_HEADER
-                self.deadline = self.loop.time() + self.limits.header_timeout
-            self._maybe_start()
+        if not queue:
+            return
+        if len(queue) > 1:
+            self.pause_reading_for(PAUSE_PIPELINE)  # answered in order: the next one waits its turn
+        elif self.deadline_kind == DEADLINE_IDLE:
+            # The first bytes of the next request: from now on it has header_timeout to arrive whole.
+            self.deadline_kind = DEADLINE_HEADER
+            self.deadline = self.loop.time() + self.limits.header_timeout
+        self._maybe_start()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -222,9 +223,10 @@ class ClientProtocol(asyncio.Protocol):
     def _answer(self, req: Request, data: bytes) -> None:
         req.response_started = True
         self.transport.write(data)
-        self._request_done(req)
+        self.request_done(req)
 
-    def _request_done(self, req: Request) -> None:
+    def request_done(self, req: Request) -> None:
+        """`req` is answered in full (by the gateway, or by the upstream leg for a proxied request)."""
         req.finished = True
         queue = self.queue
         if queue and queue[0] is req:
@@ -250,11 +252,6 @@ class ClientProtocol(asyncio.Protocol):
             self._maybe_start()
 
     # -- called by the upstream leg ---------------------------------------------------------------------------
-
-    def exchange_done(self, req: Request) -> None:
-        """The response is complete (the upstream leg has written all of it)."""
-        if not req.finished and not self.closed:
-            self._request_done(req)
 
     def upstream_failed(self, req: Request, status: int, message: str, reason: str) -> None:
         if req.finished or self.closed:

@@ -44,6 +44,9 @@ HEADER_VALUE = st.sampled_from(
         "api.example.com",
         "API.Example.COM:8080",
         "[::1]:80",
+        "[::1",
+        "ÄPI.example:8",
+        "h:",
         "bad host",
         "u@h",
         "5",
@@ -81,7 +84,8 @@ def raw_requests(draw: st.DrawFn) -> bytes:
         if wellformed:
             special = ("content-length", "transfer-encoding", "host", "expect", "connection")
             headers = [(n, v) for n, v in headers if n.lower() not in special]
-            headers.append(("Host", draw(st.sampled_from(["api.example.com", "API.example.com:8080", "[::1]"]))))
+            hosts = ["api.example.com", "API.example.com:8080", "[::1]", "[::1]:80", "ÄPI.ex", "ab", "AB:"]
+            headers.append(("Host", draw(st.sampled_from(hosts))))
             if draw(st.booleans()):
                 headers.append(("Connection", draw(st.sampled_from(["keep-alive", "close", "X-Custom, Via"]))))
         lines = [f"{draw(METHOD)} {draw(TARGET)} HTTP/{version}"]
