@@ -45,5 +45,6 @@ def test_bench_runs_and_writes_a_result(tmp_path):
     result = json.loads(out.read_text())
     for side in ("fastgw", "nginx"):
         assert result[side]["rps"] > 0 and result[side]["p99_ms"] > 0 and result[side]["errors"] == 0
-    assert result["ratio_rps"] > 0 and result["fastgw_core"] == ("compiled" if core.COMPILED else "pure-python")
+    assert result["ratio_rps"] > 0 and result["ratio_rps_paired"] > 0
+    assert result["fastgw_core"] == ("compiled" if core.COMPILED else "pure-python")
     assert "fastgw/nginx: throughput" in proc.stdout
