@@ -49,7 +49,7 @@ class Target:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            # PERF: conn.usable() inlined (pooled connections always have a transport and no client).
+            # Pooled connections always have a transport and no client; the other side may have closed it.
             if not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
                 return conn
         return None

@@ -163,10 +163,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- driven by the client leg -----------------------------------------------------------------------------
 
-    def usable(self) -> bool:
-        t = self.transport
-        return not self.closed and self.client is None and t is not None and not t.is_closing()
-
     def start(self, client: ClientProtocol, req: Request, head: bytes) -> None:
         self.client = client
         self.req = req

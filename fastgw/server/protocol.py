@@ -86,7 +86,7 @@ class ClientProtocol(asyncio.Protocol):
         self.peer_ip_b = self.peer_ip.encode("latin-1")
         self.trusted = self.state.gateway.is_trusted(self.peer_ip)
         self.state.connections.add(self)
-        self._set_deadline(DEADLINE_HEADER)
+        self._header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -113,9 +113,7 @@ class ClientProtocol(asyncio.Protocol):
         if len(queue) > 1:
             self.pause_reading_for(PAUSE_PIPELINE)  # answered in order: the next one waits its turn
         elif self.deadline_kind == DEADLINE_IDLE:
-            # The first bytes of the next request: from now on it has header_timeout to arrive whole.
-            self.deadline_kind = DEADLINE_HEADER
-            self.deadline = self.loop.time() + self.limits.header_timeout
+            self._header_deadline()  # the first bytes of the next request after an idle keep-alive wait
         self._maybe_start()
 
     def pause_writing(self) -> None:
@@ -247,7 +245,7 @@ class ClientProtocol(asyncio.Protocol):
         if len(queue) == 1 and self._paused:
             self.resume_reading_for(PAUSE_PIPELINE)
         if not queue[0].headers_done:
-            self._set_deadline(DEADLINE_HEADER)
+            self._header_deadline()
         if not self._starting:
             self._maybe_start()
 
@@ -326,14 +324,10 @@ class ClientProtocol(asyncio.Protocol):
         if rest:
             self.data_received(rest)
 
-    def _set_deadline(self, kind: int) -> None:
-        self.deadline_kind = kind
-        if kind == DEADLINE_HEADER:
-            self.deadline = self.loop.time() + self.limits.header_timeout
-        elif kind == DEADLINE_IDLE:
-            self.deadline = self.loop.time() + self.limits.keepalive_timeout
-        else:
-            self.deadline = 0.0
+    def _header_deadline(self) -> None:
+        """From now on, the next request has `header_timeout` to arrive whole (or it gets a 408)."""
+        self.deadline_kind = DEADLINE_HEADER
+        self.deadline = self.loop.time() + self.limits.header_timeout
 
     def check_deadline(self, now: float) -> None:
         if not self.deadline or now <= self.deadline or self.closed or self.active:
