@@ -26,6 +26,10 @@ import orjson
 from fastgw.config.load import load_config_bytes
 from fastgw.server.server import Server
 
+# How long the client helpers wait for an answer. Generous on purpose: CI machines are often shared and
+# throttled, and a test that means "an answer comes" should not fail because the machine paused for seconds.
+DEFAULT_TIMEOUT = 15.0
+
 __all__ = ["EchoUpstream", "RawConnection", "Received", "Response", "http_request", "running_gateway"]
 
 
@@ -233,7 +237,7 @@ class RawConnection:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def response(self, *, head_only: bool = False, timeout: float = 5.0) -> Response:
+    async def response(self, *, head_only: bool = False, timeout: float = DEFAULT_TIMEOUT) -> Response:
         return await asyncio.wait_for(self._response(head_only), timeout)
 
     async def _response(self, head_only: bool) -> Response:
@@ -258,7 +262,7 @@ class RawConnection:
             resp.body = await self.reader.read()
         return resp
 
-    async def closed(self, timeout: float = 5.0) -> bool:
+    async def closed(self, timeout: float = DEFAULT_TIMEOUT) -> bool:
         """True when the server closed the connection (EOF) within `timeout`, with nothing more sent."""
         data = await asyncio.wait_for(self.reader.read(), timeout)
         return data == b""
@@ -277,7 +281,7 @@ async def http_request(
     headers: dict[str, str] | None = None,
     body: bytes = b"",
     host: str = "test.local",
-    timeout: float = 5.0,
+    timeout: float = DEFAULT_TIMEOUT,
 ) -> Response:
     """One request on a new connection (Connection: close)."""
     hdrs = {"host": host, "connection": "close", **(headers or {})}

@@ -83,8 +83,10 @@ async def test_shutdown_grace_period_is_bounded(tmp_path):
             await asyncio.sleep(0.3)
             started = time.monotonic()
             gw.signal(signal.SIGTERM)
-            assert await gw.wait(timeout=10) == 0
-            assert time.monotonic() - started < 5
+            # The request in flight would take 30 s: well under that proves the 0.5 s grace period bounds the
+            # shutdown, with room for a slow, shared CI machine.
+            assert await gw.wait(timeout=25) == 0
+            assert time.monotonic() - started < 20
             with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
                 await stuck
         finally:
