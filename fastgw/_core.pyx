@@ -675,30 +675,27 @@ cdef class ResponseSink:
     def on_header(self, bytes name, bytes value):
         cdef int kind = _response_header_kind(name)
         cdef list head = self.head
-        if kind == H_PLAIN:
-            head.append(name)
-            head.append(b": ")
-            head.append(value)
-            head.append(b"\r\n")
-        elif kind == H_CONNECTION:
-            if _lower(value) not in _PLAIN_CONNECTION:
-                tokens = connection_tokens(value) - _PLAIN_CONNECTION
-                self.named = tokens if self.named is None else self.named | tokens
-        elif kind == H_LENGTH:
-            self.length = value
-        elif kind == H_TE:
-            self.te = value
-        elif kind == H_VIA:
-            self.via_in = value
-        elif kind == H_DATE or kind == H_SERVER:
-            if kind == H_DATE:
-                self.has_date = True
-            else:
-                self.has_server = True
-            head.append(name)
-            head.append(b": ")
-            head.append(value)
-            head.append(b"\r\n")
+        if kind == H_DATE:
+            self.has_date = True
+        elif kind == H_SERVER:
+            self.has_server = True
+        elif kind != H_PLAIN:
+            if kind == H_CONNECTION:
+                if _lower(value) not in _PLAIN_CONNECTION:
+                    tokens = connection_tokens(value) - _PLAIN_CONNECTION
+                    self.named = tokens if self.named is None else self.named | tokens
+            elif kind == H_LENGTH:
+                self.length = value
+            elif kind == H_TE:
+                self.te = value
+            elif kind == H_VIA:
+                self.via_in = value
+            return  # hop-by-hop or rewritten by the gateway: not copied
+        # End-to-end, and the upstream's own Date and Server: copied as they are.
+        head.append(name)
+        head.append(b": ")
+        head.append(value)
+        head.append(b"\r\n")
 
     def on_headers_complete(self):
         cdef Request req = self.req

@@ -736,7 +736,11 @@ class ResponseSink:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
-        if lname in RESPONSE_SKIP:
+        if lname == b"date":
+            self.has_date = True
+        elif lname == b"server":
+            self.has_server = True
+        elif lname in RESPONSE_SKIP:
             if lname == b"connection":
                 # PERF: nearly every upstream says just "keep-alive" (or "close"); skip the token split then.
                 if value.lower() not in _PLAIN_CONNECTION:
@@ -748,13 +752,8 @@ class ResponseSink:
                 self.te = value
             elif lname == b"via":
                 self.via_in = value
-            elif lname == b"date" or lname == b"server":  # the upstream's own are kept
-                if lname == b"date":
-                    self.has_date = True
-                else:
-                    self.has_server = True
-                self.head += (name, b": ", value, b"\r\n")
-            return
+            return  # hop-by-hop or rewritten by the gateway: not copied
+        # End-to-end, and the upstream's own Date and Server: copied as they are.
         self.head += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:

@@ -9,25 +9,25 @@ from __future__ import annotations
 import os
 import warnings
 
-COMPILED: bool
+# The specification, and what serves when the compiled twin is missing or refused.
+from fastgw._pycore import (
+    ANY,
+    BucketTable,
+    Reject,
+    Request,
+    RequestSink,
+    ResponseSink,
+    RouteConflict,
+    Router,
+    UpstreamProtocolError,
+    normalize_path,
+    parse_template,
+)
+
+COMPILED = False
 FALLBACK_REASON: str | None = None
 
 if os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0"):
-    from fastgw._pycore import (
-        ANY,
-        BucketTable,
-        Reject,
-        Request,
-        RequestSink,
-        ResponseSink,
-        RouteConflict,
-        Router,
-        UpstreamProtocolError,
-        normalize_path,
-        parse_template,
-    )
-
-    COMPILED = False
     FALLBACK_REASON = "FASTGW_NO_EXTENSIONS is set"
 else:
     try:
@@ -47,21 +47,6 @@ else:
 
         COMPILED = True
     except ImportError as exc:  # pragma: no cover - depends on how the package was installed
-        from fastgw._pycore import (
-            ANY,
-            BucketTable,
-            Reject,
-            Request,
-            RequestSink,
-            ResponseSink,
-            RouteConflict,
-            Router,
-            UpstreamProtocolError,
-            normalize_path,
-            parse_template,
-        )
-
-        COMPILED = False
         FALLBACK_REASON = f"the compiled extension fastgw._core did not import ({exc})"
         warnings.warn(
             f"fastgw is running on its pure-Python core, several times slower: {FALLBACK_REASON}. "
