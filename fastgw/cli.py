@@ -89,7 +89,10 @@ def _check(path: str) -> int:
     if loaded is None:
         return 1
     cfg = loaded.config
-    print(f"{path}: ok ({len(cfg.routes)} routes, {len(cfg.upstreams)} upstreams)")
+    print(
+        f"{path}: ok ({len(loaded.entries)} routes, {len(cfg.upstreams)} upstreams, {len(cfg.functions)} functions, "
+        f"{len(cfg.apis)} apis)"
+    )
     return 0
 
 
@@ -100,20 +103,23 @@ def _routes(path: str, tree: bool) -> int:
     if tree:
         print(loaded.router.dump(), end="")
         return 0
-    from fastgw.config.schema import HttpIntegration
+    from fastgw.config.schema import HttpIntegration, LambdaIntegration
 
     rows = [("METHODS", "HOST", "PATH", "INTEGRATION", "NAME", "PLUGINS")]
-    for i, route in enumerate(loaded.config.routes):
-        integ = route.integration
+    for entry in loaded.entries:
+        route, integ = entry.route, entry.integration
         if isinstance(integ, HttpIntegration):
             target = f"http -> {integ.upstream}"
             if integ.path:
                 target += f" {integ.path}"
             elif integ.strip_prefix:
                 target += f" (strip {integ.strip_prefix})"
+        elif isinstance(integ, LambdaIntegration):
+            fmt = integ.payload_format or ("1.0" if entry.api_type == "rest" else "2.0")
+            target = f"lambda -> {integ.function} ({fmt})"
         else:
             target = f"mock {integ.status}"
-        rows.append((",".join(route.methods), route.host or "*", route.path, target, route.name or f"[{i}]", "-"))
+        rows.append((",".join(route.methods), route.host or "*", entry.path, target, entry.label, "-"))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())

@@ -18,6 +18,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -186,8 +187,11 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(config: str | bytes | dict[str, Any], **server_kw: Any) -> AsyncIterator[Server]:
-    """Serve `config` (YAML text, or a dict) with fastgw in this event loop on 127.0.0.1:<free port>."""
+async def running_gateway(
+    config: str | bytes | dict[str, Any], base_dir: str | Path | None = None, **server_kw: Any
+) -> AsyncIterator[Server]:
+    """Serve `config` (YAML text, or a dict) with fastgw in this event loop on 127.0.0.1:<free port>. Relative
+    paths in it (function code) are taken from `base_dir` (default: the working directory)."""
     if isinstance(config, dict):
         config.setdefault("logging", {}).setdefault("access_log", False)
         raw = orjson.dumps(config)
@@ -195,7 +199,7 @@ async def running_gateway(config: str | bytes | dict[str, Any], **server_kw: Any
     else:
         raw = config.encode() if isinstance(config, str) else config
         source = "<test>.yaml"
-    loaded = load_config_bytes(raw, source)
+    loaded = load_config_bytes(raw, source, Path(base_dir) if base_dir is not None else None)
     server = Server(loaded, "127.0.0.1", 0, **server_kw)
     await server.start()
     try:

@@ -16,12 +16,24 @@ from typing import Any
 import msgspec
 import yaml
 
-from fastgw.config.schema import Config, HttpIntegration, Upstream
+from fastgw.config.schema import (
+    Api,
+    Config,
+    Function,
+    HttpIntegration,
+    Integration,
+    LambdaIntegration,
+    Route,
+    Stage,
+    Upstream,
+)
 from fastgw.core import RouteConflict, Router, parse_template
 
 _MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S)
 # `{name}` or `{name+}` in a path template (the route's, or an http integration's upstream path).
 TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
+# `${stageVariables.NAME}` in an API route's integration, replaced per stage when the config loads.
+STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 
 
 class ConfigError(Exception):
@@ -35,13 +47,35 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class RouteEntry:
+    """One route as served: a top-level route once, an API route once per stage (its path under the stage's
+    prefix, its integration with the stage variables filled in)."""
+
+    route: Route
+    integration: Integration
+    path: str  # as matched, stage prefix included
+    label: str  # the route's name, or where it is in the config
+    at: str  # the key path of the route in the config
+    api: str | None = None
+    api_type: str | None = None  # "rest" or "http"
+    api_id: str = ""
+    stage: str | None = None
+    stage_variables: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class LoadedConfig:
-    """A validated config, where it came from, and its frozen router (whose routes are indices into
-    `config.routes`)."""
+    """A validated config, where it came from, its route table and its frozen router (whose routes are indices
+    into `entries`)."""
 
     config: Config
     source: str
     router: Router
+    entries: tuple[RouteEntry, ...] = ()
+    # Folder that relative paths in the config (function code) are resolved against.
+    base_dir: Path = Path(".")
+    # First path segment of each REST API stage ("/Prod"): a miss under it answers as API Gateway does.
+    rest_prefixes: frozenset[str] = frozenset()
 
 
 def default_config_path() -> Path:
@@ -55,10 +89,10 @@ def load_config(path: str | Path) -> LoadedConfig:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(source, "$", f"cannot read the file: {exc.strerror or exc}") from None
-    return load_config_bytes(raw, source)
+    return load_config_bytes(raw, source, Path(path).resolve().parent)
 
 
-def load_config_bytes(raw: bytes, source: str = "<config>") -> LoadedConfig:
+def load_config_bytes(raw: bytes, source: str = "<config>", base_dir: Path | None = None) -> LoadedConfig:
     data = _parse(raw, source)
     if data is None:
         data = {}
@@ -69,23 +103,32 @@ def load_config_bytes(raw: bytes, source: str = "<config>") -> LoadedConfig:
     except msgspec.ValidationError as exc:
         m = _MSGSPEC_PATH.match(str(exc))
         assert m is not None
-        path = _name_upstream(m.group("path") or "$", data)
+        path = _name_key(m.group("path") or "$", data)
         raise ConfigError(source, path, m.group("msg")) from None
-    router = _check(config, source)
-    return LoadedConfig(config=config, source=source, router=router)
+    base = base_dir if base_dir is not None else Path.cwd()
+    entries, rest_prefixes = _entries(config, source)
+    _check_functions(config, source, base)
+    router = _check(config, entries, source)
+    return LoadedConfig(
+        config=config, source=source, router=router, entries=entries, base_dir=base, rest_prefixes=rest_prefixes
+    )
 
 
-def _name_upstream(path: str, data: dict[str, Any]) -> str:
-    """msgspec writes a mapping key as `[...]`; say which upstream it was (the one that fails on its own)."""
-    prefix = "$.upstreams[...]"
-    upstreams = data.get("upstreams")
-    if not path.startswith(prefix) or not isinstance(upstreams, dict):
-        return path
-    for name, value in upstreams.items():
-        try:
-            msgspec.convert(value, Upstream, strict=True)
-        except msgspec.ValidationError:
-            return f"$.upstreams.{name}{path[len(prefix) :]}"
+_KEYED: dict[str, type] = {"upstreams": Upstream, "functions": Function, "apis": Api}
+
+
+def _name_key(path: str, data: dict[str, Any]) -> str:
+    """msgspec writes a mapping key as `[...]`; say which entry it was (the first that fails on its own)."""
+    for section, struct in _KEYED.items():
+        prefix = f"$.{section}[...]"
+        entries = data.get(section)
+        if not path.startswith(prefix) or not isinstance(entries, dict):
+            continue
+        for name, value in entries.items():
+            try:
+                msgspec.convert(value, struct, strict=True)
+            except msgspec.ValidationError:
+                return _name_key(f"$.{section}.{name}{path[len(prefix) :]}", data)
     return path
 
 
@@ -106,7 +149,134 @@ def _parse(raw: bytes, source: str) -> Any:
         raise ConfigError(source, "$", f"invalid YAML{where}: {problem}") from None
 
 
-def _check(config: Config, source: str) -> Router:
+def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], frozenset[str]]:
+    """The route table: top-level routes as they are, then each API's routes once per stage."""
+    entries = [
+        RouteEntry(route=r, integration=r.integration, path=r.path, label=r.name or f"routes[{i}]", at=f"$.routes[{i}]")
+        for i, r in enumerate(config.routes)
+    ]
+    rest_prefixes = set()
+    for api_name, api in config.apis.items():
+        stages = dict(api.stages)
+        if not stages:
+            if api.type == "rest":
+                raise ConfigError(
+                    source, f"$.apis.{api_name}.stages", "a REST API is served only through a stage: add one, "
+                    "e.g. stages: {Prod: {}}"
+                )
+            stages = {"$default": _DEFAULT_STAGE}
+        api_id = api.id or _api_id(api_name)
+        for stage_name, stage in stages.items():
+            if stage_name == "$default":
+                if api.type == "rest":
+                    raise ConfigError(
+                        source, f"$.apis.{api_name}.stages", "'$default' is an HTTP API stage; REST API stages "
+                        "are served under /{stage}"
+                    )
+                prefix = ""
+            else:
+                prefix = "/" + stage_name
+                if api.type == "rest":
+                    rest_prefixes.add(prefix)
+            for i, route in enumerate(api.routes):
+                at = f"$.apis.{api_name}.routes[{i}]"
+                if not route.path.startswith("/"):
+                    raise ConfigError(source, f"{at}.path", f"expected a path starting with '/', got {route.path!r}")
+                integ = _resolve_stage_variables(route.integration, stage_name, stage.variables, source, at)
+                path = prefix + route.path if prefix and route.path != "/" else (prefix or route.path)
+                entries.append(
+                    RouteEntry(
+                        route=route,
+                        integration=integ,
+                        path=path,
+                        label=f"{api_name}:{route.name or f'routes[{i}]'}@{stage_name}",
+                        at=at,
+                        api=api_name,
+                        api_type=api.type,
+                        api_id=api_id,
+                        stage=stage_name,
+                        stage_variables=dict(stage.variables),
+                    )
+                )
+    return tuple(entries), frozenset(rest_prefixes)
+
+
+_DEFAULT_STAGE = Stage()
+
+
+def _api_id(name: str) -> str:
+    """A stable 10-character id like API Gateway's, derived from the API's name."""
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).digest()
+    return "".join("abcdefghijklmnopqrstuvwxyz0123456789"[b % 36] for b in digest[:10])
+
+
+def _resolve_stage_variables(
+    integ: Integration, stage: str, variables: dict[str, str], source: str, at: str
+) -> Integration:
+    fields = ("function",) if isinstance(integ, LambdaIntegration) else ("upstream", "path", "host")
+    if not isinstance(integ, (LambdaIntegration, HttpIntegration)):
+        return integ
+    changes = {}
+    for name in fields:
+        value = getattr(integ, name)
+        if not isinstance(value, str) or "${" not in value:
+            continue
+
+        def sub(m: re.Match[str], name: str = name) -> str:
+            var = m.group(1)
+            if var not in variables:
+                have = ", ".join(sorted(variables)) or "none"
+                raise ConfigError(
+                    source,
+                    f"{at}.integration.{name}",
+                    f"stage {stage!r} has no variable {var!r} (its variables: {have})",
+                )
+            return variables[var]
+
+        changes[name] = STAGE_VARIABLE.sub(sub, value)
+    return msgspec.structs.replace(integ, **changes) if changes else integ
+
+
+def _check_functions(config: Config, source: str, base: Path) -> None:
+    for name, fn in config.functions.items():
+        at = f"$.functions.{name}"
+        code = (base / fn.code) if fn.code else base
+        if not code.is_dir():
+            raise ConfigError(source, f"{at}.code", f"expected a folder, {str(code)!r} is not one")
+        if fn.warm > fn.concurrency:
+            raise ConfigError(source, f"{at}.warm", f"at most concurrency ({fn.concurrency}), got {fn.warm}")
+        problem = handler_problem(fn, code)
+        if problem:
+            raise ConfigError(source, f"{at}.handler", problem)
+
+
+def handler_problem(fn: Function, code: Path) -> str | None:
+    """Why `fn.handler` cannot name a handler in `code`, or None when its file is there."""
+    if fn.runtime == "nodejs":
+        module, dot, export = fn.handler.rpartition(".")
+        if not dot or not module or not export:
+            return f"expected FILE.EXPORT (e.g. index.handler), got {fn.handler!r}"
+        if not any((code / f"{module}{ext}").is_file() for ext in (".mjs", ".js", ".cjs")):
+            return f"no {module}.mjs, {module}.js or {module}.cjs in {str(code)!r}"
+        return None
+    if ":" in fn.handler:
+        file, _, func = fn.handler.rpartition(":")
+        if not file.endswith(".py") or not func.isidentifier():
+            return f"expected FILE.py:FUNCTION or MODULE.FUNCTION, got {fn.handler!r}"
+        if not (code / file).is_file():
+            return f"no file {file!r} in {str(code)!r}"
+        return None
+    module, dot, func = fn.handler.rpartition(".")
+    if not dot or not func.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+        return f"expected MODULE.FUNCTION or FILE.py:FUNCTION, got {fn.handler!r}"
+    # NOTE: the module may also be an installed one, so its absence from `code` is not an error here; the
+    # worker that fails to import it says so in the log and the invocation fails like Lambda's Runtime.ImportModuleError.
+    return None
+
+
+def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Router:
     """Cross-checks the schema cannot express; builds and returns the frozen router."""
     for i, cidr in enumerate(config.server.trusted_proxies):
         try:
@@ -116,33 +286,44 @@ def _check(config: Config, source: str) -> Router:
                 source, f"$.server.trusted_proxies[{i}]", f"expected an IP address or CIDR, got {cidr!r}"
             ) from None
 
-    names: dict[str, int] = {}
+    names: dict[tuple[str | None, str], str] = {}
     router = Router()
-    for i, route in enumerate(config.routes):
-        at = f"$.routes[{i}]"
-        if route.name is not None:
-            if route.name in names:
-                raise ConfigError(
-                    source, f"{at}.name", f"route name {route.name!r} is already used by $.routes[{names[route.name]}]"
-                )
-            names[route.name] = i
+    for i, entry in enumerate(entries):
+        route, at = entry.route, entry.at
+        if route.name is not None and entry.stage in (None, next(iter(_stages_of(config, entry.api)))):
+            key = (entry.api, route.name)
+            if key in names:
+                raise ConfigError(source, f"{at}.name", f"route name {route.name!r} is already used by {names[key]}")
+            names[key] = at
         try:
-            _, params = parse_template(route.path)
+            _, params = parse_template(entry.path)
         except ValueError as exc:
             raise ConfigError(source, f"{at}.path", str(exc)) from None
-        integ = route.integration
+        integ = entry.integration
         if isinstance(integ, HttpIntegration):
             _check_http(config, integ, params, source, f"{at}.integration")
-        label = f"{at} ({route.name + ': ' if route.name else ''}{','.join(route.methods)} {route.path}"
+        elif isinstance(integ, LambdaIntegration) and integ.function not in config.functions:
+            known = ", ".join(sorted(config.functions)) or "none defined"
+            where = f" (stage {entry.stage!r})" if entry.stage else ""
+            raise ConfigError(
+                source, f"{at}.integration.function", f"unknown function {integ.function!r}{where} (functions: {known})"
+            )
+        label = f"{at} ({route.name + ': ' if route.name else ''}{','.join(route.methods)} {entry.path}"
         label += f" host {route.host})" if route.host else ")"
         try:
-            router.add(i, route.methods, route.path, host=route.host, name=label)
+            router.add(i, route.methods, entry.path, host=route.host, name=label)
         except RouteConflict as exc:
             raise ConfigError(source, at, str(exc)) from None
         except ValueError as exc:
             raise ConfigError(source, f"{at}.host", str(exc)) from None
     router.freeze()
     return router
+
+
+def _stages_of(config: Config, api: str | None) -> list[str | None]:
+    if api is None:
+        return [None]
+    return list(config.apis[api].stages) or ["$default"]
 
 
 def _check_http(config: Config, integ: HttpIntegration, params: tuple[str, ...], source: str, at: str) -> None:

@@ -82,7 +82,19 @@ class MockIntegration(_Base, frozen=True, tag="mock"):
     body: str | dict | list | int | float | bool | None = None
 
 
-Integration = HttpIntegration | MockIntegration
+class LambdaIntegration(_Base, frozen=True, tag="lambda"):
+    """Lambda proxy integration: the request becomes an API Gateway event for a function of `functions`."""
+
+    # A name in `functions`; may use `${stageVariables.NAME}`, resolved per stage when the config loads.
+    function: str
+    # The event and response format: "1.0" (REST APIs) or "2.0" (HTTP APIs). Default: the API's type decides
+    # (rest -> 1.0, http -> 2.0); 2.0 for routes outside any API.
+    payload_format: Literal["1.0", "2.0"] | None = None
+    # API Gateway's integration timeout: past it the client gets 504 {"message": "Endpoint request timed out"}.
+    timeout: Seconds = 29.0
+
+
+Integration = HttpIntegration | MockIntegration | LambdaIntegration
 
 
 class Route(_Base, frozen=True):
@@ -93,8 +105,51 @@ class Route(_Base, frozen=True):
     host: str | None = None
 
 
+EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class Function(_Base, frozen=True):
+    """A handler run by a pool of worker processes, invoked with an API Gateway event (Lambda's model)."""
+
+    runtime: Literal["python", "nodejs"]
+    # python: "module.func" (looked up under `code`) or "file.py:func"; nodejs: "index.handler" (file index.mjs,
+    # index.js or index.cjs in `code`, export `handler`).
+    handler: str
+    # The folder holding the code, relative to the config file. Default: the config file's folder.
+    code: str | None = None
+    timeout: Seconds = 3.0  # Lambda's default: past it the invocation fails and its worker is replaced
+    memory_size: Annotated[int, Meta(ge=128, le=10_240)] = 128  # reported to the handler, as Lambda does
+    environment: dict[EnvName, str] = field(default_factory=dict)
+    # Worker processes, i.e. invocations at once; started on demand, the first `warm` ones when serving starts.
+    concurrency: Annotated[int, Meta(ge=1, le=1000)] = 4
+    warm: Annotated[int, Meta(ge=0, le=1000)] = 1
+    # Invocations waiting for a free worker; beyond it the client gets 429 {"message": "Too Many Requests"}.
+    queue: Annotated[int, Meta(ge=0, le=100_000)] = 100
+
+
+StageName = Annotated[str, Meta(pattern=r"^(\$default|[A-Za-z0-9_-]+)$", max_length=128)]
+
+
+class Stage(_Base, frozen=True):
+    variables: dict[Annotated[str, Meta(pattern=r"^[A-Za-z0-9_]+$")], str] = field(default_factory=dict)
+
+
+class Api(_Base, frozen=True):
+    """AWS-style API: routes deployed to stages. A REST API serves each stage under `/{stage}`; an HTTP API's
+    `$default` stage is served without a prefix."""
+
+    type: Literal["rest", "http"] = "rest"
+    routes: list[Route] = field(default_factory=list)
+    # Default: none for a REST API (it is served only through a stage), `$default` for an HTTP API.
+    stages: dict[StageName, Stage] = field(default_factory=dict)
+    # `requestContext.apiId` in events. Default: derived from the API's name.
+    id: Annotated[str, Meta(pattern=r"^[a-z0-9]{1,32}$")] | None = None
+
+
 class Config(_Base, frozen=True):
     routes: list[Route] = field(default_factory=list)
+    functions: dict[Name, Function] = field(default_factory=dict)
+    apis: dict[Name, Api] = field(default_factory=dict)
     upstreams: dict[Name, Upstream] = field(default_factory=dict)
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: Limits = field(default_factory=Limits)

@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
+import orjson
+
 from fastgw.core import Reject, Request, RequestSink
+from fastgw.functions.integration import KIND_LAMBDA, lambda_call
 from fastgw.gateway import KIND_MOCK
 from fastgw.proxy.upstream import HIGH_WATER, proxy
-from fastgw.server.http import error_response, normalize_path
+from fastgw.server.http import DATE, error_response, normalize_path, status_line
 
 if TYPE_CHECKING:
+    from fastgw.functions.integration import LambdaRoute
     from fastgw.gateway import Gateway, HttpRoute, MockRoute
     from fastgw.server.server import ServerState
 
@@ -35,6 +39,12 @@ PAUSE_BUFFER = 2  # request body buffered while the upstream connection is being
 DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE = 0, 1, 2
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MISSING_TOKEN = orjson.dumps({"message": "Missing Authentication Token"})
+
+
+def _first_segment(path: str) -> str:
+    end = path.find("/", 1)
+    return path if end < 0 else path[:end]
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -187,23 +197,30 @@ class ClientProtocol(asyncio.Protocol):
             return
         req.path = path
         found = gw.router.match(req.method, req.host, path)
-        if found is None:
-            self._answer_error(req, 404, "Not Found")
+        if found is None or found[0] is None:
+            if gw.rest_prefixes and _first_segment(path) in gw.rest_prefixes:
+                # Under a REST API stage, API Gateway answers any unknown resource or method this way.
+                self.respond(req, 403, [("content-type", "application/json")], _MISSING_TOKEN)
+            elif found is None:
+                self._answer_error(req, 404, "Not Found")
+            else:
+                allow = ", ".join(found[1]).encode()
+                self._answer_error(req, 405, "Method Not Allowed", extra=b"allow: " + allow + b"\r\n")
             return
         index, params = found
-        if index is None:
-            allow = ", ".join(params).encode()
-            self._answer_error(req, 405, "Method Not Allowed", extra=b"allow: " + allow + b"\r\n")
-            return
-        route: MockRoute | HttpRoute = gw.routes[index]  # type: ignore[call-overload]
+        route: MockRoute | HttpRoute | LambdaRoute = gw.routes[index]  # type: ignore[call-overload]
         req.route_name = route.name
-        if route.kind == KIND_MOCK:
+        kind = route.kind
+        if kind == KIND_MOCK:
             keep = self._can_keep(req)
             req.status = route.status  # type: ignore[union-attr]
             self._answer(req, route.render(keep, req.http10, req.head_only))  # type: ignore[union-attr]
             return
         if req.expect_continue and not req.complete:
             self.transport.write(_CONTINUE)
+        if kind == KIND_LAMBDA:
+            lambda_call(self, req, route, params)  # type: ignore[arg-type]
+            return
         proxy(self, req, route, params)  # type: ignore[arg-type]
 
     def _can_keep(self, req: Request) -> bool:
@@ -217,6 +234,35 @@ class ClientProtocol(asyncio.Protocol):
         )
         req.keep_alive = keep
         self._answer(req, data)
+
+    def respond(self, req: Request, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Answer `req` with a whole response made inside the gateway (a function's, an error): one write."""
+        req.status = status
+        keep = req.keep_alive = self._can_keep(req)
+        parts = [status_line(status), DATE.line]
+        server = self.server_line
+        for name, value in headers:
+            if server and name.lower() == "server":
+                server = b""
+            parts.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("utf-8")))
+        if server:
+            parts.append(server)
+        has_body = status not in (204, 304)
+        if has_body:
+            parts.append(b"content-length: %d\r\n" % len(body))
+        if not keep:
+            parts.append(b"connection: close\r\n")
+        elif req.http10:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        if has_body and not req.head_only:
+            parts.append(body)
+        self._answer(req, b"".join(parts))
+
+    def respond_json(
+        self, req: Request, status: int, obj: object, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        self.respond(req, status, [("content-type", "application/json"), *(headers or ())], orjson.dumps(obj))
 
     def _answer(self, req: Request, data: bytes) -> None:
         req.response_started = True

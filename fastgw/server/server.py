@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastgw.config.load import ConfigError, LoadedConfig, load_config
 from fastgw.gateway import Gateway
@@ -38,6 +38,8 @@ class ServerState:
         self.connections: set[ClientProtocol] = set()
         self.active_upstreams: set[UpstreamConnection] = set()
         self.closing = False
+        # `fastgw invoke` sets this to see inside the one request it runs (the event, the function's outcome).
+        self.inspector: Any = None
 
 
 class Server:
@@ -70,6 +72,7 @@ class Server:
         loop = asyncio.get_running_loop()
         self.state = ServerState(loop, Gateway(self._loaded), self._access_log)
         state = self.state
+        state.gateway.start()
         self._server = await loop.create_server(
             lambda: ClientProtocol(state),
             self.host,
@@ -111,14 +114,15 @@ class Server:
         path = path or self.config_path
         try:
             loaded = load_config(path)
-            gateway = Gateway(loaded)
+            gateway = Gateway(loaded, previous=state.gateway)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             return False
         old, state.gateway = state.gateway, gateway
         self._loaded = loaded
-        old.close()
-        log.info("reloaded %s: %d routes", path, len(loaded.config.routes))
+        gateway.start()
+        old.close()  # its upstream pools, and the function pools the new config did not keep
+        log.info("reloaded %s: %d routes", path, len(loaded.entries))
         return True
 
     async def shutdown(self, timeout: float | None = None) -> None:
@@ -141,7 +145,7 @@ class Server:
             conn.close()
         if self._tick is not None:
             self._tick.cancel()
-        state.gateway.close()
+        await state.gateway.aclose()
         if self._access_log is not None:
             self._access_log.flush()
         if self._stopped is not None:
@@ -179,7 +183,7 @@ def run_worker(loaded: LoadedConfig, host: str, port: int, *, reuse_port: bool =
                 _url_host(server.host),
                 server.port,
                 os.getpid(),
-                len(loaded.config.routes),
+                len(loaded.entries),
                 _describe_core(),
             )
         else:

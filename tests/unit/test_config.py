@@ -100,7 +100,7 @@ def test_cli_check_and_routes(tmp_path, capsys):
     p = tmp_path / "gw.yaml"
     p.write_bytes(GOOD)
     assert main(["check", str(p)]) == 0
-    assert "ok (1 routes, 1 upstreams)" in capsys.readouterr().out
+    assert "ok (1 routes, 1 upstreams, 0 functions, 0 apis)" in capsys.readouterr().out
     assert main(["routes", str(p)]) == 0
     out = capsys.readouterr().out
     assert "GET" in out and "/users/{id}" in out and "http -> users /v1/users/{id}" in out

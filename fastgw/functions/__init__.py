@@ -1,0 +1,1 @@
+"""Function backends: handlers run by pools of worker processes and invoked with API Gateway events."""

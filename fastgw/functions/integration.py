@@ -1,0 +1,192 @@
+"""The `lambda` integration on the client connection: collect the body, build the event, invoke the function's
+pool, turn its return value into the client's response (or into API Gateway's error answer, with the reason in
+the log)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from fastgw.functions import lambda_proxy as lp
+from fastgw.functions.pool import FunctionPool, Outcome, Throttled
+
+if TYPE_CHECKING:
+    from fastgw.config.load import RouteEntry
+    from fastgw.config.schema import LambdaIntegration
+    from fastgw.core import Request
+    from fastgw.server.protocol import ClientProtocol
+
+log = logging.getLogger("fastgw.functions")
+
+KIND_LAMBDA = 2
+
+
+class LambdaRoute:
+    """A route wired to a function by Lambda proxy integration, everything per-route resolved at load."""
+
+    kind = KIND_LAMBDA
+    __slots__ = ("name", "pool", "version", "rest", "timeout", "resource", "methods", "stage", "stage_variables",
+                 "api_id")  # fmt: skip
+
+    def __init__(self, entry: RouteEntry, integ: LambdaIntegration, pool: FunctionPool) -> None:
+        self.name = entry.label
+        self.pool = pool
+        self.version = integ.payload_format or ("1.0" if entry.api_type == "rest" else "2.0")
+        self.rest = entry.api_type == "rest"
+        self.timeout = integ.timeout
+        self.resource = entry.route.path
+        self.methods = tuple(entry.route.methods)
+        self.stage = entry.stage or "$default"
+        self.stage_variables = entry.stage_variables or None
+        self.api_id = entry.api_id or "local"
+
+    def event(self, call: lp.Call) -> dict[str, Any]:
+        return lp.event_v1(call) if self.version == "1.0" else lp.event_v2(call)
+
+    def response(self, value: Any) -> tuple[int, lp.Headers, bytes]:
+        return lp.response_v1(value, self.rest) if self.version == "1.0" else lp.response_v2(value)
+
+    def error(self) -> tuple[int, dict[str, str]]:
+        return lp.REST_ERROR if self.rest else lp.HTTP_ERROR
+
+
+class BodyCollector:
+    """Stands where an upstream connection would (`req.upstream`): gathers a body still arriving, then invokes."""
+
+    __slots__ = ("client", "req", "route", "params", "chunks", "abandoned")
+
+    def __init__(self, client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str]) -> None:
+        self.client = client
+        self.req = req
+        self.route = route
+        self.params = params
+        self.chunks = list(req.body)
+        self.abandoned = False
+
+    def send_body(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    def end_body(self) -> None:
+        if not self.abandoned:
+            self.req.upstream = None
+            start(self.client, self.req, self.route, self.params, b"".join(self.chunks))
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+    def pause_reading(self) -> None:  # the response is written at once: nothing to pause
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def lambda_call(client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str]) -> None:
+    """Invoke the route's function with `req` once its body is complete (the event carries the whole body)."""
+    if req.complete:
+        body = b"".join(req.body)
+        req.body = []
+        start(client, req, route, params, body)
+        return
+    req.upstream = BodyCollector(client, req, route, params)
+    client.body_drained(req)  # the collector holds what was buffered; keep reading the rest
+
+
+def start(client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str], body: bytes) -> None:
+    client.loop.create_task(invoke(client, req, route, params, body))
+
+
+async def invoke(client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str], body: bytes) -> None:
+    request_id = str(uuid.uuid4())
+    call = lp.Call(
+        method=req.method,
+        path=req.path,
+        query=req.query,
+        headers=req.headers,
+        body=body,
+        source_ip=client.peer_ip,
+        http10=req.http10,
+        request_id=request_id,
+        time_ns=time.time_ns(),
+        resource=route.resource,
+        methods=route.methods,
+        params=params,
+        stage=route.stage,
+        stage_variables=route.stage_variables,
+        api_id=route.api_id,
+        host=req.host,
+    )
+    trace = client.state.inspector
+    try:
+        event = route.event(call)
+    except Exception:
+        log.exception("%s %s route=%s: could not build the event", req.method, req.path, route.name)
+        _answer_error(client, req, route.error(), request_id)
+        return
+    if trace is not None:
+        trace.event = event
+        trace.request_id = request_id
+    task = client.loop.create_task(route.pool.invoke(request_id, event))
+    try:
+        # The invocation goes on past the integration timeout (as a Lambda would); only the client stops waiting.
+        outcome: Outcome = await asyncio.wait_for(asyncio.shield(task), route.timeout)
+    except asyncio.TimeoutError:
+        log.warning("%s %s route=%s request=%s: no answer within the integration timeout (%.1fs)",
+                    req.method, req.path, route.name, request_id, route.timeout)  # fmt: skip
+        task.add_done_callback(_collect)
+        _answer_error(client, req, lp.TIMEOUT_ERROR, request_id)
+        return
+    except Throttled:
+        log.warning("%s %s route=%s: function %s is at its concurrency and its queue is full",
+                    req.method, req.path, route.name, route.pool.name)  # fmt: skip
+        _answer_error(client, req, lp.THROTTLED_ERROR, request_id)
+        return
+    except Exception as exc:  # noqa: BLE001 - a worker that cannot start: the client gets the function error
+        log.error("%s %s route=%s: cannot invoke %s: %s", req.method, req.path, route.name, route.pool.name, exc)
+        if trace is not None:
+            trace.reason = f"cannot invoke {route.pool.name}: {exc}"
+        _answer_error(client, req, route.error(), request_id)
+        return
+    if trace is not None:
+        trace.outcome = outcome
+    if not outcome.ok:
+        err = outcome.error or {}
+        stack = err.get("stackTrace") or err.get("trace") or []
+        log.error(
+            "%s %s route=%s request=%s: function %s failed: %s: %s%s",
+            req.method, req.path, route.name, request_id, route.pool.name, err.get("errorType", "Error"),
+            err.get("errorMessage", ""), ("\n" + "".join(s if s.endswith("\n") else s + "\n" for s in stack)).rstrip()
+            if stack else "",
+        )  # fmt: skip
+        if trace is not None:
+            trace.reason = f"function error {err.get('errorType', 'Error')}: {err.get('errorMessage', '')}"
+        _answer_error(client, req, route.error(), request_id)
+        return
+    try:
+        status, headers, payload = route.response(outcome.value)
+    except lp.MalformedResponse as exc:
+        log.error("%s %s route=%s request=%s: malformed Lambda proxy response from %s: %s",
+                  req.method, req.path, route.name, request_id, route.pool.name, exc)  # fmt: skip
+        if trace is not None:
+            trace.reason = f"malformed Lambda proxy response: {exc}"
+        _answer_error(client, req, route.error(), request_id)
+        return
+    if client.closed or req.finished:
+        return
+    headers.append(("x-amzn-RequestId", request_id))
+    client.respond(req, status, headers, payload)
+
+
+def _collect(task: asyncio.Task[Outcome]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved, so a late failure is not reported as never retrieved
+
+
+def _answer_error(client: ClientProtocol, req: Request, error: tuple[int, dict[str, str]], request_id: str) -> None:
+    if client.closed or req.finished:
+        return
+    status, body = error
+    client.respond_json(req, status, body, [("x-amzn-RequestId", request_id)])

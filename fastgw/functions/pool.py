@@ -1,0 +1,434 @@
+"""Worker pools: each function runs in up to `concurrency` worker processes, one invocation per worker at a time.
+
+A worker is a `python` or `node` process running the bootstrap shipped in `fastgw/functions/runtimes/`, started
+in the function's folder with the function's environment. The gateway talks to it over a unix socket pair, in
+frames of a 4-byte big-endian length and a JSON message (`invoke` one way; `ready`, `init_error`, `log` and
+`result` the other). Processes rather than threads, as Lambda does with sandboxes: a handler cannot block the
+gateway's event loop, its environment variables and globals are its own, and a timed-out or crashed worker is
+killed and replaced without touching anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fastgw.config.schema import Function
+
+log = logging.getLogger("fastgw.functions")
+function_log = logging.getLogger("fastgw.function")
+
+INIT_TIMEOUT = 10.0  # Lambda's init phase limit: a handler module that takes longer to load fails the invocation
+STOP_GRACE = 2.0  # a worker told to stop (its channel closed) is killed if it has not exited by then
+# Variables a worker inherits from the gateway (the rest of its environment is the function's own).
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "NODE_PATH", "SYSTEMROOT", "TMPDIR")
+ACCOUNT_ID = "000000000000"
+REGION = "local"
+
+
+class Throttled(Exception):
+    """Every worker is busy and the queue of waiting invocations is full."""
+
+
+@dataclass
+class Outcome:
+    """What one invocation gave: the function's return value, or Lambda's error object for why it failed."""
+
+    ok: bool
+    value: Any = None
+    error: dict[str, Any] | None = None
+    logs: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+    cold_start: bool = False
+    timed_out: bool = False
+
+
+def bootstrap_path(name: str) -> Path:
+    return Path(str(resources.files("fastgw.functions") / "runtimes" / name))
+
+
+class Worker(asyncio.Protocol):
+    """One worker process and its channel. Carries one invocation at a time."""
+
+    def __init__(self, pool: FunctionPool, proc: asyncio.subprocess.Process) -> None:
+        self.pool = pool
+        self.proc = proc
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.ready: asyncio.Future[dict[str, Any]] = pool.loop.create_future()
+        self.result: asyncio.Future[Outcome] | None = None
+        self.request_id = ""
+        self.logs: list[str] = []
+        self.started = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.dead = False  # the process is gone
+        self.retired = False  # killed or told to stop: never given another invocation
+
+    # -- channel --------------------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while len(buf) >= 4:
+            n = int.from_bytes(buf[:4], "big")
+            if len(buf) < 4 + n:
+                break
+            try:
+                msg = orjson.loads(buf[4 : 4 + n])
+            except orjson.JSONDecodeError:
+                log.error("function %s: worker %s sent a malformed frame; stopping it", self.pool.name, self.proc.pid)
+                self.kill()
+                return
+            del buf[: 4 + n]
+            self._message(msg)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.died("its channel closed")
+
+    def _message(self, msg: dict[str, Any]) -> None:
+        kind = msg.get("t")
+        if kind == "log":
+            line = str(msg.get("line", ""))
+            rid = msg.get("id") or ""
+            function_log.info("%s %s %s", self.pool.name, rid or "-", line)
+            if rid and rid == self.request_id:
+                self.logs.append(line)
+        elif kind == "result":
+            if msg.get("id") != self.request_id or self.result is None or self.result.done():
+                return  # the answer to an invocation that already timed out
+            if msg.get("ok"):
+                outcome = Outcome(ok=True, value=msg.get("value"))
+            else:
+                outcome = Outcome(ok=False, error=msg.get("error") or {"errorMessage": "unknown error"})
+            self._settle(outcome)
+        elif kind == "ready":
+            if not self.ready.done():
+                self.ready.set_result(msg)
+        elif kind == "init_error":
+            if not self.ready.done():
+                self.ready.set_result(msg)
+
+    # -- invocations ----------------------------------------------------------------------------------------
+
+    def call(self, request_id: str, event: Any, timeout: float) -> asyncio.Future[Outcome]:
+        loop = self.pool.loop
+        self.request_id = request_id
+        self.logs = []
+        self.result = loop.create_future()
+        self.started = time.perf_counter()
+        deadline_ms = int((time.time() + timeout) * 1000)
+        frame = orjson.dumps({"t": "invoke", "id": request_id, "deadline_ms": deadline_ms, "event": event})
+        assert self.transport is not None
+        self.transport.write(len(frame).to_bytes(4, "big") + frame)
+        self.timer = loop.call_later(timeout, self._timed_out, timeout)
+        return self.result
+
+    def _settle(self, outcome: Outcome) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        outcome.logs = self.logs
+        outcome.duration_ms = (time.perf_counter() - self.started) * 1000
+        self.request_id = ""
+        result, self.result = self.result, None
+        if result is not None and not result.done():
+            result.set_result(outcome)
+
+    def _timed_out(self, timeout: float) -> None:
+        self.timer = None
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        error = {
+            "errorType": "Sandbox.Timedout",
+            "errorMessage": f"{stamp}Z {self.request_id} Task timed out after {timeout:.2f} seconds",
+        }
+        log.warning("function %s: invocation %s timed out after %.2fs", self.pool.name, self.request_id, timeout)
+        self._settle(Outcome(ok=False, error=error, timed_out=True))
+        self.kill()  # as Lambda does: the sandbox that timed out is not reused
+
+    def died(self, why: str) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.ready.done():
+            self.ready.set_result({"t": "exited", "why": why})
+        if self.result is not None and not self.result.done():
+            code = self.proc.returncode
+            error = {
+                "errorType": "Runtime.ExitError",
+                "errorMessage": f"RequestId: {self.request_id} Error: Runtime exited"
+                + (f" with error: exit status {code}" if code is not None else f" ({why})"),
+            }
+            log.warning("function %s: worker %s died during invocation %s", self.pool.name, self.proc.pid,
+                        self.request_id)
+            self._settle(Outcome(ok=False, error=error))
+        self.pool.worker_died(self)
+        self.kill()
+
+    def stop(self) -> None:
+        """Ask the worker to exit (it does on end of input), and kill it if it has not after a grace period."""
+        self.retired = True
+        if self.transport is not None:
+            self.transport.close()
+        self.pool.loop.call_later(STOP_GRACE, self.kill)
+
+    def kill(self) -> None:
+        self.retired = True
+        if self.proc.returncode is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+        if self.transport is not None:
+            self.transport.close()
+
+
+class FunctionPool:
+    """The worker processes of one function, with a bounded queue of invocations waiting for one."""
+
+    def __init__(self, name: str, spec: Function, code: Path, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.name = name
+        self.spec = spec
+        self.code = code
+        self._loop = loop
+        self.idle: list[Worker] = []
+        self.workers: set[Worker] = set()
+        self.size = 0  # live workers plus those starting
+        self.waiters: deque[asyncio.Future[Worker | None]] = deque()
+        self.watchers: set[asyncio.Task[None]] = set()
+        self.closed = False
+        self.arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def command(self) -> list[str]:
+        if self.spec.runtime == "nodejs":
+            node = shutil.which("node")
+            if node is None:
+                raise RuntimeError("the nodejs runtime needs `node` on PATH (apt-get install -y nodejs)")
+            return [node, str(bootstrap_path("bootstrap.mjs"))]
+        return [sys.executable, "-u", str(bootstrap_path("bootstrap.py"))]
+
+    def environment(self, fd: int) -> dict[str, str]:
+        env = {k: os.environ[k] for k in INHERITED_ENV if k in os.environ}
+        spec = self.spec
+        env.update(
+            AWS_LAMBDA_FUNCTION_NAME=self.name,
+            AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+            AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(spec.memory_size),
+            AWS_LAMBDA_FUNCTION_TIMEOUT=str(int(spec.timeout)) if spec.timeout >= 1 else "1",
+            AWS_LAMBDA_LOG_GROUP_NAME=f"/aws/lambda/{self.name}",
+            AWS_REGION=REGION,
+            AWS_DEFAULT_REGION=REGION,
+            AWS_EXECUTION_ENV="AWS_Lambda_nodejs" if spec.runtime == "nodejs" else "AWS_Lambda_python",
+            LAMBDA_TASK_ROOT=str(self.code),
+            _HANDLER=spec.handler,
+        )
+        env.update(spec.environment)
+        env["_FASTGW_CHANNEL_FD"] = str(fd)
+        stream = time.strftime("%Y/%m/%d", time.gmtime()) + "/[$LATEST]" + uuid.uuid4().hex
+        env["_FASTGW_FUNCTION"] = orjson.dumps(
+            {"name": self.name, "handler": spec.handler, "memory": spec.memory_size, "arn": self.arn,
+             "log_stream": stream}
+        ).decode()  # fmt: skip
+        return env
+
+    # -- serving ----------------------------------------------------------------------------------------------
+
+    def start_warm(self) -> None:
+        """Start the `warm` workers in the background (serving starts with them ready, as provisioned
+        concurrency does)."""
+        for _ in range(self.spec.warm - self.size):
+            self.size += 1
+            self.loop.create_task(self._warm_one())
+
+    async def _warm_one(self) -> None:
+        try:
+            worker = await self._spawn()
+        except Exception as exc:  # noqa: BLE001 - reported; the first invocation tries again
+            self.size -= 1
+            self._wake()
+            log.error("function %s: could not start a worker: %s", self.name, exc)
+            return
+        if isinstance(worker, Worker):
+            self.release(worker)
+
+    async def invoke(self, request_id: str, event: Any) -> Outcome:
+        """Run one invocation; never raises for the function's faults (they are in the Outcome)."""
+        cold = False
+        worker: Worker | None = None
+        while worker is None:
+            if self.closed:
+                raise RuntimeError(f"function {self.name} is shutting down")
+            while self.idle:
+                candidate = self.idle.pop()
+                if not candidate.retired:
+                    worker = candidate
+                    break
+            if worker is not None:
+                break
+            if self.size < self.spec.concurrency:
+                self.size += 1
+                cold = True
+                try:
+                    spawned = await self._spawn()
+                except BaseException:
+                    self.size -= 1  # no process was registered for the slot
+                    self._wake()
+                    raise
+                if isinstance(spawned, Outcome):
+                    return spawned  # the handler failed to load: that is this invocation's answer
+                worker = spawned
+                break
+            if len(self.waiters) >= self.spec.queue:
+                raise Throttled(self.name)
+            waiter: asyncio.Future[Worker | None] = self.loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                worker = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
+                    self.release(waiter.result())  # type: ignore[arg-type]
+                else:
+                    try:
+                        self.waiters.remove(waiter)
+                    except ValueError:
+                        pass
+                raise
+        try:
+            outcome = await worker.call(request_id, event, self.spec.timeout)
+        finally:
+            if worker.result is None:
+                self.release(worker)  # unless it died or was retired meanwhile (release checks)
+        outcome.cold_start = cold
+        return outcome
+
+    async def _spawn(self) -> Worker | Outcome:
+        """Start a worker for a slot already counted in `size`. Raises only before the process exists; after
+        that, any failure is an Outcome (and the worker's death frees the slot)."""
+        loop = self.loop
+        parent, child = socket.socketpair()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.command(),
+                cwd=str(self.code),
+                env=self.environment(child.fileno()),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=(child.fileno(),),
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        worker = Worker(self, proc)
+        self.workers.add(worker)
+        watcher = loop.create_task(self._watch(worker))
+        self.watchers.add(watcher)
+        watcher.add_done_callback(self.watchers.discard)
+        try:
+            await loop.create_unix_connection(lambda: worker, sock=parent)
+            msg = await asyncio.wait_for(asyncio.shield(worker.ready), INIT_TIMEOUT)
+        except OSError as exc:
+            msg = {"t": "exited", "why": f"cannot talk to it: {exc}"}
+        except asyncio.TimeoutError:
+            msg = {"t": "init_error", "error": {
+                "errorType": "Runtime.InitTimeout",
+                "errorMessage": f"the handler did not load within {INIT_TIMEOUT:.0f} seconds"}}  # fmt: skip
+        if msg.get("t") == "ready":
+            log.debug("function %s: worker %s ready", self.name, proc.pid)
+            return worker
+        error = msg.get("error") or {
+            "errorType": "Runtime.ExitError",
+            "errorMessage": f"the worker exited before it was ready ({msg.get('why', 'unknown')})",
+        }
+        log.error("function %s: init failed: %s: %s", self.name, error.get("errorType"), error.get("errorMessage"))
+        worker.died("init failed")  # frees the slot it held
+        return Outcome(ok=False, error=error, cold_start=True, logs=list(worker.logs))
+
+    async def _watch(self, worker: Worker) -> None:
+        """Forward what the worker writes straight to stdout/stderr (not through its log channel), and notice
+        when it exits."""
+        out = worker.proc.stdout
+        assert out is not None
+        while True:
+            line = await out.readline()
+            if not line:
+                break
+            function_log.info("%s - %s", self.name, line.decode("utf-8", "replace").rstrip("\n"))
+        code = await worker.proc.wait()
+        worker.died(f"exit status {code}")
+
+    def release(self, worker: Worker) -> None:
+        if worker.dead or worker.retired:
+            return
+        if self.closed:
+            worker.stop()
+            return
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(worker)
+                return
+        self.idle.append(worker)
+
+    def worker_died(self, worker: Worker) -> None:
+        if worker in self.workers:
+            self.workers.discard(worker)
+            self.size -= 1
+        if worker in self.idle:
+            self.idle.remove(worker)
+        self._wake()
+
+    def _wake(self) -> None:
+        """A slot is free: the first waiter starts a worker in it."""
+        while self.waiters and not self.closed:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        """Stop idle workers now and busy ones when their invocation ends; waiting invocations fail."""
+        self.closed = True
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(RuntimeError(f"function {self.name} is shutting down"))
+        self.waiters.clear()
+        for worker in self.idle:
+            worker.stop()
+        self.idle.clear()
+
+    async def wait_closed(self, grace: float = STOP_GRACE) -> None:
+        """After `close`: stop every worker (busy ones too, after `grace`) and wait until all have exited."""
+        self.close()
+        if self.watchers:
+            await asyncio.wait(set(self.watchers), timeout=grace)
+        for worker in list(self.workers):
+            worker.kill()
+        if self.watchers:
+            await asyncio.wait(set(self.watchers))
