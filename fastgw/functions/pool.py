@@ -212,6 +212,7 @@ class FunctionPool:
         self.idle: list[Worker] = []
         self.workers: set[Worker] = set()
         self.size = 0  # live workers plus those starting
+        self.warming = 0  # workers starting with no invocation waiting for them yet
         self.waiters: deque[asyncio.Future[Worker | None]] = deque()
         self.watchers: set[asyncio.Task[None]] = set()
         self.closed = False
@@ -262,6 +263,7 @@ class FunctionPool:
         concurrency does)."""
         for _ in range(self.spec.warm - self.size):
             self.size += 1
+            self.warming += 1
             self.loop.create_task(self._warm_one())
 
     async def _warm_one(self) -> None:
@@ -272,6 +274,8 @@ class FunctionPool:
             self._wake()
             log.error("function %s: could not start a worker: %s", self.name, exc)
             return
+        finally:
+            self.warming -= 1
         if isinstance(worker, Worker):
             self.release(worker)
 
@@ -302,7 +306,8 @@ class FunctionPool:
                     return spawned  # the handler failed to load: that is this invocation's answer
                 worker = spawned
                 break
-            if len(self.waiters) >= self.spec.queue:
+            # Waiting for a worker that is already starting does not take a place in the queue.
+            if len(self.waiters) >= self.spec.queue + self.warming:
                 raise Throttled(self.name)
             waiter: asyncio.Future[Worker | None] = self.loop.create_future()
             self.waiters.append(waiter)
