@@ -1,4 +1,4 @@
-"""`fastgw serve | check | routes`: the command line. Every serve flag can also come from a FASTGW_* variable."""
+"""`fastgw serve | check | routes | invoke`: the command line. Every serve flag can also come from a FASTGW_* variable."""
 
 from __future__ import annotations
 
@@ -55,6 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     routes = sub.add_parser("routes", help="print the route table of a config")
     routes.add_argument("config", help="YAML or JSON config file")
     routes.add_argument("--tree", action="store_true", help="print the routing trie instead of the table")
+
+    inv = sub.add_parser(
+        "invoke",
+        help="test-invoke one request through the gateway without serving (like API Gateway's Test tab)",
+        description="Run one request through CONFIG's routes, integrations and functions without opening a port, "
+        "and print what API Gateway's Test tab shows: status, latency, response body and headers, the event sent "
+        "to the function, its result or error, and its log lines. Example: "
+        "fastgw invoke examples/my-rest-api/fastgw.yaml GET /Prod",
+    )
+    inv.add_argument("config", help="YAML or JSON config file")
+    inv.add_argument("method", type=str.upper, help="HTTP method, e.g. GET")
+    inv.add_argument("path", help="path as a client would call it, stage included, e.g. /Prod/items/1")
+    inv.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE", help="request header")
+    inv.add_argument("-q", "--query", action="append", default=[], metavar="NAME=VALUE", help="query parameter")
+    inv.add_argument("-d", "--body", default="", help="request body; @FILE reads it from a file")
+    inv.add_argument("--json", action="store_true", help="print one JSON object instead of the console layout")
     return parser
 
 
@@ -70,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.config)
     if args.command == "routes":
         return _routes(args.config, args.tree)
+    if args.command == "invoke":
+        return _invoke(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -123,6 +141,46 @@ def _routes(path: str, tree: bool) -> int:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+    from urllib.parse import quote, urlencode
+
+    from fastgw.server.invoke import invoke
+
+    headers: dict[str, str] = {}
+    for h in args.header:
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            print(f"fastgw: --header expects NAME:VALUE, got {h!r}", file=sys.stderr)
+            return 2
+        headers[name.strip()] = value.strip()
+    path = args.path if args.path.startswith("/") else "/" + args.path
+    path = quote(path, safe="/?=&%:@!$'()*+,;~-._")
+    if args.query:
+        pairs = [q.partition("=")[::2] for q in args.query]
+        path += ("&" if "?" in path else "?") + urlencode(pairs)
+    body = args.body.encode()
+    if args.body.startswith("@"):
+        try:
+            body = Path(args.body[1:]).read_bytes()
+        except OSError as exc:
+            print(f"fastgw: cannot read the body file: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    result = asyncio.run(invoke(loaded, args.method, path, headers, body))
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(result.to_text())
     return 0
 
 
