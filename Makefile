@@ -1,7 +1,7 @@
 # Short commands; the README explains each.
 PY ?= .venv/bin/python
 
-.PHONY: venv build test test-pure bench lint clean
+.PHONY: venv build test test-pure bench bench-functions lint clean
 
 venv:
 	python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
@@ -17,6 +17,9 @@ test-pure:  ## the whole suite on the pure-Python twin of the core
 
 bench:
 	$(PY) bench/run.py
+
+bench-functions:
+	$(PY) bench/functions.py
 
 lint:
 	$(PY) -m ruff check fastgw tests bench && $(PY) -m ruff format --check fastgw tests bench && $(PY) -m mypy fastgw

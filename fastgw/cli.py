@@ -1,4 +1,5 @@
-"""`fastgw serve | check | routes | invoke`: the command line. Every serve flag can also come from a FASTGW_* variable."""
+"""`fastgw serve | check | routes | invoke`: the command line. Every serve flag can also come from a FASTGW_*
+variable."""
 
 from __future__ import annotations
 

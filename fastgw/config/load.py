@@ -161,8 +161,9 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
         if not stages:
             if api.type == "rest":
                 raise ConfigError(
-                    source, f"$.apis.{api_name}.stages", "a REST API is served only through a stage: add one, "
-                    "e.g. stages: {Prod: {}}"
+                    source,
+                    f"$.apis.{api_name}.stages",
+                    "a REST API is served only through a stage: add one, e.g. stages: {Prod: {}}",
                 )
             stages = {"$default": _DEFAULT_STAGE}
         api_id = api.id or _api_id(api_name)
@@ -170,8 +171,9 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
             if stage_name == "$default":
                 if api.type == "rest":
                     raise ConfigError(
-                        source, f"$.apis.{api_name}.stages", "'$default' is an HTTP API stage; REST API stages "
-                        "are served under /{stage}"
+                        source,
+                        f"$.apis.{api_name}.stages",
+                        "'$default' is an HTTP API stage; REST API stages are served under /{stage}",
                     )
                 prefix = ""
             else:
@@ -271,8 +273,8 @@ def handler_problem(fn: Function, code: Path) -> str | None:
     module, dot, func = fn.handler.rpartition(".")
     if not dot or not func.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
         return f"expected MODULE.FUNCTION or FILE.py:FUNCTION, got {fn.handler!r}"
-    # NOTE: the module may also be an installed one, so its absence from `code` is not an error here; the
-    # worker that fails to import it says so in the log and the invocation fails like Lambda's Runtime.ImportModuleError.
+    # NOTE: the module may also be an installed one, so its absence from `code` is not an error here; a worker
+    # that fails to import it says so in the log, and the invocation fails as Lambda's Runtime.ImportModuleError.
     return None
 
 

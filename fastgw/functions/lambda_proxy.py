@@ -116,9 +116,9 @@ def event_v1(call: Call) -> dict[str, Any]:
         pairs = parse_qsl(call.query.decode("latin-1"), keep_blank_values=True)
         if pairs:
             query, multi_query = {}, {}
-            for k, v in pairs:
-                query[k] = v
-                multi_query.setdefault(k, []).append(v)
+            for qk, qv in pairs:
+                query[qk] = qv
+                multi_query.setdefault(qk, []).append(qv)
     body, b64 = _body(call)
     domain, prefix = _domain(call)
     ua = headers.get("user-agent")
@@ -194,8 +194,8 @@ def event_v2(call: Call) -> dict[str, Any]:
     event["headers"] = headers
     if call.query:
         query: dict[str, str] = {}
-        for k, v in parse_qsl(call.query.decode("latin-1"), keep_blank_values=True):
-            query[k] = query[k] + "," + v if k in query else v
+        for qk, qv in parse_qsl(call.query.decode("latin-1"), keep_blank_values=True):
+            query[qk] = query[qk] + "," + qv if qk in query else qv
         if query:
             event["queryStringParameters"] = query
     event["requestContext"] = {

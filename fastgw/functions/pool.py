@@ -11,6 +11,7 @@ killed and replaced without touching anything else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -117,12 +118,8 @@ class Worker(asyncio.Protocol):
             else:
                 outcome = Outcome(ok=False, error=msg.get("error") or {"errorMessage": "unknown error"})
             self._settle(outcome)
-        elif kind == "ready":
-            if not self.ready.done():
-                self.ready.set_result(msg)
-        elif kind == "init_error":
-            if not self.ready.done():
-                self.ready.set_result(msg)
+        elif kind in ("ready", "init_error") and not self.ready.done():
+            self.ready.set_result(msg)
 
     # -- invocations ----------------------------------------------------------------------------------------
 
@@ -177,8 +174,9 @@ class Worker(asyncio.Protocol):
                 "errorMessage": f"RequestId: {self.request_id} Error: Runtime exited"
                 + (f" with error: exit status {code}" if code is not None else f" ({why})"),
             }
-            log.warning("function %s: worker %s died during invocation %s", self.pool.name, self.proc.pid,
-                        self.request_id)
+            log.warning(
+                "function %s: worker %s died during invocation %s", self.pool.name, self.proc.pid, self.request_id
+            )
             self._settle(Outcome(ok=False, error=error))
         self.pool.worker_died(self)
         self.kill()
@@ -193,10 +191,8 @@ class Worker(asyncio.Protocol):
     def kill(self) -> None:
         self.retired = True
         if self.proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
-            except ProcessLookupError:
-                pass
         if self.transport is not None:
             self.transport.close()
 
@@ -317,10 +313,8 @@ class FunctionPool:
                 if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
                     self.release(waiter.result())  # type: ignore[arg-type]
                 else:
-                    try:
+                    with contextlib.suppress(ValueError):
                         self.waiters.remove(waiter)
-                    except ValueError:
-                        pass
                 raise
         try:
             outcome = await worker.call(request_id, event, self.spec.timeout)

@@ -128,7 +128,8 @@ async def invoke(
     ours, theirs = socket.socketpair()
     try:
         _, proto = await loop.connect_accepted_socket(lambda: ClientProtocol(state), ours)
-        proto.peer_ip = SOURCE_IP  # type: ignore[attr-defined]
+        proto.peer_ip = SOURCE_IP
+        proto.peer_ip_b = b"127.0.0.1"  # X-Forwarded-For, should the route proxy to an upstream
         reader, writer = await asyncio.open_connection(sock=theirs)
         conn = RawConnection(reader, writer)
         head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"

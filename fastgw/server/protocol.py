@@ -14,9 +14,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
-
 import orjson
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
 from fastgw.core import Reject, Request, RequestSink
 from fastgw.functions.integration import KIND_LAMBDA, lambda_call

@@ -15,7 +15,7 @@ from fastgw.testing import running_gateway
 needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (.ci/run installs it)")
 
 # A Python function that answers with the event it received (as its JSON body) and what its context said.
-ECHO_PY = '''
+ECHO_PY = """
 import json, os
 
 def handler(event, context):
@@ -31,7 +31,7 @@ def handler(event, context):
     }
     print("echo invoked for", event.get("rawPath") or event.get("path"))
     return {"statusCode": 200, "body": json.dumps({"event": event, "context": info})}
-'''
+"""
 
 
 def write(folder: Path, name: str, text: str) -> Path:

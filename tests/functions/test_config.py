@@ -55,7 +55,8 @@ def test_stage_variables_pick_the_function_per_stage(tmp_path):
     text = (
         "functions:\n  v1: {runtime: python, handler: app.handler, code: fn}\n"
         "  v2: {runtime: python, handler: app.handler, code: fn}\n"
-        "apis:\n  shop:\n    routes: [{path: '/{proxy+}', integration: {type: lambda, function: '${stageVariables.fn}'}}]\n"
+        "apis:\n  shop:\n    routes:\n"
+        "      - {path: '/{proxy+}', integration: {type: lambda, function: '${stageVariables.fn}'}}\n"
         "    stages: {Prod: {variables: {fn: v1}}, Beta: {variables: {fn: v2}}}\n"
     )
     loaded = load(tmp_path, text)

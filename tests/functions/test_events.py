@@ -123,7 +123,9 @@ async def test_v1_proxy_params_repeated_query_and_headers_and_binary_body(fgw, t
     assert event["multiValueHeaders"]["x-multi"] == ["one", "two"]
     assert event["pathParameters"] == {"id": "42"} and event["resource"] == "/items/{id}"
     assert event["httpMethod"] == "POST" and event["requestContext"]["httpMethod"] == "POST"
-    event, _ = await echo(gw.port, "POST", "/Prod/items/7", body=b'{"a": 1}', headers={"Content-Type": "application/json"})
+    event, _ = await echo(
+        gw.port, "POST", "/Prod/items/7", body=b'{"a": 1}', headers={"Content-Type": "application/json"}
+    )
     assert event["body"] == '{"a": 1}' and event["isBase64Encoded"] is False
 
 

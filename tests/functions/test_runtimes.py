@@ -110,7 +110,11 @@ FAILING = {
 @pytest.mark.parametrize("api_type", ["rest", "http"])
 @pytest.mark.parametrize("kind", sorted(FAILING))
 async def test_function_errors_answer_like_api_gateway_and_the_next_call_works(fgw, tmp_path, api_type, kind, caplog):
-    write(tmp_path / "fn", "app.py", FAILING[kind] + "def ok(event, context):\n    return {'statusCode': 200, 'body': 'fine'}\n")
+    write(
+        tmp_path / "fn",
+        "app.py",
+        FAILING[kind] + "def ok(event, context):\n    return {'statusCode': 200, 'body': 'fine'}\n",
+    )
     cfg = one_route({"runtime": "python", "handler": "app.handler", "code": "fn", "concurrency": 1}, api_type)
     cfg["apis"]["a"]["routes"].insert(0, {"path": "/ok", "integration": {"type": "lambda", "function": "ok"}})
     cfg["functions"]["ok"] = {"runtime": "python", "handler": "app.ok", "code": "fn"}
@@ -126,7 +130,7 @@ async def test_function_errors_answer_like_api_gateway_and_the_next_call_works(f
     why = {"raise": "ValueError: boom", "not-json": "Runtime.MarshalError", "exit": "Runtime.ExitError"}[kind]
     assert any(why in m for m in caplog.messages), caplog.messages
     if kind == "raise":
-        assert any('in handler\n' in m and "raise ValueError('boom')" in m for m in caplog.messages)
+        assert any("in handler\n" in m and "raise ValueError('boom')" in m for m in caplog.messages)
 
 
 MALFORMED_V1 = [
@@ -194,7 +198,9 @@ async def test_function_timeout_is_a_function_error_and_integration_timeout_is_5
             time.sleep(float(event["queryStringParameters"]["s"]))
             return {"statusCode": 200, "body": "late"}
     """)  # fmt: skip
-    cfg = one_route({"runtime": "python", "handler": "app.slow", "code": "fn", "timeout": 0.5, "concurrency": 1}, "rest")
+    cfg = one_route(
+        {"runtime": "python", "handler": "app.slow", "code": "fn", "timeout": 0.5, "concurrency": 1}, "rest"
+    )
     gw = await fgw(cfg)
     r = await http_request(gw.port, "GET", "/Prod/x?s=5")
     assert (r.status, r.json()) == (502, {"message": "Internal server error"})
@@ -273,7 +279,9 @@ async def test_body_arriving_after_the_head_reaches_the_function_whole(fgw, tmp_
     conn = await RawConnection.open(gw.port)
     try:
         body = b"x" * 200_000
-        await conn.send(b"POST /b HTTP/1.1\r\nhost: t\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n" % len(body))
+        await conn.send(
+            b"POST /b HTTP/1.1\r\nhost: t\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n" % len(body)
+        )
         await asyncio.sleep(0.05)
         for i in range(0, len(body), 50_000):
             await conn.send(body[i : i + 50_000])

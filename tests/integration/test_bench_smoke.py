@@ -48,3 +48,23 @@ def test_bench_runs_and_writes_a_result(tmp_path):
     assert result["ratio_rps"] > 0 and result["ratio_rps_paired"] > 0
     assert result["fastgw_core"] == ("compiled" if core.COMPILED else "pure-python")
     assert "fastgw/nginx: throughput" in proc.stdout
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("nginx", "wrk", "taskset", "node")) or (os.cpu_count() or 1) < 2,
+    reason="needs wrk, taskset, node and 2 CPUs (.ci/run installs them)",
+)
+def test_function_bench_runs_and_writes_a_result(tmp_path):
+    out = tmp_path / "functions.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "functions.py"), "--duration", "1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    for runtime in ("python", "nodejs"):
+        light = result["runs"][runtime]["light_c1"]
+        assert light["rps"] > 0 and light["p50_ms"] > 0 and light["non_2xx"] == 0 and light["socket_errors"] == 0
+    assert result["summary"]["overlapping_at_pool_size"] > 1  # the sleeping handler ran in parallel workers

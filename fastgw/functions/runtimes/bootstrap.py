@@ -131,11 +131,13 @@ def load_handler(spec: str) -> Any:
 def main() -> None:
     global _current_id
     fn = json.loads(os.environ.pop("_FASTGW_FUNCTION"))
-    sys.stdout = _LogWriter()  # type: ignore[assignment]
-    sys.stderr = _LogWriter()  # type: ignore[assignment]
+    sys.stdout = _LogWriter()
+    sys.stderr = _LogWriter()
     handler_out = logging.StreamHandler(sys.stdout)
     handler_out.setFormatter(
-        logging.Formatter("[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s", "%Y-%m-%dT%H:%M:%S")
+        logging.Formatter(
+            "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s", "%Y-%m-%dT%H:%M:%S"
+        )
     )
     handler_out.formatter.converter = time.gmtime  # type: ignore[union-attr]
     handler_out.addFilter(_RequestIdFilter())
