@@ -65,3 +65,16 @@ def test_stage_variables_pick_the_function_per_stage(tmp_path):
     assert loaded.rest_prefixes == {"/Prod", "/Beta"}
     index, params = loaded.router.match("GET", "x", "/Beta/a/b")
     assert loaded.entries[index].stage == "Beta" and params == {"proxy": "a/b"}
+
+
+def test_stage_variables_in_an_http_integration(tmp_path):
+    text = (
+        "upstreams:\n  blue: {targets: ['http://127.0.0.1:9']}\n  green: {targets: ['http://127.0.0.1:10']}\n"
+        "apis:\n  shop:\n    routes:\n"
+        "      - {path: '/{proxy+}', integration: {type: http, upstream: '${stageVariables.color}', "
+        "path: '/${stageVariables.version}/{proxy}'}}\n"
+        "    stages: {Prod: {variables: {color: blue, version: v1}}, Beta: {variables: {color: green, version: v2}}}\n"
+    )
+    loaded = load(tmp_path, text)
+    got = {e.stage: (e.integration.upstream, e.integration.path) for e in loaded.entries}  # type: ignore[union-attr]
+    assert got == {"Prod": ("blue", "/v1/{proxy}"), "Beta": ("green", "/v2/{proxy}")}

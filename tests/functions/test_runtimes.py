@@ -289,3 +289,58 @@ async def test_body_arriving_after_the_head_reaches_the_function_whole(fgw, tmp_
         assert r.status == 200 and r.body == body
     finally:
         await conn.close()
+
+
+async def test_reload_keeps_workers_of_unchanged_functions_and_replaces_changed_ones(tmp_path):
+    from fastgw.config.load import load_config
+    from fastgw.server.server import Server
+
+    write(
+        tmp_path / "fn",
+        "app.py",
+        "import os\ndef handler(e, c):\n    return {'pid': os.getpid(), 'v': os.environ.get('V')}\n",
+    )
+    text = (
+        "functions:\n"
+        "  same: {runtime: python, handler: app.handler, code: fn}\n"
+        "  edited: {runtime: python, handler: app.handler, code: fn, environment: {V: '%s'}}\n"
+        "routes:\n"
+        "  - {path: /same, integration: {type: lambda, function: same}}\n"
+        "  - {path: /edited, integration: {type: lambda, function: edited}}\n"
+    )
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(text % "one")
+    server = Server(load_config(cfg), "127.0.0.1", 0)
+    await server.start()
+    try:
+        before = {p: (await http_request(server.port, "GET", p)).json() for p in ("/same", "/edited")}
+        assert before["/edited"]["v"] == "one"
+        cfg.write_text(text % "two")
+        assert server.reload()
+        after = {p: (await http_request(server.port, "GET", p)).json() for p in ("/same", "/edited")}
+        assert after["/same"]["pid"] == before["/same"]["pid"]  # still the same warm worker
+        assert after["/edited"] == {"pid": after["/edited"]["pid"], "v": "two"}
+        assert after["/edited"]["pid"] != before["/edited"]["pid"]
+        cfg.write_text(text.replace("function: same", "function: missing") % "three")
+        assert not server.reload()  # refused: the running config (and its workers) stay
+        r = await http_request(server.port, "GET", "/same")
+        assert r.json()["pid"] == before["/same"]["pid"]
+    finally:
+        await server.shutdown(timeout=1.0)
+
+
+MALFORMED_V2 = [
+    ("bad-status", "{'statusCode': 'abc', 'body': 'x'}", "statusCode must be an integer"),
+    ("dict-body", "{'statusCode': 200, 'body': {'a': 1}}", "body must be a string"),
+    ("cookies-str", "{'statusCode': 200, 'body': 'x', 'cookies': 'a=1'}", "cookies must be a list"),
+    ("header-crlf", "{'statusCode': 200, 'body': 'x', 'headers': {'a': 'x\\nb'}}", "contains CR, LF"),
+]
+
+
+@pytest.mark.parametrize(("case", "value", "why"), MALFORMED_V2, ids=[c[0] for c in MALFORMED_V2])
+async def test_malformed_http_api_responses_are_500(fgw, tmp_path, case, value, why, caplog):
+    write(tmp_path / "fn", "app.py", f"def handler(event, context):\n    return {value}\n")
+    gw = await fgw(one_route({"runtime": "python", "handler": "app.handler", "code": "fn"}, "http"))
+    r = await http_request(gw.port, "GET", "/x")
+    assert (r.status, r.json()) == (500, {"message": "Internal Server Error"})
+    assert any("malformed Lambda proxy response" in m and why in m for m in caplog.messages), caplog.messages
