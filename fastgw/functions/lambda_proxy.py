@@ -312,16 +312,24 @@ def response_v1(value: Any, rest: bool) -> tuple[int, Headers, bytes]:
             if not isinstance(vs, list):
                 raise MalformedResponse(f"multiValueHeaders.{name} must be a list, got {_kind(vs)}")
             merged[name] = [_header_value(name, v, "multiValueHeaders") for v in vs]
-    single = value.get("headers")
-    if single is not None:
-        if not isinstance(single, dict):
-            raise MalformedResponse(f"headers must be an object, got {_kind(single)}")
-        for k, v in single.items():
-            name = _header_name(k, "headers")
-            # API Gateway merges the two; a name given in both keeps the multiValueHeaders values.
-            if name not in merged:
-                merged[name] = [_header_value(name, v, "headers")]
+    for name, v in _single_headers(value):
+        # API Gateway merges the two; a name given in both keeps the multiValueHeaders values.
+        if name not in merged:
+            merged[name] = [v]
     return status, _finish([(k, v) for k, vs in merged.items() for v in vs]), body
+
+
+def _single_headers(value: dict[str, Any]) -> Headers:
+    single = value.get("headers")
+    if single is None:
+        return []
+    if not isinstance(single, dict):
+        raise MalformedResponse(f"headers must be an object, got {_kind(single)}")
+    out: Headers = []
+    for k, v in single.items():
+        name = _header_name(k, "headers")
+        out.append((name, _header_value(name, v, "headers")))
+    return out
 
 
 def response_v2(value: Any) -> tuple[int, Headers, bytes]:
@@ -331,14 +339,7 @@ def response_v2(value: Any) -> tuple[int, Headers, bytes]:
         return 200, [("Content-Type", "application/json")], orjson.dumps(value)
     status = _status(value)
     body = _decode_body(value)
-    headers: Headers = []
-    single = value.get("headers")
-    if single is not None:
-        if not isinstance(single, dict):
-            raise MalformedResponse(f"headers must be an object, got {_kind(single)}")
-        for k, v in single.items():
-            name = _header_name(k, "headers")
-            headers.append((name, _header_value(name, v, "headers")))
+    headers = _single_headers(value)
     cookies = value.get("cookies")
     if cookies is not None:
         if not isinstance(cookies, list):

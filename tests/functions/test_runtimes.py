@@ -148,14 +148,26 @@ MALFORMED_V1 = [
     ("bad-base64", "{'statusCode': 200, 'body': '***', 'isBase64Encoded': True}", "not valid base64"),
     ("b64-flag", "{'statusCode': 200, 'body': 'x', 'isBase64Encoded': 'yes'}", "isBase64Encoded must be a boolean"),
 ]
+MALFORMED_V2 = [
+    ("bad-status", "{'statusCode': 'abc', 'body': 'x'}", "statusCode must be an integer"),
+    ("dict-body", "{'statusCode': 200, 'body': {'a': 1}}", "body must be a string"),
+    ("cookies-str", "{'statusCode': 200, 'body': 'x', 'cookies': 'a=1'}", "cookies must be a list"),
+    ("header-crlf", "{'statusCode': 200, 'body': 'x', 'headers': {'a': 'x\\nb'}}", "contains CR, LF"),
+]
+MALFORMED = [("rest", *c) for c in MALFORMED_V1] + [("http", *c) for c in MALFORMED_V2]
 
 
-@pytest.mark.parametrize(("case", "value", "why"), MALFORMED_V1, ids=[c[0] for c in MALFORMED_V1])
-async def test_malformed_rest_responses_are_502_with_the_reason_logged(fgw, tmp_path, case, value, why, caplog):
+@pytest.mark.parametrize(("api_type", "case", "value", "why"), MALFORMED, ids=[f"{c[0]}-{c[1]}" for c in MALFORMED])
+async def test_malformed_responses_answer_the_api_error_with_the_reason_logged(
+    fgw, tmp_path, api_type, case, value, why, caplog
+):
     write(tmp_path / "fn", "app.py", f"def handler(event, context):\n    return {value}\n")
-    gw = await fgw(one_route({"runtime": "python", "handler": "app.handler", "code": "fn"}, "rest"))
-    r = await http_request(gw.port, "GET", "/Prod/x")
-    assert (r.status, r.json()) == (502, {"message": "Internal server error"})
+    gw = await fgw(one_route({"runtime": "python", "handler": "app.handler", "code": "fn"}, api_type))
+    r = await http_request(gw.port, "GET", root(api_type) + "/x")
+    if api_type == "rest":
+        assert (r.status, r.json()) == (502, {"message": "Internal server error"})
+    else:
+        assert (r.status, r.json()) == (500, {"message": "Internal Server Error"})
     assert any("malformed Lambda proxy response" in m and why in m for m in caplog.messages), caplog.messages
 
 
@@ -327,20 +339,3 @@ async def test_reload_keeps_workers_of_unchanged_functions_and_replaces_changed_
         assert r.json()["pid"] == before["/same"]["pid"]
     finally:
         await server.shutdown(timeout=1.0)
-
-
-MALFORMED_V2 = [
-    ("bad-status", "{'statusCode': 'abc', 'body': 'x'}", "statusCode must be an integer"),
-    ("dict-body", "{'statusCode': 200, 'body': {'a': 1}}", "body must be a string"),
-    ("cookies-str", "{'statusCode': 200, 'body': 'x', 'cookies': 'a=1'}", "cookies must be a list"),
-    ("header-crlf", "{'statusCode': 200, 'body': 'x', 'headers': {'a': 'x\\nb'}}", "contains CR, LF"),
-]
-
-
-@pytest.mark.parametrize(("case", "value", "why"), MALFORMED_V2, ids=[c[0] for c in MALFORMED_V2])
-async def test_malformed_http_api_responses_are_500(fgw, tmp_path, case, value, why, caplog):
-    write(tmp_path / "fn", "app.py", f"def handler(event, context):\n    return {value}\n")
-    gw = await fgw(one_route({"runtime": "python", "handler": "app.handler", "code": "fn"}, "http"))
-    r = await http_request(gw.port, "GET", "/x")
-    assert (r.status, r.json()) == (500, {"message": "Internal Server Error"})
-    assert any("malformed Lambda proxy response" in m and why in m for m in caplog.messages), caplog.messages
