@@ -126,6 +126,8 @@ class Gateway:
         code = (loaded.base_dir / spec.code).resolve() if spec.code else loaded.base_dir
         old = previous.functions.get(name) if previous is not None else None
         if old is not None and old.spec == spec and old.code == code and not old.closed:
+            # NOTE: taken out of the previous gateway's table so that closing it leaves this pool running; its
+            # routes hold the pool itself, so requests it is still serving are not affected.
             previous.functions.pop(name)  # type: ignore[union-attr]
             return old
         return FunctionPool(name, spec, code)

@@ -6,6 +6,7 @@ expected; nothing here binds a socket, so `fastgw check` runs exactly this.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -165,7 +166,7 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
                     f"$.apis.{api_name}.stages",
                     "a REST API is served only through a stage: add one, e.g. stages: {Prod: {}}",
                 )
-            stages = {"$default": _DEFAULT_STAGE}
+            stages = {"$default": Stage()}
         api_id = api.id or _api_id(api_name)
         for stage_name, stage in stages.items():
             if stage_name == "$default":
@@ -203,13 +204,8 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
     return tuple(entries), frozenset(rest_prefixes)
 
 
-_DEFAULT_STAGE = Stage()
-
-
 def _api_id(name: str) -> str:
     """A stable 10-character id like API Gateway's, derived from the API's name."""
-    import hashlib
-
     digest = hashlib.sha256(name.encode()).digest()
     return "".join("abcdefghijklmnopqrstuvwxyz0123456789"[b % 36] for b in digest[:10])
 
@@ -217,8 +213,11 @@ def _api_id(name: str) -> str:
 def _resolve_stage_variables(
     integ: Integration, stage: str, variables: dict[str, str], source: str, at: str
 ) -> Integration:
-    fields = ("function",) if isinstance(integ, LambdaIntegration) else ("upstream", "path", "host")
-    if not isinstance(integ, (LambdaIntegration, HttpIntegration)):
+    if isinstance(integ, LambdaIntegration):
+        fields: tuple[str, ...] = ("function",)
+    elif isinstance(integ, HttpIntegration):
+        fields = ("upstream", "path", "host")
+    else:
         return integ
     changes = {}
     for name in fields:
@@ -288,12 +287,12 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
                 source, f"$.server.trusted_proxies[{i}]", f"expected an IP address or CIDR, got {cidr!r}"
             ) from None
 
-    names: dict[tuple[str | None, str], str] = {}
+    names: dict[tuple[str | None, str | None, str], str] = {}
     router = Router()
     for i, entry in enumerate(entries):
         route, at = entry.route, entry.at
-        if route.name is not None and entry.stage in (None, next(iter(_stages_of(config, entry.api)))):
-            key = (entry.api, route.name)
+        if route.name is not None:
+            key = (entry.api, entry.stage, route.name)  # names are unique among top-level routes, and per API
             if key in names:
                 raise ConfigError(source, f"{at}.name", f"route name {route.name!r} is already used by {names[key]}")
             names[key] = at
@@ -320,12 +319,6 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
             raise ConfigError(source, f"{at}.host", str(exc)) from None
     router.freeze()
     return router
-
-
-def _stages_of(config: Config, api: str | None) -> list[str | None]:
-    if api is None:
-        return [None]
-    return list(config.apis[api].stages) or ["$default"]
 
 
 def _check_http(config: Config, integ: HttpIntegration, params: tuple[str, ...], source: str, at: str) -> None:

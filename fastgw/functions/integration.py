@@ -100,6 +100,17 @@ def start(client: ClientProtocol, req: Request, route: LambdaRoute, params: dict
 
 
 async def invoke(client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str], body: bytes) -> None:
+    """Answer `req` from the route's function; whatever goes wrong, the client gets an answer."""
+    try:
+        await _invoke(client, req, route, params, body)
+    except Exception:
+        log.exception("internal error while invoking %s for %s %s", route.pool.name, req.method, req.path)
+        client.upstream_failed(req, 500, "Internal server error", "internal error (logged above)")
+
+
+async def _invoke(
+    client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str], body: bytes
+) -> None:
     request_id = str(uuid.uuid4())
     call = lp.Call(
         method=req.method,
@@ -154,15 +165,11 @@ async def invoke(client: ClientProtocol, req: Request, route: LambdaRoute, param
         trace.outcome = outcome
     if not outcome.ok:
         err = outcome.error or {}
-        stack = err.get("stackTrace") or err.get("trace") or []
-        log.error(
-            "%s %s route=%s request=%s: function %s failed: %s: %s%s",
-            req.method, req.path, route.name, request_id, route.pool.name, err.get("errorType", "Error"),
-            err.get("errorMessage", ""), ("\n" + "".join(s if s.endswith("\n") else s + "\n" for s in stack)).rstrip()
-            if stack else "",
-        )  # fmt: skip
+        what = f"{err.get('errorType', 'Error')}: {err.get('errorMessage', '')}"
+        log.error("%s %s route=%s request=%s: function %s failed: %s%s",
+                  req.method, req.path, route.name, request_id, route.pool.name, what, _stack(err))  # fmt: skip
         if trace is not None:
-            trace.reason = f"function error {err.get('errorType', 'Error')}: {err.get('errorMessage', '')}"
+            trace.reason = f"function error {what}"
         _answer_error(client, req, route.error(), request_id)
         return
     try:
@@ -178,6 +185,14 @@ async def invoke(client: ClientProtocol, req: Request, route: LambdaRoute, param
         return
     headers.append(("x-amzn-RequestId", request_id))
     client.respond(req, status, headers, payload)
+
+
+def _stack(err: dict[str, Any]) -> str:
+    """The error's stack as lines under the log message: Python's `stackTrace` or Node's `trace`."""
+    frames = err.get("stackTrace") or err.get("trace") or []
+    if not isinstance(frames, list) or not frames:
+        return ""
+    return "\n" + "\n".join(str(f).rstrip("\n") for f in frames)
 
 
 def _collect(task: asyncio.Task[Outcome]) -> None:

@@ -36,6 +36,9 @@ INIT_TIMEOUT = 10.0  # Lambda's init phase limit: a handler module that takes lo
 STOP_GRACE = 2.0  # a worker told to stop (its channel closed) is killed if it has not exited by then
 # Variables a worker inherits from the gateway (the rest of its environment is the function's own).
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "NODE_PATH", "SYSTEMROOT", "TMPDIR")
+# Lambda's limit on a synchronous invocation's response; a bigger answer fails the invocation, as on AWS.
+MAX_RESPONSE = 6 * 1024 * 1024
+MAX_LOG_LINES = 1000  # lines kept per invocation for `fastgw invoke` (all of them still go to the log)
 ACCOUNT_ID = "000000000000"
 REGION = "local"
 
@@ -88,6 +91,9 @@ class Worker(asyncio.Protocol):
         buf += data
         while len(buf) >= 4:
             n = int.from_bytes(buf[:4], "big")
+            if n > MAX_RESPONSE + 65536:  # room for the message around the payload
+                self._too_large(n)
+                return
             if len(buf) < 4 + n:
                 break
             try:
@@ -108,7 +114,7 @@ class Worker(asyncio.Protocol):
             line = str(msg.get("line", ""))
             rid = msg.get("id") or ""
             function_log.info("%s %s %s", self.pool.name, rid or "-", line)
-            if rid and rid == self.request_id:
+            if rid and rid == self.request_id and len(self.logs) < MAX_LOG_LINES:
                 self.logs.append(line)
         elif kind == "result":
             if msg.get("id") != self.request_id or self.result is None or self.result.done():
@@ -120,6 +126,16 @@ class Worker(asyncio.Protocol):
             self._settle(outcome)
         elif kind in ("ready", "init_error") and not self.ready.done():
             self.ready.set_result(msg)
+
+    def _too_large(self, n: int) -> None:
+        log.error("function %s: worker %s sent a %d-byte message; stopping it", self.pool.name, self.proc.pid, n)
+        error = {
+            "errorType": "Function.ResponseSizeTooLarge",
+            "errorMessage": f"Response payload size ({n} bytes) exceeded maximum allowed payload size "
+            f"({MAX_RESPONSE} bytes).",
+        }
+        self._settle(Outcome(ok=False, error=error))
+        self.kill()
 
     # -- invocations ----------------------------------------------------------------------------------------
 
@@ -235,7 +251,6 @@ class FunctionPool:
             AWS_LAMBDA_FUNCTION_NAME=self.name,
             AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(spec.memory_size),
-            AWS_LAMBDA_FUNCTION_TIMEOUT=str(int(spec.timeout)) if spec.timeout >= 1 else "1",
             AWS_LAMBDA_LOG_GROUP_NAME=f"/aws/lambda/{self.name}",
             AWS_REGION=REGION,
             AWS_DEFAULT_REGION=REGION,
@@ -289,7 +304,8 @@ class FunctionPool:
                     break
             if worker is not None:
                 break
-            if self.size < self.spec.concurrency:
+            # A free slot starts a worker, unless one already starting (warm) is not yet promised to a waiter.
+            if self.size < self.spec.concurrency and self.warming <= len(self.waiters):
                 self.size += 1
                 cold = True
                 try:
@@ -374,11 +390,16 @@ class FunctionPool:
         when it exits."""
         out = worker.proc.stdout
         assert out is not None
-        while True:
-            line = await out.readline()
-            if not line:
-                break
-            function_log.info("%s - %s", self.name, line.decode("utf-8", "replace").rstrip("\n"))
+        pending = b""
+        while chunk := await out.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            if len(pending) >= 65536:  # a line that long is logged in pieces
+                lines.append(pending)
+                pending = b""
+            for line in lines:
+                function_log.info("%s - %s", self.name, line.decode("utf-8", "replace"))
+        if pending:
+            function_log.info("%s - %s", self.name, pending.decode("utf-8", "replace"))
         code = await worker.proc.wait()
         worker.died(f"exit status {code}")
 

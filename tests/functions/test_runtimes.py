@@ -314,7 +314,7 @@ async def test_reload_keeps_workers_of_unchanged_functions_and_replaces_changed_
     )
     text = (
         "functions:\n"
-        "  same: {runtime: python, handler: app.handler, code: fn}\n"
+        "  same: {runtime: python, handler: app.handler, code: fn, concurrency: 1}\n"
         "  edited: {runtime: python, handler: app.handler, code: fn, environment: {V: '%s'}}\n"
         "routes:\n"
         "  - {path: /same, integration: {type: lambda, function: same}}\n"
@@ -339,3 +339,21 @@ async def test_reload_keeps_workers_of_unchanged_functions_and_replaces_changed_
         assert r.json()["pid"] == before["/same"]["pid"]
     finally:
         await server.shutdown(timeout=1.0)
+
+
+async def test_oversized_response_fails_the_invocation_and_raw_output_is_logged(fgw, tmp_path, caplog):
+    write(tmp_path / "fn", "app.py", """
+        import os
+        def handler(event, context):
+            os.write(1, b"raw line from fd 1\\n")
+            size = int(event["queryStringParameters"]["n"])
+            return {"statusCode": 200, "body": "x" * size}
+    """)  # fmt: skip
+    gw = await fgw(one_route({"runtime": "python", "handler": "app.handler", "code": "fn", "concurrency": 1}))
+    caplog.set_level(logging.INFO, logger="fastgw.function")
+    r = await http_request(gw.port, "GET", "/x?n=7000000")
+    assert (r.status, r.json()) == (500, {"message": "Internal Server Error"})
+    assert any("Function.ResponseSizeTooLarge" in m for m in caplog.messages), caplog.messages
+    r = await http_request(gw.port, "GET", "/x?n=3")
+    assert (r.status, r.body) == (200, b"xxx")
+    assert any(m == "f - raw line from fd 1" for m in caplog.messages), caplog.messages

@@ -24,7 +24,8 @@ _current_id = ""
 
 
 def send(msg: dict[str, Any]) -> None:
-    data = json.dumps(msg, ensure_ascii=False, separators=(",", ":")).encode()
+    # allow_nan=False: NaN is not JSON; a result holding one fails the invocation (Runtime.MarshalError).
+    data = json.dumps(msg, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
     _chan.sendall(len(data).to_bytes(4, "big") + data)
 
 
@@ -105,7 +106,7 @@ def _error(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
         "errorMessage": str(exc),
         "errorType": error_type or type(exc).__name__,
         "requestId": _current_id,
-        "stackTrace": [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n    {f.line}\n' for f in tb],
+        "stackTrace": [f'  File "{f.filename}", line {f.lineno}, in {f.name}\n    {f.line or ""}\n' for f in tb],
     }
 
 
