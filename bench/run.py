@@ -6,7 +6,11 @@ keep-alive connections, each pinned to the same single CPU; wrk (and the upstrea
 proxies are loaded in alternation, several rounds, and the medians are compared. Results go to
 bench/results/<date>-<scenario>-<commit>.json and a table is printed.
 
-Usage: python bench/run.py [--duration 10] [--rounds 3] [--connections 50] [--scenario proxy]
+With `--scenario plugins` a second fastgw serves the same route with a plugin chain (key-auth, request-id and a
+request header transform) and is loaded in the same rotation: the result gives the chain's cost as a share of
+plain-proxy throughput.
+
+Usage: python bench/run.py [--duration 10] [--rounds 3] [--connections 50] [--scenario proxy|plugins]
 Needs nginx and wrk (the script installs them with apt-get when missing and it runs as root).
 """
 
@@ -72,12 +76,12 @@ def start(cmd: list[str], cpu: str, log: Path, env: dict[str, str] | None = None
         return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
-def wait_ready(url: str, expect: bytes, timeout: float = 10.0) -> None:
+def wait_ready(url: str, expect: bytes, timeout: float = 10.0, headers: dict[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=1) as r:
                 body = r.read()
                 if expect in body:
                     return
@@ -134,7 +138,9 @@ def steal_ticks() -> tuple[int, int]:
 
 
 def run_wrk(url: str, duration: int, connections: int, pid: int | None = None) -> dict[str, float]:
-    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    # The API key is sent to every proxy (the plain ones ignore it), so all requests are the same bytes.
+    cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+           "-H", f"apikey: {BENCH_KEY}", url]  # fmt: skip
     cpu0 = cpu_seconds(pid) if pid else 0.0
     st0, tot0 = steal_ticks()
     t0 = time.monotonic()
@@ -196,13 +202,31 @@ routes:
 """
 
 
+BENCH_KEY = "bench-key-0123456789"
+PLUGIN_ROUTE = (
+    "    plugins:\n"
+    "      key-auth: {}\n"
+    "      request-id: {}\n"
+    "      request-transformer: {set: {headers: {x-consumer-tier: $consumer.custom.tier}}}\n"
+)
+
+
+def plugins_config(port: int, upstream: int) -> str:
+    """The plain config with the plugin chain on both routes, and the consumer whose key wrk sends."""
+    plain = FASTGW_CONFIG.format(port=port, upstream=upstream)
+    route = "    integration: {type: http, upstream: backend}\n"
+    return plain.replace(route, route + PLUGIN_ROUTE) + (
+        f"consumers:\n  bench:\n    custom: {{tier: gold}}\n    credentials: {{key-auth: [{{key: {BENCH_KEY}}}]}}\n"
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (fastgw, nginx) to take medians of")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=2, help="seconds of load on each proxy before measuring")
-    ap.add_argument("--scenario", default="proxy", choices=["proxy"])
+    ap.add_argument("--scenario", default="proxy", choices=["proxy", "plugins"])
     ap.add_argument("--out", help="result file (default: bench/results/<date>-<scenario>-<commit>.json)")
     args = ap.parse_args()
     ensure_tools()
@@ -233,20 +257,28 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if k != "FASTGW_NO_EXTENSIONS"}
         gw = start([sys.executable, "-m", "fastgw", "serve", str(gw_cfg)], PROXY_CPU, work / "gw.log", env)
         procs.append(gw)
+        targets = {"fastgw": (gw_port, gw.pid), "nginx": (ngx_port, ngx.pid)}
+        if args.scenario == "plugins":
+            pl_port = free_port()
+            pl_cfg = work / "fastgw-plugins.yaml"
+            pl_cfg.write_text(plugins_config(pl_port, up_port))
+            pl = start([sys.executable, "-m", "fastgw", "serve", str(pl_cfg)], PROXY_CPU, work / "gw-pl.log", env)
+            procs.append(pl)
+            targets["plugins"] = (pl_port, pl.pid)
         body = UPSTREAM_BODY.strip().encode()
-        for port in (up_port, ngx_port, gw_port):
-            wait_ready(f"http://127.0.0.1:{port}/bench", body)
+        for port in (up_port, *(p for p, _ in targets.values())):
+            wait_ready(f"http://127.0.0.1:{port}/bench", body, headers={"apikey": BENCH_KEY})
 
         from fastgw import core
 
-        runs: dict[str, list[dict[str, float]]] = {"fastgw": [], "nginx": []}
-        rss: dict[str, int] = {"fastgw": 0, "nginx": 0}
-        targets = {"fastgw": (gw_port, gw.pid), "nginx": (ngx_port, ngx.pid)}
-        # Warm both (pools, caches) before measuring.
+        names = list(targets)
+        runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+        rss: dict[str, int] = dict.fromkeys(names, 0)
+        # Warm them all (pools, caches) before measuring.
         for port, _ in targets.values():
             run_wrk(f"http://127.0.0.1:{port}/bench", args.warmup, args.connections)
         for r in range(args.rounds):
-            order = ["fastgw", "nginx"] if r % 2 == 0 else ["nginx", "fastgw"]
+            order = names[r % len(names) :] + names[: r % len(names)]  # each proxy takes each slot in turn
             for name in order:
                 port, pid = targets[name]
                 res = run_wrk(f"http://127.0.0.1:{port}/bench", args.duration, args.connections, pid)
@@ -283,16 +315,17 @@ def main() -> int:
         # The figures compare the proxies only when each one kept its CPU busy and the hypervisor took little.
         warnings = [
             f"{name} used {summary[name]['proxy_cpu_busy']:.0%} of its CPU: it was not the bottleneck"
-            for name in ("fastgw", "nginx")
+            for name in names
             if summary[name]["proxy_cpu_busy"] < MIN_BUSY
         ] + [
             f"steal was {summary[name]['steal_pct']}% during the {name} runs: the VM was throttled"
-            for name in ("fastgw", "nginx")
+            for name in names
             if summary[name]["steal_pct"] > MAX_STEAL_PCT
         ]
         result = {
             "scenario": args.scenario,
-            "description": "plain reverse proxy to an nginx upstream (keep-alive both legs), one proxy CPU",
+            "description": "plain reverse proxy to an nginx upstream (keep-alive both legs), one proxy CPU"
+            + ("; plus fastgw with key-auth, request-id and a request header transform" if "plugins" in names else ""),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "commit": git_commit(),
             "fastgw_core": "compiled" if core.COMPILED else "pure-python",
@@ -314,13 +347,21 @@ def main() -> int:
             "proxy_bound": not warnings,
             "warnings": warnings,
         }
+        if "plugins" in names:
+            # Paired by round like the nginx ratio: the plugin chain's cost as a share of plain throughput.
+            kept = statistics.median(
+                p["rps"] / max(g["rps"], 1e-9) for p, g in zip(runs["plugins"], runs["fastgw"], strict=True)
+            )
+            result["plugins"] = summary["plugins"]
+            result["plugin_overhead"] = round(1 - kept, 3)
+            result["plugins_ratio_rps_vs_nginx"] = round(summary["plugins"]["rps"] / summary["nginx"]["rps"], 3)
         out = Path(args.out) if args.out else RESULTS / f"{result['date'][:10]}-{args.scenario}-{result['commit']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
 
         print()
         print(f"{'':8s}{'req/s':>12s}{'p50 ms':>10s}{'p99 ms':>10s}{'cpu us/req':>12s}{'RSS MiB':>10s}{'errors':>8s}")
-        for name in ("fastgw", "nginx"):
+        for name in names:
             s = summary[name]
             print(
                 f"{name:8s}{s['rps']:>12.0f}{s['p50_ms']:>10.3f}{s['p99_ms']:>10.3f}{s['cpu_us_per_request']:>12.1f}"
@@ -331,6 +372,9 @@ def main() -> int:
             f"CPU per request {1 / cpu_ratio:.2f}x "
             f"(median steal {summary['fastgw']['steal_pct']}%)  ->  {out}"
         )
+        if "plugins" in names:
+            print(f"plugin chain (key-auth, request-id, request-transformer): {result['plugin_overhead']:.1%} of "
+                  "plain-proxy throughput")  # fmt: skip
         for w in warnings:
             print(f"WARNING: {w}; treat the ratio as indicative only")
         return 0

@@ -1,5 +1,5 @@
-"""`fastgw serve | check | routes | invoke`: the command line. Every serve flag can also come from a FASTGW_*
-variable."""
+"""`fastgw serve | check | routes | invoke | plugins | hash-password`: the command line. Every serve flag can
+also come from a FASTGW_* variable."""
 
 from __future__ import annotations
 
@@ -57,6 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
     routes.add_argument("config", help="YAML or JSON config file")
     routes.add_argument("--tree", action="store_true", help="print the routing trie instead of the table")
 
+    plugins = sub.add_parser(
+        "plugins",
+        help="list the plugins this installation can use (built-in, installed, and a config's plugin_modules)",
+    )
+    plugins.add_argument("config", nargs="?", help="also load this config's plugin_modules")
+
+    hp = sub.add_parser(
+        "hash-password",
+        help="print a PBKDF2 hash for a basic-auth credential (reads the password from stdin)",
+        description="Read a password from stdin (one line) and print the pbkdf2_sha256$... hash to put in a "
+        "consumer's basic-auth credential as password_hash. Example: "
+        "printf '%%s' 's3cret' | fastgw hash-password",
+    )
+    hp.add_argument("--iterations", type=int, default=None, help="PBKDF2 iterations (default: 600000)")
+
     inv = sub.add_parser(
         "invoke",
         help="test-invoke one request through the gateway without serving (like API Gateway's Test tab)",
@@ -89,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _routes(args.config, args.tree)
     if args.command == "invoke":
         return _invoke(args)
+    if args.command == "plugins":
+        return _plugins(args.config)
+    if args.command == "hash-password":
+        return _hash_password(args.iterations)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -142,6 +161,41 @@ def _routes(path: str, tree: bool) -> int:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _plugins(config: str | None) -> int:
+    from fastgw.plugins.chain import PluginError, Registry, phases_of
+
+    extra: list[str] = []
+    if config is not None:
+        loaded = _load(config)
+        if loaded is None:
+            return 1
+        extra = list(loaded.config.plugin_modules)
+    try:
+        reg = Registry.load(extra)
+    except PluginError as exc:
+        print(f"fastgw: {exc}", file=sys.stderr)
+        return 1
+    rows = [("NAME", "PRIORITY", "PHASES", "CREDENTIALS", "FROM")]
+    for name, cls in sorted(reg.classes.items(), key=lambda kv: (-kv[1].priority, kv[0])):
+        creds = "yes" if cls.Credential is not None else "-"
+        rows.append((name, str(cls.priority), ",".join(phases_of(cls)), creds, reg.origins[name]))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _hash_password(iterations: int | None) -> int:
+    from fastgw.plugins.basic_auth import PBKDF2_ITERATIONS, hash_password
+
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("fastgw: no password on stdin", file=sys.stderr)
+        return 2
+    print(hash_password(password, iterations or PBKDF2_ITERATIONS))
     return 0
 
 

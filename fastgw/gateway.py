@@ -15,11 +15,13 @@ from fastgw.config.load import TEMPLATE_REF, LoadedConfig
 from fastgw.config.schema import HttpIntegration, LambdaIntegration, MockIntegration
 from fastgw.functions.integration import LambdaRoute
 from fastgw.functions.pool import FunctionPool
+from fastgw.plugins.base import RouteInfo
 from fastgw.proxy.pool import Upstream
 from fastgw.server.http import DATE, status_line
 
 if TYPE_CHECKING:
     from fastgw.core import Router
+    from fastgw.plugins.chain import Chain
 
 KIND_MOCK = 0
 KIND_HTTP = 1
@@ -29,7 +31,7 @@ class MockRoute:
     """A fixed response; everything but the Date and Connection lines is prebuilt."""
 
     kind = KIND_MOCK
-    __slots__ = ("name", "status", "head", "body")
+    __slots__ = ("name", "status", "head", "body", "headers", "chain", "info")
 
     def __init__(self, name: str, integ: MockIntegration, server_line: bytes) -> None:
         self.name = name
@@ -50,6 +52,9 @@ class MockRoute:
             lines.append(b"content-length: %d\r\n" % len(body))
         self.head = b"".join(lines)
         self.body = body if integ.status not in (204, 304) else b""
+        self.headers = list(headers.items())  # for routes whose plugins filter the response
+        self.chain: Chain | None = None
+        self.info: RouteInfo | None = None
 
     def render(self, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
         if not keep_alive:
@@ -65,7 +70,8 @@ class HttpRoute:
     """Proxy to an upstream, with the path rewrite rules resolved into a small plan."""
 
     kind = KIND_HTTP
-    __slots__ = ("name", "upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host")
+    __slots__ = ("name", "upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host", "chain",
+                 "info")  # fmt: skip
 
     def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream) -> None:
         self.name = name
@@ -77,6 +83,8 @@ class HttpRoute:
         self.rewrites = self.path_pieces is not None or self.strip_prefix is not None
         self.preserve_host = integ.preserve_host
         self.host = integ.host.encode("latin-1") if integ.host else None
+        self.chain: Chain | None = None
+        self.info: RouteInfo | None = None
 
     def upstream_path(self, path: str, params: dict[str, str]) -> str:
         pieces = self.path_pieces
@@ -118,7 +126,24 @@ class Gateway:
                 routes.append(LambdaRoute(entry, integ, self.functions[integ.function]))
             else:
                 routes.append(HttpRoute(entry.label, integ, self.upstreams[integ.upstream]))
+        setup = loaded.plugins
+        chains = setup.chains if setup is not None else (None,) * len(routes)
+        for route, entry, chain in zip(routes, loaded.entries, chains, strict=True):
+            route.chain = chain
+            route.info = RouteInfo(
+                entry.label, entry.route.path, tuple(entry.route.methods), entry.api, entry.stage,
+                entry.stage_variables,
+            ) if chain is not None else None  # fmt: skip
         self.routes = tuple(routes)
+        self.consumers = setup.consumers if setup is not None else {}
+        ch = cfg.consumer_headers
+        # With consumers configured, the consumer headers the upstream trusts are only ever set by the gateway.
+        self.consumer_headers = (
+            (ch.username.lower() if ch.username else None, ch.groups.lower() if ch.groups else None)
+            if self.consumers
+            else None
+        )
+        self.strip_names = frozenset(n.encode() for n in self.consumer_headers or () if n)
 
     def _pool(self, name: str, loaded: LoadedConfig, previous: Gateway | None) -> FunctionPool:
         """A reload keeps the running workers of a function whose definition did not change."""

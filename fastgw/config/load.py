@@ -28,7 +28,12 @@ from fastgw.config.schema import (
     Stage,
     Upstream,
 )
+from fastgw.config.schema import (
+    Consumer as ConsumerSpec,
+)
 from fastgw.core import RouteConflict, Router, parse_template
+from fastgw.plugins.chain import PluginConfigError, PluginSetup
+from fastgw.plugins.chain import build as build_plugins
 
 _MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S)
 # `{name}` or `{name+}` in a path template (the route's, or an http integration's upstream path).
@@ -77,6 +82,8 @@ class LoadedConfig:
     base_dir: Path = Path(".")
     # First path segment of each REST API stage ("/Prod"): a miss under it answers as API Gateway does.
     rest_prefixes: frozenset[str] = frozenset()
+    # Plugin chains (one per entry, None for none) and consumers.
+    plugins: PluginSetup | None = None
 
 
 def default_config_path() -> Path:
@@ -110,12 +117,22 @@ def load_config_bytes(raw: bytes, source: str = "<config>", base_dir: Path | Non
     entries, rest_prefixes = _entries(config, source)
     _check_functions(config, source, base)
     router = _check(config, entries, source)
+    try:
+        plugins = build_plugins(config, entries)
+    except PluginConfigError as exc:
+        raise ConfigError(source, exc.path, exc.message) from None
     return LoadedConfig(
-        config=config, source=source, router=router, entries=entries, base_dir=base, rest_prefixes=rest_prefixes
+        config=config,
+        source=source,
+        router=router,
+        entries=entries,
+        base_dir=base,
+        rest_prefixes=rest_prefixes,
+        plugins=plugins,
     )
 
 
-_KEYED: dict[str, type] = {"upstreams": Upstream, "functions": Function, "apis": Api}
+_KEYED: dict[str, type] = {"upstreams": Upstream, "functions": Function, "apis": Api, "consumers": ConsumerSpec}
 
 
 def _name_key(path: str, data: dict[str, Any]) -> str:

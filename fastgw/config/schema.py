@@ -5,7 +5,7 @@ Loading, cross-checks and error messages live in `fastgw.config.load`. Durations
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct, field
 
@@ -97,12 +97,19 @@ class LambdaIntegration(_Base, frozen=True, tag="lambda"):
 Integration = HttpIntegration | MockIntegration | LambdaIntegration
 
 
+# Plugin name -> its configuration (checked against the plugin's own Config when the config loads), or `false`
+# to switch off a plugin configured at a wider level (globally, or on the route's API).
+PluginName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=128)]
+Plugins = dict[PluginName, Any]
+
+
 class Route(_Base, frozen=True):
     path: str
     integration: Integration
     name: Name | None = None
     methods: Annotated[list[HttpMethod], Meta(min_length=1)] = field(default_factory=lambda: ["ANY"])
     host: str | None = None
+    plugins: Plugins = field(default_factory=dict)
 
 
 EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -144,10 +151,34 @@ class Api(_Base, frozen=True):
     stages: dict[StageName, Stage] = field(default_factory=dict)
     # `requestContext.apiId` in events. Default: derived from the API's name.
     id: Annotated[str, Meta(pattern=r"^[a-z0-9]{1,32}$")] | None = None
+    plugins: Plugins = field(default_factory=dict)
+
+
+class Consumer(_Base, frozen=True):
+    """An identity clients authenticate as (with key-auth, basic-auth, jwt-auth...)."""
+
+    groups: list[Name] = field(default_factory=list)
+    custom: dict[str, str] = field(default_factory=dict)  # free fields, e.g. tier: gold (templates, logs)
+    # Plugin name -> that plugin's credentials for this consumer (each checked against the plugin's Credential).
+    credentials: dict[PluginName, list[Any]] = field(default_factory=dict)
+
+
+class ConsumerHeaders(_Base, frozen=True):
+    """Headers telling the upstream who the consumer is; any the client sent are removed. null: not sent."""
+
+    username: str | None = "X-Consumer-Username"
+    groups: str | None = "X-Consumer-Groups"
 
 
 class Config(_Base, frozen=True):
     routes: list[Route] = field(default_factory=list)
+    # Plugins on every route (a route's or its API's own configuration of the same plugin replaces this one).
+    plugins: Plugins = field(default_factory=dict)
+    # Extra plugin classes by dotted path ("package.module:ClassName"), beside the built-in ones and those
+    # installed under the `fastgw.plugins` entry-point group.
+    plugin_modules: list[str] = field(default_factory=list)
+    consumers: dict[Name, Consumer] = field(default_factory=dict)
+    consumer_headers: ConsumerHeaders = field(default_factory=ConsumerHeaders)
     functions: dict[Name, Function] = field(default_factory=dict)
     apis: dict[Name, Api] = field(default_factory=dict)
     upstreams: dict[Name, Upstream] = field(default_factory=dict)

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from fastgw.config.load import RouteEntry
     from fastgw.config.schema import LambdaIntegration
     from fastgw.core import Request
+    from fastgw.plugins.base import RouteInfo
+    from fastgw.plugins.chain import Chain
     from fastgw.server.protocol import ClientProtocol
 
 log = logging.getLogger("fastgw.functions")
@@ -29,7 +31,7 @@ class LambdaRoute:
 
     kind = KIND_LAMBDA
     __slots__ = ("name", "pool", "version", "rest", "timeout", "resource", "methods", "stage", "stage_variables",
-                 "api_id")  # fmt: skip
+                 "api_id", "chain", "info")  # fmt: skip
 
     def __init__(self, entry: RouteEntry, integ: LambdaIntegration, pool: FunctionPool) -> None:
         self.name = entry.label
@@ -42,6 +44,8 @@ class LambdaRoute:
         self.stage = entry.stage or "$default"
         self.stage_variables = entry.stage_variables or None
         self.api_id = entry.api_id or "local"
+        self.chain: Chain | None = None
+        self.info: RouteInfo | None = None
 
     def event(self, call: lp.Call) -> dict[str, Any]:
         return lp.event_v1(call) if self.version == "1.0" else lp.event_v2(call)
@@ -129,6 +133,7 @@ async def _invoke(
         stage_variables=route.stage_variables,
         api_id=route.api_id,
         host=req.host,
+        authorizer=_authorizer(client),
     )
     trace = client.state.inspector
     try:
@@ -185,6 +190,19 @@ async def _invoke(
         return
     headers.append(("x-amzn-RequestId", request_id))
     client.respond(req, status, headers, payload)
+
+
+def _authorizer(client: ClientProtocol) -> dict[str, str] | None:
+    ctx = client.ctx
+    consumer = ctx.consumer if ctx is not None else None
+    if consumer is None:
+        return None
+    return {
+        **consumer.custom,
+        "principalId": consumer.name,
+        "consumer": consumer.name,
+        "groups": ",".join(consumer.groups),
+    }
 
 
 def _stack(err: dict[str, Any]) -> str:

@@ -60,6 +60,8 @@ class Call:
     stage_variables: dict[str, str] | None
     api_id: str
     host: str
+    # Who an auth plugin of the route identified: {"principalId", "consumer", "groups", custom fields...}.
+    authorizer: dict[str, str] | None = None
 
 
 def request_time(time_ns: int) -> str:
@@ -161,6 +163,7 @@ def event_v1(call: Call) -> dict[str, Any]:
             "resourceId": _resource_id(call.resource),
             "resourcePath": call.resource,
             "stage": call.stage,
+            **({"authorizer": dict(call.authorizer)} if call.authorizer else {}),
         },
         "body": body,
         "isBase64Encoded": b64,
@@ -201,6 +204,8 @@ def event_v2(call: Call) -> dict[str, Any]:
     event["requestContext"] = {
         "accountId": ACCOUNT_ID,
         "apiId": call.api_id,
+        # As a Lambda authorizer's context appears in an HTTP API event.
+        **({"authorizer": {"lambda": dict(call.authorizer)}} if call.authorizer else {}),
         "domainName": domain,
         "domainPrefix": prefix,
         "http": {

@@ -44,6 +44,14 @@ class AccessLog:
             "route": req.route_name or None,
             "request_bytes": req.body_size,
         }
+        ctx = client.ctx
+        if ctx is not None:
+            # What the route's plugins found out: the request id (request-id), who the client is (auth plugins).
+            rid = ctx.vars.get("request_id")
+            if rid is not None:
+                entry["request_id"] = rid
+            if ctx.consumer is not None:
+                entry["consumer"] = ctx.consumer.name
         line = orjson.dumps(entry) + b"\n"
         self._buf.append(line)
         self._size += len(line)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from httptools import HttpParserError, HttpResponseParser
 
 from fastgw.core import ResponseSink
+from fastgw.plugins.run import PluginFailed, filter_proxied_head
 from fastgw.server.http import DATE
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw.proxy")
 
 HIGH_WATER = 64 * 1024
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 PAUSE_UPSTREAM_BUSY = 4  # the client-read pause reason this leg owns (see ClientProtocol)
 
 
@@ -33,7 +36,10 @@ def proxy(client: ClientProtocol, req: Request, route: HttpRoute, params: dict[s
     upstream = route.upstream
     target = upstream.only or upstream.pick()
     path = req.path
-    if route.rewrites:
+    ctx = client.ctx
+    if ctx is not None and ctx._upstream is not None and ctx._upstream.path is not None:
+        path = quote(ctx._upstream.path, safe=_PATH_SAFE)  # a plugin chose the upstream path
+    elif route.rewrites:
         path = route.upstream_path(path, params)
     target_uri = path.encode("latin-1")
     if req.query is not None:
@@ -134,6 +140,8 @@ class UpstreamConnection(asyncio.Protocol):
         if client is None:
             self.close()  # bytes on an idle connection: it cannot be trusted for the next request
             return
+        req = self.req
+        started = req.response_started  # type: ignore[union-attr]
         try:
             self.parser.feed_data(data)
         except HttpParserError as exc:
@@ -142,6 +150,14 @@ class UpstreamConnection(asyncio.Protocol):
             return
         sink = self.sink
         out = sink.out
+        if (
+            not started
+            and client.ctx is not None
+            and req.response_started  # type: ignore[union-attr]
+            and client.ctx.chain.header_filter
+            and not self._filter_head(client, req, out)  # type: ignore[arg-type]
+        ):
+            return
         if out:
             client.transport.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
@@ -225,6 +241,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+    def _filter_head(self, client: ClientProtocol, req: Request, out: list[bytes]) -> bool:
+        """The route's header_filter phases over the response head the sink just built (out[0]). False when a
+        plugin failed and the exchange was ended with a 500."""
+        try:
+            out[0] = filter_proxied_head(client.ctx, out[0])  # type: ignore[arg-type]
+        except PluginFailed as exc:
+            log.error("plugin %s failed filtering the response on route %s", exc.name, req.route_name,
+                      exc_info=exc.__cause__)  # fmt: skip
+            out.clear()
+            req.response_started = False  # nothing was sent yet: the client gets a clean 500
+            client.ctx = None
+            self._fail(500, "Internal server error", f"plugin {exc.name} failed")
+            return False
+        return True
 
     # -- endings ----------------------------------------------------------------------------------------------
 

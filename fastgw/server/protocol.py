@@ -9,6 +9,7 @@ the next ones wait in `queue`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import deque
@@ -20,12 +21,17 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, par
 from fastgw.core import Reject, Request, RequestSink
 from fastgw.functions.integration import KIND_LAMBDA, lambda_call
 from fastgw.gateway import KIND_MOCK
+from fastgw.plugins.base import ClientRequest, Context, Response
+from fastgw.plugins.run import PluginFailed, filter_body, filter_headers, run_log
 from fastgw.proxy.upstream import HIGH_WATER, proxy
 from fastgw.server.http import DATE, error_response, normalize_path, status_line
 
 if TYPE_CHECKING:
     from fastgw.functions.integration import LambdaRoute
     from fastgw.gateway import Gateway, HttpRoute, MockRoute
+    from fastgw.plugins.chain import Chain
+
+    Route = MockRoute | HttpRoute | LambdaRoute
     from fastgw.server.server import ServerState
 
 log = logging.getLogger("fastgw.server")
@@ -39,6 +45,8 @@ DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE = 0, 1, 2
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MISSING_TOKEN = orjson.dumps({"message": "Missing Authentication Token"})
+_TOO_LARGE = {"message": "Request size limit exceeded"}
+_PLUGIN_ERROR = {"message": "Internal server error"}
 
 
 def _first_segment(path: str) -> str:
@@ -46,11 +54,69 @@ def _first_segment(path: str) -> str:
     return path if end < 0 else path[:end]
 
 
+def _strip(req: Request, names: frozenset[bytes]) -> None:
+    """Drop the client's copies of headers only the gateway may set (the consumer headers)."""
+    headers = req.headers
+    for k, _ in headers:
+        if k in names:
+            req.headers = [h for h in headers if h[0] not in names]
+            return
+
+
+class _PluginBody:
+    """Stands where an upstream connection would (`req.upstream`): collects a chunked body for the route's plugins,
+    up to their limit, then runs them."""
+
+    __slots__ = ("client", "req", "route", "params", "limit", "size", "chunks", "abandoned")
+
+    def __init__(self, client: ClientProtocol, req: Request, route: Route, params: dict[str, str], limit: int) -> None:
+        self.client = client
+        self.req = req
+        self.route = route
+        self.params = params
+        self.limit = limit
+        self.chunks = list(req.body)
+        self.size = req.body_size
+        self.abandoned = False
+
+    def send_body(self, chunk: bytes) -> None:
+        if self.abandoned:
+            return
+        self.size += len(chunk)
+        if self.size > self.limit:
+            # Answer now; the rest of the body is never read (the connection closes after the answer).
+            self.abandoned = True
+            self.req.upstream = None
+            self.req.keep_alive = False
+            self.client.respond_json(self.req, 413, _TOO_LARGE)
+            return
+        self.chunks.append(chunk)
+
+    def end_body(self) -> None:
+        if self.abandoned:
+            return
+        req, client = self.req, self.client
+        req.upstream = None
+        req.body = self.chunks
+        req.buffered = self.size
+        assert client.ctx is not None
+        client._request_phases(req, self.route, self.params, client.ctx, 0)
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
 class ClientProtocol(asyncio.Protocol):
     __slots__ = (
         "state", "loop", "transport", "sink", "parser", "queue", "active", "closed", "broken", "write_paused",
         "_paused", "_starting", "deadline", "deadline_kind", "peer_ip", "peer_ip_b", "trusted", "limits",
-        "server_line", "via",
+        "server_line", "via", "ctx",
     )  # fmt: skip
 
     def __init__(self, state: ServerState) -> None:
@@ -84,6 +150,7 @@ class ClientProtocol(asyncio.Protocol):
         self.peer_ip = ""
         self.peer_ip_b = b""
         self.trusted = False
+        self.ctx: Context | None = None  # the plugins' context of the request in flight, on routes with plugins
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -196,6 +263,8 @@ class ClientProtocol(asyncio.Protocol):
             return
         req.path = path
         found = gw.router.match(req.method, req.host, path)
+        if found is not None and found[0] is None and req.method == "OPTIONS":
+            found = self._preflight_route(req, path) or found
         if found is None or found[0] is None:
             if gw.rest_prefixes and _first_segment(path) in gw.rest_prefixes:
                 # Under a REST API stage, API Gateway answers any unknown resource or method this way.
@@ -207,10 +276,23 @@ class ClientProtocol(asyncio.Protocol):
                 self._answer_error(req, 405, "Method Not Allowed", extra=b"allow: " + allow + b"\r\n")
             return
         index, params = found
-        route: MockRoute | HttpRoute | LambdaRoute = gw.routes[index]  # type: ignore[call-overload]
+        route: Route = gw.routes[index]  # type: ignore[call-overload]
         req.route_name = route.name
+        chain = route.chain
+        if chain is not None:
+            self._run_plugins(req, route, params, chain)  # type: ignore[arg-type]
+            return
+        if gw.strip_names:
+            _strip(req, gw.strip_names)
+        self._integrate(req, route, params)  # type: ignore[arg-type]
+
+    def _integrate(self, req: Request, route: Route, params: dict[str, str]) -> None:
+        """Hand `req` to the route's integration (mock, lambda, http)."""
         kind = route.kind
         if kind == KIND_MOCK:
+            if self.ctx is not None:
+                self.respond(req, route.status, route.headers, route.body)  # type: ignore[union-attr]
+                return
             keep = self._can_keep(req)
             req.status = route.status  # type: ignore[union-attr]
             self._answer(req, route.render(keep, req.http10, req.head_only))  # type: ignore[union-attr]
@@ -222,10 +304,136 @@ class ClientProtocol(asyncio.Protocol):
             return
         proxy(self, req, route, params)  # type: ignore[arg-type]
 
+    def _preflight_route(self, req: Request, path: str) -> tuple[int, dict[str, str]] | None:
+        """A CORS preflight for a path whose routes do not take OPTIONS: it belongs to the route of the method it
+        asks about, if that route has the cors plugin (which answers it before any auth runs)."""
+        gw: Gateway = self.state.gateway
+        asked = next((v for k, v in req.headers if k == b"access-control-request-method"), None)
+        if asked is None:
+            return None
+        found = gw.router.match(asked.decode("latin-1").strip().upper(), req.host, path)
+        if found is None or found[0] is None:
+            return None
+        chain = gw.routes[found[0]].chain  # type: ignore[call-overload]
+        return found if chain is not None and "cors" in chain.names else None  # type: ignore[return-value]
+
+    # -- plugins ----------------------------------------------------------------------------------------------
+
+    def _client_ip(self, req: Request) -> str:
+        """The client's address: the peer, or behind a trusted proxy the right-most X-Forwarded-For address
+        that is not itself a trusted proxy."""
+        if not self.trusted:
+            return self.peer_ip
+        gw: Gateway = self.state.gateway
+        hops = [h.strip() for k, v in req.headers if k == b"x-forwarded-for" for h in v.decode("latin-1").split(",")]
+        for hop in reversed(hops):
+            if hop and not gw.is_trusted(hop):
+                return hop
+        return hops[0] if hops and hops[0] else self.peer_ip
+
+    def _run_plugins(self, req: Request, route: Route, params: dict[str, str], chain: Chain) -> None:
+        ctx = self.ctx = Context(ClientRequest(req, self._client_ip(req), params), route.info, chain)  # type: ignore[arg-type]
+        limit = chain.body_limit
+        if limit is not None and req.chunked:
+            if req.body_size > limit:
+                self.respond_json(req, 413, _TOO_LARGE)
+                return
+            if not req.complete:
+                # The route's plugins judge the body whole: collect it first (refused as soon as it is too big).
+                req.upstream = _PluginBody(self, req, route, params, limit)
+                self.body_drained(req)
+                return
+        self._request_phases(req, route, params, ctx, 0)
+
+    def _request_phases(self, req: Request, route: Route, params: dict[str, str], ctx: Context, start: int) -> None:
+        """rewrite, then access phases, from `start`; a Response answers, an awaitable continues asynchronously."""
+        phases = ctx.chain.request
+        for i in range(start, len(phases)):
+            fn, conf, _, name = phases[i]
+            try:
+                result = fn(ctx, conf)
+            except Exception:
+                self._plugin_failed(req, route, name)
+                return
+            if result is None:
+                continue
+            if result.__class__ is Response:
+                self._plugin_response(req, result)
+                return
+            if inspect.isawaitable(result):
+                self.loop.create_task(self._resume_phases(req, route, params, ctx, i, name, result))
+                return
+            self._plugin_failed(req, route, name, f"returned {type(result).__name__}, not None or a Response")
+            return
+        try:
+            if ctx._upstream is not None:
+                ctx._upstream.apply(req)
+            gw: Gateway = self.state.gateway
+            if gw.consumer_headers is not None:
+                self._consumer_headers(req, ctx, gw)
+        except Exception:
+            self._plugin_failed(req, route, "(upstream request changes)")
+            return
+        self._integrate(req, route, params)
+
+    async def _resume_phases(
+        self, req: Request, route: Route, params: dict[str, str], ctx: Context, i: int, name: str, awaitable: object
+    ) -> None:
+        try:
+            result = await awaitable  # type: ignore[misc]
+        except Exception:
+            self._plugin_failed(req, route, name)
+            return
+        if self.closed or req.finished:
+            return
+        if result is None:
+            self._request_phases(req, route, params, ctx, i + 1)
+        elif isinstance(result, Response):
+            self._plugin_response(req, result)
+        else:
+            self._plugin_failed(req, route, name, f"returned {type(result).__name__}, not None or a Response")
+
+    def _consumer_headers(self, req: Request, ctx: Context, gw: Gateway) -> None:
+        """The consumer goes upstream in the configured headers; the client's own copies never do."""
+        _strip(req, gw.strip_names)
+        consumer = ctx.consumer
+        if consumer is not None:
+            user_h, groups_h = gw.consumer_headers  # type: ignore[misc]
+            if user_h:
+                req.headers.append((user_h.encode("latin-1"), consumer.name.encode()))
+            if groups_h and consumer.groups:
+                req.headers.append((groups_h.encode("latin-1"), ",".join(consumer.groups).encode()))
+
+    def _plugin_response(self, req: Request, resp: Response) -> None:
+        if req.expect_continue or (not req.complete and not req.chunked and req.content_length):
+            # The body the client is (or would be) sending is not wanted: close after answering.
+            req.keep_alive = False
+        self.respond(req, resp.status, resp.headers, resp.body)
+
+    def _plugin_failed(self, req: Request, route: Route, name: str, why: str | None = None) -> None:
+        if why is None:
+            log.exception("plugin %s failed on route %s (%s %s)", name, route.name, req.method, req.path)
+        else:
+            log.error("plugin %s failed on route %s (%s %s): %s", name, route.name, req.method, req.path, why)
+        if req.finished or self.closed:
+            return
+        if req.response_started:
+            req.finished = True
+            self.transport.abort()
+            return
+        self.ctx = None  # no further phases for a request whose plugins broke
+        self.respond_json(req, 500, _PLUGIN_ERROR)
+
     def _can_keep(self, req: Request) -> bool:
         return req.keep_alive and req.complete and not self.state.closing
 
     def _answer_error(self, req: Request, status: int, message: str, extra: bytes = b"", close: bool = False) -> None:
+        if self.ctx is not None and not extra:
+            # On a route with plugins the error is a response like any other (CORS headers, request id...).
+            if close:
+                req.keep_alive = False
+            self.respond_json(req, status, {"message": message})
+            return
         req.status = status
         keep = not close and self._can_keep(req)
         data = error_response(
@@ -235,7 +443,19 @@ class ClientProtocol(asyncio.Protocol):
         self._answer(req, data)
 
     def respond(self, req: Request, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        """Answer `req` with a whole response made inside the gateway (a function's, an error): one write."""
+        """Answer `req` with a whole response made inside the gateway (a function's, a plugin's, an error): one
+        write. On a route with plugins, their header_filter and body_filter phases see it first."""
+        ctx = self.ctx
+        if ctx is not None and (ctx.chain.header_filter or ctx.chain.body_filter):
+            try:
+                status, headers = filter_headers(ctx, status, headers)
+                if ctx.chain.body_filter:
+                    body = filter_body(ctx, body)
+            except PluginFailed as exc:
+                log.error("plugin %s failed filtering the response on route %s", exc.name, req.route_name,
+                          exc_info=exc.__cause__)  # fmt: skip
+                self.ctx = None
+                status, headers, body = 500, [("content-type", "application/json")], orjson.dumps(_PLUGIN_ERROR)
         req.status = status
         keep = req.keep_alive = self._can_keep(req)
         parts = [status_line(status), DATE.line]
@@ -278,6 +498,11 @@ class ClientProtocol(asyncio.Protocol):
         state = self.state
         if state.access_log is not None:
             state.access_log(self, req)
+        ctx = self.ctx
+        if ctx is not None:
+            self.ctx = None
+            if ctx.chain.log:
+                self.loop.call_soon(run_log, ctx, req.status)
         if not (req.keep_alive and req.complete) or req.error is not None or state.closing:
             self.close()
             return

@@ -1,0 +1,286 @@
+"""Finding plugins, checking them once, and building each route's phase chains when the config loads.
+
+Plugins come from three places: the built-in ones (`fastgw/plugins/*.py`), installed packages exposing them in
+the `fastgw.plugins` entry-point group, and dotted paths listed in the config's `plugin_modules`. A class is
+checked when it is registered (name, priority, Config, phase names and signatures); a configuration is checked
+against the plugin's Config when the config loads, with the key path in the error. Per route, the plugins that
+apply (global, then the API's, then the route's own, each replacing the wider one by name) are ordered by
+priority, and for each phase a tuple of (callable, conf, is_async, name) is kept: the request loop iterates
+tuples, nothing is looked up by name per request.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+import msgspec
+
+from fastgw.plugins.base import PHASES, Plugin
+from fastgw.plugins.consumers import Consumer
+
+ENTRY_POINT_GROUP = "fastgw.plugins"
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# Methods a plugin class may define besides its phases.
+_ALLOWED_METHODS = frozenset({"prepare", "credentials", "body_limit"})
+
+BUILTIN_MODULES = (
+    "fastgw.plugins.request_id",
+    "fastgw.plugins.ip_restriction",
+    "fastgw.plugins.cors",
+    "fastgw.plugins.request_size_limit",
+    "fastgw.plugins.key_auth",
+    "fastgw.plugins.basic_auth",
+    "fastgw.plugins.acl",
+    "fastgw.plugins.transformer",
+)
+
+Phase = tuple[Callable[..., Any], Any, bool, str]
+
+
+class PluginError(Exception):
+    """A plugin class that cannot be used (said when it is registered)."""
+
+
+def check_plugin_class(cls: Any, origin: str) -> None:
+    """Refuse, with a reason, a class that is not a usable plugin: checked once, never per call."""
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise PluginError(f"{origin}: {cls!r} is not a subclass of fastgw.Plugin")
+    name = getattr(cls, "name", "")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise PluginError(f"{origin}: {cls.__name__}.name must be a lower-case name like 'my-plugin', got {name!r}")
+    prio = getattr(cls, "priority", None)
+    if not isinstance(prio, int) or isinstance(prio, bool) or not 0 <= prio <= 1_000_000:
+        raise PluginError(f"{origin}: plugin {name!r}: priority must be an integer 0-1000000, got {prio!r}")
+    conf = getattr(cls, "Config", None)
+    if not (isinstance(conf, type) and issubclass(conf, msgspec.Struct)):
+        raise PluginError(f"{origin}: plugin {name!r}: Config must be a msgspec.Struct class")
+    cred = getattr(cls, "Credential", None)
+    if cred is not None and not (isinstance(cred, type) and issubclass(cred, msgspec.Struct)):
+        raise PluginError(f"{origin}: plugin {name!r}: Credential must be a msgspec.Struct class or None")
+    phases = [p for p in PHASES if callable(getattr(cls, p, None))]
+    if not phases:
+        raise PluginError(f"{origin}: plugin {name!r} defines none of the phases {', '.join(PHASES)}")
+    for attr, value in vars(cls).items():
+        if attr.startswith("_") or not callable(value) or attr in PHASES or attr in _ALLOWED_METHODS:
+            continue
+        if isinstance(value, (type, staticmethod, classmethod)):
+            continue
+        close = difflib.get_close_matches(attr, PHASES, n=1, cutoff=0.75)
+        if close:
+            raise PluginError(
+                f"{origin}: plugin {name!r} has a method {attr!r}, which is not a phase: did you mean {close[0]!r}?"
+            )
+    for phase in phases:
+        fn = getattr(cls, phase)
+        if phase in ("header_filter", "body_filter") and inspect.iscoroutinefunction(fn):
+            raise PluginError(
+                f"{origin}: plugin {name!r}: {phase} must be a plain function (the response is on its way out)"
+            )
+        params = list(inspect.signature(fn).parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(positional) != 3 or any(p.kind in (p.VAR_POSITIONAL, p.KEYWORD_ONLY) for p in params):
+            raise PluginError(
+                f"{origin}: plugin {name!r}: {phase} must be `def {phase}(self, ctx, conf)`, "
+                f"got {phase}{inspect.signature(fn)}"
+            )
+
+
+@dataclass
+class Registry:
+    """The plugin classes this config can use, by name, with one instance each."""
+
+    classes: dict[str, type[Plugin]]
+    origins: dict[str, str]
+    instances: dict[str, Plugin]
+
+    @classmethod
+    def load(cls, extra: list[str] | None = None) -> Registry:
+        """Built-ins, then the `fastgw.plugins` entry points, then `extra` dotted paths. Raises PluginError."""
+        reg = cls({}, {}, {})
+        for module in BUILTIN_MODULES:
+            mod = importlib.import_module(module)
+            for plugin in getattr(mod, "PLUGINS", ()):
+                reg.add(plugin, f"built-in ({module})")
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken package is named, not a crash
+                raise PluginError(f"entry point {ep.name} = {ep.value}: cannot load it: {exc}") from None
+            reg.add(plugin, f"entry point {ep.value}")
+        for path in extra or ():
+            reg.add(load_dotted(path), path)
+        return reg
+
+    def add(self, plugin: Any, origin: str) -> None:
+        check_plugin_class(plugin, origin)
+        if plugin.name in self.classes and self.classes[plugin.name] is not plugin:
+            raise PluginError(
+                f"{origin}: a plugin named {plugin.name!r} is already registered ({self.origins[plugin.name]})"
+            )
+        self.classes[plugin.name] = plugin
+        self.origins[plugin.name] = origin
+
+    def instance(self, name: str) -> Plugin:
+        inst = self.instances.get(name)
+        if inst is None:
+            inst = self.instances[name] = self.classes[name]()
+        return inst
+
+
+def load_dotted(path: str) -> Any:
+    module, sep, attr = path.partition(":")
+    if not sep or not module or not attr:
+        raise PluginError(f"{path!r}: expected 'package.module:ClassName'")
+    try:
+        obj: Any = importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - any import failure is reported with the path
+        raise PluginError(f"{path!r}: cannot import {module}: {exc}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise PluginError(f"{path!r}: {module} has no {attr}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def phases_of(cls: type[Plugin]) -> list[str]:
+    return [p for p in PHASES if callable(getattr(cls, p, None))]
+
+
+class Chain:
+    """The plugins of one route, phase by phase, in priority order (higher first)."""
+
+    __slots__ = ("request", "header_filter", "body_filter", "log", "names", "request_async", "body_limit")
+
+    def __init__(self, entries: list[tuple[Plugin, Any, str]]) -> None:
+        def phase(name: str) -> tuple[Phase, ...]:
+            out = []
+            for plugin, conf, pname in entries:
+                fn = getattr(plugin, name, None)
+                if callable(fn):
+                    out.append((fn, conf, inspect.iscoroutinefunction(fn), pname))
+            return tuple(out)
+
+        # rewrite phases all run before any access phase (as in Kong and APISIX).
+        self.request: tuple[Phase, ...] = phase("rewrite") + phase("access")
+        self.header_filter = phase("header_filter")
+        self.body_filter = phase("body_filter")
+        self.log = phase("log")
+        self.names = frozenset(pname for _, _, pname in entries)
+        self.request_async = any(is_async for _, _, is_async, _ in self.request)
+        # The smallest body any plugin allows: a chunked body is collected (and refused past it) before the
+        # phases run. None: bodies stream as usual.
+        limits = [p.body_limit(conf) for p, conf, _ in entries if callable(getattr(p, "body_limit", None))]  # type: ignore[attr-defined]
+        self.body_limit: int | None = min(limits) if limits else None
+
+
+@dataclass(frozen=True)
+class PluginSetup:
+    """What the loader hands the gateway: one chain per route entry (None: no plugins), the consumers."""
+
+    registry: Registry
+    chains: tuple[Chain | None, ...]
+    consumers: dict[str, Consumer]
+
+
+def _msgspec_path(exc: msgspec.ValidationError) -> tuple[str, str]:
+    text = str(exc)
+    m = re.match(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", text, re.S)
+    assert m is not None
+    return m.group("msg"), m.group("path") or ""
+
+
+class PluginConfigError(Exception):
+    """A plugin configuration (or consumer credential) the config cannot use; `path` is its key path."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+def build(config: Any, entries: tuple[Any, ...]) -> PluginSetup:
+    """Check every plugin configuration and consumer credential of `config`, and build one chain per entry of
+    the route table (`fastgw.config.load.RouteEntry`). Raises PluginConfigError."""
+    try:
+        registry = Registry.load(config.plugin_modules)
+    except PluginError as exc:
+        raise PluginConfigError("$.plugin_modules", str(exc)) from None
+    prepared: dict[tuple[str, str], tuple[Plugin, Any] | None] = {}
+
+    def configured(scope: str, name: str, raw: Any) -> tuple[Plugin, Any] | None:
+        key = (scope, name)
+        if key in prepared:
+            return prepared[key]
+        at = f"{scope}.plugins.{name}"
+        cls = registry.classes.get(name)
+        if cls is None:
+            known = ", ".join(sorted(registry.classes))
+            raise PluginConfigError(at, f"unknown plugin {name!r} (installed: {known})")
+        if raw is False:
+            prepared[key] = None  # switched off here
+            return None
+        try:
+            conf = msgspec.convert({} if raw is None or raw is True else raw, cls.Config, strict=True)
+        except msgspec.ValidationError as exc:
+            msg, sub = _msgspec_path(exc)
+            raise PluginConfigError(at + sub, msg) from None
+        plugin = registry.instance(name)
+        try:
+            result = (plugin, plugin.prepare(conf))
+        except (ValueError, TypeError) as exc:
+            raise PluginConfigError(at, str(exc)) from None
+        prepared[key] = result
+        return result
+
+    # Every configuration is checked, even one no route uses (yet).
+    for name, raw in config.plugins.items():
+        configured("$", name, raw)
+    for api_name, api in config.apis.items():
+        for name, raw in api.plugins.items():
+            configured(f"$.apis.{api_name}", name, raw)
+    chains: list[Chain | None] = []
+    for entry in entries:
+        scopes: list[tuple[str, dict[str, Any]]] = [("$", config.plugins)]
+        if entry.api is not None:
+            scopes.append((f"$.apis.{entry.api}", config.apis[entry.api].plugins))
+        scopes.append((entry.at, entry.route.plugins))
+        merged: dict[str, tuple[Plugin, Any] | None] = {}
+        for scope, plugins in scopes:
+            for name, raw in plugins.items():
+                merged[name] = configured(scope, name, raw)
+        active = [(pc[0], pc[1], name) for name, pc in merged.items() if pc is not None]
+        active.sort(key=lambda e: (-e[0].priority, e[2]))
+        chains.append(Chain(active) if active else None)
+
+    consumers: dict[str, Consumer] = {}
+    creds: dict[str, list[tuple[Consumer, Any]]] = {}
+    for cname, c in config.consumers.items():
+        consumer = Consumer(cname, tuple(c.groups), dict(c.custom))
+        consumers[cname] = consumer
+        for pname, items in c.credentials.items():
+            at = f"$.consumers.{cname}.credentials.{pname}"
+            cls = registry.classes.get(pname)
+            if cls is None or cls.Credential is None:
+                takes = ", ".join(sorted(n for n, k in registry.classes.items() if k.Credential is not None))
+                raise PluginConfigError(at, f"{pname!r} is not a plugin that takes credentials ({takes})")
+            for i, raw in enumerate(items):
+                try:
+                    cred = msgspec.convert(raw, cls.Credential, strict=True)
+                except msgspec.ValidationError as exc:
+                    msg, sub = _msgspec_path(exc)
+                    raise PluginConfigError(f"{at}[{i}]{sub}", msg) from None
+                creds.setdefault(pname, []).append((consumer, cred))
+    for pname, cls in registry.classes.items():
+        if cls.Credential is not None and (pname in creds or pname in registry.instances):
+            try:
+                registry.instance(pname).credentials(creds.get(pname, []))
+            except (ValueError, TypeError) as exc:
+                raise PluginConfigError(f"$.consumers (credentials for {pname})", str(exc)) from None
+    return PluginSetup(registry=registry, chains=tuple(chains), consumers=consumers)

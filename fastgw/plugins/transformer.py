@@ -1,0 +1,240 @@
+"""`request-transformer` and `response-transformer`: change headers, query parameters and the path on the way
+in, and headers on the way out.
+
+Values may use templates over the request and its context: `$request.header.NAME`, `$request.query.NAME`,
+`$request.path.PARAM`, `$consumer.username`, `$consumer.groups`, `$consumer.custom.FIELD`,
+`$stageVariables.NAME`, `$context.request_id`, `$context.client_ip`, `$context.method`, `$context.path`
+(`${...}` delimits one inside other text). An operation whose template names something absent is skipped.
+Operations run in this order: remove, rename, set (replace or add), add (only if absent), append (another value).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from fastgw.plugins.base import Context, Headers, Plugin
+
+# Anything that looks like a reference is one: a misspelled one is refused when the config loads, never sent
+# as literal text.
+_REF = re.compile(r"\$\{([^}]*)\}|\$((?:request|consumer|stageVariables|context)(?:\.[\w-]+)+)")
+Getter = Callable[[Context], "str | None"]
+
+
+def _getter(ref: str) -> Getter:
+    parts = ref.split(".")
+    head = parts[0]
+    if head == "request" and len(parts) == 3:
+        kind, name = parts[1], parts[2]
+        if kind == "header":
+            return lambda ctx: ctx.request.header(name)
+        if kind == "query":
+            return lambda ctx: next(iter(ctx.request.query.get(name) or ()), None)
+        if kind == "path":
+            return lambda ctx: ctx.request.params.get(name)
+    if head == "consumer" and len(parts) >= 2:
+        if parts[1] == "username" and len(parts) == 2:
+            return lambda ctx: ctx.consumer.name if ctx.consumer else None
+        if parts[1] == "groups" and len(parts) == 2:
+            return lambda ctx: ",".join(ctx.consumer.groups) if ctx.consumer else None
+        if parts[1] == "custom" and len(parts) == 3:
+            return lambda ctx: ctx.consumer.custom.get(parts[2]) if ctx.consumer else None
+    if head == "stageVariables" and len(parts) == 2:
+        return lambda ctx: ctx.route.stage_variables.get(parts[1])
+    if head == "context" and len(parts) == 2:
+        if parts[1] == "request_id":
+            return lambda ctx: ctx.vars.get("request_id")
+        if parts[1] == "client_ip":
+            return lambda ctx: ctx.request.client_ip
+        if parts[1] == "method":
+            return lambda ctx: ctx.request.method
+        if parts[1] == "path":
+            return lambda ctx: ctx.request.path
+    raise ValueError(f"unknown template reference ${{{ref}}}")
+
+
+class Template:
+    """A value with `$...` references, parsed once when the config loads."""
+
+    __slots__ = ("parts", "static")
+
+    def __init__(self, text: str) -> None:
+        parts: list[str | Getter] = []
+        pos = 0
+        for m in _REF.finditer(text):
+            if m.start() > pos:
+                parts.append(text[pos : m.start()])
+            parts.append(_getter(m.group(1) or m.group(2)))
+            pos = m.end()
+        if pos < len(text):
+            parts.append(text[pos:])
+        self.parts = tuple(parts)
+        self.static = text if all(isinstance(p, str) for p in parts) else None
+
+    def render(self, ctx: Context) -> str | None:
+        if self.static is not None:
+            return self.static
+        out = []
+        for p in self.parts:
+            if isinstance(p, str):
+                out.append(p)
+            else:
+                value = p(ctx)
+                if value is None:
+                    return None  # a reference to something absent: the operation is skipped
+                out.append(value)
+        return "".join(out)
+
+
+class Ops(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    query: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Removals(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    headers: list[str] = msgspec.field(default_factory=list)
+    query: list[str] = msgspec.field(default_factory=list)
+
+
+class RequestTransformerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    remove: Removals = msgspec.field(default_factory=Removals)
+    rename: Ops = msgspec.field(default_factory=Ops)  # old name -> new name
+    set: Ops = msgspec.field(default_factory=Ops)
+    add: Ops = msgspec.field(default_factory=Ops)
+    append: Ops = msgspec.field(default_factory=Ops)
+    path: str | None = None  # the upstream path (a template); replaces the route's own rewrite
+
+
+class ResponseHeaderOps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ResponseRemovals(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    headers: list[str] = msgspec.field(default_factory=list)
+
+
+class ResponseTransformerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    remove: ResponseRemovals = msgspec.field(default_factory=ResponseRemovals)
+    rename: ResponseHeaderOps = msgspec.field(default_factory=ResponseHeaderOps)
+    set: ResponseHeaderOps = msgspec.field(default_factory=ResponseHeaderOps)
+    add: ResponseHeaderOps = msgspec.field(default_factory=ResponseHeaderOps)
+    append: ResponseHeaderOps = msgspec.field(default_factory=ResponseHeaderOps)
+
+
+Plan = tuple[
+    tuple[str, ...],  # remove
+    tuple[tuple[str, str], ...],  # rename
+    tuple[tuple[str, Template], ...],  # set
+    tuple[tuple[str, Template], ...],  # add
+    tuple[tuple[str, Template], ...],  # append
+]
+
+
+def _plan(remove: list[str], rename: dict[str, str], set_: dict[str, str], add: dict[str, str],
+          append: dict[str, str], header: bool) -> Plan:  # fmt: skip
+    def name(n: str) -> str:
+        if header and (not n or any(c in n for c in " \t\r\n:")):
+            raise ValueError(f"invalid header name {n!r}")
+        return n.lower() if header else n
+
+    def values(ops: dict[str, str]) -> tuple[tuple[str, Template], ...]:
+        return tuple((name(k), Template(v)) for k, v in ops.items())
+
+    return (
+        tuple(name(n) for n in remove),
+        tuple((name(a), name(b)) for a, b in rename.items()),
+        values(set_),
+        values(add),
+        values(append),
+    )
+
+
+def _apply_headers(ctx: Context, headers: Headers, plan: Plan) -> None:
+    remove, rename, set_, add, append = plan
+    for n in remove:
+        headers.remove(n)
+    for old, new in rename:
+        headers.rename(old, new)
+    for n, t in set_:
+        v = t.render(ctx)
+        if v is not None:
+            headers.set(n, v)
+    for n, t in add:
+        if n not in headers:
+            v = t.render(ctx)
+            if v is not None:
+                headers.add(n, v)
+    for n, t in append:
+        v = t.render(ctx)
+        if v is not None:
+            headers.add(n, v)
+
+
+def _apply_query(ctx: Context, query: dict[str, list[str]], plan: Plan) -> None:
+    remove, rename, set_, add, append = plan
+    for n in remove:
+        query.pop(n, None)
+    for old, new in rename:
+        if old in query:
+            query[new] = query.pop(old)
+    for n, t in set_:
+        v = t.render(ctx)
+        if v is not None:
+            query[n] = [v]
+    for n, t in add:
+        if n not in query:
+            v = t.render(ctx)
+            if v is not None:
+                query[n] = [v]
+    for n, t in append:
+        v = t.render(ctx)
+        if v is not None:
+            query.setdefault(n, []).append(v)
+
+
+class RequestTransformer(Plugin):
+    name = "request-transformer"
+    priority = 1100
+    Config = RequestTransformerConfig
+
+    def prepare(self, conf: RequestTransformerConfig) -> Any:
+        headers = _plan(conf.remove.headers, conf.rename.headers, conf.set.headers, conf.add.headers,
+                        conf.append.headers, header=True)  # fmt: skip
+        query = _plan(conf.remove.query, conf.rename.query, conf.set.query, conf.add.query, conf.append.query,
+                      header=False)  # fmt: skip
+        path = Template(conf.path) if conf.path is not None else None
+        if conf.path is not None and not conf.path.startswith(("/", "$")):
+            raise ValueError(f"path: expected a path starting with '/', got {conf.path!r}")
+        return (headers if any(headers) else None, query if any(query) else None, path)
+
+    def access(self, ctx: Context, prepared: Any) -> None:
+        headers, query, path = prepared
+        up = ctx.upstream_request
+        if headers is not None:
+            _apply_headers(ctx, up.headers, headers)
+        if query is not None:
+            _apply_query(ctx, up.query, query)
+        if path is not None:
+            value = path.render(ctx)
+            if value is not None:
+                up.path = value
+
+
+class ResponseTransformer(Plugin):
+    name = "response-transformer"
+    priority = 1000
+    Config = ResponseTransformerConfig
+
+    def prepare(self, conf: ResponseTransformerConfig) -> Plan:
+        return _plan(conf.remove.headers, conf.rename.headers, conf.set.headers, conf.add.headers,
+                     conf.append.headers, header=True)  # fmt: skip
+
+    def header_filter(self, ctx: Context, plan: Plan) -> None:
+        if ctx.response is not None:
+            _apply_headers(ctx, ctx.response.headers, plan)
+
+
+PLUGINS = (RequestTransformer, ResponseTransformer)

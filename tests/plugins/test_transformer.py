@@ -1,0 +1,76 @@
+"""request-transformer and response-transformer: headers, query, path, templates; what the upstream saw."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastgw.testing import http_request
+from tests.plugins.conftest import TWICE, route_config
+
+REQUEST = {
+    "remove": {"headers": ["x-drop"], "query": ["debug"]},
+    "rename": {"headers": {"x-old": "x-new"}, "query": {"q": "search"}},
+    "set": {"headers": {"x-user": "$consumer.username", "x-tier": "${consumer.custom.tier}-plan"},
+            "query": {"page": "1"}},
+    "add": {"headers": {"x-added": "$request.header.x-src", "x-missing": "$request.header.x-absent"},
+            "query": {"lang": "en"}},
+    "append": {"headers": {"x-multi": "from-gw"}, "query": {"tag": "$request.path.name"}},
+}  # fmt: skip
+
+
+async def test_request_transformer_headers_and_query_with_templates(upstream, gateway, consumers):
+    cfg = route_config(upstream, {}, consumers=consumers)
+    cfg["routes"] = [{"path": "/users/{name}", "integration": {"type": "http", "upstream": "backend"},
+                      "plugins": {"key-auth": {}, "request-transformer": REQUEST}}]  # fmt: skip
+    gw = await gateway(cfg)
+    for _ in TWICE:
+        upstream.received.clear()
+        r = await http_request(
+            gw.port, "GET", "/users/ann?q=hats&debug=1&lang=fr&page=9&tag=a",
+            headers={"apikey": "alice-key", "X-Drop": "1", "X-Old": "o", "X-Src": "web", "X-Multi": "client"},
+        )  # fmt: skip
+        assert r.status == 200
+        (seen,) = upstream.received
+        assert seen.header("x-drop") is None and seen.header("x-old") is None and seen.header("x-new") == "o"
+        assert seen.header("x-user") == "alice" and seen.header("x-tier") == "gold-plan"
+        assert seen.header("x-added") == "web" and seen.header("x-missing") is None
+        assert [v for k, v in seen.headers if k.lower() == "x-multi"] == ["client", "from-gw"]
+        assert seen.path == "/users/ann"
+        query = seen.target.split("?", 1)[1].split("&")
+        assert sorted(query) == sorted(["search=hats", "lang=fr", "page=1", "tag=a", "tag=ann"])
+
+
+async def test_request_transformer_path_replaces_the_route_rewrite(upstream, gateway):
+    cfg = route_config(upstream, {})
+    cfg["routes"] = [{"path": "/v1/{id}", "integration": {"type": "http", "upstream": "backend", "path": "/old/{id}"},
+                      "plugins": {"request-transformer": {"path": "/v2/items/$request.path.id/détail"}}}]  # fmt: skip
+    gw = await gateway(cfg)
+    for _ in TWICE:
+        upstream.received.clear()
+        r = await http_request(gw.port, "GET", "/v1/42?x=1")
+        assert r.status == 200
+        assert upstream.received[0].target == "/v2/items/42/d%C3%A9tail?x=1"
+
+
+async def test_response_transformer(upstream, gateway):
+    plugins = {"response-transformer": {
+        "remove": {"headers": ["x-upstream"]}, "rename": {"headers": {"x-kept": "x-renamed"}},
+        "set": {"headers": {"cache-control": "no-store"}}, "add": {"headers": {"x-path": "$context.path"}},
+        "append": {"headers": {"x-kept2": "second"}}}}  # fmt: skip
+    gw = await gateway(route_config(upstream, plugins))
+    for _ in TWICE:
+        r = await http_request(gw.port, "GET", "/headers?x-kept=1&x-kept2=first&cache-control=public")
+        assert r.status == 200
+        assert r.header("x-upstream") is None and r.header("x-kept") is None and r.header("x-renamed") == "1"
+        assert r.header("cache-control") == "no-store" and r.header("x-path") == "/headers"
+        assert [v for k, v in r.headers if k.lower() == "x-kept2"] == ["first", "second"]
+        assert r.json()["path"] == "/headers"  # the body is untouched, its length still right
+
+
+@pytest.mark.parametrize("bad", ["$request.header", "${nope.x}", "$consumer.age"])
+def test_bad_templates_are_refused_at_load(bad):
+    from fastgw.config.load import ConfigError, load_config_bytes
+
+    yaml = f"plugins: {{response-transformer: {{set: {{headers: {{x: '{bad}'}}}}}}}}\n"
+    with pytest.raises(ConfigError, match="unknown template reference"):
+        load_config_bytes(yaml.encode(), "gw.yaml")
