@@ -134,6 +134,7 @@ async def _invoke(
         api_id=route.api_id,
         host=req.host,
         authorizer=_authorizer(client),
+        jwt=_jwt(client),
     )
     trace = client.state.inspector
     try:
@@ -203,6 +204,13 @@ def _authorizer(client: ClientProtocol) -> dict[str, str] | None:
         "consumer": consumer.name,
         "groups": ",".join(consumer.groups),
     }
+
+
+def _jwt(client: ClientProtocol) -> tuple[dict[str, Any], list[str]] | None:
+    ctx = client.ctx
+    if ctx is None or "jwt_claims" not in ctx.vars:
+        return None
+    return ctx.vars["jwt_claims"], ctx.vars.get("jwt_scopes") or []
 
 
 def _stack(err: dict[str, Any]) -> str:

@@ -62,6 +62,8 @@ class Call:
     host: str
     # Who an auth plugin of the route identified: {"principalId", "consumer", "groups", custom fields...}.
     authorizer: dict[str, str] | None = None
+    # The claims and scopes of a JWT that jwt-auth validated.
+    jwt: tuple[dict[str, Any], list[str]] | None = None
 
 
 def request_time(time_ns: int) -> str:
@@ -163,11 +165,24 @@ def event_v1(call: Call) -> dict[str, Any]:
             "resourceId": _resource_id(call.resource),
             "resourcePath": call.resource,
             "stage": call.stage,
-            **({"authorizer": dict(call.authorizer)} if call.authorizer else {}),
+            **({"authorizer": _authorizer_v1(call)} if call.authorizer else {}),
         },
         "body": body,
         "isBase64Encoded": b64,
     }
+
+
+def _authorizer_v1(call: Call) -> dict[str, Any]:
+    out: dict[str, Any] = dict(call.authorizer or {})
+    if call.jwt is not None:
+        out["claims"], out["scopes"] = call.jwt[0], call.jwt[1] or None  # as a Cognito/JWT authorizer's
+    return out
+
+
+def _authorizer_v2(call: Call) -> dict[str, Any]:
+    if call.jwt is not None:
+        return {"jwt": {"claims": call.jwt[0], "scopes": call.jwt[1] or None}}
+    return {"lambda": dict(call.authorizer or {})}
 
 
 def _resource_id(resource: str) -> str:
@@ -204,8 +219,8 @@ def event_v2(call: Call) -> dict[str, Any]:
     event["requestContext"] = {
         "accountId": ACCOUNT_ID,
         "apiId": call.api_id,
-        # As a Lambda authorizer's context appears in an HTTP API event.
-        **({"authorizer": {"lambda": dict(call.authorizer)}} if call.authorizer else {}),
+        # As a JWT authorizer's claims, or a Lambda authorizer's context, appear in an HTTP API event.
+        **({"authorizer": _authorizer_v2(call)} if call.authorizer else {}),
         "domainName": domain,
         "domainPrefix": prefix,
         "http": {

@@ -35,6 +35,7 @@ BUILTIN_MODULES = (
     "fastgw.plugins.ip_restriction",
     "fastgw.plugins.cors",
     "fastgw.plugins.request_size_limit",
+    "fastgw.plugins.jwt_auth",
     "fastgw.plugins.key_auth",
     "fastgw.plugins.basic_auth",
     "fastgw.plugins.acl",

@@ -405,9 +405,8 @@ class ClientProtocol(asyncio.Protocol):
                 req.headers.append((groups_h.encode("latin-1"), ",".join(consumer.groups).encode()))
 
     def _plugin_response(self, req: Request, resp: Response) -> None:
-        if req.expect_continue or (not req.complete and not req.chunked and req.content_length):
-            # The body the client is (or would be) sending is not wanted: close after answering.
-            req.keep_alive = False
+        # NOTE: answered before a body still on its way was read: request_done closes the connection then, as
+        # for any early answer (and 100 Continue was never sent, so an expecting client sends no body).
         self.respond(req, resp.status, resp.headers, resp.body)
 
     def _plugin_failed(self, req: Request, route: Route, name: str, why: str | None = None) -> None:

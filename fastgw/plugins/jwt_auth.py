@@ -1,0 +1,382 @@
+"""`jwt-auth`: bearer tokens (JWT) signed by a consumer's issuer, checked with PyJWT.
+
+Each consumer credential names an `issuer` (matched against the token's `iss`), the algorithms it signs with, and
+its key: an HMAC `secret`, a PEM `public_key` / `public_key_file`, or a `jwks_url`. The token's `alg` must be one
+of that issuer's algorithms, and HMAC algorithms are only ever allowed with a secret, asymmetric ones only with a
+public key or JWKS: no `none`, no HS/RS key confusion. JWKS are fetched asynchronously, cached, and fetched again
+when a token names an unknown `kid` (at most once per `jwks_min_refresh` seconds). A verified token is remembered
+until it expires, so a client sending the same token again costs a dictionary lookup, not a signature check.
+
+Failures answer 401 with `WWW-Authenticate: Bearer ..., error="invalid_token"` (RFC 6750) or 403 with
+`error="insufficient_scope"`; the client learns no more than that, the gateway log says exactly why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import Awaitable
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+try:
+    import jwt
+except ImportError:  # the auth extra is not installed: configuring jwt-auth says so
+    jwt = None  # type: ignore[assignment]
+
+from fastgw.plugins.base import Context, Plugin, Response
+from fastgw.plugins.consumers import Consumer
+
+log = logging.getLogger("fastgw.plugins.jwt")
+
+HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"})
+UNAUTHORIZED = {"message": "Unauthorized"}
+FORBIDDEN = {"message": "Forbidden"}
+_REMEMBERED_MAX = 10_000
+
+
+class JwtAuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    header_names: list[str] = msgspec.field(default_factory=lambda: ["authorization"])  # "Bearer <token>"
+    query_names: list[str] = msgspec.field(default_factory=list)
+    cookie_names: list[str] = msgspec.field(default_factory=list)
+    audience: list[str] | None = None  # when set, the token's aud must name one of these
+    leeway: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 0  # seconds of clock skew allowed on exp/nbf/iat
+    required_claims: list[str] = msgspec.field(default_factory=lambda: ["exp"])
+    scopes: list[str] = msgspec.field(default_factory=list)  # all needed: from `scope` (space-separated) or `scp`
+    hide_credentials: bool = False
+    realm: str = "fastgw"
+    jwks_min_refresh: Annotated[float, msgspec.Meta(ge=0)] = 10.0  # at most one JWKS fetch per URL this often
+    jwks_max_age: Annotated[float, msgspec.Meta(gt=0)] = 3600.0  # a cached JWKS is fetched again after this
+
+
+class JwtCredential(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    issuer: str
+    algorithms: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(default_factory=lambda: ["RS256"])
+    secret: str | None = None
+    public_key: str | None = None
+    public_key_file: str | None = None
+    jwks_url: str | None = None
+
+
+class Issuer:
+    __slots__ = ("consumer", "cred", "algorithms", "key", "jwks_url")
+
+    def __init__(self, consumer: Consumer, cred: JwtCredential, key: Any) -> None:
+        self.consumer = consumer
+        self.cred = cred
+        self.algorithms = frozenset(cred.algorithms)
+        self.key = key
+        self.jwks_url = cred.jwks_url
+
+
+class Jwks:
+    """One JWKS URL's keys by kid, with when they were fetched and the fetch in flight (if any)."""
+
+    __slots__ = ("url", "keys", "fetched_at", "attempted_at", "inflight")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.keys: dict[str | None, Any] = {}
+        self.fetched_at = 0.0
+        self.attempted_at = -1e9
+        self.inflight: asyncio.Future[None] | None = None
+
+
+def _load_key(cred: JwtCredential) -> Any:
+    given = [k for k in ("secret", "public_key", "public_key_file", "jwks_url") if getattr(cred, k) is not None]
+    if len(given) != 1:
+        raise ValueError(f"issuer {cred.issuer!r}: give exactly one of secret, public_key, public_key_file, jwks_url")
+    algs = set(cred.algorithms)
+    if not algs <= HMAC_ALGS | ASYMMETRIC_ALGS:
+        bad = ", ".join(sorted(algs - HMAC_ALGS - ASYMMETRIC_ALGS))
+        raise ValueError(f"issuer {cred.issuer!r}: unsupported algorithm(s) {bad} (never 'none')")
+    if cred.secret is not None:
+        if not algs <= HMAC_ALGS:
+            raise ValueError(f"issuer {cred.issuer!r}: a secret only signs HS256/HS384/HS512")
+        return cred.secret.encode()
+    if not algs <= ASYMMETRIC_ALGS:
+        raise ValueError(f"issuer {cred.issuer!r}: HMAC algorithms need a secret, not a public key or JWKS")
+    if cred.jwks_url is not None:
+        if urlsplit(cred.jwks_url).scheme not in ("http", "https"):
+            raise ValueError(f"issuer {cred.issuer!r}: jwks_url must be http:// or https://")
+        return None
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    pem = cred.public_key
+    if cred.public_key_file is not None:
+        try:
+            pem = Path(cred.public_key_file).read_text()
+        except OSError as exc:
+            raise ValueError(f"issuer {cred.issuer!r}: cannot read public_key_file: {exc.strerror or exc}") from None
+    try:
+        return load_pem_public_key(pem.encode())  # type: ignore[union-attr]
+    except ValueError as exc:
+        raise ValueError(f"issuer {cred.issuer!r}: public key is not a PEM public key: {exc}") from None
+
+
+class JwtAuth(Plugin):
+    name = "jwt-auth"
+    priority = 2600
+    Config = JwtAuthConfig
+    Credential = JwtCredential
+
+    def __init__(self) -> None:
+        self.issuers: dict[str, Issuer] = {}
+        self.jwks: dict[str, Jwks] = {}
+        self.remembered: dict[bytes, tuple[Issuer, dict[str, Any]]] = {}
+
+    def credentials(self, creds: list[tuple[Consumer, Any]]) -> None:
+        if jwt is None:
+            raise ValueError("jwt-auth needs PyJWT: install the auth extra (pip install 'fastgw[auth]')")
+        issuers: dict[str, Issuer] = {}
+        for consumer, cred in creds:
+            if cred.issuer in issuers:
+                raise ValueError(f"issuer {cred.issuer!r} is named by two jwt-auth credentials")
+            issuers[cred.issuer] = Issuer(consumer, cred, _load_key(cred))
+            if cred.jwks_url is not None and cred.jwks_url not in self.jwks:
+                self.jwks[cred.jwks_url] = Jwks(cred.jwks_url)
+        self.issuers = issuers
+        self.remembered = {}
+
+    def prepare(self, conf: JwtAuthConfig) -> Any:
+        if jwt is None:
+            raise ValueError("jwt-auth needs PyJWT: install the auth extra (pip install 'fastgw[auth]')")
+        base = f'Bearer realm="{conf.realm}"'
+        return (
+            conf,
+            [n.lower() for n in conf.header_names],
+            base,
+            base + ', error="invalid_token"',
+            base + ', error="insufficient_scope", scope="' + " ".join(conf.scopes) + '"',
+        )
+
+    # -- the request ---------------------------------------------------------------------------------------------
+
+    def access(self, ctx: Context, prepared: Any) -> Response | Awaitable[Response | None] | None:
+        conf, headers, challenge, invalid, _ = prepared
+        token, where, name = self._token(ctx, conf, headers)
+        if not token:
+            return Response(401, UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self.remembered.get(digest)
+        if known is not None:
+            issuer, claims = known
+            now = time.time()
+            if claims.get("exp", now + 1) + conf.leeway > now and claims.get("nbf", now) - conf.leeway <= now:
+                return self._passed(ctx, conf, prepared, issuer, claims, where, name)
+            self.remembered.pop(digest, None)
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            return self._refuse(invalid, f"malformed token: {exc}")
+        found = self.issuers.get(str(unverified.get("iss")))
+        if found is None:
+            return self._refuse(invalid, f"no consumer has the issuer {unverified.get('iss')!r}")
+        issuer = found
+        alg = header.get("alg")
+        if alg not in issuer.algorithms:
+            return self._refuse(invalid, f"alg {alg!r} is not allowed for issuer {issuer.cred.issuer!r}")
+        if issuer.jwks_url is None:
+            return self._verify(ctx, conf, prepared, token, digest, issuer, issuer.key, alg, where, name)
+        jwks = self.jwks[issuer.jwks_url]
+        kid = header.get("kid")
+        fresh = time.monotonic() - jwks.fetched_at < conf.jwks_max_age
+        key = self._jwks_key(jwks, kid) if fresh else None
+        if key is not None:
+            return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg, where, name)
+        return self._fetch_and_verify(ctx, conf, prepared, token, digest, issuer, jwks, kid, alg, where, name)
+
+    def _token(self, ctx: Context, conf: JwtAuthConfig, headers: list[str]) -> tuple[str | None, str, str]:
+        req = ctx.request
+        for n in headers:
+            value = req.header(n)
+            if value is not None:
+                scheme, _, token = value.strip().partition(" ")
+                if scheme.lower() == "bearer" and token.strip():
+                    return token.strip(), "header", n
+                if n != "authorization" and value.strip():
+                    return value.strip(), "header", n
+        for n in conf.query_names:
+            values = req.query.get(n)
+            if values and values[0]:
+                return values[0], "query", n
+        if conf.cookie_names:
+            raw = req.header("cookie")
+            if raw:
+                jar: SimpleCookie = SimpleCookie()
+                jar.load(raw)
+                for n in conf.cookie_names:
+                    if n in jar and jar[n].value:
+                        return jar[n].value, "cookie", n
+        return None, "", ""
+
+    @staticmethod
+    def _jwks_key(jwks: Jwks, kid: str | None) -> Any:
+        if kid is None and len(jwks.keys) == 1:
+            return next(iter(jwks.keys.values()))
+        return jwks.keys.get(kid)
+
+    async def _fetch_and_verify(
+        self, ctx: Context, conf: JwtAuthConfig, prepared: Any, token: str, digest: bytes, issuer: Issuer,
+        jwks: Jwks, kid: str | None, alg: str, where: str, name: str,
+    ) -> Response | None:  # fmt: skip
+        await self._refresh(jwks, conf)
+        key = self._jwks_key(jwks, kid)
+        if key is None:
+            why = f"no key {kid!r} in the JWKS of {jwks.url} (issuer {issuer.cred.issuer!r})"
+            return self._refuse(prepared[3], why)
+        return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg, where, name)
+
+    async def _refresh(self, jwks: Jwks, conf: JwtAuthConfig) -> None:
+        if jwks.inflight is not None:
+            await asyncio.shield(jwks.inflight)
+            return
+        now = time.monotonic()
+        if now - jwks.attempted_at < conf.jwks_min_refresh:
+            return  # fetched (or tried) a moment ago: an unknown kid does not trigger a fetch per request
+        jwks.attempted_at = now
+        jwks.inflight = asyncio.get_running_loop().create_future()
+        try:
+            data = await fetch_json(jwks.url)
+            jwks.keys = parse_jwks(data)
+            jwks.fetched_at = time.monotonic()
+            log.info("jwt-auth: fetched %d key(s) from %s", len(jwks.keys), jwks.url)
+        except Exception as exc:  # noqa: BLE001 - keep the keys we had; the request is judged with them
+            log.warning("jwt-auth: cannot fetch the JWKS %s: %s", jwks.url, exc)
+        finally:
+            jwks.inflight.set_result(None)
+            jwks.inflight = None
+
+    def _verify(
+        self, ctx: Context, conf: JwtAuthConfig, prepared: Any, token: str, digest: bytes, issuer: Issuer, key: Any,
+        alg: str, where: str, name: str,
+    ) -> Response | None:  # fmt: skip
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=conf.audience,
+                issuer=issuer.cred.issuer,
+                leeway=conf.leeway,
+                options={"require": list(conf.required_claims), "verify_aud": conf.audience is not None},
+            )
+        except jwt.PyJWTError as exc:
+            return self._refuse(prepared[3], f"{type(exc).__name__}: {exc} (issuer {issuer.cred.issuer!r})")
+        if len(self.remembered) >= _REMEMBERED_MAX:
+            self.remembered.pop(next(iter(self.remembered)))
+        self.remembered[digest] = (issuer, claims)
+        return self._passed(ctx, conf, prepared, issuer, claims, where, name)
+
+    def _passed(
+        self, ctx: Context, conf: JwtAuthConfig, prepared: Any, issuer: Issuer, claims: dict[str, Any], where: str,
+        name: str,
+    ) -> Response | None:  # fmt: skip
+        scopes = token_scopes(claims)
+        if conf.scopes and not set(conf.scopes) <= set(scopes):
+            missing = ", ".join(sorted(set(conf.scopes) - set(scopes)))
+            log.info("jwt-auth: token of %r lacks scope(s) %s", issuer.consumer.name, missing)
+            return Response(403, FORBIDDEN, headers={"WWW-Authenticate": prepared[4]})
+        ctx.consumer = issuer.consumer
+        ctx.credential = issuer.cred.issuer
+        ctx.vars["jwt_claims"] = claims
+        ctx.vars["jwt_scopes"] = scopes
+        if conf.hide_credentials:
+            up = ctx.upstream_request
+            if where == "header":
+                up.headers.remove(name)
+            elif where == "query":
+                up.query.pop(name, None)
+        return None
+
+    @staticmethod
+    def _refuse(challenge: str, why: str) -> Response:
+        log.info("jwt-auth: refused: %s", why)
+        return Response(401, UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
+
+
+def token_scopes(claims: dict[str, Any]) -> list[str]:
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return scope.split()
+    scp = claims.get("scp")
+    if isinstance(scp, list):
+        return [str(s) for s in scp]
+    if isinstance(scp, str):
+        return scp.split()
+    return []
+
+
+def parse_jwks(data: Any) -> dict[str | None, Any]:
+    """kid -> verification key, for every usable key of a JWKS document (others are skipped, with a log line)."""
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise ValueError("not a JWKS document (no 'keys' list)")
+    keys: dict[str | None, Any] = {}
+    for entry in data["keys"]:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        try:
+            keys[entry.get("kid")] = jwt.PyJWK(entry).key
+        except jwt.PyJWTError as exc:
+            log.warning("jwt-auth: skipping a JWKS key (%s): %s", entry.get("kid"), exc)
+    return keys
+
+
+async def fetch_json(url: str, timeout: float = 5.0) -> Any:
+    """GET `url` (http or https) and decode its JSON body: a small client on asyncio streams and httptools."""
+    from httptools import HttpResponseParser
+
+    parts = urlsplit(url)
+    tls = parts.scheme == "https"
+    host = parts.hostname or ""
+    port = parts.port or (443 if tls else 80)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+    class Sink:
+        def __init__(self) -> None:
+            self.body = bytearray()
+            self.done = False
+
+        def on_body(self, chunk: bytes) -> None:
+            self.body += chunk
+            if len(self.body) > 1 << 20:
+                raise ValueError("JWKS larger than 1 MiB")
+
+        def on_message_complete(self) -> None:
+            self.done = True
+
+    async def get() -> Any:
+        reader, writer = await asyncio.open_connection(host, port, ssl=ssl.create_default_context() if tls else None)
+        try:
+            writer.write(
+                f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n"
+                "Connection: close\r\nUser-Agent: fastgw\r\n\r\n".encode("latin-1")
+            )
+            sink = Sink()
+            parser = HttpResponseParser(sink)
+            while not sink.done:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                parser.feed_data(data)
+            status = parser.get_status_code()
+            if status != 200:
+                raise ValueError(f"HTTP {status}")
+            return json.loads(bytes(sink.body))
+        finally:
+            writer.close()
+
+    return await asyncio.wait_for(get(), timeout)
+
+
+PLUGINS = (JwtAuth,)

@@ -1,0 +1,295 @@
+"""jwt-auth with real keys of every supported algorithm, a real local JWKS server, and a real echo upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+jwt = pytest.importorskip("jwt")
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
+
+from fastgw.testing import http_request  # noqa: E402
+from tests.plugins.conftest import TWICE, route_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, Any]:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {
+        "rsa": rsa_key,
+        "rsa2": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "p256": ec.generate_private_key(ec.SECP256R1()),
+        "p384": ec.generate_private_key(ec.SECP384R1()),
+        "ed": ed25519.Ed25519PrivateKey.generate(),
+    }
+
+
+def pem(private: Any) -> str:
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def claims(iss: str, **over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"iss": iss, "sub": "user-1", "exp": now + 300, "iat": now, **over}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+ALGS = [
+    ("HS256", "secret"), ("HS384", "secret"), ("HS512", "secret"),
+    ("RS256", "rsa"), ("RS384", "rsa"), ("RS512", "rsa"), ("PS256", "rsa"),
+    ("ES256", "p256"), ("ES384", "p384"), ("EdDSA", "ed"),
+]  # fmt: skip
+SECRET = "a-long-shared-secret-of-at-least-64-bytes-for-hs512-0123456789abcdefghij"
+
+
+def consumers_for(keys: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for alg, kind in ALGS:
+        cred: dict[str, Any] = {"issuer": f"iss-{alg}", "algorithms": [alg]}
+        if kind == "secret":
+            cred["secret"] = SECRET
+        else:
+            cred["public_key"] = pem(keys[kind])
+        out[f"c-{alg.lower()}"] = {"groups": ["g"], "credentials": {"jwt-auth": [cred]}}
+    return out
+
+
+def sign(alg: str, kind: str, keys: dict[str, Any], payload: dict[str, Any], **kw: Any) -> str:
+    key = SECRET if kind == "secret" else keys[kind]
+    return jwt.encode(payload, key, algorithm=alg, **kw)
+
+
+@pytest.mark.parametrize(("alg", "kind"), ALGS)
+async def test_every_algorithm(upstream, gateway, keys, alg, kind):
+    gw = await gateway(route_config(upstream, {"jwt-auth": {"hide_credentials": True}}, consumers=consumers_for(keys)))
+    token = sign(alg, kind, keys, claims(f"iss-{alg}"))
+    for _ in TWICE:  # the second one is answered from the remembered verification
+        upstream.received.clear()
+        r = await http_request(gw.port, "GET", "/x", headers=bearer(token))
+        assert r.status == 200, r.body
+        (seen,) = upstream.received
+        assert seen.header("x-consumer-username") == f"c-{alg.lower()}" and seen.header("authorization") is None
+
+
+@pytest.mark.parametrize(
+    ("case", "make", "conf", "why"),
+    [
+        (
+            "expired",
+            lambda k: sign("RS256", "rsa", k, claims("iss-RS256", exp=int(time.time()) - 10)),
+            {},
+            "ExpiredSignatureError",
+        ),
+        (
+            "not-yet-valid",
+            lambda k: sign("RS256", "rsa", k, claims("iss-RS256", nbf=int(time.time()) + 60)),
+            {},
+            "ImmatureSignatureError",
+        ),
+        (
+            "wrong-audience",
+            lambda k: sign("RS256", "rsa", k, claims("iss-RS256", aud="other")),
+            {"audience": ["shop"]},
+            "InvalidAudienceError",
+        ),
+        (
+            "no-audience",
+            lambda k: sign("RS256", "rsa", k, claims("iss-RS256")),
+            {"audience": ["shop"]},
+            "MissingRequiredClaimError",
+        ),
+        (
+            "missing-claim",
+            lambda k: sign("RS256", "rsa", k, claims("iss-RS256")),
+            {"required_claims": ["exp", "jti"]},
+            "jti",
+        ),
+        ("unknown-issuer", lambda k: sign("RS256", "rsa", k, claims("iss-nobody")), {}, "no consumer has the issuer"),
+        ("other-key", lambda k: sign("RS256", "rsa2", k, claims("iss-RS256")), {}, "InvalidSignatureError"),
+        ("alg-not-allowed", lambda k: sign("RS384", "rsa", k, claims("iss-RS256")), {}, "alg 'RS384' is not allowed"),
+        (
+            "alg-none",
+            lambda k: jwt.encode(claims("iss-RS256"), None, algorithm="none"),
+            {},
+            "alg 'none' is not allowed",
+        ),
+        (
+            "hs256-with-rs-public-key",
+            lambda k: hs256_with(pem(k["rsa"]), claims("iss-RS256")),
+            {},
+            "alg 'HS256' is not allowed",
+        ),
+        ("garbage", lambda k: "not.a.jwt", {}, "malformed token"),
+        ("tampered", lambda k: tamper(sign("ES256", "p256", k, claims("iss-ES256"))), {}, "InvalidSignatureError"),
+    ],
+)
+async def test_refusals_are_401_and_never_reach_the_upstream(upstream, gateway, keys, case, make, conf, why, caplog):
+    caplog.set_level(logging.INFO, logger="fastgw.plugins.jwt")
+    gw = await gateway(route_config(upstream, {"jwt-auth": conf}, consumers=consumers_for(keys)))
+    token = make(keys)
+    for _ in TWICE:
+        r = await http_request(gw.port, "GET", "/x", headers=bearer(token))
+        assert (r.status, r.json()) == (401, {"message": "Unauthorized"})
+        assert r.header("www-authenticate") == 'Bearer realm="fastgw", error="invalid_token"'
+    assert upstream.received == []
+    # The log says exactly why; the client does not.
+    assert any("jwt-auth: refused" in m and why in m for m in caplog.messages), caplog.messages
+
+
+async def test_a_request_without_a_token_gets_the_bare_challenge(upstream, gateway, keys):
+    gw = await gateway(route_config(upstream, {"jwt-auth": {}}, consumers=consumers_for(keys)))
+    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}):
+        r = await http_request(gw.port, "GET", "/x", headers=headers)
+        assert r.status == 401 and r.header("www-authenticate") == 'Bearer realm="fastgw"'
+
+
+def hs256_with(secret: str, payload: dict[str, Any]) -> str:
+    """An HS256 token whose HMAC key is the issuer's RSA public key (the classic key-confusion attack)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + "." + b64(json.dumps(payload).encode())
+    sig = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return signing_input + "." + b64(sig)
+
+
+def tamper(token: str) -> str:
+    head, payload, sig = token.split(".")
+    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    data["sub"] = "admin"
+    forged = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    return f"{head}.{forged}.{sig}"
+
+
+async def test_scopes(upstream, gateway, keys):
+    gw = await gateway(route_config(upstream, {"jwt-auth": {"scopes": ["orders:read"]}}, consumers=consumers_for(keys)))
+    ok = sign("ES256", "p256", keys, claims("iss-ES256", scope="profile orders:read"))
+    ok_list = sign("ES256", "p256", keys, claims("iss-ES256", scp=["orders:read"]))
+    lacking = sign("ES256", "p256", keys, claims("iss-ES256", scope="profile"))
+    for _ in TWICE:
+        assert (await http_request(gw.port, "GET", "/x", headers=bearer(ok))).status == 200
+        assert (await http_request(gw.port, "GET", "/x", headers=bearer(ok_list))).status == 200
+        r = await http_request(gw.port, "GET", "/x", headers=bearer(lacking))
+        assert (r.status, r.json()) == (403, {"message": "Forbidden"})
+        assert r.header("www-authenticate") == 'Bearer realm="fastgw", error="insufficient_scope", scope="orders:read"'
+
+
+class JwksServer:
+    """A local JWKS endpoint whose keys a test can rotate; counts the fetches."""
+
+    def __init__(self) -> None:
+        self.keys: list[dict[str, Any]] = []
+        self.hits = 0
+        self.port = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        self.hits += 1
+        body = json.dumps({"keys": self.keys}).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+            len(body), body))  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def jwks_server() -> AsyncIterator[JwksServer]:
+    srv = JwksServer()
+    server = await asyncio.start_server(srv._serve, "127.0.0.1", 0)
+    srv.port = server.sockets[0].getsockname()[1]
+    try:
+        yield srv
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def jwk(private: Any, kid: str, alg: str) -> dict[str, Any]:
+    data = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(private.public_key()))
+    return {**data, "kid": kid, "use": "sig", "alg": alg}
+
+
+async def test_jwks_fetch_rotation_and_unknown_kid(upstream, gateway, keys, jwks_server):
+    jwks_server.keys = [jwk(keys["rsa"], "k1", "RS256")]
+    url = f"http://127.0.0.1:{jwks_server.port}/.well-known/jwks.json"
+    consumers = {"idp": {"credentials": {"jwt-auth": [{"issuer": "https://idp", "algorithms": ["RS256", "ES256"],
+                                                       "jwks_url": url}]}}}  # fmt: skip
+    gw = await gateway(route_config(upstream, {"jwt-auth": {"jwks_min_refresh": 0}}, consumers=consumers))
+    t1 = sign("RS256", "rsa", keys, claims("https://idp"), headers={"kid": "k1"})
+    for _ in TWICE:
+        assert (await http_request(gw.port, "GET", "/x", headers=bearer(t1))).status == 200
+    assert jwks_server.hits == 1  # fetched once, then cached
+
+    t2 = sign("ES256", "p256", keys, claims("https://idp"), headers={"kid": "k2"})
+    r = await http_request(gw.port, "GET", "/x", headers=bearer(t2))
+    assert r.status == 401 and jwks_server.hits == 2  # unknown kid: fetched again, still unknown
+
+    jwks_server.keys = [jwk(keys["p256"], "k2", "ES256")]  # the identity provider rotates its keys
+    for _ in TWICE:
+        assert (await http_request(gw.port, "GET", "/x", headers=bearer(t2))).status == 200
+    assert jwks_server.hits == 3
+
+
+async def test_unknown_kids_do_not_make_a_fetch_per_request(upstream, gateway, keys, jwks_server):
+    jwks_server.keys = [jwk(keys["rsa"], "k1", "RS256")]
+    url = f"http://127.0.0.1:{jwks_server.port}/jwks"
+    consumers = {"idp": {"credentials": {"jwt-auth": [{"issuer": "https://idp", "jwks_url": url}]}}}
+    gw = await gateway(route_config(upstream, {"jwt-auth": {"jwks_min_refresh": 60}}, consumers=consumers))
+    for i in range(5):
+        token = sign("RS256", "rsa", keys, claims("https://idp"), headers={"kid": f"nope-{i}"})
+        assert (await http_request(gw.port, "GET", "/x", headers=bearer(token))).status == 401
+    assert jwks_server.hits == 1
+
+
+@pytest.mark.parametrize(
+    ("cred", "what"),
+    [
+        ({"issuer": "i", "algorithms": ["none"], "secret": "s"}, "unsupported algorithm(s) none"),
+        ({"issuer": "i", "algorithms": ["RS256"], "secret": "s"}, "a secret only signs HS256"),
+        ({"issuer": "i", "algorithms": ["HS256"], "jwks_url": "http://x/j"}, "HMAC algorithms need a secret"),
+        ({"issuer": "i", "algorithms": ["RS256"], "public_key": "nope"}, "not a PEM public key"),
+        ({"issuer": "i", "secret": "s", "jwks_url": "http://x/j"}, "give exactly one of"),
+    ],
+)
+def test_credentials_that_would_open_a_hole_are_refused_at_load(cred, what):
+    from fastgw.config.load import ConfigError, load_config_bytes
+
+    cfg = {"consumers": {"c": {"credentials": {"jwt-auth": [cred]}}},
+           "routes": [{"path": "/", "integration": {"type": "mock"}, "plugins": {"jwt-auth": {}}}]}  # fmt: skip
+    with pytest.raises(ConfigError, match=what.replace("(", r"\(").replace(")", r"\)")):
+        load_config_bytes(json.dumps(cfg).encode(), "gw.json")
+
+
+async def test_claims_reach_a_function_as_the_jwt_authorizer(keys, tmp_path):
+    from fastgw.testing import running_gateway
+    from tests.functions.conftest import ECHO_PY, write
+
+    write(tmp_path / "fn", "echo.py", ECHO_PY)
+    cfg = {
+        "consumers": consumers_for(keys),
+        "functions": {"echo": {"runtime": "python", "handler": "echo.handler", "code": "fn"}},
+        "routes": [{"path": "/v2", "integration": {"type": "lambda", "function": "echo"}, "plugins": {"jwt-auth": {}}}],
+    }
+    token = sign("EdDSA", "ed", keys, claims("iss-EdDSA", scope="a b"))
+    async with running_gateway(cfg, base_dir=tmp_path) as gw:
+        r = await http_request(gw.port, "GET", "/v2", headers=bearer(token))
+        auth = r.json()["event"]["requestContext"]["authorizer"]
+        assert auth["jwt"]["scopes"] == ["a", "b"] and auth["jwt"]["claims"]["iss"] == "iss-EdDSA"
