@@ -167,7 +167,7 @@ def _parse_query(raw: bytes | None) -> dict[str, list[str]]:
 class ClientRequest:
     """The request as the client sent it (after path normalization); read-only."""
 
-    __slots__ = ("_req", "_raw", "_raw_query", "_headers", "_query", "client_ip", "params")
+    __slots__ = ("_req", "_raw", "_raw_query", "_headers", "_query", "client_ip", "params", "body")
 
     def __init__(self, req: Request, client_ip: str, params: dict[str, str]) -> None:
         self._req = req
@@ -179,6 +179,8 @@ class ClientRequest:
         self._query: dict[str, list[str]] | None = None
         self.client_ip = client_ip
         self.params = params  # the route's path parameters
+        # The whole body, on routes where a plugin asked for it (`needs_body`); None elsewhere (it streams).
+        self.body: bytes | None = None
 
     @property
     def method(self) -> str:
@@ -231,13 +233,15 @@ class UpstreamRequest:
 
     Only what a plugin touched is rebuilt: `headers` is copied on first access, `query` parsed on first access."""
 
-    __slots__ = ("_req", "_headers", "_query", "path")
+    __slots__ = ("_req", "_headers", "_query", "path", "body")
 
     def __init__(self, req: Request) -> None:
         self._req = req
         self._headers: Headers | None = None
         self._query: dict[str, list[str]] | None = None
         self.path: str | None = None  # another path for the upstream: replaces the route's own rewrite
+        # Another body for the integration (only on routes where a plugin collected it: `needs_body`).
+        self.body: bytes | None = None
 
     @property
     def headers(self) -> Headers:
@@ -259,6 +263,13 @@ class UpstreamRequest:
             req.query = urlencode([(k, v) for k, vs in self._query.items() for v in vs]).encode() or None
         if self.path is not None and not self.path.startswith("/"):
             raise ValueError(f"the upstream path must start with '/', got {self.path!r}")
+        if self.body is not None:
+            if not req.complete:
+                raise ValueError("the body can only be replaced on routes whose plugins collect it (needs_body)")
+            req.body = [self.body] if self.body else []
+            req.buffered = len(self.body)
+            req.chunked = False
+            req.content_length = len(self.body)
 
 
 class ResponseHead:

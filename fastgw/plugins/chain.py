@@ -28,13 +28,14 @@ from fastgw.plugins.consumers import Consumer
 ENTRY_POINT_GROUP = "fastgw.plugins"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # Methods a plugin class may define besides its phases.
-_ALLOWED_METHODS = frozenset({"prepare", "credentials", "body_limit"})
+_ALLOWED_METHODS = frozenset({"prepare", "credentials", "body_limit", "needs_body"})
 
 BUILTIN_MODULES = (
     "fastgw.plugins.request_id",
     "fastgw.plugins.ip_restriction",
     "fastgw.plugins.cors",
     "fastgw.plugins.request_size_limit",
+    "fastgw.plugins.request_validation",
     "fastgw.plugins.jwt_auth",
     "fastgw.plugins.key_auth",
     "fastgw.plugins.basic_auth",
@@ -157,7 +158,7 @@ def phases_of(cls: type[Plugin]) -> list[str]:
 class Chain:
     """The plugins of one route, phase by phase, in priority order (higher first)."""
 
-    __slots__ = ("request", "header_filter", "body_filter", "log", "names", "request_async", "body_limit")
+    __slots__ = ("request", "header_filter", "body_filter", "log", "names", "request_async", "body_limit", "needs_body")
 
     def __init__(self, entries: list[tuple[Plugin, Any, str]]) -> None:
         def phase(name: str) -> tuple[Phase, ...]:
@@ -179,6 +180,9 @@ class Chain:
         # phases run. None: bodies stream as usual.
         limits = [p.body_limit(conf) for p, conf, _ in entries if callable(getattr(p, "body_limit", None))]  # type: ignore[attr-defined]
         self.body_limit: int | None = min(limits) if limits else None
+        # A plugin that reads or rewrites the body (`needs_body(conf)` true) gets it whole: it is collected
+        # before the phases run, and the integration receives it (or the plugin's replacement) at once.
+        self.needs_body = any(p.needs_body(conf) for p, conf, _ in entries if callable(getattr(p, "needs_body", None)))  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,21 @@ Values may use templates over the request and its context: `$request.header.NAME
 `$stageVariables.NAME`, `$context.request_id`, `$context.client_ip`, `$context.method`, `$context.path`
 (`${...}` delimits one inside other text). An operation whose template names something absent is skipped.
 Operations run in this order: remove, rename, set (replace or add), add (only if absent), append (another value).
+
+The request transformer also edits JSON bodies by dotted path (`body: {set: {"order.source": "gateway"}}`): the
+body is collected first, edited, and sent with its new length. A body that is not JSON passes unchanged, with a
+log line.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import orjson
 
 from fastgw.plugins.base import Context, Headers, Plugin
 
@@ -22,6 +28,7 @@ from fastgw.plugins.base import Context, Headers, Plugin
 # as literal text.
 _REF = re.compile(r"\$\{([^}]*)\}|\$((?:request|consumer|stageVariables|context)(?:\.[\w-]+)+)")
 Getter = Callable[[Context], "str | None"]
+log = logging.getLogger("fastgw.plugins.transformer")
 
 
 def _getter(ref: str) -> Getter:
@@ -99,6 +106,15 @@ class Removals(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     query: list[str] = msgspec.field(default_factory=list)
 
 
+class BodyOps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """JSON body edits by dotted path ("a.b.c"); string values are templates, other JSON values literal."""
+
+    remove: list[str] = msgspec.field(default_factory=list)
+    rename: dict[str, str] = msgspec.field(default_factory=dict)
+    set: dict[str, Any] = msgspec.field(default_factory=dict)
+    add: dict[str, Any] = msgspec.field(default_factory=dict)  # only where nothing is
+
+
 class RequestTransformerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     remove: Removals = msgspec.field(default_factory=Removals)
     rename: Ops = msgspec.field(default_factory=Ops)  # old name -> new name
@@ -106,6 +122,7 @@ class RequestTransformerConfig(msgspec.Struct, frozen=True, forbid_unknown_field
     add: Ops = msgspec.field(default_factory=Ops)
     append: Ops = msgspec.field(default_factory=Ops)
     path: str | None = None  # the upstream path (a template); replaces the route's own rewrite
+    body: BodyOps | None = None
 
 
 class ResponseHeaderOps(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -208,10 +225,28 @@ class RequestTransformer(Plugin):
         path = Template(conf.path) if conf.path is not None else None
         if conf.path is not None and not conf.path.startswith(("/", "$")):
             raise ValueError(f"path: expected a path starting with '/', got {conf.path!r}")
-        return (headers if any(headers) else None, query if any(query) else None, path)
+        body = None
+        if conf.body is not None:
+            b = conf.body
+
+            def value(v: Any) -> Any:
+                return Template(v) if isinstance(v, str) else v
+
+            body = (
+                tuple(_dotted(p) for p in b.remove),
+                tuple((_dotted(a), _dotted(n)) for a, n in b.rename.items()),
+                tuple((_dotted(p), value(v)) for p, v in b.set.items()),
+                tuple((_dotted(p), value(v)) for p, v in b.add.items()),
+            )
+        return (headers if any(headers) else None, query if any(query) else None, path, body)
+
+    def needs_body(self, prepared: Any) -> bool:
+        return prepared[3] is not None
 
     def access(self, ctx: Context, prepared: Any) -> None:
-        headers, query, path = prepared
+        headers, query, path, body = prepared
+        if body is not None and ctx.request.body:
+            _edit_body(ctx, body)
         up = ctx.upstream_request
         if headers is not None:
             _apply_headers(ctx, up.headers, headers)
@@ -221,6 +256,64 @@ class RequestTransformer(Plugin):
             value = path.render(ctx)
             if value is not None:
                 up.path = value
+
+
+def _dotted(path: str) -> tuple[str, ...]:
+    parts = tuple(path.split("."))
+    if not all(parts):
+        raise ValueError(f"body: {path!r} is not a dotted path like 'a.b.c'")
+    return parts
+
+
+def _edit_body(ctx: Context, ops: Any) -> None:
+    remove, rename, set_, add = ops
+    try:
+        doc = orjson.loads(ctx.request.body or b"")
+    except orjson.JSONDecodeError:
+        log.info("request-transformer: the body on route %s is not JSON; sent unchanged", ctx.route.name)
+        return
+    if not isinstance(doc, dict):
+        log.info("request-transformer: the JSON body on route %s is not an object; sent unchanged", ctx.route.name)
+        return
+    for p in remove:
+        parent = _walk(doc, p[:-1], create=False)
+        if parent is not None:
+            parent.pop(p[-1], None)
+    for old, new in rename:
+        parent = _walk(doc, old[:-1], create=False)
+        if parent is not None and old[-1] in parent:
+            moved = parent.pop(old[-1])
+            target = _walk(doc, new[:-1], create=True)
+            if target is not None:
+                target[new[-1]] = moved
+    for p, v in set_:
+        _put(ctx, doc, p, v, replace=True)
+    for p, v in add:
+        _put(ctx, doc, p, v, replace=False)
+    ctx.upstream_request.body = orjson.dumps(doc)
+
+
+def _walk(doc: dict[str, Any], path: tuple[str, ...], create: bool) -> dict[str, Any] | None:
+    node: Any = doc
+    for key in path:
+        nxt = node.get(key)
+        if not isinstance(nxt, dict):
+            if not create or nxt is not None:
+                return None  # a path through something that is not an object is left alone
+            nxt = node[key] = {}
+        node = nxt
+    return node
+
+
+def _put(ctx: Context, doc: dict[str, Any], path: tuple[str, ...], value: Any, replace: bool) -> None:
+    parent = _walk(doc, path[:-1], create=True)
+    if parent is None or (not replace and path[-1] in parent):
+        return
+    if isinstance(value, Template):
+        value = value.render(ctx)
+        if value is None:
+            return
+    parent[path[-1]] = value
 
 
 class ResponseTransformer(Plugin):

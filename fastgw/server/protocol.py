@@ -69,7 +69,9 @@ class _PluginBody:
 
     __slots__ = ("client", "req", "route", "params", "limit", "size", "chunks", "abandoned")
 
-    def __init__(self, client: ClientProtocol, req: Request, route: Route, params: dict[str, str], limit: int) -> None:
+    def __init__(
+        self, client: ClientProtocol, req: Request, route: Route, params: dict[str, str], limit: int | None
+    ) -> None:
         self.client = client
         self.req = req
         self.route = route
@@ -83,7 +85,7 @@ class _PluginBody:
         if self.abandoned:
             return
         self.size += len(chunk)
-        if self.size > self.limit:
+        if self.limit is not None and self.size > self.limit:
             # Answer now; the rest of the body is never read (the connection closes after the answer).
             self.abandoned = True
             self.req.upstream = None
@@ -99,8 +101,10 @@ class _PluginBody:
         req.upstream = None
         req.body = self.chunks
         req.buffered = self.size
-        assert client.ctx is not None
-        client._request_phases(req, self.route, self.params, client.ctx, 0)
+        ctx = client.ctx
+        assert ctx is not None
+        ctx.request.body = b"".join(self.chunks)
+        client._request_phases(req, self.route, self.params, ctx, 0)
 
     def abandon(self) -> None:
         self.abandoned = True
@@ -334,15 +338,16 @@ class ClientProtocol(asyncio.Protocol):
     def _run_plugins(self, req: Request, route: Route, params: dict[str, str], chain: Chain) -> None:
         ctx = self.ctx = Context(ClientRequest(req, self._client_ip(req), params), route.info, chain)  # type: ignore[arg-type]
         limit = chain.body_limit
-        if limit is not None and req.chunked:
-            if req.body_size > limit:
-                self.respond_json(req, 413, _TOO_LARGE)
-                return
+        if limit is not None and (req.body_size > limit or (req.content_length or 0) > limit):
+            self.respond_json(req, 413, _TOO_LARGE)
+            return
+        if chain.needs_body or (limit is not None and req.chunked):
             if not req.complete:
                 # The route's plugins judge the body whole: collect it first (refused as soon as it is too big).
                 req.upstream = _PluginBody(self, req, route, params, limit)
                 self.body_drained(req)
                 return
+            ctx.request.body = b"".join(req.body)
         self._request_phases(req, route, params, ctx, 0)
 
     def _request_phases(self, req: Request, route: Route, params: dict[str, str], ctx: Context, start: int) -> None:
