@@ -4,7 +4,7 @@ PY ?= .venv/bin/python
 .PHONY: venv build test test-pure bench bench-functions lint clean
 
 venv:
-	python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
+	python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' -e examples/plugin-package
 
 build:  ## rebuild the Cython core in place after editing fastgw/_core.pyx
 	$(PY) setup.py build_ext --inplace

@@ -1,30 +1,23 @@
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from fastgw.server.server import Server
-from fastgw.testing import EchoUpstream, running_gateway
+from fastgw.pytest_plugin import GatewayFactory, echo_upstream, fastgw_gateway  # noqa: F401 - the public fixtures
+from fastgw.testing import EchoUpstream
+
+
+# The project's tests use the fixtures plugin authors get (fastgw.pytest_plugin), under shorter names.
+@pytest.fixture
+def upstream(echo_upstream: EchoUpstream) -> EchoUpstream:
+    return echo_upstream
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[EchoUpstream]:
-    async with EchoUpstream() as up:
-        yield up
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[Server]]]:
+def gateway(fastgw_gateway: GatewayFactory) -> GatewayFactory:
     """Factory: `srv = await gateway(config_dict)`; every gateway made is shut down at teardown."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def make(config: dict[str, Any]) -> Server:
-            return await stack.enter_async_context(running_gateway(config))
-
-        yield make
+    return fastgw_gateway
 
 
 def proxy_config(upstream_url: str, route: dict[str, Any] | None = None, **top: Any) -> dict[str, Any]:

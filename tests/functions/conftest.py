@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-import contextlib
 import shutil
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fastgw.pytest_plugin import GatewayFactory
 from fastgw.server.server import Server
-from fastgw.testing import running_gateway
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (.ci/run installs it)")
 
@@ -42,11 +41,6 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 
 @pytest.fixture
-async def fgw(tmp_path: Path) -> AsyncIterator[Callable[[dict[str, Any]], Awaitable[Server]]]:
+def fgw(fastgw_gateway: GatewayFactory, tmp_path: Path) -> Callable[[dict[str, Any]], Awaitable[Server]]:
     """Factory: `srv = await fgw(config)`, function code relative to `tmp_path`; all shut down at teardown."""
-    async with contextlib.AsyncExitStack() as stack:
-
-        async def make(config: dict[str, Any]) -> Server:
-            return await stack.enter_async_context(running_gateway(config, base_dir=tmp_path))
-
-        yield make
+    return lambda config: fastgw_gateway(config, base_dir=tmp_path)
