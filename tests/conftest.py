@@ -10,12 +10,12 @@ from fastgw.testing import EchoUpstream
 
 # The project's tests use the fixtures plugin authors get (fastgw.pytest_plugin), under shorter names.
 @pytest.fixture
-def upstream(echo_upstream: EchoUpstream) -> EchoUpstream:
+def upstream(echo_upstream: EchoUpstream) -> EchoUpstream:  # noqa: F811 - the fixture, by name
     return echo_upstream
 
 
 @pytest.fixture
-def gateway(fastgw_gateway: GatewayFactory) -> GatewayFactory:
+def gateway(fastgw_gateway: GatewayFactory) -> GatewayFactory:  # noqa: F811 - the fixture, by name
     """Factory: `srv = await gateway(config_dict)`; every gateway made is shut down at teardown."""
     return fastgw_gateway
 
