@@ -8,7 +8,10 @@ over many small batches, since on a throttled VM any long measurement catches st
 with the code. Used to compare hot-path changes where end-to-end runs are noisy; `bench/run.py` stays the
 measure that counts.
 
-Usage: python bench/hotpath.py [--batches 2000] [--batch 50]
+With `--plugins` the route carries the plugin chain of `bench/run.py --scenario plugins` (key-auth, request-id,
+a request header transform) and the request sends the consumer's key: the difference is what the chain costs.
+
+Usage: python bench/hotpath.py [--batches 2000] [--batch 50] [--plugins]
 """
 
 from __future__ import annotations
@@ -34,7 +37,18 @@ routes:
   - path: /{proxy+}
     integration: {type: http, upstream: backend}
 """
-REQUEST = b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+PLUGINS = b"""
+    plugins:
+      key-auth: {}
+      request-id: {}
+      request-transformer: {set: {headers: {x-consumer-tier: $consumer.custom.tier}}}
+consumers:
+  bench: {custom: {tier: gold}, credentials: {key-auth: [{key: bench-key-0123456789}]}}
+"""
+REQUEST = (
+    b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n"
+    b"apikey: bench-key-0123456789\r\n\r\n"
+)
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 21:00:00 GMT\r\n"
     b"Content-Type: text/plain\r\nContent-Length: 24\r\nConnection: keep-alive\r\n\r\nhello from the upstream\n"
@@ -68,8 +82,8 @@ class MemoryTransport:
         raise AssertionError("the benchmark exchange must stay keep-alive")
 
 
-async def measure(batches: int, batch: int) -> list[float]:
-    loaded = load_config_bytes(CONFIG, "<hotpath>.yaml")
+async def measure(batches: int, batch: int, plugins: bool) -> list[float]:
+    loaded = load_config_bytes(CONFIG + PLUGINS if plugins else CONFIG, "<hotpath>.yaml")
     state = ServerState(asyncio.get_running_loop(), Gateway(loaded), None)
     client = ClientProtocol(state)
     client.connection_made(MemoryTransport(("127.0.0.1", 40000)))  # type: ignore[arg-type]
@@ -93,8 +107,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=50, help="exchanges per timed batch")
+    ap.add_argument("--plugins", action="store_true", help="the route carries the benchmark's plugin chain")
     args = ap.parse_args()
-    results = sorted(uvloop.run(measure(args.batches, args.batch)))  # the loop `fastgw serve` runs on
+    results = sorted(uvloop.run(measure(args.batches, args.batch, args.plugins)))  # the loop `fastgw serve` runs on
     n = len(results)
     print(
         f"hot path: median {results[n // 2]:.2f} us per proxied request "
