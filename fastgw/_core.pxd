@@ -101,3 +101,47 @@ cdef class ResponseSink:
     cdef public bint new_parser
     cdef public bint keep
     cdef _start_head(self)
+
+cdef class Headers:
+    cdef public list _items
+    cdef public bint _frozen
+    cpdef bytes _key(self, str name, str value=*)
+
+cdef class HeadHeaders(Headers):
+    cdef public object _block
+    cdef list _framing
+    cdef bint _absent(self, bytes key)
+    cdef void _parse(self)
+    cdef inline void _parsed(self)
+
+cdef class ClientRequest:
+    cdef public Request _req
+    cdef public list _raw
+    cdef public object _raw_query
+    cdef public object _headers
+    cdef public object _query
+    cdef public str client_ip
+    cdef public object params
+    cdef public object body
+
+cdef class UpstreamRequest:
+    cdef public Request _req
+    cdef public Headers _headers
+    cdef public object _query
+    cdef public object path
+    cdef public object body
+
+cdef class ResponseHead:
+    cdef public int status
+    cdef public object headers
+    cdef public object body
+
+cdef class Context:
+    cdef public ClientRequest request
+    cdef public object _upstream
+    cdef public object response
+    cdef public object consumer
+    cdef public object credential
+    cdef public object route
+    cdef public dict vars
+    cdef public object chain

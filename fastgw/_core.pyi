@@ -8,6 +8,21 @@ from fastgw._pycore import ResponseSink as ResponseSink
 from fastgw._pycore import UpstreamProtocolError as UpstreamProtocolError
 from fastgw._pycore import normalize_path as normalize_path
 
+# So has the plugin runtime, twin of fastgw._pyplugins.
+from fastgw._pyplugins import ClientRequest as ClientRequest
+from fastgw._pyplugins import Context as Context
+from fastgw._pyplugins import Headers as Headers
+from fastgw._pyplugins import HeadHeaders as HeadHeaders
+from fastgw._pyplugins import PluginFailed as PluginFailed
+from fastgw._pyplugins import ResponseHead as ResponseHead
+from fastgw._pyplugins import UpstreamRequest as UpstreamRequest
+from fastgw._pyplugins import add_consumer_headers as add_consumer_headers
+from fastgw._pyplugins import filter_head as filter_head
+from fastgw._pyplugins import finish_phases as finish_phases
+from fastgw._pyplugins import new_context as new_context
+from fastgw._pyplugins import run_phases as run_phases
+from fastgw._pyplugins import strip_headers as strip_headers
+
 ANY: str
 
 class RouteConflict(ValueError): ...

@@ -138,12 +138,15 @@ class Gateway:
         self.consumers = setup.consumers if setup is not None else {}
         ch = cfg.consumer_headers
         # With consumers configured, the consumer headers the upstream trusts are only ever set by the gateway.
-        self.consumer_headers = (
-            (ch.username.lower() if ch.username else None, ch.groups.lower() if ch.groups else None)
+        self.consumer_headers: tuple[bytes | None, bytes | None] | None = (
+            (
+                ch.username.lower().encode("latin-1") if ch.username else None,
+                ch.groups.lower().encode("latin-1") if ch.groups else None,
+            )
             if self.consumers
             else None
         )
-        self.strip_names = frozenset(n.encode() for n in self.consumer_headers or () if n)
+        self.strip_names = frozenset(n for n in self.consumer_headers or () if n)
 
     def _pool(self, name: str, loaded: LoadedConfig, previous: Gateway | None) -> FunctionPool:
         """A reload keeps the running workers of a function whose definition did not change."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 
 class Consumer:
-    __slots__ = ("name", "groups", "custom")
+    __slots__ = ("name", "groups", "custom", "name_b", "groups_b")
 
     def __init__(self, name: str, groups: tuple[str, ...], custom: dict[str, str]) -> None:
         self.name = name
         self.groups = groups
         self.custom = custom
+        # What the upstream receives in the consumer headers, encoded once.
+        self.name_b = name.encode()
+        self.groups_b = ",".join(groups).encode()
 
     def __repr__(self) -> str:
         return f"Consumer({self.name!r}, groups={list(self.groups)!r})"

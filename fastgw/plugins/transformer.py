@@ -66,7 +66,7 @@ def _getter(ref: str) -> Getter:
 class Template:
     """A value with `$...` references, parsed once when the config loads."""
 
-    __slots__ = ("parts", "static")
+    __slots__ = ("parts", "static", "single")
 
     def __init__(self, text: str) -> None:
         parts: list[str | Getter] = []
@@ -80,10 +80,15 @@ class Template:
             parts.append(text[pos:])
         self.parts = tuple(parts)
         self.static = text if all(isinstance(p, str) for p in parts) else None
+        # PERF: a value that is exactly one reference ("$consumer.username") is the getter's answer.
+        first = parts[0] if len(parts) == 1 else None
+        self.single: Getter | None = None if first is None or isinstance(first, str) else first
 
     def render(self, ctx: Context) -> str | None:
         if self.static is not None:
             return self.static
+        if self.single is not None:
+            return self.single(ctx)
         out = []
         for p in self.parts:
             if isinstance(p, str):
@@ -171,10 +176,12 @@ def _plan(remove: list[str], rename: dict[str, str], set_: dict[str, str], add: 
 
 def _apply_headers(ctx: Context, headers: Headers, plan: Plan) -> None:
     remove, rename, set_, add, append = plan
-    for n in remove:
-        headers.remove(n)
-    for old, new in rename:
-        headers.rename(old, new)
+    if remove:
+        for n in remove:
+            headers.remove(n)
+    if rename:
+        for old, new in rename:
+            headers.rename(old, new)
     for n, t in set_:
         v = t.render(ctx)
         if v is not None:

@@ -15,8 +15,7 @@ from urllib.parse import quote
 
 from httptools import HttpParserError, HttpResponseParser
 
-from fastgw.core import ResponseSink
-from fastgw.plugins.run import PluginFailed, filter_proxied_head
+from fastgw.core import PluginFailed, ResponseSink, filter_head
 from fastgw.server.http import DATE
 
 if TYPE_CHECKING:
@@ -150,14 +149,10 @@ class UpstreamConnection(asyncio.Protocol):
             return
         sink = self.sink
         out = sink.out
-        if (
-            not started
-            and client.ctx is not None
-            and req.response_started  # type: ignore[union-attr]
-            and client.ctx.chain.header_filter
-            and not self._filter_head(client, req, out)  # type: ignore[arg-type]
-        ):
-            return
+        if not started and req.response_started:  # type: ignore[union-attr]
+            ctx = client.ctx
+            if ctx is not None and ctx.chain.header_filter and not self._filter_head(client, req, out):  # type: ignore[arg-type]
+                return
         if out:
             client.transport.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
@@ -246,7 +241,7 @@ class UpstreamConnection(asyncio.Protocol):
         """The route's header_filter phases over the response head the sink just built (out[0]). False when a
         plugin failed and the exchange was ended with a 500."""
         try:
-            out[0] = filter_proxied_head(client.ctx, out[0])  # type: ignore[arg-type]
+            out[0] = filter_head(client.ctx, out[0])  # type: ignore[arg-type]
         except PluginFailed as exc:
             log.error("plugin %s failed filtering the response on route %s", exc.name, req.route_name,
                       exc_info=exc.__cause__)  # fmt: skip

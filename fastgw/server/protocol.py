@@ -18,11 +18,20 @@ from typing import TYPE_CHECKING
 import orjson
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, parse_url
 
-from fastgw.core import Reject, Request, RequestSink
+from fastgw.core import (
+    PluginFailed,
+    Reject,
+    Request,
+    RequestSink,
+    finish_phases,
+    new_context,
+    run_phases,
+    strip_headers,
+)
 from fastgw.functions.integration import KIND_LAMBDA, lambda_call
 from fastgw.gateway import KIND_MOCK
-from fastgw.plugins.base import ClientRequest, Context, Response
-from fastgw.plugins.run import PluginFailed, filter_body, filter_headers, run_log
+from fastgw.plugins.base import Context, Response
+from fastgw.plugins.run import filter_body, filter_headers, run_log
 from fastgw.proxy.upstream import HIGH_WATER, proxy
 from fastgw.server.http import DATE, error_response, normalize_path, status_line
 
@@ -52,15 +61,6 @@ _PLUGIN_ERROR = {"message": "Internal server error"}
 def _first_segment(path: str) -> str:
     end = path.find("/", 1)
     return path if end < 0 else path[:end]
-
-
-def _strip(req: Request, names: frozenset[bytes]) -> None:
-    """Drop the client's copies of headers only the gateway may set (the consumer headers)."""
-    headers = req.headers
-    for k, _ in headers:
-        if k in names:
-            req.headers = [h for h in headers if h[0] not in names]
-            return
 
 
 class _PluginBody:
@@ -287,7 +287,7 @@ class ClientProtocol(asyncio.Protocol):
             self._run_plugins(req, route, params, chain)  # type: ignore[arg-type]
             return
         if gw.strip_names:
-            _strip(req, gw.strip_names)
+            strip_headers(req, gw.strip_names)
         self._integrate(req, route, params)  # type: ignore[arg-type]
 
     def _integrate(self, req: Request, route: Route, params: dict[str, str]) -> None:
@@ -336,7 +336,8 @@ class ClientProtocol(asyncio.Protocol):
         return hops[0] if hops and hops[0] else self.peer_ip
 
     def _run_plugins(self, req: Request, route: Route, params: dict[str, str], chain: Chain) -> None:
-        ctx = self.ctx = Context(ClientRequest(req, self._client_ip(req), params), route.info, chain)  # type: ignore[arg-type]
+        ip = self.peer_ip if not self.trusted else self._client_ip(req)
+        ctx = self.ctx = new_context(req, ip, params, route.info, chain)
         limit = chain.body_limit
         if limit is not None and (req.body_size > limit or (req.content_length or 0) > limit):
             self.respond_json(req, 413, _TOO_LARGE)
@@ -352,32 +353,25 @@ class ClientProtocol(asyncio.Protocol):
 
     def _request_phases(self, req: Request, route: Route, params: dict[str, str], ctx: Context, start: int) -> None:
         """rewrite, then access phases, from `start`; a Response answers, an awaitable continues asynchronously."""
-        phases = ctx.chain.request
-        for i in range(start, len(phases)):
-            fn, conf, _, name = phases[i]
-            try:
-                result = fn(ctx, conf)
-            except Exception:
-                self._plugin_failed(req, route, name)
-                return
-            if result is None:
-                continue
+        try:
+            i, result = run_phases(ctx, start)
+        except PluginFailed as exc:
+            self._plugin_failed(req, route, exc.name, exc=exc.__cause__)
+            return
+        if i >= 0:
+            name = ctx.chain.request[i][3]
             if result.__class__ is Response:
                 self._plugin_response(req, result)
-                return
-            if inspect.isawaitable(result):
+            elif inspect.isawaitable(result):
                 self.loop.create_task(self._resume_phases(req, route, params, ctx, i, name, result))
-                return
-            self._plugin_failed(req, route, name, f"returned {type(result).__name__}, not None or a Response")
+            else:
+                self._plugin_failed(req, route, name, f"returned {type(result).__name__}, not None or a Response")
             return
+        gw: Gateway = self.state.gateway
         try:
-            if ctx._upstream is not None:
-                ctx._upstream.apply(req)
-            gw: Gateway = self.state.gateway
-            if gw.consumer_headers is not None:
-                self._consumer_headers(req, ctx, gw)
-        except Exception:
-            self._plugin_failed(req, route, "(upstream request changes)")
+            finish_phases(ctx, req, gw.strip_names, gw.consumer_headers)
+        except Exception as exc:
+            self._plugin_failed(req, route, "(upstream request changes)", exc=exc)
             return
         self._integrate(req, route, params)
 
@@ -386,8 +380,8 @@ class ClientProtocol(asyncio.Protocol):
     ) -> None:
         try:
             result = await awaitable  # type: ignore[misc]
-        except Exception:
-            self._plugin_failed(req, route, name)
+        except Exception as exc:
+            self._plugin_failed(req, route, name, exc=exc)
             return
         if self.closed or req.finished:
             return
@@ -398,25 +392,16 @@ class ClientProtocol(asyncio.Protocol):
         else:
             self._plugin_failed(req, route, name, f"returned {type(result).__name__}, not None or a Response")
 
-    def _consumer_headers(self, req: Request, ctx: Context, gw: Gateway) -> None:
-        """The consumer goes upstream in the configured headers; the client's own copies never do."""
-        _strip(req, gw.strip_names)
-        consumer = ctx.consumer
-        if consumer is not None:
-            user_h, groups_h = gw.consumer_headers  # type: ignore[misc]
-            if user_h:
-                req.headers.append((user_h.encode("latin-1"), consumer.name.encode()))
-            if groups_h and consumer.groups:
-                req.headers.append((groups_h.encode("latin-1"), ",".join(consumer.groups).encode()))
-
     def _plugin_response(self, req: Request, resp: Response) -> None:
         # NOTE: answered before a body still on its way was read: request_done closes the connection then, as
         # for any early answer (and 100 Continue was never sent, so an expecting client sends no body).
         self.respond(req, resp.status, resp.headers, resp.body)
 
-    def _plugin_failed(self, req: Request, route: Route, name: str, why: str | None = None) -> None:
+    def _plugin_failed(
+        self, req: Request, route: Route, name: str, why: str | None = None, exc: BaseException | None = None
+    ) -> None:
         if why is None:
-            log.exception("plugin %s failed on route %s (%s %s)", name, route.name, req.method, req.path)
+            log.error("plugin %s failed on route %s (%s %s)", name, route.name, req.method, req.path, exc_info=exc)
         else:
             log.error("plugin %s failed on route %s (%s %s): %s", name, route.name, req.method, req.path, why)
         if req.finished or self.closed:

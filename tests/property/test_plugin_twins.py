@@ -1,0 +1,157 @@
+"""The compiled plugin runtime (fastgw._core) and its pure-Python twin (fastgw._pyplugins) give the same answers.
+
+Random sequences of header operations (valid and invalid names and values, on request lists and on response heads
+the upstream leg built), the client request's lookups, the upstream request written back into a Request, the
+header filter over a response head, and the consumer headers: every result, error and final state must match.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastgw import _pycore, _pyplugins, core
+
+if not core.COMPILED:
+    pytest.skip("compiled core not built (FASTGW_NO_EXTENSIONS or no extension)", allow_module_level=True)
+
+from fastgw import _core  # noqa: E402
+
+# (plugin runtime, Request class) per implementation.
+IMPLS = ((_core, _core), (_pyplugins, _pycore))
+
+NAMES = st.sampled_from(
+    ["x-a", "X-A", "X-Request-Id", "content-type", "Content-Length", "date", "connection", "cookie", "bad name",
+     "", "x:y", "Transfer-Encoding", "x-b", "Server"]
+)  # fmt: skip
+VALUES = st.one_of(st.sampled_from(["1", "v", "", "a\r\nb: c", "x\0y", "é", "two words"]), st.text(max_size=8))
+OPS = st.lists(
+    st.tuples(st.sampled_from(["set", "add", "remove", "rename", "get", "get_all", "contains", "len", "iter"]),
+              NAMES, NAMES, VALUES),
+    max_size=12,
+)  # fmt: skip
+RAW = st.lists(
+    st.tuples(st.sampled_from([b"host", b"x-a", b"cookie", b"content-type", b"x-b"]),
+              st.sampled_from([b"1", b"two", b"\xc3\xa9", b"\xff", b""])),
+    max_size=6,
+)  # fmt: skip
+
+
+def apply_ops(headers: Any, ops: list[tuple[str, str, str, str]]) -> list[Any]:
+    out: list[Any] = []
+    for op, name, other, value in ops:
+        try:
+            if op == "set":
+                out.append(headers.set(name, value))
+            elif op == "add":
+                out.append(headers.add(name, value))
+            elif op == "remove":
+                out.append(headers.remove(name))
+            elif op == "rename":
+                out.append(headers.rename(name, other))
+            elif op == "get":
+                out.append(headers.get(name))
+            elif op == "get_all":
+                out.append(headers.get_all(name))
+            elif op == "contains":
+                out.append(name in headers)
+            elif op == "len":
+                out.append(len(headers))
+            else:
+                out.append(list(headers))
+        except (ValueError, TypeError) as exc:
+            out.append((type(exc).__name__, str(exc)))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=RAW, ops=OPS, frozen=st.booleans())
+def test_headers_operations(raw, ops, frozen):
+    results = []
+    for impl, _ in IMPLS:
+        h = impl.Headers.from_raw(list(raw), frozen=frozen)
+        results.append((apply_ops(h, ops), h.raw(), list(h)))
+    assert results[0] == results[1]
+
+
+HEAD_LINES = st.lists(
+    st.sampled_from([b"Server: nginx", b"Content-Type: text/plain", b"content-length: 24", b"X-A: 1",
+                     b"Transfer-Encoding: chunked", b"Date: Wed, 25 Nov 2026 21:00:00 GMT", b"x-a: 2",
+                     b"Connection: close", b"Set-Cookie: a=b"]),
+    max_size=6,
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=HEAD_LINES, ops=OPS, status=st.sampled_from([200, 200, 404, 503]))
+def test_header_filter_over_a_response_head(lines, ops, status):
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+
+    class Chain:
+        def __init__(self) -> None:
+            self.header_filter = ((self.phase, None, False, "p"),)
+            self.seen: list[Any] = []
+
+        def phase(self, ctx: Any, conf: Any) -> None:
+            self.seen.append(apply_ops(ctx.response.headers, ops))
+            ctx.response.status = status
+
+    results = []
+    for impl, pycore in IMPLS:
+        req = pycore.Request()
+        chain = Chain()
+        ctx = impl.new_context(req, "127.0.0.1", {}, None, chain)
+        results.append((impl.filter_head(ctx, head), chain.seen))
+    assert results[0] == results[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    raw=RAW,
+    query=st.sampled_from([None, b"a=1&a=2&b=", b"q=caf%C3%A9", b"x"]),
+    ops=OPS,
+    path=st.sampled_from([None, "/v2/x", "no-slash"]),
+    lookups=st.lists(NAMES.filter(bool), max_size=4),
+)
+def test_client_and_upstream_requests(raw, query, ops, path, lookups):
+    results = []
+    for impl, pycore in IMPLS:
+        req = pycore.Request()
+        req.headers = list(raw)
+        req.query = query
+        req.complete = True
+        ctx = impl.new_context(req, "10.0.0.1", {"id": "7"}, None, None)
+        looked = [ctx.request.header(n) for n in lookups] + [ctx.request.query, ctx.request.query_string]
+        up = ctx.upstream_request
+        changed = apply_ops(up.headers, ops)
+        up.query["added"] = ["yes"]
+        up.path = path
+        try:
+            up.apply(req)
+            applied: Any = (req.headers, req.query)
+        except ValueError as exc:
+            applied = str(exc)
+        # The client's view is what it sent, whatever was changed for the upstream.
+        results.append((looked, changed, applied, list(ctx.request.headers), ctx.request.client_ip))
+    assert results[0] == results[1]
+
+
+@settings(max_examples=100, deadline=None)
+@given(raw=RAW, authenticated=st.booleans(), keys=st.sampled_from([None, (b"x-user", b"x-groups"), (b"x-user", None)]))
+def test_consumer_headers(raw, authenticated, keys):
+    class Consumer:
+        name_b = b"alice"
+        groups_b = b"admin,staff"
+
+    results = []
+    for impl, pycore in IMPLS:
+        req = pycore.Request()
+        req.headers = list(raw) + [(b"x-user", b"forged")]
+        ctx = impl.new_context(req, "127.0.0.1", {}, None, None)
+        ctx.consumer = Consumer() if authenticated else None
+        impl.finish_phases(ctx, req, frozenset({b"x-user", b"x-groups"}), keys)
+        results.append(req.headers)
+    assert results[0] == results[1]
