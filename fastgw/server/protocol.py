@@ -359,13 +359,7 @@ class ClientProtocol(asyncio.Protocol):
             self._plugin_failed(req, route, exc.name, exc=exc.__cause__)
             return
         if i >= 0:
-            name = ctx.chain.request[i][3]
-            if result.__class__ is Response:
-                self._plugin_response(req, result)
-            elif inspect.isawaitable(result):
-                self.loop.create_task(self._resume_phases(req, route, params, ctx, i, name, result))
-            else:
-                self._plugin_failed(req, route, name, f"returned {type(result).__name__}, not None or a Response")
+            self._phase_result(req, route, params, ctx, i, result)
             return
         gw: Gateway = self.state.gateway
         try:
@@ -374,6 +368,18 @@ class ClientProtocol(asyncio.Protocol):
             self._plugin_failed(req, route, "(upstream request changes)", exc=exc)
             return
         self._integrate(req, route, params)
+
+    def _phase_result(
+        self, req: Request, route: Route, params: dict[str, str], ctx: Context, i: int, result: object
+    ) -> None:
+        """Phase i returned something: a Response answers, an awaitable continues asynchronously."""
+        name = ctx.chain.request[i][3]
+        if result.__class__ is Response:
+            self._plugin_response(req, result)  # type: ignore[arg-type]
+        elif inspect.isawaitable(result):
+            self.loop.create_task(self._resume_phases(req, route, params, ctx, i, name, result))
+        else:
+            self._plugin_failed(req, route, name, f"returned {type(result).__name__}, not None or a Response")
 
     async def _resume_phases(
         self, req: Request, route: Route, params: dict[str, str], ctx: Context, i: int, name: str, awaitable: object
