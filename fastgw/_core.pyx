@@ -1268,6 +1268,9 @@ def finish_phases(Context ctx, Request req, frozenset strip, keys):
             add_consumer_headers(req, ctx.consumer, keys[0], keys[1])
 
 
+cdef tuple _ALL_WENT_ON = (-1, None)
+
+
 def run_phases(Context ctx, Py_ssize_t start):
     cdef tuple phases = ctx.chain.request
     cdef Py_ssize_t i
@@ -1280,4 +1283,4 @@ def run_phases(Context ctx, Py_ssize_t start):
             raise PluginFailed(phase[3]) from exc
         if result is not None:
             return i, result
-    return -1, None
+    return _ALL_WENT_ON

@@ -158,7 +158,8 @@ def phases_of(cls: type[Plugin]) -> list[str]:
 class Chain:
     """The plugins of one route, phase by phase, in priority order (higher first)."""
 
-    __slots__ = ("request", "header_filter", "body_filter", "log", "names", "request_async", "body_limit", "needs_body")
+    __slots__ = ("request", "header_filter", "body_filter", "log", "names", "request_async", "body_limit", "needs_body",
+                 "streams")  # fmt: skip
 
     def __init__(self, entries: list[tuple[Plugin, Any, str]]) -> None:
         def phase(name: str) -> tuple[Phase, ...]:
@@ -183,6 +184,8 @@ class Chain:
         # A plugin that reads or rewrites the body (`needs_body(conf)` true) gets it whole: it is collected
         # before the phases run, and the integration receives it (or the plugin's replacement) at once.
         self.needs_body = any(p.needs_body(conf) for p, conf, _ in entries if callable(getattr(p, "needs_body", None)))  # type: ignore[attr-defined]
+        # Nothing about the body to do before the phases (PERF: one test per request instead of three).
+        self.streams = self.body_limit is None and not self.needs_body
 
 
 @dataclass(frozen=True)

@@ -151,8 +151,12 @@ class UpstreamConnection(asyncio.Protocol):
         out = sink.out
         if not started and req.response_started:  # type: ignore[union-attr]
             ctx = client.ctx
-            if ctx is not None and ctx.chain.header_filter and not self._filter_head(client, req, out):  # type: ignore[arg-type]
-                return
+            if ctx is not None and ctx.chain.header_filter:
+                try:
+                    out[0] = filter_head(ctx, out[0])
+                except PluginFailed as exc:
+                    self._filter_failed(client, req, out, exc)  # type: ignore[arg-type]
+                    return
         if out:
             client.transport.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
@@ -237,20 +241,15 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _filter_head(self, client: ClientProtocol, req: Request, out: list[bytes]) -> bool:
-        """The route's header_filter phases over the response head the sink just built (out[0]). False when a
-        plugin failed and the exchange was ended with a 500."""
-        try:
-            out[0] = filter_head(client.ctx, out[0])  # type: ignore[arg-type]
-        except PluginFailed as exc:
-            log.error("plugin %s failed filtering the response on route %s", exc.name, req.route_name,
-                      exc_info=exc.__cause__)  # fmt: skip
-            out.clear()
-            req.response_started = False  # nothing was sent yet: the client gets a clean 500
-            client.ctx = None
-            self._fail(500, "Internal server error", f"plugin {exc.name} failed")
-            return False
-        return True
+    def _filter_failed(self, client: ClientProtocol, req: Request, out: list[bytes], exc: PluginFailed) -> None:
+        """A header_filter phase raised on the head the sink just built: nothing was sent yet, so the exchange
+        ends and the client gets a clean 500."""
+        log.error("plugin %s failed filtering the response on route %s", exc.name, req.route_name,
+                  exc_info=exc.__cause__)  # fmt: skip
+        out.clear()
+        req.response_started = False
+        client.ctx = None
+        self._fail(500, "Internal server error", f"plugin {exc.name} failed")
 
     # -- endings ----------------------------------------------------------------------------------------------
 

@@ -338,6 +338,9 @@ class ClientProtocol(asyncio.Protocol):
     def _run_plugins(self, req: Request, route: Route, params: dict[str, str], chain: Chain) -> None:
         ip = self.peer_ip if not self.trusted else self._client_ip(req)
         ctx = self.ctx = new_context(req, ip, params, route.info, chain)
+        if chain.streams:
+            self._request_phases(req, route, params, ctx, 0)
+            return
         limit = chain.body_limit
         if limit is not None and (req.body_size > limit or (req.content_length or 0) > limit):
             self.respond_json(req, 413, _TOO_LARGE)
