@@ -119,6 +119,8 @@ class Worker(asyncio.Protocol):
         elif kind == "result":
             if msg.get("id") != self.request_id or self.result is None or self.result.done():
                 return  # the answer to an invocation that already timed out
+            if msg.get("exiting"):
+                self.retired = True  # it is about to exit: never hand it the next invocation
             if msg.get("ok"):
                 outcome = Outcome(ok=True, value=msg.get("value"))
             else:

@@ -21,11 +21,7 @@ log = logging.getLogger("fastgw.plugins")
 def filter_headers(ctx: Context, status: int, headers: list[tuple[str, str]]) -> tuple[int, list[tuple[str, str]]]:
     """Run the route's header_filter phases over a response about to be sent. Raises PluginFailed."""
     head = ctx.response = ResponseHead(status, Headers([(k.lower(), v) for k, v in headers]))
-    for fn, conf, _, name in ctx.chain.header_filter:
-        try:
-            fn(ctx, conf)
-        except Exception as exc:
-            raise PluginFailed(name) from exc
+    _run_filters(ctx, ctx.chain.header_filter)
     return head.status, list(head.headers)
 
 
@@ -34,14 +30,18 @@ def filter_body(ctx: Context, body: bytes) -> bytes:
     head = ctx.response
     assert head is not None
     head.body = body
-    for fn, conf, _, name in ctx.chain.body_filter:
+    _run_filters(ctx, ctx.chain.body_filter)
+    if not isinstance(head.body, bytes):
+        raise PluginFailed(ctx.chain.body_filter[-1][3]) from TypeError("ctx.response.body must stay bytes")
+    return head.body
+
+
+def _run_filters(ctx: Context, phases: tuple[Any, ...]) -> None:
+    for fn, conf, _, name in phases:
         try:
             fn(ctx, conf)
         except Exception as exc:
             raise PluginFailed(name) from exc
-    if not isinstance(head.body, bytes):
-        raise PluginFailed(ctx.chain.body_filter[-1][3]) from TypeError("ctx.response.body must stay bytes")
-    return head.body
 
 
 def run_log(ctx: Context, status: int) -> None:

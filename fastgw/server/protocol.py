@@ -378,7 +378,7 @@ class ClientProtocol(asyncio.Protocol):
         """Phase i returned something: a Response answers, an awaitable continues asynchronously."""
         name = ctx.chain.request[i][3]
         if result.__class__ is Response:
-            self._plugin_response(req, result)  # type: ignore[arg-type]
+            self._plugin_response(req, result)
         elif inspect.isawaitable(result):
             self.loop.create_task(self._resume_phases(req, route, params, ctx, i, name, result))
         else:

@@ -91,7 +91,8 @@ function runHandler(handler, event, ctx) {
 
 function fatal(err, type) {
   // An error no invocation can catch: report it for the invocation in flight, then exit like Lambda's runtime.
-  if (currentId) send({ t: "result", id: currentId, ok: false, error: errorOf(err, type) });
+  // `exiting` tells the gateway not to give this worker another invocation in the meantime.
+  if (currentId) send({ t: "result", id: currentId, ok: false, exiting: true, error: errorOf(err, type) });
   else send({ t: "log", id: "", line: `${type}: ${util.inspect(err)}` });
   chan.end(() => process.exit(1));
 }
