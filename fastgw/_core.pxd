@@ -113,6 +113,7 @@ cdef class HeadHeaders(Headers):
     cdef bint _absent(self, bytes key)
     cdef void _parse(self)
     cdef inline void _parsed(self)
+    cdef void _set_raw(self, bytes key, bytes value)
 
 cdef class ClientRequest:
     cdef public Request _req
@@ -145,3 +146,4 @@ cdef class Context:
     cdef public object route
     cdef public dict vars
     cdef public object chain
+    cdef public list _reply_headers

@@ -1025,6 +1025,18 @@ cdef class HeadHeaders(Headers):
             return
         Headers.add(self, name, value)
 
+    cdef void _set_raw(self, bytes key, bytes value):
+        """set() for a key and value already checked (Context.set_response_header did)."""
+        cdef list items
+        if self._block is not None:
+            if self._absent(key):
+                self._block = b"".join((self._block, key, b": ", value, b"\r\n"))
+                return
+            self._parse()
+        items = [it for it in self._items if <bytes>(<tuple>it)[0] != key]
+        items.append((key, value))
+        self._items = items
+
     def get(self, str name, default=None):
         self._parsed()
         return Headers.get(self, name, default)
@@ -1167,6 +1179,9 @@ cdef class ResponseHead:
         self.body = None
 
 
+cdef Headers _VALID_HEADERS = Headers()
+
+
 cdef class Context:
     """What the phases of one request share. See `fastgw._pyplugins.Context`."""
 
@@ -1179,6 +1194,15 @@ cdef class Context:
         self.route = route
         self.vars = {}
         self.chain = chain
+        self._reply_headers = None
+
+    def set_response_header(self, str name, str value):
+        cdef bytes key = _VALID_HEADERS._key(name, value)
+        if key in _FRAMING:
+            raise ValueError(f"{name!r} is set by the gateway from the response's framing")
+        if self._reply_headers is None:
+            self._reply_headers = []
+        self._reply_headers.append((key, value.encode("utf-8")))
 
     @property
     def upstream_request(self):
@@ -1213,6 +1237,7 @@ def new_context(Request req, str client_ip, params, route, chain):
     ctx.route = route
     ctx.vars = {}
     ctx.chain = chain
+    ctx._reply_headers = None
     return ctx
 
 
@@ -1227,6 +1252,10 @@ def filter_head(Context ctx, bytes head):
     headers._frozen = False
     headers._block = block
     headers._framing = []
+    cdef tuple item
+    if ctx._reply_headers is not None:
+        for item in ctx._reply_headers:
+            headers._set_raw(<bytes>item[0], <bytes>item[1])
     cdef ResponseHead resp = ResponseHead.__new__(ResponseHead)
     resp.status = status
     resp.headers = headers

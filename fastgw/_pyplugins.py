@@ -141,6 +141,9 @@ def _parse_query(raw: bytes | None) -> dict[str, list[str]]:
     return out
 
 
+_VALID_HEADERS = Headers()  # validates names and values for Context.set_response_header
+
+
 class ClientRequest:
     """The request as the client sent it (after path normalization); read-only."""
 
@@ -264,7 +267,17 @@ class ResponseHead:
 class Context:
     """What the phases of one request share. `vars` is free for plugins to pass values along."""
 
-    __slots__ = ("request", "_upstream", "response", "consumer", "credential", "route", "vars", "chain")
+    __slots__ = (
+        "request",
+        "_upstream",
+        "response",
+        "consumer",
+        "credential",
+        "route",
+        "vars",
+        "chain",
+        "_reply_headers",
+    )
 
     def __init__(self, request: ClientRequest, route: Any, chain: Any) -> None:
         self.request = request
@@ -275,6 +288,17 @@ class Context:
         self.route = route
         self.vars: dict[str, Any] = {}
         self.chain = chain
+        self._reply_headers: list[tuple[bytes, bytes]] | None = None
+
+    def set_response_header(self, name: str, value: str) -> None:
+        """Set a header on whatever response this request gets (proxied, a function's, a plugin's, an error),
+        before any header_filter phase runs. PERF: cheaper than a header_filter phase for a fixed header."""
+        key = _VALID_HEADERS._key(name, value)
+        if key in FRAMING:
+            raise ValueError(f"{name!r} is set by the gateway from the response's framing")
+        if self._reply_headers is None:
+            self._reply_headers = []
+        self._reply_headers.append((key, value.encode("utf-8")))
 
     @property
     def upstream_request(self) -> UpstreamRequest:
@@ -393,11 +417,14 @@ def _status_line(status: int) -> bytes:
 
 
 def filter_head(ctx: Context, head: bytes) -> bytes:
-    """Run the route's header_filter phases over a response head the upstream leg built (status line, header
-    lines, CRLF CRLF) and return the head to send. Raises PluginFailed."""
+    """Apply the headers set with `set_response_header`, then run the route's header_filter phases, over a
+    response head the upstream leg built (status line, header lines, CRLF CRLF); return the head to send. Raises
+    PluginFailed."""
     end = head.index(b"\r\n")
     status = int(head[9:12])
     headers = HeadHeaders(head[end + 2 : -2])
+    for key, value in ctx._reply_headers or ():
+        headers.set(key.decode("latin-1"), value.decode("utf-8"))
     resp = ctx.response = ResponseHead(status, headers)
     for fn, conf, _, name in ctx.chain.header_filter:
         try:

@@ -56,12 +56,8 @@ class RequestId(Plugin):
             rid = _prefix + str(next(_counter)) if counted else str(uuid.uuid4())
         ctx.vars["request_id"] = rid
         ctx.upstream_request.headers.set(name, rid)
-
-    def header_filter(self, ctx: Context, conf: tuple[str, bool, bool, bool]) -> None:
         if conf[3]:
-            rid = ctx.vars.get("request_id")
-            if rid:
-                ctx.response.headers.set(conf[0], rid)  # type: ignore[union-attr]
+            ctx.set_response_header(name, rid)  # on whatever response comes: proxied, made here, an error
 
 
 PLUGINS = (RequestId,)

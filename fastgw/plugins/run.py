@@ -21,6 +21,8 @@ log = logging.getLogger("fastgw.plugins")
 def filter_headers(ctx: Context, status: int, headers: list[tuple[str, str]]) -> tuple[int, list[tuple[str, str]]]:
     """Run the route's header_filter phases over a response about to be sent. Raises PluginFailed."""
     head = ctx.response = ResponseHead(status, Headers([(k.lower(), v) for k, v in headers]))
+    for key, value in ctx._reply_headers or ():
+        head.headers.set(key.decode("latin-1"), value.decode("utf-8"))
     _run_filters(ctx, ctx.chain.header_filter)
     return head.status, list(head.headers)
 

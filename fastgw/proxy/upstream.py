@@ -151,7 +151,7 @@ class UpstreamConnection(asyncio.Protocol):
         out = sink.out
         if not started and req.response_started:  # type: ignore[union-attr]
             ctx = client.ctx
-            if ctx is not None and ctx.chain.header_filter:
+            if ctx is not None and (ctx.chain.header_filter or ctx._reply_headers is not None):
                 try:
                     out[0] = filter_head(ctx, out[0])
                 except PluginFailed as exc:

@@ -444,7 +444,7 @@ class ClientProtocol(asyncio.Protocol):
         """Answer `req` with a whole response made inside the gateway (a function's, a plugin's, an error): one
         write. On a route with plugins, their header_filter and body_filter phases see it first."""
         ctx = self.ctx
-        if ctx is not None and (ctx.chain.header_filter or ctx.chain.body_filter):
+        if ctx is not None and (ctx.chain.header_filter or ctx.chain.body_filter or ctx._reply_headers):
             try:
                 status, headers = filter_headers(ctx, status, headers)
                 if ctx.chain.body_filter:

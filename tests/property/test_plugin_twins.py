@@ -86,8 +86,13 @@ HEAD_LINES = st.lists(
 
 
 @settings(max_examples=300, deadline=None)
-@given(lines=HEAD_LINES, ops=OPS, status=st.sampled_from([200, 200, 404, 503]))
-def test_header_filter_over_a_response_head(lines, ops, status):
+@given(
+    lines=HEAD_LINES,
+    ops=OPS,
+    status=st.sampled_from([200, 200, 404, 503]),
+    preset=st.lists(st.tuples(NAMES, VALUES), max_size=3),
+)
+def test_header_filter_over_a_response_head(lines, ops, status, preset):
     head = b"HTTP/1.1 200 OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
 
     class Chain:
@@ -104,7 +109,13 @@ def test_header_filter_over_a_response_head(lines, ops, status):
         req = pycore.Request()
         chain = Chain()
         ctx = impl.new_context(req, "127.0.0.1", {}, None, chain)
-        results.append((impl.filter_head(ctx, head), chain.seen))
+        refused = []
+        for name, value in preset:  # headers a rewrite/access phase set for the response
+            try:
+                ctx.set_response_header(name, value)
+            except ValueError as exc:
+                refused.append(str(exc))
+        results.append((impl.filter_head(ctx, head), chain.seen, refused))
     assert results[0] == results[1]
 
 
