@@ -81,7 +81,7 @@ async def _connect_and_start(client: ClientProtocol, req: Request, target: Targe
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "target", "state", "loop", "transport", "sink", "parser", "client", "req", "head", "idle_since",
-        "deadline", "served", "closed", "_req_done", "_reading_paused", "_write_paused",
+        "deadline", "served", "closed", "_req_done", "_reading_paused", "_write_paused", "filtering",
     )  # fmt: skip
 
     def __init__(self, target: Target, state: object) -> None:
@@ -102,6 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._req_done = False
         self._reading_paused = False
         self._write_paused = False
+        self.filtering = False  # the response head must go through the route's plugins first
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -139,8 +140,6 @@ class UpstreamConnection(asyncio.Protocol):
         if client is None:
             self.close()  # bytes on an idle connection: it cannot be trusted for the next request
             return
-        req = self.req
-        started = req.response_started  # type: ignore[union-attr]
         try:
             self.parser.feed_data(data)
         except HttpParserError as exc:
@@ -149,14 +148,14 @@ class UpstreamConnection(asyncio.Protocol):
             return
         sink = self.sink
         out = sink.out
-        if not started and req.response_started:  # type: ignore[union-attr]
-            ctx = client.ctx
-            if ctx is not None and (ctx.chain.header_filter or ctx._reply_headers is not None):
-                try:
-                    out[0] = filter_head(ctx, out[0])
-                except PluginFailed as exc:
-                    self._filter_failed(client, req, out, exc)  # type: ignore[arg-type]
-                    return
+        if self.filtering and self.req.response_started:  # type: ignore[union-attr]
+            # The head was built by this feed (it is out[0]): the route's plugins see it before the client.
+            self.filtering = False
+            try:
+                out[0] = filter_head(client.ctx, out[0])  # type: ignore[arg-type]
+            except PluginFailed as exc:
+                self._filter_failed(client, self.req, out, exc)  # type: ignore[arg-type]
+                return
         if out:
             client.transport.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
@@ -184,6 +183,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.head = head
         self.served += 1
         req.upstream = self
+        ctx = client.ctx
+        self.filtering = ctx is not None and bool(ctx.chain.header_filter or ctx._reply_headers is not None)
         self.sink.begin(req, client.server_line, client.via, DATE.line, client.state)
         if req.body or (req.complete and req.chunked):
             chunks = [head]

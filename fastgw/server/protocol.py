@@ -29,7 +29,7 @@ from fastgw.core import (
     strip_headers,
 )
 from fastgw.functions.integration import KIND_LAMBDA, lambda_call
-from fastgw.gateway import KIND_MOCK
+from fastgw.gateway import KIND_HTTP, KIND_MOCK
 from fastgw.plugins.base import Context, Response
 from fastgw.plugins.run import filter_body, filter_headers, run_log
 from fastgw.proxy.upstream import HIGH_WATER, proxy
@@ -288,6 +288,9 @@ class ClientProtocol(asyncio.Protocol):
             return
         if gw.strip_names:
             strip_headers(req, gw.strip_names)
+        if route.kind == KIND_HTTP and not req.expect_continue:
+            proxy(self, req, route, params)  # type: ignore[arg-type]  # PERF: the common case, one call less
+            return
         self._integrate(req, route, params)  # type: ignore[arg-type]
 
     def _integrate(self, req: Request, route: Route, params: dict[str, str]) -> None:
