@@ -8,6 +8,7 @@ tests/property/ run both side by side) and only makes them cheaper. Keep the two
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
+from libc.string cimport memcpy
 
 from fastgw._pycore import (
     _IDEMPOTENT,
@@ -961,6 +962,14 @@ cdef inline Headers _headers_over(list raw, bint frozen):
     return h
 
 
+cdef bint _absent_in(bytes block, bytes key):
+    """No line of `block` (header lines, CRLF each) has the name `key` (lower-case), in any case.
+
+    PERF: a case-insensitive scan of the line starts, in place: lower-casing the block and searching it cost
+    ~0.4 us per call (two allocations), this costs a few ns per line."""
+    return _absent_at(<const unsigned char*>PyBytes_AS_STRING(block), 0, PyBytes_GET_SIZE(block), key)
+
+
 cdef class HeadHeaders(Headers):
     """The headers of a response head the upstream leg built, parsed only when a plugin does more than add.
     See `fastgw._pyplugins.HeadHeaders`."""
@@ -972,19 +981,7 @@ cdef class HeadHeaders(Headers):
         self._framing = []
 
     cdef bint _absent(self, bytes key):
-        # PERF: a case-insensitive scan of the line starts, in place: lower-casing the block and searching it
-        # cost ~0.4 us per call (two allocations), this costs a few ns per line.
-        cdef bytes block = self._block
-        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(block)
-        cdef const char* k = PyBytes_AS_STRING(key)
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(block), kn = PyBytes_GET_SIZE(key), i = 0
-        while i + kn < n:
-            if p[i + kn] == 58 and _ieq(p + i, k, kn):  # 58 = ':'
-                return False
-            while i < n and p[i] != 10:  # to the next line
-                i += 1
-            i += 1
-        return True
+        return _absent_in(<bytes>self._block, key)
 
     cdef void _parse(self):
         cdef bytes block = self._block
@@ -1241,20 +1238,68 @@ def new_context(Request req, str client_ip, params, route, chain):
     return ctx
 
 
+cdef bint _absent_at(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bytes key) noexcept:
+    """No header line in p[i:n] has the name `key` (lower-case), in any case (see _absent_in)."""
+    cdef const char* k = PyBytes_AS_STRING(key)
+    cdef Py_ssize_t kn = PyBytes_GET_SIZE(key)
+    while i + kn < n:
+        if p[i + kn] == 58 and _ieq(p + i, k, kn):  # 58 = ':'
+            return False
+        while i < n and p[i] != 10:
+            i += 1
+        i += 1
+    return True
+
+
+cdef bytes _splice(bytes head, list extra):
+    """`head` with the header lines of `extra` ((name, value) bytes) inserted before its blank line, in one
+    allocation (PERF: ~0.1 us where slicing and joining cost ~0.6 us)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(head), size = n, at
+    cdef tuple item
+    for item in extra:
+        size += PyBytes_GET_SIZE(<bytes>item[0]) + PyBytes_GET_SIZE(<bytes>item[1]) + 4
+    out = PyBytes_FromStringAndSize(NULL, size)
+    cdef char* q = PyBytes_AS_STRING(out)
+    memcpy(q, PyBytes_AS_STRING(head), n - 2)
+    at = n - 2
+    for item in extra:
+        memcpy(q + at, PyBytes_AS_STRING(<bytes>item[0]), PyBytes_GET_SIZE(<bytes>item[0]))
+        at += PyBytes_GET_SIZE(<bytes>item[0])
+        memcpy(q + at, b": ", 2)
+        at += 2
+        memcpy(q + at, PyBytes_AS_STRING(<bytes>item[1]), PyBytes_GET_SIZE(<bytes>item[1]))
+        at += PyBytes_GET_SIZE(<bytes>item[1])
+        memcpy(q + at, b"\r\n", 2)
+        at += 2
+    memcpy(q + at, b"\r\n", 2)
+    return out
+
+
 def filter_head(Context ctx, bytes head):
-    cdef Py_ssize_t end = head.index(b"\r\n")
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(head), end = 0
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(head)
+    cdef list extra = ctx._reply_headers
+    cdef tuple item
+    while end < n and p[end] != 13:  # the status line's CR
+        end += 1
+    if not ctx.chain.header_filter and extra:
+        # Only headers set with set_response_header, none of them there yet (the usual case): spliced in,
+        # without the header map and response objects the filter phases need.
+        for item in extra:
+            if not _absent_at(p, end + 2, n - 2, <bytes>item[0]):
+                break
+        else:
+            return _splice(head, extra)
+    cdef bytes block = head[end + 2 : n - 2]
     # "HTTP/1.1 200 ...": the sink wrote this line, three digits at 9.
     cdef int status = (p[9] - 48) * 100 + (p[10] - 48) * 10 + (p[11] - 48)
     cdef HeadHeaders headers = HeadHeaders.__new__(HeadHeaders)
-    cdef bytes block = head[end + 2 : PyBytes_GET_SIZE(head) - 2]
     headers._items = []
     headers._frozen = False
     headers._block = block
     headers._framing = []
-    cdef tuple item
-    if ctx._reply_headers is not None:
-        for item in ctx._reply_headers:
+    if extra is not None:
+        for item in extra:
             headers._set_raw(<bytes>item[0], <bytes>item[1])
     cdef ResponseHead resp = ResponseHead.__new__(ResponseHead)
     resp.status = status
