@@ -247,20 +247,23 @@ class RequestTransformer(Plugin):
             )
         # PERF: the common configuration only sets headers; it gets a loop of its own, without the other kinds.
         only_set = headers[2] if any(headers) and not any(headers[i] for i in (0, 1, 3, 4)) else None
+        if any(query) or path is not None or body is not None:
+            only_set = None
         return (headers if any(headers) else None, query if any(query) else None, path, body, only_set)
 
     def needs_body(self, prepared: Any) -> bool:
         return prepared[3] is not None
 
     def access(self, ctx: Context, prepared: Any) -> None:
-        headers, query, path, body, only_set = prepared
-        if only_set is not None and query is None and path is None and body is None:
+        only_set = prepared[4]
+        if only_set is not None:
             h = ctx.upstream_request.headers
             for n, t in only_set:
                 v = t.static if t.static is not None else t.single(ctx) if t.single is not None else t.render(ctx)
                 if v is not None:
                     h.set(n, v)
             return
+        headers, query, path, body, _ = prepared
         if body is not None and ctx.request.body:
             _edit_body(ctx, body)
         up = ctx.upstream_request

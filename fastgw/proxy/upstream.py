@@ -184,7 +184,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.served += 1
         req.upstream = self
         ctx = client.ctx
-        self.filtering = ctx is not None and bool(ctx.chain.header_filter or ctx._reply_headers is not None)
+        self.filtering = ctx is not None and (ctx._reply_headers is not None or len(ctx.chain.header_filter) > 0)
         self.sink.begin(req, client.server_line, client.via, DATE.line, client.state)
         if req.body or (req.complete and req.chunked):
             chunks = [head]
