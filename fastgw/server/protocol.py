@@ -284,7 +284,12 @@ class ClientProtocol(asyncio.Protocol):
         req.route_name = route.name
         chain = route.chain
         if chain is not None:
-            self._run_plugins(req, route, params, chain)  # type: ignore[arg-type]
+            ip = self.peer_ip if not self.trusted else self._client_ip(req)
+            ctx = self.ctx = new_context(req, ip, params, route.info, chain)  # type: ignore[arg-type]
+            if chain.streams:
+                self._request_phases(req, route, params, ctx, 0)  # type: ignore[arg-type]
+            else:
+                self._body_then_phases(req, route, params, ctx, chain)  # type: ignore[arg-type]
             return
         if gw.strip_names:
             strip_headers(req, gw.strip_names)
@@ -338,12 +343,11 @@ class ClientProtocol(asyncio.Protocol):
                 return hop
         return hops[0] if hops and hops[0] else self.peer_ip
 
-    def _run_plugins(self, req: Request, route: Route, params: dict[str, str], chain: Chain) -> None:
-        ip = self.peer_ip if not self.trusted else self._client_ip(req)
-        ctx = self.ctx = new_context(req, ip, params, route.info, chain)
-        if chain.streams:
-            self._request_phases(req, route, params, ctx, 0)
-            return
+    def _body_then_phases(
+        self, req: Request, route: Route, params: dict[str, str], ctx: Context, chain: Chain
+    ) -> None:
+        """A route whose plugins judge or change the body: refuse it if it is too big, collect it, then run the
+        phases."""
         limit = chain.body_limit
         if limit is not None and (req.body_size > limit or (req.content_length or 0) > limit):
             self.respond_json(req, 413, _TOO_LARGE)
