@@ -127,6 +127,7 @@ cdef class ClientRequest:
 
 cdef class UpstreamRequest:
     cdef public Request _req
+    cdef public list _sets
     cdef public Headers _headers
     cdef public object _query
     cdef public object path
@@ -147,3 +148,4 @@ cdef class Context:
     cdef public dict vars
     cdef public object chain
     cdef public list _reply_headers
+    cdef public list _upstream_sets

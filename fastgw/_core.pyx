@@ -1134,6 +1134,7 @@ cdef class UpstreamRequest:
 
     def __init__(self, Request req):
         self._req = req
+        self._sets = None
         self._headers = None
         self._query = None
         self.path = None
@@ -1143,6 +1144,9 @@ cdef class UpstreamRequest:
     def headers(self):
         if self._headers is None:
             self._headers = _headers_over(self._req.headers, False)
+            if self._sets is not None:
+                self._headers._items = _with_sets(self._headers._items, self._sets)
+                self._sets = None
         return self._headers
 
     @property
@@ -1154,6 +1158,8 @@ cdef class UpstreamRequest:
     def apply(self, Request req):
         if self._headers is not None:
             req.headers = self._headers._items
+        elif self._sets is not None:
+            req.headers = _with_sets(req.headers, self._sets)
         if self._query is not None:
             req.query = _urlencode([(k, v) for k, vs in self._query.items() for v in vs]).encode() or None
         if self.path is not None and not self.path.startswith("/"):
@@ -1192,6 +1198,17 @@ cdef class Context:
         self.vars = {}
         self.chain = chain
         self._reply_headers = None
+        self._upstream_sets = None
+
+    def set_upstream_header(self, str name, str value):
+        cdef UpstreamRequest up = self._upstream
+        if up is not None and up._headers is not None:
+            up._headers.set(name, value)
+            return
+        cdef bytes key = _VALID_HEADERS._key(name, value)
+        if self._upstream_sets is None:
+            self._upstream_sets = []
+        self._upstream_sets.append((key, value.encode("utf-8")))
 
     def set_response_header(self, str name, str value):
         cdef bytes key = _VALID_HEADERS._key(name, value)
@@ -1211,6 +1228,8 @@ cdef class Context:
             up._query = None
             up.path = None
             up.body = None
+            up._sets = self._upstream_sets
+            self._upstream_sets = None
             self._upstream = up
         return self._upstream
 
@@ -1235,6 +1254,7 @@ def new_context(Request req, str client_ip, params, route, chain):
     ctx.vars = {}
     ctx.chain = chain
     ctx._reply_headers = None
+    ctx._upstream_sets = None
     return ctx
 
 
@@ -1333,9 +1353,26 @@ def add_consumer_headers(Request req, consumer, user_key, groups_key):
         req.headers.append((groups_key, consumer.groups_b))
 
 
+cdef list _with_sets(list items, list sets):
+    cdef list out = list(items)
+    cdef tuple s, it
+    cdef bytes key
+    cdef Py_ssize_t i
+    for s in sets:
+        key = <bytes>s[0]
+        for i in range(len(out) - 1, -1, -1):
+            it = <tuple>out[i]
+            if <bytes>it[0] == key:
+                del out[i]
+        out.append(s)
+    return out
+
+
 def finish_phases(Context ctx, Request req, frozenset strip, keys):
     if ctx._upstream is not None:
         (<UpstreamRequest>ctx._upstream).apply(req)
+    elif ctx._upstream_sets is not None:
+        req.headers = _with_sets(req.headers, ctx._upstream_sets)
     if strip:
         strip_headers(req, strip)
         if ctx.consumer is not None and keys is not None:

@@ -55,7 +55,7 @@ class RequestId(Plugin):
         if rid is None or not _SAFE_ID.match(rid):
             rid = _prefix + str(next(_counter)) if counted else str(uuid.uuid4())
         ctx.vars["request_id"] = rid
-        ctx.upstream_request.headers.set(name, rid)
+        ctx.set_upstream_header(name, rid)
         if conf[3]:
             ctx.set_response_header(name, rid)  # on whatever response comes: proxied, made here, an error
 

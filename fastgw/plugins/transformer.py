@@ -257,11 +257,10 @@ class RequestTransformer(Plugin):
     def access(self, ctx: Context, prepared: Any) -> None:
         only_set = prepared[4]
         if only_set is not None:
-            h = ctx.upstream_request.headers
             for n, t in only_set:
                 v = t.static if t.static is not None else t.single(ctx) if t.single is not None else t.render(ctx)
                 if v is not None:
-                    h.set(n, v)
+                    ctx.set_upstream_header(n, v)
             return
         headers, query, path, body, _ = prepared
         if body is not None and ctx.request.body:

@@ -343,9 +343,7 @@ class ClientProtocol(asyncio.Protocol):
                 return hop
         return hops[0] if hops and hops[0] else self.peer_ip
 
-    def _body_then_phases(
-        self, req: Request, route: Route, params: dict[str, str], ctx: Context, chain: Chain
-    ) -> None:
+    def _body_then_phases(self, req: Request, route: Route, params: dict[str, str], ctx: Context, chain: Chain) -> None:
         """A route whose plugins judge or change the body: refuse it if it is too big, collect it, then run the
         phases."""
         limit = chain.body_limit

@@ -126,8 +126,10 @@ def test_header_filter_over_a_response_head(lines, ops, status, preset):
     ops=OPS,
     path=st.sampled_from([None, "/v2/x", "no-slash"]),
     lookups=st.lists(NAMES.filter(bool), max_size=4),
+    early=st.lists(st.tuples(NAMES, VALUES), max_size=3),
+    late=st.lists(st.tuples(NAMES, VALUES), max_size=2),
 )
-def test_client_and_upstream_requests(raw, query, ops, path, lookups):
+def test_client_and_upstream_requests(raw, query, ops, path, lookups, early, late):
     results = []
     for impl, pycore in IMPLS:
         req = pycore.Request()
@@ -136,8 +138,10 @@ def test_client_and_upstream_requests(raw, query, ops, path, lookups):
         req.complete = True
         ctx = impl.new_context(req, "10.0.0.1", {"id": "7"}, None, None)
         looked = [ctx.request.header(n) for n in lookups] + [ctx.request.query, ctx.request.query_string]
+        sets = set_headers(ctx, early)  # before anything built the header map
         up = ctx.upstream_request
         changed = apply_ops(up.headers, ops)
+        sets += set_headers(ctx, late)  # after
         up.query["added"] = ["yes"]
         up.path = path
         try:
@@ -146,13 +150,28 @@ def test_client_and_upstream_requests(raw, query, ops, path, lookups):
         except ValueError as exc:
             applied = str(exc)
         # The client's view is what it sent, whatever was changed for the upstream.
-        results.append((looked, changed, applied, list(ctx.request.headers), ctx.request.client_ip))
+        results.append((looked, sets, changed, applied, list(ctx.request.headers), ctx.request.client_ip))
     assert results[0] == results[1]
 
 
+def set_headers(ctx: Any, pairs: list[tuple[str, str]]) -> list[Any]:
+    out: list[Any] = []
+    for name, value in pairs:
+        try:
+            out.append(ctx.set_upstream_header(name, value))
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
+
+
 @settings(max_examples=100, deadline=None)
-@given(raw=RAW, authenticated=st.booleans(), keys=st.sampled_from([None, (b"x-user", b"x-groups"), (b"x-user", None)]))
-def test_consumer_headers(raw, authenticated, keys):
+@given(
+    raw=RAW,
+    authenticated=st.booleans(),
+    keys=st.sampled_from([None, (b"x-user", b"x-groups"), (b"x-user", None)]),
+    sets=st.lists(st.tuples(NAMES, VALUES), max_size=3),
+)
+def test_consumer_headers(raw, authenticated, keys, sets):
     class Consumer:
         name_b = b"alice"
         groups_b = b"admin,staff"
@@ -163,6 +182,7 @@ def test_consumer_headers(raw, authenticated, keys):
         req.headers = list(raw) + [(b"x-user", b"forged")]
         ctx = impl.new_context(req, "127.0.0.1", {}, None, None)
         ctx.consumer = Consumer() if authenticated else None
+        refused = set_headers(ctx, sets)  # headers set for the upstream, the header map never built
         impl.finish_phases(ctx, req, frozenset({b"x-user", b"x-groups"}), keys)
-        results.append(req.headers)
+        results.append((req.headers, refused))
     assert results[0] == results[1]
