@@ -1382,8 +1382,9 @@ def finish_phases(Context ctx, Request req, frozenset strip, keys):
 cdef tuple _ALL_WENT_ON = (-1, None)
 
 
-def run_phases(Context ctx, Py_ssize_t start):
-    cdef tuple phases = ctx.chain.request
+def run_phases(Context ctx, Py_ssize_t start, Request req):
+    chain = ctx.chain
+    cdef tuple phases = chain.request
     cdef Py_ssize_t i
     cdef tuple phase
     for i in range(start, len(phases)):
@@ -1394,4 +1395,8 @@ def run_phases(Context ctx, Py_ssize_t start):
             raise PluginFailed(phase[3]) from exc
         if result is not None:
             return i, result
+    try:
+        finish_phases(ctx, req, chain.strip, chain.consumer_keys)
+    except Exception as exc:
+        raise PluginFailed("(upstream request changes)") from exc
     return _ALL_WENT_ON

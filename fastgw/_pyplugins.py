@@ -466,11 +466,13 @@ def strip_headers(req: Request, names: frozenset[bytes]) -> None:
             return
 
 
-def run_phases(ctx: Context, start: int) -> tuple[int, Any]:
-    """Run the route's rewrite and access phases from index `start`. Returns (-1, None) when every phase went
-    on, or (i, what phase i returned) when one returned something (a Response, an awaitable...). Raises
-    PluginFailed (the cause chained) when one raised."""
-    phases = ctx.chain.request
+def run_phases(ctx: Context, start: int, req: Request) -> tuple[int, Any]:
+    """Run the route's rewrite and access phases from index `start`. Returns (i, what phase i returned) when one
+    returned something (a Response, an awaitable...); or, when every phase went on, writes their changes into
+    `req` (`finish_phases`, with the chain's consumer settings) and returns (-1, None). Raises PluginFailed (the
+    cause chained) when a phase raised, or the changes could not be written."""
+    chain = ctx.chain
+    phases = chain.request
     for i in range(start, len(phases)):
         fn, conf, _, name = phases[i]
         try:
@@ -479,6 +481,10 @@ def run_phases(ctx: Context, start: int) -> tuple[int, Any]:
             raise PluginFailed(name) from exc
         if result is not None:
             return i, result
+    try:
+        finish_phases(ctx, req, chain.strip, chain.consumer_keys)
+    except Exception as exc:
+        raise PluginFailed("(upstream request changes)") from exc
     return -1, None
 
 

@@ -147,6 +147,10 @@ class Gateway:
             else None
         )
         self.strip_names = frozenset(n for n in self.consumer_headers or () if n)
+        for route in routes:
+            if route.chain is not None:
+                route.chain.strip = self.strip_names
+                route.chain.consumer_keys = self.consumer_headers
 
     def _pool(self, name: str, loaded: LoadedConfig, previous: Gateway | None) -> FunctionPool:
         """A reload keeps the running workers of a function whose definition did not change."""

@@ -159,7 +159,7 @@ class Chain:
     """The plugins of one route, phase by phase, in priority order (higher first)."""
 
     __slots__ = ("request", "header_filter", "body_filter", "log", "names", "request_async", "body_limit", "needs_body",
-                 "streams")  # fmt: skip
+                 "streams", "strip", "consumer_keys")  # fmt: skip
 
     def __init__(self, entries: list[tuple[Plugin, Any, str]]) -> None:
         def phase(name: str) -> tuple[Phase, ...]:
@@ -186,6 +186,10 @@ class Chain:
         self.needs_body = any(p.needs_body(conf) for p, conf, _ in entries if callable(getattr(p, "needs_body", None)))  # type: ignore[attr-defined]
         # Nothing about the body to do before the phases (PERF: one test per request instead of three).
         self.streams = self.body_limit is None and not self.needs_body
+        # Set by the gateway that serves the chain: the consumer header names clients may not send (empty when
+        # no consumers are configured), and the (username, groups) header names to tell the upstream.
+        self.strip: frozenset[bytes] = frozenset()
+        self.consumer_keys: tuple[bytes | None, bytes | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from fastgw.core import (
     Reject,
     Request,
     RequestSink,
-    finish_phases,
     new_context,
     run_phases,
     strip_headers,
@@ -362,18 +361,12 @@ class ClientProtocol(asyncio.Protocol):
     def _request_phases(self, req: Request, route: Route, params: dict[str, str], ctx: Context, start: int) -> None:
         """rewrite, then access phases, from `start`; a Response answers, an awaitable continues asynchronously."""
         try:
-            i, result = run_phases(ctx, start)
+            i, result = run_phases(ctx, start, req)
         except PluginFailed as exc:
             self._plugin_failed(req, route, exc.name, exc=exc.__cause__)
             return
         if i >= 0:
             self._phase_result(req, route, params, ctx, i, result)
-            return
-        gw: Gateway = self.state.gateway
-        try:
-            finish_phases(ctx, req, gw.strip_names, gw.consumer_headers)
-        except Exception as exc:
-            self._plugin_failed(req, route, "(upstream request changes)", exc=exc)
             return
         if route.kind == KIND_HTTP and not req.expect_continue:
             proxy(self, req, route, params)  # type: ignore[arg-type]  # PERF: the common case, one call less
