@@ -172,3 +172,27 @@ async def test_consumer_headers_cannot_be_forged(upstream, gateway, consumers):
         assert open_seen.header("x-consumer-username") is None and open_seen.header("x-consumer-groups") is None
         assert auth_seen.header("x-consumer-username") == "bob" and auth_seen.header("x-consumer-groups") == "staff"
         assert [v for k, v in auth_seen.headers if k.lower() == "x-consumer-username"] == ["bob"]
+
+
+def test_cli_lists_plugins_and_hashes_passwords(capsys, monkeypatch, tmp_path):
+    import io
+
+    from fastgw.cli import main
+    from fastgw.plugins.basic_auth import verify_password
+
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert lines["jwt-auth"][1:4] == ["2600", "access", "yes"] and lines["cors"][2] == "rewrite,header_filter"
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("plugin_modules: ['tests.plugins.sample:Tracer']\n")
+    assert main(["plugins", str(cfg)]) == 0
+    assert "tracer" in capsys.readouterr().out
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["hash-password", "--iterations", "1000"]) == 0
+    stored = capsys.readouterr().out.strip()
+    assert stored.startswith("pbkdf2_sha256$1000$") and verify_password("correct horse", stored)
+    assert not verify_password("correct horse!", stored)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["hash-password"]) == 2

@@ -19,6 +19,14 @@ UUID = "[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 COUNTED = re.compile(rf"^{UUID}#\d+$")
 
 
+async def test_request_id_on_responses_the_gateway_makes(upstream, gateway, consumers):
+    gw = await gateway(route_config(upstream, {"request-id": {}, "key-auth": {}}, consumers=consumers))
+    for _ in TWICE:
+        r = await http_request(gw.port, "GET", "/x", headers={"X-Request-Id": "refused-1"})
+        assert r.status == 401 and r.header("x-request-id") == "refused-1"  # a plugin's answer carries it too
+    assert upstream.received == []
+
+
 async def test_request_id_made_kept_or_replaced(upstream, gateway):
     gw = await gateway(route_config(upstream, {"request-id": {}}))
     seen_ids = set()
