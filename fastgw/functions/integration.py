@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastgw.functions import lambda_proxy as lp
 from fastgw.functions.pool import FunctionPool, Outcome, Throttled
+from fastgw.server.body import BodyCollector
 
 if TYPE_CHECKING:
     from fastgw.config.load import RouteEntry
@@ -57,37 +58,6 @@ class LambdaRoute:
         return lp.REST_ERROR if self.rest else lp.HTTP_ERROR
 
 
-class BodyCollector:
-    """Stands where an upstream connection would (`req.upstream`): gathers a body still arriving, then invokes."""
-
-    __slots__ = ("client", "req", "route", "params", "chunks", "abandoned")
-
-    def __init__(self, client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str]) -> None:
-        self.client = client
-        self.req = req
-        self.route = route
-        self.params = params
-        self.chunks = list(req.body)
-        self.abandoned = False
-
-    def send_body(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-
-    def end_body(self) -> None:
-        if not self.abandoned:
-            self.req.upstream = None
-            start(self.client, self.req, self.route, self.params, b"".join(self.chunks))
-
-    def abandon(self) -> None:
-        self.abandoned = True
-
-    def pause_reading(self) -> None:  # the response is written at once: nothing to pause
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 def lambda_call(client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str]) -> None:
     """Invoke the route's function with `req` once its body is complete (the event carries the whole body)."""
     if req.complete:
@@ -95,7 +65,7 @@ def lambda_call(client: ClientProtocol, req: Request, route: LambdaRoute, params
         req.body = []
         start(client, req, route, params, body)
         return
-    req.upstream = BodyCollector(client, req, route, params)
+    req.upstream = BodyCollector(req, lambda chunks: start(client, req, route, params, b"".join(chunks)))
     client.body_drained(req)  # the collector holds what was buffered; keep reading the rest
 
 

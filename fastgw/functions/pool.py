@@ -57,7 +57,6 @@ class Outcome:
     logs: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
     cold_start: bool = False
-    timed_out: bool = False
 
 
 def bootstrap_path(name: str) -> Path:
@@ -173,7 +172,7 @@ class Worker(asyncio.Protocol):
             "errorMessage": f"{stamp}Z {self.request_id} Task timed out after {timeout:.2f} seconds",
         }
         log.warning("function %s: invocation %s timed out after %.2fs", self.pool.name, self.request_id, timeout)
-        self._settle(Outcome(ok=False, error=error, timed_out=True))
+        self._settle(Outcome(ok=False, error=error))
         self.kill()  # as Lambda does: the sandbox that timed out is not reused
 
     def died(self, why: str) -> None:

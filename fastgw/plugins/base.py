@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 PHASES = ("rewrite", "access", "header_filter", "body_filter", "log")
-REQUEST_PHASES = ("rewrite", "access")
 
 
 class Plugin:

@@ -158,7 +158,7 @@ def phases_of(cls: type[Plugin]) -> list[str]:
 class Chain:
     """The plugins of one route, phase by phase, in priority order (higher first)."""
 
-    __slots__ = ("request", "header_filter", "body_filter", "log", "names", "request_async", "body_limit", "needs_body",
+    __slots__ = ("request", "header_filter", "body_filter", "log", "names", "body_limit", "needs_body",
                  "streams", "strip", "consumer_keys")  # fmt: skip
 
     def __init__(self, entries: list[tuple[Plugin, Any, str]]) -> None:
@@ -176,7 +176,6 @@ class Chain:
         self.body_filter = phase("body_filter")
         self.log = phase("log")
         self.names = frozenset(pname for _, _, pname in entries)
-        self.request_async = any(is_async for _, _, is_async, _ in self.request)
         # The smallest body any plugin allows: a chunked body is collected (and refused past it) before the
         # phases run. None: bodies stream as usual.
         limits = [p.body_limit(conf) for p, conf, _ in entries if callable(getattr(p, "body_limit", None))]  # type: ignore[attr-defined]

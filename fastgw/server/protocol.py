@@ -32,6 +32,7 @@ from fastgw.gateway import KIND_HTTP, KIND_MOCK
 from fastgw.plugins.base import Context, Response
 from fastgw.plugins.run import filter_body, filter_headers, run_log
 from fastgw.proxy.upstream import HIGH_WATER, proxy
+from fastgw.server.body import BodyCollector
 from fastgw.server.http import DATE, error_response, normalize_path, status_line
 
 if TYPE_CHECKING:
@@ -60,59 +61,6 @@ _PLUGIN_ERROR = {"message": "Internal server error"}
 def _first_segment(path: str) -> str:
     end = path.find("/", 1)
     return path if end < 0 else path[:end]
-
-
-class _PluginBody:
-    """Stands where an upstream connection would (`req.upstream`): collects a chunked body for the route's plugins,
-    up to their limit, then runs them."""
-
-    __slots__ = ("client", "req", "route", "params", "limit", "size", "chunks", "abandoned")
-
-    def __init__(
-        self, client: ClientProtocol, req: Request, route: Route, params: dict[str, str], limit: int | None
-    ) -> None:
-        self.client = client
-        self.req = req
-        self.route = route
-        self.params = params
-        self.limit = limit
-        self.chunks = list(req.body)
-        self.size = req.body_size
-        self.abandoned = False
-
-    def send_body(self, chunk: bytes) -> None:
-        if self.abandoned:
-            return
-        self.size += len(chunk)
-        if self.limit is not None and self.size > self.limit:
-            # Answer now; the rest of the body is never read (the connection closes after the answer).
-            self.abandoned = True
-            self.req.upstream = None
-            self.req.keep_alive = False
-            self.client.respond_json(self.req, 413, _TOO_LARGE)
-            return
-        self.chunks.append(chunk)
-
-    def end_body(self) -> None:
-        if self.abandoned:
-            return
-        req, client = self.req, self.client
-        req.upstream = None
-        req.body = self.chunks
-        req.buffered = self.size
-        ctx = client.ctx
-        assert ctx is not None
-        ctx.request.body = b"".join(self.chunks)
-        client._request_phases(req, self.route, self.params, ctx, 0)
-
-    def abandon(self) -> None:
-        self.abandoned = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -352,11 +300,27 @@ class ClientProtocol(asyncio.Protocol):
         if chain.needs_body or (limit is not None and req.chunked):
             if not req.complete:
                 # The route's plugins judge the body whole: collect it first (refused as soon as it is too big).
-                req.upstream = _PluginBody(self, req, route, params, limit)
+                req.upstream = BodyCollector(
+                    req,
+                    lambda chunks: self._collected(req, route, params, ctx, chunks),
+                    limit,
+                    lambda: self._body_too_large(req),
+                )
                 self.body_drained(req)
                 return
             ctx.request.body = b"".join(req.body)
         self._request_phases(req, route, params, ctx, 0)
+
+    def _collected(self, req: Request, route: Route, params: dict[str, str], ctx: Context, chunks: list[bytes]) -> None:
+        req.body = chunks
+        req.buffered = req.body_size
+        ctx.request.body = b"".join(chunks)
+        self._request_phases(req, route, params, ctx, 0)
+
+    def _body_too_large(self, req: Request) -> None:
+        """Answer now; the rest of the body is never read (the connection closes after the answer)."""
+        req.keep_alive = False
+        self.respond_json(req, 413, _TOO_LARGE)
 
     def _request_phases(self, req: Request, route: Route, params: dict[str, str], ctx: Context, start: int) -> None:
         """rewrite, then access phases, from `start`; a Response answers, an awaitable continues asynchronously."""
