@@ -100,6 +100,7 @@ cdef class ResponseSink:
     cdef public bint until_close
     cdef public bint new_parser
     cdef public bint keep
+    cdef public bint collect
     cdef _start_head(self)
 
 cdef class Headers:
@@ -142,7 +143,8 @@ cdef class Context:
     cdef public ClientRequest request
     cdef public object _upstream
     cdef public object response
-    cdef public object consumer
+    cdef public object _consumer
+    cdef public object _switch
     cdef public object credential
     cdef public object route
     cdef public dict vars

@@ -7,6 +7,7 @@ tests/property/ run both side by side) and only makes them cheaper. Keep the two
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memcpy
 
@@ -685,6 +686,7 @@ cdef class ResponseSink:
         self.out = []
         self._start_head()
         self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
+        self.collect = False
 
     def on_header(self, bytes name, bytes value):
         cdef int kind = _response_header_kind(name)
@@ -771,7 +773,7 @@ cdef class ResponseSink:
                 keep = False
             else:
                 parts.append(b"transfer-encoding: chunked\r\n")
-                self.chunk_out = True
+                self.chunk_out = not self.collect
         if not keep:
             parts.append(b"connection: close\r\n")
             req.keep_alive = False
@@ -1192,13 +1194,24 @@ cdef class Context:
         self.request = request
         self._upstream = None
         self.response = None
-        self.consumer = None
+        self._consumer = None
+        self._switch = None
         self.credential = None
         self.route = route
         self.vars = {}
         self.chain = chain
         self._reply_headers = None
         self._upstream_sets = None
+
+    @property
+    def consumer(self):
+        return self._consumer
+
+    @consumer.setter
+    def consumer(self, consumer):
+        self._consumer = consumer
+        if consumer is not None and self.chain.per_consumer:
+            self._switch = self.chain.for_consumer(consumer)
 
     def set_upstream_header(self, str name, str value):
         cdef UpstreamRequest up = self._upstream
@@ -1248,7 +1261,8 @@ def new_context(Request req, str client_ip, params, route, chain):
     ctx.request = request
     ctx._upstream = None
     ctx.response = None
-    ctx.consumer = None
+    ctx._consumer = None
+    ctx._switch = None
     ctx.credential = None
     ctx.route = route
     ctx.vars = {}
@@ -1302,9 +1316,9 @@ def filter_head(Context ctx, bytes head):
     cdef tuple item
     while end < n and p[end] != 13:  # the status line's CR
         end += 1
-    if not ctx.chain.header_filter and extra:
-        # Only headers set with set_response_header, none of them there yet (the usual case): spliced in,
-        # without the header map and response objects the filter phases need.
+    if extra and not ctx.chain.header_filter and not ctx.chain.body_filter:
+        # Only headers set with set_response_header, none of them there yet, and no phase to see the response
+        # (the usual case): spliced in, without the header map and response objects the filter phases need.
         for item in extra:
             if not _absent_at(p, end + 2, n - 2, <bytes>item[0]):
                 break
@@ -1375,19 +1389,31 @@ def finish_phases(Context ctx, Request req, frozenset strip, keys):
         req.headers = _with_sets(req.headers, ctx._upstream_sets)
     if strip:
         strip_headers(req, strip)
-        if ctx.consumer is not None and keys is not None:
-            add_consumer_headers(req, ctx.consumer, keys[0], keys[1])
+        if ctx._consumer is not None and keys is not None:
+            add_consumer_headers(req, ctx._consumer, keys[0], keys[1])
 
 
 cdef tuple _ALL_WENT_ON = (-1, None)
 
 
+def switch_chain(Context ctx, Py_ssize_t i):
+    ran = ctx.chain.request[i - 1]
+    chain = ctx.chain = ctx._switch
+    ctx._switch = None
+    try:
+        return chain.request.index(ran) + 1
+    except ValueError:
+        return i
+
+
 def run_phases(Context ctx, Py_ssize_t start, Request req):
+    cdef Py_ssize_t i = start
+    if ctx._switch is not None and i > 0:
+        i = switch_chain(ctx, i)
     chain = ctx.chain
     cdef tuple phases = chain.request
-    cdef Py_ssize_t i
     cdef tuple phase
-    for i in range(start, len(phases)):
+    while i < PyTuple_GET_SIZE(phases):
         phase = <tuple>phases[i]
         try:
             result = phase[0](ctx, phase[1])
@@ -1395,6 +1421,11 @@ def run_phases(Context ctx, Py_ssize_t start, Request req):
             raise PluginFailed(phase[3]) from exc
         if result is not None:
             return i, result
+        i += 1
+        if ctx._switch is not None:
+            i = switch_chain(ctx, i)
+            chain = ctx.chain
+            phases = chain.request
     try:
         finish_phases(ctx, req, chain.strip, chain.consumer_keys)
     except Exception as exc:

@@ -696,11 +696,12 @@ class ResponseSink:
     body accumulate in `out`; `done` says the response is complete. 1xx responses are swallowed. The flags after
     `done`: `keep` (the upstream allows reuse), `until_close` (a close-delimited body: complete only when the
     connection ends), `new_parser` (after a HEAD response, whose body httptools cannot be told to skip).
+    `collect`, set after `begin`, keeps the body as it came (not chunk-framed) for body_filter phases to see whole.
     """
 
     __slots__ = ("parser", "req", "server_line", "via", "date_line", "state", "head", "length", "te", "via_in",
                  "named", "has_date", "has_server", "out", "chunk_out", "done", "informational", "until_close",
-                 "new_parser", "keep")  # fmt: skip
+                 "new_parser", "keep", "collect")  # fmt: skip
 
     def __init__(self) -> None:
         self.parser: object = None  # the HttpResponseParser fed with this sink; set by the owner
@@ -712,6 +713,7 @@ class ResponseSink:
         self.out: list[bytes] = []
         self._start_head()
         self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
+        self.collect = False
 
     def _start_head(self) -> None:
         # End-to-end header lines as they arrive, four pieces each (name, ": ", value, CRLF), and what the
@@ -733,6 +735,7 @@ class ResponseSink:
         self.out = []
         self._start_head()
         self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
+        self.collect = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lname = name.lower()
@@ -805,7 +808,7 @@ class ResponseSink:
                 keep = False  # an HTTP/1.0 client reads until close
             else:
                 parts.append(b"transfer-encoding: chunked\r\n")
-                self.chunk_out = True
+                self.chunk_out = not self.collect
         if not keep:
             parts.append(b"connection: close\r\n")
             req.keep_alive = False

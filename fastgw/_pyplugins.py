@@ -277,7 +277,8 @@ class Context:
         "request",
         "_upstream",
         "response",
-        "consumer",
+        "_consumer",
+        "_switch",
         "credential",
         "route",
         "vars",
@@ -290,13 +291,26 @@ class Context:
         self.request = request
         self._upstream: UpstreamRequest | None = None
         self.response: ResponseHead | None = None
-        self.consumer: Any = None
+        self._consumer: Any = None
+        self._switch: Any = None  # the chain of the consumer just named, taken by the phase loop
         self.credential: Any = None  # the credential the consumer authenticated with
         self.route = route
         self.vars: dict[str, Any] = {}
         self.chain = chain
         self._reply_headers: list[tuple[bytes, bytes]] | None = None
         self._upstream_sets: list[tuple[bytes, bytes]] | None = None
+
+    @property
+    def consumer(self) -> Any:
+        """Who authenticated (set by an authentication plugin), or None."""
+        return self._consumer
+
+    @consumer.setter
+    def consumer(self, consumer: Any) -> None:
+        self._consumer = consumer
+        if consumer is not None and self.chain.per_consumer:
+            # Plugins configured for this consumer: the phases after this one come from its chain.
+            self._switch = self.chain.for_consumer(consumer)
 
     def set_upstream_header(self, name: str, value: str) -> None:
         """`ctx.upstream_request.headers.set(name, value)`, without building the header map when nothing else
@@ -471,9 +485,12 @@ def run_phases(ctx: Context, start: int, req: Request) -> tuple[int, Any]:
     returned something (a Response, an awaitable...); or, when every phase went on, writes their changes into
     `req` (`finish_phases`, with the chain's consumer settings) and returns (-1, None). Raises PluginFailed (the
     cause chained) when a phase raised, or the changes could not be written."""
+    i = start
+    if ctx._switch is not None and i > 0:
+        i = switch_chain(ctx, i)  # an async phase named a consumer with plugins of its own
     chain = ctx.chain
     phases = chain.request
-    for i in range(start, len(phases)):
+    while i < len(phases):
         fn, conf, _, name = phases[i]
         try:
             result = fn(ctx, conf)
@@ -481,11 +498,28 @@ def run_phases(ctx: Context, start: int, req: Request) -> tuple[int, Any]:
             raise PluginFailed(name) from exc
         if result is not None:
             return i, result
+        i += 1
+        if ctx._switch is not None:
+            i = switch_chain(ctx, i)
+            chain = ctx.chain
+            phases = chain.request
     try:
         finish_phases(ctx, req, chain.strip, chain.consumer_keys)
     except Exception as exc:
         raise PluginFailed("(upstream request changes)") from exc
     return -1, None
+
+
+def switch_chain(ctx: Context, i: int) -> int:
+    """Go on with the chain of the consumer a phase just named (`ctx._switch`): the request phases resume after
+    the one that ran last (`i - 1` of the old chain), found in the new chain; return the index to go on from."""
+    ran = ctx.chain.request[i - 1]
+    chain = ctx.chain = ctx._switch
+    ctx._switch = None
+    try:
+        return chain.request.index(ran) + 1
+    except ValueError:
+        return i
 
 
 def _with_sets(items: list[tuple[bytes, bytes]], sets: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -509,8 +543,8 @@ def finish_phases(
         req.headers = _with_sets(req.headers, ctx._upstream_sets)
     if strip:
         strip_headers(req, strip)
-        if ctx.consumer is not None and keys is not None:
-            add_consumer_headers(req, ctx.consumer, keys[0], keys[1])
+        if ctx._consumer is not None and keys is not None:
+            add_consumer_headers(req, ctx._consumer, keys[0], keys[1])
 
 
 def new_context(req: Request, client_ip: str, params: dict[str, str], route: Any, chain: Any) -> Context:

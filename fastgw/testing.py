@@ -5,7 +5,7 @@
   It is written on asyncio streams, independently of fastgw's own server code. Special paths change its
   behaviour: `/status/{code}`, `/sleep/{ms}`, `/bytes/{n}` (n bytes, Content-Length), `/chunked/{n}` (n bytes in
   chunks), `/until-close/{n}` (no length: ends by closing), `/close` (closes without answering),
-  `/headers?name=value...` (responds with those headers).
+  `/headers?name=value...` (responds with those headers), `/echo-chunked` (the echo, sent in chunks).
 - `running_gateway(config)`: an in-process fastgw on port 0 in the current event loop.
 - `http_request(...)` / `RawConnection`: a minimal client that shows exactly what came back on the wire.
 """
@@ -166,7 +166,11 @@ class EchoUpstream:
             )
         lines = [f"HTTP/1.1 {status} X", "content-type: application/json", "x-upstream: echo"]
         lines += [f"{k}: {v}" for k, v in extra]
-        if status not in (204, 304):
+        if parts[0] == "echo-chunked":
+            lines.append("transfer-encoding: chunked")
+            half = len(body) // 2
+            body = b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in (body[:half], body[half:])) + b"0\r\n\r\n"
+        elif status not in (204, 304):
             lines.append(f"content-length: {len(body)}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (b"" if req.method == "HEAD" else body))
         await writer.drain()

@@ -41,6 +41,9 @@ class Limits(_Base, frozen=True):
     max_header_size: Annotated[int, Meta(ge=256, le=1_048_576)] = 32_768  # 431 beyond (all header lines)
     max_headers: Annotated[int, Meta(ge=1, le=10_000)] = 100  # 431 beyond
     max_body_size: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024  # 413 beyond; 0 = no limit
+    # A proxied response on a route with body_filter phases is held whole up to this size; a bigger one streams
+    # to the client unchanged (its body_filter phases skipped, with a log line).
+    max_filtered_response: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024
     header_timeout: Seconds = 10.0  # whole request head must arrive within this; else 408 and close
     keepalive_timeout: Seconds = 60.0  # idle client connection closed after this
 
@@ -161,6 +164,9 @@ class Consumer(_Base, frozen=True):
     custom: dict[str, str] = field(default_factory=dict)  # free fields, e.g. tier: gold (templates, logs)
     # Plugin name -> that plugin's credentials for this consumer (each checked against the plugin's Credential).
     credentials: dict[PluginName, list[Any]] = field(default_factory=dict)
+    # Plugins for this consumer's requests, on every route where it authenticates (replacing the route's own
+    # configuration of the same plugin; `false` switches one off). Only plugins that run after authentication.
+    plugins: Plugins = field(default_factory=dict)
 
 
 class ConsumerHeaders(_Base, frozen=True):

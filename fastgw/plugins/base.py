@@ -52,6 +52,11 @@ class Plugin:
     def credentials(self, creds: list[tuple[Consumer, Any]]) -> None:
         """Called once at load with every consumer's credentials for this plugin (index them here)."""
 
+    def uses(self, phase: str, conf: Any) -> bool:
+        """Called once per phase the class defines and configuration (prepared): False leaves the phase out of
+        the chains of that configuration (a body_filter that is not needed makes the gateway hold bodies)."""
+        return True
+
 
 class EmptyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass

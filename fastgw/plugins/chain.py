@@ -15,7 +15,7 @@ import difflib
 import importlib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -28,7 +28,7 @@ from fastgw.plugins.consumers import Consumer
 ENTRY_POINT_GROUP = "fastgw.plugins"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # Methods a plugin class may define besides its phases.
-_ALLOWED_METHODS = frozenset({"prepare", "credentials", "body_limit", "needs_body"})
+_ALLOWED_METHODS = frozenset({"prepare", "credentials", "body_limit", "needs_body", "uses"})
 
 BUILTIN_MODULES = (
     "fastgw.plugins.request_id",
@@ -159,14 +159,14 @@ class Chain:
     """The plugins of one route, phase by phase, in priority order (higher first)."""
 
     __slots__ = ("request", "header_filter", "body_filter", "log", "names", "body_limit", "needs_body",
-                 "streams", "strip", "consumer_keys")  # fmt: skip
+                 "streams", "strip", "consumer_keys", "entries", "off", "per_consumer", "_variants")  # fmt: skip
 
-    def __init__(self, entries: list[tuple[Plugin, Any, str]]) -> None:
+    def __init__(self, entries: list[tuple[Plugin, Any, str]], off: frozenset[str] = frozenset()) -> None:
         def phase(name: str) -> tuple[Phase, ...]:
             out = []
             for plugin, conf, pname in entries:
                 fn = getattr(plugin, name, None)
-                if callable(fn):
+                if callable(fn) and plugin.uses(name, conf):
                     out.append((fn, conf, inspect.iscoroutinefunction(fn), pname))
             return tuple(out)
 
@@ -189,6 +189,36 @@ class Chain:
         # no consumers are configured), and the (username, groups) header names to tell the upstream.
         self.strip: frozenset[bytes] = frozenset()
         self.consumer_keys: tuple[bytes | None, bytes | None] | None = None
+        self.entries = entries
+        self.off = off  # plugins the route (or its API, or the global scope) switched off with `false`
+        # Some consumer has plugins of its own: naming a consumer (`ctx.consumer = ...`) asks for_consumer.
+        self.per_consumer = False
+        self._variants: dict[str, Chain | None] = {}
+
+    def for_consumer(self, consumer: Consumer) -> Chain | None:
+        """This route's chain for `consumer`: its own plugin configurations replace the route's, add plugins the
+        route lacks (except those the route switched off), or switch plugins off. None: nothing differs. Built on
+        the consumer's first request on the route, then kept."""
+        try:
+            return self._variants[consumer.name]
+        except KeyError:
+            pass
+        variant = None
+        if consumer.plugins:
+            merged = {name: (plugin, conf) for plugin, conf, name in self.entries}
+            for name, pc in consumer.plugins.items():
+                if name in self.off:
+                    continue
+                if pc is None:
+                    merged.pop(name, None)
+                else:
+                    merged[name] = pc
+            active = _ordered(merged)
+            if active != self.entries:
+                variant = Chain(active, self.off)
+                variant.strip, variant.consumer_keys = self.strip, self.consumer_keys
+        self._variants[consumer.name] = variant
+        return variant
 
 
 @dataclass(frozen=True)
@@ -266,15 +296,17 @@ def build(config: Any, entries: tuple[Any, ...]) -> PluginSetup:
         for scope, plugins in scopes:
             for name, raw in plugins.items():
                 merged[name] = configured(scope, name, raw)
-        active = [(pc[0], pc[1], name) for name, pc in merged.items() if pc is not None]
-        active.sort(key=lambda e: (-e[0].priority, e[2]))
-        chains.append(Chain(active) if active else None)
+        active = _ordered(merged)
+        off = frozenset(name for name, pc in merged.items() if pc is None)
+        chains.append(Chain(active, off) if active else None)
 
     consumers: dict[str, Consumer] = {}
     creds: dict[str, list[tuple[Consumer, Any]]] = {}
     for cname, c in config.consumers.items():
         consumer = Consumer(cname, tuple(c.groups), dict(c.custom))
         consumers[cname] = consumer
+        for name, raw in c.plugins.items():
+            consumer.plugins[name] = _for_consumer(registry, cname, name, configured(f"$.consumers.{cname}", name, raw))
         for pname, items in c.credentials.items():
             at = f"$.consumers.{cname}.credentials.{pname}"
             cls = registry.classes.get(pname)
@@ -294,4 +326,45 @@ def build(config: Any, entries: tuple[Any, ...]) -> PluginSetup:
                 registry.instance(pname).credentials(creds.get(pname, []))
             except (ValueError, TypeError) as exc:
                 raise PluginConfigError(f"$.consumers (credentials for {pname})", str(exc)) from None
+    with_plugins = [c for c in consumers.values() if c.plugins]
+    for chain in chains:
+        if chain is not None and with_plugins:
+            chain.per_consumer = True
+            # The body is collected before the phases run, before anyone is authenticated: a consumer's plugin
+            # that needs it has it collected on every route its chains may serve.
+            if not chain.needs_body and any(
+                pc is not None and callable(getattr(pc[0], "needs_body", None)) and pc[0].needs_body(pc[1])
+                for c in with_plugins
+                for pc in c.plugins.values()
+            ):
+                chain.needs_body = True
+                chain.streams = False
     return PluginSetup(registry=registry, chains=tuple(chains), consumers=consumers)
+
+
+def _ordered(merged: Mapping[str, tuple[Plugin, Any] | None]) -> list[tuple[Plugin, Any, str]]:
+    """The plugins switched on, in the order they run: priority (higher first), then name."""
+    active = [(pc[0], pc[1], name) for name, pc in merged.items() if pc is not None]
+    active.sort(key=lambda e: (-e[0].priority, e[2]))
+    return active
+
+
+# Plugins at this priority and above run before a consumer can be known (authentication is 2000-2999).
+_BEFORE_CONSUMERS = 2000
+
+
+def _for_consumer(
+    registry: Registry, cname: str, name: str, pc: tuple[Plugin, Any] | None
+) -> tuple[Plugin, Any] | None:
+    """Refuse a plugin configured per consumer that could not apply: one that runs before consumers are known, or
+    limits bodies (checked before anyone authenticates)."""
+    cls = registry.classes[name]
+    at = f"$.consumers.{cname}.plugins.{name}"
+    if cls.Credential is not None or cls.priority >= _BEFORE_CONSUMERS:
+        raise PluginConfigError(
+            at, f"{name!r} runs before the consumer is known (priority {cls.priority}); only plugins below "
+            f"{_BEFORE_CONSUMERS} (rate limits, transformers, most third-party plugins) can be configured per consumer",
+        )  # fmt: skip
+    if callable(getattr(cls, "body_limit", None)):
+        raise PluginConfigError(at, f"{name!r} limits request bodies, checked before the consumer is known")
+    return pc

@@ -1,5 +1,5 @@
-"""`request-transformer` and `response-transformer`: change headers, query parameters and the path on the way
-in, and headers on the way out.
+"""`request-transformer` and `response-transformer`: change headers, query parameters, the path and JSON bodies on
+the way in, and headers and JSON bodies on the way out.
 
 Values may use templates over the request and its context: `$request.header.NAME`, `$request.query.NAME`,
 `$request.path.PARAM`, `$consumer.username`, `$consumer.groups`, `$consumer.custom.FIELD`,
@@ -7,9 +7,10 @@ Values may use templates over the request and its context: `$request.header.NAME
 (`${...}` delimits one inside other text). An operation whose template names something absent is skipped.
 Operations run in this order: remove, rename, set (replace or add), add (only if absent), append (another value).
 
-The request transformer also edits JSON bodies by dotted path (`body: {set: {"order.source": "gateway"}}`): the
-body is collected first, edited, and sent with its new length. A body that is not JSON passes unchanged, with a
-log line.
+Both edit JSON bodies by dotted path (`body: {set: {"order.source": "gateway"}}`): the body is collected first,
+edited, and sent with its new length (a response body in the body_filter phase, so only a configuration with
+`body` makes the gateway hold responses). A body that is not a JSON object (or is compressed) passes unchanged,
+with a log line.
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ class ResponseTransformerConfig(msgspec.Struct, frozen=True, forbid_unknown_fiel
     set: ResponseHeaderOps = msgspec.field(default_factory=ResponseHeaderOps)
     add: ResponseHeaderOps = msgspec.field(default_factory=ResponseHeaderOps)
     append: ResponseHeaderOps = msgspec.field(default_factory=ResponseHeaderOps)
+    body: BodyOps | None = None
 
 
 Plan = tuple[
@@ -232,19 +234,7 @@ class RequestTransformer(Plugin):
         path = Template(conf.path) if conf.path is not None else None
         if conf.path is not None and not conf.path.startswith(("/", "$")):
             raise ValueError(f"path: expected a path starting with '/', got {conf.path!r}")
-        body = None
-        if conf.body is not None:
-            b = conf.body
-
-            def value(v: Any) -> Any:
-                return Template(v) if isinstance(v, str) else v
-
-            body = (
-                tuple(_dotted(p) for p in b.remove),
-                tuple((_dotted(a), _dotted(n)) for a, n in b.rename.items()),
-                tuple((_dotted(p), value(v)) for p, v in b.set.items()),
-                tuple((_dotted(p), value(v)) for p, v in b.add.items()),
-            )
+        body = _body_plan(conf.body)
         # PERF: the common configuration only sets headers; it gets a loop of its own, without the other kinds.
         only_set = headers[2] if any(headers) and not any(headers[i] for i in (0, 1, 3, 4)) else None
         if any(query) or path is not None or body is not None:
@@ -264,7 +254,9 @@ class RequestTransformer(Plugin):
             return
         headers, query, path, body, _ = prepared
         if body is not None and ctx.request.body:
-            _edit_body(ctx, body)
+            edited = _edit_json(ctx, ctx.request.body, body, "request")
+            if edited is not None:
+                ctx.upstream_request.body = edited
         up = ctx.upstream_request
         if headers is not None:
             _apply_headers(ctx, up.headers, headers)
@@ -283,16 +275,41 @@ def _dotted(path: str) -> tuple[str, ...]:
     return parts
 
 
-def _edit_body(ctx: Context, ops: Any) -> None:
+BodyPlan = tuple[
+    tuple[tuple[str, ...], ...],  # remove
+    tuple[tuple[tuple[str, ...], tuple[str, ...]], ...],  # rename
+    tuple[tuple[tuple[str, ...], Any], ...],  # set
+    tuple[tuple[tuple[str, ...], Any], ...],  # add
+]
+
+
+def _body_plan(ops: BodyOps | None) -> BodyPlan | None:
+    if ops is None:
+        return None
+
+    def value(v: Any) -> Any:
+        return Template(v) if isinstance(v, str) else v
+
+    return (
+        tuple(_dotted(p) for p in ops.remove),
+        tuple((_dotted(a), _dotted(n)) for a, n in ops.rename.items()),
+        tuple((_dotted(p), value(v)) for p, v in ops.set.items()),
+        tuple((_dotted(p), value(v)) for p, v in ops.add.items()),
+    )
+
+
+def _edit_json(ctx: Context, data: bytes, ops: BodyPlan, what: str) -> bytes | None:
+    """`data` (a JSON object) after the edits of `ops`, or None (logged) when it is not a JSON object."""
     remove, rename, set_, add = ops
     try:
-        doc = orjson.loads(ctx.request.body or b"")
+        doc = orjson.loads(data)
     except orjson.JSONDecodeError:
-        log.info("request-transformer: the body on route %s is not JSON; sent unchanged", ctx.route.name)
-        return
+        log.info("%s-transformer: the %s body on route %s is not JSON; sent unchanged", what, what, ctx.route.name)
+        return None
     if not isinstance(doc, dict):
-        log.info("request-transformer: the JSON body on route %s is not an object; sent unchanged", ctx.route.name)
-        return
+        log.info("%s-transformer: the JSON %s body on route %s is not an object; sent unchanged", what, what,
+                 ctx.route.name)  # fmt: skip
+        return None
     for p in remove:
         parent = _walk(doc, p[:-1], create=False)
         if parent is not None:
@@ -308,7 +325,7 @@ def _edit_body(ctx: Context, ops: Any) -> None:
         _put(ctx, doc, p, v, replace=True)
     for p, v in add:
         _put(ctx, doc, p, v, replace=False)
-    ctx.upstream_request.body = orjson.dumps(doc)
+    return orjson.dumps(doc)
 
 
 def _walk(doc: dict[str, Any], path: tuple[str, ...], create: bool) -> dict[str, Any] | None:
@@ -339,13 +356,35 @@ class ResponseTransformer(Plugin):
     priority = 1000
     Config = ResponseTransformerConfig
 
-    def prepare(self, conf: ResponseTransformerConfig) -> Plan:
-        return _plan(conf.remove.headers, conf.rename.headers, conf.set.headers, conf.add.headers,
-                     conf.append.headers, header=True)  # fmt: skip
+    def prepare(self, conf: ResponseTransformerConfig) -> tuple[Plan | None, BodyPlan | None]:
+        headers = _plan(conf.remove.headers, conf.rename.headers, conf.set.headers, conf.add.headers,
+                        conf.append.headers, header=True)  # fmt: skip
+        return (headers if any(headers) else None, _body_plan(conf.body))
 
-    def header_filter(self, ctx: Context, plan: Plan) -> None:
-        if ctx.response is not None:
-            _apply_headers(ctx, ctx.response.headers, plan)
+    def uses(self, phase: str, prepared: tuple[Plan | None, BodyPlan | None]) -> bool:
+        # PERF: a body_filter phase makes the gateway hold proxied responses whole; only `body` edits need that.
+        return prepared[0 if phase == "header_filter" else 1] is not None
+
+    def header_filter(self, ctx: Context, prepared: tuple[Plan | None, BodyPlan | None]) -> None:
+        headers = prepared[0]
+        if headers is not None and ctx.response is not None:
+            _apply_headers(ctx, ctx.response.headers, headers)
+
+    def body_filter(self, ctx: Context, prepared: tuple[Plan | None, BodyPlan | None]) -> None:
+        resp, ops = ctx.response, prepared[1]
+        if resp is None or ops is None or not resp.body:
+            return
+        ctype = (resp.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+        if not (ctype == "application/json" or ctype.endswith("+json")):
+            log.info("response-transformer: the response on route %s is %s, not JSON; sent unchanged",
+                     ctx.route.name, ctype or "without a content type")  # fmt: skip
+            return
+        if resp.headers.get("content-encoding") not in (None, "identity"):
+            log.info("response-transformer: the response on route %s is compressed; sent unchanged", ctx.route.name)
+            return
+        edited = _edit_json(ctx, resp.body, ops, "response")
+        if edited is not None:
+            resp.body = edited
 
 
 PLUGINS = (RequestTransformer, ResponseTransformer)

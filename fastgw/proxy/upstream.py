@@ -4,6 +4,10 @@ An `UpstreamConnection` carries one exchange at a time: it writes the request he
 sends it), parses the response with httptools and streams it straight into the client's transport. Flow control
 is coupled both ways: a client that reads slowly pauses reading from the upstream, an upstream that reads slowly
 pauses reading from the client, so memory per connection stays bounded by the transports' high-water marks.
+
+On a route whose plugins have body_filter phases the response is held instead (up to
+`limits.max_filtered_response`): its header_filter and body_filter phases run over the whole of it, and it goes
+out at once with its new length. A bigger response streams unchanged from the point it outgrew the limit.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from urllib.parse import quote
 from httptools import HttpParserError, HttpResponseParser
 
 from fastgw.core import PluginFailed, ResponseSink, filter_head
+from fastgw.plugins.run import filter_body
 from fastgw.server.http import DATE
 
 if TYPE_CHECKING:
@@ -81,7 +86,7 @@ async def _connect_and_start(client: ClientProtocol, req: Request, target: Targe
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "target", "state", "loop", "transport", "sink", "parser", "client", "req", "head", "idle_since",
-        "deadline", "served", "closed", "_req_done", "_reading_paused", "_write_paused", "filtering",
+        "deadline", "served", "closed", "_req_done", "_reading_paused", "_write_paused", "filtering", "held",
     )  # fmt: skip
 
     def __init__(self, target: Target, state: object) -> None:
@@ -103,6 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self.filtering = False  # the response head must go through the route's plugins first
+        self.held = -1  # body bytes held for body_filter phases; -1: the response streams
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -120,6 +126,9 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.sink.until_close and req.response_started:
             self.sink.connection_ended()  # a close-delimited response ends with the connection
+            if self.held >= 0:
+                self._deliver_held(client, req)
+                return
             self._flush(client)
             self._finish()
             return
@@ -148,7 +157,10 @@ class UpstreamConnection(asyncio.Protocol):
             return
         sink = self.sink
         out = sink.out
-        if self.filtering and self.req.response_started:  # type: ignore[union-attr]
+        if self.held >= 0:
+            if not self._hold(client, out):
+                return
+        elif self.filtering and self.req.response_started:  # type: ignore[union-attr]
             # The head was built by this feed (it is out[0]): the route's plugins see it before the client.
             self.filtering = False
             try:
@@ -186,6 +198,11 @@ class UpstreamConnection(asyncio.Protocol):
         ctx = client.ctx
         self.filtering = ctx is not None and (ctx._reply_headers is not None or len(ctx.chain.header_filter) > 0)
         self.sink.begin(req, client.server_line, client.via, DATE.line, client.state)
+        if ctx is not None and ctx.chain.body_filter and not req.head_only:
+            self.held = 0
+            self.sink.collect = True  # the body as it comes, unframed: it is sent again with its new length
+        else:
+            self.held = -1
         if req.body or (req.complete and req.chunked):
             chunks = [head]
             framed = req.chunked
@@ -252,6 +269,61 @@ class UpstreamConnection(asyncio.Protocol):
         client.ctx = None
         self._fail(500, "Internal server error", f"plugin {exc.name} failed")
 
+    # -- responses held for body_filter phases -----------------------------------------------------------------
+
+    def _hold(self, client: ClientProtocol, out: list[bytes]) -> bool:
+        """After a feed, on a held response: deliver it when complete, keep holding while it fits, or let it
+        stream on once it outgrew the limit. True: `out` is to be written as usual."""
+        req = self.req
+        assert req is not None
+        if not req.response_started:
+            self.deadline = self.loop.time() + self.target.read_timeout  # still the head (or a 1xx)
+            return False
+        if self.sink.done:
+            self._deliver_held(client, req)
+            return False
+        self.held = sum(len(part) for part in out) - len(out[0])
+        limit = client.limits.max_filtered_response
+        if self.held <= limit:
+            self.deadline = self.loop.time() + self.target.read_timeout
+            return False
+        log.warning("response on route %s is over %d bytes: sent unchanged, its body_filter phases skipped",
+                    req.route_name, limit)  # fmt: skip
+        self.held = -1
+        head = out[0]
+        if self.filtering:
+            try:
+                head = filter_head(client.ctx, head)  # type: ignore[arg-type]
+            except PluginFailed as exc:
+                self._filter_failed(client, req, out, exc)
+                return False
+        body = b"".join(out[1:])
+        if b"\r\ntransfer-encoding: chunked\r\n" in head:
+            self.sink.chunk_out = True  # the rest is framed by the sink as it streams
+            body = b"%x\r\n%b\r\n" % (len(body), body)
+        out[:] = [head, body]
+        return True
+
+    def _deliver_held(self, client: ClientProtocol, req: Request) -> None:
+        """The held response is complete: its header_filter and body_filter phases run, then it goes out whole."""
+        out = self.sink.out
+        ctx = client.ctx
+        assert ctx is not None
+        try:
+            head = filter_head(ctx, out[0])
+            if req.status not in (204, 304):
+                body = filter_body(ctx, b"".join(out[1:]))
+                head = _with_length(head, len(body))
+                out[:] = [head, body]
+            else:
+                out[:] = [head]
+        except PluginFailed as exc:
+            self._filter_failed(client, req, out, exc)
+            return
+        self.held = -1
+        self._flush(client)
+        self._finish()
+
     # -- endings ----------------------------------------------------------------------------------------------
 
     def _flush(self, client: ClientProtocol) -> None:
@@ -291,7 +363,18 @@ class UpstreamConnection(asyncio.Protocol):
                 client.request_done(req)
 
     def _fail(self, status: int, message: str, reason: str) -> None:
+        if self.held >= 0 and self.req is not None:
+            self.held = -1
+            self.sink.out.clear()
+            self.req.response_started = False  # nothing of a held response was sent: the client gets a clean error
         client, req = self._detach()
         self.close()
         if client is not None and req is not None:
             client.upstream_failed(req, status, message, reason)
+
+
+def _with_length(head: bytes, length: int) -> bytes:
+    """A response head the sink built, its framing (content-length or chunked) replaced by `length`."""
+    lines = head.split(b"\r\n")
+    kept = [line for line in lines[1:-2] if not line.lower().startswith((b"content-length:", b"transfer-encoding:"))]
+    return b"\r\n".join([lines[0], *kept, b"content-length: %d" % length, b"", b""])

@@ -68,9 +68,14 @@ class Boom(Plugin):
         if conf.where == "access":
             raise RuntimeError("boom in access")
 
+    def uses(self, phase: str, conf: Config) -> bool:
+        return phase == "access" or phase == conf.where
+
     def header_filter(self, ctx: Context, conf: Config) -> None:
-        if conf.where == "header_filter":
-            raise RuntimeError("boom in header_filter")
+        raise RuntimeError("boom in header_filter")
+
+    def body_filter(self, ctx: Context, conf: Config) -> None:
+        raise RuntimeError("boom in body_filter")
 
 
 class Misspelled(Plugin):

@@ -121,7 +121,7 @@ async def test_async_phase(upstream, gateway):
         assert r.status == 200 and upstream.received[-1].header("x-slow") == "waited"
 
 
-@pytest.mark.parametrize("where", ["access", "header_filter"])
+@pytest.mark.parametrize("where", ["access", "header_filter", "body_filter"])
 async def test_a_failing_plugin_answers_500_and_the_connection_and_gateway_go_on(upstream, gateway, where, caplog):
     gw = await gateway(route_config(upstream, {"boom": {"where": where}}, plugin_modules=MODS))
     conn = await RawConnection.open(gw.port)

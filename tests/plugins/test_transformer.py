@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from fastgw.testing import http_request
@@ -74,3 +76,78 @@ def test_bad_templates_are_refused_at_load(bad):
     yaml = f"plugins: {{response-transformer: {{set: {{headers: {{x: '{bad}'}}}}}}}}\n"
     with pytest.raises(ConfigError, match="unknown template reference"):
         load_config_bytes(yaml.encode(), "gw.yaml")
+
+
+RESPONSE_BODY = {"body": {
+    "remove": ["headers", "body_b64"], "rename": {"path": "route.path"},
+    "set": {"gateway": "fastgw", "route.id": "$request.path.proxy", "count": 3},
+    "add": {"method": "NOPE", "extra.flag": True}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/echo-chunked", "/plain"])
+async def test_response_transformer_edits_json_bodies_of_proxied_responses(upstream, gateway, path):
+    """Whether the upstream sends a length or chunks, the client gets the edited JSON with its new length."""
+    gw = await gateway(route_config(upstream, {"response-transformer": RESPONSE_BODY}))
+    for _ in TWICE:
+        r = await http_request(gw.port, "GET", path + "?q=1")
+        assert r.status == 200 and r.header("transfer-encoding") is None
+        assert int(r.header("content-length") or -1) == len(r.body)
+        assert r.json() == {
+            "method": "GET", "query": "q=1", "body": "", "body_length": 0,
+            "route": {"path": path, "id": path.lstrip("/")}, "gateway": "fastgw", "count": 3,
+            "extra": {"flag": True},
+        }  # fmt: skip
+
+
+async def test_response_body_edits_leave_other_bodies_alone(upstream, gateway, caplog):
+    caplog.set_level(logging.INFO, "fastgw")
+    cfg = route_config(upstream, {"response-transformer": RESPONSE_BODY}, limits={"max_filtered_response": 4096})
+    gw = await gateway(cfg)
+    for _ in TWICE:
+        # Not JSON: unchanged, with a log line. Close-delimited: held until the end, then sent with a length.
+        for path in ("/bytes/3000", "/chunked/3000", "/until-close/3000"):
+            r = await http_request(gw.port, "GET", path)
+            assert (r.status, r.body) == (200, b"x" * 3000), path
+            assert r.header("content-length") == "3000", path
+        # Over max_filtered_response: streamed unchanged (as it was framed), body_filter skipped.
+        r = await http_request(gw.port, "GET", "/chunked/200000")
+        assert (r.status, r.body, r.header("transfer-encoding")) == (200, b"x" * 200000, "chunked")
+        r = await http_request(gw.port, "GET", "/bytes/200000")
+        assert (r.status, r.body, r.header("content-length")) == (200, b"x" * 200000, "200000")
+        # No body to edit.
+        r = await http_request(gw.port, "HEAD", "/plain")
+        assert (r.status, r.body) == (200, b"")
+        r = await http_request(gw.port, "GET", "/status/204")
+        assert (r.status, r.body) == (204, b"")
+    assert any("not JSON; sent unchanged" in m for m in caplog.messages)
+    assert any("over 4096 bytes" in m for m in caplog.messages)
+
+
+async def test_response_body_edits_on_responses_made_in_the_gateway(gateway):
+    cfg = {
+        "routes": [
+            {
+                "path": "/m",
+                "integration": {"type": "mock", "body": {"a": 1, "b": {"c": 2}}},
+                "plugins": {"response-transformer": {"body": {"remove": ["b.c"], "set": {"d": "x"}}}},
+            }
+        ]
+    }
+    gw = await gateway(cfg)
+    for _ in TWICE:
+        r = await http_request(gw.port, "GET", "/m")
+        assert r.json() == {"a": 1, "b": {}, "d": "x"} and int(r.header("content-length") or 0) == len(r.body)
+
+
+def test_header_only_response_transformer_does_not_hold_bodies():
+    from fastgw.config.load import load_config_bytes
+
+    yaml = b"""
+routes:
+  - {path: /a, integration: {type: mock}, plugins: {response-transformer: {set: {headers: {x: y}}}}}
+  - {path: /b, integration: {type: mock}, plugins: {response-transformer: {body: {remove: [x]}}}}
+"""
+    a, b = load_config_bytes(yaml, "gw.yaml").plugins.chains
+    assert a is not None and b is not None
+    assert (len(a.header_filter), len(a.body_filter)) == (1, 0)
+    assert (len(b.header_filter), len(b.body_filter)) == (0, 1)

@@ -2,11 +2,13 @@
 
 Random sequences of header operations (valid and invalid names and values, on request lists and on response heads
 the upstream leg built), the client request's lookups, the upstream request written back into a Request, the
-header filter over a response head, and the consumer headers: every result, error and final state must match.
+header filter over a response head, the consumer headers, and the phase loop moving to a consumer's own chain:
+every result, error and final state must match.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -180,9 +182,60 @@ def test_consumer_headers(raw, authenticated, keys, sets):
     for impl, pycore in IMPLS:
         req = pycore.Request()
         req.headers = list(raw) + [(b"x-user", b"forged")]
-        ctx = impl.new_context(req, "127.0.0.1", {}, None, None)
+        ctx = impl.new_context(req, "127.0.0.1", {}, None, SimpleNamespace(per_consumer=False))
         ctx.consumer = Consumer() if authenticated else None
         refused = set_headers(ctx, sets)  # headers set for the upstream, the header map never built
         impl.finish_phases(ctx, req, frozenset({b"x-user", b"x-groups"}), keys)
         results.append((req.headers, refused))
     assert results[0] == results[1]
+
+
+PHASE_NAMES = st.sampled_from(["a", "b", "c", "d", "e"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.lists(PHASE_NAMES, min_size=1, max_size=5, unique=True),
+    extra=st.lists(PHASE_NAMES, max_size=3, unique=True),
+    dropped=st.lists(PHASE_NAMES, max_size=2, unique=True),
+    names_at=st.integers(0, 4),
+    waits=st.sets(PHASE_NAMES, max_size=2),
+)
+def test_the_phase_loop_goes_on_with_the_consumers_chain(base, extra, dropped, names_at, waits):
+    """A phase names a consumer whose chain differs (plugins added, dropped, reordered): the loop resumes after
+    that phase in the consumer's chain, also when the loop was resumed after a phase that returned an awaitable."""
+    names_at %= len(base)
+    consumer = SimpleNamespace(name="alice")
+
+    def phase(name: str) -> Any:
+        def fn(ctx: Any, conf: Any) -> Any:
+            ctx.vars.setdefault("ran", []).append(name)
+            if name == base[names_at]:
+                ctx.consumer = consumer
+            return "wait" if name in waits else None
+
+        return fn
+
+    fns = {n: phase(n) for n in "abcde"}
+
+    def chain_of(order: list[str], variant: Any) -> Any:
+        return SimpleNamespace(request=tuple((fns[n], None, False, n) for n in order), per_consumer=True,
+                               for_consumer=lambda c: variant, strip=frozenset(), consumer_keys=None)  # fmt: skip
+
+    kept = [n for n in base if n == base[names_at] or n not in dropped]
+    order = sorted(set(kept) | set(extra), key=lambda n: kept.index(n) if n in kept else len(kept) + "abcde".index(n))
+    results = []
+    for impl, pycore in IMPLS:
+        req = pycore.Request()
+        ctx = impl.new_context(req, "127.0.0.1", {}, None, chain_of(base, chain_of(order, None)))
+        steps = []
+        i, result = impl.run_phases(ctx, 0, req)
+        while i >= 0 and len(steps) < 20:
+            steps.append((i, result))
+            i, result = impl.run_phases(ctx, i + 1, req)  # as the server does after an awaitable
+        results.append((ctx.vars["ran"], steps, [p[3] for p in ctx.chain.request]))
+    assert results[0] == results[1]
+    ran = results[0][0]
+    at = ran.index(base[names_at])
+    assert ran[: at + 1] == base[: names_at + 1]
+    assert ran[at + 1 :] == order[order.index(base[names_at]) + 1 :]
