@@ -139,6 +139,16 @@ cdef class ResponseHead:
     cdef public object headers
     cdef public object body
 
+cdef class PhaseChain:
+    cdef public tuple request
+    cdef public tuple header_filter
+    cdef public tuple body_filter
+    cdef public tuple log
+    cdef public frozenset strip
+    cdef public object consumer_keys
+    cdef public bint per_consumer
+    cdef public bint streams
+
 cdef class Context:
     cdef public ClientRequest request
     cdef public object _upstream
@@ -148,6 +158,6 @@ cdef class Context:
     cdef public object credential
     cdef public object route
     cdef public dict vars
-    cdef public object chain
+    cdef public PhaseChain chain
     cdef public list _reply_headers
     cdef public list _upstream_sets

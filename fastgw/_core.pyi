@@ -13,6 +13,7 @@ from fastgw._pyplugins import ClientRequest as ClientRequest
 from fastgw._pyplugins import Context as Context
 from fastgw._pyplugins import Headers as Headers
 from fastgw._pyplugins import HeadHeaders as HeadHeaders
+from fastgw._pyplugins import PhaseChain as PhaseChain
 from fastgw._pyplugins import PluginFailed as PluginFailed
 from fastgw._pyplugins import ResponseHead as ResponseHead
 from fastgw._pyplugins import UpstreamRequest as UpstreamRequest

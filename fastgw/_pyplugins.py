@@ -270,6 +270,28 @@ class ResponseHead:
         self.body: bytes | None = None
 
 
+class PhaseChain:
+    """What the request loop reads of a route's plugin chain (`fastgw.plugins.chain.Chain` builds it): the phase
+    tuples, the consumer header settings, and whether some consumer has plugins of its own."""
+
+    __slots__ = ("request", "header_filter", "body_filter", "log", "strip", "consumer_keys", "per_consumer",
+                 "streams")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.request: tuple[Any, ...] = ()  # rewrite phases, then access phases: (callable, conf, is_async, name)
+        self.header_filter: tuple[Any, ...] = ()
+        self.body_filter: tuple[Any, ...] = ()
+        self.log: tuple[Any, ...] = ()
+        self.strip: frozenset[bytes] = frozenset()
+        self.consumer_keys: tuple[bytes | None, bytes | None] | None = None
+        self.per_consumer = False
+        self.streams = True
+
+    def for_consumer(self, consumer: Any) -> PhaseChain | None:
+        """The chain for `consumer`'s requests, None when it is this one (see Chain)."""
+        return None
+
+
 class Context:
     """What the phases of one request share. `vars` is free for plugins to pass values along."""
 

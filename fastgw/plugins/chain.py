@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from fastgw.core import PhaseChain
 from fastgw.plugins.base import PHASES, Plugin
 from fastgw.plugins.consumers import Consumer
 
@@ -155,13 +156,15 @@ def phases_of(cls: type[Plugin]) -> list[str]:
     return [p for p in PHASES if callable(getattr(cls, p, None))]
 
 
-class Chain:
-    """The plugins of one route, phase by phase, in priority order (higher first)."""
+class Chain(PhaseChain):
+    """The plugins of one route, phase by phase, in priority order (higher first). What the request loop reads
+    (the phase tuples, the consumer settings) lives in the compiled base class."""
 
-    __slots__ = ("request", "header_filter", "body_filter", "log", "names", "body_limit", "needs_body",
-                 "streams", "strip", "consumer_keys", "entries", "off", "per_consumer", "_variants")  # fmt: skip
+    __slots__ = ("names", "body_limit", "needs_body", "entries", "off", "_variants")
 
     def __init__(self, entries: list[tuple[Plugin, Any, str]], off: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+
         def phase(name: str) -> tuple[Phase, ...]:
             out = []
             for plugin, conf, pname in entries:
@@ -185,14 +188,12 @@ class Chain:
         self.needs_body = any(p.needs_body(conf) for p, conf, _ in entries if callable(getattr(p, "needs_body", None)))  # type: ignore[attr-defined]
         # Nothing about the body to do before the phases (PERF: one test per request instead of three).
         self.streams = self.body_limit is None and not self.needs_body
-        # Set by the gateway that serves the chain: the consumer header names clients may not send (empty when
-        # no consumers are configured), and the (username, groups) header names to tell the upstream.
-        self.strip: frozenset[bytes] = frozenset()
-        self.consumer_keys: tuple[bytes | None, bytes | None] | None = None
+        # Set later: `strip` and `consumer_keys` by the gateway that serves the chain (the consumer header names
+        # clients may not send, empty when no consumers are configured, and the (username, groups) header names
+        # to tell the upstream); `per_consumer` when some consumer has plugins of its own (naming a consumer,
+        # `ctx.consumer = ...`, then asks for_consumer).
         self.entries = entries
         self.off = off  # plugins the route (or its API, or the global scope) switched off with `false`
-        # Some consumer has plugins of its own: naming a consumer (`ctx.consumer = ...`) asks for_consumer.
-        self.per_consumer = False
         self._variants: dict[str, Chain | None] = {}
 
     def for_consumer(self, consumer: Consumer) -> Chain | None:

@@ -42,6 +42,19 @@ RAW = st.lists(
 )  # fmt: skip
 
 
+def chain_of(impl: Any, for_consumer: Any = None, **fields: Any) -> Any:
+    """A chain of `impl`'s PhaseChain class with these fields (phase tuples, per_consumer...)."""
+
+    class Chain(impl.PhaseChain):  # type: ignore[name-defined,misc]
+        def for_consumer(self, consumer: Any) -> Any:
+            return for_consumer
+
+    chain = Chain()
+    for name, value in fields.items():
+        setattr(chain, name, value)
+    return chain
+
+
 def apply_ops(headers: Any, ops: list[tuple[str, str, str, str]]) -> list[Any]:
     out: list[Any] = []
     for op, name, other, value in ops:
@@ -96,20 +109,16 @@ HEAD_LINES = st.lists(
 )
 def test_header_filter_over_a_response_head(lines, ops, status, preset):
     head = b"HTTP/1.1 200 OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
-
-    class Chain:
-        def __init__(self) -> None:
-            self.header_filter = ((self.phase, None, False, "p"),)
-            self.seen: list[Any] = []
-
-        def phase(self, ctx: Any, conf: Any) -> None:
-            self.seen.append(apply_ops(ctx.response.headers, ops))
-            ctx.response.status = status
-
     results = []
     for impl, pycore in IMPLS:
+        seen: list[Any] = []
+
+        def phase(ctx: Any, conf: Any, seen: list[Any] = seen) -> None:
+            seen.append(apply_ops(ctx.response.headers, ops))
+            ctx.response.status = status
+
         req = pycore.Request()
-        chain = Chain()
+        chain = chain_of(impl, header_filter=((phase, None, False, "p"),))
         ctx = impl.new_context(req, "127.0.0.1", {}, None, chain)
         refused = []
         for name, value in preset:  # headers a rewrite/access phase set for the response
@@ -117,7 +126,7 @@ def test_header_filter_over_a_response_head(lines, ops, status, preset):
                 ctx.set_response_header(name, value)
             except ValueError as exc:
                 refused.append(str(exc))
-        results.append((impl.filter_head(ctx, head), chain.seen, refused))
+        results.append((impl.filter_head(ctx, head), seen, refused))
     assert results[0] == results[1]
 
 
@@ -138,7 +147,7 @@ def test_client_and_upstream_requests(raw, query, ops, path, lookups, early, lat
         req.headers = list(raw)
         req.query = query
         req.complete = True
-        ctx = impl.new_context(req, "10.0.0.1", {"id": "7"}, None, None)
+        ctx = impl.new_context(req, "10.0.0.1", {"id": "7"}, None, chain_of(impl))
         looked = [ctx.request.header(n) for n in lookups] + [ctx.request.query, ctx.request.query_string]
         sets = set_headers(ctx, early)  # before anything built the header map
         up = ctx.upstream_request
@@ -182,7 +191,7 @@ def test_consumer_headers(raw, authenticated, keys, sets):
     for impl, pycore in IMPLS:
         req = pycore.Request()
         req.headers = list(raw) + [(b"x-user", b"forged")]
-        ctx = impl.new_context(req, "127.0.0.1", {}, None, SimpleNamespace(per_consumer=False))
+        ctx = impl.new_context(req, "127.0.0.1", {}, None, chain_of(impl))
         ctx.consumer = Consumer() if authenticated else None
         refused = set_headers(ctx, sets)  # headers set for the upstream, the header map never built
         impl.finish_phases(ctx, req, frozenset({b"x-user", b"x-groups"}), keys)
@@ -218,16 +227,18 @@ def test_the_phase_loop_goes_on_with_the_consumers_chain(base, extra, dropped, n
 
     fns = {n: phase(n) for n in "abcde"}
 
-    def chain_of(order: list[str], variant: Any) -> Any:
-        return SimpleNamespace(request=tuple((fns[n], None, False, n) for n in order), per_consumer=True,
-                               for_consumer=lambda c: variant, strip=frozenset(), consumer_keys=None)  # fmt: skip
+    def phases(order: list[str]) -> tuple[Any, ...]:
+        return tuple((fns[n], None, False, n) for n in order)
 
     kept = [n for n in base if n == base[names_at] or n not in dropped]
     order = sorted(set(kept) | set(extra), key=lambda n: kept.index(n) if n in kept else len(kept) + "abcde".index(n))
     results = []
     for impl, pycore in IMPLS:
         req = pycore.Request()
-        ctx = impl.new_context(req, "127.0.0.1", {}, None, chain_of(base, chain_of(order, None)))
+        variant = chain_of(impl, request=phases(order), per_consumer=True)
+        ctx = impl.new_context(
+            req, "127.0.0.1", {}, None, chain_of(impl, variant, request=phases(base), per_consumer=True)
+        )
         steps = []
         i, result = impl.run_phases(ctx, 0, req)
         while i >= 0 and len(steps) < 20:
