@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -151,3 +152,28 @@ routes:
     assert a is not None and b is not None
     assert (len(a.header_filter), len(a.body_filter)) == (1, 0)
     assert (len(b.header_filter), len(b.body_filter)) == (0, 1)
+
+
+async def test_an_upstream_that_breaks_a_held_response_gives_a_clean_502(gateway):
+    """Nothing of a held response was sent: when the upstream closes mid-body the client gets a JSON 502 (a
+    streamed response could only be cut short)."""
+
+    async def half_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"a": ')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(half_answer, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        cfg = {"upstreams": {"broken": {"targets": [f"http://127.0.0.1:{port}"]}},
+               "routes": [{"path": "/x", "integration": {"type": "http", "upstream": "broken"},
+                           "plugins": {"response-transformer": RESPONSE_BODY}}]}  # fmt: skip
+        gw = await gateway(cfg)
+        for _ in TWICE:
+            r = await http_request(gw.port, "GET", "/x")
+            # The gateway's error is a response of the route like any other: its filters see it too.
+            assert (r.status, r.json()["message"], r.json()["gateway"]) == (502, "Bad Gateway", "fastgw")
+    finally:
+        server.close()
