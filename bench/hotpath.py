@@ -24,9 +24,9 @@ import uvloop
 
 from fastgw.config.load import load_config_bytes
 from fastgw.gateway import Gateway
+from fastgw.pipeline.exchange import Worker
 from fastgw.proxy.upstream import UpstreamConnection
 from fastgw.server.protocol import ClientProtocol
-from fastgw.server.server import ServerState
 
 CONFIG = b"""
 logging: {access_log: false}
@@ -84,7 +84,7 @@ class MemoryTransport:
 
 async def measure(batches: int, batch: int, plugins: bool) -> list[float]:
     loaded = load_config_bytes(CONFIG + PLUGINS if plugins else CONFIG, "<hotpath>.yaml")
-    state = ServerState(asyncio.get_running_loop(), Gateway(loaded), None)
+    state = Worker(asyncio.get_running_loop(), Gateway(loaded), None)
     client = ClientProtocol(state)
     client.connection_made(MemoryTransport(("127.0.0.1", 40000)))  # type: ignore[arg-type]
     target = state.gateway.upstreams["backend"].targets[0]

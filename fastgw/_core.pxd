@@ -65,7 +65,6 @@ cdef class Request:
     cdef public bint finished
     cdef public str path
     cdef public object query
-    cdef public str route_name
     cdef public double t0
 
 cdef class RequestSink:

@@ -47,6 +47,8 @@ __all__ = [
     "RouteConflict",
     "Router",
     "UpstreamProtocolError",
+    "finish_head",
+    "keep_alive",
     "normalize_path",
     "parse_template",
     "ClientRequest",
@@ -376,6 +378,37 @@ cdef inline bytes _status_line(int status):
     return <bytes>line
 
 
+cdef inline bint _keep_alive(Request req, bint closing, bint whole):
+    return req.keep_alive and not closing and (req.complete or not whole)
+
+
+def keep_alive(Request req, bint closing, bint whole):
+    """See `fastgw._pycore.keep_alive`: the one rule for keeping a client connection open."""
+    return _keep_alive(req, closing, whole)
+
+
+cdef bytes _finish_head(list parts, Request req, bytes length, bint chunked, bint keep):
+    if length is not None:
+        parts.append(b"content-length: ")
+        parts.append(length)
+        parts.append(b"\r\n")
+    elif chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep:
+        parts.append(b"connection: close\r\n")
+        if req is not None:
+            req.keep_alive = False
+    elif req is not None and req.http10:
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def finish_head(list parts, Request req, bytes length, bint chunked, bint keep):
+    """See `fastgw._pycore.finish_head`: every response head ends here."""
+    return _finish_head(parts, req, length, chunked, keep)
+
+
 cdef class Request:
     """One client request, from its first byte until its response is written. See `fastgw._pycore.Request`."""
 
@@ -389,7 +422,6 @@ cdef class Request:
         self.keep_alive = True
         self.body = []
         self.path = ""
-        self.route_name = ""
 
     def replayable(self):
         return self.method in _IDEMPOTENT and not self.chunked and not self.content_length
@@ -718,7 +750,7 @@ cdef class ResponseSink:
         cdef Request req = self.req
         cdef int status
         cdef list parts, head
-        cdef bint keep, has_date, has_server
+        cdef bint keep, chunked, has_date, has_server
         cdef Py_ssize_t i
         cdef bytes lname
         p = self.parser
@@ -756,32 +788,21 @@ cdef class ResponseSink:
             parts.append(b"via: ")
             parts.append(via)
             parts.append(b"\r\n")
-        keep = req.keep_alive and not self.state.closing
+        keep = _keep_alive(req, self.state.closing, False)
+        chunked = False
         if req.head_only or status == 204 or status == 304:
-            if length is not None and status != 204:
-                parts.append(b"content-length: ")
-                parts.append(length)
-                parts.append(b"\r\n")
+            if status == 204:
+                length = None
             self.done = True
             self.new_parser = req.head_only
-        elif length is not None:
-            parts.append(b"content-length: ")
-            parts.append(length)
-            parts.append(b"\r\n")
-        else:
+        elif length is None:
             self.until_close = self.te is None
             if req.http10:
                 keep = False
             else:
-                parts.append(b"transfer-encoding: chunked\r\n")
+                chunked = True
                 self.chunk_out = not self.collect
-        if not keep:
-            parts.append(b"connection: close\r\n")
-            req.keep_alive = False
-        elif req.http10:
-            parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        self.out.append(b"".join(parts))
+        self.out.append(_finish_head(parts, req, length, chunked, keep))
         req.status = status
         req.response_started = True
 

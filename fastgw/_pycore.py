@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "ANY",
@@ -20,6 +21,8 @@ __all__ = [
     "RouteConflict",
     "Router",
     "UpstreamProtocolError",
+    "finish_head",
+    "keep_alive",
     "normalize_path",
     "parse_template",
 ]
@@ -450,6 +453,31 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")}
 
 
+def keep_alive(req: Request, closing: bool, whole: bool) -> bool:
+    """Whether the client connection stays open after the response to `req`: the one rule for every response.
+    `whole` is true for a response made in the gateway, sent at once: a request body still on its way is then
+    never read, so the connection cannot be reused."""
+    return req.keep_alive and not closing and (req.complete or not whole)
+
+
+def finish_head(parts: list[bytes], req: Request | None, length: bytes | None, chunked: bool, keep: bool) -> bytes:
+    """End a response head begun in `parts` (status line and header lines): its framing (`content-length:
+    length`, or chunked), Connection as `keep` says (an HTTP/1.0 client is told keep-alive; a close clears
+    `req.keep_alive`), the blank line. Every response head, proxied or made in the gateway, ends here."""
+    if length is not None:
+        parts += (b"content-length: ", length, b"\r\n")
+    elif chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep:
+        parts.append(b"connection: close\r\n")
+        if req is not None:
+            req.keep_alive = False
+    elif req is not None and req.http10:
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
 def connection_tokens(value: bytes) -> set[bytes]:
     """Header names listed in a Connection header (they are hop-by-hop too)."""
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
@@ -471,7 +499,7 @@ class Request:
         "method_b", "method", "url", "headers", "header_bytes", "content_length", "chunked", "expect_continue",
         "host_raw", "host", "conn_tokens", "keep_alive", "http10", "head_only", "headers_done", "complete",
         "error", "body", "buffered", "body_size", "upstream", "response_started", "status", "retried",
-        "finished", "path", "query", "route_name", "t0",
+        "finished", "path", "query", "t0",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -495,14 +523,15 @@ class Request:
         self.body: list[bytes] = []
         self.buffered = 0
         self.body_size = 0
-        self.upstream: object = None
+        # What takes the body as it arrives (send_body, end_body; pause_reading, resume_reading, abandon): the
+        # integration's connection, or a collector. None: chunks are buffered in `body`.
+        self.upstream: Any = None
         self.response_started = False
         self.status = 0
         self.retried = False
         self.finished = False
         self.path = ""
         self.query: bytes | None = None
-        self.route_name = ""
         self.t0 = 0.0
 
     def replayable(self) -> bool:
@@ -668,7 +697,7 @@ class RequestSink:
             raise Reject(413, "Payload Too Large")
         up = req.upstream
         if up is not None:
-            up.send_body(body)  # type: ignore[attr-defined]
+            up.send_body(body)
         elif not req.finished:
             req.body.append(body)
             req.buffered += len(body)
@@ -681,7 +710,7 @@ class RequestSink:
         self.parsing = None
         req.complete = True
         if req.upstream is not None:
-            req.upstream.end_body()  # type: ignore[attr-defined]
+            req.upstream.end_body()
 
 
 class UpstreamProtocolError(Exception):
@@ -794,28 +823,21 @@ class ResponseSink:
             parts += (b"via: ", via + b", " + VIA if via else VIA, b"\r\n")
         elif via:
             parts += (b"via: ", via, b"\r\n")
-        keep = req.keep_alive and not self.state.closing  # type: ignore[attr-defined]
+        keep = keep_alive(req, self.state.closing, False)  # type: ignore[attr-defined]
+        chunked = False
         if req.head_only or status == 204 or status == 304:
-            if length is not None and status != 204:
-                parts += (b"content-length: ", length, b"\r\n")
+            if status == 204:
+                length = None
             self.done = True
             self.new_parser = req.head_only
-        elif length is not None:
-            parts += (b"content-length: ", length, b"\r\n")
-        else:
+        elif length is None:
             self.until_close = self.te is None
             if req.http10:
                 keep = False  # an HTTP/1.0 client reads until close
             else:
-                parts.append(b"transfer-encoding: chunked\r\n")
+                chunked = True
                 self.chunk_out = not self.collect
-        if not keep:
-            parts.append(b"connection: close\r\n")
-            req.keep_alive = False
-        elif req.http10:
-            parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
-        self.out.append(b"".join(parts))
+        self.out.append(finish_head(parts, req, length, chunked, keep))
         req.status = status
         req.response_started = True
 

@@ -17,6 +17,23 @@ if TYPE_CHECKING:
     from fastgw._pycore import Request
 
 # Set by the gateway from a response's framing: header_filter phases never see or change these.
+__all__ = [
+    "ClientRequest",
+    "Context",
+    "HeadHeaders",
+    "Headers",
+    "PhaseChain",
+    "PluginFailed",
+    "ResponseHead",
+    "UpstreamRequest",
+    "add_consumer_headers",
+    "filter_head",
+    "finish_phases",
+    "new_context",
+    "run_phases",
+    "strip_headers",
+]
+
 FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"date"})
 
 

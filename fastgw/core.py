@@ -1,7 +1,10 @@
-"""The compiled core, or its pure-Python twin: the route trie, token buckets and per-byte HTTP helpers.
+"""The compiled core, or its pure-Python twin: the route trie, token buckets, per-byte HTTP helpers and the plugin
+runtime.
 
-Chosen once at import: the Cython extension `fastgw._core`, or its pure-Python twin `fastgw._pycore` when the
-extension is missing or `FASTGW_NO_EXTENSIONS=1` is set. `COMPILED` says which one this process runs.
+Chosen once at import: the Cython extension `fastgw._core`, or its pure-Python twins `fastgw._pycore` and
+`fastgw._pyplugins` when the extension is missing or `FASTGW_NO_EXTENSIONS=1` is set. `COMPILED` says which one
+this process runs. The twins' `__all__` lists are the one list of what is twinned: `_core` exports exactly their
+union (tests/property/test_twins.py holds it to that), and this module serves those names from one side.
 """
 
 from __future__ import annotations
@@ -9,36 +12,12 @@ from __future__ import annotations
 import os
 import warnings
 
-# The specification, and what serves when the compiled twin is missing or refused.
-from fastgw._pycore import (
-    ANY,
-    BucketTable,
-    Reject,
-    Request,
-    RequestSink,
-    ResponseSink,
-    RouteConflict,
-    Router,
-    UpstreamProtocolError,
-    normalize_path,
-    parse_template,
-)
-from fastgw._pyplugins import (
-    ClientRequest,
-    Context,
-    Headers,
-    HeadHeaders,
-    PhaseChain,
-    PluginFailed,
-    ResponseHead,
-    UpstreamRequest,
-    add_consumer_headers,
-    filter_head,
-    finish_phases,
-    new_context,
-    run_phases,
-    strip_headers,
-)
+# The specification, and what serves when the compiled twin is missing or refused (and the types mypy sees).
+from fastgw import _pycore, _pyplugins
+from fastgw._pycore import *  # noqa: F403
+from fastgw._pyplugins import *  # noqa: F403
+
+TWINNED: tuple[str, ...] = (*_pycore.__all__, *_pyplugins.__all__)
 
 COMPILED = False
 FALLBACK_REASON: str | None = None
@@ -47,34 +26,9 @@ if os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0"):
     FALLBACK_REASON = "FASTGW_NO_EXTENSIONS is set"
 else:
     try:
-        from fastgw._core import (  # type: ignore[assignment]
-            ANY,
-            BucketTable,
-            ClientRequest,
-            Context,
-            Headers,
-            HeadHeaders,
-            PhaseChain,
-            PluginFailed,
-            Reject,
-            Request,
-            RequestSink,
-            ResponseHead,
-            ResponseSink,
-            RouteConflict,
-            Router,
-            UpstreamProtocolError,
-            UpstreamRequest,
-            add_consumer_headers,
-            filter_head,
-            finish_phases,
-            new_context,
-            normalize_path,
-            parse_template,
-            run_phases,
-            strip_headers,
-        )
+        from fastgw import _core
 
+        globals().update({name: getattr(_core, name) for name in TWINNED})
         COMPILED = True
     except ImportError as exc:  # pragma: no cover - depends on how the package was installed
         FALLBACK_REASON = f"the compiled extension fastgw._core did not import ({exc})"
@@ -85,32 +39,4 @@ else:
             stacklevel=2,
         )
 
-__all__ = [
-    "ANY",
-    "COMPILED",
-    "FALLBACK_REASON",
-    "BucketTable",
-    "ClientRequest",
-    "Context",
-    "HeadHeaders",
-    "Headers",
-    "PhaseChain",
-    "PluginFailed",
-    "ResponseHead",
-    "UpstreamRequest",
-    "add_consumer_headers",
-    "filter_head",
-    "finish_phases",
-    "new_context",
-    "run_phases",
-    "strip_headers",
-    "Reject",
-    "Request",
-    "RequestSink",
-    "ResponseSink",
-    "RouteConflict",
-    "Router",
-    "UpstreamProtocolError",
-    "normalize_path",
-    "parse_template",
-]
+__all__ = ["COMPILED", "FALLBACK_REASON", "TWINNED", *_pycore.__all__, *_pyplugins.__all__]  # noqa: PLE0605

@@ -7,97 +7,17 @@ Built once per config load (at start and on reload) and never mutated afterwards
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
 
-import orjson
-
-from fastgw.config.load import TEMPLATE_REF, LoadedConfig
+from fastgw.config.load import LoadedConfig
 from fastgw.config.schema import HttpIntegration, LambdaIntegration, MockIntegration
+from fastgw.core import Router
 from fastgw.functions.integration import LambdaRoute
 from fastgw.functions.pool import FunctionPool
+from fastgw.pipeline.exchange import Route
+from fastgw.pipeline.mock import MockRoute
 from fastgw.plugins.base import RouteInfo
 from fastgw.proxy.pool import Upstream
-from fastgw.server.http import DATE, status_line
-
-if TYPE_CHECKING:
-    from fastgw.core import Router
-    from fastgw.plugins.chain import Chain
-
-KIND_MOCK = 0
-KIND_HTTP = 1
-
-
-class MockRoute:
-    """A fixed response; everything but the Date and Connection lines is prebuilt."""
-
-    kind = KIND_MOCK
-    __slots__ = ("name", "status", "head", "body", "headers", "chain", "info")
-
-    def __init__(self, name: str, integ: MockIntegration, server_line: bytes) -> None:
-        self.name = name
-        self.status = integ.status
-        headers = {k.lower(): v for k, v in integ.headers.items()}
-        if isinstance(integ.body, str):
-            body = integ.body.encode()
-            headers.setdefault("content-type", "text/plain; charset=utf-8")
-        elif integ.body is None and "content-type" not in headers and integ.status in (204, 304):
-            body = b""
-        else:
-            body = orjson.dumps(integ.body)
-            headers.setdefault("content-type", "application/json")
-        lines = [status_line(integ.status), server_line]
-        for k, v in headers.items():
-            lines.append(f"{k}: {v}\r\n".encode("latin-1"))
-        if integ.status not in (204, 304):
-            lines.append(b"content-length: %d\r\n" % len(body))
-        self.head = b"".join(lines)
-        self.body = body if integ.status not in (204, 304) else b""
-        self.headers = list(headers.items())  # for routes whose plugins filter the response
-        self.chain: Chain | None = None
-        self.info: RouteInfo | None = None
-
-    def render(self, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
-        if not keep_alive:
-            conn = b"connection: close\r\n"
-        elif http10:
-            conn = b"connection: keep-alive\r\n"
-        else:
-            conn = b""
-        return b"".join((self.head, DATE.line, conn, b"\r\n", b"" if head_only else self.body))
-
-
-class HttpRoute:
-    """Proxy to an upstream, with the path rewrite rules resolved into a small plan."""
-
-    kind = KIND_HTTP
-    __slots__ = ("name", "upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host", "chain",
-                 "info")  # fmt: skip
-
-    def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream) -> None:
-        self.name = name
-        self.upstream = upstream
-        prefix = integ.strip_prefix
-        self.strip_prefix = prefix.rstrip("/") if prefix and prefix != "/" else None
-        # "/v1/{id}/x" -> ["/v1/", "id", "/x"]: literal pieces at even indices, parameter names at odd ones.
-        self.path_pieces: list[str] | None = TEMPLATE_REF.split(integ.path) if integ.path else None
-        self.rewrites = self.path_pieces is not None or self.strip_prefix is not None
-        self.preserve_host = integ.preserve_host
-        self.host = integ.host.encode("latin-1") if integ.host else None
-        self.chain: Chain | None = None
-        self.info: RouteInfo | None = None
-
-    def upstream_path(self, path: str, params: dict[str, str]) -> str:
-        pieces = self.path_pieces
-        if pieces is not None:
-            return "".join(params[p] if i % 2 else p for i, p in enumerate(pieces))
-        prefix = self.strip_prefix
-        if prefix is not None and path.startswith(prefix):
-            rest = path[len(prefix) :]
-            if not rest:
-                return "/"
-            if rest[0] == "/":
-                return rest
-        return path
+from fastgw.proxy.upstream import HttpRoute
 
 
 class Gateway:
@@ -117,7 +37,7 @@ class Gateway:
         self.functions = {name: self._pool(name, loaded, previous) for name in cfg.functions}
         # First path segments of REST API stages: a miss under one answers 403 Missing Authentication Token.
         self.rest_prefixes = loaded.rest_prefixes
-        routes: list[MockRoute | HttpRoute | LambdaRoute] = []
+        routes: list[Route] = []
         for entry in loaded.entries:
             integ = entry.integration
             if isinstance(integ, MockIntegration):
@@ -125,7 +45,9 @@ class Gateway:
             elif isinstance(integ, LambdaIntegration):
                 routes.append(LambdaRoute(entry, integ, self.functions[integ.function]))
             else:
-                routes.append(HttpRoute(entry.label, integ, self.upstreams[integ.upstream]))
+                assert isinstance(integ, HttpIntegration)
+                upstream = self.upstreams[integ.upstream]
+                routes.append(HttpRoute(entry.label, integ, upstream, self.server_line, self.via))
         setup = loaded.plugins
         chains = setup.chains if setup is not None else (None,) * len(routes)
         for route, entry, chain in zip(routes, loaded.entries, chains, strict=True):

@@ -1,6 +1,5 @@
-"""The `lambda` integration on the client connection: collect the body, build the event, invoke the function's
-pool, turn its return value into the client's response (or into API Gateway's error answer, with the reason in
-the log)."""
+"""The `lambda` integration: collect the body, build the event, invoke the function's pool, turn its return value
+into the exchange's response (or into API Gateway's error answer, with the reason in the log)."""
 
 from __future__ import annotations
 
@@ -12,30 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 from fastgw.functions import lambda_proxy as lp
 from fastgw.functions.pool import FunctionPool, Outcome, Throttled
-from fastgw.server.body import BodyCollector
+from fastgw.pipeline.body import BodyCollector
+from fastgw.pipeline.exchange import Route
 
 if TYPE_CHECKING:
     from fastgw.config.load import RouteEntry
     from fastgw.config.schema import LambdaIntegration
-    from fastgw.core import Request
-    from fastgw.plugins.base import RouteInfo
-    from fastgw.plugins.chain import Chain
-    from fastgw.server.protocol import ClientProtocol
+    from fastgw.pipeline.exchange import Exchange
 
 log = logging.getLogger("fastgw.functions")
 
-KIND_LAMBDA = 2
 
-
-class LambdaRoute:
+class LambdaRoute(Route):
     """A route wired to a function by Lambda proxy integration, everything per-route resolved at load."""
 
-    kind = KIND_LAMBDA
-    __slots__ = ("name", "pool", "version", "rest", "timeout", "resource", "methods", "stage", "stage_variables",
-                 "api_id", "chain", "info")  # fmt: skip
+    kind = "lambda"
+    __slots__ = ("pool", "version", "rest", "timeout", "resource", "methods", "stage", "stage_variables", "api_id")
 
     def __init__(self, entry: RouteEntry, integ: LambdaIntegration, pool: FunctionPool) -> None:
-        self.name = entry.label
+        super().__init__(entry.label)
         self.pool = pool
         self.version = integ.payload_format or ("1.0" if entry.api_type == "rest" else "2.0")
         self.rest = entry.api_type == "rest"
@@ -45,8 +39,6 @@ class LambdaRoute:
         self.stage = entry.stage or "$default"
         self.stage_variables = entry.stage_variables or None
         self.api_id = entry.api_id or "local"
-        self.chain: Chain | None = None
-        self.info: RouteInfo | None = None
 
     def event(self, call: lp.Call) -> dict[str, Any]:
         return lp.event_v1(call) if self.version == "1.0" else lp.event_v2(call)
@@ -57,34 +49,33 @@ class LambdaRoute:
     def error(self) -> tuple[int, dict[str, str]]:
         return lp.REST_ERROR if self.rest else lp.HTTP_ERROR
 
+    def start(self, ex: Exchange) -> None:
+        """Invoke the function with the request once its body is complete (the event carries the whole body)."""
+        req = ex.req
+        if req.complete:
+            body = b"".join(req.body)
+            req.body = []
+            self._invoke_soon(ex, body)
+            return
+        req.upstream = BodyCollector(req, lambda chunks: self._invoke_soon(ex, b"".join(chunks)))
+        ex.body_drained()  # the collector holds what was buffered; keep reading the rest
 
-def lambda_call(client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str]) -> None:
-    """Invoke the route's function with `req` once its body is complete (the event carries the whole body)."""
-    if req.complete:
-        body = b"".join(req.body)
-        req.body = []
-        start(client, req, route, params, body)
-        return
-    req.upstream = BodyCollector(req, lambda chunks: start(client, req, route, params, b"".join(chunks)))
-    client.body_drained(req)  # the collector holds what was buffered; keep reading the rest
+    def _invoke_soon(self, ex: Exchange, body: bytes) -> None:
+        ex.state.loop.create_task(invoke(ex, self, body))
 
 
-def start(client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str], body: bytes) -> None:
-    client.loop.create_task(invoke(client, req, route, params, body))
-
-
-async def invoke(client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str], body: bytes) -> None:
-    """Answer `req` from the route's function; whatever goes wrong, the client gets an answer."""
+async def invoke(ex: Exchange, route: LambdaRoute, body: bytes) -> None:
+    """Answer the exchange from the route's function; whatever goes wrong, the client gets an answer."""
     try:
-        await _invoke(client, req, route, params, body)
+        await _invoke(ex, route, body)
     except Exception:
+        req = ex.req
         log.exception("internal error while invoking %s for %s %s", route.pool.name, req.method, req.path)
-        client.upstream_failed(req, 500, "Internal server error", "internal error (logged above)")
+        ex.fail(500, "Internal server error", "internal error (logged above)")
 
 
-async def _invoke(
-    client: ClientProtocol, req: Request, route: LambdaRoute, params: dict[str, str], body: bytes
-) -> None:
+async def _invoke(ex: Exchange, route: LambdaRoute, body: bytes) -> None:
+    req = ex.req
     request_id = str(uuid.uuid4())
     call = lp.Call(
         method=req.method,
@@ -92,31 +83,31 @@ async def _invoke(
         query=req.query,
         headers=req.headers,
         body=body,
-        source_ip=client.peer_ip,
+        source_ip=ex.peer.ip,
         http10=req.http10,
         request_id=request_id,
         time_ns=time.time_ns(),
         resource=route.resource,
         methods=route.methods,
-        params=params,
+        params=ex.params,
         stage=route.stage,
         stage_variables=route.stage_variables,
         api_id=route.api_id,
         host=req.host,
-        authorizer=_authorizer(client),
-        jwt=_jwt(client),
+        authorizer=_authorizer(ex),
+        jwt=_jwt(ex),
     )
-    trace = client.state.inspector
+    trace = ex.state.inspector
     try:
         event = route.event(call)
     except Exception:
         log.exception("%s %s route=%s: could not build the event", req.method, req.path, route.name)
-        _answer_error(client, req, route.error(), request_id)
+        _answer_error(ex, route.error(), request_id)
         return
     if trace is not None:
         trace.event = event
         trace.request_id = request_id
-    task = client.loop.create_task(route.pool.invoke(request_id, event))
+    task = ex.state.loop.create_task(route.pool.invoke(request_id, event))
     try:
         # The invocation goes on past the integration timeout (as a Lambda would); only the client stops waiting.
         outcome: Outcome = await asyncio.wait_for(asyncio.shield(task), route.timeout)
@@ -124,18 +115,18 @@ async def _invoke(
         log.warning("%s %s route=%s request=%s: no answer within the integration timeout (%.1fs)",
                     req.method, req.path, route.name, request_id, route.timeout)  # fmt: skip
         task.add_done_callback(_collect)
-        _answer_error(client, req, lp.TIMEOUT_ERROR, request_id)
+        _answer_error(ex, lp.TIMEOUT_ERROR, request_id)
         return
     except Throttled:
         log.warning("%s %s route=%s: function %s is at its concurrency and its queue is full",
                     req.method, req.path, route.name, route.pool.name)  # fmt: skip
-        _answer_error(client, req, lp.THROTTLED_ERROR, request_id)
+        _answer_error(ex, lp.THROTTLED_ERROR, request_id)
         return
     except Exception as exc:  # noqa: BLE001 - a worker that cannot start: the client gets the function error
         log.error("%s %s route=%s: cannot invoke %s: %s", req.method, req.path, route.name, route.pool.name, exc)
         if trace is not None:
             trace.reason = f"cannot invoke {route.pool.name}: {exc}"
-        _answer_error(client, req, route.error(), request_id)
+        _answer_error(ex, route.error(), request_id)
         return
     if trace is not None:
         trace.outcome = outcome
@@ -146,7 +137,7 @@ async def _invoke(
                   req.method, req.path, route.name, request_id, route.pool.name, what, _stack(err))  # fmt: skip
         if trace is not None:
             trace.reason = f"function error {what}"
-        _answer_error(client, req, route.error(), request_id)
+        _answer_error(ex, route.error(), request_id)
         return
     try:
         status, headers, payload = route.response(outcome.value)
@@ -155,16 +146,16 @@ async def _invoke(
                   req.method, req.path, route.name, request_id, route.pool.name, exc)  # fmt: skip
         if trace is not None:
             trace.reason = f"malformed Lambda proxy response: {exc}"
-        _answer_error(client, req, route.error(), request_id)
+        _answer_error(ex, route.error(), request_id)
         return
-    if client.closed or req.finished:
+    if ex.gone:
         return
     headers.append(("x-amzn-RequestId", request_id))
-    client.respond(req, status, headers, payload)
+    ex.respond(status, headers, payload)
 
 
-def _authorizer(client: ClientProtocol) -> dict[str, str] | None:
-    ctx = client.ctx
+def _authorizer(ex: Exchange) -> dict[str, str] | None:
+    ctx = ex.ctx
     consumer = ctx.consumer if ctx is not None else None
     if consumer is None:
         return None
@@ -176,8 +167,8 @@ def _authorizer(client: ClientProtocol) -> dict[str, str] | None:
     }
 
 
-def _jwt(client: ClientProtocol) -> tuple[dict[str, Any], list[str]] | None:
-    ctx = client.ctx
+def _jwt(ex: Exchange) -> tuple[dict[str, Any], list[str]] | None:
+    ctx = ex.ctx
     if ctx is None or "jwt_claims" not in ctx.vars:
         return None
     return ctx.vars["jwt_claims"], ctx.vars.get("jwt_scopes") or []
@@ -196,8 +187,8 @@ def _collect(task: asyncio.Task[Outcome]) -> None:
         task.exception()  # retrieved, so a late failure is not reported as never retrieved
 
 
-def _answer_error(client: ClientProtocol, req: Request, error: tuple[int, dict[str, str]], request_id: str) -> None:
-    if client.closed or req.finished:
+def _answer_error(ex: Exchange, error: tuple[int, dict[str, str]], request_id: str) -> None:
+    if ex.gone:
         return
     status, body = error
-    client.respond_json(req, status, body, [("x-amzn-RequestId", request_id)])
+    ex.respond_json(status, body, [("x-amzn-RequestId", request_id)])

@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING
 import orjson
 
 if TYPE_CHECKING:
-    from fastgw.server.protocol import ClientProtocol, Request
+    from fastgw.pipeline.exchange import Exchange
 
 _FLUSH_AT = 64 * 1024
 
@@ -33,18 +33,20 @@ class AccessLog:
             self._stamp = datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return self._stamp
 
-    def __call__(self, client: ClientProtocol, req: Request) -> None:
+    def __call__(self, ex: Exchange) -> None:
+        """Called by the exchange once its response is complete."""
+        req = ex.req
         entry = {
             "time": self._time(),
-            "client": client.peer_ip,
+            "client": ex.peer.ip,
             "method": req.method,
             "path": req.path or req.url.decode("latin-1")[:256],
             "status": req.status,
             "duration_ms": round((time.perf_counter() - req.t0) * 1000, 3) if req.t0 else 0.0,
-            "route": req.route_name or None,
+            "route": ex.route.name if ex.route is not None else None,
             "request_bytes": req.body_size,
         }
-        ctx = client.ctx
+        ctx = ex.ctx
         if ctx is not None:
             # What the route's plugins found out: the request id (request-id), who the client is (auth plugins).
             rid = ctx.vars.get("request_id")

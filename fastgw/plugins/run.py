@@ -1,6 +1,6 @@
-"""Running the response-side phases: `header_filter` (on every response a route gives: made by the gateway, a
-function, or proxied), `body_filter` (on responses made in the gateway) and `log` (after the response is out).
-The request-side phases run in `fastgw/server/protocol.py`, where they can answer or go on to the integration."""
+"""Running the response-side phases besides `header_filter` (the core's `filter_head`, over every response head):
+`body_filter` over a whole body, and `log` after the response is out. The exchange (fastgw/pipeline/exchange.py)
+decides when each runs; the request-side phases are the core's `run_phases`."""
 
 from __future__ import annotations
 
@@ -18,17 +18,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw.plugins")
 
 
-def filter_headers(ctx: Context, status: int, headers: list[tuple[str, str]]) -> tuple[int, list[tuple[str, str]]]:
-    """Run the route's header_filter phases over a response about to be sent. Raises PluginFailed."""
-    head = ctx.response = ResponseHead(status, Headers([(k.lower(), v) for k, v in headers]))
-    for key, value in ctx._reply_headers or ():
-        head.headers.set(key.decode("latin-1"), value.decode("utf-8"))
-    _run_filters(ctx, ctx.chain.header_filter)
-    return head.status, list(head.headers)
-
-
 def filter_body(ctx: Context, body: bytes) -> bytes:
-    """Run the body_filter phases over a whole response body made in the gateway. Raises PluginFailed."""
+    """Run the body_filter phases over a whole response body (after `filter_head` set `ctx.response`). Raises
+    PluginFailed."""
     head = ctx.response
     assert head is not None
     head.body = body

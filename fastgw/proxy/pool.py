@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from fastgw.config.schema import Upstream as UpstreamConfig
 
 if TYPE_CHECKING:
-    from fastgw.proxy.upstream import UpstreamConnection
+    from fastgw.pipeline.exchange import Exchange
+
+
+class UpstreamConnection(Protocol):
+    """What the pool knows of a connection (`fastgw.proxy.upstream.UpstreamConnection`)."""
+
+    closed: bool
+    idle_since: float
+    transport: asyncio.Transport | None
+
+    def close(self) -> None: ...
+    def start(self, ex: Exchange, head: bytes) -> None: ...
 
 
 class Target:

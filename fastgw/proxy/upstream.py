@@ -1,13 +1,14 @@
 """The upstream leg of the `http` integration: one protocol per upstream TCP connection.
 
-An `UpstreamConnection` carries one exchange at a time: it writes the request head (and the body as the client
-sends it), parses the response with httptools and streams it straight into the client's transport. Flow control
+`HttpRoute.start(ex)` picks a target and hands the exchange to an `UpstreamConnection`, which carries one exchange
+at a time: it writes the request head (and the body as the client sends it), parses the response with httptools
+and streams it to the exchange's destination (`ex.write`: the client's transport). Flow control
 is coupled both ways: a client that reads slowly pauses reading from the upstream, an upstream that reads slowly
 pauses reading from the client, so memory per connection stays bounded by the transports' high-water marks.
 
 On a route whose plugins have body_filter phases the response is held instead (up to
-`limits.max_filtered_response`): its header_filter and body_filter phases run over the whole of it, and it goes
-out at once with its new length. A bigger response streams unchanged from the point it outgrew the limit.
+`limits.max_filtered_response`): the exchange's filters run over the whole of it, and it goes out at once with its
+new length. A bigger response streams unchanged from the point it outgrew the limit.
 """
 
 from __future__ import annotations
@@ -19,77 +20,111 @@ from urllib.parse import quote
 
 from httptools import HttpParserError, HttpResponseParser
 
-from fastgw.core import PluginFailed, ResponseSink, filter_head
-from fastgw.plugins.run import filter_body
-from fastgw.server.http import DATE
+from fastgw.config.load import TEMPLATE_REF
+from fastgw.core import PluginFailed, ResponseSink
+from fastgw.pipeline.exchange import Route
+from fastgw.pipeline.head import DATE
+from fastgw.pipeline.leg import HIGH_WATER
 
 if TYPE_CHECKING:
-    from fastgw.gateway import HttpRoute
-    from fastgw.proxy.pool import Target
-    from fastgw.server.protocol import ClientProtocol, Request
+    from fastgw.config.schema import HttpIntegration
+    from fastgw.core import Request
+    from fastgw.pipeline.exchange import Exchange, Worker
+    from fastgw.proxy.pool import Target, Upstream
 
 log = logging.getLogger("fastgw.proxy")
 
-HIGH_WATER = 64 * 1024
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
-PAUSE_UPSTREAM_BUSY = 4  # the client-read pause reason this leg owns (see ClientProtocol)
 
 
-def proxy(client: ClientProtocol, req: Request, route: HttpRoute, params: dict[str, str]) -> None:
-    """Send `req` to the next target of the route's upstream; the response streams back to `client`."""
-    upstream = route.upstream
-    target = upstream.only or upstream.pick()
-    path = req.path
-    ctx = client.ctx
-    if ctx is not None and ctx._upstream is not None and ctx._upstream.path is not None:
-        path = quote(ctx._upstream.path, safe=_PATH_SAFE)  # a plugin chose the upstream path
-    elif route.rewrites:
-        path = route.upstream_path(path, params)
-    target_uri = path.encode("latin-1")
-    if req.query is not None:
-        target_uri += b"?" + req.query
-    if route.host is not None:
-        host = route.host
-    elif route.preserve_host and req.host_raw:
-        host = req.host_raw
-    else:
-        host = target.host_header
-    head = req.upstream_head(target_uri, host, client.trusted, client.peer_ip_b, client.via)
-    conn = target.acquire()
-    if conn is not None:
-        conn.start(client, req, head)
-    else:
-        client.loop.create_task(_connect_and_start(client, req, target, head))
+class HttpRoute(Route):
+    """The `http` integration: proxy to an upstream, with the path rewrite rules resolved into a small plan."""
+
+    kind = "http"
+    __slots__ = ("upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host", "server_line", "via")
+
+    def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream, server_line: bytes, via: bool) -> None:
+        super().__init__(name)
+        self.upstream = upstream
+        prefix = integ.strip_prefix
+        self.strip_prefix = prefix.rstrip("/") if prefix and prefix != "/" else None
+        # "/v1/{id}/x" -> ["/v1/", "id", "/x"]: literal pieces at even indices, parameter names at odd ones.
+        self.path_pieces: list[str] | None = TEMPLATE_REF.split(integ.path) if integ.path else None
+        self.rewrites = self.path_pieces is not None or self.strip_prefix is not None
+        self.preserve_host = integ.preserve_host
+        self.host = integ.host.encode("latin-1") if integ.host else None
+        self.server_line = server_line  # the gateway's Server line, when the upstream sends none
+        self.via = via  # append the gateway to Via, both ways
+
+    def upstream_path(self, path: str, params: dict[str, str]) -> str:
+        pieces = self.path_pieces
+        if pieces is not None:
+            return "".join(params[p] if i % 2 else p for i, p in enumerate(pieces))
+        prefix = self.strip_prefix
+        if prefix is not None and path.startswith(prefix):
+            rest = path[len(prefix) :]
+            if not rest:
+                return "/"
+            if rest[0] == "/":
+                return rest
+        return path
+
+    def start(self, ex: Exchange) -> None:
+        """Send the request to the next target of the upstream; the response streams back through `ex`."""
+        req = ex.req
+        upstream = self.upstream
+        target = upstream.only or upstream.pick()
+        path = req.path
+        if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
+            path = quote(chosen, safe=_PATH_SAFE)  # a plugin chose the upstream path
+        elif self.rewrites:
+            path = self.upstream_path(path, ex.params)
+        target_uri = path.encode("latin-1")
+        if req.query is not None:
+            target_uri += b"?" + req.query
+        if self.host is not None:
+            host = self.host
+        elif self.preserve_host and req.host_raw:
+            host = req.host_raw
+        else:
+            host = target.host_header
+        peer = ex.peer
+        head = req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, self.via)
+        conn = target.acquire()
+        if conn is not None:
+            conn.start(ex, head)
+        else:
+            ex.state.loop.create_task(_connect_and_start(ex, target, head))
 
 
-async def _connect_and_start(client: ClientProtocol, req: Request, target: Target, head: bytes) -> None:
-    loop = client.loop
+async def _connect_and_start(ex: Exchange, target: Target, head: bytes) -> None:
+    loop = ex.state.loop
     try:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(target, client.state), target.host, target.port),
+            loop.create_connection(lambda: UpstreamConnection(target, ex.state), target.host, target.port),
             target.connect_timeout,
         )
     except asyncio.TimeoutError:
-        client.upstream_failed(
-            req, 504, "Gateway Timeout", f"connect to {target.url} timed out after {target.connect_timeout}s"
-        )
+        ex.fail(504, "Gateway Timeout", f"connect to {target.url} timed out after {target.connect_timeout}s")
         return
     except OSError as exc:
-        client.upstream_failed(req, 502, "Bad Gateway", f"connect to {target.url} failed: {exc.strerror or exc}")
+        ex.fail(502, "Bad Gateway", f"connect to {target.url} failed: {exc.strerror or exc}")
         return
-    if client.closed or req.finished:
+    if ex.gone:
         target.release(conn, loop.time())  # fresh and clean: worth keeping
         return
-    conn.start(client, req, head)
+    conn.start(ex, head)
 
 
 class UpstreamConnection(asyncio.Protocol):
+    """One upstream TCP connection; in an exchange (`ex`) or idle in its target's pool."""
+
     __slots__ = (
-        "target", "state", "loop", "transport", "sink", "parser", "client", "req", "head", "idle_since",
+        "target", "state", "loop", "transport", "sink", "parser", "ex", "req", "head", "idle_since",
         "deadline", "served", "closed", "_req_done", "_reading_paused", "_write_paused", "filtering", "held",
     )  # fmt: skip
 
-    def __init__(self, target: Target, state: object) -> None:
+    def __init__(self, target: Target, state: Worker) -> None:
         self.target = target
         self.state = state
         self.loop = asyncio.get_running_loop()
@@ -97,7 +132,7 @@ class UpstreamConnection(asyncio.Protocol):
         # The parser's callbacks go to the sink (compiled): it writes the client's response into `sink.out`.
         self.sink = ResponseSink()
         self.parser = self.sink.parser = HttpResponseParser(self.sink)
-        self.client: ClientProtocol | None = None
+        self.ex: Exchange | None = None
         self.req: Request | None = None
         self.head = b""
         self.idle_since = 0.0
@@ -107,7 +142,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._req_done = False
         self._reading_paused = False
         self._write_paused = False
-        self.filtering = False  # the response head must go through the route's plugins first
+        self.filtering = False  # the response head must go through the route's filters first
         self.held = -1  # body bytes held for body_filter phases; -1: the response streams
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
@@ -120,16 +155,16 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.sink.parser = None  # break the parser <-> sink cycle
-        client, req = self.client, self.req
-        if client is None or req is None:
+        ex, req = self.ex, self.req
+        if ex is None or req is None:
             self.target.forget(self)
             return
         if self.sink.until_close and req.response_started:
             self.sink.connection_ended()  # a close-delimited response ends with the connection
             if self.held >= 0:
-                self._deliver_held(client, req)
+                self._deliver_held(ex, req)
                 return
-            self._flush(client)
+            self._flush(ex)
             self._finish()
             return
         if not req.response_started and self.served > 1 and not req.retried and req.replayable():
@@ -137,7 +172,7 @@ class UpstreamConnection(asyncio.Protocol):
             # idempotent request without a body is sent again once, on a new connection.
             self._detach()
             req.retried = True
-            client.loop.create_task(_connect_and_start(client, req, self.target, self.head))
+            self.loop.create_task(_connect_and_start(ex, self.target, self.head))
             return
         reason = f"upstream {self.target.url} closed the connection"
         if exc is not None:
@@ -145,8 +180,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._fail(502, "Bad Gateway", reason)
 
     def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client is None:
+        ex = self.ex
+        if ex is None:
             self.close()  # bytes on an idle connection: it cannot be trusted for the next request
             return
         try:
@@ -158,18 +193,18 @@ class UpstreamConnection(asyncio.Protocol):
         sink = self.sink
         out = sink.out
         if self.held >= 0:
-            if not self._hold(client, out):
+            if not self._hold(ex, out):
                 return
         elif self.filtering and self.req.response_started:  # type: ignore[union-attr]
-            # The head was built by this feed (it is out[0]): the route's plugins see it before the client.
+            # The head was built by this feed (it is out[0]): the route's filters see it before the client.
             self.filtering = False
             try:
-                out[0] = filter_head(client.ctx, out[0])  # type: ignore[arg-type]
+                out[0] = ex.filter_head(out[0])
             except PluginFailed as exc:
-                self._filter_failed(client, self.req, out, exc)  # type: ignore[arg-type]
+                self._filter_failed(ex, out, exc)
                 return
         if out:
-            client.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            ex.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
         if sink.done:
             self._finish()
@@ -179,36 +214,40 @@ class UpstreamConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._write_paused = True
         self.deadline = self.loop.time() + self.target.send_timeout
-        if self.client is not None:
-            self.client.pause_reading_for(PAUSE_UPSTREAM_BUSY)
+        if self.ex is not None:
+            self.ex.pause_client()
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self.client is not None:
-            self.client.resume_reading_for(PAUSE_UPSTREAM_BUSY)
+        if self.ex is not None:
+            self.ex.resume_client()
 
-    # -- driven by the client leg -----------------------------------------------------------------------------
+    # -- driven by the exchange -------------------------------------------------------------------------------
 
-    def start(self, client: ClientProtocol, req: Request, head: bytes) -> None:
-        self.client = client
-        self.req = req
+    def start(self, ex: Exchange, head: bytes) -> None:
+        req = self.req = ex.req
+        self.ex = ex
         self.head = head
         self.served += 1
         req.upstream = self
-        ctx = client.ctx
-        self.filtering = ctx is not None and (ctx._reply_headers is not None or len(ctx.chain.header_filter) > 0)
-        self.sink.begin(req, client.server_line, client.via, DATE.line, client.state)
-        if ctx is not None and ctx.chain.body_filter and not req.head_only:
-            self.held = 0
-            self.sink.collect = True  # the body as it comes, unframed: it is sent again with its new length
+        route: HttpRoute = ex.route  # type: ignore[assignment]
+        self.sink.begin(req, route.server_line, route.via, DATE.line, self.state)
+        if ex.ctx is not None:
+            self.filtering = ex.filters_head
+            if ex.holds_body:
+                self.held = 0
+                self.sink.collect = True  # the body as it comes, unframed: it is sent again with its new length
+            else:
+                self.held = -1
         else:
+            self.filtering = False
             self.held = -1
         if req.body or (req.complete and req.chunked):
             chunks = [head]
             framed = req.chunked
             for c in req.body:
                 chunks.append(b"%x\r\n%b\r\n" % (len(c), c) if framed else c)
-            client.body_drained(req)
+            ex.body_drained()
             if req.complete and framed:
                 chunks.append(b"0\r\n\r\n")
             head = b"".join(chunks)
@@ -217,8 +256,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport.write(head)
         if not self._write_paused:
             self.deadline = self.loop.time() + self.target.read_timeout
-        client.state.active_upstreams.add(self)
-        if client.write_paused:
+        self.state.active_upstreams.add(self)
+        if ex.client_paused:
             self.pause_reading()
 
     def send_body(self, chunk: bytes) -> None:
@@ -249,7 +288,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.close()
 
     def check_deadline(self, now: float) -> None:
-        if self.deadline and now > self.deadline and self.client is not None:
+        if self.deadline and now > self.deadline and self.ex is not None:
             what = "accept the request" if self._write_paused else "respond"
             timeout = self.target.send_timeout if self._write_paused else self.target.read_timeout
             self._fail(504, "Gateway Timeout", f"upstream {self.target.url} did not {what} within {timeout}s")
@@ -259,19 +298,17 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _filter_failed(self, client: ClientProtocol, req: Request, out: list[bytes], exc: PluginFailed) -> None:
-        """A header_filter phase raised on the head the sink just built: nothing was sent yet, so the exchange
-        ends and the client gets a clean 500."""
-        log.error("plugin %s failed filtering the response on route %s", exc.name, req.route_name,
-                  exc_info=exc.__cause__)  # fmt: skip
+    def _filter_failed(self, ex: Exchange, out: list[bytes], exc: PluginFailed) -> None:
+        """A filter raised on the head the sink just built: nothing was sent yet, so the exchange ends and the
+        client gets a clean 500."""
         out.clear()
-        req.response_started = False
-        client.ctx = None
+        self.req.response_started = False  # type: ignore[union-attr]
+        ex.filter_failed(exc)
         self._fail(500, "Internal server error", f"plugin {exc.name} failed")
 
     # -- responses held for body_filter phases -----------------------------------------------------------------
 
-    def _hold(self, client: ClientProtocol, out: list[bytes]) -> bool:
+    def _hold(self, ex: Exchange, out: list[bytes]) -> bool:
         """After a feed, on a held response: deliver it when complete, keep holding while it fits, or let it
         stream on once it outgrew the limit. True: `out` is to be written as usual."""
         req = self.req
@@ -280,22 +317,22 @@ class UpstreamConnection(asyncio.Protocol):
             self.deadline = self.loop.time() + self.target.read_timeout  # still the head (or a 1xx)
             return False
         if self.sink.done:
-            self._deliver_held(client, req)
+            self._deliver_held(ex, req)
             return False
         self.held = sum(len(part) for part in out) - len(out[0])
-        limit = client.limits.max_filtered_response
+        limit = ex.max_held
         if self.held <= limit:
             self.deadline = self.loop.time() + self.target.read_timeout
             return False
         log.warning("response on route %s is over %d bytes: sent unchanged, its body_filter phases skipped",
-                    req.route_name, limit)  # fmt: skip
+                    ex.route.name, limit)  # type: ignore[union-attr]  # fmt: skip
         self.held = -1
         head = out[0]
         if self.filtering:
             try:
-                head = filter_head(client.ctx, head)  # type: ignore[arg-type]
+                head = ex.filter_head(head)
             except PluginFailed as exc:
-                self._filter_failed(client, req, out, exc)
+                self._filter_failed(ex, out, exc)
                 return False
         body = b"".join(out[1:])
         if b"\r\ntransfer-encoding: chunked\r\n" in head:
@@ -304,42 +341,40 @@ class UpstreamConnection(asyncio.Protocol):
         out[:] = [head, body]
         return True
 
-    def _deliver_held(self, client: ClientProtocol, req: Request) -> None:
-        """The held response is complete: its header_filter and body_filter phases run, then it goes out whole."""
+    def _deliver_held(self, ex: Exchange, req: Request) -> None:
+        """The held response is complete: its filters run, then it goes out whole with its new length."""
         out = self.sink.out
-        ctx = client.ctx
-        assert ctx is not None
         try:
-            head = filter_head(ctx, out[0])
+            head = ex.filter_head(out[0])
             if req.status not in (204, 304):
-                body = filter_body(ctx, b"".join(out[1:]))
+                body = ex.filter_body(b"".join(out[1:]))
                 head = _with_length(head, len(body))
                 out[:] = [head, body]
             else:
                 out[:] = [head]
         except PluginFailed as exc:
-            self._filter_failed(client, req, out, exc)
+            self._filter_failed(ex, out, exc)
             return
         self.held = -1
-        self._flush(client)
+        self._flush(ex)
         self._finish()
 
     # -- endings ----------------------------------------------------------------------------------------------
 
-    def _flush(self, client: ClientProtocol) -> None:
+    def _flush(self, ex: Exchange) -> None:
         out = self.sink.out
         if out:
-            client.transport.write(b"".join(out) if len(out) > 1 else out[0])
+            ex.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
 
-    def _detach(self) -> tuple[ClientProtocol | None, Request | None]:
-        client, req = self.client, self.req
-        self.client = self.req = None
+    def _detach(self) -> tuple[Exchange | None, Request | None]:
+        ex, req = self.ex, self.req
+        self.ex = self.req = None
         self.deadline = 0.0
-        self.state.active_upstreams.discard(self)  # type: ignore[attr-defined]
+        self.state.active_upstreams.discard(self)
         if req is not None:
             req.upstream = None
-        return client, req
+        return ex, req
 
     def _finish(self) -> None:
         sink = self.sink
@@ -347,10 +382,10 @@ class UpstreamConnection(asyncio.Protocol):
         if sink.new_parser:
             self.parser = sink.parser = HttpResponseParser(sink)  # httptools cannot skip a HEAD response's body
         # PERF: _detach() inlined; this runs once per proxied request.
-        client, req = self.client, self.req
-        self.client = self.req = None
+        ex, req = self.ex, self.req
+        self.ex = self.req = None
         self.deadline = 0.0
-        self.state.active_upstreams.discard(self)  # type: ignore[attr-defined]
+        self.state.active_upstreams.discard(self)
         if self._reading_paused:
             self.resume_reading()
         if reusable:
@@ -359,18 +394,18 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
         if req is not None:
             req.upstream = None
-            if client is not None and not req.finished and not client.closed:
-                client.request_done(req)
+            if ex is not None:
+                ex.done()  # nothing happens if the client went away meanwhile
 
     def _fail(self, status: int, message: str, reason: str) -> None:
         if self.held >= 0 and self.req is not None:
             self.held = -1
             self.sink.out.clear()
             self.req.response_started = False  # nothing of a held response was sent: the client gets a clean error
-        client, req = self._detach()
+        ex, _ = self._detach()
         self.close()
-        if client is not None and req is not None:
-            client.upstream_failed(req, status, message, reason)
+        if ex is not None:
+            ex.fail(status, message, reason)
 
 
 def _with_length(head: bytes, length: int) -> bytes:

@@ -13,19 +13,20 @@ from typing import Any
 
 import orjson
 
+from fastgw.client import RawConnection
 from fastgw.config.load import LoadedConfig
 from fastgw.functions.pool import Outcome
 from fastgw.gateway import Gateway
+from fastgw.pipeline.exchange import Worker
+from fastgw.pipeline.leg import Peer
 from fastgw.server.protocol import ClientProtocol
-from fastgw.server.server import ServerState
-from fastgw.testing import RawConnection
 
 SOURCE_IP = "test-invoke-source-ip"  # what API Gateway's test invoke puts in identity.sourceIp
 
 
 @dataclass
 class Trace:
-    """Filled in by the lambda integration while the request runs (`ServerState.inspector`)."""
+    """Filled in by the lambda integration while the request runs (`Worker.inspector`)."""
 
     route: str = ""
     event: dict[str, Any] | None = None
@@ -116,10 +117,10 @@ async def invoke(
     """Run one request through `loaded` without opening a port."""
     loop = asyncio.get_running_loop()
     gateway = Gateway(loaded)
-    state = ServerState(loop, gateway, None)
+    state = Worker(loop, gateway, None)
     trace = state.inspector = Trace()
     # Called when the request is answered (where the access log would be): note which route served it.
-    state.access_log = lambda _client, req: setattr(trace, "route", req.route_name)
+    state.access_log = lambda ex: setattr(trace, "route", ex.route.name if ex.route is not None else "")
     hdrs = {"host": "test-invoke.localhost", **(headers or {})}
     lower = {k.lower() for k in hdrs}
     hdrs["connection"] = "close"
@@ -128,8 +129,8 @@ async def invoke(
     ours, theirs = socket.socketpair()
     try:
         _, proto = await loop.connect_accepted_socket(lambda: ClientProtocol(state), ours)
-        proto.peer_ip = SOURCE_IP
-        proto.peer_ip_b = b"127.0.0.1"  # X-Forwarded-For, should the route proxy to an upstream
+        proto.peer = Peer(SOURCE_IP)
+        proto.peer.ip_b = b"127.0.0.1"  # X-Forwarded-For, should the route proxy to an upstream
         reader, writer = await asyncio.open_connection(sock=theirs)
         conn = RawConnection(reader, writer)
         head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"

@@ -10,36 +10,17 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from fastgw.config.load import ConfigError, LoadedConfig, load_config
 from fastgw.gateway import Gateway
 from fastgw.observability.accesslog import AccessLog
-from fastgw.server.http import DATE
+from fastgw.pipeline.exchange import Worker
+from fastgw.pipeline.head import DATE
 from fastgw.server.protocol import ClientProtocol
-
-if TYPE_CHECKING:
-    from fastgw.proxy.upstream import UpstreamConnection
-    from fastgw.server.protocol import Request
 
 log = logging.getLogger("fastgw.server")
 
 TICK = 0.25  # seconds between deadline checks: every timeout fires within two ticks of its deadline
-
-
-class ServerState:
-    """What all connections of one worker share. `gateway` is swapped whole on reload."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, gateway: Gateway, access_log: AccessLog | None) -> None:
-        self.loop = loop
-        self.gateway = gateway
-        self.access_log: Callable[[ClientProtocol, Request], None] | None = access_log
-        self.connections: set[ClientProtocol] = set()
-        self.active_upstreams: set[UpstreamConnection] = set()
-        self.closing = False
-        # `fastgw invoke` sets this to see inside the one request it runs (the event, the function's outcome).
-        self.inspector: Any = None
 
 
 class Server:
@@ -62,7 +43,8 @@ class Server:
         self.shutdown_timeout = cfg.server.shutdown_timeout
         self._access_log = access_log if access_log is not None else (AccessLog() if cfg.logging.access_log else None)
         self._loaded = loaded
-        self.state: ServerState | None = None
+        self.state: Worker | None = None
+        self.gateway: Gateway | None = None  # what `state.gateway` serves, with the handles only the server uses
         self._server: asyncio.AbstractServer | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._last_tick = 0.0
@@ -70,9 +52,9 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.state = ServerState(loop, Gateway(self._loaded), self._access_log)
-        state = self.state
-        state.gateway.start()
+        gateway = self.gateway = Gateway(self._loaded)
+        state = self.state = Worker(loop, gateway, self._access_log)
+        gateway.start()
         self._server = await loop.create_server(
             lambda: ClientProtocol(state),
             self.host,
@@ -101,7 +83,8 @@ class Server:
             conn.check_deadline(checked_at)
         for up in list(state.active_upstreams):
             up.check_deadline(checked_at)
-        for upstream in state.gateway.upstreams.values():
+        assert self.gateway is not None
+        for upstream in self.gateway.upstreams.values():
             upstream.expire(now)
         if self._access_log is not None:
             self._access_log.flush()
@@ -114,14 +97,16 @@ class Server:
         path = path or self.config_path
         try:
             loaded = load_config(path)
-            gateway = Gateway(loaded, previous=state.gateway)
+            gateway = Gateway(loaded, previous=self.gateway)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             return False
-        old, state.gateway = state.gateway, gateway
+        old, self.gateway = self.gateway, gateway
+        state.gateway = gateway  # new requests start on it; exchanges in flight keep the old one
         self._loaded = loaded
         gateway.start()
-        old.close()  # its upstream pools, and the function pools the new config did not keep
+        if old is not None:
+            old.close()  # its upstream pools, and the function pools the new config did not keep
         log.info("reloaded %s: %d routes", path, len(loaded.entries))
         return True
 
@@ -145,7 +130,8 @@ class Server:
             conn.close()
         if self._tick is not None:
             self._tick.cancel()
-        await state.gateway.aclose()
+        if self.gateway is not None:
+            await self.gateway.aclose()
         if self._access_log is not None:
             self._access_log.flush()
         if self._stopped is not None:

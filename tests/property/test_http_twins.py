@@ -257,3 +257,23 @@ def test_response_header_classification_matches_the_skip_set(name, rnd):
     # The compiled sink classifies names by length and a case-folding compare instead of a set lookup.
     mixed = bytes(c ^ 0x20 if 97 <= c <= 122 and rnd.random() < 0.5 else c for c in name)
     assert _core._response_header_is_skipped(mixed) == (mixed.lower() in _pycore.RESPONSE_SKIP)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    length=st.one_of(st.none(), st.integers(0, 10**9).map(lambda n: b"%d" % n)),
+    flags=st.tuples(*[st.booleans()] * 7),
+    lines=st.lists(st.sampled_from([b"x-a: 1\r\n", b"content-type: text/plain\r\n"]), max_size=3),
+)
+def test_head_endings_and_the_keep_alive_rule_twins_agree(length, flags, lines):
+    # Every response head ends in finish_head, and keep_alive is the one rule for the connection: both twins.
+    chunked, keep_in, http10, complete, closing, whole, no_req = flags
+
+    def run(impl: types.ModuleType) -> tuple:
+        req = impl.Request()
+        req.keep_alive, req.http10, req.complete = keep_in, http10, complete
+        keep = impl.keep_alive(req, closing, whole)
+        head = impl.finish_head([b"HTTP/1.1 200 OK\r\n", *lines], None if no_req else req, length, chunked, keep)
+        return keep, head, req.keep_alive
+
+    assert run(_core) == run(_pycore)

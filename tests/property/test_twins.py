@@ -24,6 +24,14 @@ def test_compiled_core_is_loaded_in_the_normal_run():
     assert _core.__file__.endswith((".so", ".pyd"))
 
 
+def test_one_export_list_serves_every_twinned_name_from_the_compiled_side():
+    # The twins' __all__ lists are the one list: the compiled module exports exactly their union, and
+    # fastgw.core hands out the compiled object for each of them.
+    assert sorted(_core.__all__) == sorted(core.TWINNED)
+    for name in core.TWINNED:
+        assert getattr(core, name) is getattr(_core, name), name
+
+
 LITERALS = st.sampled_from(["a", "b", "users", "me", "v1", "x.y", "%2F"])
 SEGMENT = st.one_of(
     LITERALS,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw.server.http import normalize_path
+from fastgw.core import normalize_path
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,121 @@
+"""From a parsed request to its exchange: the request target, the path policy, the route match, and the answers
+to requests that match nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+from httptools import parse_url
+
+from fastgw.core import new_context, normalize_path, strip_headers
+from fastgw.pipeline.exchange import Exchange
+
+if TYPE_CHECKING:
+    from fastgw.core import Request
+    from fastgw.pipeline.exchange import ClientLeg, Served
+
+_MISSING_TOKEN = orjson.dumps({"message": "Missing Authentication Token"})
+_JSON = [("content-type", "application/json")]
+
+
+def _first_segment(path: str) -> str:
+    end = path.find("/", 1)
+    return path if end < 0 else path[:end]
+
+
+def dispatch(leg: ClientLeg, req: Request) -> None:
+    """Route `req` (its head is complete) and start its exchange; a request that matches nothing is answered."""
+    state = leg.state
+    gw = state.gateway
+    if state.access_log is not None:
+        req.t0 = time.perf_counter()
+    url = req.url
+    if url[:1] == b"/":
+        q = url.find(b"?")
+        if q < 0:
+            raw = url
+        else:
+            raw, req.query = url[:q], url[q + 1 :]
+    elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+        parsed = parse_url(url)  # absolute-form: its authority replaces Host (RFC 9112 3.2.2)
+        raw, req.query = parsed.path or b"/", parsed.query
+        if parsed.host:
+            req.host_raw = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+            req.host = parsed.host.decode("latin-1").lower()
+    else:
+        refuse(leg, gw, req, 400, "Bad Request: request target must be a path")
+        return
+    h = raw.find(b"#")
+    if h >= 0:
+        raw = raw[:h]
+    path = normalize_path(raw)
+    if path is None:
+        refuse(leg, gw, req, 400, "Bad Request: invalid path")
+        return
+    req.path = path
+    found = gw.router.match(req.method, req.host, path)
+    if found is None or found[0] is None:
+        if found is not None and req.method == "OPTIONS":
+            found = _preflight_route(gw, req, path) or found
+        if found is None or found[0] is None:
+            _miss(leg, gw, req, path, found)  # type: ignore[arg-type]
+            return
+    index, params = found
+    assert isinstance(params, dict)
+    route = gw.routes[index]  # type: ignore[call-overload]
+    chain = route.chain
+    if chain is None:
+        ex = Exchange(leg, gw, req, route, params, None)
+        if gw.strip_names:
+            strip_headers(req, gw.strip_names)
+        if req.expect_continue:
+            ex.integrate()
+        else:
+            route.start(ex)  # PERF: the common case, one call less
+        return
+    peer = leg.peer
+    ip = peer.ip if not peer.trusted else client_ip(gw, req, peer.ip)
+    ctx = new_context(req, ip, params, route.info, chain)
+    Exchange(leg, gw, req, route, params, ctx).run(chain)
+
+
+def _miss(leg: ClientLeg, gw: Served, req: Request, path: str, found: tuple[None, tuple[str, ...]] | None) -> None:
+    ex = Exchange(leg, gw, req, None, None, None)
+    if gw.rest_prefixes and _first_segment(path) in gw.rest_prefixes:
+        # Under a REST API stage, API Gateway answers any unknown resource or method this way.
+        ex.respond(403, _JSON, _MISSING_TOKEN)
+    elif found is None:
+        ex.respond_json(404, {"message": "Not Found"})
+    else:
+        ex.respond_json(405, {"message": "Method Not Allowed"}, [("allow", ", ".join(found[1]))])
+
+
+def refuse(leg: ClientLeg, gw: Served, req: Request, status: int, message: str) -> None:
+    """Answer a request that cannot be served at all (malformed): the connection closes after the answer."""
+    req.keep_alive = False
+    Exchange(leg, gw, req, None, None, None).respond_json(status, {"message": message})
+
+
+def _preflight_route(gw: Served, req: Request, path: str) -> tuple[int, dict[str, str]] | None:
+    """A CORS preflight for a path whose routes do not take OPTIONS: it belongs to the route of the method it
+    asks about, if that route has the cors plugin (which answers it before any auth runs)."""
+    asked = next((v for k, v in req.headers if k == b"access-control-request-method"), None)
+    if asked is None:
+        return None
+    found = gw.router.match(asked.decode("latin-1").strip().upper(), req.host, path)
+    if found is None or found[0] is None:
+        return None
+    chain = gw.routes[found[0]].chain  # type: ignore[call-overload]
+    return found if chain is not None and "cors" in chain.names else None  # type: ignore[return-value]
+
+
+def client_ip(gw: Served, req: Request, peer_ip: str) -> str:
+    """The client's address behind a trusted proxy: the right-most X-Forwarded-For address that is not itself a
+    trusted proxy."""
+    hops = [h.strip() for k, v in req.headers if k == b"x-forwarded-for" for h in v.decode("latin-1").split(",")]
+    for hop in reversed(hops):
+        if hop and not gw.is_trusted(hop):
+            return hop
+    return hops[0] if hops and hops[0] else peer_ip

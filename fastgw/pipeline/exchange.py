@@ -1,0 +1,406 @@
+"""The exchange: one request's life, from the route match to the log phase.
+
+The dispatcher makes one `Exchange` per request. It runs the route's request phases (collecting the body first
+when a plugin judges it whole), starts the route's integration, and ends the request: every response, proxied or
+made in the gateway (mock, plugin, function, error), goes through its one filter path (`filter_head`,
+`filter_body`) and is ended by `fastgw.core.finish_head`; `done` runs the access log and the log phases and hands
+the connection back to its leg.
+
+The integration's surface, the only way an integration talks back:
+- `write(data)`: response bytes for the client, as framed by their head (the destination: the client's transport
+  today; a collector or a tee for aggregation and caching);
+- `respond(status, headers, body)` / `respond_json(...)`: a whole response;
+- `fail(status, message, reason)`: no response can come (before the head: a JSON error; after: the connection
+  is cut, the only honest signal left);
+- `done()`: the response written with `write` is complete;
+- `filter_head(head)` / `filter_body(body)` with `filters_head` / `holds_body`: the route's response filters;
+- `pause_client()` / `resume_client()` / `client_paused` / `body_drained()`: flow control of the client leg;
+- `req`, `params`, `route`, `ctx`, `peer`, `state`, `gone`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import orjson
+
+from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases
+from fastgw.core import filter_head as _filter_head
+from fastgw.pipeline.body import BodyCollector
+from fastgw.pipeline.head import encode_lines, gateway_head
+from fastgw.pipeline.leg import PAUSE_UPSTREAM_BUSY
+from fastgw.plugins.base import Response
+from fastgw.plugins.run import filter_body, run_log
+
+if TYPE_CHECKING:
+    from fastgw.config.schema import Limits
+    from fastgw.core import Context, PhaseChain, Request, Router
+    from fastgw.pipeline.leg import Peer
+    from fastgw.plugins.base import RouteInfo
+
+log = logging.getLogger("fastgw.pipeline")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_TOO_LARGE = {"message": "Request size limit exceeded"}
+_INTERNAL = {"message": "Internal server error"}
+_JSON = [("content-type", "application/json")]
+
+
+class ClientLeg(Protocol):
+    """The client connection an exchange answers on. Only the exchange uses it."""
+
+    state: Worker
+    peer: Peer
+    closed: bool
+    write_paused: bool
+    exchange: Exchange | None
+
+    def write(self, data: bytes) -> None: ...
+    def abort(self) -> None: ...
+    def request_done(self, req: Request) -> None: ...
+    def body_drained(self, req: Request) -> None: ...
+    def pause_reading_for(self, reason: int) -> None: ...
+    def resume_reading_for(self, reason: int) -> None: ...
+
+
+class Served(Protocol):
+    """The config one worker serves (`fastgw.gateway.Gateway`), as the pipeline reads it."""
+
+    router: Router
+    routes: tuple[Route, ...]
+    rest_prefixes: frozenset[str]
+    strip_names: frozenset[bytes]
+    limits: Limits
+    server_line: bytes
+
+    def is_trusted(self, peer_ip: str | None) -> bool: ...
+
+
+class Worker:
+    """What all connections of one worker share. `gateway` is swapped whole on reload; an exchange keeps the one
+    it started with."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, gateway: Served, access_log: Callable[[Exchange], None] | None
+    ) -> None:
+        self.loop = loop
+        self.gateway = gateway
+        self.access_log = access_log
+        self.connections: set[Any] = set()  # the client connections (server/protocol.py)
+        self.active_upstreams: set[Any] = set()  # upstream connections in an exchange: their deadlines are ticked
+        self.closing = False
+        # `fastgw invoke` sets this to see inside the one request it runs (the event, the function's outcome).
+        self.inspector: Any = None
+
+
+class Route:
+    """A route as served: its integration (what `start` does), its plugin chain and what plugins may know of it.
+
+    Subclasses are the integration types (mock in fastgw.pipeline.mock, http in fastgw.proxy.upstream, lambda in
+    fastgw.functions.integration). `start(ex)` hands them the exchange once the request phases went on; from then
+    on they answer through the exchange's surface only."""
+
+    kind: ClassVar[str] = ""
+    # The integration reads a request body still on its way (a client that sent `Expect: 100-continue` is told
+    # to go on); one that answers at once does not.
+    reads_body: ClassVar[bool] = True
+    __slots__ = ("name", "chain", "info")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.chain: PhaseChain | None = None
+        self.info: RouteInfo | None = None
+
+    def start(self, ex: Exchange) -> None:
+        raise NotImplementedError
+
+
+class Exchange:
+    """One request from its route match to its log phase. See the module docstring for the integration's surface.
+
+    Making one attaches it to `leg` (`leg.exchange`), the client connection it answers on."""
+
+    __slots__ = ("leg", "gw", "req", "route", "params", "ctx", "peer", "write", "paused")
+
+    def __init__(
+        self, leg: ClientLeg, gw: Served, req: Request, route: Route | None, params: Any, ctx: Context | None
+    ) -> None:
+        self.leg = leg
+        self.gw = gw  # the config this request started on: a reload never changes it mid-exchange
+        self.req = req
+        self.route = route  # None: nothing matched (the answer is a 404/405/400)
+        self.params: dict[str, str] = params
+        self.ctx = ctx  # the plugins' context, on routes with plugins
+        self.peer: Peer = leg.peer
+        self.write = leg.write  # where response bytes go
+        self.paused = leg.write_paused  # the client is not reading as fast as the response comes
+        leg.exchange = self
+
+    @property
+    def state(self) -> Worker:
+        """What all connections of the worker share."""
+        return self.leg.state
+
+    # -- the request side -------------------------------------------------------------------------------------
+
+    def integrate(self) -> None:
+        """Hand the request to the route's integration."""
+        req = self.req
+        route = self.route
+        assert route is not None
+        if req.expect_continue and not req.complete and route.reads_body:
+            self.write(_CONTINUE)
+        route.start(self)
+
+    def run(self, chain: PhaseChain) -> None:
+        """A route with plugins: refuse a body over their limit, collect it when they judge it whole, then run
+        the request phases."""
+        req = self.req
+        ctx = self.ctx
+        assert ctx is not None
+        if chain.streams:
+            self.request_phases(0)
+            return
+        limit = chain.body_limit  # type: ignore[attr-defined]
+        if limit is not None and (req.body_size > limit or (req.content_length or 0) > limit):
+            self.respond_json(413, _TOO_LARGE)
+            return
+        if chain.needs_body or (limit is not None and req.chunked):  # type: ignore[attr-defined]
+            if not req.complete:
+                # The route's plugins judge the body whole: collect it first (refused as soon as it is too big).
+                req.upstream = BodyCollector(req, self._collected, limit, self._body_too_large)
+                self.leg.body_drained(req)
+                return
+            ctx.request.body = b"".join(req.body)
+        self.request_phases(0)
+
+    def _collected(self, chunks: list[bytes]) -> None:
+        req = self.req
+        req.body = chunks
+        req.buffered = req.body_size
+        self.ctx.request.body = b"".join(chunks)  # type: ignore[union-attr]
+        self.request_phases(0)
+
+    def _body_too_large(self) -> None:
+        """Answer now; the rest of the body is never read (the connection closes after the answer)."""
+        self.req.keep_alive = False
+        self.respond_json(413, _TOO_LARGE)
+
+    def request_phases(self, start: int) -> None:
+        """rewrite, then access phases, from `start`; a Response answers, an awaitable continues asynchronously,
+        and when every phase went on the integration starts."""
+        ctx = self.ctx
+        assert ctx is not None
+        try:
+            i, result = run_phases(ctx, start, self.req)
+        except PluginFailed as exc:
+            self._plugin_failed(exc.name, exc=exc.__cause__)
+            return
+        if i < 0:
+            if self.req.expect_continue:
+                self.integrate()
+            else:
+                self.route.start(self)  # type: ignore[union-attr]  # PERF: the common case, one call less
+            return
+        name = ctx.chain.request[i][3]
+        if result.__class__ is Response:
+            # NOTE: answered before a body still on its way was read: the connection closes after the answer (and
+            # 100 Continue was never sent, so an expecting client sends no body).
+            self.respond(result.status, result.headers, result.body)
+        elif inspect.isawaitable(result):
+            self.state.loop.create_task(self._resume_phases(i, name, result))
+        else:
+            self._plugin_failed(name, f"returned {type(result).__name__}, not None or a Response")
+
+    async def _resume_phases(self, i: int, name: str, awaitable: Any) -> None:
+        try:
+            result = await awaitable
+        except Exception as exc:
+            self._plugin_failed(name, exc=exc)
+            return
+        if self.gone:
+            return
+        if result is None:
+            self.request_phases(i + 1)
+        elif isinstance(result, Response):
+            self.respond(result.status, result.headers, result.body)
+        else:
+            self._plugin_failed(name, f"returned {type(result).__name__}, not None or a Response")
+
+    def _plugin_failed(self, name: str, why: str | None = None, exc: BaseException | None = None) -> None:
+        req = self.req
+        route = self.route.name if self.route is not None else "-"
+        if why is None:
+            log.error("plugin %s failed on route %s (%s %s)", name, route, req.method, req.path, exc_info=exc)
+        else:
+            log.error("plugin %s failed on route %s (%s %s): %s", name, route, req.method, req.path, why)
+        if self.gone:
+            return
+        if req.response_started:
+            req.finished = True
+            self.leg.abort()
+            return
+        self.ctx = None  # no further phases for a request whose plugins broke
+        self.respond_json(500, _INTERNAL)
+
+    def plugin_path(self) -> str | None:
+        """The upstream path a plugin chose (`ctx.upstream_request.path`), or None."""
+        ctx = self.ctx
+        if ctx is None:
+            return None
+        up = ctx._upstream
+        return up.path if up is not None else None
+
+    # -- the response side: one filter path -------------------------------------------------------------------
+
+    @property
+    def filters_head(self) -> bool:
+        """A response head must go through `filter_head` (headers set by plugins, or header_filter phases)."""
+        ctx = self.ctx
+        return ctx is not None and (ctx._reply_headers is not None or len(ctx.chain.header_filter) > 0)
+
+    @property
+    def holds_body(self) -> bool:
+        """The route's body_filter phases need the response body whole."""
+        ctx = self.ctx
+        return ctx is not None and len(ctx.chain.body_filter) > 0 and not self.req.head_only
+
+    @property
+    def max_held(self) -> int:
+        return self.gw.limits.max_filtered_response
+
+    def filter_head(self, head: bytes) -> bytes:
+        """The headers plugins set, then the header_filter phases, over a whole head (status line to blank
+        line). Raises PluginFailed."""
+        return _filter_head(self.ctx, head)  # type: ignore[arg-type]
+
+    def filter_body(self, body: bytes) -> bytes:
+        """The body_filter phases over a whole body (after `filter_head`). Raises PluginFailed."""
+        return filter_body(self.ctx, body)  # type: ignore[arg-type]
+
+    def filter_failed(self, exc: PluginFailed) -> None:
+        """A filter raised before anything was sent: the filters are off for the rest of this exchange."""
+        route = self.route.name if self.route is not None else "-"
+        log.error("plugin %s failed filtering the response on route %s", exc.name, route, exc_info=exc.__cause__)
+        self.ctx = None
+
+    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """Answer with a whole response made in the gateway (a mock's, a function's, a plugin's, an error)."""
+        lines, has_server = encode_lines(headers)
+        self.send(gateway_head(status, lines, b"" if has_server else self.gw.server_line), body)
+
+    def respond_json(self, status: int, obj: object, headers: list[tuple[str, str]] | None = None) -> None:
+        self.respond(status, [*_JSON, *headers] if headers else _JSON, orjson.dumps(obj))
+
+    def send(self, head: bytes, body: bytes) -> None:
+        """Send a whole response: `head` as `gateway_head` makes it (no framing yet). The route's filters see it,
+        then it is framed, written in one piece, and the exchange is done."""
+        req = self.req
+        if req.finished or self.leg.closed:
+            return
+        ctx = self.ctx
+        if ctx is not None and (ctx._reply_headers is not None or ctx.chain.header_filter or ctx.chain.body_filter):
+            try:
+                head = _filter_head(ctx, head)
+                if ctx.chain.body_filter:
+                    body = filter_body(ctx, body)
+            except PluginFailed as exc:
+                self.filter_failed(exc)
+                head = gateway_head(500, b"content-type: application/json\r\n", self.gw.server_line)
+                body = orjson.dumps(_INTERNAL)
+        # "HTTP/1.1 200 ...": three digits at 9, whoever wrote the line.
+        status = req.status = int(head[9:12])
+        keep = keep_alive(req, self.state.closing, True)
+        has_body = status != 204 and status != 304
+        head = finish_head([head[:-2]], req, b"%d" % len(body) if has_body else None, False, keep)
+        req.response_started = True
+        self.write(head + body if has_body and not req.head_only and body else head)
+        self.done()
+
+    def fail(self, status: int, message: str, reason: str) -> None:
+        """The integration cannot give a response: the client gets `{"message": message}` with `status`, or, if
+        the head was already sent, a cut connection. `reason` goes to the log."""
+        req = self.req
+        if req.finished or self.leg.closed:
+            return
+        route = self.route.name if self.route is not None else "-"
+        log.warning("%s %s route=%s -> %d: %s", req.method, req.path, route, status, reason)
+        if req.response_started:
+            req.finished = True
+            self.leg.abort()
+            return
+        self.respond_json(status, {"message": message})
+
+    def done(self) -> None:
+        """The response is complete: the access log, the log phases (off the request path), then the connection
+        goes on with its next request. Nothing happens once the exchange is gone."""
+        req = self.req
+        leg = self.leg
+        if req.finished or leg.closed:
+            return
+        req.finished = True
+        state = leg.state
+        if state.access_log is not None:
+            state.access_log(self)
+        ctx = self.ctx
+        if ctx is not None and ctx.chain.log:
+            state.loop.call_soon(run_log, ctx, req.status)
+        leg.request_done(req)
+
+    # -- flow control, both legs ------------------------------------------------------------------------------
+
+    @property
+    def gone(self) -> bool:
+        """Answered already, or the client went away: nothing more is to be sent."""
+        return self.req.finished or self.leg.closed
+
+    @property
+    def client_paused(self) -> bool:
+        """The client is not reading as fast as the response comes: the integration should pause too."""
+        return self.paused
+
+    def pause_client(self) -> None:
+        """Stop reading the request body from the client (the integration is not taking it as fast)."""
+        self.leg.pause_reading_for(PAUSE_UPSTREAM_BUSY)
+
+    def resume_client(self) -> None:
+        self.leg.resume_reading_for(PAUSE_UPSTREAM_BUSY)
+
+    def body_drained(self) -> None:
+        """The integration took the request body buffered so far (it now streams to `req.upstream`)."""
+        self.leg.body_drained(self.req)
+
+    # -- called by the client leg -----------------------------------------------------------------------------
+
+    def client_slow(self) -> None:
+        """The client's transport buffer is full."""
+        self.paused = True
+        up = self.req.upstream
+        if up is not None:
+            up.pause_reading()
+
+    def client_ready(self) -> None:
+        self.paused = False
+        up = self.req.upstream
+        if up is not None:
+            up.resume_reading()
+
+    def client_gone(self) -> None:
+        """The client connection closed: whatever the integration holds for this request is let go."""
+        req = self.req
+        req.finished = True
+        up = req.upstream
+        if up is not None:
+            up.abandon()
+
+    def request_broken(self, status: int, message: str) -> None:
+        """The request body turned out malformed while it was streaming to the integration: the integration never
+        gets a complete request."""
+        up = self.req.upstream
+        if up is not None:
+            up.abandon()
+        self.fail(status, message, f"request body refused: {message}")
