@@ -14,7 +14,8 @@ The integration's surface, the only way an integration talks back:
   is cut, the only honest signal left);
 - `done()`: the response written with `write` is complete;
 - `filter_head(head)` / `filter_body(body)` with `filters_head` / `holds_body`: the route's response filters;
-- `pause_client()` / `resume_client()` / `client_paused` / `body_drained()`: flow control of the client leg;
+- `pause_client()` / `resume_client()` / `paused` / `body_drained()`: flow control of the client leg (`paused`:
+  the client is not reading as fast as the response comes, so the integration should stop reading too);
 - `req`, `params`, `route`, `ctx`, `peer`, `state`, `gone`.
 """
 
@@ -91,7 +92,6 @@ class Worker:
         self.gateway = gateway
         self.access_log = access_log
         self.connections: set[Any] = set()  # the client connections (server/protocol.py)
-        self.active_upstreams: set[Any] = set()  # upstream connections in an exchange: their deadlines are ticked
         self.closing = False
         # `fastgw invoke` sets this to see inside the one request it runs (the event, the function's outcome).
         self.inspector: Any = None
@@ -358,11 +358,6 @@ class Exchange:
         """Answered already, or the client went away: nothing more is to be sent."""
         return self.req.finished or self.leg.closed
 
-    @property
-    def client_paused(self) -> bool:
-        """The client is not reading as fast as the response comes: the integration should pause too."""
-        return self.paused
-
     def pause_client(self) -> None:
         """Stop reading the request body from the client (the integration is not taking it as fast)."""
         self.leg.pause_reading_for(PAUSE_UPSTREAM_BUSY)
@@ -396,6 +391,13 @@ class Exchange:
         up = req.upstream
         if up is not None:
             up.abandon()
+
+    def check_deadline(self, now: float) -> None:
+        """The server's tick, through the client leg: the integration's timeouts (an upstream's read or send
+        timeout) are enforced by what takes the request (`req.upstream`)."""
+        up = self.req.upstream
+        if up is not None:
+            up.check_deadline(now)
 
     def request_broken(self, status: int, message: str) -> None:
         """The request body turned out malformed while it was streaming to the integration: the integration never

@@ -102,7 +102,10 @@ class ClientProtocol(asyncio.Protocol):
         if len(queue) > 1:
             self.pause_reading_for(PAUSE_PIPELINE)  # answered in order: the next one waits its turn
         elif self.deadline_kind == DEADLINE_IDLE:
-            self._header_deadline()  # the first bytes of the next request after an idle keep-alive wait
+            # The first bytes of the next request after an idle keep-alive wait (_header_deadline, inlined: PERF,
+            # once per keep-alive request, ~60 ns).
+            self.deadline_kind = DEADLINE_HEADER
+            self.deadline = self.loop.time() + self.limits.header_timeout
         self._maybe_start()
 
     def pause_writing(self) -> None:
@@ -243,8 +246,13 @@ class ClientProtocol(asyncio.Protocol):
         self.deadline = self.loop.time() + self.limits.header_timeout
 
     def check_deadline(self, now: float) -> None:
-        if not self.deadline or now <= self.deadline or self.closed or self.active:
-            return  # NOTE: a request in flight is bounded by its integration's timeouts, not by these
+        if self.active:
+            # NOTE: a request in flight is bounded by its integration's timeouts, not by these.
+            if self.exchange is not None:
+                self.exchange.check_deadline(now)
+            return
+        if not self.deadline or now <= self.deadline or self.closed:
+            return
         if self.deadline_kind == DEADLINE_HEADER:
             self.broken = True
             self.transport.write(error_response(408, "Request Timeout", server=self.state.gateway.server_line))

@@ -80,9 +80,7 @@ class Server:
         # therefore enforced only if it had already passed at the previous tick: the loop has polled I/O since
         # then, and anything that arrived would have moved the deadline. Timeouts fire up to two ticks late.
         for conn in list(state.connections):
-            conn.check_deadline(checked_at)
-        for up in list(state.active_upstreams):
-            up.check_deadline(checked_at)
+            conn.check_deadline(checked_at)  # and, through its exchange, the integration's deadlines
         assert self.gateway is not None
         for upstream in self.gateway.upstreams.values():
             upstream.expire(now)
