@@ -805,13 +805,14 @@ cdef class ResponseSink:
         self.done = True
 
 
-def normalize_path(bytes raw):
+def normalize_path(bytes raw, int policy=0):
     """See `fastgw._pycore.normalize_path`; the common case (nothing to normalize) is one scan here."""
     cdef Py_ssize_t i, n = PyBytes_GET_SIZE(raw)
     cdef const char* p = PyBytes_AS_STRING(raw)
     for i in range(n):
-        if p[i] == b'%' or (p[i] == b'/' and i + 1 < n and (p[i + 1] == b'.' or p[i + 1] == b'/')):
-            return _normalize_path_spec(raw)
+        if (p[i] == b'%' or p[i] == b'\\'
+                or (p[i] == b'/' and i + 1 < n and (p[i + 1] == b'.' or p[i + 1] == b'/'))):
+            return _normalize_path_spec(raw, policy)
     return PyUnicode_DecodeLatin1(p, n, NULL)
 
 

@@ -20,6 +20,10 @@ __all__ = [
     "RouteConflict",
     "Router",
     "UpstreamProtocolError",
+    "PATH_BACKSLASH_SEPARATOR",
+    "PATH_SLASHES_DECODE",
+    "PATH_SLASHES_KEEP",
+    "PATH_SLASHES_REJECT",
     "normalize_path",
     "parse_template",
 ]
@@ -841,23 +845,49 @@ class ResponseSink:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Path normalization: done once, before routing, and the result is what goes upstream, so the gateway and the
-# service can never disagree about which path was asked for (no `/public/../admin` past a route's plugins).
+# Path normalization and the path policy: done once, before routing, and the result is what goes upstream, so the
+# gateway and the service can never disagree about which path was asked for (no `/public/../admin` past a route's
+# plugins). The policy covers what RFC 3986 leaves to each server, and which backends read differently: encoded
+# separators (`%2F`, `%5C`), a backslash, `;` path parameters on dot-segments (Tomcat, Spring), double encoding.
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
+# The policy is one int: the escaped-slash action in the low two bits, flags above. Envoy's names in brackets.
+PATH_SLASHES_REJECT = 0  # `%2F` / `%5C` refused with 400 [REJECT_REQUEST]; the default
+PATH_SLASHES_KEEP = 1  # kept encoded inside their segment and forwarded so [KEEP_UNCHANGED]
+PATH_SLASHES_DECODE = 2  # decoded, then normalized as separators; the normalized form goes on [UNESCAPE_AND_FORWARD]
+PATH_BACKSLASH_SEPARATOR = 4  # `\` (raw, or `%5C` decoded) is a separator, as IIS and some frameworks read it
+# A backend that decodes twice reads these as `.`, `/`, `\` or `;`: refused under every policy.
+_DOUBLE_ENCODED = re.compile(r"%25(2e|2f|5c|3b)", re.I)
 
-def normalize_path(raw: bytes) -> str | None:
-    """RFC 3986 normalization of an origin-form path; None when it must be refused (answer 400).
+
+def _param_on_dot(piece: str) -> bool:
+    """`..;x`, `.;x`, `;x`: a path parameter (`;` or `%3B`) on a dot-segment or an empty one. Tomcat and Spring
+    drop the parameter before resolving dot-segments, so `/public/..;/admin` is `/admin` to them."""
+    i = piece.find(";")
+    j = piece.find("%3B")
+    if i < 0 and j < 0:
+        return False
+    cut = i if j < 0 or (0 <= i < j) else j
+    return piece[:cut] in ("", ".", "..")
+
+
+def normalize_path(raw: bytes, policy: int = PATH_SLASHES_REJECT) -> str | None:
+    """RFC 3986 normalization of an origin-form path under a path `policy`; None when it must be refused (400).
 
     Percent-encoded unreserved characters are decoded (so `%2e%2e` is `..`), other escapes kept with upper-case
-    hex (`%2F` stays inside its segment), empty segments merged, `.` and `..` resolved; `..` above the root, a
-    broken escape or an encoded NUL is refused.
+    hex, empty segments merged, `.` and `..` resolved; `..` above the root, a broken escape or an encoded NUL is
+    refused. Under every policy a double-encoded dot, separator or `;` (`%252e`, `%252F`, `%255C`, `%253B`) and a
+    `;` parameter on a dot-segment are refused. The policy decides `%2F` / `%5C` (refuse, keep inside the segment,
+    or decode to separators) and a backslash (refuse, or read as `/`). With escaped slashes kept, a segment that a
+    decoding backend would split into a dot-segment (`..%2Fadmin`) is refused too.
     """
-    if b"%" not in raw and b"/." not in raw and b"//" not in raw:
+    if b"%" not in raw and b"/." not in raw and b"//" not in raw and b"\\" not in raw:
         return raw.decode("latin-1")  # the common case: nothing to normalize
     s = raw.decode("latin-1")
+    slashes = policy & 3
+    kept = False  # an encoded separator was kept inside a segment
     if "%" in s:
         pieces = s.split("%")
         out = [pieces[0]]
@@ -868,8 +898,25 @@ def normalize_path(raw: bytes) -> str | None:
             if code == 0:
                 return None
             ch = chr(code)
-            out.append((ch if ch in _UNRESERVED else "%" + piece[:2].upper()) + piece[2:])
+            if ch in _UNRESERVED:
+                out.append(ch + piece[2:])
+            elif ch == "/" or ch == "\\":
+                if slashes == PATH_SLASHES_REJECT:
+                    return None
+                if slashes == PATH_SLASHES_DECODE:
+                    out.append(ch + piece[2:])
+                else:
+                    kept = True
+                    out.append("%" + piece[:2].upper() + piece[2:])
+            else:
+                out.append("%" + piece[:2].upper() + piece[2:])
         s = "".join(out)
+        if "%25" in s and _DOUBLE_ENCODED.search(s):
+            return None
+    if "\\" in s:
+        if not policy & PATH_BACKSLASH_SEPARATOR:
+            return None
+        s = s.replace("\\", "/")
     raw_segs = s.split("/")
     segs: list[str] = []
     for seg in raw_segs[1:]:
@@ -880,6 +927,13 @@ def normalize_path(raw: bytes) -> str | None:
                 return None
             segs.pop()
             continue
+        if _param_on_dot(seg):
+            return None
+        if kept and "%" in seg:
+            # NOTE: what a backend that decodes `%2F`/`%5C` into separators would see: no dot-segment may appear.
+            for part in seg.replace("%5C", "%2F").split("%2F"):
+                if part == "." or part == ".." or _param_on_dot(part):
+                    return None
         segs.append(seg)
     path = "/" + "/".join(segs)
     if segs and raw_segs[-1] in ("", ".", ".."):

@@ -12,6 +12,10 @@ import warnings
 # The specification, and what serves when the compiled twin is missing or refused.
 from fastgw._pycore import (
     ANY,
+    PATH_BACKSLASH_SEPARATOR,
+    PATH_SLASHES_DECODE,
+    PATH_SLASHES_KEEP,
+    PATH_SLASHES_REJECT,
     BucketTable,
     Reject,
     Request,
@@ -87,6 +91,10 @@ else:
 
 __all__ = [
     "ANY",
+    "PATH_BACKSLASH_SEPARATOR",
+    "PATH_SLASHES_DECODE",
+    "PATH_SLASHES_KEEP",
+    "PATH_SLASHES_REJECT",
     "COMPILED",
     "FALLBACK_REASON",
     "BucketTable",

@@ -117,6 +117,7 @@ class Gateway:
         self.functions = {name: self._pool(name, loaded, previous) for name in cfg.functions}
         # First path segments of REST API stages: a miss under one answers 403 Missing Authentication Token.
         self.rest_prefixes = loaded.rest_prefixes
+        self.paths = loaded.paths  # issue 11: the path policy and API Gateway's answers around the router
         routes: list[MockRoute | HttpRoute | LambdaRoute] = []
         for entry in loaded.entries:
             integ = entry.integration

@@ -48,6 +48,19 @@ class Limits(_Base, frozen=True):
     keepalive_timeout: Seconds = 60.0  # idle client connection closed after this
 
 
+class PathPolicy(_Base, frozen=True):
+    """What the gateway does with paths that backends read differently (docs/security.md). A route's or an API's
+    policy inherits each field left out from the wider one; the top-level one defaults to the safe choices."""
+
+    # `%2F` / `%5C` in a path: refused with 400 (reject, the default), kept encoded inside their segment and
+    # forwarded so (keep; a segment a decoding backend would read as a dot-segment is still refused), or decoded
+    # into separators, normalized, and the normalized form forwarded (decode). Envoy's REJECT_REQUEST,
+    # KEEP_UNCHANGED, UNESCAPE_AND_FORWARD.
+    escaped_slashes: Literal["reject", "keep", "decode"] | None = None
+    # A backslash in a path: refused with 400 (reject, the default), or read as `/` (separator).
+    backslash: Literal["reject", "separator"] | None = None
+
+
 class LoggingConfig(_Base, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
@@ -113,6 +126,7 @@ class Route(_Base, frozen=True):
     methods: Annotated[list[HttpMethod], Meta(min_length=1)] = field(default_factory=lambda: ["ANY"])
     host: str | None = None
     plugins: Plugins = field(default_factory=dict)
+    path_policy: PathPolicy | None = None  # fields left out: the API's, then the top-level policy's
 
 
 EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -155,6 +169,7 @@ class Api(_Base, frozen=True):
     # `requestContext.apiId` in events. Default: derived from the API's name.
     id: Annotated[str, Meta(pattern=r"^[a-z0-9]{1,32}$")] | None = None
     plugins: Plugins = field(default_factory=dict)
+    path_policy: PathPolicy | None = None  # for the API's routes; fields left out: the top-level policy's
 
 
 class Consumer(_Base, frozen=True):
@@ -190,4 +205,5 @@ class Config(_Base, frozen=True):
     upstreams: dict[Name, Upstream] = field(default_factory=dict)
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: Limits = field(default_factory=Limits)
+    path_policy: PathPolicy = field(default_factory=PathPolicy)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

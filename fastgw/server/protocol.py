@@ -33,7 +33,7 @@ from fastgw.plugins.base import Context, Response
 from fastgw.plugins.run import filter_body, filter_headers, run_log
 from fastgw.proxy.upstream import HIGH_WATER, proxy
 from fastgw.server.body import BodyCollector
-from fastgw.server.http import DATE, error_response, normalize_path, status_line
+from fastgw.server.http import DATE, error_response, status_line
 
 if TYPE_CHECKING:
     from fastgw.functions.integration import LambdaRoute
@@ -53,14 +53,8 @@ PAUSE_BUFFER = 2  # request body buffered while the upstream connection is being
 DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE = 0, 1, 2
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_MISSING_TOKEN = orjson.dumps({"message": "Missing Authentication Token"})
 _TOO_LARGE = {"message": "Request size limit exceeded"}
 _PLUGIN_ERROR = {"message": "Internal server error"}
-
-
-def _first_segment(path: str) -> str:
-    end = path.find("/", 1)
-    return path if end < 0 else path[:end]
 
 
 class ClientProtocol(asyncio.Protocol):
@@ -208,23 +202,15 @@ class ClientProtocol(asyncio.Protocol):
         h = raw.find(b"#")
         if h >= 0:
             raw = raw[:h]
-        path = normalize_path(raw)
+        path, found = gw.paths.route(req.method, req.host, raw)  # issue 11: the path policy, then the router
         if path is None:
-            self._answer_error(req, 400, "Bad Request: invalid path", close=True)
+            self._answer_error(req, 400, "Bad Request", close=True)
             return
         req.path = path
-        found = gw.router.match(req.method, req.host, path)
         if found is not None and found[0] is None and req.method == "OPTIONS":
             found = self._preflight_route(req, path) or found
         if found is None or found[0] is None:
-            if gw.rest_prefixes and _first_segment(path) in gw.rest_prefixes:
-                # Under a REST API stage, API Gateway answers any unknown resource or method this way.
-                self.respond(req, 403, [("content-type", "application/json")], _MISSING_TOKEN)
-            elif found is None:
-                self._answer_error(req, 404, "Not Found")
-            else:
-                allow = ", ".join(found[1]).encode()
-                self._answer_error(req, 405, "Method Not Allowed", extra=b"allow: " + allow + b"\r\n")
+            self.respond(req, *gw.paths.miss(req.host, path, found))  # issue 11: 404/405/403 as API Gateway says
             return
         index, params = found
         route: Route = gw.routes[index]  # type: ignore[call-overload]

@@ -234,14 +234,21 @@ def test_response_sink_twins_agree(response, cuts, flags):
     assert _run_response(_core, pieces, flags) == _run_response(_pycore, pieces, flags)
 
 
-PATH_PIECE = st.sampled_from(["/", "a", ".", "..", "%2e", "%2E", "%2F", "%41", "%", "%4", "%zz", "%00", "//", "é"])
+PATH_PIECE = st.sampled_from(
+    ["/", "a", ".", "..", "%2e", "%2E", "%2F", "%2f", "%41", "%", "%4", "%zz", "%00", "//", "é"]
+    + ["\\", "%5C", "%5c", ";", ";x", "%3B", "%25", "%252e", "%252F", "%255c", "%32", "%65", "-", "~"]
+)
+# Every policy: escaped slashes reject / keep / decode, with and without backslash-as-separator.
+PATH_POLICY = st.sampled_from([0, 1, 2, 4, 5, 6])
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.lists(PATH_PIECE, max_size=10))
-def test_normalize_path_twins_agree(pieces):
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(PATH_PIECE, max_size=12), PATH_POLICY)
+def test_normalize_path_twins_agree(pieces, policy):
     raw = ("/" + "".join(pieces)).encode("utf-8")
-    assert _core.normalize_path(raw) == _pycore.normalize_path(raw)
+    assert _core.normalize_path(raw, policy) == _pycore.normalize_path(raw, policy)
+    if policy == 0:
+        assert _core.normalize_path(raw) == _pycore.normalize_path(raw)
 
 
 @settings(max_examples=500, deadline=None)
