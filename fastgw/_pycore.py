@@ -445,6 +445,9 @@ REQUEST_SKIP = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
     b"via",
+    # NOTE: a backend may read the client's address from these too: kept only from a trusted proxy.
+    b"x-real-ip",
+    b"forwarded",
 }
 RESPONSE_SKIP = HOP_BY_HOP | {b"content-length", b"date", b"server", b"via"}
 VIA = b"1.1 fastgw"
@@ -516,10 +519,13 @@ class Request:
     def upstream_head(self, target_uri: bytes, host: bytes, trusted: bool, peer_ip: bytes, via: bool) -> bytes:
         """The request head sent upstream: `target_uri` and `host` as the route decided, X-Forwarded-* set
         (incoming ones kept only from a `trusted` peer), hop-by-hop headers and those named in Connection
-        dropped, Via appended when `via`, the body framed as it arrived."""
+        dropped, Via appended when `via`, the body framed as it arrived. X-Real-IP and Forwarded are kept only from
+        a `trusted` peer; from anyone else X-Real-IP (when sent) carries the peer's address and Forwarded is
+        dropped."""
         parts = [self.method_b, b" ", target_uri, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
         skip_named = self.conn_tokens
         xff = xfp = xfh = via_in = None
+        real_ip = False
         for name, value in self.headers:
             if name in REQUEST_SKIP:
                 if name == b"via":
@@ -531,6 +537,11 @@ class Request:
                         xfp = value
                     elif name == b"x-forwarded-host":
                         xfh = value
+                    elif name == b"x-real-ip" or name == b"forwarded":
+                        parts += (name, b": ", value, b"\r\n")
+                elif name == b"x-real-ip" and not real_ip:
+                    real_ip = True
+                    parts += (b"x-real-ip: ", peer_ip, b"\r\n")
                 continue
             if skip_named is not None and name in skip_named:
                 continue
@@ -594,7 +605,7 @@ class RequestSink:
     """
 
     __slots__ = ("owner", "queue", "parser", "parsing", "max_url", "max_header_size", "max_headers", "max_body",
-                 "high_water")  # fmt: skip
+                 "high_water", "max_field")  # fmt: skip
 
     def __init__(
         self,
@@ -605,6 +616,7 @@ class RequestSink:
         max_headers: int,
         max_body_size: int,
         high_water: int,
+        max_field_size: int = 8192,
     ) -> None:
         self.owner = owner
         self.queue = queue
@@ -615,6 +627,7 @@ class RequestSink:
         self.max_headers = max_headers
         self.max_body = max_body_size
         self.high_water = high_water
+        self.max_field = max_field_size  # one header field: name and value together
 
     def on_message_begin(self) -> None:
         req = Request()
@@ -631,8 +644,9 @@ class RequestSink:
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.parsing
         assert req is not None
-        req.header_bytes += len(name) + len(value) + 4
-        if req.header_bytes > self.max_header_size or len(req.headers) >= self.max_headers:
+        n = len(name) + len(value)
+        req.header_bytes += n + 4
+        if req.header_bytes > self.max_header_size or n > self.max_field or len(req.headers) >= self.max_headers:
             raise Reject(431, "Request Header Fields Too Large")
         name = name.lower()
         req.headers.append((name, value))

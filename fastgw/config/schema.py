@@ -39,6 +39,7 @@ class ServerConfig(_Base, frozen=True):
 class Limits(_Base, frozen=True):
     max_url_length: Annotated[int, Meta(ge=16, le=1_048_576)] = 8192  # 414 beyond
     max_header_size: Annotated[int, Meta(ge=256, le=1_048_576)] = 32_768  # 431 beyond (all header lines)
+    max_header_field_size: Annotated[int, Meta(ge=64, le=1_048_576)] = 8192  # 431 beyond (one field: name + value)
     max_headers: Annotated[int, Meta(ge=1, le=10_000)] = 100  # 431 beyond
     max_body_size: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024  # 413 beyond; 0 = no limit
     # A proxied response on a route with body_filter phases is held whole up to this size; a bigger one streams

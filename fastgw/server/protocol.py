@@ -80,6 +80,7 @@ class ClientProtocol(asyncio.Protocol):
             limits.max_headers,
             limits.max_body_size,
             HIGH_WATER,
+            max_field_size=limits.max_header_field_size,  # issue 11: one header field's limit
         )
         self.parser = self.sink.parser = HttpRequestParser(self.sink)
         self.active = False
