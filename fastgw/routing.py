@@ -135,7 +135,9 @@ class RouteTable:
         assert self.resources is not None
         res = self.resources.match(method, host, path)
         if res is not None and res[0] != self.resource_of[i] and self.resource_type[res[0]] == "rest":  # type: ignore[index, call-overload]
-            return None
+            # NOTE: "no such method here" rather than "no such path", so a CORS preflight can still find the route
+            # of the method it asks about; anything else under the stage answers Missing Authentication Token.
+            return None, ()
         return found
 
     def miss(self, host: str, path: str, found: Found) -> tuple[int, list[tuple[str, str]], bytes]:

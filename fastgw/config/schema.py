@@ -107,7 +107,8 @@ class LambdaIntegration(_Base, frozen=True, tag="lambda"):
     # The event and response format: "1.0" (REST APIs) or "2.0" (HTTP APIs). Default: the API's type decides
     # (rest -> 1.0, http -> 2.0); 2.0 for routes outside any API.
     payload_format: Literal["1.0", "2.0"] | None = None
-    # API Gateway's integration timeout: past it the client gets 504 {"message": "Endpoint request timed out"}.
+    # API Gateway's integration timeout: past it a REST API answers 504 {"message": "Endpoint request timed out"},
+    # an HTTP API (and a route outside APIs) 503 {"message":"Service Unavailable"}.
     timeout: Seconds = 29.0
 
 

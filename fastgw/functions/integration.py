@@ -54,7 +54,7 @@ class LambdaRoute:
     def response(self, value: Any) -> tuple[int, lp.Headers, bytes]:
         return lp.response_v1(value, self.rest) if self.version == "1.0" else lp.response_v2(value)
 
-    def error(self) -> tuple[int, dict[str, str]]:
+    def error(self) -> tuple[int, bytes]:
         return lp.REST_ERROR if self.rest else lp.HTTP_ERROR
 
 
@@ -124,7 +124,7 @@ async def _invoke(
         log.warning("%s %s route=%s request=%s: no answer within the integration timeout (%.1fs)",
                     req.method, req.path, route.name, request_id, route.timeout)  # fmt: skip
         task.add_done_callback(_collect)
-        _answer_error(client, req, lp.TIMEOUT_ERROR, request_id)
+        _answer_error(client, req, lp.timeout_error(route.rest), request_id)  # issue 11: 504 REST, 503 HTTP API
         return
     except Throttled:
         log.warning("%s %s route=%s: function %s is at its concurrency and its queue is full",
@@ -196,8 +196,8 @@ def _collect(task: asyncio.Task[Outcome]) -> None:
         task.exception()  # retrieved, so a late failure is not reported as never retrieved
 
 
-def _answer_error(client: ClientProtocol, req: Request, error: tuple[int, dict[str, str]], request_id: str) -> None:
+def _answer_error(client: ClientProtocol, req: Request, error: tuple[int, bytes], request_id: str) -> None:
     if client.closed or req.finished:
         return
     status, body = error
-    client.respond_json(req, status, body, [("x-amzn-RequestId", request_id)])
+    client.respond(req, status, [("content-type", "application/json"), ("x-amzn-RequestId", request_id)], body)
