@@ -97,7 +97,9 @@ class RouteTable:
     def route(self, method: str, host: str, raw: bytes) -> tuple[str | None, Found]:
         """(the normalized path, the router's answer for it); (None, None) when the path policy refuses it."""
         # PERF: with one policy in the config (the usual case), or a path without `%` or `\` (on which every policy
-        # agrees), this is one normalize and one match, as before the policy existed.
+        # agrees), this is one normalize and one match, as before the policy existed. The method call itself costs
+        # 55-90 ns a request over calling the two directly (timeit, compiled core, this 2-core machine): well under
+        # 1% of a proxied request, so it stays Python rather than moving into the core.
         if self.order and (b"%" in raw or b"\\" in raw):
             return self._route_mixed(method, host, raw)
         path = normalize_path(raw, self.default)
@@ -120,7 +122,7 @@ class RouteTable:
                         if self.resources is not None:
                             found = self._resource_first(method, host, path, found)
                         return path, found
-                    path = None  # that route reads paths under another policy: refused under this one
+                    path = found = None  # that route reads paths under another policy: refused under this one
             if first is None:
                 first = (path, found)
         assert first is not None
