@@ -77,6 +77,7 @@ cdef class RequestSink:
     cdef readonly Py_ssize_t max_headers
     cdef readonly Py_ssize_t max_body
     cdef readonly Py_ssize_t high_water
+    cdef readonly Py_ssize_t max_field
 
 cdef class ResponseSink:
     cdef public object parser

@@ -12,6 +12,10 @@ from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memcpy
 
 from fastgw._pycore import (
+    PATH_BACKSLASH_SEPARATOR,
+    PATH_SLASHES_DECODE,
+    PATH_SLASHES_KEEP,
+    PATH_SLASHES_REJECT,
     _IDEMPOTENT,
     _METHODS,
     _PLAIN_CONNECTION,
@@ -47,6 +51,10 @@ __all__ = [
     "RouteConflict",
     "Router",
     "UpstreamProtocolError",
+    "PATH_BACKSLASH_SEPARATOR",
+    "PATH_SLASHES_DECODE",
+    "PATH_SLASHES_KEEP",
+    "PATH_SLASHES_REJECT",
     "finish_head",
     "keep_alive",
     "normalize_path",
@@ -430,6 +438,7 @@ cdef class Request:
         cdef list parts = [self.method_b, b" ", target_uri, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
         cdef tuple item
         cdef bytes name, value
+        cdef bint real_ip = False
         skip_named = self.conn_tokens
         xff = xfp = xfh = via_in = None
         for item in self.headers:
@@ -445,6 +454,16 @@ cdef class Request:
                         xfp = value
                     elif name == b"x-forwarded-host":
                         xfh = value
+                    elif name == b"x-real-ip" or name == b"forwarded":
+                        parts.append(name)
+                        parts.append(b": ")
+                        parts.append(value)
+                        parts.append(b"\r\n")
+                elif name == b"x-real-ip" and not real_ip:
+                    real_ip = True
+                    parts.append(b"x-real-ip: ")
+                    parts.append(peer_ip)
+                    parts.append(b"\r\n")
                 continue
             if skip_named is not None and name in skip_named:
                 continue
@@ -556,7 +575,8 @@ cdef class RequestSink:
     """The httptools callbacks of one client connection. See `fastgw._pycore.RequestSink`."""
 
     def __cinit__(self, owner, queue, Py_ssize_t max_url_length, Py_ssize_t max_header_size,
-                  Py_ssize_t max_headers, Py_ssize_t max_body_size, Py_ssize_t high_water):
+                  Py_ssize_t max_headers, Py_ssize_t max_body_size, Py_ssize_t high_water,
+                  Py_ssize_t max_field_size=8192):
         self.owner = owner
         self.queue = queue
         self.max_url = max_url_length
@@ -564,6 +584,7 @@ cdef class RequestSink:
         self.max_headers = max_headers
         self.max_body = max_body_size
         self.high_water = high_water
+        self.max_field = max_field_size
 
     def on_message_begin(self):
         req = Request.__new__(Request)
@@ -578,9 +599,10 @@ cdef class RequestSink:
 
     def on_header(self, bytes name, bytes value):
         cdef Request req = self.parsing
-        cdef Py_ssize_t n
-        req.header_bytes += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
-        if req.header_bytes > self.max_header_size or PyList_GET_SIZE(req.headers) >= self.max_headers:
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value)
+        req.header_bytes += n + 4
+        if (req.header_bytes > self.max_header_size or n > self.max_field
+                or PyList_GET_SIZE(req.headers) >= self.max_headers):
             raise Reject(431, "Request Header Fields Too Large")
         name = _lower(name)
         req.headers.append((name, value))
@@ -826,13 +848,14 @@ cdef class ResponseSink:
         self.done = True
 
 
-def normalize_path(bytes raw):
+def normalize_path(bytes raw, int policy=0):
     """See `fastgw._pycore.normalize_path`; the common case (nothing to normalize) is one scan here."""
     cdef Py_ssize_t i, n = PyBytes_GET_SIZE(raw)
     cdef const char* p = PyBytes_AS_STRING(raw)
     for i in range(n):
-        if p[i] == b'%' or (p[i] == b'/' and i + 1 < n and (p[i + 1] == b'.' or p[i + 1] == b'/')):
-            return _normalize_path_spec(raw)
+        if (p[i] == b'%' or p[i] == b'\\'
+                or (p[i] == b'/' and i + 1 < n and (p[i + 1] == b'.' or p[i + 1] == b'/'))):
+            return _normalize_path_spec(raw, policy)
     return PyUnicode_DecodeLatin1(p, n, NULL)
 
 

@@ -21,6 +21,10 @@ __all__ = [
     "RouteConflict",
     "Router",
     "UpstreamProtocolError",
+    "PATH_BACKSLASH_SEPARATOR",
+    "PATH_SLASHES_DECODE",
+    "PATH_SLASHES_KEEP",
+    "PATH_SLASHES_REJECT",
     "finish_head",
     "keep_alive",
     "normalize_path",
@@ -444,6 +448,9 @@ REQUEST_SKIP = HOP_BY_HOP | {
     b"x-forwarded-proto",
     b"x-forwarded-host",
     b"via",
+    # NOTE: a backend may read the client's address from these too: kept only from a trusted proxy.
+    b"x-real-ip",
+    b"forwarded",
 }
 RESPONSE_SKIP = HOP_BY_HOP | {b"content-length", b"date", b"server", b"via"}
 VIA = b"1.1 fastgw"
@@ -541,10 +548,13 @@ class Request:
     def upstream_head(self, target_uri: bytes, host: bytes, trusted: bool, peer_ip: bytes, via: bool) -> bytes:
         """The request head sent upstream: `target_uri` and `host` as the route decided, X-Forwarded-* set
         (incoming ones kept only from a `trusted` peer), hop-by-hop headers and those named in Connection
-        dropped, Via appended when `via`, the body framed as it arrived."""
+        dropped, Via appended when `via`, the body framed as it arrived. X-Real-IP and Forwarded are kept only from
+        a `trusted` peer; from anyone else X-Real-IP (when sent) carries the peer's address and Forwarded is
+        dropped."""
         parts = [self.method_b, b" ", target_uri, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
         skip_named = self.conn_tokens
         xff = xfp = xfh = via_in = None
+        real_ip = False
         for name, value in self.headers:
             if name in REQUEST_SKIP:
                 if name == b"via":
@@ -556,6 +566,11 @@ class Request:
                         xfp = value
                     elif name == b"x-forwarded-host":
                         xfh = value
+                    elif name == b"x-real-ip" or name == b"forwarded":
+                        parts += (name, b": ", value, b"\r\n")
+                elif name == b"x-real-ip" and not real_ip:
+                    real_ip = True
+                    parts += (b"x-real-ip: ", peer_ip, b"\r\n")
                 continue
             if skip_named is not None and name in skip_named:
                 continue
@@ -619,7 +634,7 @@ class RequestSink:
     """
 
     __slots__ = ("owner", "queue", "parser", "parsing", "max_url", "max_header_size", "max_headers", "max_body",
-                 "high_water")  # fmt: skip
+                 "high_water", "max_field")  # fmt: skip
 
     def __init__(
         self,
@@ -630,6 +645,7 @@ class RequestSink:
         max_headers: int,
         max_body_size: int,
         high_water: int,
+        max_field_size: int = 8192,
     ) -> None:
         self.owner = owner
         self.queue = queue
@@ -640,6 +656,7 @@ class RequestSink:
         self.max_headers = max_headers
         self.max_body = max_body_size
         self.high_water = high_water
+        self.max_field = max_field_size  # one header field: name and value together
 
     def on_message_begin(self) -> None:
         req = Request()
@@ -656,8 +673,9 @@ class RequestSink:
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.parsing
         assert req is not None
-        req.header_bytes += len(name) + len(value) + 4
-        if req.header_bytes > self.max_header_size or len(req.headers) >= self.max_headers:
+        n = len(name) + len(value)
+        req.header_bytes += n + 4
+        if req.header_bytes > self.max_header_size or n > self.max_field or len(req.headers) >= self.max_headers:
             raise Reject(431, "Request Header Fields Too Large")
         name = name.lower()
         req.headers.append((name, value))
@@ -863,23 +881,49 @@ class ResponseSink:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Path normalization: done once, before routing, and the result is what goes upstream, so the gateway and the
-# service can never disagree about which path was asked for (no `/public/../admin` past a route's plugins).
+# Path normalization and the path policy: done once, before routing, and the result is what goes upstream, so the
+# gateway and the service can never disagree about which path was asked for (no `/public/../admin` past a route's
+# plugins). The policy covers what RFC 3986 leaves to each server, and which backends read differently: encoded
+# separators (`%2F`, `%5C`), a backslash, `;` path parameters on dot-segments (Tomcat, Spring), double encoding.
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
+# The policy is one int: the escaped-slash action in the low two bits, flags above. Envoy's names in brackets.
+PATH_SLASHES_REJECT = 0  # `%2F` / `%5C` refused with 400 [REJECT_REQUEST]; the default
+PATH_SLASHES_KEEP = 1  # kept encoded inside their segment and forwarded so [KEEP_UNCHANGED]
+PATH_SLASHES_DECODE = 2  # decoded, then normalized as separators; the normalized form goes on [UNESCAPE_AND_FORWARD]
+PATH_BACKSLASH_SEPARATOR = 4  # `\` (raw, or `%5C` decoded) is a separator, as IIS and some frameworks read it
+# A backend that decodes twice reads these as `.`, `/`, `\` or `;`: refused under every policy.
+_DOUBLE_ENCODED = re.compile(r"%25(2e|2f|5c|3b)", re.I)
 
-def normalize_path(raw: bytes) -> str | None:
-    """RFC 3986 normalization of an origin-form path; None when it must be refused (answer 400).
+
+def _param_on_dot(piece: str) -> bool:
+    """`..;x`, `.;x`, `;x`: a path parameter (`;` or `%3B`) on a dot-segment or an empty one. Tomcat and Spring
+    drop the parameter before resolving dot-segments, so `/public/..;/admin` is `/admin` to them."""
+    i = piece.find(";")
+    j = piece.find("%3B")
+    if i < 0 and j < 0:
+        return False
+    cut = i if j < 0 or (0 <= i < j) else j
+    return piece[:cut] in ("", ".", "..")
+
+
+def normalize_path(raw: bytes, policy: int = PATH_SLASHES_REJECT) -> str | None:
+    """RFC 3986 normalization of an origin-form path under a path `policy`; None when it must be refused (400).
 
     Percent-encoded unreserved characters are decoded (so `%2e%2e` is `..`), other escapes kept with upper-case
-    hex (`%2F` stays inside its segment), empty segments merged, `.` and `..` resolved; `..` above the root, a
-    broken escape or an encoded NUL is refused.
+    hex, empty segments merged, `.` and `..` resolved; `..` above the root, a broken escape or an encoded NUL is
+    refused. Under every policy a double-encoded dot, separator or `;` (`%252e`, `%252F`, `%255C`, `%253B`) and a
+    `;` parameter on a dot-segment are refused. The policy decides `%2F` / `%5C` (refuse, keep inside the segment,
+    or decode to separators) and a backslash (refuse, or read as `/`). With escaped slashes kept, a segment that a
+    decoding backend would split into a dot-segment (`..%2Fadmin`) is refused too.
     """
-    if b"%" not in raw and b"/." not in raw and b"//" not in raw:
+    if b"%" not in raw and b"/." not in raw and b"//" not in raw and b"\\" not in raw:
         return raw.decode("latin-1")  # the common case: nothing to normalize
     s = raw.decode("latin-1")
+    slashes = policy & 3
+    kept = False  # an encoded separator was kept inside a segment
     if "%" in s:
         pieces = s.split("%")
         out = [pieces[0]]
@@ -890,8 +934,25 @@ def normalize_path(raw: bytes) -> str | None:
             if code == 0:
                 return None
             ch = chr(code)
-            out.append((ch if ch in _UNRESERVED else "%" + piece[:2].upper()) + piece[2:])
+            if ch in _UNRESERVED:
+                out.append(ch + piece[2:])
+            elif ch == "/" or ch == "\\":
+                if slashes == PATH_SLASHES_REJECT:
+                    return None
+                if slashes == PATH_SLASHES_DECODE:
+                    out.append(ch + piece[2:])
+                else:
+                    kept = True
+                    out.append("%" + piece[:2].upper() + piece[2:])
+            else:
+                out.append("%" + piece[:2].upper() + piece[2:])
         s = "".join(out)
+        if "%25" in s and _DOUBLE_ENCODED.search(s):
+            return None
+    if "\\" in s:
+        if not policy & PATH_BACKSLASH_SEPARATOR:
+            return None
+        s = s.replace("\\", "/")
     raw_segs = s.split("/")
     segs: list[str] = []
     for seg in raw_segs[1:]:
@@ -902,6 +963,13 @@ def normalize_path(raw: bytes) -> str | None:
                 return None
             segs.pop()
             continue
+        if _param_on_dot(seg):
+            return None
+        if kept and "%" in seg:
+            # NOTE: what a backend that decodes `%2F`/`%5C` into separators would see: no dot-segment may appear.
+            for part in seg.replace("%5C", "%2F").split("%2F"):
+                if part == "." or part == ".." or _param_on_dot(part):
+                    return None
         segs.append(seg)
     path = "/" + "/".join(segs)
     if segs and raw_segs[-1] in ("", ".", ".."):

@@ -35,8 +35,7 @@ class Gateway:
         self.trusted_proxies = tuple(ipaddress.ip_network(c, strict=False) for c in cfg.server.trusted_proxies)
         self.upstreams = {name: Upstream(name, up) for name, up in cfg.upstreams.items()}
         self.functions = {name: self._pool(name, loaded, previous) for name in cfg.functions}
-        # First path segments of REST API stages: a miss under one answers 403 Missing Authentication Token.
-        self.rest_prefixes = loaded.rest_prefixes
+        self.paths = loaded.paths  # the path policy, the router, and API Gateway's answers to misses
         routes: list[Route] = []
         for entry in loaded.entries:
             integ = entry.integration

@@ -34,6 +34,7 @@ from fastgw.config.schema import (
 from fastgw.core import RouteConflict, Router, parse_template
 from fastgw.plugins.chain import PluginConfigError, PluginSetup
 from fastgw.plugins.chain import build as build_plugins
+from fastgw.routing import RouteTable, policy_flags
 
 _MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S)
 # `{name}` or `{name+}` in a path template (the route's, or an http integration's upstream path).
@@ -77,6 +78,8 @@ class LoadedConfig:
     config: Config
     source: str
     router: Router
+    # The router with the path policy before it and API Gateway's resource rules around it.
+    paths: RouteTable
     entries: tuple[RouteEntry, ...] = ()
     # Folder that relative paths in the config (function code) are resolved against.
     base_dir: Path = Path(".")
@@ -129,6 +132,7 @@ def load_config_bytes(raw: bytes, source: str = "<config>", base_dir: Path | Non
         base_dir=base,
         rest_prefixes=rest_prefixes,
         plugins=plugins,
+        paths=_route_table(config, entries, router, rest_prefixes),
     )
 
 
@@ -336,6 +340,23 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
             raise ConfigError(source, f"{at}.host", str(exc)) from None
     router.freeze()
     return router
+
+
+def _route_table(
+    config: Config, entries: tuple[RouteEntry, ...], router: Router, rest_prefixes: frozenset[str]
+) -> RouteTable:
+    """Each route's path policy: its own fields, then its API's, then the top-level policy's."""
+    top = config.path_policy
+    routes = []
+    for entry in entries:
+        slashes, backslash = top.escaped_slashes, top.backslash
+        api = config.apis[entry.api].path_policy if entry.api is not None else None
+        for layer in (api, entry.route.path_policy):
+            if layer is not None:
+                slashes = layer.escaped_slashes or slashes
+                backslash = layer.backslash or backslash
+        routes.append((entry.path, entry.route.host, entry.api_type, policy_flags(slashes, backslash)))
+    return RouteTable(router, routes, policy_flags(top.escaped_slashes, top.backslash), rest_prefixes)
 
 
 def _check_http(config: Config, integ: HttpIntegration, params: tuple[str, ...], source: str, at: str) -> None:

@@ -39,6 +39,7 @@ class ServerConfig(_Base, frozen=True):
 class Limits(_Base, frozen=True):
     max_url_length: Annotated[int, Meta(ge=16, le=1_048_576)] = 8192  # 414 beyond
     max_header_size: Annotated[int, Meta(ge=256, le=1_048_576)] = 32_768  # 431 beyond (all header lines)
+    max_header_field_size: Annotated[int, Meta(ge=64, le=1_048_576)] = 8192  # 431 beyond (one field: name + value)
     max_headers: Annotated[int, Meta(ge=1, le=10_000)] = 100  # 431 beyond
     max_body_size: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024  # 413 beyond; 0 = no limit
     # A proxied response on a route with body_filter phases is held whole up to this size; a bigger one streams
@@ -46,6 +47,19 @@ class Limits(_Base, frozen=True):
     max_filtered_response: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024
     header_timeout: Seconds = 10.0  # whole request head must arrive within this; else 408 and close
     keepalive_timeout: Seconds = 60.0  # idle client connection closed after this
+
+
+class PathPolicy(_Base, frozen=True):
+    """What the gateway does with paths that backends read differently (docs/security.md). A route's or an API's
+    policy inherits each field left out from the wider one; the top-level one defaults to the safe choices."""
+
+    # `%2F` / `%5C` in a path: refused with 400 (reject, the default), kept encoded inside their segment and
+    # forwarded so (keep; a segment a decoding backend would read as a dot-segment is still refused), or decoded
+    # into separators, normalized, and the normalized form forwarded (decode). Envoy's REJECT_REQUEST,
+    # KEEP_UNCHANGED, UNESCAPE_AND_FORWARD.
+    escaped_slashes: Literal["reject", "keep", "decode"] | None = None
+    # A backslash in a path: refused with 400 (reject, the default), or read as `/` (separator).
+    backslash: Literal["reject", "separator"] | None = None
 
 
 class LoggingConfig(_Base, frozen=True):
@@ -93,7 +107,8 @@ class LambdaIntegration(_Base, frozen=True, tag="lambda"):
     # The event and response format: "1.0" (REST APIs) or "2.0" (HTTP APIs). Default: the API's type decides
     # (rest -> 1.0, http -> 2.0); 2.0 for routes outside any API.
     payload_format: Literal["1.0", "2.0"] | None = None
-    # API Gateway's integration timeout: past it the client gets 504 {"message": "Endpoint request timed out"}.
+    # API Gateway's integration timeout: past it a REST API answers 504 {"message": "Endpoint request timed out"},
+    # an HTTP API (and a route outside APIs) 503 {"message":"Service Unavailable"}.
     timeout: Seconds = 29.0
 
 
@@ -113,6 +128,7 @@ class Route(_Base, frozen=True):
     methods: Annotated[list[HttpMethod], Meta(min_length=1)] = field(default_factory=lambda: ["ANY"])
     host: str | None = None
     plugins: Plugins = field(default_factory=dict)
+    path_policy: PathPolicy | None = None  # fields left out: the API's, then the top-level policy's
 
 
 EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -155,6 +171,7 @@ class Api(_Base, frozen=True):
     # `requestContext.apiId` in events. Default: derived from the API's name.
     id: Annotated[str, Meta(pattern=r"^[a-z0-9]{1,32}$")] | None = None
     plugins: Plugins = field(default_factory=dict)
+    path_policy: PathPolicy | None = None  # for the API's routes; fields left out: the top-level policy's
 
 
 class Consumer(_Base, frozen=True):
@@ -190,4 +207,5 @@ class Config(_Base, frozen=True):
     upstreams: dict[Name, Upstream] = field(default_factory=dict)
     server: ServerConfig = field(default_factory=ServerConfig)
     limits: Limits = field(default_factory=Limits)
+    path_policy: PathPolicy = field(default_factory=PathPolicy)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -46,7 +46,7 @@ class LambdaRoute(Route):
     def response(self, value: Any) -> tuple[int, lp.Headers, bytes]:
         return lp.response_v1(value, self.rest) if self.version == "1.0" else lp.response_v2(value)
 
-    def error(self) -> tuple[int, dict[str, str]]:
+    def error(self) -> tuple[int, bytes]:
         return lp.REST_ERROR if self.rest else lp.HTTP_ERROR
 
     def start(self, ex: Exchange) -> None:
@@ -115,7 +115,7 @@ async def _invoke(ex: Exchange, route: LambdaRoute, body: bytes) -> None:
         log.warning("%s %s route=%s request=%s: no answer within the integration timeout (%.1fs)",
                     req.method, req.path, route.name, request_id, route.timeout)  # fmt: skip
         task.add_done_callback(_collect)
-        _answer_error(ex, lp.TIMEOUT_ERROR, request_id)
+        _answer_error(ex, lp.timeout_error(route.rest), request_id)  # REST 504, HTTP API 503
         return
     except Throttled:
         log.warning("%s %s route=%s: function %s is at its concurrency and its queue is full",
@@ -187,8 +187,8 @@ def _collect(task: asyncio.Task[Outcome]) -> None:
         task.exception()  # retrieved, so a late failure is not reported as never retrieved
 
 
-def _answer_error(ex: Exchange, error: tuple[int, dict[str, str]], request_id: str) -> None:
+def _answer_error(ex: Exchange, error: tuple[int, bytes], request_id: str) -> None:
     if ex.gone:
         return
     status, body = error
-    ex.respond_json(status, body, [("x-amzn-RequestId", request_id)])
+    ex.respond(status, [("content-type", "application/json"), ("x-amzn-RequestId", request_id)], body)

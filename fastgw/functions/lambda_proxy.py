@@ -20,12 +20,19 @@ import orjson
 
 from fastgw.functions.pool import ACCOUNT_ID
 
-# Errors exactly as API Gateway words them.
-REST_ERROR = (502, {"message": "Internal server error"})
-HTTP_ERROR = (500, {"message": "Internal Server Error"})
-TIMEOUT_ERROR = (504, {"message": "Endpoint request timed out"})
-THROTTLED_ERROR = (429, {"message": "Too Many Requests"})
-REST_MISSING_ROUTE = (403, {"message": "Missing Authentication Token"})
+# Errors byte for byte as API Gateway sends them (docs/functions.md gives the source of each): REST APIs put a
+# space after the colon in these, HTTP APIs do not.
+REST_ERROR = (502, b'{"message": "Internal server error"}')
+HTTP_ERROR = (500, b'{"message":"Internal Server Error"}')
+REST_TIMEOUT_ERROR = (504, b'{"message": "Endpoint request timed out"}')
+HTTP_TIMEOUT_ERROR = (503, b'{"message":"Service Unavailable"}')
+THROTTLED_ERROR = (429, b'{"message":"Too Many Requests"}')
+
+
+def timeout_error(rest: bool) -> tuple[int, bytes]:
+    """The answer when the integration timeout passes: REST APIs 504, HTTP APIs (and routes outside APIs) 503."""
+    return REST_TIMEOUT_ERROR if rest else HTTP_TIMEOUT_ERROR
+
 
 _V1_RESPONSE_KEYS = frozenset({"statusCode", "headers", "multiValueHeaders", "body", "isBase64Encoded"})
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -353,10 +360,12 @@ def _single_headers(value: dict[str, Any]) -> Headers:
 
 
 def response_v2(value: Any) -> tuple[int, Headers, bytes]:
-    """A 2.0 response: an object with statusCode is taken as a response; anything else is the JSON body of a
-    200."""
+    """A 2.0 response: an object with statusCode is taken as a response; anything else is the body of a 200 with
+    Content-Type application/json: a string as it is (AWS's own example: `"Hello from Lambda!"` becomes the body
+    `Hello from Lambda!`), any other value as JSON."""
     if not isinstance(value, dict) or "statusCode" not in value:
-        return 200, [("Content-Type", "application/json")], orjson.dumps(value)
+        body = value.encode() if isinstance(value, str) else orjson.dumps(value)
+        return 200, [("Content-Type", "application/json")], body
     status = _status(value)
     body = _decode_body(value)
     headers = _single_headers(value)

@@ -6,23 +6,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import orjson
 from httptools import parse_url
 
-from fastgw.core import new_context, normalize_path, strip_headers
+from fastgw.core import new_context, strip_headers
 from fastgw.pipeline.exchange import Exchange
 
 if TYPE_CHECKING:
     from fastgw.core import Request
     from fastgw.pipeline.exchange import ClientLeg, Served
-
-_MISSING_TOKEN = orjson.dumps({"message": "Missing Authentication Token"})
-_JSON = [("content-type", "application/json")]
-
-
-def _first_segment(path: str) -> str:
-    end = path.find("/", 1)
-    return path if end < 0 else path[:end]
 
 
 def dispatch(leg: ClientLeg, req: Request) -> None:
@@ -50,12 +41,11 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
     h = raw.find(b"#")
     if h >= 0:
         raw = raw[:h]
-    path = normalize_path(raw)
+    path, found = gw.paths.route(req.method, req.host, raw)  # the path policy, then the router
     if path is None:
-        refuse(leg, gw, req, 400, "Bad Request: invalid path")
+        refuse(leg, gw, req, 400, "Bad Request")
         return
     req.path = path
-    found = gw.router.match(req.method, req.host, path)
     if found is None or found[0] is None:
         if found is not None and req.method == "OPTIONS":
             found = _preflight_route(gw, req, path) or found
@@ -82,14 +72,8 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
 
 
 def _miss(leg: ClientLeg, gw: Served, req: Request, path: str, found: tuple[None, tuple[str, ...]] | None) -> None:
-    ex = Exchange(leg, gw, req, None, None, None)
-    if gw.rest_prefixes and _first_segment(path) in gw.rest_prefixes:
-        # Under a REST API stage, API Gateway answers any unknown resource or method this way.
-        ex.respond(403, _JSON, _MISSING_TOKEN)
-    elif found is None:
-        ex.respond_json(404, {"message": "Not Found"})
-    else:
-        ex.respond_json(405, {"message": "Method Not Allowed"}, [("allow", ", ".join(found[1]))])
+    # 404 / 405 for plain routes, as API Gateway answers for APIs (fastgw/routing.py).
+    Exchange(leg, gw, req, None, None, None).respond(*gw.paths.miss(req.host, path, found))
 
 
 def refuse(leg: ClientLeg, gw: Served, req: Request, status: int, message: str) -> None:

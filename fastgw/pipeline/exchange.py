@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from fastgw.core import Context, PhaseChain, Request, Router
     from fastgw.pipeline.leg import Peer
     from fastgw.plugins.base import RouteInfo
+    from fastgw.routing import RouteTable
 
 log = logging.getLogger("fastgw.pipeline")
 
@@ -72,8 +73,8 @@ class Served(Protocol):
     """The config one worker serves (`fastgw.gateway.Gateway`), as the pipeline reads it."""
 
     router: Router
+    paths: RouteTable
     routes: tuple[Route, ...]
-    rest_prefixes: frozenset[str]
     strip_names: frozenset[bytes]
     limits: Limits
     server_line: bytes

@@ -1,11 +1,17 @@
-"""`jwt-auth`: bearer tokens (JWT) signed by a consumer's issuer, checked with PyJWT.
+"""`jwt-auth`: bearer tokens (JWT) signed by a consumer's issuer, or by the route's own key, checked with PyJWT.
 
-Each consumer credential names an `issuer` (matched against the token's `iss`), the algorithms it signs with, and
-its key: an HMAC `secret`, a PEM `public_key` / `public_key_file`, or a `jwks_url`. The token's `alg` must be one
-of that issuer's algorithms, and HMAC algorithms are only ever allowed with a secret, asymmetric ones only with a
-public key or JWKS: no `none`, no HS/RS key confusion. JWKS are fetched asynchronously, cached, and fetched again
-when a token names an unknown `kid` (at most once per `jwks_min_refresh` seconds). A verified token is remembered
-until it expires, so a client sending the same token again costs a dictionary lookup, not a signature check.
+Each consumer credential names an `issuer` (matched against the token's `iss`) or a `key` (matched against the
+claim the route's `key_claim_name` names, in the payload or the JOSE header, as Kong's `key_claim_name`), the
+algorithms it signs with, and its key: an HMAC `secret`, a PEM `public_key` / `public_key_file`, or a `jwks_url`.
+A route may instead give the key in the plugin's own configuration (with an optional `issuer` to require): every
+token is verified against it and no consumer is looked up, as AWS HTTP API JWT authorizers and APISIX do for
+"tokens from our identity provider"; the claims reach later plugins and functions, and no consumer is set.
+
+The token's `alg` must be one of that issuer's algorithms, and HMAC algorithms are only ever allowed with a secret,
+asymmetric ones only with a public key or JWKS: no `none`, no HS/RS key confusion. JWKS are fetched asynchronously,
+cached, and fetched again when a token names an unknown `kid` (at most once per `jwks_min_refresh` seconds). A
+verified token is remembered until it expires, per route configuration (whose audience and keys it was checked
+against), so a client sending the same token again costs a dictionary lookup, not a signature check.
 
 Failures answer 401 with `WWW-Authenticate: Bearer ..., error="invalid_token"` (RFC 6750) or 403 with
 `error="insufficient_scope"`; the client learns no more than that, the gateway log says exactly why.
@@ -22,7 +28,7 @@ import time
 from collections.abc import Awaitable
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -66,10 +72,23 @@ class JwtAuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     realm: str = "fastgw"
     jwks_min_refresh: Annotated[float, msgspec.Meta(ge=0)] = 10.0  # at most one JWKS fetch per URL this often
     jwks_max_age: Annotated[float, msgspec.Meta(gt=0)] = 3600.0  # a cached JWKS is fetched again after this
+    # Which claim picks the consumer credential (its `key`, or without one its `issuer`): a claim of the payload,
+    # or a field of the token's JOSE header (e.g. "kid").
+    key_claim_name: Annotated[str, msgspec.Meta(min_length=1)] = "iss"
+    key_claim_in: Literal["payload", "header"] = "payload"
+    # The route's own key, instead of consumers' credentials: exactly one of these four, with `issuer` (when set,
+    # the token's iss must be it) and `algorithms` (default HS256 for a secret, RS256 otherwise).
+    secret: str | None = None
+    public_key: str | None = None
+    public_key_file: str | None = None
+    jwks_url: str | None = None
+    issuer: str | None = None
+    algorithms: Annotated[list[str], msgspec.Meta(min_length=1)] | None = None
 
 
 class JwtCredential(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    issuer: str
+    issuer: str | None = None  # the token's iss must be this; without `key`, also what picks this credential
+    key: str | None = None  # matched against the claim the route's key_claim_name names
     algorithms: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(default_factory=lambda: ["RS256"])
     secret: str | None = None
     public_key: str | None = None
@@ -78,11 +97,14 @@ class JwtCredential(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Issuer:
-    __slots__ = ("consumer", "cred", "algorithms", "key", "jwks_url")
+    """What a token is verified against: a consumer's credential, or a route's own key (consumer None)."""
 
-    def __init__(self, consumer: Consumer, cred: JwtCredential, key: Any) -> None:
+    __slots__ = ("consumer", "cred", "label", "algorithms", "key", "jwks_url")
+
+    def __init__(self, consumer: Consumer | None, cred: JwtCredential, key: Any, label: str) -> None:
         self.consumer = consumer
         self.cred = cred
+        self.label = label  # in log lines, and as ctx.credential
         self.algorithms = frozenset(cred.algorithms)
         self.key = key
         self.jwks_url = cred.jwks_url
@@ -101,23 +123,26 @@ class Jwks:
         self.inflight: asyncio.Future[None] | None = None
 
 
-def _load_key(cred: JwtCredential) -> Any:
-    given = [k for k in ("secret", "public_key", "public_key_file", "jwks_url") if getattr(cred, k) is not None]
+_KEY_FIELDS = ("secret", "public_key", "public_key_file", "jwks_url")
+
+
+def _load_key(cred: JwtCredential, label: str) -> Any:
+    given = [k for k in _KEY_FIELDS if getattr(cred, k) is not None]
     if len(given) != 1:
-        raise ValueError(f"issuer {cred.issuer!r}: give exactly one of secret, public_key, public_key_file, jwks_url")
+        raise ValueError(f"{label}: give exactly one of secret, public_key, public_key_file, jwks_url")
     algs = set(cred.algorithms)
     if not algs <= HMAC_ALGS | ASYMMETRIC_ALGS:
         bad = ", ".join(sorted(algs - HMAC_ALGS - ASYMMETRIC_ALGS))
-        raise ValueError(f"issuer {cred.issuer!r}: unsupported algorithm(s) {bad} (never 'none')")
+        raise ValueError(f"{label}: unsupported algorithm(s) {bad} (never 'none')")
     if cred.secret is not None:
         if not algs <= HMAC_ALGS:
-            raise ValueError(f"issuer {cred.issuer!r}: a secret only signs HS256/HS384/HS512")
+            raise ValueError(f"{label}: a secret only signs HS256/HS384/HS512")
         return cred.secret.encode()
     if not algs <= ASYMMETRIC_ALGS:
-        raise ValueError(f"issuer {cred.issuer!r}: HMAC algorithms need a secret, not a public key or JWKS")
+        raise ValueError(f"{label}: HMAC algorithms need a secret, not a public key or JWKS")
     if cred.jwks_url is not None:
         if urlsplit(cred.jwks_url).scheme not in ("http", "https"):
-            raise ValueError(f"issuer {cred.issuer!r}: jwks_url must be http:// or https://")
+            raise ValueError(f"{label}: jwks_url must be http:// or https://")
         return None
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -126,11 +151,15 @@ def _load_key(cred: JwtCredential) -> Any:
         try:
             pem = Path(cred.public_key_file).read_text()
         except OSError as exc:
-            raise ValueError(f"issuer {cred.issuer!r}: cannot read public_key_file: {exc.strerror or exc}") from None
+            raise ValueError(f"{label}: cannot read public_key_file: {exc.strerror or exc}") from None
     try:
         return load_pem_public_key(pem.encode())  # type: ignore[union-attr]
     except ValueError as exc:
-        raise ValueError(f"issuer {cred.issuer!r}: public key is not a PEM public key: {exc}") from None
+        raise ValueError(f"{label}: public key is not a PEM public key: {exc}") from None
+
+
+def _label(cred: JwtCredential) -> str:
+    return f"issuer {cred.issuer!r}" if cred.key is None else f"key {cred.key!r}"
 
 
 class JwtAuth(Plugin):
@@ -140,60 +169,89 @@ class JwtAuth(Plugin):
     Credential = JwtCredential
 
     def __init__(self) -> None:
-        self.issuers: dict[str, Issuer] = {}
+        self.issuers: dict[str, Issuer] = {}  # by credential key (its `key`, or its `issuer`)
         self.jwks: dict[str, Jwks] = {}
-        self.remembered: dict[bytes, tuple[Issuer, dict[str, Any]]] = {}
 
     def credentials(self, creds: list[tuple[Consumer, Any]]) -> None:
         _import_jwt()
         issuers: dict[str, Issuer] = {}
         for consumer, cred in creds:
-            if cred.issuer in issuers:
-                raise ValueError(f"issuer {cred.issuer!r} is named by two jwt-auth credentials")
-            issuers[cred.issuer] = Issuer(consumer, cred, _load_key(cred))
-            if cred.jwks_url is not None and cred.jwks_url not in self.jwks:
-                self.jwks[cred.jwks_url] = Jwks(cred.jwks_url)
+            label = _label(cred)
+            pick = cred.key if cred.key is not None else cred.issuer
+            if pick is None:
+                raise ValueError("a jwt-auth credential needs an issuer or a key (what picks it from a token)")
+            if pick in issuers:
+                raise ValueError(f"{label} is named by two jwt-auth credentials")
+            issuers[pick] = Issuer(consumer, cred, _load_key(cred, label), label)
+            self._watch(cred.jwks_url)
         self.issuers = issuers
-        self.remembered = {}
+
+    def _watch(self, url: str | None) -> None:
+        if url is not None and url not in self.jwks:
+            self.jwks[url] = Jwks(url)
 
     def prepare(self, conf: JwtAuthConfig) -> Any:
         _import_jwt()
         base = f'Bearer realm="{conf.realm}"'
+        own = None
+        if any(getattr(conf, k) is not None for k in _KEY_FIELDS):
+            if conf.key_claim_name != "iss" or conf.key_claim_in != "payload":
+                raise ValueError("key_claim_name picks a consumer's credential: not used with the plugin's own key")
+            algs = conf.algorithms or (["HS256"] if conf.secret is not None else ["RS256"])
+            cred = JwtCredential(
+                issuer=conf.issuer, algorithms=algs, secret=conf.secret, public_key=conf.public_key,
+                public_key_file=conf.public_key_file, jwks_url=conf.jwks_url,
+            )  # fmt: skip
+            label = "the route's own key" + (f" (issuer {conf.issuer!r})" if conf.issuer else "")
+            own = Issuer(None, cred, _load_key(cred, label), label)
+            self._watch(conf.jwks_url)
+        elif conf.issuer is not None or conf.algorithms is not None:
+            raise ValueError("issuer and algorithms go with the plugin's own key (secret, public_key, jwks_url...)")
         return (
             conf,
             [n.lower() for n in conf.header_names],
             base,
             base + ', error="invalid_token"',
             base + ', error="insufficient_scope", scope="' + " ".join(conf.scopes) + '"',
+            own,
+            # NOTE: verified tokens are remembered per route configuration: a token checked against one route's
+            # audience and keys says nothing about another route's.
+            {},
         )
 
     # -- the request ---------------------------------------------------------------------------------------------
 
     def access(self, ctx: Context, prepared: Any) -> Response | Awaitable[Response | None] | None:
-        conf, headers, challenge, invalid, _ = prepared
+        conf, headers, challenge, invalid, _, own, remembered = prepared
         token, where, name = self._token(ctx, conf, headers)
         if not token:
             return Response(401, UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
         digest = hashlib.sha256(token.encode()).digest()
-        known = self.remembered.get(digest)
+        known = remembered.get(digest)
         if known is not None:
             issuer, claims = known
             now = time.time()
             if claims.get("exp", now + 1) + conf.leeway > now and claims.get("nbf", now) - conf.leeway <= now:
                 return self._passed(ctx, conf, prepared, issuer, claims, where, name)
-            self.remembered.pop(digest, None)
+            remembered.pop(digest, None)
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             return self._refuse(invalid, f"malformed token: {exc}")
-        found = self.issuers.get(str(unverified.get("iss")))
-        if found is None:
-            return self._refuse(invalid, f"no consumer has the issuer {unverified.get('iss')!r}")
-        issuer = found
+        if own is not None:
+            issuer = own
+        else:
+            pick = (unverified if conf.key_claim_in == "payload" else header).get(conf.key_claim_name)
+            found = self.issuers.get(pick) if isinstance(pick, str) else None
+            if found is None:
+                if conf.key_claim_name == "iss" and conf.key_claim_in == "payload":
+                    return self._refuse(invalid, f"no consumer has the issuer {pick!r}")
+                return self._refuse(invalid, f"no consumer credential has the {conf.key_claim_name} {pick!r}")
+            issuer = found
         alg = header.get("alg")
         if alg not in issuer.algorithms:
-            return self._refuse(invalid, f"alg {alg!r} is not allowed for issuer {issuer.cred.issuer!r}")
+            return self._refuse(invalid, f"alg {alg!r} is not allowed for {issuer.label}")
         if issuer.jwks_url is None:
             return self._verify(ctx, conf, prepared, token, digest, issuer, issuer.key, alg, where, name)
         jwks = self.jwks[issuer.jwks_url]
@@ -241,7 +299,7 @@ class JwtAuth(Plugin):
         await self._refresh(jwks, conf)
         key = self._jwks_key(jwks, kid)
         if key is None:
-            why = f"no key {kid!r} in the JWKS of {jwks.url} (issuer {issuer.cred.issuer!r})"
+            why = f"no key {kid!r} in the JWKS of {jwks.url} ({issuer.label})"
             return self._refuse(prepared[3], why)
         return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg, where, name)
 
@@ -280,10 +338,11 @@ class JwtAuth(Plugin):
                 options={"require": list(conf.required_claims), "verify_aud": conf.audience is not None},
             )
         except jwt.PyJWTError as exc:
-            return self._refuse(prepared[3], f"{type(exc).__name__}: {exc} (issuer {issuer.cred.issuer!r})")
-        if len(self.remembered) >= _REMEMBERED_MAX:
-            self.remembered.pop(next(iter(self.remembered)))
-        self.remembered[digest] = (issuer, claims)
+            return self._refuse(prepared[3], f"{type(exc).__name__}: {exc} ({issuer.label})")
+        remembered = prepared[6]
+        if len(remembered) >= _REMEMBERED_MAX:
+            remembered.pop(next(iter(remembered)))
+        remembered[digest] = (issuer, claims)
         return self._passed(ctx, conf, prepared, issuer, claims, where, name)
 
     def _passed(
@@ -293,10 +352,12 @@ class JwtAuth(Plugin):
         scopes = token_scopes(claims)
         if conf.scopes and not set(conf.scopes) <= set(scopes):
             missing = ", ".join(sorted(set(conf.scopes) - set(scopes)))
-            log.info("jwt-auth: token of %r lacks scope(s) %s", issuer.consumer.name, missing)
+            who = issuer.consumer.name if issuer.consumer is not None else claims.get("sub")
+            log.info("jwt-auth: token of %r lacks scope(s) %s", who, missing)
             return Response(403, FORBIDDEN, headers={"WWW-Authenticate": prepared[4]})
-        ctx.consumer = issuer.consumer
-        ctx.credential = issuer.cred.issuer
+        if issuer.consumer is not None:
+            ctx.consumer = issuer.consumer
+        ctx.credential = issuer.cred.key if issuer.cred.key is not None else issuer.cred.issuer
         ctx.vars["jwt_claims"] = claims
         ctx.vars["jwt_scopes"] = scopes
         if conf.hide_credentials:

@@ -50,6 +50,7 @@ class ClientProtocol(asyncio.Protocol):
             limits.max_headers,
             limits.max_body_size,
             HIGH_WATER,
+            max_field_size=limits.max_header_field_size,
         )
         self.parser = self.sink.parser = HttpRequestParser(self.sink)
         self.active = False

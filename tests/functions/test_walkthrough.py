@@ -29,8 +29,9 @@ async def test_my_rest_api_walkthrough():
                 assert r.header("content-type") == "application/json"
         r = await http_request(server.port, "GET", "/Prod/unknown")
         assert (r.status, r.json()) == (403, {"message": "Missing Authentication Token"})
-        r = await http_request(server.port, "GET", "/")
-        assert (r.status, r.json()) == (404, {"message": "Not Found"})
+        for path in ("/", "/Beta/anything"):  # no such stage: the listener serves only this REST API
+            r = await http_request(server.port, "GET", path)
+            assert (r.status, r.body) == (403, b'{"message":"Missing Authentication Token"}')
     finally:
         await server.shutdown(timeout=1.0)
 

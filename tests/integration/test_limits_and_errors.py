@@ -39,6 +39,28 @@ async def test_header_size_and_count_431(upstream, gateway):
     assert (await http_request(gw.port, "GET", "/", headers={f"x-{i}": "1" for i in range(8)})).status == 200
 
 
+async def test_one_header_field_431_at_8_kib_by_default(upstream, gateway):
+    # The whole header block may reach 32 KiB, but one field (name and value) no more than 8 KiB.
+    gw = await gateway(proxy_config(upstream.url))
+    one_too_many = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * (8192 - 5 + 1) + b"\r\n\r\n"
+    await _refused_with(gw, upstream, one_too_many, 431, "Request Header Fields Too Large")
+    cookie = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: " + b"c" * 9000 + b"\r\n\r\n"
+    await _refused_with(gw, upstream, cookie, 431, "Request Header Fields Too Large")
+    # At the limit, and several big fields that together stay under the block limit, pass.
+    r = await http_request(gw.port, "GET", "/", headers={"X-Big": "v" * (8192 - 5)})
+    assert r.status == 200
+    r = await http_request(gw.port, "GET", "/", headers={f"X-{i}": "v" * 8000 for i in range(3)})
+    assert r.status == 200
+    assert [len(s.header("x-0") or "") for s in upstream.received] == [0, 8000]
+
+
+async def test_one_header_field_limit_is_configurable(upstream, gateway):
+    gw = await gateway(proxy_config(upstream.url, limits={"max_header_field_size": 100}))
+    await _refused_with(gw, upstream, b"GET / HTTP/1.1\r\nHost: a\r\nX-A: " + b"v" * 98 + b"\r\n\r\n", 431,
+                        "Request Header Fields Too Large")  # fmt: skip
+    assert (await http_request(gw.port, "GET", "/", headers={"X-A": "v" * 97})).status == 200
+
+
 async def test_body_too_large_413_by_length_and_by_chunks(upstream, gateway):
     gw = await gateway(proxy_config(upstream.url, limits={"max_body_size": 1000}))
     declared = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n" + b"x" * 1001

@@ -66,6 +66,31 @@ async def test_untrusted_forwarded_headers_are_replaced(upstream, gateway):
     assert seen.header("x-forwarded-proto") == "http"
 
 
+@pytest.mark.parametrize("plugins", [{}, {"request-id": {}}])
+async def test_untrusted_real_ip_and_forwarded_are_replaced_or_dropped(plugins, upstream, gateway):
+    gw = await gateway(proxy_config(upstream.url, {"plugins": plugins}))
+    for _ in range(2):
+        upstream.received.clear()
+        spoof = {"X-Real-IP": "6.6.6.6", "Forwarded": "for=6.6.6.6;proto=https", "X-Real-IP-Extra": "kept"}
+        await http_request(gw.port, "GET", "/", headers=spoof)
+        seen = upstream.received[0]
+        assert [v for k, v in seen.headers if k.lower() == "x-real-ip"] == ["127.0.0.1"]  # the peer, once
+        assert seen.header("forwarded") is None
+        assert seen.header("x-real-ip-extra") == "kept"
+        # Not sent, not added: the gateway speaks X-Forwarded-For.
+        await http_request(gw.port, "GET", "/")
+        assert upstream.received[1].header("x-real-ip") is None
+        assert upstream.received[1].header("x-forwarded-for") == "127.0.0.1"
+
+
+async def test_trusted_proxy_real_ip_and_forwarded_are_kept(upstream, gateway):
+    gw = await gateway(proxy_config(upstream.url, server={"trusted_proxies": ["127.0.0.0/8"]}))
+    await http_request(gw.port, "GET", "/", headers={"X-Real-IP": "203.0.113.9", "Forwarded": "for=203.0.113.9"})
+    seen = upstream.received[0]
+    assert seen.header("x-real-ip") == "203.0.113.9"
+    assert seen.header("forwarded") == "for=203.0.113.9"
+
+
 async def test_trusted_proxy_forwarded_headers_are_kept_and_appended(upstream, gateway):
     gw = await gateway(proxy_config(upstream.url, server={"trusted_proxies": ["127.0.0.0/8"]}))
     await http_request(

@@ -293,3 +293,134 @@ async def test_claims_reach_a_function_as_the_jwt_authorizer(keys, tmp_path):
         r = await http_request(gw.port, "GET", "/v2", headers=bearer(token))
         auth = r.json()["event"]["requestContext"]["authorizer"]
         assert auth["jwt"]["scopes"] == ["a", "b"] and auth["jwt"]["claims"]["iss"] == "iss-EdDSA"
+
+
+# -- tokens without iss: the credential picked by another claim, or the route's own key -------------------------
+
+
+def no_iss(**over: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": "user-1", "exp": now + 300, **over}
+
+
+async def test_key_claim_name_picks_the_credential_from_a_payload_claim(upstream, gateway, keys):
+    consumers = {
+        "tenant-a": {"credentials": {"jwt-auth": [{"key": "a", "algorithms": ["HS256"], "secret": SECRET}]}},
+        "tenant-b": {
+            "credentials": {"jwt-auth": [{"key": "b", "issuer": "https://b", "public_key": pem(keys["rsa"])}]}
+        },  # noqa: E501
+    }
+    gw = await gateway(route_config(upstream, {"jwt-auth": {"key_claim_name": "tenant"}}, consumers=consumers))
+    a = sign("HS256", "secret", keys, no_iss(tenant="a"))
+    b = sign("RS256", "rsa", keys, no_iss(tenant="b", iss="https://b"))
+    b_wrong_iss = sign("RS256", "rsa", keys, no_iss(tenant="b", iss="https://evil"))
+    b_no_iss = sign("RS256", "rsa", keys, no_iss(tenant="b"))
+    signed_by_a_for_b = sign("HS256", "secret", keys, no_iss(tenant="b", iss="https://b"))
+    nobody = sign("HS256", "secret", keys, no_iss(tenant="c"))
+    for _ in TWICE:
+        upstream.received.clear()
+        for token, who in ((a, "tenant-a"), (b, "tenant-b")):
+            r = await http_request(gw.port, "GET", "/x", headers=bearer(token))
+            assert r.status == 200, r.body
+            assert upstream.received[-1].header("x-consumer-username") == who
+        for token in (b_wrong_iss, b_no_iss, signed_by_a_for_b, nobody, a.replace(".", ".x", 1)):
+            r = await http_request(gw.port, "GET", "/x", headers=bearer(token))
+            assert (r.status, r.json()) == (401, {"message": "Unauthorized"})
+        assert len(upstream.received) == 2
+
+
+async def test_key_claim_name_picks_the_credential_from_a_header_field(upstream, gateway, keys, caplog):
+    caplog.set_level(logging.INFO, logger="fastgw.plugins.jwt")
+    consumers = {
+        "svc-1": {"credentials": {"jwt-auth": [{"key": "k1", "public_key": pem(keys["rsa"])}]}},
+        "svc-2": {
+            "credentials": {"jwt-auth": [{"key": "k2", "algorithms": ["ES256"], "public_key": pem(keys["p256"])}]}
+        },  # noqa: E501
+    }
+    conf = {"jwt-auth": {"key_claim_name": "kid", "key_claim_in": "header"}}
+    gw = await gateway(route_config(upstream, conf, consumers=consumers))
+    for _ in TWICE:
+        upstream.received.clear()
+        t1 = sign("RS256", "rsa", keys, no_iss(), headers={"kid": "k1"})
+        t2 = sign("ES256", "p256", keys, no_iss(), headers={"kid": "k2"})
+        for token, who in ((t1, "svc-1"), (t2, "svc-2")):
+            assert (await http_request(gw.port, "GET", "/x", headers=bearer(token))).status == 200
+            assert upstream.received[-1].header("x-consumer-username") == who
+        crossed = sign("RS256", "rsa", keys, no_iss(), headers={"kid": "k2"})  # names svc-2, signed by svc-1's key
+        unknown = sign("RS256", "rsa", keys, no_iss(), headers={"kid": "k9"})
+        for token in (crossed, unknown):
+            assert (await http_request(gw.port, "GET", "/x", headers=bearer(token))).status == 401
+        assert len(upstream.received) == 2
+    assert "no consumer credential has the kid 'k9'" in caplog.text
+    assert "alg 'RS256' is not allowed for key 'k2'" in caplog.text
+
+
+@pytest.mark.parametrize("kind", ["secret", "public_key", "jwks_url"])
+async def test_the_routes_own_key_verifies_tokens_without_consumers(upstream, gateway, keys, jwks_server, kind):
+    jwks_server.keys = [jwk(keys["rsa"], "k1", "RS256")]
+    own: dict[str, Any] = {
+        "secret": {"secret": SECRET},
+        "public_key": {"public_key": pem(keys["rsa"]), "issuer": "https://idp"},
+        "jwks_url": {"jwks_url": f"http://127.0.0.1:{jwks_server.port}/jwks", "issuer": "https://idp"},
+    }[kind]
+    gw = await gateway(route_config(upstream, {"jwt-auth": {**own, "audience": ["shop"]}}))
+    signer = ("HS256", "secret") if kind == "secret" else ("RS256", "rsa")
+    iss = {} if kind == "secret" else {"iss": "https://idp"}
+    good = sign(*signer, keys, no_iss(aud="shop", **iss), headers={"kid": "k1"})
+    bad = [
+        sign(*signer, keys, no_iss(aud="other", **iss), headers={"kid": "k1"}),  # another audience
+        sign("RS256", "rsa2", keys, no_iss(aud="shop", **iss), headers={"kid": "k1"}),  # another key
+        sign("HS256", "secret", keys, no_iss(aud="shop", **iss)) if kind != "secret" else "x.y.z",
+    ]
+    if kind != "secret":
+        bad.append(sign(*signer, keys, no_iss(aud="shop", iss="https://evil"), headers={"kid": "k1"}))
+        bad.append(sign(*signer, keys, no_iss(aud="shop"), headers={"kid": "k1"}))  # the issuer is required
+    for _ in TWICE:
+        upstream.received.clear()
+        r = await http_request(gw.port, "GET", "/x", headers=bearer(good))
+        assert r.status == 200, r.body
+        assert upstream.received[-1].header("x-consumer-username") is None  # no consumer: the token is the identity
+        for token in bad:
+            r = await http_request(gw.port, "GET", "/x", headers=bearer(token))
+            assert (r.status, r.json()) == (401, {"message": "Unauthorized"}), token
+        assert len(upstream.received) == 1
+
+
+async def test_a_token_verified_on_one_route_is_judged_again_on_another(upstream, gateway, keys):
+    # Remembered verifications belong to the route configuration that made them (its audience, its keys).
+    integ = {"type": "http", "upstream": "backend"}
+    cfg = {
+        "upstreams": {"backend": {"targets": [upstream.url]}},
+        "consumers": consumers_for(keys),
+        "routes": [
+            {"path": "/a", "integration": integ, "plugins": {"jwt-auth": {"audience": ["a"]}}},
+            {"path": "/b", "integration": integ, "plugins": {"jwt-auth": {"audience": ["b"]}}},
+        ],
+    }
+    gw = await gateway(cfg)
+    token = sign("RS256", "rsa", keys, claims("iss-RS256", aud="a"))
+    for _ in TWICE:
+        assert (await http_request(gw.port, "GET", "/a", headers=bearer(token))).status == 200
+        assert (await http_request(gw.port, "GET", "/b", headers=bearer(token))).status == 401
+    assert [r.path for r in upstream.received] == ["/a", "/a"]
+
+
+@pytest.mark.parametrize(
+    ("conf", "cred", "what"),
+    [
+        ({"secret": "s", "key_claim_name": "tenant"}, None, "not used with the plugin's own key"),
+        ({"issuer": "https://idp"}, None, "issuer and algorithms go with the plugin's own key"),
+        ({"secret": "s", "public_key": "p"}, None, "give exactly one of"),
+        ({"public_key": "p", "algorithms": ["HS256"]}, None, "HMAC algorithms need a secret"),
+        ({}, {"secret": "s", "algorithms": ["HS256"]}, "needs an issuer or a key"),
+        ({}, {"key": "k", "algorithms": ["none"], "secret": "s"}, "key 'k': unsupported algorithm(s) none"),
+    ],
+)
+def test_route_keys_and_key_claims_that_cannot_work_are_refused_at_load(conf, cred, what):
+    from fastgw.config.load import ConfigError, load_config_bytes
+
+    cfg: dict[str, Any] = {"routes": [{"path": "/", "integration": {"type": "mock"}, "plugins": {"jwt-auth": conf}}]}
+    if cred is not None:
+        cfg["consumers"] = {"c": {"credentials": {"jwt-auth": [cred]}}}
+    with pytest.raises(ConfigError, match=what.replace("(", r"\(").replace(")", r"\)")):
+        load_config_bytes(json.dumps(cfg).encode(), "gw.json")

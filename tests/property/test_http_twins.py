@@ -36,6 +36,7 @@ def _cased(name: str) -> st.SearchStrategy[str]:
 HEADER_NAME = st.one_of(
     st.sampled_from(["host", "content-length", "transfer-encoding", "connection", "expect"]).flatmap(_cased),
     st.sampled_from(["via", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "keep-alive", "te"]),
+    st.sampled_from(["X-Real-IP", "x-real-ip", "Forwarded", "forwarded", "X-Real-Ip-Not"]),
     st.sampled_from(["Accept", "User-Agent", "X-Custom", "upgrade", "Proxy-Authorization", "trailer"]),
 )
 HEADER_VALUE = st.sampled_from(
@@ -63,6 +64,8 @@ HEADER_VALUE = st.sampled_from(
         "200-ok",
         "10.0.0.1",
         "1.1 other",
+        "for=192.0.2.60;proto=http",
+        "x" * 30,
         "",
     ]
 )
@@ -125,7 +128,7 @@ def _run_requests(impl: types.ModuleType, pieces: list[bytes], limits: tuple[int
     calls: list[str] = []
     owner = types.SimpleNamespace(buffer_full=lambda: calls.append("buffer_full"))
     queue: list = []
-    sink = impl.RequestSink(owner, queue, *limits, 64)
+    sink = impl.RequestSink(owner, queue, *limits[:4], 64, max_field_size=limits[4])
     sink.parser = HttpRequestParser(sink)
     outcome = None
     for piece in pieces:
@@ -143,6 +146,7 @@ LIMITS = st.tuples(
     st.sampled_from([120, 8192, 8192, 8192]),  # max_header_size
     st.sampled_from([3, 100, 100, 100]),  # max_headers
     st.sampled_from([0, 0, 10, 1000]),  # max_body_size (0: unlimited)
+    st.sampled_from([8, 20, 8192, 8192]),  # max_field_size (one header field's name + value)
 )
 
 
@@ -234,14 +238,21 @@ def test_response_sink_twins_agree(response, cuts, flags):
     assert _run_response(_core, pieces, flags) == _run_response(_pycore, pieces, flags)
 
 
-PATH_PIECE = st.sampled_from(["/", "a", ".", "..", "%2e", "%2E", "%2F", "%41", "%", "%4", "%zz", "%00", "//", "é"])
+PATH_PIECE = st.sampled_from(
+    ["/", "a", ".", "..", "%2e", "%2E", "%2F", "%2f", "%41", "%", "%4", "%zz", "%00", "//", "é"]
+    + ["\\", "%5C", "%5c", ";", ";x", "%3B", "%25", "%252e", "%252F", "%255c", "%32", "%65", "-", "~"]
+)
+# Every policy: escaped slashes reject / keep / decode, with and without backslash-as-separator.
+PATH_POLICY = st.sampled_from([0, 1, 2, 4, 5, 6])
 
 
-@settings(max_examples=500, deadline=None)
-@given(st.lists(PATH_PIECE, max_size=10))
-def test_normalize_path_twins_agree(pieces):
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(PATH_PIECE, max_size=12), PATH_POLICY)
+def test_normalize_path_twins_agree(pieces, policy):
     raw = ("/" + "".join(pieces)).encode("utf-8")
-    assert _core.normalize_path(raw) == _pycore.normalize_path(raw)
+    assert _core.normalize_path(raw, policy) == _pycore.normalize_path(raw, policy)
+    if policy == 0:
+        assert _core.normalize_path(raw) == _pycore.normalize_path(raw)
 
 
 @settings(max_examples=500, deadline=None)

@@ -115,3 +115,42 @@ def test_cli_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for word in ("serve", "check", "routes"):
         assert word in out
+
+
+def test_path_policy_errors_name_the_key_path():
+    e = err(GOOD + b"path_policy: {escaped_slashes: unescape}\n")
+    assert e.path == "$.path_policy.escaped_slashes" and "unescape" in e.message
+    e = err(GOOD.replace(b"methods: [GET]", b"methods: [GET]\n    path_policy: {backslash: slash}"))
+    assert e.path == "$.routes[0].path_policy.backslash"
+    e = err(GOOD + b"limits: {max_header_field_size: 10}\n")
+    assert e.path == "$.limits.max_header_field_size"
+
+
+def test_path_policy_fields_inherit_from_the_wider_level():
+    from fastgw.core import PATH_BACKSLASH_SEPARATOR, PATH_SLASHES_DECODE, PATH_SLASHES_KEEP, PATH_SLASHES_REJECT
+
+    raw = b"""
+path_policy: {backslash: separator}
+upstreams: {u: {targets: ["http://127.0.0.1:9001"]}}
+routes:
+  - {path: /a, integration: {type: http, upstream: u}}
+  - {path: /b, integration: {type: http, upstream: u}, path_policy: {escaped_slashes: keep}}
+apis:
+  shop:
+    type: http
+    path_policy: {escaped_slashes: decode}
+    routes:
+      - {path: /c, integration: {type: http, upstream: u}}
+      - {path: /d, integration: {type: http, upstream: u}, path_policy: {backslash: reject}}
+"""
+    paths = load_config_bytes(raw, "gw.yaml").paths
+    sep = PATH_BACKSLASH_SEPARATOR
+    assert paths.default == PATH_SLASHES_REJECT | sep
+    assert paths.policy_of == (
+        PATH_SLASHES_REJECT | sep, PATH_SLASHES_KEEP | sep, PATH_SLASHES_DECODE | sep, PATH_SLASHES_DECODE,
+    )  # fmt: skip
+    # Each route is reached only by a path normalized under its own policy.
+    assert paths.route("GET", "h", b"/b/x%2Fy")[0] is None  # /b takes no parameter: a 404 under keep...
+    assert paths.route("GET", "h", b"/a%2F") == (None, None)  # ...and the top-level policy refuses %2F
+    assert paths.route("GET", "h", b"/x/..%2Fc") == ("/c", (2, {}))  # decoded: /c, whose policy decodes
+    assert paths.route("GET", "h", b"/d\\\\") == (None, None)  # /d refuses a backslash
