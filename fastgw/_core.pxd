@@ -22,6 +22,7 @@ cdef class Router:
     cdef dict _shapes
     cdef long long _count
     cdef public bint frozen
+    cdef _match(self, str method, str host, str path)
 
 cdef class _Bucket:
     cdef long long units

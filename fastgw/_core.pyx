@@ -230,6 +230,27 @@ cdef class Router:
         self.frozen = True
 
     def match(self, str method, str host, str path):
+        return self._match(method, host, path)
+
+    def route(self, Request req, int policy=0):
+        """See `fastgw._pycore.Router.route`: the request target's split, path policy and match in one call."""
+        cdef bytes url = req.url, raw
+        cdef Py_ssize_t q = url.find(b"?"), h
+        if q < 0:
+            raw = url
+        else:
+            raw = url[:q]
+            req.query = url[q + 1:]
+        h = raw.find(b"#")
+        if h >= 0:
+            raw = raw[:h]
+        path = _normalize(raw, policy)
+        if path is None:
+            return False
+        req.path = path
+        return self._match(req.method, req.host, path)
+
+    cdef _match(self, str method, str host, str path):
         cdef _Entry e
         cdef list entries, segs, params
         cdef set allowed
@@ -850,6 +871,10 @@ cdef class ResponseSink:
 
 def normalize_path(bytes raw, int policy=0):
     """See `fastgw._pycore.normalize_path`; the common case (nothing to normalize) is one scan here."""
+    return _normalize(raw, policy)
+
+
+cdef _normalize(bytes raw, int policy):
     cdef Py_ssize_t i, n = PyBytes_GET_SIZE(raw)
     cdef const char* p = PyBytes_AS_STRING(raw)
     for i in range(n):

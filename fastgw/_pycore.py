@@ -227,6 +227,29 @@ class Router:
             return None, tuple(sorted(allowed))
         return None
 
+    def route(
+        self, req: Request, policy: int = 0
+    ) -> tuple[object, dict[str, str]] | tuple[None, tuple[str, ...]] | None | bool:
+        """Route a request whose target is in origin form (starts with "/"): the query is split off into
+        `req.query`, a fragment dropped, the path normalized under `policy` (0: PATH_SLASHES_REJECT) into
+        `req.path`, and matched as `match` does. False: the path policy refuses the path (`req.path` stays unset).
+        A target in another form is the caller's to parse first."""
+        url = req.url
+        q = url.find(b"?")
+        if q < 0:
+            raw = url
+        else:
+            raw = url[:q]
+            req.query = url[q + 1 :]
+        h = raw.find(b"#")
+        if h >= 0:
+            raw = raw[:h]
+        path = normalize_path(raw, policy)
+        if path is None:
+            return False
+        req.path = path
+        return self.match(req.method, req.host, path)
+
     def dump(self) -> str:
         """The trie as indented text, one node a line: for reading and for snapshot tests."""
         lines: list[str] = []

@@ -54,7 +54,7 @@ class RouteTable:
     """
 
     __slots__ = ("router", "default", "order", "policy_of", "rest", "resources", "resource_of", "resource_type",
-                 "rest_prefixes", "rest_only")  # fmt: skip
+                 "rest_prefixes", "rest_only", "simple")  # fmt: skip
 
     def __init__(
         self,
@@ -93,6 +93,8 @@ class RouteTable:
             resources.freeze()
             self.resources = resources
             self.resource_of = tuple(resource_of)
+        # One path policy and no API resource rules: routing is `router.route(req, default)`, one compiled call.
+        self.simple = not self.order and self.resources is None
 
     def route(self, method: str, host: str, raw: bytes) -> tuple[str | None, Found]:
         """(the normalized path, the router's answer for it); (None, None) when the path policy refuses it."""

@@ -4,7 +4,7 @@ to requests that match nothing."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from httptools import parse_url
 
@@ -14,6 +14,7 @@ from fastgw.pipeline.exchange import Exchange
 if TYPE_CHECKING:
     from fastgw.core import Request
     from fastgw.pipeline.exchange import ClientLeg, Served
+    from fastgw.routing import Found
 
 
 def dispatch(leg: ClientLeg, req: Request) -> None:
@@ -23,38 +24,28 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
     if state.access_log is not None:
         req.t0 = time.perf_counter()
     url = req.url
-    if url[:1] == b"/":
-        q = url.find(b"?")
-        if q < 0:
-            raw = url
-        else:
-            raw, req.query = url[:q], url[q + 1 :]
-    elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
-        parsed = parse_url(url)  # absolute-form: its authority replaces Host (RFC 9112 3.2.2)
-        raw, req.query = parsed.path or b"/", parsed.query
-        if parsed.host:
-            req.host_raw = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
-            req.host = parsed.host.decode("latin-1").lower()
+    paths = gw.paths
+    found: Any  # the router's answer (see Router.match), or False: refused
+    if paths.simple and url[:1] == b"/":
+        # PERF: one path policy and no API resource rules (the usual config): the target's split, the policy and
+        # the match in one compiled call, ~1.3k instructions less per request than the general way below.
+        found = paths.router.route(req, paths.default)
+        if found is False:
+            refuse(leg, gw, req, 400, "Bad Request")
+            return
     else:
-        refuse(leg, gw, req, 400, "Bad Request: request target must be a path")
-        return
-    h = raw.find(b"#")
-    if h >= 0:
-        raw = raw[:h]
-    path, found = gw.paths.route(req.method, req.host, raw)  # the path policy, then the router
-    if path is None:
-        refuse(leg, gw, req, 400, "Bad Request")
-        return
-    req.path = path
+        found = _route(leg, gw, req, url)
+        if found is False:
+            return
     if found is None or found[0] is None:
+        path = req.path
         if found is not None and req.method == "OPTIONS":
             found = _preflight_route(gw, req, path) or found
         if found is None or found[0] is None:
-            _miss(leg, gw, req, path, found)  # type: ignore[arg-type]
+            _miss(leg, gw, req, path, found)
             return
     index, params = found
-    assert isinstance(params, dict)
-    route = gw.routes[index]  # type: ignore[call-overload]
+    route = gw.routes[index]
     chain = route.chain
     if chain is None:
         ex = Exchange(leg, gw, req, route, params, None)
@@ -69,6 +60,35 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
     ip = peer.ip if not peer.trusted else client_ip(gw, req, peer.ip)
     ctx = new_context(req, ip, params, route.info, chain)
     Exchange(leg, gw, req, route, params, ctx).run(chain)
+
+
+def _route(leg: ClientLeg, gw: Served, req: Request, url: bytes) -> Found | bool:
+    """The general way: origin- or absolute-form targets, any mix of path policies, API resource rules. False:
+    the request was refused."""
+    if url[:1] == b"/":
+        q = url.find(b"?")
+        if q < 0:
+            raw = url
+        else:
+            raw, req.query = url[:q], url[q + 1 :]
+    elif url[:7].lower() == b"http://" or url[:8].lower() == b"https://":
+        parsed = parse_url(url)  # absolute-form: its authority replaces Host (RFC 9112 3.2.2)
+        raw, req.query = parsed.path or b"/", parsed.query
+        if parsed.host:
+            req.host_raw = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+            req.host = parsed.host.decode("latin-1").lower()
+    else:
+        refuse(leg, gw, req, 400, "Bad Request: request target must be a path")
+        return False
+    h = raw.find(b"#")
+    if h >= 0:
+        raw = raw[:h]
+    path, found = gw.paths.route(req.method, req.host, raw)  # the path policy, then the router
+    if path is None:
+        refuse(leg, gw, req, 400, "Bad Request")
+        return False
+    req.path = path
+    return found
 
 
 def _miss(leg: ClientLeg, gw: Served, req: Request, path: str, found: tuple[None, tuple[str, ...]] | None) -> None:

@@ -288,3 +288,31 @@ def test_head_endings_and_the_keep_alive_rule_twins_agree(length, flags, lines):
         return keep, head, req.keep_alive
 
     assert run(_core) == run(_pycore)
+
+
+URL_PIECE = st.sampled_from(["/", "a", "..", ".", "%2F", "%2e", "?", "#", "x=1", "&", "%", "\\", ";", "//", "users"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pieces=st.lists(URL_PIECE, max_size=10),
+    method=st.sampled_from(["GET", "POST", "PUT"]),
+    policy=st.sampled_from(
+        [0, _pycore.PATH_SLASHES_KEEP, _pycore.PATH_SLASHES_DECODE, _pycore.PATH_BACKSLASH_SEPARATOR]
+    ),
+)
+def test_routing_a_request_target_twins_agree(pieces, method, policy):
+    # Router.route: the target's query split off, the fragment dropped, the path policy, the match, in one call.
+    url = ("/" + "".join(pieces)).encode()
+
+    def run(impl: types.ModuleType) -> tuple:
+        router = impl.Router()
+        router.add("users", ["GET"], "/users/{id}")
+        router.add("any", ["ANY"], "/a/{proxy+}")
+        router.add("root", ["POST"], "/")
+        router.freeze()
+        req = impl.Request()
+        req.url, req.method, req.host = url, method, "h"
+        return router.route(req, policy), req.path, req.query
+
+    assert run(_core) == run(_pycore)
