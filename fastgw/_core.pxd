@@ -17,10 +17,9 @@ cdef class _Node:
     cdef list greedy_entries
 
 cdef class Router:
+    cdef object _spec
     cdef _Node _root
     cdef dict _static
-    cdef dict _shapes
-    cdef long long _count
     cdef public bint frozen
     cdef _match(self, str method, str host, str path)
 

@@ -11,6 +11,7 @@ from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from libc.string cimport memcpy
 
+from fastgw._pycore import Router as _SpecRouter
 from fastgw._pycore import (
     PATH_BACKSLASH_SEPARATOR,
     PATH_SLASHES_DECODE,
@@ -29,15 +30,10 @@ from fastgw._pycore import (
     connection_tokens,
     normalize_path as _normalize_path_spec,
     status_line as _status_line_spec,
-    GREEDY,
     HOST_ANY,
     HOST_EXACT,
     HOST_WILDCARD,
-    LITERAL,
-    PARAM,
     RouteConflict,
-    _dump_lines,
-    _host_kind,
     parse_template,
 )
 
@@ -99,10 +95,6 @@ cdef class _Node:
         self.greedy_entries = []
 
 
-def _sort_key(_Entry e):
-    return (-e.host_kind, -len(e.host), e.order)
-
-
 cdef inline bint _host_ok(_Entry e, str host):
     if e.host_kind == HOST_ANY:
         return True
@@ -154,80 +146,34 @@ cdef _Entry _walk(_Node node, list segs, Py_ssize_t i, Py_ssize_t n, str method,
 
 
 cdef class Router:
-    """Route table: `add` routes, `freeze`, then `match` (method, host, path). See `fastgw._pycore.Router`."""
+    """Route table: `add` routes, `freeze`, then `match` (method, host, path). See `fastgw._pycore.Router`.
+
+    `add` and `freeze` run once per config load: they are the pure twin's own (parsing templates, refusing
+    conflicts, ordering entries), run on a `_pycore.Router` kept inside, and `freeze` copies its frozen trie into
+    C structs for `match`, the only part compiled twice."""
 
     def __cinit__(self):
+        self._spec = _SpecRouter()
         self._root = _Node()
         self._static = {}
-        self._shapes = {}
-        self._count = 0
         self.frozen = False
 
     def __len__(self):
-        return self._count
+        return len(self._spec)
 
     def add(self, route, methods, str path, host=None, name=None):
-        cdef _Entry entry, other
-        cdef _Node node, child
-        if self.frozen:
-            raise RuntimeError("router is frozen; build a new one to change routes")
-        mset = frozenset(m.upper() for m in methods)
-        if not mset:
-            raise ValueError(f"route {path!r}: at least one method is required")
-        shape, names = parse_template(path)
-        kind, hostkey = _host_kind(host)
-        label = name if name is not None else f"{','.join(sorted(mset))} {host or '*'}{path}"
-        entry = _Entry(route, label, mset, kind, hostkey, names, self._count)
-        key = (kind, hostkey, shape)
-        for other in self._shapes.get(key, ()):
-            if entry.any_method or other.any_method or (mset & other.methods):
-                raise RouteConflict(
-                    f"route {label!r} conflicts with route {other.name!r}: same path shape, host and method"
-                )
-        self._shapes.setdefault(key, []).append(entry)
-
-        node = self._root
-        greedy = False
-        for seg_kind, literal in shape:
-            if seg_kind == LITERAL:
-                child = node.literals.get(literal)
-                if child is None:
-                    child = _Node()
-                    node.literals[literal] = child
-                node = child
-            elif seg_kind == PARAM:
-                if node.param is None:
-                    node.param = _Node()
-                node = node.param
-            else:
-                greedy = True
-        if greedy:
-            node.greedy_entries.append(entry)
-        else:
-            node.entries.append(entry)
-        if all(k == LITERAL for k, _ in shape):
-            canon = "/" + "/".join(lit for _, lit in shape)
-            self._static.setdefault(canon, []).append(entry)
-        self._count += 1
+        self._spec.add(route, methods, path, host, name)
 
     def freeze(self):
-        cdef _Node node
-        stack = [self._root]
-        while stack:
-            node = stack.pop()
-            node.entries.sort(key=_sort_key)
-            node.greedy_entries.sort(key=_sort_key)
-            stack.extend(node.literals.values())
-            if node.param is not None:
-                stack.append(node.param)
-        static = {}
-        for path, entries in self._static.items():
-            entries.sort(key=_sort_key)
-            static[path] = entries
-            if path != "/":
-                static[path + "/"] = entries
-        self._static = static
+        spec = self._spec
+        spec.freeze()
+        made = {}  # id(entry of the spec) -> its compiled copy: the static table and the trie share entries
+        self._root = _copy_node(spec._root, made)
+        self._static = {path: [_copy_entry(e, made) for e in entries] for path, entries in spec._static.items()}
         self.frozen = True
+
+    def dump(self):
+        return self._spec.dump()
 
     def match(self, str method, str host, str path):
         return self._match(method, host, path)
@@ -277,18 +223,22 @@ cdef class Router:
             return None, tuple(sorted(allowed))
         return None
 
-    def dump(self):
-        lines = []
-        _dump_node(self._root, "/", 0, lines)
-        return "\n".join(lines) + "\n"
 
 
-cdef _dump_node(_Node node, str label, int depth, list lines):
-    lines.append(_dump_lines(label, depth, node.entries, node.greedy_entries))
-    for lit in sorted(node.literals):
-        _dump_node(node.literals[lit], lit, depth + 1, lines)
-    if node.param is not None:
-        _dump_node(node.param, "{}", depth + 1, lines)
+cdef _Entry _copy_entry(e, dict made):
+    cdef _Entry c = made.get(id(e))
+    if c is None:
+        c = made[id(e)] = _Entry(e.route, e.name, e.methods, e.host_kind, e.host, e.param_names, e.order)
+    return c
+
+
+cdef _Node _copy_node(node, dict made):
+    cdef _Node c = _Node()
+    c.literals = {lit: _copy_node(child, made) for lit, child in node.literals.items()}
+    c.param = _copy_node(node.param, made) if node.param is not None else None
+    c.entries = [_copy_entry(e, made) for e in node.entries]
+    c.greedy_entries = [_copy_entry(e, made) for e in node.greedy_entries]
+    return c
 
 
 # ------------------------------------------------------------------------------------------------------------
