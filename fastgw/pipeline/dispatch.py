@@ -59,7 +59,11 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
     peer = leg.peer
     ip = peer.ip if not peer.trusted else client_ip(gw, req, peer.ip)
     ctx = new_context(req, ip, params, route.info, chain)
-    Exchange(leg, gw, req, route, params, ctx).run(chain)
+    ex = Exchange(leg, gw, req, route, params, ctx)
+    if chain.streams:
+        ex.request_phases(0)  # PERF: nothing to do about the body first (the usual chain), one call less
+    else:
+        ex.run(chain)
 
 
 def _route(leg: ClientLeg, gw: Served, req: Request, url: bytes) -> Found | bool:

@@ -13,7 +13,8 @@ The integration's surface, the only way an integration talks back:
 - `fail(status, message, reason)`: no response can come (before the head: a JSON error; after: the connection
   is cut, the only honest signal left);
 - `done()`: the response written with `write` is complete;
-- `filter_head(head)` / `filter_body(body)` with `filters_head` / `holds_body`: the route's response filters;
+- `filter_head(head)` / `filter_body(body)`, and `response_filters()` (what a streamed response needs of them):
+  the route's response filters;
 - `pause_client()` / `resume_client()` / `paused` / `body_drained()`: flow control of the client leg (`paused`:
   the client is not reading as fast as the response comes, so the integration should stop reading too);
 - `req`, `params`, `route`, `ctx`, `peer`, `state`, `gone`.
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from fastgw.routing import RouteTable
 
 log = logging.getLogger("fastgw.pipeline")
+
+# Exchange.response_filters: what a streamed response must go through.
+FILTER_HEAD = 1
+HOLD_BODY = 2
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _TOO_LARGE = {"message": "Request size limit exceeded"}
@@ -258,17 +263,18 @@ class Exchange:
 
     # -- the response side: one filter path -------------------------------------------------------------------
 
-    @property
-    def filters_head(self) -> bool:
-        """A response head must go through `filter_head` (headers set by plugins, or header_filter phases)."""
+    def response_filters(self) -> int:
+        """What the route's filters need of a streamed response, decided once it starts: FILTER_HEAD (its head
+        goes through `filter_head`: headers set by plugins, or header_filter phases) and HOLD_BODY (body_filter
+        phases need the body whole) as bits. One call, not two properties (PERF: ~300 instructions a request)."""
         ctx = self.ctx
-        return ctx is not None and (ctx._reply_headers is not None or len(ctx.chain.header_filter) > 0)
-
-    @property
-    def holds_body(self) -> bool:
-        """The route's body_filter phases need the response body whole."""
-        ctx = self.ctx
-        return ctx is not None and len(ctx.chain.body_filter) > 0 and not self.req.head_only
+        if ctx is None:
+            return 0
+        chain = ctx.chain
+        plan = FILTER_HEAD if ctx._reply_headers is not None or chain.header_filter else 0
+        if chain.body_filter and not self.req.head_only:
+            plan |= HOLD_BODY
+        return plan
 
     @property
     def max_held(self) -> int:

@@ -21,8 +21,8 @@ from urllib.parse import quote
 from httptools import HttpParserError, HttpResponseParser
 
 from fastgw.config.load import TEMPLATE_REF
-from fastgw.core import PluginFailed, ResponseSink
-from fastgw.pipeline.exchange import Route
+from fastgw.core import PluginFailed, ResponseSink, filter_head
+from fastgw.pipeline.exchange import FILTER_HEAD, HOLD_BODY, Route
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
 
@@ -203,7 +203,8 @@ class UpstreamConnection(asyncio.Protocol):
             # The head was built by this feed (it is out[0]): the route's filters see it before the client.
             self.filtering = False
             try:
-                out[0] = ex.filter_head(out[0])
+                # PERF: the core's filter_head itself, which ex.filter_head wraps: one Python frame less a request.
+                out[0] = filter_head(ex.ctx, out[0])  # type: ignore[arg-type]
             except PluginFailed as exc:
                 self._filter_failed(ex, out, exc)
                 return
@@ -237,8 +238,9 @@ class UpstreamConnection(asyncio.Protocol):
         route: HttpRoute = ex.route  # type: ignore[assignment]
         self.sink.begin(req, route.server_line, route.via, DATE.line, self.state)
         if ex.ctx is not None:
-            self.filtering = ex.filters_head
-            if ex.holds_body:
+            plan = ex.response_filters()
+            self.filtering = plan & FILTER_HEAD != 0
+            if plan & HOLD_BODY:
                 self.held = 0
                 self.sink.collect = True  # the body as it comes, unframed: it is sent again with its new length
             else:
