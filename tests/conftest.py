@@ -3,9 +3,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import uvloop
 
 from fastgw.pytest_plugin import GatewayFactory, echo_upstream, fastgw_gateway  # noqa: F401 - the public fixtures
 from fastgw.testing import EchoUpstream
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every async test and fixture runs on uvloop, the loop `fastgw serve` runs on: transports, timers and
+    signal handling differ from asyncio's own loop in ways a gateway notices (tests/integration/test_loop.py)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 # The project's tests use the fixtures plugin authors get (fastgw.pytest_plugin), under shorter names.
