@@ -28,7 +28,7 @@ bench-functions:
 	$(PY) bench/functions.py
 
 lint:
-	$(PY) -m ruff check fastgw tests bench docs .ci && $(PY) -m ruff format --check fastgw tests bench docs .ci && $(PY) -m mypy fastgw
+	$(PY) -m ruff check fastgw tests bench docs/diagram.py .ci/release_check.py && $(PY) -m ruff format --check fastgw tests bench docs/diagram.py .ci/release_check.py && $(PY) -m mypy fastgw
 
 clean:
 	rm -rf build dist *.egg-info fastgw/_core.c fastgw/_core*.so fastgw/_core.html fastgw/_core_missing.txt
