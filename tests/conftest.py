@@ -3,16 +3,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import uvloop
 
-from fastgw.pytest_plugin import GatewayFactory, echo_upstream, fastgw_gateway  # noqa: F401 - the public fixtures
+# The public fixtures, and the hook that runs every async test and fixture on uvloop as `fastgw serve` does
+# (tests/integration/test_loop.py fails otherwise).
+from fastgw.pytest_plugin import (  # noqa: F401
+    GatewayFactory,
+    echo_upstream,
+    fastgw_gateway,
+    pytest_asyncio_loop_factories,
+)
 from fastgw.testing import EchoUpstream
-
-
-def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Every async test and fixture runs on uvloop, the loop `fastgw serve` runs on: transports, timers and
-    signal handling differ from asyncio's own loop in ways a gateway notices (tests/integration/test_loop.py)."""
-    return {"uvloop": uvloop.new_event_loop}
 
 
 # The project's tests use the fixtures plugin authors get (fastgw.pytest_plugin), under shorter names.
