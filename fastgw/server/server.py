@@ -123,6 +123,8 @@ class Server:
             log.error("reload refused, still serving the previous config: %s", exc)
             return False
         old, state.gateway = state.gateway, gateway
+        if loaded.config.logging.level != self._loaded.config.logging.level:
+            logging.getLogger().setLevel(loaded.config.logging.level.upper())
         self._loaded = loaded
         self.shutdown_timeout = loaded.config.server.shutdown_timeout
         gateway.start()
