@@ -56,9 +56,13 @@ def _fallback_reason() -> str:
     from fastgw import core
 
     marker = resources.files("fastgw") / MISSING_MARKER
-    if not os.environ.get("FASTGW_NO_EXTENSIONS") and marker.is_file():
+    if not _no_extensions() and marker.is_file():
         return f"it was not built when fastgw was installed: {marker.read_text().strip()}"
     return core.FALLBACK_REASON or "unknown"
+
+
+def _no_extensions() -> bool:
+    return os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0")  # the rule fastgw.core applies
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,7 +332,7 @@ def _serve(args: argparse.Namespace) -> int:
             "RUNNING ON THE PURE-PYTHON CORE: routing and rate limiting are several times slower. Why: %s. %s",
             _fallback_reason(),
             "Unset FASTGW_NO_EXTENSIONS to use the compiled core."
-            if os.environ.get("FASTGW_NO_EXTENSIONS")
+            if _no_extensions()
             else "Install a C compiler and the Python headers (apt-get install -y gcc python3-dev), then reinstall: "
             "pip install --force-reinstall --no-cache-dir --no-deps fastgw",
         )
@@ -343,6 +347,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _free_port(host: str) -> int:
+    """A port the kernel would give a listener on `host` now. NOTE: another process could take it before the
+    gateway binds it, as with any port picked ahead; the listener then fails loudly with "cannot listen"."""
     import socket
 
     family, kind, proto, _, addr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
