@@ -152,14 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _load(path: str, overrides: Sequence[Override] = (), *, to_serve: bool = False) -> LoadedConfig | None:
+def _load(
+    path: str, overrides: Sequence[Override] = (), *, to_serve: bool = False, path_from: str = ""
+) -> LoadedConfig | None:
     from fastgw.config.load import ConfigError, load_config, require_routes
 
     try:
         loaded = load_config(path, overrides)
         return require_routes(loaded) if to_serve else loaded
     except ConfigError as exc:
-        print(f"fastgw: invalid config: {exc}", file=sys.stderr)
+        where = f" (the config named by {path_from})" if path_from else ""
+        print(f"fastgw: invalid config{where}: {exc}", file=sys.stderr)
         return None
 
 
@@ -291,6 +294,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     setup_logging("info")
     path = args.config or os.environ.get("FASTGW_CONFIG")
+    path_from = "FASTGW_CONFIG" if path and not args.config else ""
     if not path:
         path = str(default_config_path())
         log.info("no CONFIG given: serving the built-in quickstart %s (copy it to start your own)", path)
@@ -306,7 +310,7 @@ def _serve(args: argparse.Namespace) -> int:
         elif os.environ.get(env):
             env_value = os.environ[env] if key in ("server.host", "logging.level") else _env_int(env)
             overrides.append(Override(key, env_value, env))
-    loaded = _load(path, overrides, to_serve=True)
+    loaded = _load(path, overrides, to_serve=True, path_from=path_from)
     if loaded is None:
         return 1
     cfg = loaded.config

@@ -207,6 +207,13 @@ def test_serve_errors_name_the_flag_or_variable_the_value_came_from(tmp_path, mo
         assert str(cfg) in err_text  # and which file's setting it replaced
 
 
+def test_serve_says_when_the_config_path_came_from_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FASTGW_CONFIG", str(tmp_path / "missing.yaml"))
+    assert main(["serve"]) == 1
+    err_text = capsys.readouterr().err
+    assert "(the config named by FASTGW_CONFIG)" in err_text and "missing.yaml: $: cannot read the file" in err_text
+
+
 def test_routes_lists_each_routes_plugins_in_the_order_they_run(tmp_path, capsys):
     cfg = tmp_path / "gw.yaml"
     cfg.write_text(
