@@ -8,11 +8,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fastgw import __version__
 
+if TYPE_CHECKING:
+    from fastgw.config.load import LoadedConfig, Override
+
 log = logging.getLogger("fastgw")
 
+# Left in the package by setup.py when the compiled core could not be built at install time (its reason inside).
+MISSING_MARKER = "_core_missing.txt"
 _ENV_HELP = "environment: FASTGW_CONFIG, FASTGW_HOST, FASTGW_PORT, FASTGW_WORKERS, FASTGW_LOG_LEVEL"
 
 
@@ -26,13 +32,46 @@ def _env_int(name: str) -> int | None:
         raise SystemExit(f"fastgw: {name}={value!r} is not an integer") from None
 
 
+class _Version(argparse.Action):
+    """`fastgw --version`, with the core: a pure-Python installation should be visible at a glance."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(f"fastgw {__version__} ({_core_summary()})")
+        parser.exit()
+
+
+def _core_summary() -> str:
+    from fastgw import core
+
+    return "compiled core" if core.COMPILED else f"PURE-PYTHON core: {_fallback_reason()}"
+
+
+def _fallback_reason() -> str:
+    """Why the compiled core is not running, including why it was not built when fastgw was installed."""
+    from importlib import resources
+
+    from fastgw import core
+
+    marker = resources.files("fastgw") / MISSING_MARKER
+    if not _no_extensions() and marker.is_file():
+        return f"it was not built when fastgw was installed: {marker.read_text().strip()}"
+    return core.FALLBACK_REASON or "unknown"
+
+
+def _no_extensions() -> bool:
+    return os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0")  # the rule fastgw.core applies
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastgw",
         description="fastgw: an API gateway with a compiled router inside a uvloop + httptools proxy.",
         epilog=_ENV_HELP,
     )
-    parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and which core this installation runs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser(
@@ -68,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a PBKDF2 hash for a basic-auth credential (reads the password from stdin)",
         description="Read a password from stdin (one line) and print the pbkdf2_sha256$... hash to put in a "
         "consumer's basic-auth credential as password_hash. Example: "
-        "printf '%%s' 's3cret' | fastgw hash-password",
+        "printf '%s' 's3cret' | fastgw hash-password",
     )
     hp.add_argument("--iterations", type=int, default=None, help="PBKDF2 iterations (default: 600000)")
 
@@ -77,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-invoke one request through the gateway without serving (like API Gateway's Test tab)",
         description="Run one request through CONFIG's routes, integrations and functions without opening a port, "
         "and print what API Gateway's Test tab shows: status, latency, response body and headers, the event sent "
-        "to the function, its result or error, and its log lines. Example: "
+        "to the function, its result or error, and its log lines. Exits 1 when the integration failed (an upstream "
+        "that refused or timed out, a function error), with the reason in the log. Example: "
         "fastgw invoke examples/my-rest-api/fastgw.yaml GET /Prod",
     )
     inv.add_argument("config", help="YAML or JSON config file")
@@ -112,18 +152,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]
-    from fastgw.config.load import ConfigError, load_config
+def _load(
+    path: str, overrides: Sequence[Override] = (), *, to_serve: bool = False, path_from: str = ""
+) -> LoadedConfig | None:
+    from fastgw.config.load import ConfigError, load_config, require_routes
 
     try:
-        return load_config(path)
+        loaded = load_config(path, overrides)
+        return require_routes(loaded) if to_serve else loaded
     except ConfigError as exc:
-        print(f"fastgw: invalid config: {exc}", file=sys.stderr)
+        where = f" (the config named by {path_from})" if path_from else ""
+        print(f"fastgw: invalid config{where}: {exc}", file=sys.stderr)
         return None
 
 
 def _check(path: str) -> int:
-    loaded = _load(path)
+    loaded = _load(path, to_serve=True)
     if loaded is None:
         return 1
     cfg = loaded.config
@@ -144,7 +188,8 @@ def _routes(path: str, tree: bool) -> int:
     from fastgw.config.schema import HttpIntegration, LambdaIntegration
 
     rows = [("METHODS", "HOST", "PATH", "INTEGRATION", "NAME", "PLUGINS")]
-    for entry in loaded.entries:
+    chains = loaded.plugins.chains if loaded.plugins is not None else (None,) * len(loaded.entries)
+    for entry, chain in zip(loaded.entries, chains, strict=True):
         route, integ = entry.route, entry.integration
         if isinstance(integ, HttpIntegration):
             target = f"http -> {integ.upstream}"
@@ -157,7 +202,9 @@ def _routes(path: str, tree: bool) -> int:
             target = f"lambda -> {integ.function} ({fmt})"
         else:
             target = f"mock {integ.status}"
-        rows.append((",".join(route.methods), route.host or "*", entry.path, target, entry.label, "-"))
+        # In the order they run (priority, higher first); a consumer's own plugins are not listed.
+        plugins = ",".join(name for _, _, name in chain.entries) if chain is not None and chain.entries else "-"
+        rows.append((",".join(route.methods), route.host or "*", entry.path, target, entry.label, plugins))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
@@ -200,7 +247,6 @@ def _hash_password(iterations: int | None) -> int:
 
 
 def _invoke(args: argparse.Namespace) -> int:
-    import asyncio
     from pathlib import Path
     from urllib.parse import quote, urlencode
 
@@ -229,45 +275,70 @@ def _invoke(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     if loaded is None:
         return 1
-    result = asyncio.run(invoke(loaded, args.method, path, headers, body))
+    import uvloop
+
+    result = uvloop.run(invoke(loaded, args.method, path, headers, body))  # the loop `fastgw serve` runs on
     if args.json:
         import orjson
 
         sys.stdout.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         sys.stdout.write(result.to_text())
-    return 0
+    # A script (or CI) calling invoke learns that the integration failed, not only that something was printed.
+    return 1 if result.failure else 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fastgw.config.load import default_config_path
+    from fastgw.config.load import Override, default_config_path
     from fastgw.server.server import run_worker, setup_logging, supervise
 
-    path = args.config or os.environ.get("FASTGW_CONFIG") or str(default_config_path())
-    level = args.log_level or os.environ.get("FASTGW_LOG_LEVEL") or None
-    setup_logging(level or "info")
-    loaded = _load(path)
+    setup_logging("info")
+    path = args.config or os.environ.get("FASTGW_CONFIG")
+    path_from = "FASTGW_CONFIG" if path and not args.config else ""
+    if not path:
+        path = str(default_config_path())
+        log.info("no CONFIG given: serving the built-in quickstart %s (copy it to start your own)", path)
+    overrides = []
+    for key, flag, env, value in (
+        ("server.host", "--host", "FASTGW_HOST", args.host),
+        ("server.port", "--port", "FASTGW_PORT", args.port),
+        ("server.workers", "--workers", "FASTGW_WORKERS", args.workers),
+        ("logging.level", "--log-level", "FASTGW_LOG_LEVEL", args.log_level),
+    ):
+        if value is not None:
+            overrides.append(Override(key, value, flag))
+        elif os.environ.get(env):
+            env_value = os.environ[env] if key in ("server.host", "logging.level") else _env_int(env)
+            overrides.append(Override(key, env_value, env))
+    loaded = _load(path, overrides, to_serve=True, path_from=path_from)
     if loaded is None:
         return 1
     cfg = loaded.config
-    if level is None:
-        logging.getLogger().setLevel(cfg.logging.level.upper())
-    host = args.host or os.environ.get("FASTGW_HOST") or cfg.server.host
-    port = args.port if args.port is not None else _env_int("FASTGW_PORT")
-    port = cfg.server.port if port is None else port
-    workers = args.workers if args.workers is not None else _env_int("FASTGW_WORKERS")
-    workers = cfg.server.workers if workers is None else workers
-    if workers < 1:
-        print("fastgw: --workers must be at least 1", file=sys.stderr)
-        return 2
+    if cfg.server.port == 0:
+        # The port is chosen here rather than by the listening socket, so that the config (`${server.port}`, the
+        # quickstart's upstream that is the gateway itself) knows it, now and on every reload.
+        try:
+            port = _free_port(cfg.server.host)
+        except OSError as exc:
+            print(f"fastgw: cannot listen on {cfg.server.host}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        loaded = _load(path, [*overrides, Override("server.port", port, "port 0 (a free port)")], to_serve=True)
+        if loaded is None:
+            return 1
+        cfg = loaded.config
+    logging.getLogger().setLevel(cfg.logging.level.upper())
+    host, port, workers = cfg.server.host, cfg.server.port, cfg.server.workers
 
     from fastgw import core
 
     if not core.COMPILED:
         log.warning(
-            "RUNNING ON THE PURE-PYTHON CORE (%s): routing and rate limiting are several times slower. "
-            "Unset FASTGW_NO_EXTENSIONS or reinstall fastgw with a C compiler.",
-            core.FALLBACK_REASON,
+            "RUNNING ON THE PURE-PYTHON CORE: routing and rate limiting are several times slower. Why: %s. %s",
+            _fallback_reason(),
+            "Unset FASTGW_NO_EXTENSIONS to use the compiled core."
+            if _no_extensions()
+            else "Install a C compiler and the Python headers (apt-get install -y gcc python3-dev), then reinstall: "
+            "pip install --force-reinstall --no-cache-dir --no-deps fastgw",
         )
     try:
         if workers == 1:
@@ -277,3 +348,14 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fastgw: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+def _free_port(host: str) -> int:
+    """A port the kernel would give a listener on `host` now. NOTE: another process could take it before the
+    gateway binds it, as with any port picked ahead; the listener then fails loudly with "cannot listen"."""
+    import socket
+
+    family, kind, proto, _, addr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.bind(addr)
+        return int(probe.getsockname()[1])

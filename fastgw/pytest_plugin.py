@@ -5,6 +5,8 @@
 - `echo_upstream`: an `EchoUpstream` on a free loopback port (it answers with what it received and records it).
 - `fastgw_gateway`: a factory, `server = await fastgw_gateway(config, base_dir=None)`, serving `config` (a dict or
   YAML text) on a free loopback port in the test's event loop; every gateway made is shut down at teardown.
+- `pytest_asyncio_loop_factories`: imported into a conftest.py too, every async test and fixture there runs on
+  uvloop, the loop `fastgw serve` runs on (needs pytest-asyncio >= 1.4).
 
 Needs pytest-asyncio (part of fastgw's `test` extra).
 """
@@ -16,12 +18,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
+import uvloop
 
 from fastgw.server.server import Server
 from fastgw.testing import EchoUpstream, running_gateway
 
 GatewayFactory = Callable[..., Awaitable[Server]]
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """pytest-asyncio's hook: run async tests and fixtures on uvloop, as the gateway serves. Transports, timers
+    and signal handling differ from asyncio's own loop in ways a gateway notices."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest_asyncio.fixture

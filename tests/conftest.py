@@ -4,7 +4,14 @@ from typing import Any
 
 import pytest
 
-from fastgw.pytest_plugin import GatewayFactory, echo_upstream, fastgw_gateway  # noqa: F401 - the public fixtures
+# The public fixtures, and the hook that runs every async test and fixture on uvloop as `fastgw serve` does
+# (tests/integration/test_loop.py fails otherwise).
+from fastgw.pytest_plugin import (  # noqa: F401
+    GatewayFactory,
+    echo_upstream,
+    fastgw_gateway,
+    pytest_asyncio_loop_factories,
+)
 from fastgw.testing import EchoUpstream
 
 

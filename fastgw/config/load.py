@@ -6,13 +6,18 @@ expected; nothing here binds a socket, so `fastgw check` runs exactly this.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import re
+import types
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import yaml
@@ -24,6 +29,7 @@ from fastgw.config.schema import (
     HttpIntegration,
     Integration,
     LambdaIntegration,
+    MockIntegration,
     Route,
     Stage,
     Upstream,
@@ -41,6 +47,11 @@ _MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S
 TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
 # `${stageVariables.NAME}` in an API route's integration, replaced per stage when the config loads.
 STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
+# `${server.host}` / `${server.port}` in an upstream target or a mock response: where this gateway listens (after
+# --host/--port and FASTGW_HOST/FASTGW_PORT), so a config that points at the gateway itself follows it.
+SERVER_REF = re.compile(r"\$\{server\.(host|port)\}")
+# The integration types, for errors that name a wrong or missing one.
+INTEGRATION_TYPES = ", ".join(sorted(str(t.__struct_config__.tag) for t in Integration.__args__))
 
 
 class ConfigError(Exception):
@@ -51,6 +62,23 @@ class ConfigError(Exception):
         self.path = path
         self.message = message
         super().__init__(f"{source}: {path}: {message}")
+
+
+@dataclass(frozen=True)
+class Override:
+    """A setting given on the command line or in the environment (`server.port` from `--port` or FASTGW_PORT):
+    it wins over the config file, and an error in it names where it came from."""
+
+    key: str  # "server.port": a section of the config and one of its keys
+    value: Any
+    origin: str  # "--port" or "FASTGW_PORT"
+
+    def describe(self) -> str:
+        return f"{self.origin} {self.value}" if self.origin.startswith("-") else f"{self.origin}={self.value}"
+
+
+# Settings a running gateway cannot change: a reload keeps them as they are, and says a restart is needed.
+RESTART_ONLY = ("server.host", "server.port", "server.workers", "server.backlog", "logging.access_log")
 
 
 @dataclass(frozen=True)
@@ -87,6 +115,8 @@ class LoadedConfig:
     rest_prefixes: frozenset[str] = frozenset()
     # Plugin chains (one per entry, None for none) and consumers.
     plugins: PluginSetup | None = None
+    # What the command line and the environment set over the file (applied again on every reload).
+    overrides: tuple[Override, ...] = ()
 
 
 def default_config_path() -> Path:
@@ -94,30 +124,41 @@ def default_config_path() -> Path:
     return Path(str(resources.files("fastgw") / "examples" / "quickstart.yaml"))
 
 
-def load_config(path: str | Path) -> LoadedConfig:
+def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> LoadedConfig:
     source = str(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(source, "$", f"cannot read the file: {exc.strerror or exc}") from None
-    return load_config_bytes(raw, source, Path(path).resolve().parent)
+    return load_config_bytes(raw, source, Path(path).resolve().parent, overrides)
 
 
-def load_config_bytes(raw: bytes, source: str = "<config>", base_dir: Path | None = None) -> LoadedConfig:
+def load_config_bytes(
+    raw: bytes, source: str = "<config>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
+) -> LoadedConfig:
     data = _parse(raw, source)
     if data is None:
-        data = {}
+        raise ConfigError(
+            source, "$", "the config is empty: it needs at least one route (see fastgw serve's quickstart)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(source, "$", f"expected a mapping at the top level, got {type(data).__name__}")
+    given = _apply_overrides(data, overrides)
     try:
         config = msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as exc:
         m = _MSGSPEC_PATH.match(str(exc))
         assert m is not None
         path = _name_key(m.group("path") or "$", data)
-        raise ConfigError(source, path, m.group("msg")) from None
+        message = _explain(path, m.group("msg"))
+        if path in given:
+            o = given[path]
+            raise ConfigError(o.describe(), path, f"{message} ({o.origin} overrides {path[2:]} of {source})") from None
+        raise ConfigError(source, path, message) from None
+    config = _resolve_server_refs(config)
     base = base_dir if base_dir is not None else Path.cwd()
     entries, rest_prefixes = _entries(config, source)
+    _check_upstreams(config, source)
     _check_functions(config, source, base)
     router = _check(config, entries, source)
     try:
@@ -133,7 +174,160 @@ def load_config_bytes(raw: bytes, source: str = "<config>", base_dir: Path | Non
         rest_prefixes=rest_prefixes,
         plugins=plugins,
         paths=_route_table(config, entries, router, rest_prefixes),
+        overrides=tuple(overrides),
     )
+
+
+def require_routes(loaded: LoadedConfig) -> LoadedConfig:
+    """A config to serve (or to `fastgw check`) needs a route: with none, every request would answer 404."""
+    if not loaded.entries:
+        raise ConfigError(
+            loaded.source, "$.routes", "no routes (here or under apis): every request would answer 404; add one"
+        )
+    return loaded
+
+
+def reload_config(running: LoadedConfig) -> tuple[LoadedConfig, list[str]]:
+    """Load `running`'s file again, with the same overrides, for a running gateway (SIGHUP). The settings it cannot
+    change while running (RESTART_ONLY) keep their running values, so the rest of the new config serves as meant;
+    the second value names each one the file changed, as `key: running -> in the file`. Raises ConfigError."""
+    fresh = require_routes(load_config(running.source, running.overrides))
+    changed = []
+    pinned = list(running.overrides)
+    for key in RESTART_ONLY:
+        now, new = _setting(running.config, key), _setting(fresh.config, key)
+        if now != new:
+            changed.append(f"{key}: {now!r} -> {new!r}")
+            pinned.append(Override(key, now, "the running gateway"))
+    if not changed:
+        return fresh, changed
+    # Loaded again with those pinned, so that `${server.port}` and the like still say where the gateway listens.
+    kept = load_config(running.source, pinned)
+    return dataclasses.replace(kept, overrides=running.overrides), changed
+
+
+def _setting(config: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Override]:
+    """Set each override in the parsed file; returns them by key path, to name them in errors."""
+    given = {}
+    for o in overrides:
+        section, name = o.key.split(".")
+        table = data.setdefault(section, {})
+        if isinstance(table, dict):  # anything else is the file's own error, reported as such
+            table[name] = o.value
+            given[f"$.{o.key}"] = o
+    return given
+
+
+def _explain(path: str, message: str) -> str:
+    """msgspec's message, with the valid choices where it does not give them."""
+    if path.endswith(".integration.type") and message.startswith("Invalid value"):
+        return f"{message}: expected one of {INTEGRATION_TYPES}"
+    if path.endswith(".integration") and "`type`" in message:
+        return f"{message}: one of {INTEGRATION_TYPES}"
+    if path.endswith(".integration") and message.startswith("Expected `object`"):
+        return f"{message}: an integration is a mapping with a `type` ({INTEGRATION_TYPES})"
+    if message.startswith("Invalid enum value"):
+        choices = _choices(path)
+        if choices:
+            return f"{message}: expected one of {', '.join(choices)}"
+    return message
+
+
+def _choices(path: str) -> list[str] | None:
+    """The values a `Literal` setting allows, found by following `path` through the schema."""
+    tp: Any = Config
+    for key, _index in re.findall(r"\.([^.\[]+)|\[([^\]]*)\]", path):
+        tp = _unwrap(tp)
+        if key:  # a field of a Struct (of one member of a union), or a key of a mapping
+            fields = [
+                typing.get_type_hints(t, include_extras=True)
+                for t in _members(tp)
+                if isinstance(t, type) and issubclass(t, msgspec.Struct)
+            ]
+            found = [f[key] for f in fields if key in f]
+            if found:
+                tp = found[0]
+                continue
+        if typing.get_origin(tp) not in (dict, list):
+            return None
+        tp = typing.get_args(tp)[-1]
+    values = [v for t in _members(_unwrap(tp)) if typing.get_origin(t) is typing.Literal for v in typing.get_args(t)]
+    return [str(v) for v in values] or None
+
+
+def _unwrap(tp: Any) -> Any:
+    return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
+
+
+def _members(tp: Any) -> list[Any]:
+    return (
+        [_unwrap(t) for t in typing.get_args(tp)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
+    )
+
+
+def _resolve_server_refs(config: Config) -> Config:
+    """Replace `${server.host}` and `${server.port}` in upstream targets and mock responses."""
+    host = config.server.host
+    values = {"host": f"[{host}]" if ":" in host else host, "port": str(config.server.port)}
+
+    def sub(value: Any) -> Any:
+        if isinstance(value, str):
+            return SERVER_REF.sub(lambda m: values[m.group(1)], value) if "${server." in value else value
+        if isinstance(value, list):
+            return [sub(v) for v in value]
+        if isinstance(value, dict):
+            return {k: sub(v) for k, v in value.items()}
+        return value
+
+    def route(r: Route) -> Route:
+        integ = r.integration
+        if not isinstance(integ, MockIntegration):
+            return r
+        return msgspec.structs.replace(
+            r, integration=msgspec.structs.replace(integ, body=sub(integ.body), headers=sub(integ.headers))
+        )
+
+    upstreams = {n: msgspec.structs.replace(u, targets=sub(u.targets)) for n, u in config.upstreams.items()}
+    apis = {n: msgspec.structs.replace(a, routes=[route(r) for r in a.routes]) for n, a in config.apis.items()}
+    return msgspec.structs.replace(config, upstreams=upstreams, routes=[route(r) for r in config.routes], apis=apis)
+
+
+def _check_upstreams(config: Config, source: str) -> None:
+    for name, upstream in config.upstreams.items():
+        for i, url in enumerate(upstream.targets):
+            problem = target_problem(url)
+            if problem:
+                raise ConfigError(source, f"$.upstreams.{name}.targets[{i}]", problem)
+
+
+def target_problem(url: str) -> str | None:
+    """Why `url` cannot be an upstream target (`http://host:port`), or None."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return f"expected http://host:port, got {url!r}: a target starts with its scheme, e.g. 'http://{url}'"
+    if scheme == "https":
+        return (
+            f"expected http://host:port, got {url!r}: fastgw speaks plain HTTP/1.1 to upstreams (TLS to upstreams is "
+            "not built yet); use an http:// target"
+        )
+    if scheme != "http":
+        return f"expected http://host:port, got {url!r}: the scheme must be http"
+    rest = rest[:-1] if rest.endswith("/") else rest
+    if not rest or any(c in rest for c in "/?#") or any(c.isspace() for c in rest):
+        return f"expected http://host:port, got {url!r}: a target is a host and port only (no path, query or spaces)"
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+    except ValueError:
+        return f"expected http://host:port, got {url!r}: the port must be a number from 1 to 65535"
+    if not parts.hostname:
+        return f"expected http://host:port, got {url!r}: no host"
+    return None
 
 
 _KEYED: dict[str, type] = {"upstreams": Upstream, "functions": Function, "apis": Api, "consumers": ConsumerSpec}

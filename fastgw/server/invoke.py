@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,19 @@ class InvokeResult:
     latency_ms: float
     route: str
     trace: Trace = field(default_factory=Trace)
+    # What the gateway logged at warning level or above while it ran the request (an upstream that refused, a
+    # function that timed out): the reason behind an error answer, which the response itself never says.
+    gateway_log: list[str] = field(default_factory=list)
+
+    @property
+    def failure(self) -> str:
+        """Why the request failed inside the gateway (the integration could not answer), or "" when it did not:
+        a status the upstream or the function chose is an answer, not a failure."""
+        if self.trace.reason:
+            return self.trace.reason
+        if self.status >= 500 and self.gateway_log:
+            return self.gateway_log[-1]
+        return ""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -66,8 +80,10 @@ class InvokeResult:
                 fn.update(duration_ms=round(o.duration_ms, 2), cold_start=o.cold_start, logs=o.logs)
                 fn["result" if o.ok else "error"] = o.value if o.ok else o.error
             out["function"] = fn
-        if t.reason:
-            out["error"] = t.reason
+        if self.failure:
+            out["error"] = self.failure
+        if self.gateway_log:
+            out["gateway_log"] = self.gateway_log
         return out
 
     def to_text(self) -> str:
@@ -99,8 +115,9 @@ class InvokeResult:
             log += [f"Function log: {line}" for line in o.logs]
             shown = o.value if o.ok else o.error
             log.append("Endpoint response body before transformations: " + orjson.dumps(shown).decode())
-        if t.reason:
-            log.append(f"Execution failed: {t.reason}")
+        log += [f"Gateway log: {line}" for line in self.gateway_log if line != self.failure]
+        if self.failure:
+            log.append(f"Execution failed: {self.failure}")
         log.append(f"Method completed with status: {self.status}")
         lines += [f"{stamp} : {entry}" for entry in log]
         return "\n".join(lines) + "\n"
@@ -127,6 +144,8 @@ async def invoke(
     if body and "content-length" not in lower and "transfer-encoding" not in lower:
         hdrs["content-length"] = str(len(body))
     ours, theirs = socket.socketpair()
+    collected = _Collect()
+    logging.getLogger("fastgw").addHandler(collected)
     try:
         _, proto = await loop.connect_accepted_socket(lambda: ClientProtocol(state), ours)
         proto.peer = Peer(SOURCE_IP)
@@ -143,4 +162,16 @@ async def invoke(
         with contextlib.suppress(OSError):
             theirs.close()
         await gateway.aclose()
-    return InvokeResult(method, path, hdrs, body, resp.status, resp.headers, resp.body, latency, trace.route, trace)
+        logging.getLogger("fastgw").removeHandler(collected)
+    return InvokeResult(
+        method, path, hdrs, body, resp.status, resp.headers, resp.body, latency, trace.route, trace, collected.lines
+    )
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())

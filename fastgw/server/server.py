@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 
-from fastgw.config.load import ConfigError, LoadedConfig, load_config
+from fastgw.config.load import ConfigError, LoadedConfig, load_config, reload_config
 from fastgw.gateway import Gateway
 from fastgw.observability.accesslog import AccessLog
 from fastgw.pipeline.exchange import Worker
@@ -89,23 +89,39 @@ class Server:
         self._tick = state.loop.call_later(TICK, self._on_tick)
 
     def reload(self, path: str | None = None) -> bool:
-        """Load the config again and swap it in; on any error the running config stays."""
+        """Load the config again and swap it in; on any error the running config stays. Settings that only a
+        restart can change (the address, workers, backlog, access log on/off) keep their running values, and the
+        log says which ones the file changed."""
         state = self.state
         assert state is not None
-        path = path or self.config_path
         try:
-            loaded = load_config(path)
+            if path is None or path == self._loaded.source:
+                loaded, needs_restart = reload_config(self._loaded)
+            else:
+                loaded, needs_restart = load_config(path), []
             gateway = Gateway(loaded, previous=self.gateway)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             return False
         old, self.gateway = self.gateway, gateway
         state.gateway = gateway  # new requests start on it; exchanges in flight keep the old one
+        if loaded.config.logging.level != self._loaded.config.logging.level:
+            logging.getLogger().setLevel(loaded.config.logging.level.upper())
         self._loaded = loaded
+        self.shutdown_timeout = loaded.config.server.shutdown_timeout
         gateway.start()
         if old is not None:
             old.close()  # its upstream pools, and the function pools the new config did not keep
-        log.info("reloaded %s: %d routes", path, len(loaded.entries))
+        log.info("reloaded %s: %d routes", loaded.source, len(loaded.entries))
+        if needs_restart:
+            log.warning(
+                "reload: %s changed in %s and needs a restart to apply (still listening on %s:%d); the rest of the "
+                "new config is serving",
+                "; ".join(needs_restart),
+                loaded.source,
+                self.host,
+                self.port,
+            )
         return True
 
     async def shutdown(self, timeout: float | None = None) -> None:

@@ -54,7 +54,7 @@ def test_invoke_json_shows_event_result_and_logs(config, capsys):
 
 
 def test_invoke_shows_why_a_function_failed(config, capsys):
-    assert main(["invoke", config, "POST", "/Prod/hello/bob", "-q", "fail=1", "--json"]) == 0
+    assert main(["invoke", config, "POST", "/Prod/hello/bob", "-q", "fail=1", "--json"]) == 1
     out = orjson.loads(capsys.readouterr().out)
     assert out["status"] == 502 and orjson.loads(out["body"]) == {"message": "Internal server error"}
     assert out["function"]["error"]["errorType"] == "RuntimeError"
@@ -73,3 +73,36 @@ def test_invoke_text_layout_and_misses(config, capsys):
     out = orjson.loads(capsys.readouterr().out)
     assert out["status"] == 403 and "function" not in out  # nothing was invoked
     assert main(["invoke", config, "GET", "/x", "-H", "no-colon"]) == 2
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_invoke_of_a_failing_upstream_exits_1_and_logs_why(tmp_path, capsys):
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        f"""
+upstreams: {{down: {{targets: ["http://127.0.0.1:{_closed_port()}"]}}}}
+routes:
+  - {{path: /down, integration: {{type: http, upstream: down}}}}
+  - {{path: /fine, integration: {{type: mock, status: 503, body: maintenance}}}}
+"""
+    )
+    assert main(["invoke", str(path), "GET", "/down"]) == 1
+    text = capsys.readouterr().out
+    assert "Status: 502" in text
+    log = text[text.index("\nLog\n") :]
+    failed = [line for line in log.splitlines() if "Execution failed: " in line]
+    assert failed and "route=routes[0] -> 502" in failed[0], log  # the upstream's failure, in the log section
+    assert main(["invoke", str(path), "GET", "/down", "--json"]) == 1
+    out = orjson.loads(capsys.readouterr().out)
+    assert out["status"] == 502 and "-> 502" in out["error"] and out["gateway_log"]
+    # A 503 the route itself answers is an answer, not a failure of the integration.
+    assert main(["invoke", str(path), "GET", "/fine"]) == 0
+    assert "Execution failed" not in capsys.readouterr().out

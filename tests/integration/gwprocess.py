@@ -13,9 +13,12 @@ _LISTEN = re.compile(r"(?:listening on|workers on) http://127\.0\.0\.1:(\d+)")
 
 
 class GatewayProcess:
-    def __init__(self, config: Path | None, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: Path | None, *args: str, env: dict[str, str] | None = None, port_flag: bool = True
+    ) -> None:
         self.config = config
         self.args = args
+        self.port_flag = port_flag  # False: the port comes from the config (or the environment), not `--port 0`
         self.env = {**os.environ, **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
@@ -26,7 +29,7 @@ class GatewayProcess:
         cmd = [sys.executable, "-m", "fastgw", "serve"]
         if self.config is not None:
             cmd.append(str(self.config))
-        cmd += ["--port", "0", *self.args]
+        cmd += ["--port", "0", *self.args] if self.port_flag else list(self.args)
         self.proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=self.env
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 
@@ -43,6 +44,47 @@ async def test_quickstart_answers_at_once():
         # The suite also runs on the pure twin (make test-pure): the log must say which core is serving.
         expected = "core compiled" if core.COMPILED else "core PURE PYTHON"
         assert any(expected in line for line in gw.log), gw.log
+    finally:
+        await gw.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _try_lines_answer_as_they_say(port: int) -> None:
+    """Each `curl` line of the quickstart's welcome, run against the gateway, answers as the line says."""
+    welcome = (await http_request(port, "GET", "/")).json()
+    assert len(welcome["try"]) == 3, welcome
+    for line in welcome["try"]:
+        m = re.match(r"curl -i (?:-X (\w+) )?http://127\.0\.0\.1:(\d+)(/\S*)(?:\s+\((\d+): (.*)\))?$", line)
+        assert m, line
+        method, line_port, path, status, claim = m.groups()
+        assert int(line_port) == port, line  # the welcome names the port it is served on
+        r = await http_request(port, method or "GET", path)
+        assert r.status == int(status or 200), (line, r.status, r.body)
+        if claim is not None:
+            allowed = r.header("allow")
+            assert allowed and allowed in claim, (line, allowed)  # says what the Allow header says
+        if path.startswith("/api/"):
+            assert r.header("x-served-by") == "demo-service"  # proxied through the gateway to itself
+
+
+async def test_quickstart_follows_the_port_it_is_served_on():
+    port = _free_port()
+    gw = await GatewayProcess(None, "--port", str(port)).start()  # the later --port wins
+    try:
+        assert gw.port == port
+        await _try_lines_answer_as_they_say(port)
+    finally:
+        await gw.stop()
+    gw = await GatewayProcess(None, port_flag=False, env={"FASTGW_PORT": "0"}).start()  # a free port, chosen
+    try:
+        await _try_lines_answer_as_they_say(gw.port)
     finally:
         await gw.stop()
 
@@ -150,6 +192,41 @@ async def test_sighup_reload_keeps_old_config_when_new_one_is_broken(tmp_path):
                 break
             await asyncio.sleep(0.05)
         assert (await http_request(gw.port, "GET", "/v")).body == b"two"
+    finally:
+        await gw.stop()
+
+
+async def test_sighup_reload_names_the_settings_that_need_a_restart_and_applies_the_rest(tmp_path):
+    path = tmp_path / "gw.yaml"
+    port, other = _free_port(), _free_port()
+    text = """
+server: {{port: {port}, backlog: {backlog}}}
+logging: {{access_log: false}}
+upstreams:
+  self: {{targets: ["http://${{server.host}}:${{server.port}}"]}}
+routes:
+  - {{path: /v, integration: {{type: mock, body: {body}}}}}
+  - {{path: /via-self, integration: {{type: http, upstream: self, path: /v}}}}
+"""
+    _write(path, text.format(port=port, backlog=2048, body="one"))
+    gw = await GatewayProcess(path, port_flag=False).start()
+    try:
+        assert gw.port == port and (await http_request(port, "GET", "/via-self")).body == b"one"
+        _write(path, text.format(port=other, backlog=16, body="two"))
+        gw.signal(signal.SIGHUP)
+        for _ in range(100):
+            if any("needs a restart" in line for line in gw.log):
+                break
+            await asyncio.sleep(0.05)
+        warned = [line for line in gw.log if "needs a restart" in line]
+        assert warned, gw.log
+        assert f"server.port: {port} -> {other}" in warned[0] and "server.backlog: 2048 -> 16" in warned[0]
+        assert f"still listening on 127.0.0.1:{port}" in warned[0]
+        # The rest of the new config serves, and `${server.port}` still names the port being served.
+        assert (await http_request(port, "GET", "/v")).body == b"two"
+        assert (await http_request(port, "GET", "/via-self")).body == b"two"
+        with pytest.raises(OSError):
+            await RawConnection.open(other)
     finally:
         await gw.stop()
 

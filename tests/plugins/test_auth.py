@@ -179,6 +179,35 @@ async def test_the_consumer_reaches_a_function_as_the_authorizer(gateway, consum
             assert r.status == 401
 
 
+async def test_docs_show_the_authorizer_a_function_gets(consumers, tmp_path):
+    """docs/functions.md's examples of `requestContext.authorizer` are what a function behind key-auth receives."""
+    import json
+    import re
+    from pathlib import Path
+
+    from fastgw.testing import running_gateway
+    from tests.functions.conftest import ECHO_PY, write
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "functions.md").read_text()
+    section = doc[doc.index("### Who called: `requestContext.authorizer`") :]
+    section = section[: section.index("\n#", 1)] if "\n#" in section[1:] else section
+    v1, v2 = (json.loads(block) for block in re.findall(r"```json\n(.*?)\n```", section, re.S)[:2])
+    write(tmp_path / "fn", "echo.py", ECHO_PY)
+    cfg = {
+        "consumers": consumers,  # alice: groups admin, staff; custom tier gold, as the docs' example
+        "functions": {"echo": {"runtime": "python", "handler": "echo.handler", "code": "fn"}},
+        "routes": [
+            {"path": "/v1", "integration": {"type": "lambda", "function": "echo", "payload_format": "1.0"},
+             "plugins": {"key-auth": {}}},
+            {"path": "/v2", "integration": {"type": "lambda", "function": "echo"}, "plugins": {"key-auth": {}}},
+        ],
+    }  # fmt: skip
+    async with running_gateway(cfg, base_dir=tmp_path) as gw:
+        for path, documented in (("/v1", v1), ("/v2", v2)):
+            r = await http_request(gw.port, "GET", path, headers={"apikey": "alice-key"})
+            assert r.json()["event"]["requestContext"]["authorizer"] == documented, path
+
+
 async def test_basic_auth_with_a_bcrypt_hash(upstream, gateway):
     bcrypt = pytest.importorskip("bcrypt")
     stored = bcrypt.hashpw(b"open sesame", bcrypt.gensalt(rounds=4)).decode()

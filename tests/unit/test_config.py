@@ -34,7 +34,11 @@ def test_good_config_loads():
         (b"routes: [{path: /a, integration: {type: mock}, colour: red}]", "$.routes[0]", "unknown field `colour`"),
         (b"limits: {max_body_size: lots}", "$.limits.max_body_size", "Expected `int`"),
         (b"limits: {header_timeout: -1}", "$.limits.header_timeout", "Expected `float` >"),
-        (b"routes: [{path: /a, integration: {type: ftp}}]", "$.routes[0].integration.type", "Invalid value 'ftp'"),
+        (
+            b"routes: [{path: /a, integration: {type: ftp}}]",
+            "$.routes[0].integration.type",
+            "Invalid value 'ftp': expected one of http, lambda, mock",
+        ),
         (
             b"routes: [{path: /a, methods: [FETCH], integration: {type: mock}}]",
             "$.routes[0].methods[0]",
@@ -46,7 +50,7 @@ def test_good_config_loads():
             "$.routes[0].integration.upstream",
             "unknown upstream 'nope'",
         ),
-        (b"upstreams: {u: {targets: ['ftp://x']}}", "$.upstreams.u.targets[0]", "matching regex"),
+        (b"upstreams: {u: {targets: ['ftp://x']}}", "$.upstreams.u.targets[0]", "the scheme must be http"),
         (b"server: {trusted_proxies: [not-an-ip]}", "$.server.trusted_proxies[0]", "CIDR"),
         (GOOD.replace(b"/v1/users/{id}", b"/v1/{nope}"), "$.routes[0].integration.path", "{nope} is not a parameter"),
         (b"routes: [{path: /a, host: 'a.*.com', integration: {type: mock}}]", "$.routes[0].host", "wildcard"),
@@ -154,3 +158,137 @@ apis:
     assert paths.route("GET", "h", b"/a%2F") == (None, None)  # ...and the top-level policy refuses %2F
     assert paths.route("GET", "h", b"/x/..%2Fc") == ("/c", (2, {}))  # decoded: /c, whose policy decodes
     assert paths.route("GET", "h", b"/d\\\\") == (None, None)  # /d refuses a backslash
+
+
+# What a newcomer types wrong first: each error says what to write instead.
+@pytest.mark.parametrize(
+    "raw,path,words",
+    [
+        (
+            b"upstreams: {u: {targets: ['127.0.0.1:9001']}}",
+            "$.upstreams.u.targets[0]",
+            "a target starts with its scheme, e.g. 'http://127.0.0.1:9001'",
+        ),
+        (b"upstreams: {u: {targets: ['https://api.example.com']}}", "$.upstreams.u.targets[0]", "use an http://"),
+        (b"upstreams: {u: {targets: ['http://h:9001/v1']}}", "$.upstreams.u.targets[0]", "no path"),
+        (b"upstreams: {u: {targets: ['http://h:port']}}", "$.upstreams.u.targets[0]", "port must be a number"),
+        (
+            b"apis: {a: {routes: [{path: /, integration: {type: lamda, function: f}}], stages: {P: {}}}}",
+            "$.apis.a.routes[0].integration.type",
+            "Invalid value 'lamda': expected one of http, lambda, mock",
+        ),
+        (
+            b"routes: [{path: /a, integration: {upstream: u}}]",
+            "$.routes[0].integration",
+            "missing required field `type`: one of http, lambda, mock",
+        ),
+        (b"", "$", "the config is empty"),
+        (b"# only a comment\n", "$", "the config is empty"),
+        (b"functions: {f: {runtime: node, handler: index.handler}}", "$.functions.f.runtime", "one of python, nodejs"),
+    ],
+)
+def test_first_mistakes_say_what_to_write(raw, path, words):
+    e = err(raw)
+    assert e.path == path and words in e.message, str(e)
+
+
+def test_targets_that_worked_before_still_load():
+    for target in ("http://127.0.0.1:9001", "http://127.0.0.1:9001/", "http://localhost", "http://[::1]:8080"):
+        raw = b"upstreams: {u: {targets: ['%s']}}\nroutes: [{path: /, integration: {type: http, upstream: u}}]"
+        assert load_config_bytes(raw % target.encode(), "gw.yaml").config.upstreams["u"].targets == [target]
+
+
+def test_check_refuses_a_config_that_serves_nothing(tmp_path, capsys):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert main(["check", str(empty)]) == 1
+    assert f"{empty}: $: the config is empty" in capsys.readouterr().err
+    no_routes = tmp_path / "no-routes.yaml"
+    no_routes.write_bytes(b"upstreams: {u: {targets: ['http://127.0.0.1:9001']}}\n")
+    assert main(["check", str(no_routes)]) == 1
+    assert f"{no_routes}: $.routes: no routes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "env,argv,words",
+    [
+        (
+            {"FASTGW_WORKERS": "0"},
+            [],
+            "FASTGW_WORKERS=0: $.server.workers: Expected `int` >= 1 (FASTGW_WORKERS overrides",
+        ),
+        ({}, ["--workers", "0"], "--workers 0: $.server.workers: Expected `int` >= 1 (--workers overrides"),
+        ({"FASTGW_PORT": "70000"}, [], "FASTGW_PORT=70000: $.server.port: Expected `int` <= 65535"),
+        (
+            {"FASTGW_LOG_LEVEL": "loud"},
+            [],
+            "FASTGW_LOG_LEVEL=loud: $.logging.level: Invalid enum value 'loud': expected one of debug, info, warning",
+        ),
+        ({"FASTGW_PORT": "eighty"}, [], "FASTGW_PORT='eighty' is not an integer"),
+    ],
+)
+def test_serve_errors_name_the_flag_or_variable_the_value_came_from(tmp_path, monkeypatch, capsys, env, argv, words):
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("routes: [{path: /, integration: {type: mock}}]\n")
+    for name in ("FASTGW_CONFIG", "FASTGW_HOST", "FASTGW_PORT", "FASTGW_WORKERS", "FASTGW_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if "not an integer" in words:
+        with pytest.raises(SystemExit) as info:
+            main(["serve", str(cfg), *argv])
+        err_text = str(info.value.code)
+    else:
+        assert main(["serve", str(cfg), *argv]) == 1  # refused before anything binds a port
+        err_text = capsys.readouterr().err
+    assert words in err_text, err_text
+    if "overrides" in words:
+        assert str(cfg) in err_text  # and which file's setting it replaced
+
+
+def test_serve_says_when_the_config_path_came_from_the_environment(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FASTGW_CONFIG", str(tmp_path / "missing.yaml"))
+    assert main(["serve"]) == 1
+    err_text = capsys.readouterr().err
+    assert "(the config named by FASTGW_CONFIG)" in err_text and "missing.yaml: $: cannot read the file" in err_text
+
+
+def test_routes_lists_each_routes_plugins_in_the_order_they_run(tmp_path, capsys):
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(
+        """
+consumers: {ann: {credentials: {key-auth: [{key: k}]}}}
+plugins: {request-id: {}}
+routes:
+  - {path: /open, integration: {type: mock}}
+  - {path: /locked, integration: {type: mock}, plugins: {key-auth: {}, cors: {origins: ['*']}}}
+  - {path: /bare, integration: {type: mock}, plugins: {request-id: false}}
+"""
+    )
+    assert main(["routes", str(cfg)]) == 0
+    rows = {line.split()[2]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["/open"][-1] == "request-id"
+    assert rows["/locked"][-1] == "request-id,cors,key-auth"  # priority order: 3950, 3800, 2500
+    assert rows["/bare"][-1] == "-"
+
+
+def test_hash_password_help_example_hashes_the_password_it_shows(capsys):
+    import re
+    import subprocess
+    import sys
+
+    from fastgw.plugins.basic_auth import verify_password
+
+    with pytest.raises(SystemExit):
+        main(["hash-password", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    m = re.search(r"(printf .*?) \| fastgw hash-password", text)
+    assert m, text
+    printf = m.group(1)
+    out = subprocess.run(
+        ["sh", "-c", f"{printf} | {sys.executable} -m fastgw hash-password --iterations 1000"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert verify_password("s3cret", out), (printf, out)
