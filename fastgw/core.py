@@ -34,7 +34,7 @@ else:
         FALLBACK_REASON = f"the compiled extension fastgw._core did not import ({exc})"
         warnings.warn(
             f"fastgw is running on its pure-Python core, several times slower: {FALLBACK_REASON}. "
-            "Reinstall with a C compiler available (pip install --force-reinstall fastgw).",
+            "Reinstall with a C compiler available (pip install --force-reinstall --no-cache-dir --no-deps fastgw).",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -336,6 +336,9 @@ class Exchange:
             return
         route = self.route.name if self.route is not None else "-"
         log.warning("%s %s route=%s -> %d: %s", req.method, req.path, route, status, reason)
+        inspector = self.state.inspector  # `fastgw invoke` shows why, beside the answer
+        if inspector is not None and not inspector.reason:
+            inspector.reason = reason
         if req.response_started:
             req.finished = True
             self.leg.abort()

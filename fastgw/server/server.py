@@ -263,6 +263,14 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
             reload_requested = False
             for pid in children:
                 os.kill(pid, signal.SIGHUP)
+            # The supervisor loads it too, so a worker started later (after one died) serves what the others do.
+            if not loaded.source.startswith("<"):
+                try:
+                    loaded, _ = reload_config(loaded)
+                except ConfigError as exc:
+                    log.error(
+                        "supervisor: reload refused, workers started from now on keep the previous config: %s", exc
+                    )
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:

@@ -99,10 +99,12 @@ routes:
     assert "Status: 502" in text
     log = text[text.index("\nLog\n") :]
     failed = [line for line in log.splitlines() if "Execution failed: " in line]
-    assert failed and "route=routes[0] -> 502" in failed[0], log  # the upstream's failure, in the log section
+    # The upstream's failure, in the log section: why (the exchange's reason), and the gateway's own log line.
+    assert failed and "connect to http://127.0.0.1:" in failed[0] and "failed" in failed[0], log
+    assert any("Gateway log: " in line and "route=routes[0] -> 502" in line for line in log.splitlines()), log
     assert main(["invoke", str(path), "GET", "/down", "--json"]) == 1
     out = orjson.loads(capsys.readouterr().out)
-    assert out["status"] == 502 and "-> 502" in out["error"] and out["gateway_log"]
+    assert out["status"] == 502 and "connect to" in out["error"] and "-> 502" in out["gateway_log"][-1]
     # A 503 the route itself answers is an answer, not a failure of the integration.
     assert main(["invoke", str(path), "GET", "/fine"]) == 0
     assert "Execution failed" not in capsys.readouterr().out

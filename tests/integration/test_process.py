@@ -196,6 +196,36 @@ async def test_sighup_reload_keeps_old_config_when_new_one_is_broken(tmp_path):
         await gw.stop()
 
 
+async def test_a_worker_started_after_a_reload_serves_the_reloaded_config(tmp_path):
+    # With --workers N the supervisor reloads too: a worker that replaces a dead one must not bring back the
+    # config the gateway started with.
+    import os
+
+    path = tmp_path / "gw.yaml"
+    mock = "routes:\n  - path: /v\n    integration: {{type: mock, body: {body}}}\nlogging: {{access_log: false}}\n"
+    _write(path, mock.format(body="one"))
+    gw = await GatewayProcess(path, "--workers", "2").start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum("ready on port" in line for line in gw.log) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        _write(path, mock.format(body="two"))
+        gw.signal(signal.SIGHUP)
+        while sum("reloaded" in line for line in gw.log) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert sum("reloaded" in line for line in gw.log) >= 2, gw.log
+        victim = gw.children()[0]
+        os.kill(victim, signal.SIGKILL)
+        while sum("ready on port" in line for line in gw.log) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert sum("ready on port" in line for line in gw.log) == 3, gw.log
+        # Each request may land on either worker (SO_REUSEPORT): all of them must answer the reloaded body.
+        bodies = {(await http_request(gw.port, "GET", "/v")).body for _ in range(30)}
+        assert bodies == {b"two"}, bodies
+    finally:
+        await gw.stop()
+
+
 async def test_sighup_reload_names_the_settings_that_need_a_restart_and_applies_the_rest(tmp_path):
     path = tmp_path / "gw.yaml"
     port, other = _free_port(), _free_port()
