@@ -41,6 +41,8 @@ BUILTIN_MODULES = (
     "fastgw.plugins.key_auth",
     "fastgw.plugins.basic_auth",
     "fastgw.plugins.acl",
+    "fastgw.plugins.rate_limit",
+    "fastgw.plugins.usage_plan",
     "fastgw.plugins.transformer",
 )
 
