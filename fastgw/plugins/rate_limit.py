@@ -89,6 +89,7 @@ class Rule:
 
 
 _TABLES: dict[tuple[str, int], BucketTable] = {}
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 def _key_function(key: str | list[str]) -> Callable[[Context], str]:
@@ -335,7 +336,12 @@ class RateLimit(Plugin):
         if not p.flushing:
             p.flushing = True
             loop = asyncio.get_running_loop()
-            loop.call_later(p.sync_interval, lambda: loop.create_task(self._sync(p)))
+            loop.call_later(p.sync_interval, self._start_sync, loop, p)
+
+    def _start_sync(self, loop: asyncio.AbstractEventLoop, p: Prepared) -> None:
+        task = loop.create_task(self._sync(p))
+        _BACKGROUND.add(task)  # NOTE: the loop keeps only a weak reference to a task
+        task.add_done_callback(_BACKGROUND.discard)
 
     async def _sync(self, p: Prepared) -> None:
         redis = p.redis
