@@ -53,3 +53,58 @@ class RedisProcess:
             self.proc.kill()
             self.proc.wait(5)
         self.proc = None
+
+
+def _free_pair() -> int:
+    """A port whose cluster bus port (+10000) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20_000, 50_000)
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """Three `redis-server --cluster-enabled` nodes (no replicas) joined with `redis-cli --cluster create`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.nodes: list[RedisProcess] = []
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> RedisCluster:
+        for i in range(3):
+            node = RedisProcess("--cluster-enabled", "yes", "--cluster-config-file", f"{self.folder}/nodes-{i}.conf",
+                                "--cluster-node-timeout", "2000")  # fmt: skip
+            node.port = _free_pair()
+            self.nodes.append(node.start())
+        cli = shutil.which("redis-cli")
+        assert cli is not None, "redis-cli is missing (it comes with redis-server)"
+        addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run([cli, "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            states = [
+                subprocess.run([cli, "-p", str(n.port), "cluster", "info"], capture_output=True, text=True).stdout
+                for n in self.nodes
+            ]
+            if all("cluster_state:ok" in s for s in states):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError("the redis cluster did not come up")
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()

@@ -216,6 +216,9 @@ class RedisConfig(_Base, frozen=True):
     # Prefix of every key fastgw writes (several gateways' configs can share one Redis).
     key_prefix: Annotated[str, Meta(max_length=64)] = "fastgw:"
     tls_ca_file: str | None = None  # rediss://: a CA bundle other than the system's
+    # A Redis Cluster: `url` names one node, the others are discovered. A bucket is one key; the buckets of one
+    # request that share their key value share a hash slot (a `{hash tag}`), so they are decided in one script.
+    cluster: bool = False
 
 
 PlanPeriod = Literal["day", "week", "month"]

@@ -260,7 +260,9 @@ class ProxyCache(Plugin):
         if resp.status >= 500 and stale is not None and now < stale.error_until:
             # stale-if-error: the stale entry answers instead (its body replaces this one in body_filter).
             pending.serve_stale = True
-            for name in {k for k, _ in headers}:
+            # The failed response's headers go, except those plugins set on every response (ids, RateLimit).
+            reply = {k.decode("latin-1") for k, _ in (ctx._reply_headers or ())}
+            for name in {k.lower() for k, _ in headers} - reply:
                 headers.remove(name)
             for k, v in stale.headers:
                 headers.add(k, v)

@@ -244,8 +244,10 @@ return out
 
 
 def bucket_key(prefix: str, rule: Rule, key: str) -> str:
-    # NOTE: one bucket is one Redis key (a hash of its units and time), so a bucket always sits in one hash slot.
-    return f"{prefix}rl:{rule.id}:{key}"
+    # NOTE: one bucket is one Redis key (a hash of its units and time), and the key value is its hash tag: on a
+    # Redis Cluster the buckets of one request that share a key value (per second and per hour, by ip) sit in one
+    # slot, so one script decides over them.
+    return f"{prefix}rl:{{{key}}}:{rule.id}"
 
 
 def take_args(rules: tuple[Rule, ...], now_us: int | None, cost: int = 1) -> list[Any]:
@@ -253,6 +255,13 @@ def take_args(rules: tuple[Rule, ...], now_us: int | None, cost: int = 1) -> lis
     for r in rules:
         args += [r.burst, r.rate, r.period_us]
     return args
+
+
+def _script_call(redis: redis_state.SharedRedis, lua: str, names: list[str], args: list[Any]) -> Any:
+    def call(client: Any) -> Any:
+        return redis.script(lua)(keys=names, args=args, client=client)
+
+    return call
 
 
 def _ceil_s(us: float) -> int:
@@ -313,6 +322,8 @@ class RateLimit(Plugin):
         redis = p.redis
         assert redis is not None
         rules = p.rules
+        if redis.cluster and len(set(keys)) > 1:
+            return await self._remote_slots(ctx, p, keys)
         names = [bucket_key(redis.prefix, r, k) for r, k in zip(rules, keys, strict=True)]
         args = take_args(rules, None)
         try:
@@ -322,6 +333,32 @@ class RateLimit(Plugin):
         ok = out[0] == 1
         results = [(ok, int(out[1 + 2 * j]), int(out[2 + 2 * j])) for j in range(len(rules))]
         return self._answer(ctx, p, results)
+
+    async def _remote_slots(self, ctx: Context, p: Prepared, keys: list[str]) -> Response | None:
+        """On a Redis Cluster, limits with different key values live in different slots: one script per key
+        value, in order, stopping at the first refusal (the limits decided before it have taken their token:
+        NOTE the one place the redis policy is not all-or-nothing)."""
+        redis = p.redis
+        assert redis is not None
+        results: list[tuple[bool, int, int] | None] = [None] * len(keys)
+        for value in dict.fromkeys(keys):
+            idx = [i for i, k in enumerate(keys) if k == value]
+            rules = tuple(p.rules[i] for i in idx)
+            names = [bucket_key(redis.prefix, r, value) for r in rules]
+            args = take_args(rules, None)
+            try:
+                out = await redis.run(_script_call(redis, TAKE_SCRIPT, names, args))
+            except redis_state.RedisUnavailable:
+                return self._redis_failed(p)
+            ok = out[0] == 1
+            for j, i in enumerate(idx):
+                results[i] = (ok, int(out[1 + 2 * j]), int(out[2 + 2 * j]))
+            if not ok:
+                break
+        done = [r if r is not None else (True, p.rules[i].burst, 0) for i, r in enumerate(results)]
+        if not all(r[0] for r in done):
+            done = [(False, rem, wait) for _, rem, wait in done]
+        return self._answer(ctx, p, done)
 
     def _redis_failed(self, p: Prepared) -> Response | None:
         if p.fail_open:
@@ -352,14 +389,25 @@ class RateLimit(Plugin):
         p.flushing = False
         if not batch:
             return
-        items = list(batch.items())
+        if not redis.cluster:
+            await self._sync_items(p, list(batch.items()))
+            return
+        groups: dict[str, list[tuple[tuple[int, str], int]]] = {}
+        for item in batch.items():
+            groups.setdefault(item[0][1], []).append(item)  # one slot per key value (its hash tag)
+        for items in groups.values():
+            await self._sync_items(p, items)
+
+    async def _sync_items(self, p: Prepared, items: list[tuple[tuple[int, str], int]]) -> None:
+        redis = p.redis
+        assert redis is not None
         names = [bucket_key(redis.prefix, p.rules[i], k) for (i, k), _ in items]
         args: list[Any] = [""]
         for (i, _), used in items:
             r = p.rules[i]
             args += [r.burst, r.rate, r.period_us, used]
         try:
-            out = await redis.run(lambda client: redis.script(SYNC_SCRIPT)(keys=names, args=args, client=client))
+            out = await redis.run(_script_call(redis, SYNC_SCRIPT, names, args))
         except redis_state.RedisUnavailable:
             return  # decided locally meanwhile: the local buckets are the limit until Redis answers again
         now = time.monotonic_ns() // 1000

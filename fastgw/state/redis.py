@@ -44,6 +44,7 @@ class SharedRedis:
         self.conf = conf
         self.prefix = conf.key_prefix
         self.deadline = conf.connect_timeout + conf.timeout
+        self.cluster = conf.cluster
         self._clients: dict[tuple[int, int], Any] = {}
         self._scripts: dict[tuple[int, int, str], Any] = {}
         self._retry_at = 0.0
@@ -66,10 +67,17 @@ class SharedRedis:
                 kw["ssl_ca_certs"] = c.tls_ca_file
             # NOTE: no retries inside redis-py: a retry would double the time a request waits; the backoff
             # below is the only retry policy.
-            client = aioredis.Redis.from_url(
+            kind: Any = aioredis.Redis
+            if c.cluster:
+                from redis.asyncio.cluster import RedisCluster
+
+                kind = RedisCluster
+            else:
+                kw["health_check_interval"] = 0
+            client = kind.from_url(
                 c.url, password=c.password, username=c.username, socket_timeout=c.timeout,
                 socket_connect_timeout=c.connect_timeout, max_connections=c.pool_size,
-                retry=Retry(NoBackoff(), 0), health_check_interval=0, **kw,
+                retry=Retry(NoBackoff(), 0), **kw,
             )  # fmt: skip
             self._clients[key] = client
         return client

@@ -194,7 +194,8 @@ async def test_coalescing_waits_are_bounded(gateway):
 async def test_stale_while_revalidate_and_stale_if_error(gateway):
     async with Scripted() as up:
         up.answer = (200, [("cache-control", "max-age=1, stale-while-revalidate=30, stale-if-error=60")], b"v1")
-        srv = await gateway(route_config(up, {"proxy-cache": {}}))  # type: ignore[arg-type]
+        plugins = {"proxy-cache": {}, "request-id": {}}
+        srv = await gateway(route_config(up, plugins))  # type: ignore[arg-type]
         assert (await get(srv, "/r")).header("x-cache-status") == "MISS"
         await asyncio.sleep(1.1)
         up.delay, up.answer = 0.4, (200, up.answer[1], b"v2")
@@ -209,7 +210,7 @@ async def test_stale_while_revalidate_and_stale_if_error(gateway):
         up.delay, up.answer = 0.0, (503, [], b"down")
         r = await get(srv, "/r")  # the upstream fails: the stale entry answers, said to be stale
         assert r.status == 200 and r.body == b"v2" and r.header("x-cache-status") == "STALE"
-        assert int(r.header("age")) >= 1
+        assert int(r.header("age")) >= 1 and r.header("x-request-id")  # what plugins set stays
     # The upstream gone altogether (502 from the gateway): stale-if-error still answers.
     r = await get(srv, "/r")
     assert r.status == 200 and r.body == b"v2" and r.header("x-cache-status") == "STALE"
