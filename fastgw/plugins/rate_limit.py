@@ -66,7 +66,7 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 class Rule:
     """One limit as served: how to compute a request's key, the bucket parameters, and the local table."""
 
-    __slots__ = ("key_of", "burst", "rate", "period_us", "table", "id", "policy_field", "interval_us")
+    __slots__ = ("key_of", "burst", "rate", "period_us", "table", "id", "policy_field", "interval_us", "limit_text")
 
     def __init__(self, limit: Limit, name: str, max_keys: int) -> None:
         burst = limit.burst or limit.rate
@@ -74,6 +74,7 @@ class Rule:
         if burst * period_us >= MAX_UNITS:
             raise ValueError(f"burst * period is too large ({burst} * {limit.period}s): lower the burst or period")
         self.burst = burst
+        self.limit_text = str(burst)
         self.rate = limit.rate
         self.period_us = period_us
         self.interval_us = period_us / limit.rate
@@ -121,7 +122,7 @@ def _key_part(part: str) -> Callable[[Context], str]:
 
 class Prepared:
     __slots__ = ("rules", "policy", "fail_open", "headers", "redis", "policy_header", "sync_interval", "pending",
-                 "flushing", "fail_opened")  # fmt: skip
+                 "flushing", "fail_opened", "single", "hybrid")  # fmt: skip
 
     def __init__(self, conf: RateLimitConfig, redis: redis_state.SharedRedis | None) -> None:
         limits = list(conf.limits)
@@ -131,6 +132,9 @@ class Prepared:
             raise ValueError("give `rate` (with `period`, `burst`, `key`) or `limits`")
         self.rules = tuple(Rule(limit, conf.name, conf.max_keys) for limit in limits)
         self.policy = conf.policy
+        # PERF: one limit decided here (local, hybrid) takes a shorter way through `access`.
+        self.single = len(self.rules) == 1 and conf.policy != "redis"
+        self.hybrid = conf.policy == "hybrid"
         self.fail_open = conf.on_redis_failure == "fail_open"
         self.headers = conf.headers
         self.redis = redis
@@ -282,9 +286,26 @@ class RateLimit(Plugin):
         return Prepared(conf, redis if conf.policy != "local" else None)
 
     def access(self, ctx: Context, p: Prepared) -> Any:
-        # PERF: the local policy is a plain phase (no coroutine): one key function and one compiled take, ~0.35 us
-        # for one limit (timeit, take_all alone); several limits peek then take, ~2.6 us for two.
+        # PERF: the local policy is a plain phase (no coroutine). One limit: one key function, one compiled take and
+        # the four header fields, ~1.3 us a request (timeit over access(); 1.9 us through take_all and _answer, of
+        # which the take is 0.35 us and the headers ~0.6 us). Several limits peek, then take: ~2.6 us for two.
         rules = p.rules
+        if p.single:
+            rule = rules[0]
+            key = rule.key_of(ctx)
+            ok, remaining, wait = rule.table.take(key, time.monotonic_ns() // 1000)
+            if ok:
+                if p.hybrid:
+                    self._count(p, [key])
+                if p.headers:
+                    ctx.set_response_header("RateLimit-Limit", rule.limit_text)
+                    ctx.set_response_header("RateLimit-Remaining", str(remaining))
+                    ctx.set_response_header(
+                        "RateLimit-Reset", str(_ceil_s((rule.burst - remaining) * rule.interval_us))
+                    )
+                    ctx.set_response_header("RateLimit-Policy", p.policy_header)
+                return None
+            return self._answer(ctx, p, [(ok, remaining, wait)])
         keys = [r.key_of(ctx) for r in rules]
         if p.policy == "redis":
             return self._remote(ctx, p, keys)

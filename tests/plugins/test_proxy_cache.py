@@ -306,6 +306,10 @@ async def test_cache_purge_through_the_cli(redis_server, upstream, gateway, tmp_
     assert (await get(srv, "/a/1")).header("x-cache-status") == "MISS"
     assert (await get(srv, "/b/1")).header("x-cache-status") == "HIT"
     await asyncio.sleep(0.05)
+    code, out = await purge("--prefix", "b|GET|")
+    assert code == 0 and out == "purged 1 cache entries with prefix 'b|GET|'\n"
+    await get(srv, "/b/1")
+    await asyncio.sleep(0.05)
     code, out = await purge()
     assert code == 0 and out == "purged 2 cache entries\n"  # /a/1 again, and /b/1
     assert (await get(srv, "/b/1")).header("x-cache-status") == "MISS"

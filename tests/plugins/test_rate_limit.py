@@ -170,3 +170,17 @@ def test_a_consumers_usage_plan_must_exist():
     with pytest.raises(ConfigError) as exc:
         load_config_bytes(orjson.dumps(cfg), "gw.json")
     assert exc.value.path == "$.consumers.alice.usage_plan" and "basic" in exc.value.message
+
+
+async def test_a_usage_plan_applies_on_its_apis_only(gateway):
+    mock = {"type": "mock", "body": "ok"}
+    cfg = {
+        "plugins": {"key-auth": {}},
+        "usage_plans": {"p": {"quota": {"limit": 1, "period": "week"}, "apis": ["shop/prod"]}},
+        "consumers": {"alice": {"usage_plan": "p", "credentials": {"key-auth": [{"key": "k"}]}}},
+        "apis": {"shop": {"stages": {"prod": {}, "test": {}}, "routes": [{"path": "/a", "integration": mock}]}},
+    }
+    srv = await gateway(cfg)
+    key = {"apikey": "k"}
+    assert [(await get(srv, "/prod/a", key)).status for _ in range(2)] == [200, 429]
+    assert [(await get(srv, "/test/a", key)).status for _ in range(3)] == [200, 200, 200]  # not on the plan
