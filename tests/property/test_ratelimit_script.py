@@ -69,3 +69,25 @@ def test_script_decides_as_the_local_tables(client, specs, steps, start):
         for name, t, k in zip(names, pure, keys, strict=True):
             units, last = client.hmget(name, "u", "t")
             assert [int(units), int(last)] == t._buckets[k], (name, now)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=limits, steps=st.lists(st.tuples(st.integers(0, 3_000_000), st.integers(0, 30)), min_size=1,
+                                   max_size=30), start=st.integers(0, 2**40))  # fmt: skip
+def test_hybrid_sync_script_refills_as_the_tables_and_spends_down_to_empty(client, spec, steps, start):
+    run = next(_ids)
+    rate_limit._TABLES.clear()
+    rate, burst, period_ms = spec
+    rule = Rule(Limit(rate=rate, burst=burst, period=period_ms / 1000), f"sync{run}", 1000)
+    model = _pycore.BucketTable(rule.burst, rule.rate, rule.period_us)
+    script = client.register_script(rate_limit.SYNC_SCRIPT)
+    name = f"sync{run}:k"
+    now = start
+    for dt, used in steps:
+        now += dt
+        left = script(keys=[name], args=[now, rule.burst, rule.rate, rule.period_us, used])[0]
+        model.take("k", now, 0)  # the refill
+        b = model._buckets["k"]
+        b[0] = max(0, b[0] - used * rule.period_us)  # what other workers passed, never below empty
+        assert left == b[0] // rule.period_us
+        assert [int(x) for x in client.hmget(name, "u", "t")] == b
