@@ -10,7 +10,16 @@ With `--scenario plugins` a second fastgw serves the same route with a plugin ch
 request header transform) and is loaded in the same rotation: the result gives the chain's cost as a share of
 plain-proxy throughput.
 
-Usage: python bench/run.py [--duration 10] [--rounds 3] [--connections 50] [--scenario proxy|plugins]
+With `--scenario ratelimit` two more fastgw serve the route with a `rate-limit` whose limit is never reached,
+one with the `local` policy and one with the `redis` policy (a redis-server the script starts on the load CPU):
+the result gives each policy's cost as a share of plain-proxy throughput (target: local under 5%).
+
+With `--scenario cache` the nginx proxy answers from its `proxy_cache` and a second fastgw from its `proxy-cache`
+(memory backend); every request after the warm-up is a hit. The result compares cache hits (target: fastgw at
+least 0.6x nginx's) and a fastgw hit against a fastgw proxied miss (the plain fastgw).
+
+Usage: python bench/run.py [--duration 10] [--rounds 3] [--connections 50]
+       [--scenario proxy|plugins|ratelimit|cache]
 Needs nginx and wrk (the script installs them with apt-get when missing and it runs as root).
 """
 
@@ -220,13 +229,40 @@ def plugins_config(port: int, upstream: int) -> str:
     )
 
 
+# Never reached: the limiter decides on every request, and every request passes.
+RATELIMIT_ROUTE = "    plugins:\n      rate-limit: {{rate: 1000000000, period: 1, policy: {policy}}}\n"
+CACHE_ROUTE = "    plugins:\n      proxy-cache: {ttl: 3600}\n"
+
+
+def with_route_plugins(port: int, upstream: int, plugins: str, top: str = "") -> str:
+    """The plain config with `plugins` on both routes, and `top` (more top-level sections)."""
+    plain = FASTGW_CONFIG.format(port=port, upstream=upstream)
+    route = "    integration: {type: http, upstream: backend}\n"
+    return plain.replace(route, route + plugins) + top
+
+
+def ratelimit_config(port: int, upstream: int, policy: str, redis_port: int) -> str:
+    top = f"redis: {{url: 'redis://127.0.0.1:{redis_port}/0'}}\n" if policy != "local" else ""
+    return with_route_plugins(port, upstream, RATELIMIT_ROUTE.format(policy=policy), top)
+
+
+def cache_config(port: int, upstream: int) -> str:
+    return with_route_plugins(port, upstream, CACHE_ROUTE)
+
+
+NGINX_CACHE = (
+    "    proxy_cache bench; proxy_cache_valid 200 1h; proxy_cache_lock on;\n"
+    "    add_header X-Cache-Status $upstream_cache_status;\n"
+)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (fastgw, nginx) to take medians of")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=2, help="seconds of load on each proxy before measuring")
-    ap.add_argument("--scenario", default="proxy", choices=["proxy", "plugins"])
+    ap.add_argument("--scenario", default="proxy", choices=["proxy", "plugins", "ratelimit", "cache"])
     ap.add_argument("--out", help="result file (default: bench/results/<date>-<scenario>-<commit>.json)")
     args = ap.parse_args()
     ensure_tools()
@@ -243,12 +279,15 @@ def main() -> int:
             f"    location / {{ default_type text/plain; return 200 '{UPSTREAM_BODY}'; }} }}",
         )
         procs.append(start(["nginx", "-p", str(work / "upstream"), "-c", str(up_conf)], LOAD_CPU, work / "up.log"))
+        cache = args.scenario == "cache"
         ngx_conf = nginx_conf(
             work / "proxy",
-            f"  upstream backend {{ server 127.0.0.1:{up_port}; keepalive 256; keepalive_requests 1000000; }}\n"
+            (f"  proxy_cache_path {work / 'cache'} levels=1:2 keys_zone=bench:10m;\n" if cache else "")
+            + f"  upstream backend {{ server 127.0.0.1:{up_port}; keepalive 256; keepalive_requests 1000000; }}\n"
             f"  server {{ listen 127.0.0.1:{ngx_port} backlog=4096;\n"
             "    location / { proxy_pass http://backend; proxy_http_version 1.1;\n"
-            '      proxy_set_header Connection ""; proxy_buffering on; } }',
+            + (NGINX_CACHE if cache else "")
+            + '      proxy_set_header Connection ""; proxy_buffering on; } }',
         )
         ngx = start(["nginx", "-p", str(work / "proxy"), "-c", str(ngx_conf)], PROXY_CPU, work / "ngx.log")
         procs.append(ngx)
@@ -265,6 +304,25 @@ def main() -> int:
             pl = start([sys.executable, "-m", "fastgw", "serve", str(pl_cfg)], PROXY_CPU, work / "gw-pl.log", env)
             procs.append(pl)
             targets["plugins"] = (pl_port, pl.pid)
+        extra: dict[str, str] = {}
+        if args.scenario == "ratelimit":
+            if shutil.which("redis-server") is None:
+                sys.exit("--scenario ratelimit needs redis-server (apt-get install -y redis-server)")
+            redis_port = free_port()
+            procs.append(start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no"], LOAD_CPU, work / "redis.log"))  # fmt: skip
+            time.sleep(0.5)
+            for policy in ("local", "redis"):
+                extra[f"rl-{policy}"] = ratelimit_config(free_port(), up_port, policy, redis_port)
+        elif cache:
+            extra["cache"] = cache_config(free_port(), up_port)
+        for name, text in extra.items():
+            port = int(re.search(r"port: (\d+)", text).group(1))  # type: ignore[union-attr]
+            path = work / f"fastgw-{name}.yaml"
+            path.write_text(text)
+            proc = start([sys.executable, "-m", "fastgw", "serve", str(path)], PROXY_CPU, work / f"gw-{name}.log", env)
+            procs.append(proc)
+            targets[name] = (port, proc.pid)
         body = UPSTREAM_BODY.strip().encode()
         for port in (up_port, *(p for p, _ in targets.values())):
             wait_ready(f"http://127.0.0.1:{port}/bench", body, headers={"apikey": BENCH_KEY})
@@ -325,7 +383,9 @@ def main() -> int:
         result = {
             "scenario": args.scenario,
             "description": "plain reverse proxy to an nginx upstream (keep-alive both legs), one proxy CPU"
-            + ("; plus fastgw with key-auth, request-id and a request header transform" if "plugins" in names else ""),
+            + ("; plus fastgw with key-auth, request-id and a request header transform" if "plugins" in names else "")
+            + ("; plus fastgw with rate-limit local and redis (never refusing)" if "rl-local" in names else "")
+            + ("; nginx answers from proxy_cache, plus fastgw answering from proxy-cache" if cache else ""),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "commit": git_commit(),
             "fastgw_core": "compiled" if core.COMPILED else "pure-python",
@@ -355,6 +415,18 @@ def main() -> int:
             result["plugins"] = summary["plugins"]
             result["plugin_overhead"] = round(1 - kept, 3)
             result["plugins_ratio_rps_vs_nginx"] = round(summary["plugins"]["rps"] / summary["nginx"]["rps"], 3)
+        for name in extra:
+            # Paired by round: each extra fastgw against the plain one (its cost, or for a cache its speed-up).
+            kept = statistics.median(
+                x["rps"] / max(g["rps"], 1e-9) for x, g in zip(runs[name], runs["fastgw"], strict=True)
+            )
+            result[name] = summary[name]
+            result[f"{name}_vs_plain"] = round(kept, 3)
+        if cache:
+            # nginx answered from its proxy_cache in this scenario: the hits compared, paired by round.
+            result["cache_hits_ratio_vs_nginx"] = round(statistics.median(
+                c["rps"] / max(n["rps"], 1e-9) for c, n in zip(runs["cache"], runs["nginx"], strict=True)
+            ), 3)  # fmt: skip
         out = Path(args.out) if args.out else RESULTS / f"{result['date'][:10]}-{args.scenario}-{result['commit']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -375,6 +447,10 @@ def main() -> int:
         if "plugins" in names:
             print(f"plugin chain (key-auth, request-id, request-transformer): {result['plugin_overhead']:.1%} of "
                   "plain-proxy throughput")  # fmt: skip
+        for name in extra:
+            print(f"{name}: {result[f'{name}_vs_plain']:.3f}x plain-proxy throughput")
+        if cache:
+            print(f"cache hits fastgw/nginx: {result['cache_hits_ratio_vs_nginx']:.3f}x")
         for w in warnings:
             print(f"WARNING: {w}; treat the ratio as indicative only")
         return 0

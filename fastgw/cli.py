@@ -111,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hp.add_argument("--iterations", type=int, default=None, help="PBKDF2 iterations (default: 600000)")
 
+    purge = sub.add_parser(
+        "cache-purge",
+        help="delete proxy-cache entries from the Redis backend: all, a route's, or by key prefix",
+        description="Delete what the proxy-cache plugin stored in CONFIG's Redis (backend: redis). Keys read "
+        "route|method|host|path|query|...; a route is named as X-Cache keys name it (api/stage/name for API "
+        "routes). The memory backend lives in each worker: reloading the gateway (SIGHUP) empties it.",
+    )
+    purge.add_argument("config", help="YAML or JSON config file (its top-level redis: section)")
+    which = purge.add_mutually_exclusive_group()
+    which.add_argument("--route", help="only this route's entries")
+    which.add_argument("--prefix", help="only entries whose key starts with this")
+
     inv = sub.add_parser(
         "invoke",
         help="test-invoke one request through the gateway without serving (like API Gateway's Test tab)",
@@ -146,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _invoke(args)
     if args.command == "plugins":
         return _plugins(args.config)
+    if args.command == "cache-purge":
+        return _cache_purge(args.config, args.route, args.prefix)
     if args.command == "hash-password":
         return _hash_password(args.iterations)
     parser.error(f"unknown command {args.command}")
@@ -164,6 +178,39 @@ def _load(
         where = f" (the config named by {path_from})" if path_from else ""
         print(f"fastgw: invalid config{where}: {exc}", file=sys.stderr)
         return None
+
+
+def _cache_purge(path: str, route: str | None, prefix: str | None) -> int:
+    import asyncio
+
+    from fastgw.state import redis as redis_state
+    from fastgw.state.cache import purge_redis
+
+    loaded = _load(path)
+    if loaded is None:
+        return 1
+    shared = redis_state.configure(loaded.config.redis)
+    if shared is None:
+        print(f"fastgw: {path} has no redis: section; a memory cache is emptied by reloading the gateway (SIGHUP)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    key = f"{route}|" if route is not None else (prefix or "")
+
+    async def run() -> int:
+        try:
+            return await purge_redis(shared, key)
+        finally:
+            await shared.aclose()
+
+    try:
+        n = asyncio.run(run())
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable: said, not a traceback
+        print(f"fastgw: cannot purge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"purged {n} cache entries" + (f" of route {route}" if route else f" with prefix {prefix!r}" if prefix else "")
+    )
+    return 0
 
 
 def _check(path: str) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 # The public fixtures, and the hook that runs every async test and fixture on uvloop as `fastgw serve` does
 # (tests/integration/test_loop.py fails otherwise).
@@ -41,3 +42,16 @@ def proxy_config(upstream_url: str, route: dict[str, Any] | None = None, **top: 
         else:
             cfg[key] = value
     return cfg
+
+
+@pytest_asyncio.fixture
+async def redis_server() -> Any:
+    """A redis-server of the test's own on a free port (see tests/redisproc.py); killed at teardown, after the
+    clients the test's gateways made on its event loop are closed (list it before `gateway`)."""
+    from fastgw.state import redis as redis_state
+    from tests.redisproc import RedisProcess
+
+    server = RedisProcess().start()
+    yield server
+    await redis_state.aclose_all()
+    server.stop()

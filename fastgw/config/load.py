@@ -41,6 +41,7 @@ from fastgw.core import RouteConflict, Router, parse_template
 from fastgw.plugins.chain import PluginConfigError, PluginSetup
 from fastgw.plugins.chain import build as build_plugins
 from fastgw.routing import RouteTable, policy_flags
+from fastgw.state import redis as redis_state
 
 _MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S)
 # `{name}` or `{name+}` in a path template (the route's, or an http integration's upstream path).
@@ -161,10 +162,16 @@ def load_config_bytes(
     _check_upstreams(config, source)
     _check_functions(config, source, base)
     router = _check(config, entries, source)
+    if config.redis is not None and not redis_state.available():
+        raise ConfigError(source, "$.redis", "needs the redis client: pip install 'fastgw[redis]'")
+    config = _with_usage_plans(config, source)
+    redis_state.current = redis_state.configure(config.redis)
     try:
         plugins = build_plugins(config, entries)
     except PluginConfigError as exc:
         raise ConfigError(source, exc.path, exc.message) from None
+    finally:
+        redis_state.current = None
     return LoadedConfig(
         config=config,
         source=source,
@@ -328,6 +335,30 @@ def target_problem(url: str) -> str | None:
     if not parts.hostname:
         return f"expected http://host:port, got {url!r}: no host"
     return None
+
+
+def _with_usage_plans(config: Config, source: str) -> Config:
+    """A consumer attached to a usage plan gets the `usage-plan` plugin with that plan, among its own plugins (so
+    it applies on every route where the consumer authenticates, as AWS applies a plan to its API keys)."""
+    if not any(c.usage_plan for c in config.consumers.values()):
+        return config
+    consumers = dict(config.consumers)
+    for name, c in config.consumers.items():
+        if c.usage_plan is None:
+            continue
+        plan = config.usage_plans.get(c.usage_plan)
+        if plan is None:
+            known = ", ".join(sorted(config.usage_plans)) or "none"
+            raise ConfigError(
+                source, f"$.consumers.{name}.usage_plan", f"no usage plan {c.usage_plan!r} (plans: {known})"
+            )
+        if "usage-plan" in c.plugins:
+            raise ConfigError(
+                source, f"$.consumers.{name}.plugins.usage-plan", "set by `usage_plan`; give one of the two"
+            )
+        conf = {"plan": c.usage_plan, **msgspec.to_builtins(plan)}
+        consumers[name] = msgspec.structs.replace(c, plugins={**c.plugins, "usage-plan": conf})
+    return msgspec.structs.replace(config, consumers=consumers)
 
 
 _KEYED: dict[str, type] = {"upstreams": Upstream, "functions": Function, "apis": Api, "consumers": ConsumerSpec}

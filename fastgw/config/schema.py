@@ -185,6 +185,8 @@ class Consumer(_Base, frozen=True):
     # Plugins for this consumer's requests, on every route where it authenticates (replacing the route's own
     # configuration of the same plugin; `false` switches one off). Only plugins that run after authentication.
     plugins: Plugins = field(default_factory=dict)
+    # A name in `usage_plans`: its throttling and quota apply to this consumer's requests (AWS usage plans).
+    usage_plan: Name | None = None
 
 
 class ConsumerHeaders(_Base, frozen=True):
@@ -192,6 +194,58 @@ class ConsumerHeaders(_Base, frozen=True):
 
     username: str | None = "X-Consumer-Username"
     groups: str | None = "X-Consumer-Groups"
+
+
+class RedisConfig(_Base, frozen=True):
+    """The one Redis every plugin that shares state uses (rate-limit's redis and hybrid policies, quotas, the
+    proxy-cache's redis backend). Redis slow or gone never holds a request longer than `timeout`."""
+
+    # redis://[user:password@]host:port/db, or rediss:// for TLS.
+    url: Annotated[str, Meta(pattern=r"^rediss?://")] = "redis://127.0.0.1:6379/0"
+    password: str | None = None  # instead of one in the URL
+    username: str | None = None
+    # The longest a request waits for one Redis round trip (connecting included); then the plugin's failure
+    # policy (fail_open / fail_closed) answers.
+    timeout: Annotated[float, Meta(gt=0, le=10)] = 0.2
+    connect_timeout: Annotated[float, Meta(gt=0, le=10)] = 0.2
+    # Connections per worker process.
+    pool_size: Annotated[int, Meta(ge=1, le=10_000)] = 32
+    # After a failure, Redis is not tried again for a while (doubling from backoff_min up to backoff_max):
+    # requests meanwhile get the failure policy at once instead of a timeout each.
+    backoff_min: Annotated[float, Meta(ge=0, le=60)] = 0.05
+    backoff_max: Annotated[float, Meta(gt=0, le=300)] = 2.0
+    # Prefix of every key fastgw writes (several gateways' configs can share one Redis).
+    key_prefix: Annotated[str, Meta(max_length=64)] = "fastgw:"
+    tls_ca_file: str | None = None  # rediss://: a CA bundle other than the system's
+    # A Redis Cluster: `url` names one node, the others are discovered. A bucket is one key; the buckets of one
+    # request that share their key value share a hash slot (a `{hash tag}`), so they are decided in one script.
+    cluster: bool = False
+
+
+PlanPeriod = Literal["day", "week", "month"]
+
+
+class Throttle(_Base, frozen=True):
+    rate: Annotated[int, Meta(ge=1, le=1_000_000)]  # requests per second, steady
+    burst: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None  # default: rate
+
+
+class Quota(_Base, frozen=True):
+    limit: Annotated[int, Meta(ge=1)]  # requests per period (UTC calendar periods, weeks from Monday)
+    period: PlanPeriod = "month"
+
+
+class UsagePlan(_Base, frozen=True):
+    """AWS usage plans: throttling and a quota for the consumers attached to the plan (`consumers.NAME.usage_plan`)."""
+
+    throttle: Throttle | None = None
+    quota: Quota | None = None
+    # Where the plan applies: API names, or "api/stage". Empty: every route where the consumer authenticates.
+    apis: list[str] = field(default_factory=list)
+    # Where counts live: "redis" (the top-level `redis`, shared by every gateway) or "local" (per worker).
+    # Default: redis when a `redis` section is configured.
+    policy: Literal["local", "redis"] | None = None
+    on_redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
 class Config(_Base, frozen=True):
@@ -210,3 +264,5 @@ class Config(_Base, frozen=True):
     limits: Limits = field(default_factory=Limits)
     path_policy: PathPolicy = field(default_factory=PathPolicy)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    redis: RedisConfig | None = None
+    usage_plans: dict[Name, UsagePlan] = field(default_factory=dict)

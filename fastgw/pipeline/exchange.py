@@ -278,7 +278,12 @@ class Exchange:
 
     @property
     def max_held(self) -> int:
-        return self.gw.limits.max_filtered_response
+        """How much of a proxied response is held for the body_filter phases: the global limit, or less when the
+        route's body filters ask for less (`Chain.max_held`: a cache that would not store more)."""
+        limit = self.gw.limits.max_filtered_response
+        ctx = self.ctx
+        asked = getattr(ctx.chain, "max_held", None) if ctx is not None else None
+        return limit if asked is None or asked > limit else asked
 
     def filter_head(self, head: bytes) -> bytes:
         """The headers plugins set, then the header_filter phases, over a whole head (status line to blank

@@ -29,7 +29,7 @@ from fastgw.plugins.consumers import Consumer
 ENTRY_POINT_GROUP = "fastgw.plugins"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # Methods a plugin class may define besides its phases.
-_ALLOWED_METHODS = frozenset({"prepare", "credentials", "body_limit", "needs_body", "uses"})
+_ALLOWED_METHODS = frozenset({"prepare", "credentials", "body_limit", "needs_body", "uses", "max_held"})
 
 BUILTIN_MODULES = (
     "fastgw.plugins.request_id",
@@ -41,6 +41,9 @@ BUILTIN_MODULES = (
     "fastgw.plugins.key_auth",
     "fastgw.plugins.basic_auth",
     "fastgw.plugins.acl",
+    "fastgw.plugins.rate_limit",
+    "fastgw.plugins.usage_plan",
+    "fastgw.plugins.proxy_cache",
     "fastgw.plugins.transformer",
 )
 
@@ -160,7 +163,7 @@ class Chain(PhaseChain):
     """The plugins of one route, phase by phase, in priority order (higher first). What the request loop reads
     (the phase tuples, the consumer settings) lives in the compiled base class."""
 
-    __slots__ = ("names", "body_limit", "needs_body", "entries", "off", "_variants")
+    __slots__ = ("names", "body_limit", "needs_body", "max_held", "entries", "off", "_variants")
 
     def __init__(self, entries: list[tuple[Plugin, Any, str]], off: frozenset[str] = frozenset()) -> None:
         super().__init__()
@@ -186,6 +189,15 @@ class Chain(PhaseChain):
         # A plugin that reads or rewrites the body (`needs_body(conf)` true) gets it whole: it is collected
         # before the phases run, and the integration receives it (or the plugin's replacement) at once.
         self.needs_body = any(p.needs_body(conf) for p, conf, _ in entries if callable(getattr(p, "needs_body", None)))  # type: ignore[attr-defined]
+        # A proxied response is held whole for the body_filter phases up to limits.max_filtered_response, or less
+        # when every body_filter plugin of the route says it needs less (`max_held(conf)`: a cache that stores
+        # nothing bigger lets bigger responses stream). None: the global limit.
+        held: list[int | None] = []
+        for plugin, conf, _ in entries:
+            if callable(getattr(plugin, "body_filter", None)) and plugin.uses("body_filter", conf):
+                asks = getattr(plugin, "max_held", None)
+                held.append(asks(conf) if callable(asks) else None)
+        self.max_held: int | None = max(held) if held and None not in held else None  # type: ignore[type-var]
         # Nothing about the body to do before the phases (PERF: one test per request instead of three).
         self.streams = self.body_limit is None and not self.needs_body
         # Set later: `strip` and `consumer_keys` by the gateway that serves the chain (the consumer header names

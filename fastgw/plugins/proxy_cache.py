@@ -1,0 +1,361 @@
+"""`proxy-cache`: answer repeated requests from a cache (`memory`: an LRU bounded in bytes per worker; `redis`:
+shared by every gateway), for every integration (http, lambda, mock).
+
+The key is printable: `route|method|host|path|sorted query|extra headers|consumer`, completed by the values of the
+request headers the response varies on (`Vary`). Every response of the route says `X-Cache-Status` (HIT, MISS,
+BYPASS, EXPIRED, STALE) and `Age`. Concurrent misses on one key make one upstream request; the others wait for it
+(at most `lock_timeout`, then they go themselves). A stale entry is served as STALE while one request refreshes
+it (`stale-while-revalidate`), or when the upstream fails (`stale-if-error`), as the response's Cache-Control
+allows.
+
+The cache answers from the access phase and fills from the response filters: a hit goes through the route's
+response filters as any response does (a response-transformer runs on hits too; what is stored is the response
+before the filters of lower priority).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import email.utils
+import logging
+import time
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from fastgw.plugins.base import Context, Plugin, Response
+from fastgw.state import redis as redis_state
+from fastgw.state.cache import MemoryStore, RedisStore, Stored
+
+log = logging.getLogger("fastgw.plugins.proxy_cache")
+
+# Never stored: framing and per-hop fields, and what describes one answer rather than the resource.
+_NOT_STORED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive", "date", "age",
+                         "x-cache-status"})  # fmt: skip
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+class ProxyCacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    backend: Literal["memory", "redis"] = "memory"
+    ttl: Annotated[float, Meta(gt=0, le=365 * 86_400)] = 300.0  # when the response says nothing
+    # Honour the upstream's Cache-Control (max-age, s-maxage, no-store, private, no-cache) and Expires.
+    respect_cache_control: bool = True
+    methods: list[Literal["GET", "HEAD"]] = msgspec.field(default_factory=lambda: ["GET", "HEAD"])
+    statuses: list[Annotated[int, Meta(ge=200, le=599)]] = msgspec.field(default_factory=lambda: [200, 301, 404])
+    key_headers: list[Annotated[str, Meta(pattern=r"^[A-Za-z0-9-]+$")]] = msgspec.field(default_factory=list)
+    vary_by_consumer: bool = False  # the consumer that authenticated is part of the key
+    # Shared across clients only if configured: responses that set cookies, requests that carry Authorization.
+    cache_set_cookie: bool = False
+    cache_authorization: bool = False
+    max_item_size: Annotated[int, Meta(ge=1)] = 1024 * 1024  # bigger responses stream through, uncached
+    memory_size: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024  # bytes per worker (memory backend)
+    lock_timeout: Annotated[float, Meta(gt=0, le=60)] = 5.0  # the longest a miss waits for the same miss
+    # AWS's behaviour: `Cache-Control: max-age=0` from an authenticated consumer refreshes the entry.
+    allow_refresh: bool = False
+    on_redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"  # fail_open: go upstream, uncached
+
+
+class Prepared:
+    __slots__ = ("conf", "methods", "statuses", "store", "remote", "inflight", "key_headers")
+
+    def __init__(self, conf: ProxyCacheConfig, redis: redis_state.SharedRedis | None) -> None:
+        self.conf = conf
+        self.methods = frozenset(conf.methods)
+        self.statuses = frozenset(conf.statuses)
+        self.key_headers = tuple(h.lower() for h in conf.key_headers)
+        self.store = MemoryStore(conf.memory_size)
+        self.remote = RedisStore(redis) if redis is not None else None
+        # Misses being fetched: base key -> (future resolved when the response is stored or not, deadline).
+        self.inflight: dict[str, tuple[asyncio.Future[None], float]] = {}
+
+
+class Pending:
+    """A miss on its way: what the response filters need to store it, or to answer with a stale entry."""
+
+    __slots__ = ("p", "base", "stale", "store", "serve_stale", "future", "now", "putting")
+
+    def __init__(self, p: Prepared, base: str, stale: Stored | None, future: asyncio.Future[None] | None) -> None:
+        self.p = p
+        self.base = base
+        self.stale = stale
+        self.store: tuple[str, Stored] | None = None
+        self.serve_stale = False
+        self.future = future
+        self.now = 0.0
+        self.putting = False  # being written to Redis: released when written
+
+    def release(self) -> None:
+        fut = self.future
+        if fut is not None:
+            self.future = None
+            entry = self.p.inflight.get(self.base)
+            if entry is not None and entry[0] is fut:
+                del self.p.inflight[self.base]
+            if not fut.done():
+                fut.set_result(None)
+
+
+def base_key(ctx: Context, p: Prepared) -> str:
+    req = ctx.request
+    method = "GET" if req.method == "HEAD" else req.method
+    route = ctx.route
+    parts = [f"{route.api}/{route.stage}/{route.name}" if route.api else route.name, method, req.host.lower(),
+             req.path]  # fmt: skip
+    query = req.query
+    parts.append("&".join(f"{k}={v}" for k in sorted(query) for v in query[k]))
+    for h in p.key_headers:
+        parts.append(req.header(h) or "")
+    if p.conf.vary_by_consumer:
+        c = ctx.consumer
+        parts.append(c.name if c is not None else "")
+    return "|".join(parts)
+
+
+def vary_key(ctx: Context, base: str, names: list[str]) -> str:
+    return base + "|" + "|".join(f"{n}={ctx.request.header(n) or ''}" for n in names)
+
+
+def cache_control(value: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in (value or "").split(","):
+        name, _, arg = part.strip().partition("=")
+        if name:
+            out[name.lower()] = arg.strip().strip('"')
+    return out
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return float(int(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _http_date(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate(value)
+    except (TypeError, ValueError):
+        return None
+    return float(calendar.timegm(parsed)) if parsed else None
+
+
+class ProxyCache(Plugin):
+    name = "proxy-cache"
+    priority = 1050  # after the limits and request transforms, before the response-transformer's filters
+    Config = ProxyCacheConfig
+
+    def prepare(self, conf: ProxyCacheConfig) -> Prepared:
+        redis = redis_state.current
+        if conf.backend == "redis" and redis is None:
+            raise ValueError("backend 'redis' needs the top-level `redis:` section (redis: {url: ...})")
+        return Prepared(conf, redis if conf.backend == "redis" else None)
+
+    def max_held(self, p: Prepared) -> int:
+        return p.conf.max_item_size
+
+    # -- the request: answer from the cache, or let one miss go upstream --------------------------------------
+
+    def access(self, ctx: Context, p: Prepared) -> Any:
+        req = ctx.request
+        if req.method not in p.methods or (not p.conf.cache_authorization and req.header("authorization")):
+            ctx.set_response_header("X-Cache-Status", "BYPASS")
+            return None
+        base = base_key(ctx, p)
+        refresh = (p.conf.allow_refresh and ctx.consumer is not None
+                   and "max-age=0" in (req.header("cache-control") or "").replace(" ", ""))  # fmt: skip
+        if p.remote is not None:
+            return self._remote(ctx, p, base, refresh)
+        now = time.time()
+        entry = None if refresh else self._lookup(ctx, p, base, now)
+        return self._decide(ctx, p, base, entry, now)
+
+    def _lookup(self, ctx: Context, p: Prepared, base: str, now: float) -> Stored | None:
+        item = p.store.get(base, now)
+        if item is not None and item.status == 0:
+            item = p.store.get(vary_key(ctx, base, item.vary or []), now)
+        return item
+
+    async def _remote_lookup(self, ctx: Context, p: Prepared, base: str, now: float) -> Stored | None:
+        assert p.remote is not None
+        item = await p.remote.get(base, now)
+        if item is not None and item.status == 0:
+            item = await p.remote.get(vary_key(ctx, base, item.vary or []), now)
+        return item
+
+    def _decide(self, ctx: Context, p: Prepared, base: str, entry: Stored | None, now: float) -> Any:
+        if entry is not None:
+            if now < entry.fresh_until:
+                return self._hit(ctx, entry, now, "HIT")
+            busy = p.inflight.get(base)
+            if busy is not None and now < entry.stale_until and time.monotonic() < busy[1]:
+                return self._hit(ctx, entry, now, "STALE")  # another request is refreshing it
+        busy = p.inflight.get(base)
+        if busy is not None and time.monotonic() < busy[1]:
+            return self._wait(ctx, p, base, busy, entry)
+        return self._go(ctx, p, base, entry)
+
+    def _go(self, ctx: Context, p: Prepared, base: str, stale: Stored | None) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        p.inflight[base] = (fut, time.monotonic() + p.conf.lock_timeout)
+        ctx.vars["proxy-cache"] = Pending(p, base, stale, fut)
+        ctx.set_response_header("X-Cache-Status", "EXPIRED" if stale is not None else "MISS")
+        return None
+
+    async def _wait(self, ctx: Context, p: Prepared, base: str, busy: tuple[asyncio.Future[None], float],
+                    stale: Stored | None) -> Response | None:  # fmt: skip
+        """Another request is fetching this key: wait for it (bounded), then answer from what it stored."""
+        fut, deadline = busy
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
+        now = time.time()
+        if p.remote is not None:
+            try:
+                entry = await self._remote_lookup(ctx, p, base, now)
+            except redis_state.RedisUnavailable:
+                entry = None
+        else:
+            entry = self._lookup(ctx, p, base, now)
+        if entry is not None and now < entry.fresh_until:
+            return self._hit(ctx, entry, now, "HIT")
+        self._go(ctx, p, base, entry or stale)
+        return None
+
+    async def _remote(self, ctx: Context, p: Prepared, base: str, refresh: bool) -> Response | None:
+        now = time.time()
+        try:
+            entry = None if refresh else await self._remote_lookup(ctx, p, base, now)
+        except redis_state.RedisUnavailable:
+            if p.conf.on_redis_failure == "fail_closed":
+                return Response(503, {"message": "Service Unavailable"})
+            ctx.set_response_header("X-Cache-Status", "BYPASS")
+            return None
+        result = self._decide(ctx, p, base, entry, now)
+        if asyncio.iscoroutine(result):
+            return await result
+        return result
+
+    def _hit(self, ctx: Context, entry: Stored, now: float, status: str) -> Response:
+        ctx.set_response_header("X-Cache-Status", status)
+        ctx.set_response_header("Age", str(int(entry.age + max(0.0, now - entry.stored_at))))
+        return Response(entry.status, entry.body, headers=entry.headers)
+
+    # -- the response: decide whether it is stored, or answer with a stale entry instead ---------------------
+
+    def header_filter(self, ctx: Context, p: Prepared) -> None:
+        pending = ctx.vars.get("proxy-cache")
+        if pending is None:
+            return
+        resp = ctx.response
+        assert resp is not None
+        headers = resp.headers
+        now = pending.now = time.time()
+        stale = pending.stale
+        if resp.status >= 500 and stale is not None and now < stale.error_until:
+            # stale-if-error: the stale entry answers instead (its body replaces this one in body_filter).
+            pending.serve_stale = True
+            # The failed response's headers go, except those plugins set on every response (ids, RateLimit).
+            reply = {k.decode("latin-1") for k, _ in (ctx._reply_headers or ())}
+            for name in {k.lower() for k, _ in headers} - reply:
+                headers.remove(name)
+            for k, v in stale.headers:
+                headers.add(k, v)
+            headers.set("X-Cache-Status", "STALE")
+            headers.set("Age", str(int(stale.age + max(0.0, now - stale.stored_at))))
+            resp.status = stale.status
+            return
+        if headers.get("age") is None:
+            headers.set("Age", "0")
+        pending.store = self._storable(ctx, p, pending, resp.status, headers, now)
+
+    def _storable(self, ctx: Context, p: Prepared, pending: Pending, status: int, headers: Any,
+                  now: float) -> tuple[str, Stored] | None:  # fmt: skip
+        conf = p.conf
+        if status not in p.statuses or ctx.request.method == "HEAD":
+            return None
+        if not conf.cache_set_cookie and headers.get("set-cookie") is not None:
+            return None
+        vary_raw = ",".join(headers.get_all("vary"))
+        vary = sorted({v.strip().lower() for v in vary_raw.split(",") if v.strip()})
+        if "*" in vary:
+            return None
+        ttl, swr, sie = conf.ttl, 0.0, 0.0
+        if conf.respect_cache_control:
+            cc = cache_control(",".join(headers.get_all("cache-control")))
+            if "no-store" in cc or "private" in cc or "no-cache" in cc:
+                return None
+            given = _seconds(cc.get("s-maxage")) if "s-maxage" in cc else _seconds(cc.get("max-age"))
+            if given is None and headers.get("expires") is not None:
+                expires = _http_date(headers.get("expires"))
+                date = _http_date(headers.get("date")) or now
+                given = (expires - date) if expires is not None else 0.0  # an invalid Expires is in the past
+            if given is not None:
+                ttl = given
+            swr = _seconds(cc.get("stale-while-revalidate")) or 0.0
+            sie = _seconds(cc.get("stale-if-error")) or 0.0
+        age = _seconds(headers.get("age")) or 0.0
+        left = ttl - age
+        if left <= 0 and swr <= 0 and sie <= 0:
+            return None
+        reply = {k.decode("latin-1") for k, _ in (ctx._reply_headers or ())}
+        kept = [(k, v) for k, v in headers if k.lower() not in _NOT_STORED and k.lower() not in reply]
+        fresh = now + max(0.0, left)
+        item = Stored(status, kept, b"", now, age, fresh, fresh + swr, fresh + sie, vary or None)
+        key = vary_key(ctx, pending.base, vary) if vary else pending.base
+        return key, item
+
+    def body_filter(self, ctx: Context, p: Prepared) -> None:
+        pending = ctx.vars.get("proxy-cache")
+        if pending is None:
+            return
+        resp = ctx.response
+        assert resp is not None
+        if pending.serve_stale:
+            resp.body = pending.stale.body
+            pending.release()
+            return
+        stored = pending.store
+        body = resp.body or b""
+        if stored is None or len(body) > p.conf.max_item_size:
+            pending.release()
+            return
+        key, item = stored
+        item.body = body
+        pointer = Stored(0, [], b"", item.stored_at, 0.0, item.fresh_until, item.stale_until, item.error_until,
+                         item.vary) if item.vary else None  # fmt: skip
+        if p.remote is None:
+            if pointer is not None:
+                p.store.put(pending.base, pointer)
+            p.store.put(key, item)
+            pending.release()
+        else:
+            pending.putting = True
+            task = asyncio.get_running_loop().create_task(self._remote_put(pending, key, item, pointer))
+            _BACKGROUND.add(task)  # NOTE: the loop keeps only a weak reference to a task
+            task.add_done_callback(_BACKGROUND.discard)
+
+    async def _remote_put(self, pending: Pending, key: str, item: Stored, pointer: Stored | None) -> None:
+        remote = pending.p.remote
+        assert remote is not None
+        try:
+            if pointer is not None:
+                await remote.put(pending.base, pointer, pending.now)
+            await remote.put(key, item, pending.now)
+        except redis_state.RedisUnavailable:
+            pass  # not stored: the next request goes upstream
+        finally:
+            pending.release()
+
+    def log(self, ctx: Context, p: Prepared) -> None:
+        pending = ctx.vars.get("proxy-cache")
+        if pending is not None and not pending.putting:
+            pending.release()  # stored, or nothing to store (not cacheable, a HEAD, over max_item_size, gone)
+
+
+PLUGINS = (ProxyCache,)

@@ -1,0 +1,32 @@
+"""The configs bench/run.py's ratelimit and cache scenarios serve load and put the plugin on the routes (the
+scenarios themselves are run by hand: they are load tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from fastgw.config.load import load_config_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_scenario_configs_load_with_their_plugins():
+    bench = _bench()
+    for text, plugin in (
+        (bench.ratelimit_config(18001, 18002, "local", 18003), "rate-limit"),
+        (bench.ratelimit_config(18001, 18002, "redis", 18003), "rate-limit"),
+        (bench.cache_config(18001, 18002), "proxy-cache"),
+    ):
+        loaded = load_config_bytes(text.encode(), "bench.yaml")
+        assert loaded.config.server.port == 18001
+        assert all(plugin in r.plugins for r in loaded.config.routes)
+        assert (loaded.config.redis is not None) == ("policy: redis" in text)
