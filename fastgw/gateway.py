@@ -33,7 +33,11 @@ class Gateway:
         self.server_line = f"server: {server_header}\r\n".encode("latin-1") if server_header else b""
         self.via = cfg.server.via
         self.trusted_proxies = tuple(ipaddress.ip_network(c, strict=False) for c in cfg.server.trusted_proxies)
-        self.upstreams = {name: Upstream(name, up) for name, up in cfg.upstreams.items()}
+        # A reload keeps the warm connections of the targets that survive it (Target.adopt).
+        before: dict[str, Upstream] = previous.upstreams if previous is not None else {}
+        self.upstreams: dict[str, Upstream] = {
+            name: Upstream(name, up, before.get(name)) for name, up in cfg.upstreams.items()
+        }
         self.functions = {name: self._pool(name, loaded, previous) for name in cfg.functions}
         self.paths = loaded.paths  # the path policy, the router, and API Gateway's answers to misses
         routes: list[Route] = []
@@ -86,9 +90,11 @@ class Gateway:
         return FunctionPool(name, spec, code)
 
     def start(self) -> None:
-        """Called on the serving loop: start each function's warm workers."""
+        """Called on the serving loop: start each function's warm workers and the upstreams' active checks."""
         for pool in self.functions.values():
             pool.start_warm()
+        for up in self.upstreams.values():
+            up.start()
 
     def is_trusted(self, peer_ip: str | None) -> bool:
         if not self.trusted_proxies or not peer_ip:

@@ -308,6 +308,9 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
                 source, f"$.server.trusted_proxies[{i}]", f"expected an IP address or CIDR, got {cidr!r}"
             ) from None
 
+    for name, up in config.upstreams.items():
+        _check_upstream(up, source, f"$.upstreams.{name}")
+
     names: dict[tuple[str | None, str | None, str], str] = {}
     router = Router()
     for i, entry in enumerate(entries):
@@ -376,3 +379,31 @@ def _check_http(config: Config, integ: HttpIntegration, params: tuple[str, ...],
                 raise ConfigError(
                     source, f"{at}.path", f"{{{ref}}} is not a parameter of the route's path (parameters: {have})"
                 )
+
+
+def _check_upstream(up: Upstream, source: str, at: str) -> None:
+    seen: dict[str, int] = {}
+    for i, t in enumerate(up.targets):
+        url = (t if isinstance(t, str) else t.url).rstrip("/")
+        if url in seen:
+            raise ConfigError(source, f"{at}.targets[{i}]", f"{url} is already targets[{seen[url]}]")
+        seen[url] = i
+    if up.balancer == "consistent-hash" and up.hash_on is None:
+        raise ConfigError(
+            source, f"{at}.hash_on", "consistent-hash needs hash_on: header:NAME, cookie:NAME, ip, path or consumer"
+        )
+    if up.hash_on is not None and up.balancer != "consistent-hash":
+        raise ConfigError(source, f"{at}.hash_on", f"hash_on is only read by consistent-hash, not {up.balancer}")
+    active = up.health.active
+    if active is not None and active.timeout >= active.interval:
+        raise ConfigError(
+            source, f"{at}.health.active.timeout", f"must be shorter than the interval ({active.interval:g}s)"
+        )
+    passive = up.health.passive
+    if passive is not None:
+        if passive.consecutive_failures is None and passive.failure_ratio is None:
+            raise ConfigError(source, f"{at}.health.passive", "set consecutive_failures or failure_ratio (or both)")
+        if passive.max_ejection < passive.base_ejection:
+            raise ConfigError(source, f"{at}.health.passive.max_ejection", "must be at least base_ejection")
+    if up.breaker is not None and up.breaker.consecutive_failures is None and up.breaker.failure_ratio is None:
+        raise ConfigError(source, f"{at}.breaker", "set consecutive_failures or failure_ratio (or both)")

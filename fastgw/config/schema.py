@@ -72,12 +72,106 @@ class PoolConfig(_Base, frozen=True):
     idle_timeout: Seconds = 60.0
 
 
+class TargetSpec(_Base, frozen=True):
+    url: TargetURL
+    # Its share of the traffic relative to the other targets (round-robin, least-connections, random-two-choices)
+    # or of the hash ring (consistent-hash).
+    weight: Annotated[int, Meta(ge=1, le=1000)] = 1
+
+
+Ratio = Annotated[float, Meta(ge=0, le=1)]
+Count = Annotated[int, Meta(ge=1, le=1_000_000)]
+RetryCondition = Literal["error", "timeout", "http_502", "http_503", "http_504"]
+
+
+class RetryConfig(_Base, frozen=True):
+    """nginx's `proxy_next_upstream`: when a try fails before any response byte reached the client, the request
+    goes once more to another target. Never after a byte reached the client."""
+
+    # Tries in all, the first one included (nginx's proxy_next_upstream_tries); 1 switches retries off. Never more
+    # than the upstream has targets.
+    attempts: Annotated[int, Meta(ge=1, le=10)] = 2
+    # error: the connection failed, or was closed or reset before any response byte; timeout: connect, send or
+    # the wait for the response head timed out; http_5xx: the target answered that status (its answer is dropped).
+    on: list[RetryCondition] = field(default_factory=lambda: ["error", "timeout"])
+    # Methods retried. POST and PATCH are retried only on routes with `retry_non_idempotent: true`.
+    methods: list[HttpMethod] = field(default_factory=lambda: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
+    # The longest wait for a try's response head (at most read_timeout); past it the try counts as a timeout.
+    per_try_timeout: Seconds | None = None
+    # The retry budget (Envoy's retry_budget): over the last 10 s, retries are at most `budget` times the requests
+    # plus `budget_min`, so an outage never multiplies the load on the targets left.
+    budget: Ratio = 0.2
+    budget_min: Annotated[int, Meta(ge=0, le=100_000)] = 10
+    # A request body is kept up to this size to be sent again; a bigger one is not retried.
+    max_replay_body: Annotated[int, Meta(ge=0, le=64 * 1024 * 1024)] = 64 * 1024
+
+
+class ActiveCheck(_Base, frozen=True):
+    """A request to every target every `interval`; `unhealthy_threshold` failures in a row take it out of
+    rotation, `healthy_threshold` successes in a row bring it back. Run by each worker (docs/operations.md)."""
+
+    path: str = "/"
+    method: Literal["GET", "HEAD", "OPTIONS"] = "GET"
+    interval: Seconds = 5.0
+    timeout: Seconds = 2.0
+    statuses: Annotated[list[Status], Meta(min_length=1)] = field(default_factory=lambda: [200, 204, 301, 302, 304])
+    healthy_threshold: Annotated[int, Meta(ge=1, le=100)] = 2
+    unhealthy_threshold: Annotated[int, Meta(ge=1, le=100)] = 3
+    # Each wait is the interval plus up to this fraction of it, at random, so workers and targets are not checked
+    # in lockstep.
+    jitter: Ratio = 0.1
+    host: str | None = None  # the Host sent; default the target's host:port
+
+
+class PassiveCheck(_Base, frozen=True):
+    """Envoy's outlier detection: a target that fails (5xx, connection errors, timeouts) `consecutive_failures`
+    times in a row, or whose failure ratio over `min_requests` answers reaches `failure_ratio`, is ejected for
+    `base_ejection` times the number of its ejections so far (at most `max_ejection`)."""
+
+    consecutive_failures: Annotated[int, Meta(ge=1, le=10_000)] | None = 5
+    failure_ratio: Annotated[float, Meta(gt=0, le=1)] | None = None
+    min_requests: Count = 20  # answers over which the ratio is judged (then counting starts again)
+    base_ejection: Seconds = 30.0
+    max_ejection: Seconds = 300.0
+    # No more than this share of the targets is ejected at once (one may always be).
+    max_ejected: Ratio = 0.5
+
+
+class HealthConfig(_Base, frozen=True):
+    active: ActiveCheck | None = None
+    passive: PassiveCheck | None = None
+
+
+class BreakerConfig(_Base, frozen=True):
+    """A circuit breaker per target: it opens (no traffic) on `consecutive_failures` failures in a row, or on an
+    error ratio of `failure_ratio` over at least `min_requests` answers within `window` seconds; after `cool_down`
+    it half-opens and lets `probes` requests through; as many successes close it, one failure opens it again."""
+
+    consecutive_failures: Annotated[int, Meta(ge=1, le=10_000)] | None = 5
+    failure_ratio: Annotated[float, Meta(gt=0, le=1)] | None = 0.5
+    min_requests: Count = 20
+    window: Seconds = 10.0
+    cool_down: Seconds = 15.0
+    probes: Annotated[int, Meta(ge=1, le=1000)] = 3
+
+
+# header:NAME, cookie:NAME, ip (the client's address), path, consumer (the authenticated consumer's name).
+HashKey = Annotated[str, Meta(pattern=r"^(header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:[^\s;=]+|ip|path|consumer)$")]
+
+
 class Upstream(_Base, frozen=True):
-    targets: Annotated[list[TargetURL], Meta(min_length=1)]
+    # "http://host:port" or {url: "http://host:port", weight: 3}
+    targets: Annotated[list[TargetURL | TargetSpec], Meta(min_length=1)]
+    balancer: Literal["round-robin", "least-connections", "consistent-hash", "random-two-choices"] = "round-robin"
+    # What consistent-hash hashes (required with it).
+    hash_on: HashKey | None = None
     connect_timeout: Seconds = 5.0
     read_timeout: Seconds = 60.0  # longest wait for the response head, and between body reads
     send_timeout: Seconds = 60.0  # longest wait for the upstream to accept request bytes
     pool: PoolConfig = field(default_factory=PoolConfig)
+    retries: RetryConfig = field(default_factory=RetryConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    breaker: BreakerConfig | None = None
 
 
 class HttpIntegration(_Base, frozen=True, tag="http"):
@@ -90,6 +184,10 @@ class HttpIntegration(_Base, frozen=True, tag="http"):
     preserve_host: bool = False
     # Send exactly this Host upstream.
     host: str | None = None
+    # The longest the whole exchange may take until the response head (retries included); 504 past it.
+    timeout: Seconds | None = None
+    # Retry POST and PATCH too (when the upstream's retries list them): only for handlers that are safe to repeat.
+    retry_non_idempotent: bool = False
 
 
 class MockIntegration(_Base, frozen=True, tag="mock"):
