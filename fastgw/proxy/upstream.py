@@ -115,6 +115,8 @@ class HttpRoute(Route):
         if target is None:
             ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
             return
+        if self.timeout is not None and not req.t0:
+            req.t0 = time.perf_counter()  # the total timeout's start (the access log sets it when it is on)
         path = req.path
         if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
             path = quote(chosen, safe=_PATH_SAFE)  # a plugin chose the upstream path
