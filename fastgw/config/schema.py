@@ -91,9 +91,10 @@ class RetryConfig(_Base, frozen=True):
     # Tries in all, the first one included (nginx's proxy_next_upstream_tries); 1 switches retries off. Never more
     # than the upstream has targets.
     attempts: Annotated[int, Meta(ge=1, le=10)] = 2
+    # NOTE: not `on`, which YAML reads as the boolean true.
     # error: the connection failed, or was closed or reset before any response byte; timeout: connect, send or
     # the wait for the response head timed out; http_5xx: the target answered that status (its answer is dropped).
-    on: list[RetryCondition] = field(default_factory=lambda: ["error", "timeout"])
+    when: list[RetryCondition] = field(default_factory=lambda: ["error", "timeout"])
     # Methods retried. POST and PATCH are retried only on routes with `retry_non_idempotent: true`.
     methods: list[HttpMethod] = field(default_factory=lambda: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
     # The longest wait for a try's response head (at most read_timeout); past it the try counts as a timeout.

@@ -1,7 +1,7 @@
 """Retries on another target (nginx's `proxy_next_upstream`) and the budget that bounds them (Envoy's).
 
 A try that fails before any response byte reached the client (the connection failed, was reset or timed out; or
-the target answered a status listed in `on`, whose answer is then dropped) goes once more to a target not tried
+the target answered a status listed in `when`, whose answer is then dropped) goes once more to a target not tried
 yet, while the retry policy allows: tries left, the method listed (POST and PATCH only on routes that allow it),
 a body kept whole in the replay buffer, the route's total timeout not passed, and the budget not spent. Nothing
 here runs on a request that does not fail.
@@ -56,16 +56,16 @@ class RetryBudget:
 class RetryPolicy:
     """One route's retry rules, resolved from its upstream's `retries` and the route's own settings."""
 
-    __slots__ = ("attempts", "on", "methods", "statuses", "max_replay", "budget")
+    __slots__ = ("attempts", "when", "methods", "statuses", "max_replay", "budget")
 
     def __init__(self, conf: RetryConfig, non_idempotent: bool, budget: RetryBudget, targets: int) -> None:
         self.attempts = min(conf.attempts, targets)
-        self.on = frozenset(conf.on)
+        self.when = frozenset(conf.when)
         methods = set(conf.methods)
         if not non_idempotent:
             methods -= _NON_IDEMPOTENT
         self.methods = frozenset(methods)
-        self.statuses = frozenset(int(c[5:]) for c in conf.on if c.startswith("http_"))
+        self.statuses = frozenset(int(c[5:]) for c in conf.when if c.startswith("http_"))
         self.max_replay = conf.max_replay_body
         self.budget = budget
 

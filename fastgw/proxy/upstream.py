@@ -45,7 +45,7 @@ _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 TIMED_OUT = "Endpoint request timed out"  # API Gateway's words for an integration timeout (504)
 # UpstreamConnection.filtering: what happens when the response head arrives.
 FILTER = 1  # the route's filters see it first
-CHECK = 2  # its status may send the request to another target (retries `on: http_5xx`)
+CHECK = 2  # its status may send the request to another target (retries `when: [http_5xx]`)
 
 
 class HttpRoute(Route):
@@ -205,7 +205,7 @@ def _next_try(
     route: HttpRoute = ex.route  # type: ignore[assignment]
     policy = route.retry
     req = ex.req
-    if policy is None or ex.gone or req.response_started or kind not in policy.on or req.method not in policy.methods:
+    if policy is None or ex.gone or req.response_started or kind not in policy.when or req.method not in policy.methods:
         return None
     has_body = bool(req.content_length or req.chunked)
     if attempt is None or attempt.ex is not ex:

@@ -104,7 +104,7 @@ async def test_statuses_are_retried_only_when_listed(gateway):
 
     async with FlakyTarget("a") as a, FlakyTarget("b") as b:
         a.mode = "status:503"
-        gw = await gateway(upstream_config([a.url, b.url], retries={"on": ["error", "timeout", "http_503"]}))
+        gw = await gateway(upstream_config([a.url, b.url], retries={"when": ["error", "timeout", "http_503"]}))
         for _ in range(4):
             r = await http_request(gw.port, "GET", "/")
             assert r.status == 200 and r.json()["target"] == "b"
@@ -114,7 +114,7 @@ async def test_statuses_are_retried_only_when_listed(gateway):
 async def test_last_answer_passes_through_when_every_target_answers_5xx(gateway):
     async with FlakyTarget("a") as a, FlakyTarget("b") as b:
         a.mode = b.mode = "status:502"
-        gw = await gateway(upstream_config([a.url, b.url], retries={"on": ["http_502"]}))
+        gw = await gateway(upstream_config([a.url, b.url], retries={"when": ["http_502"]}))
         r = await http_request(gw.port, "GET", "/")
         assert r.status == 502 and r.json()["target"] == "b"
         assert a.hits == b.hits == 1  # attempts: 2

@@ -197,4 +197,4 @@ def test_upstream_pick_skips_targets_out_of_rotation():
 
 def test_retry_config_defaults_are_nginxs():
     conf = RetryConfig()
-    assert conf.attempts == 2 and conf.on == ["error", "timeout"] and "POST" not in conf.methods
+    assert conf.attempts == 2 and conf.when == ["error", "timeout"] and "POST" not in conf.methods

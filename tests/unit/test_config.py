@@ -154,3 +154,39 @@ apis:
     assert paths.route("GET", "h", b"/a%2F") == (None, None)  # ...and the top-level policy refuses %2F
     assert paths.route("GET", "h", b"/x/..%2Fc") == ("/c", (2, {}))  # decoded: /c, whose policy decodes
     assert paths.route("GET", "h", b"/d\\\\") == (None, None)  # /d refuses a backslash
+
+
+U = b"upstreams: {u: {targets: ['http://127.0.0.1:1', 'http://127.0.0.1:2'], %s}}"
+
+
+@pytest.mark.parametrize(
+    "extra,path,words",
+    [
+        (b"balancer: consistent-hash", "$.upstreams.u.hash_on", "consistent-hash needs hash_on"),
+        (b"hash_on: ip", "$.upstreams.u.hash_on", "only read by consistent-hash"),
+        (b"balancer: consistent-hash, hash_on: 'header:'", "$.upstreams.u.hash_on", "matching regex"),
+        (b"balancer: fastest", "$.upstreams.u.balancer", "Invalid enum value 'fastest'"),
+        (b"retries: {when: [error, http_500]}", "$.upstreams.u.retries.when[1]", "Invalid enum value 'http_500'"),
+        (b"retries: {attempts: 0}", "$.upstreams.u.retries.attempts", "Expected `int` >= 1"),
+        (b"health: {active: {interval: 1, timeout: 2}}", "$.upstreams.u.health.active.timeout", "shorter than"),
+        (
+            b"health: {passive: {consecutive_failures: null}}",
+            "$.upstreams.u.health.passive",
+            "consecutive_failures or failure_ratio",
+        ),
+        (b"breaker: {cool_down: 0}", "$.upstreams.u.breaker.cool_down", "Expected `float` >"),
+    ],
+)
+def test_upstream_errors_name_the_key_path(extra, path, words):
+    e = err(U % extra)
+    assert e.path == path, str(e)
+    assert words in e.message, str(e)
+
+
+def test_targets_take_weights_and_refuse_duplicates():
+    loaded = load_config_bytes(b"upstreams: {u: {targets: [{url: 'http://127.0.0.1:1', weight: 3}, 'http://h:2']}}")
+    assert loaded.config.upstreams["u"].targets[0].weight == 3  # type: ignore[union-attr]
+    e = err(b"upstreams: {u: {targets: ['http://127.0.0.1:1', {url: 'http://127.0.0.1:1/'}]}}")
+    assert e.path == "$.upstreams.u.targets[1]" and "already targets[0]" in e.message
+    e = err(b"upstreams: {u: {targets: [{url: 'http://127.0.0.1:1', weight: 0}]}}")
+    assert e.path == "$.upstreams.u.targets[0].weight"
