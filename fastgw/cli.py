@@ -141,7 +141,7 @@ def _routes(path: str, tree: bool) -> int:
     if tree:
         print(loaded.router.dump(), end="")
         return 0
-    from fastgw.config.schema import HttpIntegration, LambdaIntegration
+    from fastgw.config.schema import AggregateIntegration, HttpIntegration, LambdaIntegration
 
     rows = [("METHODS", "HOST", "PATH", "INTEGRATION", "NAME", "PLUGINS")]
     for entry in loaded.entries:
@@ -155,6 +155,8 @@ def _routes(path: str, tree: bool) -> int:
         elif isinstance(integ, LambdaIntegration):
             fmt = integ.payload_format or ("1.0" if entry.api_type == "rest" else "2.0")
             target = f"lambda -> {integ.function} ({fmt})"
+        elif isinstance(integ, AggregateIntegration):
+            target = "aggregate -> " + ", ".join(f"{b.upstream} {b.path}" for b in integ.backends)
         else:
             target = f"mock {integ.status}"
         rows.append((",".join(route.methods), route.host or "*", entry.path, target, entry.label, "-"))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from fastgw.aggregate import AggregateRoute
 from fastgw.config.load import LoadedConfig
-from fastgw.config.schema import HttpIntegration, LambdaIntegration, MockIntegration
+from fastgw.config.schema import AggregateIntegration, HttpIntegration, LambdaIntegration, MockIntegration
 from fastgw.core import Router
 from fastgw.functions.integration import LambdaRoute
 from fastgw.functions.pool import FunctionPool
@@ -47,6 +48,8 @@ class Gateway:
                 routes.append(MockRoute(entry.label, integ, self.server_line))
             elif isinstance(integ, LambdaIntegration):
                 routes.append(LambdaRoute(entry, integ, self.functions[integ.function]))
+            elif isinstance(integ, AggregateIntegration):
+                routes.append(AggregateRoute(entry.label, integ, self.upstreams, self.server_line, self.via))
             else:
                 assert isinstance(integ, HttpIntegration)
                 upstream = self.upstreams[integ.upstream]

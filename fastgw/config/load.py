@@ -18,6 +18,7 @@ import msgspec
 import yaml
 
 from fastgw.config.schema import (
+    AggregateIntegration,
     Api,
     Config,
     Function,
@@ -327,6 +328,8 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
         integ = entry.integration
         if isinstance(integ, HttpIntegration):
             _check_http(config, integ, params, source, f"{at}.integration")
+        elif isinstance(integ, AggregateIntegration):
+            _check_aggregate(config, integ, params, source, f"{at}.integration")
         elif isinstance(integ, LambdaIntegration) and integ.function not in config.functions:
             known = ", ".join(sorted(config.functions)) or "none defined"
             where = f" (stage {entry.stage!r})" if entry.stage else ""
@@ -407,3 +410,38 @@ def _check_upstream(up: Upstream, source: str, at: str) -> None:
             raise ConfigError(source, f"{at}.health.passive.max_ejection", "must be at least base_ejection")
     if up.breaker is not None and up.breaker.consecutive_failures is None and up.breaker.failure_ratio is None:
         raise ConfigError(source, f"{at}.breaker", "set consecutive_failures or failure_ratio (or both)")
+
+
+# `{respN.field.path}` in an aggregate backend's path: a field of backend N's answer.
+RESPONSE_REF = re.compile(r"^resp(\d+)((?:\.[^.}]+)+)$")
+
+
+def _check_aggregate(
+    config: Config, integ: AggregateIntegration, params: tuple[str, ...], source: str, at: str
+) -> None:
+    groups: dict[str, int] = {}
+    for i, backend in enumerate(integ.backends):
+        here = f"{at}.backends[{i}]"
+        if backend.upstream not in config.upstreams:
+            known = ", ".join(sorted(config.upstreams)) or "none defined"
+            raise ConfigError(source, f"{here}.upstream", f"unknown upstream {backend.upstream!r} (upstreams: {known})")
+        if not backend.path.startswith("/"):
+            raise ConfigError(source, f"{here}.path", f"expected a path starting with '/', got {backend.path!r}")
+        for ref in re.findall(r"\{([^{}]+)\}", backend.path):
+            m = RESPONSE_REF.match(ref)
+            if m is not None:
+                if int(m.group(1)) >= i:
+                    raise ConfigError(
+                        source, f"{here}.path", f"{{{ref}}} refers to backend {m.group(1)}, not an earlier one"
+                    )
+            elif ref.rstrip("+") not in params:
+                have = ", ".join(params) or "none"
+                raise ConfigError(
+                    source, f"{here}.path", f"{{{ref}}} is not a parameter of the route's path (parameters: {have})"
+                )
+        if backend.group is not None:
+            if backend.group in groups:
+                raise ConfigError(
+                    source, f"{here}.group", f"group {backend.group!r} is backends[{groups[backend.group]}]'s too"
+                )
+            groups[backend.group] = i

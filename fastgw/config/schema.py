@@ -211,7 +211,38 @@ class LambdaIntegration(_Base, frozen=True, tag="lambda"):
     timeout: Seconds = 29.0
 
 
-Integration = HttpIntegration | MockIntegration | LambdaIntegration
+# A dotted path into a JSON answer: "data.user", "items.0.id".
+JsonPath = Annotated[str, Meta(pattern=r"^[^.\s]+(\.[^.\s]+)*$")]
+
+
+class AggregateBackend(_Base, frozen=True):
+    """One call of an aggregate: an upstream and the path sent to it. `{name}` in the path is a route parameter;
+    `{respN.a.b}` a field of the answer of backend N (an earlier one: this call then waits for it)."""
+
+    upstream: str
+    path: str
+    # Where its answer goes in the merged object (`{group: answer}`); none: its fields are merged at the top.
+    group: Annotated[str, Meta(min_length=1)] | None = None
+    # Only this part of its answer is taken (a JSON path into it).
+    target: JsonPath | None = None
+    # Fields of the answer kept (the rest dropped); none: all.
+    allow: list[str] | None = None
+    # Fields renamed (old: new), after `allow`.
+    rename: dict[str, str] = field(default_factory=dict)
+    timeout: Seconds = 5.0
+
+
+class AggregateIntegration(_Base, frozen=True, tag="aggregate"):
+    """Several backends called in parallel (or in sequence, where one uses another's answer), their JSON answers
+    merged into one object. With one backend its answer passes through unchanged (status, headers, body)."""
+
+    backends: Annotated[list[AggregateBackend], Meta(min_length=1, max_length=64)]
+    # The status of a merged answer when some backends failed (it carries what succeeded, and
+    # `X-Fastgw-Completed: false`). When all failed: 502 {"message": "Bad Gateway"}.
+    partial_status: Literal[200, 502] = 200
+
+
+Integration = HttpIntegration | MockIntegration | LambdaIntegration | AggregateIntegration
 
 
 # Plugin name -> its configuration (checked against the plugin's own Config when the config loads), or `false`

@@ -82,7 +82,9 @@ class FlakyTarget:
                     self._reset(writer)
                     return
                 if mode == "hang":
-                    await asyncio.sleep(3600)
+                    while await reader.read(65536):  # never answers; returns when the gateway closes
+                        pass
+                    return
                 if mode.startswith("slow:"):
                     await asyncio.sleep(int(mode[5:]) / 1000)
                 if mode == "reset-mid-body":

@@ -190,3 +190,39 @@ def test_targets_take_weights_and_refuse_duplicates():
     assert e.path == "$.upstreams.u.targets[1]" and "already targets[0]" in e.message
     e = err(b"upstreams: {u: {targets: [{url: 'http://127.0.0.1:1', weight: 0}]}}")
     assert e.path == "$.upstreams.u.targets[0].weight"
+
+
+AGG = b"""
+upstreams: {users: {targets: ['http://127.0.0.1:1']}}
+routes:
+  - path: /p/{id}
+    integration: {type: aggregate, backends: [%s]}
+"""
+
+
+@pytest.mark.parametrize(
+    "backends,path,words",
+    [
+        (b"{upstream: nope, path: /u}", "$.routes[0].integration.backends[0].upstream", "unknown upstream 'nope'"),
+        (b"{upstream: users, path: '/u/{uid}'}", "$.routes[0].integration.backends[0].path", "{uid} is not a param"),
+        (
+            b"{upstream: users, path: '/u/{resp0.id}'}",
+            "$.routes[0].integration.backends[0].path",
+            "not an earlier one",
+        ),
+        (
+            b"{upstream: users, path: /a, group: g}, {upstream: users, path: /b, group: g}",
+            "$.routes[0].integration.backends[1].group",
+            "backends[0]'s too",
+        ),
+        (b"", "$.routes[0].integration.backends", "length >= 1"),
+    ],
+)
+def test_aggregate_errors_name_the_key_path(backends, path, words):
+    e = err(AGG % backends)
+    assert e.path == path, str(e)
+    assert words in e.message, str(e)
+
+
+def test_aggregate_sequence_loads():
+    load_config_bytes(AGG % b"{upstream: users, path: '/u/{id}'}, {upstream: users, path: '/o?u={resp0.user.id}'}")
