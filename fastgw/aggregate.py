@@ -45,7 +45,7 @@ _BAD_GATEWAY = {"message": "Bad Gateway"}
 class Collector:
     """The destination of one backend call (a `ClientLeg` for its exchange): collects the response bytes."""
 
-    __slots__ = ("state", "peer", "closed", "write_paused", "exchange", "chunks", "future", "cut")
+    __slots__ = ("state", "peer", "closed", "write_paused", "exchange", "chunks", "future", "cut", "transport")
 
     def __init__(self, state: Worker, peer: Peer, future: asyncio.Future[None]) -> None:
         self.state = state
@@ -56,6 +56,7 @@ class Collector:
         self.chunks: list[bytes] = []
         self.future = future
         self.cut = False  # the exchange ended after its head: the answer is incomplete
+        self.transport = None  # no connection to hand over: a backend call never becomes a tunnel
 
     def write(self, data: bytes) -> None:
         self.chunks.append(data)

@@ -10,7 +10,13 @@ import ipaddress
 
 from fastgw.aggregate import AggregateRoute
 from fastgw.config.load import LoadedConfig
-from fastgw.config.schema import AggregateIntegration, HttpIntegration, LambdaIntegration, MockIntegration
+from fastgw.config.schema import (
+    AggregateIntegration,
+    HttpIntegration,
+    LambdaIntegration,
+    MockIntegration,
+    WebSocketConfig,
+)
 from fastgw.core import Router
 from fastgw.functions.integration import LambdaRoute
 from fastgw.functions.pool import FunctionPool
@@ -18,7 +24,7 @@ from fastgw.pipeline.exchange import Route
 from fastgw.pipeline.mock import MockRoute
 from fastgw.plugins.base import RouteInfo
 from fastgw.proxy.pool import Upstream
-from fastgw.proxy.upstream import HttpRoute
+from fastgw.proxy.upstream import HttpRoute, WebSocketRoute
 
 
 class Gateway:
@@ -53,7 +59,12 @@ class Gateway:
             else:
                 assert isinstance(integ, HttpIntegration)
                 upstream = self.upstreams[integ.upstream]
-                routes.append(HttpRoute(entry.label, integ, upstream, self.server_line, self.via))
+                ws = entry.route.websocket
+                if ws:
+                    idle = ws.idle_timeout if isinstance(ws, WebSocketConfig) else WebSocketConfig().idle_timeout
+                    routes.append(WebSocketRoute(entry.label, integ, upstream, self.server_line, self.via, idle))
+                else:
+                    routes.append(HttpRoute(entry.label, integ, upstream, self.server_line, self.via))
         setup = loaded.plugins
         chains = setup.chains if setup is not None else (None,) * len(routes)
         for route, entry, chain in zip(routes, loaded.entries, chains, strict=True):

@@ -326,6 +326,8 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
         except ValueError as exc:
             raise ConfigError(source, f"{at}.path", str(exc)) from None
         integ = entry.integration
+        if route.websocket and not isinstance(integ, HttpIntegration):
+            raise ConfigError(source, f"{at}.websocket", "WebSockets are tunnelled on http integrations only")
         if isinstance(integ, HttpIntegration):
             _check_http(config, integ, params, source, f"{at}.integration")
         elif isinstance(integ, AggregateIntegration):

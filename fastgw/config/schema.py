@@ -251,6 +251,10 @@ PluginName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=1
 Plugins = dict[PluginName, Any]
 
 
+class WebSocketConfig(_Base, frozen=True):
+    idle_timeout: Seconds = 300.0  # a tunnel where nothing passed for this long is closed
+
+
 class Route(_Base, frozen=True):
     path: str
     integration: Integration
@@ -259,6 +263,8 @@ class Route(_Base, frozen=True):
     host: str | None = None
     plugins: Plugins = field(default_factory=dict)
     path_policy: PathPolicy | None = None  # fields left out: the API's, then the top-level policy's
+    # `Upgrade: websocket` requests are tunnelled to the target (http integrations only); true: the defaults.
+    websocket: bool | WebSocketConfig = False
 
 
 EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]

@@ -32,6 +32,7 @@ from fastgw.pipeline.exchange import Route
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
 from fastgw.proxy.retry import Attempt, RetryPolicy
+from fastgw.proxy.websocket import open_tunnel, wants_websocket
 
 if TYPE_CHECKING:
     from fastgw.config.schema import HttpIntegration
@@ -618,3 +619,25 @@ def _with_length(head: bytes, length: int) -> bytes:
     lines = head.split(b"\r\n")
     kept = [line for line in lines[1:-2] if not line.lower().startswith((b"content-length:", b"transfer-encoding:"))]
     return b"\r\n".join([lines[0], *kept, b"content-length: %d" % length, b"", b""])
+
+
+class WebSocketRoute(HttpRoute):
+    """An http route with `websocket:` set: an upgrade request becomes a tunnel (fastgw.proxy.websocket); any
+    other request is proxied as on any http route. A subclass, so routes without WebSockets pay nothing."""
+
+    __slots__ = ("idle_timeout",)
+
+    def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream, server_line: bytes, via: bool,
+                 idle_timeout: float) -> None:  # fmt: skip
+        super().__init__(name, integ, upstream, server_line, via)
+        self.idle_timeout = idle_timeout
+
+    def start(self, ex: Exchange) -> None:
+        if not wants_websocket(ex):
+            super().start(ex)
+            return
+        target = self.upstream.only or self.upstream.pick(ex)
+        if target is None:
+            ex.fail(503, "Service Unavailable", f"upstream {self.upstream.name} has no target in rotation")
+            return
+        ex.state.loop.create_task(open_tunnel(ex, target, self.head_for(ex, target), self.idle_timeout))

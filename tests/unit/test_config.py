@@ -226,3 +226,10 @@ def test_aggregate_errors_name_the_key_path(backends, path, words):
 
 def test_aggregate_sequence_loads():
     load_config_bytes(AGG % b"{upstream: users, path: '/u/{id}'}, {upstream: users, path: '/o?u={resp0.user.id}'}")
+
+
+def test_websocket_only_on_http_routes():
+    e = err(b"routes: [{path: /ws, websocket: true, integration: {type: mock}}]")
+    assert e.path == "$.routes[0].websocket" and "http integrations only" in e.message
+    e = err(b"routes: [{path: /ws, websocket: {idle_timeout: 0}, integration: {type: mock}}]")
+    assert e.path == "$.routes[0].websocket.idle_timeout"
