@@ -43,7 +43,7 @@ class Gateway:
         # A reload keeps the warm connections of the targets that survive it (Target.adopt).
         before: dict[str, Upstream] = previous.upstreams if previous is not None else {}
         self.upstreams: dict[str, Upstream] = {
-            name: Upstream(name, up, before.get(name)) for name, up in cfg.upstreams.items()
+            name: Upstream(name, up, before.get(name), loaded.base_dir) for name, up in cfg.upstreams.items()
         }
         self.functions = {name: self._pool(name, loaded, previous) for name in cfg.functions}
         self.paths = loaded.paths  # the path policy, the router, and API Gateway's answers to misses
@@ -109,6 +109,10 @@ class Gateway:
             pool.start_warm()
         for up in self.upstreams.values():
             up.start()
+
+    def upstream_status(self) -> dict[str, dict[str, object]]:
+        """Every upstream's state as data (`Upstream.status`), for the metrics and the admin API."""
+        return {name: up.status() for name, up in self.upstreams.items()}
 
     def is_trusted(self, peer_ip: str | None) -> bool:
         if not self.trusted_proxies or not peer_ip:

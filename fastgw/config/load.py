@@ -120,6 +120,9 @@ def load_config_bytes(raw: bytes, source: str = "<config>", base_dir: Path | Non
     base = base_dir if base_dir is not None else Path.cwd()
     entries, rest_prefixes = _entries(config, source)
     _check_functions(config, source, base)
+    for name, up in config.upstreams.items():
+        if up.tls.ca_file is not None and not (base / up.tls.ca_file).is_file():
+            raise ConfigError(source, f"$.upstreams.{name}.tls.ca_file", f"no such file: {base / up.tls.ca_file}")
     router = _check(config, entries, source)
     try:
         plugins = build_plugins(config, entries)

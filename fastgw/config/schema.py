@@ -13,7 +13,7 @@ Seconds = Annotated[float, Meta(gt=0, le=86_400, description="seconds")]
 Port = Annotated[int, Meta(ge=0, le=65_535)]
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
 HttpMethod = Annotated[str, Meta(pattern=r"^(ANY|GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|TRACE)$")]
-TargetURL = Annotated[str, Meta(pattern=r"^http://[^/\s?#]+/?$", description="http://host:port")]
+TargetURL = Annotated[str, Meta(pattern=r"^https?://[^/\s?#]+/?$", description="http://host:port or https://host:port")]
 Status = Annotated[int, Meta(ge=100, le=599)]
 
 
@@ -156,6 +156,14 @@ class BreakerConfig(_Base, frozen=True):
     probes: Annotated[int, Meta(ge=1, le=1000)] = 3
 
 
+class UpstreamTLS(_Base, frozen=True):
+    """TLS to `https://` targets."""
+
+    verify: bool = True  # the target's certificate is checked (chain and name); false: only for tests
+    ca_file: str | None = None  # a PEM bundle to trust instead of the system's (relative to the config file)
+    server_name: str | None = None  # SNI and the name checked; default: the target's host
+
+
 # header:NAME, cookie:NAME, ip (the client's address), path, consumer (the authenticated consumer's name).
 HashKey = Annotated[str, Meta(pattern=r"^(header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:[^\s;=]+|ip|path|consumer)$")]
 
@@ -173,6 +181,7 @@ class Upstream(_Base, frozen=True):
     retries: RetryConfig = field(default_factory=RetryConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     breaker: BreakerConfig | None = None
+    tls: UpstreamTLS = field(default_factory=UpstreamTLS)
 
 
 class HttpIntegration(_Base, frozen=True, tag="http"):

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -33,6 +34,8 @@ class Target(Protocol):
     port: int
     host_header: bytes
     check_up: bool
+    ssl: ssl.SSLContext | None
+    server_hostname: str | None
 
 
 class Upstream(Protocol):
@@ -196,7 +199,9 @@ class ActiveChecker:
         writers: list[asyncio.StreamWriter] = []
 
         async def exchange() -> bytes:
-            reader, writer = await asyncio.open_connection(target.host, target.port)
+            reader, writer = await asyncio.open_connection(
+                target.host, target.port, ssl=target.ssl, server_hostname=target.server_hostname
+            )
             writers.append(writer)
             writer.write(request)
             return await reader.readline()

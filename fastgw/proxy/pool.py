@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
@@ -45,15 +47,19 @@ class Target:
     __slots__ = (
         "url", "weight", "host", "port", "host_header", "max_idle", "idle_timeout", "idle", "closed",
         "connect_timeout", "read_timeout", "send_timeout", "head_timeout", "open", "connecting", "watch",
-        "check_up",
+        "check_up", "ssl", "server_hostname",
     )  # fmt: skip
 
-    def __init__(self, url: str, config: UpstreamConfig, weight: int = 1) -> None:
+    def __init__(self, url: str, config: UpstreamConfig, weight: int = 1, tls: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(url)
         self.url = url.rstrip("/")
         self.weight = weight
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        https = parts.scheme == "https"
+        self.port = parts.port or (443 if https else 80)
+        # What create_connection takes: a context and the name for SNI and the certificate check (https only).
+        self.ssl = tls if https else None
+        self.server_hostname = (config.tls.server_name or self.host) if https else None
         netloc = parts.netloc.rstrip("/")
         self.host_header = netloc.encode("latin-1")
         self.max_idle = config.pool.max_idle
@@ -162,12 +168,14 @@ class Upstream:
     __slots__ = ("name", "config", "targets", "only", "live", "balancer", "pick", "budget", "checker", "watched",
                  "retries_done", "changes")  # fmt: skip
 
-    def __init__(self, name: str, config: UpstreamConfig, previous: Upstream | None = None) -> None:
+    def __init__(
+        self, name: str, config: UpstreamConfig, previous: Upstream | None = None, base_dir: Path | None = None
+    ) -> None:
         self.name = name
         self.config = config
-        self.targets = [
-            Target(t.url, config, t.weight) if isinstance(t, TargetSpec) else Target(t, config) for t in config.targets
-        ]
+        urls = [(t.url, t.weight) if isinstance(t, TargetSpec) else (t, 1) for t in config.targets]
+        tls = tls_context(config, base_dir) if any(u.startswith("https:") for u, _ in urls) else None
+        self.targets = [Target(url, config, weight, tls) for url, weight in urls]
         if previous is not None:
             old = {t.url: t for t in previous.targets}
             for t in self.targets:
@@ -291,3 +299,14 @@ class Upstream:
             self.checker.stop()
         for t in self.targets:
             t.close()
+
+
+def tls_context(config: UpstreamConfig, base_dir: Path | None) -> ssl.SSLContext:
+    """The client TLS context of an upstream's https targets: the system's trust (or `ca_file`), names checked."""
+    conf = config.tls
+    cafile = str((base_dir or Path.cwd()) / conf.ca_file) if conf.ca_file else None
+    ctx = ssl.create_default_context(cafile=cafile)
+    if not conf.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -28,7 +28,7 @@ class RetryBudget:
     targets left see at most `ratio` more load than the clients send, never a multiple of it. Requests are the
     balancer's own pick count, so counting them costs nothing per request."""
 
-    __slots__ = ("ratio", "minimum", "balancer", "retries", "refused", "marks", "next_mark")
+    __slots__ = ("ratio", "minimum", "balancer", "retries", "refused", "marks", "next_mark", "warned")
 
     def __init__(self, ratio: float, minimum: int, balancer: Balancer[Any]) -> None:
         self.ratio = ratio
@@ -38,8 +38,10 @@ class RetryBudget:
         self.refused = 0  # retries the budget refused, in all
         self.marks: deque[tuple[int, int]] = deque([(0, 0)], maxlen=WINDOW)  # (picks, retries) each second
         self.next_mark = 0.0
+        self.warned = -float(WINDOW)  # when a refusal was last logged (at most one line per window)
 
     def allow(self) -> bool:
+        """May one more retry go?"""
         picks0, retries0 = self.marks[0]
         if self.retries - retries0 < self.minimum + self.ratio * (self.balancer.picks - picks0):
             self.retries += 1

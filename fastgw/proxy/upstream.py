@@ -31,7 +31,7 @@ from fastgw.core import PluginFailed, ResponseSink
 from fastgw.pipeline.exchange import Route
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
-from fastgw.proxy.retry import Attempt, RetryPolicy
+from fastgw.proxy.retry import WINDOW, Attempt, RetryPolicy
 from fastgw.proxy.websocket import open_tunnel, wants_websocket
 
 if TYPE_CHECKING:
@@ -163,7 +163,14 @@ async def _connect_and_start(ex: Exchange, target: Target, head: bytes, attempt:
         timeout = max(0.0, min(timeout, ex.req.t0 + route.timeout - time.perf_counter()))
     try:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(target, ex.state), target.host, target.port), timeout
+            loop.create_connection(
+                lambda: UpstreamConnection(target, ex.state),
+                target.host,
+                target.port,
+                ssl=target.ssl,
+                server_hostname=target.server_hostname,
+            ),
+            timeout,
         )
     except asyncio.TimeoutError:
         target.connecting -= 1
@@ -224,9 +231,13 @@ def _next_try(
     nxt = upstream.another(ex, attempt.tried)
     if nxt is None:
         return None
-    if not policy.budget.allow():
-        log.warning("upstream %s: retry budget spent, %s %s not retried (%s)", upstream.name, req.method, req.path,
-                    reason)  # fmt: skip
+    budget = policy.budget
+    if not budget.allow():
+        now = time.monotonic()
+        if now - budget.warned >= WINDOW:  # NOTE: one line per window, not one per refusal: an outage would flood
+            budget.warned = now
+            log.warning("upstream %s: retry budget spent, requests are not retried until it refills (%s %s: %s)",
+                        upstream.name, req.method, req.path, reason)  # fmt: skip
         return None
     attempt.tried.append(nxt)
     upstream.retries_done += 1

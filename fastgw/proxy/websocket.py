@@ -128,7 +128,10 @@ async def open_tunnel(ex: Exchange, target: Target, head: bytes, idle_timeout: f
     up = tunnel.upstream
     up.head_done = loop.create_future()
     try:
-        await asyncio.wait_for(loop.create_connection(lambda: up, target.host, target.port), target.connect_timeout)
+        connect = loop.create_connection(
+            lambda: up, target.host, target.port, ssl=target.ssl, server_hostname=target.server_hostname
+        )
+        await asyncio.wait_for(connect, target.connect_timeout)
     except asyncio.TimeoutError:
         ex.fail(504, "Endpoint request timed out", f"connect to {target.url} timed out (websocket)")
         return

@@ -203,6 +203,7 @@ async def test_status_object_is_data(gateway):
         (t,) = st["targets"]
         assert t["url"] == a.url and t["weight"] == 3 and t["in_rotation"] and t["idle"] == 1
         assert st["retries"] == {"done": 0, "refused_by_budget": 0}
+        assert gw.gateway.upstream_status() == {"backend": st}
 
 
 async def test_consistent_hash_by_header_through_the_gateway(gateway):

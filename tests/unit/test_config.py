@@ -233,3 +233,8 @@ def test_websocket_only_on_http_routes():
     assert e.path == "$.routes[0].websocket" and "http integrations only" in e.message
     e = err(b"routes: [{path: /ws, websocket: {idle_timeout: 0}, integration: {type: mock}}]")
     assert e.path == "$.routes[0].websocket.idle_timeout"
+
+
+def test_tls_ca_file_must_exist():
+    e = err(b"upstreams: {u: {targets: ['https://h:443'], tls: {ca_file: nope.pem}}}")
+    assert e.path == "$.upstreams.u.tls.ca_file" and "no such file" in e.message
