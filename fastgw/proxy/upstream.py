@@ -54,7 +54,7 @@ class HttpRoute(Route):
 
     kind = "http"
     __slots__ = ("upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host", "server_line", "via",
-                 "retry", "timeout", "head_checks")  # fmt: skip
+                 "retry", "timeout", "head_checks", "guarded")  # fmt: skip
 
     def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream, server_line: bytes, via: bool) -> None:
         super().__init__(name)
@@ -75,6 +75,8 @@ class HttpRoute(Route):
             self.retry = RetryPolicy(conf, integ.retry_non_idempotent, upstream.budget, len(upstream.targets))
         self.head_checks = CHECK if self.retry is not None and self.retry.statuses else 0
         self.timeout = integ.timeout  # the whole exchange until the response head, retries included
+        # PERF: one flag read on the plain route instead of the checks `_start_guarded` makes.
+        self.guarded = self.timeout is not None or self.retry is not None
 
     def upstream_path(self, path: str, params: dict[str, str]) -> str:
         pieces = self.path_pieces
@@ -116,8 +118,6 @@ class HttpRoute(Route):
         if target is None:
             ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
             return
-        if self.timeout is not None and not req.t0:
-            req.t0 = time.perf_counter()  # the total timeout's start (the access log sets it when it is on)
         path = req.path
         if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
             path = quote(chosen, safe=_PATH_SAFE)  # a plugin chose the upstream path
@@ -134,18 +134,30 @@ class HttpRoute(Route):
             host = target.host_header
         peer = ex.peer
         head = req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, self.via)
-        # A body to keep for a retry (a request without one needs nothing kept).
-        retry = self.retry
-        attempt = (
-            Attempt(ex, target, retry.max_replay)
-            if retry is not None and (req.content_length or req.chunked) and req.method in retry.methods
-            else None
-        )
+        if self.guarded:
+            self._start_guarded(ex, target, head)
+            return
         # PERF: the usual case of Target.acquire inlined (a live pooled connection on top), ~70 ns per request.
         idle = target.idle
         conn = idle.pop() if idle else None
         if conn is not None and (conn.closed or conn.transport.is_closing()):  # type: ignore[union-attr]
             conn = target.acquire()
+        if conn is not None:
+            conn.start(ex, head)
+        else:
+            target.connecting += 1
+            ex.state.loop.create_task(_connect_and_start(ex, target, head, None))
+
+    def _start_guarded(self, ex: Exchange, target: Target, head: bytes) -> None:
+        """`start` on a route with a total timeout or retries: the clock started, a body kept for a retry."""
+        req = ex.req
+        if self.timeout is not None and not req.t0:
+            req.t0 = time.perf_counter()  # the total timeout's start (the access log sets it when it is on)
+        retry = self.retry
+        attempt = None
+        if retry is not None and (req.content_length or req.chunked) and req.method in retry.methods:
+            attempt = Attempt(ex, target, retry.max_replay)  # a request without a body needs nothing kept
+        conn = target.acquire()
         if conn is not None:
             if attempt is not None:
                 attempt.begin(conn, req)
