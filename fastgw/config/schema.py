@@ -174,6 +174,8 @@ class Upstream(_Base, frozen=True):
     balancer: Literal["round-robin", "least-connections", "consistent-hash", "random-two-choices"] = "round-robin"
     # What consistent-hash hashes (required with it).
     hash_on: HashKey | None = None
+    # Targets named by DNS names are resolved (each address a target) again this often.
+    resolve_interval: Seconds = 30.0
     connect_timeout: Seconds = 5.0
     read_timeout: Seconds = 60.0  # longest wait for the response head, and between body reads
     send_timeout: Seconds = 60.0  # longest wait for the upstream to accept request bytes

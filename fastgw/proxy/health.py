@@ -159,17 +159,31 @@ class ActiveChecker:
     def __init__(self, upstream: Upstream, conf: ActiveCheck) -> None:
         self.upstream = upstream
         self.conf = conf
-        self.tasks: list[asyncio.Task[None]] = []
+        self.tasks: dict[int, tuple[Target, asyncio.Task[None]]] = {}  # id(target) -> its checks
         self.rng = random.Random()
+        self.running = False
 
     def start(self) -> None:
+        self.running = True
+        self.sync()
+
+    def sync(self) -> None:
+        """Checks for every target of the upstream now, and none for targets it no longer has."""
+        if not self.running:
+            return
         loop = asyncio.get_running_loop()
-        self.tasks = [loop.create_task(self._run(t)) for t in self.upstream.targets]
+        now = {id(t): t for t in self.upstream.targets}
+        for key in [k for k in self.tasks if k not in now]:
+            self.tasks.pop(key)[1].cancel()
+        for key, t in now.items():
+            if key not in self.tasks:
+                self.tasks[key] = (t, loop.create_task(self._run(t)))
 
     def stop(self) -> None:
-        for task in self.tasks:
+        self.running = False
+        for _, task in self.tasks.values():
             task.cancel()
-        self.tasks = []
+        self.tasks = {}
 
     async def _run(self, target: Target) -> None:
         conf = self.conf

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from fastgw.config.schema import TargetSpec
 from fastgw.config.schema import Upstream as UpstreamConfig
+from fastgw.proxy import dns
 from fastgw.proxy.balancer import Balancer, busy, make_balancer
 from fastgw.proxy.breaker import HALF_OPEN, OPEN
 from fastgw.proxy.health import ActiveChecker, TargetWatch
@@ -36,6 +37,7 @@ class UpstreamConnection(Protocol):
     idle_since: float
     transport: asyncio.Transport | None
     target: Target
+    filtering: int
 
     def close(self) -> None: ...
     def start(self, ex: Exchange, head: bytes) -> None: ...
@@ -50,11 +52,20 @@ class Target:
         "check_up", "ssl", "server_hostname",
     )  # fmt: skip
 
-    def __init__(self, url: str, config: UpstreamConfig, weight: int = 1, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        config: UpstreamConfig,
+        weight: int = 1,
+        tls: ssl.SSLContext | None = None,
+        address: str | None = None,
+    ) -> None:
         parts = urlsplit(url)
         self.url = url.rstrip("/")
         self.weight = weight
-        self.host = parts.hostname or "127.0.0.1"
+        # Where connections go: the address a name resolved to, or the URL's host (a name resolved per connection
+        # until the upstream's resolver has run). Host header and TLS name stay the URL's.
+        self.host = address or parts.hostname or "127.0.0.1"
         https = parts.scheme == "https"
         self.port = parts.port or (443 if https else 80)
         # What create_connection takes: a context and the name for SNI and the certificate check (https only).
@@ -97,6 +108,7 @@ class Target:
         now = time.monotonic()
         return {
             "url": self.url,
+            "address": self.host,
             "weight": self.weight,
             "in_rotation": self.available,
             "healthy": self.check_up,
@@ -166,7 +178,7 @@ class Upstream:
     """A named set of targets; `pick(ex)` chooses one for a request (None: no target in rotation)."""
 
     __slots__ = ("name", "config", "targets", "only", "live", "balancer", "pick", "budget", "checker", "watched",
-                 "retries_done", "changes")  # fmt: skip
+                 "retries_done", "changes", "specs", "tls", "resolver", "named")  # fmt: skip
 
     def __init__(
         self, name: str, config: UpstreamConfig, previous: Upstream | None = None, base_dir: Path | None = None
@@ -174,20 +186,33 @@ class Upstream:
         self.name = name
         self.config = config
         urls = [(t.url, t.weight) if isinstance(t, TargetSpec) else (t, 1) for t in config.targets]
-        tls = tls_context(config, base_dir) if any(u.startswith("https:") for u, _ in urls) else None
-        self.targets = [Target(url, config, weight, tls) for url, weight in urls]
+        self.tls = tls_context(config, base_dir) if any(u.startswith("https:") for u, _ in urls) else None
+        # Per configured target, the targets it is now (one per address for a DNS name, once resolved).
+        self.specs: list[tuple[str, int, list[Target]]] = []
+        old: dict[str, list[Target]] = {}
         if previous is not None:
-            old = {t.url: t for t in previous.targets}
-            for t in self.targets:
-                if t.url in old:
-                    t.adopt(old[t.url])
+            for t in previous.targets:
+                old.setdefault(t.url, []).append(t)
+        for url, weight in urls:
+            was = old.get(url.rstrip("/"), [])
+            # A reload starts from the addresses the previous config had resolved, with their warm pools.
+            addresses = [t.host for t in was] if len(was) > 1 or (was and was[0].host != _host(url)) else [None]
+            targets = [Target(url, config, weight, self.tls, a) for a in addresses]
+            for t in targets:
+                for prev in was:
+                    if prev.host == t.host:
+                        t.adopt(prev)
+            self.specs.append((url, weight, targets))
+        self.targets: list[Target] = [t for _, _, ts in self.specs for t in ts]
+        self.named = any(dns.is_name(_host(url)) for url, _ in urls)
+        self.resolver: asyncio.Task[None] | None = None
         health = config.health
         self.watched = health.passive is not None or config.breaker is not None
         if self.watched:
             for t in self.targets:
                 t.watch = TargetWatch(t, self)
         self.checker = ActiveChecker(self, health.active) if health.active is not None else None
-        guarded = self.watched or self.checker is not None
+        guarded = self.watched or self.checker is not None or self.named
         # No choice to make per request (one target, nothing that can take it out of rotation).
         self.only = self.targets[0] if len(self.targets) == 1 and not guarded else None
         self.live = [t for t in self.targets if t.available]
@@ -200,9 +225,51 @@ class Upstream:
         self.changes = 0  # state changes logged (ejections, health, breaker), for the status
 
     def start(self) -> None:
-        """On the serving loop: start the active checks."""
+        """On the serving loop: start the active checks, and the resolver of targets named by DNS names."""
         if self.checker is not None:
             self.checker.start()
+        if self.named:
+            self.resolver = asyncio.get_running_loop().create_task(self._resolve_loop())
+
+    async def _resolve_loop(self) -> None:
+        while True:
+            for i, (url, _weight, targets) in enumerate(self.specs):
+                host = _host(url)
+                if not dns.is_name(host):
+                    continue
+                port = targets[0].port
+                try:
+                    addresses = await asyncio.wait_for(dns.resolve(host, port), 10)
+                except (OSError, asyncio.TimeoutError) as exc:
+                    log.warning("upstream %s: resolving %s failed, keeping %s: %s", self.name, host,
+                                ", ".join(t.host for t in targets), exc)  # fmt: skip
+                    continue
+                if addresses and sorted(addresses) != sorted(t.host for t in targets):
+                    self._readdress(i, addresses)
+            await asyncio.sleep(self.config.resolve_interval)
+
+    def _readdress(self, i: int, addresses: list[str]) -> None:
+        """Configured target `i` now resolves to `addresses`: the targets of addresses kept stay as they are (pools,
+        health), new ones join, gone ones leave (their idle connections closed, busy ones when done)."""
+        url, weight, targets = self.specs[i]
+        by_address = {t.host: t for t in targets}
+        new = []
+        for a in addresses:
+            t = by_address.pop(a, None)
+            if t is None:
+                t = Target(url, self.config, weight, self.tls, a)
+                if self.watched:
+                    t.watch = TargetWatch(t, self)
+            new.append(t)
+        for gone in by_address.values():
+            gone.close()
+        self.specs[i] = (url, weight, new)
+        self.targets = [t for _, _, ts in self.specs for t in ts]
+        log.warning("upstream %s: %s resolves to %s", self.name, _host(url), ", ".join(addresses))
+        self.changes += 1
+        if self.checker is not None:
+            self.checker.sync()
+        self.refresh()
 
     def changed(self, target: Target, what: str) -> None:
         """A target's health or breaker changed: log it, and give the balancer the targets now in rotation."""
@@ -297,8 +364,14 @@ class Upstream:
     def close(self) -> None:
         if self.checker is not None:
             self.checker.stop()
+        if self.resolver is not None:
+            self.resolver.cancel()
         for t in self.targets:
             t.close()
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or "127.0.0.1"
 
 
 def tls_context(config: UpstreamConfig, base_dir: Path | None) -> ssl.SSLContext:

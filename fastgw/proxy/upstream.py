@@ -71,8 +71,10 @@ class HttpRoute(Route):
         conf = upstream.config.retries
         # Retries need another target to go to; with one target (or `attempts: 1`) there is no retry to plan.
         self.retry: RetryPolicy | None = None
-        if conf.attempts > 1 and len(upstream.targets) > 1:
-            self.retry = RetryPolicy(conf, integ.retry_non_idempotent, upstream.budget, len(upstream.targets))
+        # (A DNS name may stand for several targets once resolved.)
+        targets = len(upstream.targets) if not upstream.named else conf.attempts
+        if conf.attempts > 1 and targets > 1:
+            self.retry = RetryPolicy(conf, integ.retry_non_idempotent, upstream.budget, targets)
         self.head_checks = CHECK if self.retry is not None and self.retry.statuses else 0
         self.timeout = integ.timeout  # the whole exchange until the response head, retries included
         # PERF: one flag read on the plain route instead of the checks `_start_guarded` makes.
@@ -114,10 +116,12 @@ class HttpRoute(Route):
         """Send the request to the next target of the upstream; the response streams back through `ex`."""
         req = ex.req
         upstream = self.upstream
-        target = upstream.only or upstream.pick(ex)
-        if target is None:
-            ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
-            return
+        target = upstream.only
+        if target is None:  # PERF: a choice to make; the single-target upstream pays one test, as before
+            target = upstream.pick(ex)
+            if target is None:
+                ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
+                return
         path = req.path
         if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
             path = quote(chosen, safe=_PATH_SAFE)  # a plugin chose the upstream path
@@ -162,6 +166,7 @@ class HttpRoute(Route):
             if attempt is not None:
                 attempt.begin(conn, req)
             conn.start(ex, head)
+            conn.filtering |= self.head_checks  # PERF: set here, not in `start`: the plain route never pays for it
         else:
             target.connecting += 1
             ex.state.loop.create_task(_connect_and_start(ex, target, head, attempt))
@@ -201,6 +206,7 @@ async def _connect_and_start(ex: Exchange, target: Target, head: bytes, attempt:
     if attempt is not None:
         attempt.begin(conn, ex.req)
     conn.start(ex, head)
+    conn.filtering |= route.head_checks
 
 
 def try_failed(
@@ -262,11 +268,13 @@ def _launch(ex: Exchange, target: Target, attempt: Attempt) -> None:
     req = ex.req
     if attempt.replay:
         req.body = attempt.replay + req.body  # what arrived meanwhile waits in req.body, after what was sent
-    head = ex.route.head_for(ex, target)  # type: ignore[union-attr]
+    route: HttpRoute = ex.route  # type: ignore[assignment]
+    head = route.head_for(ex, target)
     conn = target.acquire()
     if conn is not None:
         attempt.begin(conn, req)
         conn.start(ex, head)
+        conn.filtering |= route.head_checks
     else:
         target.connecting += 1
         ex.state.loop.create_task(_connect_and_start(ex, target, head, attempt))
@@ -397,14 +405,14 @@ class UpstreamConnection(asyncio.Protocol):
         route: HttpRoute = ex.route  # type: ignore[assignment]
         self.sink.begin(req, route.server_line, route.via, DATE.line, self.state)
         if ex.ctx is not None:
-            self.filtering = route.head_checks | ex.filters_head
+            self.filtering = ex.filters_head
             if ex.holds_body:
                 self.held = 0
                 self.sink.collect = True  # the body as it comes, unframed: it is sent again with its new length
             else:
                 self.held = -1
         else:
-            self.filtering = route.head_checks
+            self.filtering = 0
             self.held = -1
         if req.body or (req.complete and req.chunked):
             chunks = [head]

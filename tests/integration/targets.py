@@ -20,10 +20,11 @@ from fastgw.client import header_value, read_chunked
 
 
 class FlakyTarget:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
         self.name = name
+        self.host = host
         self.mode = "ok"
-        self.port = 0
+        self.port = port
         self.hits = 0
         self.requests: list[tuple[str, str, bytes]] = []  # (method, target, body)
         self.connections = 0
@@ -32,10 +33,10 @@ class FlakyTarget:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def start(self) -> FlakyTarget:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
