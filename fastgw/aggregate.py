@@ -24,14 +24,16 @@ from urllib.parse import quote
 import orjson
 from httptools import HttpParserError, HttpResponseParser
 
-from fastgw.config.load import RESPONSE_REF
-from fastgw.config.schema import HttpIntegration
+from fastgw.config.load import RESPONSE_REF, RouteEntry
+from fastgw.config.schema import HttpIntegration, LambdaIntegration
 from fastgw.core import Request
+from fastgw.functions.integration import LambdaRoute
 from fastgw.pipeline.exchange import Exchange, Route, Worker
 from fastgw.proxy.upstream import HttpRoute
 
 if TYPE_CHECKING:
     from fastgw.config.schema import AggregateBackend, AggregateIntegration
+    from fastgw.functions.pool import FunctionPool
     from fastgw.pipeline.leg import Peer
     from fastgw.proxy.pool import Upstream
 
@@ -124,10 +126,14 @@ class Backend:
         self.conf = conf
         self.route = route
         # "/orders?user={id}" -> ["/orders?user=", "id", ""]: literals at even indices, references at odd ones.
-        self.pieces = _split(conf.path)
-        self.needs = sorted({int(m.group(1)) for r in self.pieces[1::2] if (m := RESPONSE_REF.match(r))})
+        # None: the client's path (a function backend without a path of its own).
+        self.pieces = _split(conf.path) if conf.path is not None else None
+        refs = self.pieces[1::2] if self.pieces is not None else []
+        self.needs = sorted({int(m.group(1)) for r in refs if (m := RESPONSE_REF.match(r))})
 
-    def target(self, params: dict[str, str], answers: dict[int, Any]) -> str:
+    def target(self, client: Request, params: dict[str, str], answers: dict[int, Any]) -> str:
+        if self.pieces is None:
+            return client.path + ("?" + client.query.decode("latin-1") if client.query else "")
         out = []
         for i, piece in enumerate(self.pieces):
             if not i % 2:
@@ -170,24 +176,31 @@ class AggregateRoute(Route):
     __slots__ = ("backends", "partial_status")
 
     def __init__(
-        self, name: str, integ: AggregateIntegration, upstreams: dict[str, Upstream], server_line: bytes, via: bool
+        self,
+        entry: RouteEntry,
+        integ: AggregateIntegration,
+        upstreams: dict[str, Upstream],
+        functions: dict[str, FunctionPool],
+        server_line: bytes,
+        via: bool,
     ) -> None:
-        super().__init__(name)
+        super().__init__(entry.label)
         self.partial_status = integ.partial_status
-        self.backends = [
-            Backend(
-                i,
-                b,
-                HttpRoute(
-                    f"{name} backends[{i}]",
-                    HttpIntegration(upstream=b.upstream),
-                    upstreams[b.upstream],
-                    server_line,
-                    via,
-                ),
-            )  # fmt: skip
-            for i, b in enumerate(integ.backends)
-        ]
+        self.backends = []
+        for i, b in enumerate(integ.backends):
+            label = f"{entry.label} backends[{i}]"
+            route: Route
+            if b.upstream is not None:
+                route = HttpRoute(label, HttpIntegration(upstream=b.upstream), upstreams[b.upstream], server_line, via)
+            else:
+                assert b.function is not None
+                lam = LambdaIntegration(function=b.function)
+                # The function sees the aggregate's route (resource, stage) with the backend's path.
+                at = f"{entry.at}.integration.backends[{i}]"
+                sub = RouteEntry(entry.route, lam, entry.path, label, at, entry.api, entry.api_type, entry.api_id,
+                                 entry.stage, entry.stage_variables)  # fmt: skip
+                route = LambdaRoute(sub, lam, functions[b.function])
+            self.backends.append(Backend(i, b, route))
 
     def start(self, ex: Exchange) -> None:
         run = AggregateRun(self, ex)
@@ -300,13 +313,13 @@ class AggregateRun:
                 return f"needs backends[{n}]'s answer, which failed"
         ex = self.ex
         try:
-            target = backend.target(ex.params, self.json)
+            target = backend.target(ex.req, ex.params, self.json)
         except Failed as exc:
             return str(exc)
         loop = ex.state.loop
         done: asyncio.Future[None] = loop.create_future()
         leg = Collector(self.state, ex.peer, done)
-        call = Exchange(leg, ex.gw, _backend_request(ex.req, target), backend.route, {}, None)
+        call = Exchange(leg, ex.gw, _backend_request(ex.req, target), backend.route, ex.params, None)
         self.calls[backend.index] = call
         timeout = backend.conf.timeout
         try:

@@ -156,7 +156,9 @@ def _routes(path: str, tree: bool) -> int:
             fmt = integ.payload_format or ("1.0" if entry.api_type == "rest" else "2.0")
             target = f"lambda -> {integ.function} ({fmt})"
         elif isinstance(integ, AggregateIntegration):
-            target = "aggregate -> " + ", ".join(f"{b.upstream} {b.path}" for b in integ.backends)
+            target = "aggregate -> " + ", ".join(
+                f"{b.upstream} {b.path}" if b.upstream else f"function {b.function}" for b in integ.backends
+            )
         else:
             target = f"mock {integ.status}"
         rows.append((",".join(route.methods), route.host or "*", entry.path, target, entry.label, "-"))

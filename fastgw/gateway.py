@@ -55,7 +55,7 @@ class Gateway:
             elif isinstance(integ, LambdaIntegration):
                 routes.append(LambdaRoute(entry, integ, self.functions[integ.function]))
             elif isinstance(integ, AggregateIntegration):
-                routes.append(AggregateRoute(entry.label, integ, self.upstreams, self.server_line, self.via))
+                routes.append(AggregateRoute(entry, integ, self.upstreams, self.functions, self.server_line, self.via))
             else:
                 assert isinstance(integ, HttpIntegration)
                 upstream = self.upstreams[integ.upstream]

@@ -427,9 +427,21 @@ def _check_aggregate(
     groups: dict[str, int] = {}
     for i, backend in enumerate(integ.backends):
         here = f"{at}.backends[{i}]"
-        if backend.upstream not in config.upstreams:
-            known = ", ".join(sorted(config.upstreams)) or "none defined"
-            raise ConfigError(source, f"{here}.upstream", f"unknown upstream {backend.upstream!r} (upstreams: {known})")
+        if (backend.upstream is None) == (backend.function is None):
+            raise ConfigError(source, here, "give either upstream (with a path) or function")
+        if backend.function is not None and backend.function not in config.functions:
+            known = ", ".join(sorted(config.functions)) or "none defined"
+            raise ConfigError(source, f"{here}.function", f"unknown function {backend.function!r} (functions: {known})")
+        if backend.upstream is not None:
+            if backend.upstream not in config.upstreams:
+                known = ", ".join(sorted(config.upstreams)) or "none defined"
+                raise ConfigError(
+                    source, f"{here}.upstream", f"unknown upstream {backend.upstream!r} (upstreams: {known})"
+                )
+            if backend.path is None:
+                raise ConfigError(source, f"{here}.path", "an upstream backend needs the path sent to it")
+        if backend.path is None:
+            continue
         if not backend.path.startswith("/"):
             raise ConfigError(source, f"{here}.path", f"expected a path starting with '/', got {backend.path!r}")
         for ref in re.findall(r"\{([^{}]+)\}", backend.path):

@@ -227,11 +227,13 @@ JsonPath = Annotated[str, Meta(pattern=r"^[^.\s]+(\.[^.\s]+)*$")]
 
 
 class AggregateBackend(_Base, frozen=True):
-    """One call of an aggregate: an upstream and the path sent to it. `{name}` in the path is a route parameter;
-    `{respN.a.b}` a field of the answer of backend N (an earlier one: this call then waits for it)."""
+    """One call of an aggregate: an upstream and the path sent to it, or a function (invoked with the event of a
+    GET of `path`, the client's path by default). `{name}` in the path is a route parameter; `{respN.a.b}` a
+    field of the answer of backend N (an earlier one: this call then waits for it)."""
 
-    upstream: str
-    path: str
+    upstream: str | None = None
+    function: str | None = None
+    path: str | None = None
     # Where its answer goes in the merged object (`{group: answer}`); none: its fields are merged at the top.
     group: Annotated[str, Meta(min_length=1)] | None = None
     # Only this part of its answer is taken (a JSON path into it).

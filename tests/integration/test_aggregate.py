@@ -149,3 +149,24 @@ async def test_client_going_away_abandons_the_calls(gateway):
         writer.close()
         await asyncio.sleep(0.3)
         assert not slow._writers  # the backend connection was closed with the client's
+
+
+async def test_a_function_backend_beside_an_upstream(gateway, upstream, tmp_path):
+    (tmp_path / "quota.py").write_text(
+        "import json\n"
+        "def handler(event, context):\n"
+        "    user = event['pathParameters']['id']\n"
+        "    return {'statusCode': 200, 'body': json.dumps({'user': user, 'left': 7, 'path': event['rawPath']})}\n"
+    )
+    cfg = aggregate_config(
+        {"users": upstream.url},
+        [
+            {"upstream": "users", "path": "/users/{id}", "group": "user", "allow": ["path"]},
+            {"function": "quota", "group": "quota"},
+        ],
+    )
+    cfg["functions"] = {"quota": {"runtime": "python", "handler": "quota.handler", "warm": 0}}
+    gw = await gateway(cfg, base_dir=tmp_path)
+    r = await http_request(gw.port, "GET", "/profile/5", timeout=20)
+    assert r.status == 200, r.body
+    assert r.json() == {"user": {"path": "/users/5"}, "quota": {"user": "5", "left": 7, "path": "/profile/5"}}

@@ -238,3 +238,12 @@ def test_websocket_only_on_http_routes():
 def test_tls_ca_file_must_exist():
     e = err(b"upstreams: {u: {targets: ['https://h:443'], tls: {ca_file: nope.pem}}}")
     assert e.path == "$.upstreams.u.tls.ca_file" and "no such file" in e.message
+
+
+def test_aggregate_backend_is_an_upstream_or_a_function():
+    e = err(AGG % b"{path: /u}")
+    assert e.path == "$.routes[0].integration.backends[0]" and "either upstream" in e.message
+    e = err(AGG % b"{function: nope}")
+    assert e.path == "$.routes[0].integration.backends[0].function" and "unknown function" in e.message
+    e = err(AGG % b"{upstream: users}")
+    assert e.path == "$.routes[0].integration.backends[0].path"
