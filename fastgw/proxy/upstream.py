@@ -54,7 +54,7 @@ class HttpRoute(Route):
 
     kind = "http"
     __slots__ = ("upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host", "server_line", "via",
-                 "retry", "timeout", "head_checks", "guarded")  # fmt: skip
+                 "retry", "timeout", "head_checks", "guarded", "guard_all")  # fmt: skip
 
     def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream, server_line: bytes, via: bool) -> None:
         super().__init__(name)
@@ -77,8 +77,10 @@ class HttpRoute(Route):
             self.retry = RetryPolicy(conf, integ.retry_non_idempotent, upstream.budget, targets)
         self.head_checks = CHECK if self.retry is not None and self.retry.statuses else 0
         self.timeout = integ.timeout  # the whole exchange until the response head, retries included
-        # PERF: one flag read on the plain route instead of the checks `_start_guarded` makes.
-        self.guarded = self.timeout is not None or self.retry is not None
+        # PERF: one flag read on the plain route instead of the checks `_start_guarded` makes; with retries, a
+        # request without a body (nothing to keep) still takes the plain way unless the route needs more.
+        self.guard_all = self.timeout is not None or self.head_checks != 0
+        self.guarded = self.guard_all or self.retry is not None
 
     def upstream_path(self, path: str, params: dict[str, str]) -> str:
         pieces = self.path_pieces
@@ -138,7 +140,7 @@ class HttpRoute(Route):
             host = target.host_header
         peer = ex.peer
         head = req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, self.via)
-        if self.guarded:
+        if self.guarded and (self.guard_all or req.content_length or req.chunked):
             self._start_guarded(ex, target, head)
             return
         # PERF: the usual case of Target.acquire inlined (a live pooled connection on top), ~70 ns per request.
