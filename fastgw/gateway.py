@@ -24,7 +24,8 @@ from fastgw.pipeline.exchange import Route
 from fastgw.pipeline.mock import MockRoute
 from fastgw.plugins.base import RouteInfo
 from fastgw.proxy.pool import Upstream
-from fastgw.proxy.upstream import HttpRoute, WebSocketRoute
+from fastgw.proxy.upstream import HttpRoute
+from fastgw.proxy.websocket import WebSocketRoute
 
 
 class Gateway:

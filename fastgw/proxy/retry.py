@@ -9,8 +9,10 @@ here runs on a request that does not fail.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastgw.config.schema import RetryConfig
 
@@ -18,6 +20,8 @@ if TYPE_CHECKING:
     from fastgw.core import Request
     from fastgw.pipeline.exchange import Exchange
     from fastgw.proxy.balancer import Balancer
+
+log = logging.getLogger("fastgw.proxy")
 
 _NON_IDEMPOTENT = frozenset({"POST", "PATCH"})
 WINDOW = 10  # seconds of history the budget looks at, in one-second marks
@@ -108,3 +112,49 @@ class Attempt:
                 self.replay = None  # too big to send again: this request is not retried
             else:
                 replay.append(chunk)
+
+
+class Retrying(Protocol):
+    """What `next_try` reads of the route (`fastgw.proxy.upstream.HttpRoute`)."""
+
+    retry: RetryPolicy | None
+    timeout: float | None
+    upstream: Any  # fastgw.proxy.pool.Upstream: another(), name, retries_done
+
+
+def next_try(
+    ex: Exchange, route: Retrying, target: Any, attempt: Attempt | None, kind: str, reason: str
+) -> tuple[Any, Attempt] | None:
+    """The target of the next try and the attempt carried to it, or None when the request is not retried."""
+    policy = route.retry
+    req = ex.req
+    if policy is None or ex.gone or req.response_started or kind not in policy.when or req.method not in policy.methods:
+        return None
+    has_body = bool(req.content_length or req.chunked)
+    if attempt is None or attempt.ex is not ex:
+        if has_body:
+            return None  # a body that was not kept cannot be sent again
+        attempt = Attempt(ex, target, 0)
+    if has_body and attempt.replay is None:
+        log.info("%s %s not retried: its body is over retries.max_replay_body", req.method, req.path)
+        return None
+    if len(attempt.tried) >= policy.attempts:
+        return None
+    if route.timeout is not None and time.perf_counter() > req.t0 + route.timeout:
+        return None
+    upstream = route.upstream
+    nxt = upstream.another(ex, attempt.tried)
+    if nxt is None:
+        return None
+    budget = policy.budget
+    if not budget.allow():
+        now = time.monotonic()
+        if now - budget.warned >= WINDOW:  # NOTE: one line per window, not one per refusal: an outage would flood
+            budget.warned = now
+            log.warning("upstream %s: retry budget spent, requests are not retried until it refills (%s %s: %s)",
+                        upstream.name, req.method, req.path, reason)  # fmt: skip
+        return None
+    attempt.tried.append(nxt)
+    upstream.retries_done += 1
+    log.info("upstream %s: %s %s retried on %s after %s", upstream.name, req.method, req.path, nxt.url, reason)
+    return nxt, attempt

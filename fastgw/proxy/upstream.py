@@ -31,8 +31,7 @@ from fastgw.core import PluginFailed, ResponseSink
 from fastgw.pipeline.exchange import Route
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
-from fastgw.proxy.retry import WINDOW, Attempt, RetryPolicy
-from fastgw.proxy.websocket import open_tunnel, wants_websocket
+from fastgw.proxy.retry import Attempt, RetryPolicy, next_try
 
 if TYPE_CHECKING:
     from fastgw.config.schema import HttpIntegration
@@ -219,50 +218,11 @@ def try_failed(
     watch = target.watch
     if watch is not None:
         watch.failed(reason)
-    nxt = _next_try(ex, target, attempt, kind, reason)
+    nxt = next_try(ex, ex.route, target, attempt, kind, reason)  # type: ignore[arg-type]
     if nxt is None:
         ex.fail(status, message, reason)
     else:
         _launch(ex, *nxt)
-
-
-def _next_try(
-    ex: Exchange, target: Target, attempt: Attempt | None, kind: str, reason: str
-) -> tuple[Target, Attempt] | None:
-    """The target of the next try and the attempt carried to it, or None when the request is not retried."""
-    route: HttpRoute = ex.route  # type: ignore[assignment]
-    policy = route.retry
-    req = ex.req
-    if policy is None or ex.gone or req.response_started or kind not in policy.when or req.method not in policy.methods:
-        return None
-    has_body = bool(req.content_length or req.chunked)
-    if attempt is None or attempt.ex is not ex:
-        if has_body:
-            return None  # a body that was not kept cannot be sent again
-        attempt = Attempt(ex, target, 0)
-    if has_body and attempt.replay is None:
-        log.info("%s %s not retried: its body is over retries.max_replay_body", req.method, req.path)
-        return None
-    if len(attempt.tried) >= policy.attempts:
-        return None
-    if route.timeout is not None and time.perf_counter() > req.t0 + route.timeout:
-        return None
-    upstream = route.upstream
-    nxt = upstream.another(ex, attempt.tried)
-    if nxt is None:
-        return None
-    budget = policy.budget
-    if not budget.allow():
-        now = time.monotonic()
-        if now - budget.warned >= WINDOW:  # NOTE: one line per window, not one per refusal: an outage would flood
-            budget.warned = now
-            log.warning("upstream %s: retry budget spent, requests are not retried until it refills (%s %s: %s)",
-                        upstream.name, req.method, req.path, reason)  # fmt: skip
-        return None
-    attempt.tried.append(nxt)
-    upstream.retries_done += 1
-    log.info("upstream %s: %s %s retried on %s after %s", upstream.name, req.method, req.path, nxt.url, reason)
-    return nxt, attempt
 
 
 def _launch(ex: Exchange, target: Target, attempt: Attempt) -> None:
@@ -596,7 +556,7 @@ class UpstreamConnection(asyncio.Protocol):
             return False
         reason = f"upstream {self.target.url} answered {status}"
         req.response_started = False
-        nxt = _next_try(ex, self.target, self._live_attempt(ex), f"http_{status}", reason)
+        nxt = next_try(ex, route, self.target, self._live_attempt(ex), f"http_{status}", reason)
         if nxt is None:
             req.response_started = True
             return False
@@ -652,25 +612,3 @@ def _with_length(head: bytes, length: int) -> bytes:
     lines = head.split(b"\r\n")
     kept = [line for line in lines[1:-2] if not line.lower().startswith((b"content-length:", b"transfer-encoding:"))]
     return b"\r\n".join([lines[0], *kept, b"content-length: %d" % length, b"", b""])
-
-
-class WebSocketRoute(HttpRoute):
-    """An http route with `websocket:` set: an upgrade request becomes a tunnel (fastgw.proxy.websocket); any
-    other request is proxied as on any http route. A subclass, so routes without WebSockets pay nothing."""
-
-    __slots__ = ("idle_timeout",)
-
-    def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream, server_line: bytes, via: bool,
-                 idle_timeout: float) -> None:  # fmt: skip
-        super().__init__(name, integ, upstream, server_line, via)
-        self.idle_timeout = idle_timeout
-
-    def start(self, ex: Exchange) -> None:
-        if not wants_websocket(ex):
-            super().start(ex)
-            return
-        target = self.upstream.only or self.upstream.pick(ex)
-        if target is None:
-            ex.fail(503, "Service Unavailable", f"upstream {self.upstream.name} has no target in rotation")
-            return
-        ex.state.loop.create_task(open_tunnel(ex, target, self.head_for(ex, target), self.idle_timeout))

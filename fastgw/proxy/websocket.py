@@ -17,10 +17,12 @@ import logging
 from typing import TYPE_CHECKING
 
 from fastgw.pipeline.leg import HIGH_WATER
+from fastgw.proxy.upstream import HttpRoute
 
 if TYPE_CHECKING:
+    from fastgw.config.schema import HttpIntegration
     from fastgw.pipeline.exchange import Exchange
-    from fastgw.proxy.pool import Target
+    from fastgw.proxy.pool import Target, Upstream
 
 log = logging.getLogger("fastgw.proxy")
 
@@ -163,3 +165,25 @@ async def open_tunnel(ex: Exchange, target: Target, head: bytes, idle_timeout: f
     tunnel.transport.write(answer)  # the head, and any frame the target sent right after it
     if req.status != 101:
         log.info("upstream %s refused the websocket upgrade with %d: passed on", target.url, req.status)
+
+
+class WebSocketRoute(HttpRoute):
+    """An http route with `websocket:` set: an upgrade request becomes a tunnel (fastgw.proxy.websocket); any
+    other request is proxied as on any http route. A subclass, so routes without WebSockets pay nothing."""
+
+    __slots__ = ("idle_timeout",)
+
+    def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream, server_line: bytes, via: bool,
+                 idle_timeout: float) -> None:  # fmt: skip
+        super().__init__(name, integ, upstream, server_line, via)
+        self.idle_timeout = idle_timeout
+
+    def start(self, ex: Exchange) -> None:
+        if not wants_websocket(ex):
+            super().start(ex)
+            return
+        target = self.upstream.only or self.upstream.pick(ex)
+        if target is None:
+            ex.fail(503, "Service Unavailable", f"upstream {self.upstream.name} has no target in rotation")
+            return
+        ex.state.loop.create_task(open_tunnel(ex, target, self.head_for(ex, target), self.idle_timeout))
