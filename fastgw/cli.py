@@ -232,7 +232,7 @@ def _routes(path: str, tree: bool) -> int:
     if tree:
         print(loaded.router.dump(), end="")
         return 0
-    from fastgw.config.schema import HttpIntegration, LambdaIntegration
+    from fastgw.config.schema import AggregateIntegration, HttpIntegration, LambdaIntegration
 
     rows = [("METHODS", "HOST", "PATH", "INTEGRATION", "NAME", "PLUGINS")]
     chains = loaded.plugins.chains if loaded.plugins is not None else (None,) * len(loaded.entries)
@@ -247,6 +247,10 @@ def _routes(path: str, tree: bool) -> int:
         elif isinstance(integ, LambdaIntegration):
             fmt = integ.payload_format or ("1.0" if entry.api_type == "rest" else "2.0")
             target = f"lambda -> {integ.function} ({fmt})"
+        elif isinstance(integ, AggregateIntegration):
+            target = "aggregate -> " + ", ".join(
+                f"{b.upstream} {b.path}" if b.upstream else f"function {b.function}" for b in integ.backends
+            )
         else:
             target = f"mock {integ.status}"
         # In the order they run (priority, higher first); a consumer's own plugins are not listed.

@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 
+from fastgw.aggregate import AggregateRoute
 from fastgw.config.load import LoadedConfig
-from fastgw.config.schema import HttpIntegration, LambdaIntegration, MockIntegration
+from fastgw.config.schema import (
+    AggregateIntegration,
+    HttpIntegration,
+    LambdaIntegration,
+    MockIntegration,
+    WebSocketConfig,
+)
 from fastgw.core import Router
 from fastgw.functions.integration import LambdaRoute
 from fastgw.functions.pool import FunctionPool
@@ -18,6 +25,7 @@ from fastgw.pipeline.mock import MockRoute
 from fastgw.plugins.base import RouteInfo
 from fastgw.proxy.pool import Upstream
 from fastgw.proxy.upstream import HttpRoute
+from fastgw.proxy.websocket import WebSocketRoute
 
 
 class Gateway:
@@ -33,7 +41,11 @@ class Gateway:
         self.server_line = f"server: {server_header}\r\n".encode("latin-1") if server_header else b""
         self.via = cfg.server.via
         self.trusted_proxies = tuple(ipaddress.ip_network(c, strict=False) for c in cfg.server.trusted_proxies)
-        self.upstreams = {name: Upstream(name, up) for name, up in cfg.upstreams.items()}
+        # A reload keeps the warm connections of the targets that survive it (Target.adopt).
+        before: dict[str, Upstream] = previous.upstreams if previous is not None else {}
+        self.upstreams: dict[str, Upstream] = {
+            name: Upstream(name, up, before.get(name), loaded.base_dir) for name, up in cfg.upstreams.items()
+        }
         self.functions = {name: self._pool(name, loaded, previous) for name in cfg.functions}
         self.paths = loaded.paths  # the path policy, the router, and API Gateway's answers to misses
         routes: list[Route] = []
@@ -43,10 +55,17 @@ class Gateway:
                 routes.append(MockRoute(entry.label, integ, self.server_line))
             elif isinstance(integ, LambdaIntegration):
                 routes.append(LambdaRoute(entry, integ, self.functions[integ.function]))
+            elif isinstance(integ, AggregateIntegration):
+                routes.append(AggregateRoute(entry, integ, self.upstreams, self.functions, self.server_line, self.via))
             else:
                 assert isinstance(integ, HttpIntegration)
                 upstream = self.upstreams[integ.upstream]
-                routes.append(HttpRoute(entry.label, integ, upstream, self.server_line, self.via))
+                ws = entry.route.websocket
+                if ws:
+                    idle = ws.idle_timeout if isinstance(ws, WebSocketConfig) else WebSocketConfig().idle_timeout
+                    routes.append(WebSocketRoute(entry.label, integ, upstream, self.server_line, self.via, idle))
+                else:
+                    routes.append(HttpRoute(entry.label, integ, upstream, self.server_line, self.via))
         setup = loaded.plugins
         chains = setup.chains if setup is not None else (None,) * len(routes)
         for route, entry, chain in zip(routes, loaded.entries, chains, strict=True):
@@ -86,9 +105,15 @@ class Gateway:
         return FunctionPool(name, spec, code)
 
     def start(self) -> None:
-        """Called on the serving loop: start each function's warm workers."""
+        """Called on the serving loop: start each function's warm workers and the upstreams' active checks."""
         for pool in self.functions.values():
             pool.start_warm()
+        for up in self.upstreams.values():
+            up.start()
+
+    def upstream_status(self) -> dict[str, dict[str, object]]:
+        """Every upstream's state as data (`Upstream.status`), for the metrics and the admin API."""
+        return {name: up.status() for name, up in self.upstreams.items()}
 
     def is_trusted(self, peer_ip: str | None) -> bool:
         if not self.trusted_proxies or not peer_ip:

@@ -23,6 +23,7 @@ import msgspec
 import yaml
 
 from fastgw.config.schema import (
+    AggregateIntegration,
     Api,
     Config,
     Function,
@@ -32,6 +33,7 @@ from fastgw.config.schema import (
     MockIntegration,
     Route,
     Stage,
+    TargetSpec,
     Upstream,
 )
 from fastgw.config.schema import (
@@ -161,6 +163,9 @@ def load_config_bytes(
     entries, rest_prefixes = _entries(config, source)
     _check_upstreams(config, source)
     _check_functions(config, source, base)
+    for name, up in config.upstreams.items():
+        if up.tls.ca_file is not None and not (base / up.tls.ca_file).is_file():
+            raise ConfigError(source, f"$.upstreams.{name}.tls.ca_file", f"no such file: {base / up.tls.ca_file}")
     router = _check(config, entries, source)
     if config.redis is not None and not redis_state.available():
         raise ConfigError(source, "$.redis", "needs the redis client: pip install 'fastgw[redis]'")
@@ -289,6 +294,8 @@ def _resolve_server_refs(config: Config) -> Config:
             return [sub(v) for v in value]
         if isinstance(value, dict):
             return {k: sub(v) for k, v in value.items()}
+        if isinstance(value, TargetSpec):
+            return msgspec.structs.replace(value, url=sub(value.url))
         return value
 
     def route(r: Route) -> Route:
@@ -306,34 +313,32 @@ def _resolve_server_refs(config: Config) -> Config:
 
 def _check_upstreams(config: Config, source: str) -> None:
     for name, upstream in config.upstreams.items():
-        for i, url in enumerate(upstream.targets):
+        for i, target in enumerate(upstream.targets):
+            url, at = (target, "") if isinstance(target, str) else (target.url, ".url")
             problem = target_problem(url)
             if problem:
-                raise ConfigError(source, f"$.upstreams.{name}.targets[{i}]", problem)
+                raise ConfigError(source, f"$.upstreams.{name}.targets[{i}]{at}", problem)
 
 
 def target_problem(url: str) -> str | None:
-    """Why `url` cannot be an upstream target (`http://host:port`), or None."""
+    """Why `url` cannot be an upstream target (`http://host:port` or `https://host:port`), or None."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return f"expected http://host:port, got {url!r}: a target starts with its scheme, e.g. 'http://{url}'"
-    if scheme == "https":
-        return (
-            f"expected http://host:port, got {url!r}: fastgw speaks plain HTTP/1.1 to upstreams (TLS to upstreams is "
-            "not built yet); use an http:// target"
-        )
-    if scheme != "http":
-        return f"expected http://host:port, got {url!r}: the scheme must be http"
+    if scheme not in ("http", "https"):
+        return f"expected http://host:port or https://host:port, got {url!r}: the scheme must be http or https"
     rest = rest[:-1] if rest.endswith("/") else rest
     if not rest or any(c in rest for c in "/?#") or any(c.isspace() for c in rest):
-        return f"expected http://host:port, got {url!r}: a target is a host and port only (no path, query or spaces)"
+        return (
+            f"expected {scheme}://host:port, got {url!r}: a target is a host and port only (no path, query or spaces)"
+        )
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
     except ValueError:
-        return f"expected http://host:port, got {url!r}: the port must be a number from 1 to 65535"
+        return f"expected {scheme}://host:port, got {url!r}: the port must be a number from 1 to 65535"
     if not parts.hostname:
-        return f"expected http://host:port, got {url!r}: no host"
+        return f"expected {scheme}://host:port, got {url!r}: no host"
     return None
 
 
@@ -533,6 +538,9 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
                 source, f"$.server.trusted_proxies[{i}]", f"expected an IP address or CIDR, got {cidr!r}"
             ) from None
 
+    for name, up in config.upstreams.items():
+        _check_upstream(up, source, f"$.upstreams.{name}")
+
     names: dict[tuple[str | None, str | None, str], str] = {}
     router = Router()
     for i, entry in enumerate(entries):
@@ -547,8 +555,12 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
         except ValueError as exc:
             raise ConfigError(source, f"{at}.path", str(exc)) from None
         integ = entry.integration
+        if route.websocket and not isinstance(integ, HttpIntegration):
+            raise ConfigError(source, f"{at}.websocket", "WebSockets are tunnelled on http integrations only")
         if isinstance(integ, HttpIntegration):
             _check_http(config, integ, params, source, f"{at}.integration")
+        elif isinstance(integ, AggregateIntegration):
+            _check_aggregate(config, integ, params, source, f"{at}.integration")
         elif isinstance(integ, LambdaIntegration) and integ.function not in config.functions:
             known = ", ".join(sorted(config.functions)) or "none defined"
             where = f" (stage {entry.stage!r})" if entry.stage else ""
@@ -601,3 +613,78 @@ def _check_http(config: Config, integ: HttpIntegration, params: tuple[str, ...],
                 raise ConfigError(
                     source, f"{at}.path", f"{{{ref}}} is not a parameter of the route's path (parameters: {have})"
                 )
+
+
+def _check_upstream(up: Upstream, source: str, at: str) -> None:
+    seen: dict[str, int] = {}
+    for i, t in enumerate(up.targets):
+        url = (t if isinstance(t, str) else t.url).rstrip("/")
+        if url in seen:
+            raise ConfigError(source, f"{at}.targets[{i}]", f"{url} is already targets[{seen[url]}]")
+        seen[url] = i
+    if up.balancer == "consistent-hash" and up.hash_on is None:
+        raise ConfigError(
+            source, f"{at}.hash_on", "consistent-hash needs hash_on: header:NAME, cookie:NAME, ip, path or consumer"
+        )
+    if up.hash_on is not None and up.balancer != "consistent-hash":
+        raise ConfigError(source, f"{at}.hash_on", f"hash_on is only read by consistent-hash, not {up.balancer}")
+    active = up.health.active
+    if active is not None and active.timeout >= active.interval:
+        raise ConfigError(
+            source, f"{at}.health.active.timeout", f"must be shorter than the interval ({active.interval:g}s)"
+        )
+    passive = up.health.passive
+    if passive is not None:
+        if passive.consecutive_failures is None and passive.failure_ratio is None:
+            raise ConfigError(source, f"{at}.health.passive", "set consecutive_failures or failure_ratio (or both)")
+        if passive.max_ejection < passive.base_ejection:
+            raise ConfigError(source, f"{at}.health.passive.max_ejection", "must be at least base_ejection")
+    if up.breaker is not None and up.breaker.consecutive_failures is None and up.breaker.failure_ratio is None:
+        raise ConfigError(source, f"{at}.breaker", "set consecutive_failures or failure_ratio (or both)")
+
+
+# `{respN.field.path}` in an aggregate backend's path: a field of backend N's answer.
+RESPONSE_REF = re.compile(r"^resp(\d+)((?:\.[^.}]+)+)$")
+
+
+def _check_aggregate(
+    config: Config, integ: AggregateIntegration, params: tuple[str, ...], source: str, at: str
+) -> None:
+    groups: dict[str, int] = {}
+    for i, backend in enumerate(integ.backends):
+        here = f"{at}.backends[{i}]"
+        if (backend.upstream is None) == (backend.function is None):
+            raise ConfigError(source, here, "give either upstream (with a path) or function")
+        if backend.function is not None and backend.function not in config.functions:
+            known = ", ".join(sorted(config.functions)) or "none defined"
+            raise ConfigError(source, f"{here}.function", f"unknown function {backend.function!r} (functions: {known})")
+        if backend.upstream is not None:
+            if backend.upstream not in config.upstreams:
+                known = ", ".join(sorted(config.upstreams)) or "none defined"
+                raise ConfigError(
+                    source, f"{here}.upstream", f"unknown upstream {backend.upstream!r} (upstreams: {known})"
+                )
+            if backend.path is None:
+                raise ConfigError(source, f"{here}.path", "an upstream backend needs the path sent to it")
+        if backend.path is None:
+            continue
+        if not backend.path.startswith("/"):
+            raise ConfigError(source, f"{here}.path", f"expected a path starting with '/', got {backend.path!r}")
+        for ref in re.findall(r"\{([^{}]+)\}", backend.path):
+            m = RESPONSE_REF.match(ref)
+            if m is not None:
+                if int(m.group(1)) >= i:
+                    raise ConfigError(
+                        source, f"{here}.path", f"{{{ref}}} refers to backend {m.group(1)}, not an earlier one"
+                    )
+            elif ref.rstrip("+") not in params:
+                have = ", ".join(params) or "none"
+                raise ConfigError(
+                    source, f"{here}.path", f"{{{ref}}} is not a parameter of the route's path (parameters: {have})"
+                )
+        if backend.group is not None:
+            if backend.group in groups:
+                raise ConfigError(
+                    source, f"{here}.group", f"group {backend.group!r} is backends[{groups[backend.group]}]'s too"
+                )
+            groups[backend.group] = i

@@ -13,8 +13,8 @@ Seconds = Annotated[float, Meta(gt=0, le=86_400, description="seconds")]
 Port = Annotated[int, Meta(ge=0, le=65_535)]
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
 HttpMethod = Annotated[str, Meta(pattern=r"^(ANY|GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|TRACE)$")]
-# Checked by fastgw.config.load.target_problem, which says what is wrong (a missing scheme, https, a path).
-TargetURL = Annotated[str, Meta(description="http://host:port")]
+# Checked by fastgw.config.load.target_problem, which says what is wrong (a missing scheme, a path, a port).
+TargetURL = Annotated[str, Meta(description="http://host:port or https://host:port")]
 Status = Annotated[int, Meta(ge=100, le=599)]
 
 
@@ -73,12 +73,118 @@ class PoolConfig(_Base, frozen=True):
     idle_timeout: Seconds = 60.0
 
 
+class TargetSpec(_Base, frozen=True):
+    url: TargetURL
+    # Its share of the traffic relative to the other targets (round-robin, least-connections, random-two-choices)
+    # or of the hash ring (consistent-hash).
+    weight: Annotated[int, Meta(ge=1, le=1000)] = 1
+
+
+Ratio = Annotated[float, Meta(ge=0, le=1)]
+Count = Annotated[int, Meta(ge=1, le=1_000_000)]
+RetryCondition = Literal["error", "timeout", "http_502", "http_503", "http_504"]
+
+
+class RetryConfig(_Base, frozen=True):
+    """nginx's `proxy_next_upstream`: when a try fails before any response byte reached the client, the request
+    goes once more to another target. Never after a byte reached the client."""
+
+    # Tries in all, the first one included (nginx's proxy_next_upstream_tries); 1 switches retries off. Never more
+    # than the upstream has targets.
+    attempts: Annotated[int, Meta(ge=1, le=10)] = 2
+    # NOTE: not `on`, which YAML reads as the boolean true.
+    # error: the connection failed, or was closed or reset before any response byte; timeout: connect, send or
+    # the wait for the response head timed out; http_5xx: the target answered that status (its answer is dropped).
+    when: list[RetryCondition] = field(default_factory=lambda: ["error", "timeout"])
+    # Methods retried. POST and PATCH are retried only on routes with `retry_non_idempotent: true`.
+    methods: list[HttpMethod] = field(default_factory=lambda: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
+    # The longest wait for a try's response head (at most read_timeout); past it the try counts as a timeout.
+    per_try_timeout: Seconds | None = None
+    # The retry budget (Envoy's retry_budget): over the last 10 s, retries are at most `budget` times the requests
+    # plus `budget_min`, so an outage never multiplies the load on the targets left.
+    budget: Ratio = 0.2
+    budget_min: Annotated[int, Meta(ge=0, le=100_000)] = 10
+    # A request body is kept up to this size to be sent again; a bigger one is not retried.
+    max_replay_body: Annotated[int, Meta(ge=0, le=64 * 1024 * 1024)] = 64 * 1024
+
+
+class ActiveCheck(_Base, frozen=True):
+    """A request to every target every `interval`; `unhealthy_threshold` failures in a row take it out of
+    rotation, `healthy_threshold` successes in a row bring it back. Run by each worker (docs/operations.md)."""
+
+    path: str = "/"
+    method: Literal["GET", "HEAD", "OPTIONS"] = "GET"
+    interval: Seconds = 5.0
+    timeout: Seconds = 2.0
+    statuses: Annotated[list[Status], Meta(min_length=1)] = field(default_factory=lambda: [200, 204, 301, 302, 304])
+    healthy_threshold: Annotated[int, Meta(ge=1, le=100)] = 2
+    unhealthy_threshold: Annotated[int, Meta(ge=1, le=100)] = 3
+    # Each wait is the interval plus up to this fraction of it, at random, so workers and targets are not checked
+    # in lockstep.
+    jitter: Ratio = 0.1
+    host: str | None = None  # the Host sent; default the target's host:port
+
+
+class PassiveCheck(_Base, frozen=True):
+    """Envoy's outlier detection: a target that fails (5xx, connection errors, timeouts) `consecutive_failures`
+    times in a row, or whose failure ratio over `min_requests` answers reaches `failure_ratio`, is ejected for
+    `base_ejection` times the number of its ejections so far (at most `max_ejection`)."""
+
+    consecutive_failures: Annotated[int, Meta(ge=1, le=10_000)] | None = 5
+    failure_ratio: Annotated[float, Meta(gt=0, le=1)] | None = None
+    min_requests: Count = 20  # answers over which the ratio is judged (then counting starts again)
+    base_ejection: Seconds = 30.0
+    max_ejection: Seconds = 300.0
+    # No more than this share of the targets is ejected at once (one may always be).
+    max_ejected: Ratio = 0.5
+
+
+class HealthConfig(_Base, frozen=True):
+    active: ActiveCheck | None = None
+    passive: PassiveCheck | None = None
+
+
+class BreakerConfig(_Base, frozen=True):
+    """A circuit breaker per target: it opens (no traffic) on `consecutive_failures` failures in a row, or on an
+    error ratio of `failure_ratio` over at least `min_requests` answers within `window` seconds; after `cool_down`
+    it half-opens and lets `probes` requests through; as many successes close it, one failure opens it again."""
+
+    consecutive_failures: Annotated[int, Meta(ge=1, le=10_000)] | None = 5
+    failure_ratio: Annotated[float, Meta(gt=0, le=1)] | None = 0.5
+    min_requests: Count = 20
+    window: Seconds = 10.0
+    cool_down: Seconds = 15.0
+    probes: Annotated[int, Meta(ge=1, le=1000)] = 3
+
+
+class UpstreamTLS(_Base, frozen=True):
+    """TLS to `https://` targets."""
+
+    verify: bool = True  # the target's certificate is checked (chain and name); false: only for tests
+    ca_file: str | None = None  # a PEM bundle to trust instead of the system's (relative to the config file)
+    server_name: str | None = None  # SNI and the name checked; default: the target's host
+
+
+# header:NAME, cookie:NAME, ip (the client's address), path, consumer (the authenticated consumer's name).
+HashKey = Annotated[str, Meta(pattern=r"^(header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:[^\s;=]+|ip|path|consumer)$")]
+
+
 class Upstream(_Base, frozen=True):
-    targets: Annotated[list[TargetURL], Meta(min_length=1)]
+    # "http://host:port" or {url: "http://host:port", weight: 3}
+    targets: Annotated[list[TargetURL | TargetSpec], Meta(min_length=1)]
+    balancer: Literal["round-robin", "least-connections", "consistent-hash", "random-two-choices"] = "round-robin"
+    # What consistent-hash hashes (required with it).
+    hash_on: HashKey | None = None
+    # Targets named by DNS names are resolved (each address a target) again this often.
+    resolve_interval: Seconds = 30.0
     connect_timeout: Seconds = 5.0
     read_timeout: Seconds = 60.0  # longest wait for the response head, and between body reads
     send_timeout: Seconds = 60.0  # longest wait for the upstream to accept request bytes
     pool: PoolConfig = field(default_factory=PoolConfig)
+    retries: RetryConfig = field(default_factory=RetryConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    breaker: BreakerConfig | None = None
+    tls: UpstreamTLS = field(default_factory=UpstreamTLS)
 
 
 class HttpIntegration(_Base, frozen=True, tag="http"):
@@ -91,6 +197,10 @@ class HttpIntegration(_Base, frozen=True, tag="http"):
     preserve_host: bool = False
     # Send exactly this Host upstream.
     host: str | None = None
+    # The longest the whole exchange may take until the response head (retries included); 504 past it.
+    timeout: Seconds | None = None
+    # Retry POST and PATCH too (when the upstream's retries list them): only for handlers that are safe to repeat.
+    retry_non_idempotent: bool = False
 
 
 class MockIntegration(_Base, frozen=True, tag="mock"):
@@ -113,13 +223,50 @@ class LambdaIntegration(_Base, frozen=True, tag="lambda"):
     timeout: Seconds = 29.0
 
 
-Integration = HttpIntegration | MockIntegration | LambdaIntegration
+# A dotted path into a JSON answer: "data.user", "items.0.id".
+JsonPath = Annotated[str, Meta(pattern=r"^[^.\s]+(\.[^.\s]+)*$")]
+
+
+class AggregateBackend(_Base, frozen=True):
+    """One call of an aggregate: an upstream and the path sent to it, or a function (invoked with the event of a
+    GET of `path`, the client's path by default). `{name}` in the path is a route parameter; `{respN.a.b}` a
+    field of the answer of backend N (an earlier one: this call then waits for it)."""
+
+    upstream: str | None = None
+    function: str | None = None
+    path: str | None = None
+    # Where its answer goes in the merged object (`{group: answer}`); none: its fields are merged at the top.
+    group: Annotated[str, Meta(min_length=1)] | None = None
+    # Only this part of its answer is taken (a JSON path into it).
+    target: JsonPath | None = None
+    # Fields of the answer kept (the rest dropped); none: all.
+    allow: list[str] | None = None
+    # Fields renamed (old: new), after `allow`.
+    rename: dict[str, str] = field(default_factory=dict)
+    timeout: Seconds = 5.0
+
+
+class AggregateIntegration(_Base, frozen=True, tag="aggregate"):
+    """Several backends called in parallel (or in sequence, where one uses another's answer), their JSON answers
+    merged into one object. With one backend its answer passes through unchanged (status, headers, body)."""
+
+    backends: Annotated[list[AggregateBackend], Meta(min_length=1, max_length=64)]
+    # The status of a merged answer when some backends failed (it carries what succeeded, and
+    # `X-Fastgw-Completed: false`). When all failed: 502 {"message": "Bad Gateway"}.
+    partial_status: Literal[200, 502] = 200
+
+
+Integration = HttpIntegration | MockIntegration | LambdaIntegration | AggregateIntegration
 
 
 # Plugin name -> its configuration (checked against the plugin's own Config when the config loads), or `false`
 # to switch off a plugin configured at a wider level (globally, or on the route's API).
 PluginName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=128)]
 Plugins = dict[PluginName, Any]
+
+
+class WebSocketConfig(_Base, frozen=True):
+    idle_timeout: Seconds = 300.0  # a tunnel where nothing passed for this long is closed
 
 
 class Route(_Base, frozen=True):
@@ -130,6 +277,8 @@ class Route(_Base, frozen=True):
     host: str | None = None
     plugins: Plugins = field(default_factory=dict)
     path_policy: PathPolicy | None = None  # fields left out: the API's, then the top-level policy's
+    # `Upgrade: websocket` requests are tunnelled to the target (http integrations only); true: the defaults.
+    websocket: bool | WebSocketConfig = False
 
 
 EnvName = Annotated[str, Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]

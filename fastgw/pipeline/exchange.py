@@ -65,6 +65,7 @@ class ClientLeg(Protocol):
     closed: bool
     write_paused: bool
     exchange: Exchange | None
+    transport: Any  # asyncio.Transport; only `hand_over` touches it
 
     def write(self, data: bytes) -> None: ...
     def abort(self) -> None: ...
@@ -365,6 +366,25 @@ class Exchange:
         if ctx is not None and ctx.chain.log:
             state.loop.call_soon(run_log, ctx, req.status)
         leg.request_done(req)
+
+    def hand_over(self, protocol: asyncio.BaseProtocol, keeper: Any) -> Any:
+        """The connection leaves HTTP with this exchange (a WebSocket after the upgrade): the client's transport
+        now speaks to `protocol`, `keeper` (with `check_deadline`, `shutdown`, `close`, `transport`) takes the
+        connection's place among the worker's connections, and the exchange ends (logged, with `req.status`).
+        Returns the transport."""
+        leg = self.leg
+        req = self.req
+        req.finished = True
+        state = leg.state
+        if state.access_log is not None:
+            state.access_log(self)
+        leg.exchange = None
+        state.connections.discard(leg)
+        state.connections.add(keeper)
+        transport = leg.transport
+        transport.set_protocol(protocol)
+        transport.resume_reading()  # the leg may have paused it (a pipelined request waiting): the tunnel reads
+        return transport
 
     # -- flow control, both legs ------------------------------------------------------------------------------
 

@@ -9,12 +9,18 @@ pauses reading from the client, so memory per connection stays bounded by the tr
 On a route whose plugins have body_filter phases the response is held instead (up to
 `limits.max_filtered_response`): the exchange's filters run over the whole of it, and it goes out at once with its
 new length. A bigger response streams unchanged from the point it outgrew the limit.
+
+A try that fails before any response byte reached the client goes to another target when the route's retry
+policy allows (fastgw.proxy.retry); every failure and, on targets with passive checks or a breaker, every answer
+is told to the target's watch (fastgw.proxy.health). Timeouts (connect, send, read, the route's total) answer 504
+`{"message": "Endpoint request timed out"}` before the response started, and cut the connection after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -25,6 +31,7 @@ from fastgw.core import PluginFailed, ResponseSink, filter_head
 from fastgw.pipeline.exchange import FILTER_HEAD, HOLD_BODY, Route
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
+from fastgw.proxy.retry import Attempt, RetryPolicy, next_try
 
 if TYPE_CHECKING:
     from fastgw.config.schema import HttpIntegration
@@ -35,13 +42,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw.proxy")
 
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+TIMED_OUT = "Endpoint request timed out"  # API Gateway's words for an integration timeout (504)
+# UpstreamConnection.filtering: what happens when the response head arrives.
+FILTER = 1  # the route's filters see it first
+CHECK = 2  # its status may send the request to another target (retries `when: [http_5xx]`)
 
 
 class HttpRoute(Route):
     """The `http` integration: proxy to an upstream, with the path rewrite rules resolved into a small plan."""
 
     kind = "http"
-    __slots__ = ("upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host", "server_line", "via")
+    __slots__ = ("upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host", "server_line", "via",
+                 "retry", "timeout", "head_checks", "guarded", "guard_all")  # fmt: skip
 
     def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream, server_line: bytes, via: bool) -> None:
         super().__init__(name)
@@ -55,6 +67,19 @@ class HttpRoute(Route):
         self.host = integ.host.encode("latin-1") if integ.host else None
         self.server_line = server_line  # the gateway's Server line, when the upstream sends none
         self.via = via  # append the gateway to Via, both ways
+        conf = upstream.config.retries
+        # Retries need another target to go to; with one target (or `attempts: 1`) there is no retry to plan.
+        self.retry: RetryPolicy | None = None
+        # (A DNS name may stand for several targets once resolved.)
+        targets = len(upstream.targets) if not upstream.named else conf.attempts
+        if conf.attempts > 1 and targets > 1:
+            self.retry = RetryPolicy(conf, integ.retry_non_idempotent, upstream.budget, targets)
+        self.head_checks = CHECK if self.retry is not None and self.retry.statuses else 0
+        self.timeout = integ.timeout  # the whole exchange until the response head, retries included
+        # PERF: one flag read on the plain route instead of the checks `_start_guarded` makes; with retries, a
+        # request without a body (nothing to keep) still takes the plain way unless the route needs more.
+        self.guard_all = self.timeout is not None or self.head_checks != 0
+        self.guarded = self.guard_all or self.retry is not None
 
     def upstream_path(self, path: str, params: dict[str, str]) -> str:
         pieces = self.path_pieces
@@ -69,11 +94,35 @@ class HttpRoute(Route):
                 return rest
         return path
 
+    def head_for(self, ex: Exchange, target: Target) -> bytes:
+        """The request head for `target` (a retry's; `start` has the same steps inline)."""
+        req = ex.req
+        path = req.path
+        if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
+            path = quote(chosen, safe=_PATH_SAFE)
+        elif self.rewrites:
+            path = self.upstream_path(path, ex.params)
+        target_uri = path.encode("latin-1")
+        if req.query is not None:
+            target_uri += b"?" + req.query
+        if self.host is not None:
+            host = self.host
+        elif self.preserve_host and req.host_raw:
+            host = req.host_raw
+        else:
+            host = target.host_header
+        return req.upstream_head(target_uri, host, ex.peer.trusted, ex.peer.ip_b, self.via)
+
     def start(self, ex: Exchange) -> None:
         """Send the request to the next target of the upstream; the response streams back through `ex`."""
         req = ex.req
         upstream = self.upstream
-        target = upstream.only or upstream.pick()
+        target = upstream.only
+        if target is None:  # PERF: a choice to make; the single-target upstream pays one test, as before
+            target = upstream.pick(ex)
+            if target is None:
+                ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
+                return
         path = req.path
         if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
             path = quote(chosen, safe=_PATH_SAFE)  # a plugin chose the upstream path
@@ -90,6 +139,9 @@ class HttpRoute(Route):
             host = target.host_header
         peer = ex.peer
         head = req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, self.via)
+        if self.guarded and (self.guard_all or req.content_length or req.chunked):
+            self._start_guarded(ex, target, head)
+            return
         # PERF: the usual case of Target.acquire inlined (a live pooled connection on top), ~70 ns per request.
         idle = target.idle
         conn = idle.pop() if idle else None
@@ -98,26 +150,96 @@ class HttpRoute(Route):
         if conn is not None:
             conn.start(ex, head)
         else:
-            ex.state.loop.create_task(_connect_and_start(ex, target, head))
+            target.connecting += 1
+            ex.state.loop.create_task(_connect_and_start(ex, target, head, None))
+
+    def _start_guarded(self, ex: Exchange, target: Target, head: bytes) -> None:
+        """`start` on a route with a total timeout or retries: the clock started, a body kept for a retry."""
+        req = ex.req
+        if self.timeout is not None and not req.t0:
+            req.t0 = time.perf_counter()  # the total timeout's start (the access log sets it when it is on)
+        retry = self.retry
+        attempt = None
+        if retry is not None and (req.content_length or req.chunked) and req.method in retry.methods:
+            attempt = Attempt(ex, target, retry.max_replay)  # a request without a body needs nothing kept
+        conn = target.acquire()
+        if conn is not None:
+            if attempt is not None:
+                attempt.begin(conn, req)
+            conn.start(ex, head)
+            conn.filtering |= self.head_checks  # PERF: set here, not in `start`: the plain route never pays for it
+        else:
+            target.connecting += 1
+            ex.state.loop.create_task(_connect_and_start(ex, target, head, attempt))
 
 
-async def _connect_and_start(ex: Exchange, target: Target, head: bytes) -> None:
+async def _connect_and_start(ex: Exchange, target: Target, head: bytes, attempt: Attempt | None) -> None:
     loop = ex.state.loop
+    timeout = target.connect_timeout
+    route: HttpRoute = ex.route  # type: ignore[assignment]
+    if route.timeout is not None:
+        timeout = max(0.0, min(timeout, ex.req.t0 + route.timeout - time.perf_counter()))
     try:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: UpstreamConnection(target, ex.state), target.host, target.port),
-            target.connect_timeout,
+            loop.create_connection(
+                lambda: UpstreamConnection(target, ex.state),
+                target.host,
+                target.port,
+                ssl=target.ssl,
+                server_hostname=target.server_hostname,
+            ),
+            timeout,
         )
     except asyncio.TimeoutError:
-        ex.fail(504, "Gateway Timeout", f"connect to {target.url} timed out after {target.connect_timeout}s")
+        target.connecting -= 1
+        reason = f"connect to {target.url} timed out after {timeout:g}s"
+        try_failed(ex, target, attempt, "timeout", 504, TIMED_OUT, reason)
         return
     except OSError as exc:
-        ex.fail(502, "Bad Gateway", f"connect to {target.url} failed: {exc.strerror or exc}")
+        target.connecting -= 1
+        reason = f"connect to {target.url} failed: {exc.strerror or exc}"
+        try_failed(ex, target, attempt, "error", 502, "Bad Gateway", reason)
         return
+    target.connecting -= 1
     if ex.gone:
         target.release(conn, loop.time())  # fresh and clean: worth keeping
         return
+    if attempt is not None:
+        attempt.begin(conn, ex.req)
     conn.start(ex, head)
+    conn.filtering |= route.head_checks
+
+
+def try_failed(
+    ex: Exchange, target: Target, attempt: Attempt | None, kind: str, status: int, message: str, reason: str
+) -> None:
+    """A try failed before any response byte reached the client: the target's watch hears of it, and the request
+    goes to another target if the route's retry policy allows; else the client gets `status`."""
+    watch = target.watch
+    if watch is not None:
+        watch.failed(reason)
+    nxt = next_try(ex, ex.route, target, attempt, kind, reason)  # type: ignore[arg-type]
+    if nxt is None:
+        ex.fail(status, message, reason)
+    else:
+        _launch(ex, *nxt)
+
+
+def _launch(ex: Exchange, target: Target, attempt: Attempt) -> None:
+    """Send the request again, to `target`: the kept body first, then what the client sends on."""
+    req = ex.req
+    if attempt.replay:
+        req.body = attempt.replay + req.body  # what arrived meanwhile waits in req.body, after what was sent
+    route: HttpRoute = ex.route  # type: ignore[assignment]
+    head = route.head_for(ex, target)
+    conn = target.acquire()
+    if conn is not None:
+        attempt.begin(conn, req)
+        conn.start(ex, head)
+        conn.filtering |= route.head_checks
+    else:
+        target.connecting += 1
+        ex.state.loop.create_task(_connect_and_start(ex, target, head, attempt))
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -126,6 +248,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "target", "state", "loop", "transport", "sink", "parser", "ex", "req", "head", "idle_since",
         "deadline", "served", "closed", "_req_done", "_reading_paused", "_write_paused", "filtering", "held",
+        "attempt",
     )  # fmt: skip
 
     def __init__(self, target: Target, state: Worker) -> None:
@@ -146,8 +269,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._req_done = False
         self._reading_paused = False
         self._write_paused = False
-        self.filtering = False  # the response head must go through the route's filters first
+        self.filtering = 0  # FILTER | CHECK: what the response head goes through first
         self.held = -1  # body bytes held for body_filter phases; -1: the response streams
+        self.attempt: Attempt | None = None  # the tries of the exchange, when it may be retried (see Attempt.ex)
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -155,9 +279,11 @@ class UpstreamConnection(asyncio.Protocol):
         # NOTE: uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = t = transport  # type: ignore[assignment]
         t.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[attr-defined]
+        self.target.open += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.target.open -= 1
         self.sink.parser = None  # break the parser <-> sink cycle
         ex, req = self.ex, self.req
         if ex is None or req is None:
@@ -176,12 +302,13 @@ class UpstreamConnection(asyncio.Protocol):
             # idempotent request without a body is sent again once, on a new connection.
             self._detach()
             req.retried = True
-            self.loop.create_task(_connect_and_start(ex, self.target, self.head))
+            self.target.connecting += 1
+            self.loop.create_task(_connect_and_start(ex, self.target, self.head, self._live_attempt(ex)))
             return
         reason = f"upstream {self.target.url} closed the connection"
         if exc is not None:
             reason += f": {exc}"
-        self._fail(502, "Bad Gateway", reason)
+        self._try_failed("error", 502, "Bad Gateway", reason)
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
@@ -192,7 +319,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except HttpParserError as exc:
             cause = exc.__context__ if isinstance(exc.__context__, Exception) else exc
-            self._fail(502, "Bad Gateway", f"invalid response from upstream {self.target.url}: {cause}")
+            self._try_failed("error", 502, "Bad Gateway", f"invalid response from upstream {self.target.url}: {cause}")
             return
         sink = self.sink
         out = sink.out
@@ -200,14 +327,17 @@ class UpstreamConnection(asyncio.Protocol):
             if not self._hold(ex, out):
                 return
         elif self.filtering and self.req.response_started:  # type: ignore[union-attr]
-            # The head was built by this feed (it is out[0]): the route's filters see it before the client.
-            self.filtering = False
-            try:
-                # PERF: the core's filter_head itself, which ex.filter_head wraps: one Python frame less a request.
-                out[0] = filter_head(ex.ctx, out[0])  # type: ignore[arg-type]
-            except PluginFailed as exc:
-                self._filter_failed(ex, out, exc)
+            # The head was built by this feed (it is out[0]): checked, then the route's filters see it.
+            flags, self.filtering = self.filtering, 0
+            if flags & CHECK and self._retry_status(ex):
                 return
+            if flags & FILTER:
+                try:
+                    # PERF: the core's filter_head itself, which ex.filter_head wraps: one Python frame less a request.
+                    out[0] = filter_head(ex.ctx, out[0])  # type: ignore[arg-type]
+                except PluginFailed as exc:
+                    self._filter_failed(ex, out, exc)
+                    return
         if out:
             ex.write(b"".join(out) if len(out) > 1 else out[0])
             out.clear()
@@ -239,14 +369,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink.begin(req, route.server_line, route.via, DATE.line, self.state)
         if ex.ctx is not None:
             plan = ex.response_filters()
-            self.filtering = plan & FILTER_HEAD != 0
+            self.filtering = FILTER if plan & FILTER_HEAD else 0
             if plan & HOLD_BODY:
                 self.held = 0
                 self.sink.collect = True  # the body as it comes, unframed: it is sent again with its new length
             else:
                 self.held = -1
         else:
-            self.filtering = False
+            self.filtering = 0
             self.held = -1
         if req.body or (req.complete and req.chunked):
             chunks = [head]
@@ -261,12 +391,15 @@ class UpstreamConnection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(head)
         if not self._write_paused:
-            self.deadline = self.loop.time() + self.target.read_timeout
+            self.deadline = self.loop.time() + self.target.head_timeout
         if ex.paused:
             self.pause_reading()
 
     def send_body(self, chunk: bytes) -> None:
         assert self.transport is not None
+        attempt = self.attempt
+        if attempt is not None and attempt.ex is self.ex:
+            attempt.keep(chunk)
         if self.req is not None and self.req.chunked:
             self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
@@ -293,10 +426,23 @@ class UpstreamConnection(asyncio.Protocol):
         self.close()
 
     def check_deadline(self, now: float) -> None:
-        if self.deadline and now > self.deadline and self.ex is not None:
-            what = "accept the request" if self._write_paused else "respond"
-            timeout = self.target.send_timeout if self._write_paused else self.target.read_timeout
-            self._fail(504, "Gateway Timeout", f"upstream {self.target.url} did not {what} within {timeout}s")
+        ex = self.ex
+        if ex is None or self.req is None:
+            return
+        if not self.req.response_started:
+            total = ex.route.timeout  # type: ignore[union-attr]
+            if total is not None and time.perf_counter() > self.req.t0 + total:
+                self._fail(504, TIMED_OUT, f"route {ex.route.name} timed out after {total:g}s")  # type: ignore[union-attr]
+                return
+        if self.deadline and now > self.deadline:
+            target = self.target
+            if self._write_paused:
+                what, timeout = "accept the request", target.send_timeout
+            elif self.req.response_started:
+                what, timeout = "send more of its response", target.read_timeout
+            else:
+                what, timeout = "respond", target.head_timeout
+            self._try_failed("timeout", 504, TIMED_OUT, f"upstream {target.url} did not {what} within {timeout:g}s")
 
     def close(self) -> None:
         self.closed = True
@@ -321,6 +467,10 @@ class UpstreamConnection(asyncio.Protocol):
         if not req.response_started:
             self.deadline = self.loop.time() + self.target.read_timeout  # still the head (or a 1xx)
             return False
+        if self.filtering & CHECK:
+            self.filtering &= ~CHECK
+            if self._retry_status(ex):
+                return False
         if self.sink.done:
             self._deliver_held(ex, req)
             return False
@@ -333,7 +483,7 @@ class UpstreamConnection(asyncio.Protocol):
                     ex.route.name, limit)  # type: ignore[union-attr]  # fmt: skip
         self.held = -1
         head = out[0]
-        if self.filtering:
+        if self.filtering & FILTER:
             try:
                 head = ex.filter_head(head)
             except PluginFailed as exc:
@@ -380,6 +530,48 @@ class UpstreamConnection(asyncio.Protocol):
             req.upstream = None
         return ex, req
 
+    # -- retries ----------------------------------------------------------------------------------------------
+
+    def _live_attempt(self, ex: Exchange) -> Attempt | None:
+        attempt = self.attempt
+        return attempt if attempt is not None and attempt.ex is ex else None
+
+    def _try_failed(self, kind: str, status: int, message: str, reason: str) -> None:
+        """This try failed: the connection is closed, and the request goes to another target or fails."""
+        if self.held >= 0 and self.req is not None:
+            self.held = -1
+            self.sink.out.clear()
+            self.req.response_started = False  # nothing of a held response was sent
+        ex, _ = self._detach()
+        self.close()
+        if ex is not None:
+            try_failed(ex, self.target, self._live_attempt(ex), kind, status, message, reason)
+
+    def _retry_status(self, ex: Exchange) -> bool:
+        """The head just parsed has a status the route retries on: if another try can go, this answer is dropped
+        (nothing of it was sent) and True; else it goes to the client as it is."""
+        req = self.req
+        assert req is not None
+        status = req.status
+        route: HttpRoute = ex.route  # type: ignore[assignment]
+        if route.retry is None or status not in route.retry.statuses:
+            return False
+        reason = f"upstream {self.target.url} answered {status}"
+        req.response_started = False
+        nxt = next_try(ex, route, self.target, self._live_attempt(ex), f"http_{status}", reason)
+        if nxt is None:
+            req.response_started = True
+            return False
+        self.sink.out.clear()
+        self.held = -1
+        watch = self.target.watch
+        if watch is not None:
+            watch.answered(status)
+        self._detach()
+        self.close()  # the rest of its answer is not wanted
+        _launch(ex, *nxt)
+        return True
+
     def _finish(self) -> None:
         sink = self.sink
         reusable = sink.keep and self._req_done and not sink.until_close and not self.closed
@@ -400,6 +592,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
         if req is not None:
             req.upstream = None
+            watch = target.watch
+            if watch is not None:
+                watch.answered(req.status)
             if ex is not None:
                 ex.done()  # nothing happens if the client went away meanwhile
 

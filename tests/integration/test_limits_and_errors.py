@@ -131,7 +131,7 @@ async def test_invalid_upstream_response_is_502():
 async def test_upstream_read_timeout_is_504(upstream, gateway):
     gw = await gateway(proxy_config(upstream.url, upstream_opts={"read_timeout": 1.0}))
     r = await http_request(gw.port, "GET", "/sleep/4000", timeout=8)
-    assert r.status == 504 and r.json() == {"message": "Gateway Timeout"}
+    assert r.status == 504 and r.json() == {"message": "Endpoint request timed out"}
     assert (await http_request(gw.port, "GET", "/sleep/10")).status == 200
 
 
@@ -152,7 +152,7 @@ async def test_upstream_connect_timeout_is_504(gateway):
     try:
         gw = await gateway(proxy_config(f"http://127.0.0.1:{port}", upstream_opts={"connect_timeout": 0.5}))
         r = await http_request(gw.port, "GET", "/", timeout=10)
-        assert r.status == 504 and r.json() == {"message": "Gateway Timeout"}
+        assert r.status == 504 and r.json() == {"message": "Endpoint request timed out"}
     finally:
         for s in fillers:
             s.close()

@@ -37,7 +37,7 @@ def test_good_config_loads():
         (
             b"routes: [{path: /a, integration: {type: ftp}}]",
             "$.routes[0].integration.type",
-            "Invalid value 'ftp': expected one of http, lambda, mock",
+            "Invalid value 'ftp': expected one of aggregate, http, lambda, mock",
         ),
         (
             b"routes: [{path: /a, methods: [FETCH], integration: {type: mock}}]",
@@ -169,18 +169,18 @@ apis:
             "$.upstreams.u.targets[0]",
             "a target starts with its scheme, e.g. 'http://127.0.0.1:9001'",
         ),
-        (b"upstreams: {u: {targets: ['https://api.example.com']}}", "$.upstreams.u.targets[0]", "use an http://"),
+        (b"upstreams: {u: {targets: ['ftp://api.example.com']}}", "$.upstreams.u.targets[0]", "http or https"),
         (b"upstreams: {u: {targets: ['http://h:9001/v1']}}", "$.upstreams.u.targets[0]", "no path"),
         (b"upstreams: {u: {targets: ['http://h:port']}}", "$.upstreams.u.targets[0]", "port must be a number"),
         (
             b"apis: {a: {routes: [{path: /, integration: {type: lamda, function: f}}], stages: {P: {}}}}",
             "$.apis.a.routes[0].integration.type",
-            "Invalid value 'lamda': expected one of http, lambda, mock",
+            "Invalid value 'lamda': expected one of aggregate, http, lambda, mock",
         ),
         (
             b"routes: [{path: /a, integration: {upstream: u}}]",
             "$.routes[0].integration",
-            "missing required field `type`: one of http, lambda, mock",
+            "missing required field `type`: one of aggregate, http, lambda, mock",
         ),
         (b"", "$", "the config is empty"),
         (b"# only a comment\n", "$", "the config is empty"),
@@ -292,3 +292,96 @@ def test_hash_password_help_example_hashes_the_password_it_shows(capsys):
         check=True,
     ).stdout.strip()
     assert verify_password("s3cret", out), (printf, out)
+
+
+U = b"upstreams: {u: {targets: ['http://127.0.0.1:1', 'http://127.0.0.1:2'], %s}}"
+
+
+@pytest.mark.parametrize(
+    "extra,path,words",
+    [
+        (b"balancer: consistent-hash", "$.upstreams.u.hash_on", "consistent-hash needs hash_on"),
+        (b"hash_on: ip", "$.upstreams.u.hash_on", "only read by consistent-hash"),
+        (b"balancer: consistent-hash, hash_on: 'header:'", "$.upstreams.u.hash_on", "matching regex"),
+        (b"balancer: fastest", "$.upstreams.u.balancer", "Invalid enum value 'fastest'"),
+        (b"retries: {when: [error, http_500]}", "$.upstreams.u.retries.when[1]", "Invalid enum value 'http_500'"),
+        (b"retries: {attempts: 0}", "$.upstreams.u.retries.attempts", "Expected `int` >= 1"),
+        (b"health: {active: {interval: 1, timeout: 2}}", "$.upstreams.u.health.active.timeout", "shorter than"),
+        (
+            b"health: {passive: {consecutive_failures: null}}",
+            "$.upstreams.u.health.passive",
+            "consecutive_failures or failure_ratio",
+        ),
+        (b"breaker: {cool_down: 0}", "$.upstreams.u.breaker.cool_down", "Expected `float` >"),
+    ],
+)
+def test_upstream_errors_name_the_key_path(extra, path, words):
+    e = err(U % extra)
+    assert e.path == path, str(e)
+    assert words in e.message, str(e)
+
+
+def test_targets_take_weights_and_refuse_duplicates():
+    loaded = load_config_bytes(b"upstreams: {u: {targets: [{url: 'http://127.0.0.1:1', weight: 3}, 'http://h:2']}}")
+    assert loaded.config.upstreams["u"].targets[0].weight == 3  # type: ignore[union-attr]
+    e = err(b"upstreams: {u: {targets: ['http://127.0.0.1:1', {url: 'http://127.0.0.1:1/'}]}}")
+    assert e.path == "$.upstreams.u.targets[1]" and "already targets[0]" in e.message
+    e = err(b"upstreams: {u: {targets: [{url: 'http://127.0.0.1:1', weight: 0}]}}")
+    assert e.path == "$.upstreams.u.targets[0].weight"
+
+
+AGG = b"""
+upstreams: {users: {targets: ['http://127.0.0.1:1']}}
+routes:
+  - path: /p/{id}
+    integration: {type: aggregate, backends: [%s]}
+"""
+
+
+@pytest.mark.parametrize(
+    "backends,path,words",
+    [
+        (b"{upstream: nope, path: /u}", "$.routes[0].integration.backends[0].upstream", "unknown upstream 'nope'"),
+        (b"{upstream: users, path: '/u/{uid}'}", "$.routes[0].integration.backends[0].path", "{uid} is not a param"),
+        (
+            b"{upstream: users, path: '/u/{resp0.id}'}",
+            "$.routes[0].integration.backends[0].path",
+            "not an earlier one",
+        ),
+        (
+            b"{upstream: users, path: /a, group: g}, {upstream: users, path: /b, group: g}",
+            "$.routes[0].integration.backends[1].group",
+            "backends[0]'s too",
+        ),
+        (b"", "$.routes[0].integration.backends", "length >= 1"),
+    ],
+)
+def test_aggregate_errors_name_the_key_path(backends, path, words):
+    e = err(AGG % backends)
+    assert e.path == path, str(e)
+    assert words in e.message, str(e)
+
+
+def test_aggregate_sequence_loads():
+    load_config_bytes(AGG % b"{upstream: users, path: '/u/{id}'}, {upstream: users, path: '/o?u={resp0.user.id}'}")
+
+
+def test_websocket_only_on_http_routes():
+    e = err(b"routes: [{path: /ws, websocket: true, integration: {type: mock}}]")
+    assert e.path == "$.routes[0].websocket" and "http integrations only" in e.message
+    e = err(b"routes: [{path: /ws, websocket: {idle_timeout: 0}, integration: {type: mock}}]")
+    assert e.path == "$.routes[0].websocket.idle_timeout"
+
+
+def test_tls_ca_file_must_exist():
+    e = err(b"upstreams: {u: {targets: ['https://h:443'], tls: {ca_file: nope.pem}}}")
+    assert e.path == "$.upstreams.u.tls.ca_file" and "no such file" in e.message
+
+
+def test_aggregate_backend_is_an_upstream_or_a_function():
+    e = err(AGG % b"{path: /u}")
+    assert e.path == "$.routes[0].integration.backends[0]" and "either upstream" in e.message
+    e = err(AGG % b"{function: nope}")
+    assert e.path == "$.routes[0].integration.backends[0].function" and "unknown function" in e.message
+    e = err(AGG % b"{upstream: users}")
+    assert e.path == "$.routes[0].integration.backends[0].path"
