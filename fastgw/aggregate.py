@@ -24,7 +24,8 @@ from urllib.parse import quote
 import orjson
 from httptools import HttpParserError, HttpResponseParser
 
-from fastgw.config.load import RESPONSE_REF, RouteEntry
+from fastgw.config.checks import RESPONSE_REF
+from fastgw.config.load import RouteEntry
 from fastgw.config.schema import HttpIntegration, LambdaIntegration
 from fastgw.core import Request
 from fastgw.functions.integration import LambdaRoute

@@ -1,7 +1,9 @@
 """Load a config file (YAML or JSON) into the schema's Structs, cross-check it, and build its route table.
 
-Every error is a `ConfigError` naming the file, the key path (`$.routes[3].integration.upstream`) and what was
-expected; nothing here binds a socket, so `fastgw check` runs exactly this.
+Every error is a `ConfigError` (`fastgw.config.errors`) naming the file, the key path
+(`$.routes[3].integration.upstream`) and what was expected; the cross-checks are `fastgw.config.checks`. Nothing
+here binds a socket, so `fastgw check` runs exactly this. Command-line and environment overrides, and what a
+reload may change, are here too.
 """
 
 from __future__ import annotations
@@ -10,23 +12,20 @@ import dataclasses
 import hashlib
 import ipaddress
 import re
-import types
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 import yaml
 
+from fastgw.config.checks import check_aggregate, check_functions, check_http, check_upstream, check_upstreams
+from fastgw.config.errors import MSGSPEC_PATH, ConfigError, explain, name_key
 from fastgw.config.schema import (
     AggregateIntegration,
-    Api,
     Config,
-    Function,
     HttpIntegration,
     Integration,
     LambdaIntegration,
@@ -34,10 +33,6 @@ from fastgw.config.schema import (
     Route,
     Stage,
     TargetSpec,
-    Upstream,
-)
-from fastgw.config.schema import (
-    Consumer as ConsumerSpec,
 )
 from fastgw.core import RouteConflict, Router, parse_template
 from fastgw.plugins.chain import PluginConfigError, PluginSetup
@@ -45,26 +40,11 @@ from fastgw.plugins.chain import build as build_plugins
 from fastgw.routing import RouteTable, policy_flags
 from fastgw.state import redis as redis_state
 
-_MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S)
-# `{name}` or `{name+}` in a path template (the route's, or an http integration's upstream path).
-TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
 # `${stageVariables.NAME}` in an API route's integration, replaced per stage when the config loads.
 STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 # `${server.host}` / `${server.port}` in an upstream target or a mock response: where this gateway listens (after
 # --host/--port and FASTGW_HOST/FASTGW_PORT), so a config that points at the gateway itself follows it.
 SERVER_REF = re.compile(r"\$\{server\.(host|port)\}")
-# The integration types, for errors that name a wrong or missing one.
-INTEGRATION_TYPES = ", ".join(sorted(str(t.__struct_config__.tag) for t in Integration.__args__))
-
-
-class ConfigError(Exception):
-    """A config that cannot be served: says where (file and key path) and what was expected."""
-
-    def __init__(self, source: str, path: str, message: str) -> None:
-        self.source = source
-        self.path = path
-        self.message = message
-        super().__init__(f"{source}: {path}: {message}")
 
 
 @dataclass(frozen=True)
@@ -150,10 +130,10 @@ def load_config_bytes(
     try:
         config = msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as exc:
-        m = _MSGSPEC_PATH.match(str(exc))
+        m = MSGSPEC_PATH.match(str(exc))
         assert m is not None
-        path = _name_key(m.group("path") or "$", data)
-        message = _explain(path, m.group("msg"))
+        path = name_key(m.group("path") or "$", data)
+        message = explain(path, m.group("msg"))
         if path in given:
             o = given[path]
             raise ConfigError(o.describe(), path, f"{message} ({o.origin} overrides {path[2:]} of {source})") from None
@@ -161,8 +141,8 @@ def load_config_bytes(
     config = _resolve_server_refs(config)
     base = base_dir if base_dir is not None else Path.cwd()
     entries, rest_prefixes = _entries(config, source)
-    _check_upstreams(config, source)
-    _check_functions(config, source, base)
+    check_upstreams(config, source)
+    check_functions(config, source, base)
     for name, up in config.upstreams.items():
         if up.tls.ca_file is not None and not (base / up.tls.ca_file).is_file():
             raise ConfigError(source, f"$.upstreams.{name}.tls.ca_file", f"no such file: {base / up.tls.ca_file}")
@@ -235,53 +215,6 @@ def _apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dic
     return given
 
 
-def _explain(path: str, message: str) -> str:
-    """msgspec's message, with the valid choices where it does not give them."""
-    if path.endswith(".integration.type") and message.startswith("Invalid value"):
-        return f"{message}: expected one of {INTEGRATION_TYPES}"
-    if path.endswith(".integration") and "`type`" in message:
-        return f"{message}: one of {INTEGRATION_TYPES}"
-    if path.endswith(".integration") and message.startswith("Expected `object`"):
-        return f"{message}: an integration is a mapping with a `type` ({INTEGRATION_TYPES})"
-    if message.startswith("Invalid enum value"):
-        choices = _choices(path)
-        if choices:
-            return f"{message}: expected one of {', '.join(choices)}"
-    return message
-
-
-def _choices(path: str) -> list[str] | None:
-    """The values a `Literal` setting allows, found by following `path` through the schema."""
-    tp: Any = Config
-    for key, _index in re.findall(r"\.([^.\[]+)|\[([^\]]*)\]", path):
-        tp = _unwrap(tp)
-        if key:  # a field of a Struct (of one member of a union), or a key of a mapping
-            fields = [
-                typing.get_type_hints(t, include_extras=True)
-                for t in _members(tp)
-                if isinstance(t, type) and issubclass(t, msgspec.Struct)
-            ]
-            found = [f[key] for f in fields if key in f]
-            if found:
-                tp = found[0]
-                continue
-        if typing.get_origin(tp) not in (dict, list):
-            return None
-        tp = typing.get_args(tp)[-1]
-    values = [v for t in _members(_unwrap(tp)) if typing.get_origin(t) is typing.Literal for v in typing.get_args(t)]
-    return [str(v) for v in values] or None
-
-
-def _unwrap(tp: Any) -> Any:
-    return typing.get_args(tp)[0] if typing.get_origin(tp) is typing.Annotated else tp
-
-
-def _members(tp: Any) -> list[Any]:
-    return (
-        [_unwrap(t) for t in typing.get_args(tp)] if typing.get_origin(tp) in (typing.Union, types.UnionType) else [tp]
-    )
-
-
 def _resolve_server_refs(config: Config) -> Config:
     """Replace `${server.host}` and `${server.port}` in upstream targets and mock responses."""
     host = config.server.host
@@ -311,37 +244,6 @@ def _resolve_server_refs(config: Config) -> Config:
     return msgspec.structs.replace(config, upstreams=upstreams, routes=[route(r) for r in config.routes], apis=apis)
 
 
-def _check_upstreams(config: Config, source: str) -> None:
-    for name, upstream in config.upstreams.items():
-        for i, target in enumerate(upstream.targets):
-            url, at = (target, "") if isinstance(target, str) else (target.url, ".url")
-            problem = target_problem(url)
-            if problem:
-                raise ConfigError(source, f"$.upstreams.{name}.targets[{i}]{at}", problem)
-
-
-def target_problem(url: str) -> str | None:
-    """Why `url` cannot be an upstream target (`http://host:port` or `https://host:port`), or None."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return f"expected http://host:port, got {url!r}: a target starts with its scheme, e.g. 'http://{url}'"
-    if scheme not in ("http", "https"):
-        return f"expected http://host:port or https://host:port, got {url!r}: the scheme must be http or https"
-    rest = rest[:-1] if rest.endswith("/") else rest
-    if not rest or any(c in rest for c in "/?#") or any(c.isspace() for c in rest):
-        return (
-            f"expected {scheme}://host:port, got {url!r}: a target is a host and port only (no path, query or spaces)"
-        )
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
-    except ValueError:
-        return f"expected {scheme}://host:port, got {url!r}: the port must be a number from 1 to 65535"
-    if not parts.hostname:
-        return f"expected {scheme}://host:port, got {url!r}: no host"
-    return None
-
-
 def _with_usage_plans(config: Config, source: str) -> Config:
     """A consumer attached to a usage plan gets the `usage-plan` plugin with that plan, among its own plugins (so
     it applies on every route where the consumer authenticates, as AWS applies a plan to its API keys)."""
@@ -364,24 +266,6 @@ def _with_usage_plans(config: Config, source: str) -> Config:
         conf = {"plan": c.usage_plan, **msgspec.to_builtins(plan)}
         consumers[name] = msgspec.structs.replace(c, plugins={**c.plugins, "usage-plan": conf})
     return msgspec.structs.replace(config, consumers=consumers)
-
-
-_KEYED: dict[str, type] = {"upstreams": Upstream, "functions": Function, "apis": Api, "consumers": ConsumerSpec}
-
-
-def _name_key(path: str, data: dict[str, Any]) -> str:
-    """msgspec writes a mapping key as `[...]`; say which entry it was (the first that fails on its own)."""
-    for section, struct in _KEYED.items():
-        prefix = f"$.{section}[...]"
-        entries = data.get(section)
-        if not path.startswith(prefix) or not isinstance(entries, dict):
-            continue
-        for name, value in entries.items():
-            try:
-                msgspec.convert(value, struct, strict=True)
-            except msgspec.ValidationError:
-                return _name_key(f"$.{section}.{name}{path[len(prefix) :]}", data)
-    return path
 
 
 def _parse(raw: bytes, source: str) -> Any:
@@ -491,43 +375,6 @@ def _resolve_stage_variables(
     return msgspec.structs.replace(integ, **changes) if changes else integ
 
 
-def _check_functions(config: Config, source: str, base: Path) -> None:
-    for name, fn in config.functions.items():
-        at = f"$.functions.{name}"
-        code = (base / fn.code) if fn.code else base
-        if not code.is_dir():
-            raise ConfigError(source, f"{at}.code", f"expected a folder, {str(code)!r} is not one")
-        if fn.warm > fn.concurrency:
-            raise ConfigError(source, f"{at}.warm", f"at most concurrency ({fn.concurrency}), got {fn.warm}")
-        problem = handler_problem(fn, code)
-        if problem:
-            raise ConfigError(source, f"{at}.handler", problem)
-
-
-def handler_problem(fn: Function, code: Path) -> str | None:
-    """Why `fn.handler` cannot name a handler in `code`, or None when its file is there."""
-    if fn.runtime == "nodejs":
-        module, dot, export = fn.handler.rpartition(".")
-        if not dot or not module or not export:
-            return f"expected FILE.EXPORT (e.g. index.handler), got {fn.handler!r}"
-        if not any((code / f"{module}{ext}").is_file() for ext in (".mjs", ".js", ".cjs")):
-            return f"no {module}.mjs, {module}.js or {module}.cjs in {str(code)!r}"
-        return None
-    if ":" in fn.handler:
-        file, _, func = fn.handler.rpartition(":")
-        if not file.endswith(".py") or not func.isidentifier():
-            return f"expected FILE.py:FUNCTION or MODULE.FUNCTION, got {fn.handler!r}"
-        if not (code / file).is_file():
-            return f"no file {file!r} in {str(code)!r}"
-        return None
-    module, dot, func = fn.handler.rpartition(".")
-    if not dot or not func.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
-        return f"expected MODULE.FUNCTION or FILE.py:FUNCTION, got {fn.handler!r}"
-    # NOTE: the module may also be an installed one, so its absence from `code` is not an error here; a worker
-    # that fails to import it says so in the log, and the invocation fails as Lambda's Runtime.ImportModuleError.
-    return None
-
-
 def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Router:
     """Cross-checks the schema cannot express; builds and returns the frozen router."""
     for i, cidr in enumerate(config.server.trusted_proxies):
@@ -539,7 +386,7 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
             ) from None
 
     for name, up in config.upstreams.items():
-        _check_upstream(up, source, f"$.upstreams.{name}")
+        check_upstream(up, source, f"$.upstreams.{name}")
 
     names: dict[tuple[str | None, str | None, str], str] = {}
     router = Router()
@@ -558,9 +405,9 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
         if route.websocket and not isinstance(integ, HttpIntegration):
             raise ConfigError(source, f"{at}.websocket", "WebSockets are tunnelled on http integrations only")
         if isinstance(integ, HttpIntegration):
-            _check_http(config, integ, params, source, f"{at}.integration")
+            check_http(config, integ, params, source, f"{at}.integration")
         elif isinstance(integ, AggregateIntegration):
-            _check_aggregate(config, integ, params, source, f"{at}.integration")
+            check_aggregate(config, integ, params, source, f"{at}.integration")
         elif isinstance(integ, LambdaIntegration) and integ.function not in config.functions:
             known = ", ".join(sorted(config.functions)) or "none defined"
             where = f" (stage {entry.stage!r})" if entry.stage else ""
@@ -594,97 +441,3 @@ def _route_table(
                 backslash = layer.backslash or backslash
         routes.append((entry.path, entry.route.host, entry.api_type, policy_flags(slashes, backslash)))
     return RouteTable(router, routes, policy_flags(top.escaped_slashes, top.backslash), rest_prefixes)
-
-
-def _check_http(config: Config, integ: HttpIntegration, params: tuple[str, ...], source: str, at: str) -> None:
-    if integ.upstream not in config.upstreams:
-        known = ", ".join(sorted(config.upstreams)) or "none defined"
-        raise ConfigError(source, f"{at}.upstream", f"unknown upstream {integ.upstream!r} (upstreams: {known})")
-    if integ.strip_prefix is not None and not integ.strip_prefix.startswith("/"):
-        raise ConfigError(
-            source, f"{at}.strip_prefix", f"expected a path starting with '/', got {integ.strip_prefix!r}"
-        )
-    if integ.path is not None:
-        if not integ.path.startswith("/"):
-            raise ConfigError(source, f"{at}.path", f"expected a path starting with '/', got {integ.path!r}")
-        for ref in TEMPLATE_REF.findall(integ.path):
-            if ref not in params:
-                have = ", ".join(params) or "none"
-                raise ConfigError(
-                    source, f"{at}.path", f"{{{ref}}} is not a parameter of the route's path (parameters: {have})"
-                )
-
-
-def _check_upstream(up: Upstream, source: str, at: str) -> None:
-    seen: dict[str, int] = {}
-    for i, t in enumerate(up.targets):
-        url = (t if isinstance(t, str) else t.url).rstrip("/")
-        if url in seen:
-            raise ConfigError(source, f"{at}.targets[{i}]", f"{url} is already targets[{seen[url]}]")
-        seen[url] = i
-    if up.balancer == "consistent-hash" and up.hash_on is None:
-        raise ConfigError(
-            source, f"{at}.hash_on", "consistent-hash needs hash_on: header:NAME, cookie:NAME, ip, path or consumer"
-        )
-    if up.hash_on is not None and up.balancer != "consistent-hash":
-        raise ConfigError(source, f"{at}.hash_on", f"hash_on is only read by consistent-hash, not {up.balancer}")
-    active = up.health.active
-    if active is not None and active.timeout >= active.interval:
-        raise ConfigError(
-            source, f"{at}.health.active.timeout", f"must be shorter than the interval ({active.interval:g}s)"
-        )
-    passive = up.health.passive
-    if passive is not None:
-        if passive.consecutive_failures is None and passive.failure_ratio is None:
-            raise ConfigError(source, f"{at}.health.passive", "set consecutive_failures or failure_ratio (or both)")
-        if passive.max_ejection < passive.base_ejection:
-            raise ConfigError(source, f"{at}.health.passive.max_ejection", "must be at least base_ejection")
-    if up.breaker is not None and up.breaker.consecutive_failures is None and up.breaker.failure_ratio is None:
-        raise ConfigError(source, f"{at}.breaker", "set consecutive_failures or failure_ratio (or both)")
-
-
-# `{respN.field.path}` in an aggregate backend's path: a field of backend N's answer.
-RESPONSE_REF = re.compile(r"^resp(\d+)((?:\.[^.}]+)+)$")
-
-
-def _check_aggregate(
-    config: Config, integ: AggregateIntegration, params: tuple[str, ...], source: str, at: str
-) -> None:
-    groups: dict[str, int] = {}
-    for i, backend in enumerate(integ.backends):
-        here = f"{at}.backends[{i}]"
-        if (backend.upstream is None) == (backend.function is None):
-            raise ConfigError(source, here, "give either upstream (with a path) or function")
-        if backend.function is not None and backend.function not in config.functions:
-            known = ", ".join(sorted(config.functions)) or "none defined"
-            raise ConfigError(source, f"{here}.function", f"unknown function {backend.function!r} (functions: {known})")
-        if backend.upstream is not None:
-            if backend.upstream not in config.upstreams:
-                known = ", ".join(sorted(config.upstreams)) or "none defined"
-                raise ConfigError(
-                    source, f"{here}.upstream", f"unknown upstream {backend.upstream!r} (upstreams: {known})"
-                )
-            if backend.path is None:
-                raise ConfigError(source, f"{here}.path", "an upstream backend needs the path sent to it")
-        if backend.path is None:
-            continue
-        if not backend.path.startswith("/"):
-            raise ConfigError(source, f"{here}.path", f"expected a path starting with '/', got {backend.path!r}")
-        for ref in re.findall(r"\{([^{}]+)\}", backend.path):
-            m = RESPONSE_REF.match(ref)
-            if m is not None:
-                if int(m.group(1)) >= i:
-                    raise ConfigError(
-                        source, f"{here}.path", f"{{{ref}}} refers to backend {m.group(1)}, not an earlier one"
-                    )
-            elif ref.rstrip("+") not in params:
-                have = ", ".join(params) or "none"
-                raise ConfigError(
-                    source, f"{here}.path", f"{{{ref}}} is not a parameter of the route's path (parameters: {have})"
-                )
-        if backend.group is not None:
-            if backend.group in groups:
-                raise ConfigError(
-                    source, f"{here}.group", f"group {backend.group!r} is backends[{groups[backend.group]}]'s too"
-                )
-            groups[backend.group] = i

@@ -13,7 +13,7 @@ Seconds = Annotated[float, Meta(gt=0, le=86_400, description="seconds")]
 Port = Annotated[int, Meta(ge=0, le=65_535)]
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
 HttpMethod = Annotated[str, Meta(pattern=r"^(ANY|GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS|TRACE)$")]
-# Checked by fastgw.config.load.target_problem, which says what is wrong (a missing scheme, a path, a port).
+# Checked by fastgw.config.checks.target_problem, which says what is wrong (a missing scheme, a path, a port).
 TargetURL = Annotated[str, Meta(description="http://host:port or https://host:port")]
 Status = Annotated[int, Meta(ge=100, le=599)]
 

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from httptools import HttpParserError, HttpResponseParser
 
-from fastgw.config.load import TEMPLATE_REF
+from fastgw.config.checks import TEMPLATE_REF
 from fastgw.core import PluginFailed, ResponseSink, filter_head
 from fastgw.pipeline.exchange import FILTER_HEAD, HOLD_BODY, Route
 from fastgw.pipeline.head import DATE

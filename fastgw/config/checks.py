@@ -1,0 +1,174 @@
+"""Cross-checks the schema cannot express: what a setting refers to exists, paths and templates agree, targets and
+handlers are well formed. Each raises a `ConfigError` naming the file and key path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from fastgw.config.errors import ConfigError
+from fastgw.config.schema import AggregateIntegration, Config, Function, HttpIntegration, Upstream
+
+# `{name}` or `{name+}` in a path template (the route's, or an http integration's upstream path).
+TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
+
+
+def check_upstreams(config: Config, source: str) -> None:
+    for name, upstream in config.upstreams.items():
+        for i, target in enumerate(upstream.targets):
+            url, at = (target, "") if isinstance(target, str) else (target.url, ".url")
+            problem = target_problem(url)
+            if problem:
+                raise ConfigError(source, f"$.upstreams.{name}.targets[{i}]{at}", problem)
+
+
+def target_problem(url: str) -> str | None:
+    """Why `url` cannot be an upstream target (`http://host:port` or `https://host:port`), or None."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return f"expected http://host:port, got {url!r}: a target starts with its scheme, e.g. 'http://{url}'"
+    if scheme not in ("http", "https"):
+        return f"expected http://host:port or https://host:port, got {url!r}: the scheme must be http or https"
+    rest = rest[:-1] if rest.endswith("/") else rest
+    if not rest or any(c in rest for c in "/?#") or any(c.isspace() for c in rest):
+        return (
+            f"expected {scheme}://host:port, got {url!r}: a target is a host and port only (no path, query or spaces)"
+        )
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+    except ValueError:
+        return f"expected {scheme}://host:port, got {url!r}: the port must be a number from 1 to 65535"
+    if not parts.hostname:
+        return f"expected {scheme}://host:port, got {url!r}: no host"
+    return None
+
+
+def check_functions(config: Config, source: str, base: Path) -> None:
+    for name, fn in config.functions.items():
+        at = f"$.functions.{name}"
+        code = (base / fn.code) if fn.code else base
+        if not code.is_dir():
+            raise ConfigError(source, f"{at}.code", f"expected a folder, {str(code)!r} is not one")
+        if fn.warm > fn.concurrency:
+            raise ConfigError(source, f"{at}.warm", f"at most concurrency ({fn.concurrency}), got {fn.warm}")
+        problem = handler_problem(fn, code)
+        if problem:
+            raise ConfigError(source, f"{at}.handler", problem)
+
+
+def handler_problem(fn: Function, code: Path) -> str | None:
+    """Why `fn.handler` cannot name a handler in `code`, or None when its file is there."""
+    if fn.runtime == "nodejs":
+        module, dot, export = fn.handler.rpartition(".")
+        if not dot or not module or not export:
+            return f"expected FILE.EXPORT (e.g. index.handler), got {fn.handler!r}"
+        if not any((code / f"{module}{ext}").is_file() for ext in (".mjs", ".js", ".cjs")):
+            return f"no {module}.mjs, {module}.js or {module}.cjs in {str(code)!r}"
+        return None
+    if ":" in fn.handler:
+        file, _, func = fn.handler.rpartition(":")
+        if not file.endswith(".py") or not func.isidentifier():
+            return f"expected FILE.py:FUNCTION or MODULE.FUNCTION, got {fn.handler!r}"
+        if not (code / file).is_file():
+            return f"no file {file!r} in {str(code)!r}"
+        return None
+    module, dot, func = fn.handler.rpartition(".")
+    if not dot or not func.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+        return f"expected MODULE.FUNCTION or FILE.py:FUNCTION, got {fn.handler!r}"
+    # NOTE: the module may also be an installed one, so its absence from `code` is not an error here; a worker
+    # that fails to import it says so in the log, and the invocation fails as Lambda's Runtime.ImportModuleError.
+    return None
+
+
+def check_http(config: Config, integ: HttpIntegration, params: tuple[str, ...], source: str, at: str) -> None:
+    if integ.upstream not in config.upstreams:
+        known = ", ".join(sorted(config.upstreams)) or "none defined"
+        raise ConfigError(source, f"{at}.upstream", f"unknown upstream {integ.upstream!r} (upstreams: {known})")
+    if integ.strip_prefix is not None and not integ.strip_prefix.startswith("/"):
+        raise ConfigError(
+            source, f"{at}.strip_prefix", f"expected a path starting with '/', got {integ.strip_prefix!r}"
+        )
+    if integ.path is not None:
+        if not integ.path.startswith("/"):
+            raise ConfigError(source, f"{at}.path", f"expected a path starting with '/', got {integ.path!r}")
+        for ref in TEMPLATE_REF.findall(integ.path):
+            if ref not in params:
+                have = ", ".join(params) or "none"
+                raise ConfigError(
+                    source, f"{at}.path", f"{{{ref}}} is not a parameter of the route's path (parameters: {have})"
+                )
+
+
+def check_upstream(up: Upstream, source: str, at: str) -> None:
+    seen: dict[str, int] = {}
+    for i, t in enumerate(up.targets):
+        url = (t if isinstance(t, str) else t.url).rstrip("/")
+        if url in seen:
+            raise ConfigError(source, f"{at}.targets[{i}]", f"{url} is already targets[{seen[url]}]")
+        seen[url] = i
+    if up.balancer == "consistent-hash" and up.hash_on is None:
+        raise ConfigError(
+            source, f"{at}.hash_on", "consistent-hash needs hash_on: header:NAME, cookie:NAME, ip, path or consumer"
+        )
+    if up.hash_on is not None and up.balancer != "consistent-hash":
+        raise ConfigError(source, f"{at}.hash_on", f"hash_on is only read by consistent-hash, not {up.balancer}")
+    active = up.health.active
+    if active is not None and active.timeout >= active.interval:
+        raise ConfigError(
+            source, f"{at}.health.active.timeout", f"must be shorter than the interval ({active.interval:g}s)"
+        )
+    passive = up.health.passive
+    if passive is not None:
+        if passive.consecutive_failures is None and passive.failure_ratio is None:
+            raise ConfigError(source, f"{at}.health.passive", "set consecutive_failures or failure_ratio (or both)")
+        if passive.max_ejection < passive.base_ejection:
+            raise ConfigError(source, f"{at}.health.passive.max_ejection", "must be at least base_ejection")
+    if up.breaker is not None and up.breaker.consecutive_failures is None and up.breaker.failure_ratio is None:
+        raise ConfigError(source, f"{at}.breaker", "set consecutive_failures or failure_ratio (or both)")
+
+
+# `{respN.field.path}` in an aggregate backend's path: a field of backend N's answer.
+RESPONSE_REF = re.compile(r"^resp(\d+)((?:\.[^.}]+)+)$")
+
+
+def check_aggregate(config: Config, integ: AggregateIntegration, params: tuple[str, ...], source: str, at: str) -> None:
+    groups: dict[str, int] = {}
+    for i, backend in enumerate(integ.backends):
+        here = f"{at}.backends[{i}]"
+        if (backend.upstream is None) == (backend.function is None):
+            raise ConfigError(source, here, "give either upstream (with a path) or function")
+        if backend.function is not None and backend.function not in config.functions:
+            known = ", ".join(sorted(config.functions)) or "none defined"
+            raise ConfigError(source, f"{here}.function", f"unknown function {backend.function!r} (functions: {known})")
+        if backend.upstream is not None:
+            if backend.upstream not in config.upstreams:
+                known = ", ".join(sorted(config.upstreams)) or "none defined"
+                raise ConfigError(
+                    source, f"{here}.upstream", f"unknown upstream {backend.upstream!r} (upstreams: {known})"
+                )
+            if backend.path is None:
+                raise ConfigError(source, f"{here}.path", "an upstream backend needs the path sent to it")
+        if backend.path is None:
+            continue
+        if not backend.path.startswith("/"):
+            raise ConfigError(source, f"{here}.path", f"expected a path starting with '/', got {backend.path!r}")
+        for ref in re.findall(r"\{([^{}]+)\}", backend.path):
+            m = RESPONSE_REF.match(ref)
+            if m is not None:
+                if int(m.group(1)) >= i:
+                    raise ConfigError(
+                        source, f"{here}.path", f"{{{ref}}} refers to backend {m.group(1)}, not an earlier one"
+                    )
+            elif ref.rstrip("+") not in params:
+                have = ", ".join(params) or "none"
+                raise ConfigError(
+                    source, f"{here}.path", f"{{{ref}}} is not a parameter of the route's path (parameters: {have})"
+                )
+        if backend.group is not None:
+            if backend.group in groups:
+                raise ConfigError(
+                    source, f"{here}.group", f"group {backend.group!r} is backends[{groups[backend.group]}]'s too"
+                )
+            groups[backend.group] = i
