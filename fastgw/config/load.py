@@ -159,6 +159,7 @@ def load_config_bytes(
     base = base_dir if base_dir is not None else Path.cwd()
     entries, rest_prefixes = _entries(config, source)
     _check_upstreams(config, source)
+    _check_admin(config, source)
     _check_functions(config, source, base)
     router = _check(config, entries, source)
     try:
@@ -295,6 +296,26 @@ def _resolve_server_refs(config: Config) -> Config:
     upstreams = {n: msgspec.structs.replace(u, targets=sub(u.targets)) for n, u in config.upstreams.items()}
     apis = {n: msgspec.structs.replace(a, routes=[route(r) for r in a.routes]) for n, a in config.apis.items()}
     return msgspec.structs.replace(config, upstreams=upstreams, routes=[route(r) for r in config.routes], apis=apis)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_admin(config: Config, source: str) -> None:
+    admin = config.admin
+    if admin is not None and not admin.token and not is_loopback(admin.host):
+        raise ConfigError(
+            source,
+            "$.admin.token",
+            f"the admin API would listen on {admin.host}, which is not a loopback address, with no token: set a "
+            "token or listen on 127.0.0.1",
+        )
 
 
 def _check_upstreams(config: Config, source: str) -> None:

@@ -68,6 +68,17 @@ class LoggingConfig(_Base, frozen=True):
     access_log: bool = True
 
 
+class AdminConfig(_Base, frozen=True):
+    """The admin API's own listener (docs/admin-api.md). A non-loopback host needs a token."""
+
+    host: str = "127.0.0.1"
+    port: Port = 9901
+    # Sent as `Authorization: Bearer <token>`; with one set, every admin request must carry it.
+    token: str | None = None
+    # /metrics (Prometheus), which needs the `metrics` extra; false: no counters are kept at all.
+    metrics: bool = True
+
+
 class PoolConfig(_Base, frozen=True):
     max_idle: Annotated[int, Meta(ge=0, le=100_000)] = 128  # idle keep-alive connections kept per target
     idle_timeout: Seconds = 60.0
@@ -210,3 +221,4 @@ class Config(_Base, frozen=True):
     limits: Limits = field(default_factory=Limits)
     path_policy: PathPolicy = field(default_factory=PathPolicy)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    admin: AdminConfig | None = None  # no admin listener unless configured

@@ -9,11 +9,16 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
+from pathlib import Path
+from typing import Any
 
+from fastgw.admin.api import AdminAPI, AdminListener
 from fastgw.config.load import ConfigError, LoadedConfig, load_config, reload_config
 from fastgw.gateway import Gateway
 from fastgw.observability.accesslog import AccessLog
+from fastgw.observability.metrics import Counters, merge, observer, read_snapshots
 from fastgw.pipeline.exchange import Worker
 from fastgw.pipeline.head import DATE
 from fastgw.server.protocol import ClientProtocol
@@ -21,6 +26,7 @@ from fastgw.server.protocol import ClientProtocol
 log = logging.getLogger("fastgw.server")
 
 TICK = 0.25  # seconds between deadline checks: every timeout fires within two ticks of its deadline
+SNAPSHOT_TICKS = 4  # a worker under a supervisor writes its counters every 4 ticks (once a second)
 
 
 class Server:
@@ -34,6 +40,8 @@ class Server:
         *,
         reuse_port: bool = False,
         access_log: AccessLog | None = None,
+        admin: bool = True,
+        metrics_dir: Path | None = None,
     ) -> None:
         cfg = loaded.config
         self.host = host if host is not None else cfg.server.host
@@ -49,12 +57,39 @@ class Server:
         self._tick: asyncio.TimerHandle | None = None
         self._last_tick = 0.0
         self._stopped: asyncio.Event | None = None
+        # Metrics: counters kept when the admin API serves /metrics (here, or the supervisor's from `metrics_dir`).
+        self.metrics_dir = metrics_dir
+        keep = cfg.admin is not None and cfg.admin.metrics
+        self.counters = Counters() if keep else None
+        self._admin_conf = cfg.admin if admin else None
+        self.admin: AdminListener | None = None
+        self.workers = 1
+        self.started = time.time()
+        self.last_error = ""
+        self._ticks = 0
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        return self._loaded
+
+    def metrics(self) -> dict[str, Any] | None:
+        return merge([self.counters.snapshot()]) if self.counters is not None else None
+
+    async def invoke(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        from fastgw.server.invoke import invoke
+
+        return (await invoke(self._loaded, method, path, headers, body)).to_json()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         gateway = self.gateway = Gateway(self._loaded)
-        state = self.state = Worker(loop, gateway, self._access_log)
+        state = self.state = Worker(loop, gateway, observer(self._access_log, self.counters))
+        if self.counters is not None:
+            self.counters.worker = state
         gateway.start()
+        if self._admin_conf is not None:
+            self.admin = AdminListener(AdminAPI(self, self._admin_conf))
+            await self.admin.start()
         self._server = await loop.create_server(
             lambda: ClientProtocol(state),
             self.host,
@@ -86,7 +121,14 @@ class Server:
             upstream.expire(now)
         if self._access_log is not None:
             self._access_log.flush()
+        self._ticks += 1
+        if self.metrics_dir is not None and self.counters is not None and self._ticks % SNAPSHOT_TICKS == 0:
+            self.counters.write_snapshot(self.metrics_dir)
         self._tick = state.loop.call_later(TICK, self._on_tick)
+
+    def admin_reload(self) -> str | None:
+        """The admin API's reload: None when the new config serves, else why it was refused."""
+        return None if self.reload() else self.last_error
 
     def reload(self, path: str | None = None) -> bool:
         """Load the config again and swap it in; on any error the running config stays. Settings that only a
@@ -102,6 +144,7 @@ class Server:
             gateway = Gateway(loaded, previous=self.gateway)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
+            self.last_error = str(exc)
             return False
         old, self.gateway = self.gateway, gateway
         state.gateway = gateway  # new requests start on it; exchanges in flight keep the old one
@@ -133,6 +176,8 @@ class Server:
         timeout = self.shutdown_timeout if timeout is None else timeout
         if self._server is not None:
             self._server.close()
+        if self.admin is not None:
+            await self.admin.close()
         for conn in list(state.connections):
             conn.shutdown()
         deadline = time.monotonic() + timeout
@@ -148,6 +193,8 @@ class Server:
             await self.gateway.aclose()
         if self._access_log is not None:
             self._access_log.flush()
+        if self.metrics_dir is not None and self.counters is not None:
+            self.counters.write_snapshot(self.metrics_dir)
         if self._stopped is not None:
             self._stopped.set()
 
@@ -162,13 +209,22 @@ def _describe_core() -> str:
     return "compiled" if core.COMPILED else f"PURE PYTHON ({core.FALLBACK_REASON})"
 
 
-def run_worker(loaded: LoadedConfig, host: str, port: int, *, reuse_port: bool = False, announce: bool = True) -> None:
-    """Serve in this process until SIGTERM/SIGINT; SIGHUP reloads the config file."""
+def run_worker(
+    loaded: LoadedConfig,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    announce: bool = True,
+    metrics_dir: Path | None = None,
+) -> None:
+    """Serve in this process until SIGTERM/SIGINT; SIGHUP reloads the config file. A worker under a supervisor
+    (`metrics_dir` given) runs no admin listener: the supervisor's reads the counters it writes there."""
     import uvloop
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    server = Server(loaded, host, port, reuse_port=reuse_port)
+    server = Server(loaded, host, port, reuse_port=reuse_port, admin=metrics_dir is None, metrics_dir=metrics_dir)
 
     async def main() -> None:
         await server.start()
@@ -223,6 +279,10 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
 
     stopping = False
     reload_requested = False
+    children: dict[int, float] = {}  # pid -> start time
+    control = SupervisorControl(loaded, workers, children) if loaded.config.admin is not None else None
+    if control is not None:
+        control.start()
 
     def on_stop(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -236,17 +296,19 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
 
-    children: dict[int, float] = {}  # pid -> start time
-
     def spawn() -> None:
         pid = os.fork()
         if pid == 0:  # the worker
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
             holder.close()
+            metrics_dir = None
+            if control is not None:
+                control.forget()
+                metrics_dir = control.metrics_dir
             code = 0
             try:
-                run_worker(loaded, host, port, reuse_port=True, announce=False)
+                run_worker(loaded, host, port, reuse_port=True, announce=False, metrics_dir=metrics_dir)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
                 code = 1
@@ -259,6 +321,9 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
         spawn()
     restart_at: list[float] = []
     while not stopping:
+        if control is not None and control.reload_requested:
+            control.reload_requested = False
+            reload_requested = True
         if reload_requested:
             reload_requested = False
             for pid in children:
@@ -267,6 +332,8 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
             if not loaded.source.startswith("<"):
                 try:
                     loaded, _ = reload_config(loaded)
+                    if control is not None:
+                        control.current = loaded
                 except ConfigError as exc:
                     log.error(
                         "supervisor: reload refused, workers started from now on keep the previous config: %s", exc
@@ -303,7 +370,97 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
     for pid in children:
         _kill(pid, signal.SIGKILL)
     holder.close()
+    if control is not None:
+        control.stop()
     return 0
+
+
+class SupervisorControl:
+    """The admin API of a gateway with `--workers N`: it runs in a thread of the supervisor, with its own event
+    loop, and sums the counters the workers write to `metrics_dir` (fastgw.observability.metrics says why files).
+    A reload it is asked for is checked here first, so the caller hears why a broken config is refused; the
+    supervisor's loop then sends SIGHUP to every worker, as for a SIGHUP of its own."""
+
+    def __init__(self, loaded: LoadedConfig, workers: int, children: dict[int, float]) -> None:
+        import tempfile
+
+        self.current = loaded
+        self.workers = workers
+        self.children = children
+        self.started = time.time()
+        self.reload_requested = False
+        self.metrics_dir = Path(tempfile.mkdtemp(prefix="fastgw-metrics-"))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: AdminListener | None = None
+        self._thread: threading.Thread | None = None
+        self._fds: list[int] = []
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        return self.current
+
+    def metrics(self) -> dict[str, Any] | None:
+        admin = self.current.config.admin
+        if admin is None or not admin.metrics:
+            return None
+        return merge(read_snapshots(self.metrics_dir, set(self.children)))
+
+    def admin_reload(self) -> str | None:
+        if self.current.source.startswith("<"):
+            return "the config did not come from a file: nothing to reload"
+        try:
+            reload_config(self.current)
+        except ConfigError as exc:
+            log.error("reload refused, still serving the previous config: %s", exc)
+            return str(exc)
+        self.reload_requested = True
+        return None
+
+    async def invoke(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        from fastgw.server.invoke import invoke
+
+        return (await invoke(self.current, method, path, headers, body)).to_json()
+
+    def start(self) -> None:
+        conf = self.current.config.admin
+        assert conf is not None
+        ready = threading.Event()
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            loop = self._loop = asyncio.new_event_loop()
+            try:
+                self._listener = AdminListener(AdminAPI(self, conf))
+                loop.run_until_complete(self._listener.start())
+                self._fds = self._listener.fds()
+            except BaseException as exc:
+                failed.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._listener.close())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fastgw-admin", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failed:
+            raise failed[0]
+
+    def forget(self) -> None:
+        """In a new worker: close the inherited admin socket, so only the supervisor holds it."""
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def stop(self) -> None:
+        import shutil
+
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def _kill(pid: int, sig: int) -> None:
