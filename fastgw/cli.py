@@ -290,7 +290,7 @@ def _invoke(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from fastgw.config.load import Override, default_config_path
-    from fastgw.server.server import run_worker, setup_logging, supervise
+    from fastgw.server.server import run_worker, setup_logging, supervise, use_log_format
 
     setup_logging("info")
     path = args.config or os.environ.get("FASTGW_CONFIG")
@@ -327,6 +327,7 @@ def _serve(args: argparse.Namespace) -> int:
             return 1
         cfg = loaded.config
     logging.getLogger().setLevel(cfg.logging.level.upper())
+    use_log_format(cfg.logging.format)
     host, port, workers = cfg.server.host, cfg.server.port, cfg.server.workers
 
     from fastgw import core

@@ -35,6 +35,7 @@ class Gateway:
         self.trusted_proxies = tuple(ipaddress.ip_network(c, strict=False) for c in cfg.server.trusted_proxies)
         self.upstreams = {name: Upstream(name, up) for name, up in cfg.upstreams.items()}
         self.functions = {name: self._pool(name, loaded, previous) for name in cfg.functions}
+        self.entries = loaded.entries  # each route's API and stage, for the access log
         self.paths = loaded.paths  # the path policy, the router, and API Gateway's answers to misses
         routes: list[Route] = []
         for entry in loaded.entries:

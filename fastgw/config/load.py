@@ -78,7 +78,10 @@ class Override:
 
 
 # Settings a running gateway cannot change: a reload keeps them as they are, and says a restart is needed.
-RESTART_ONLY = ("server.host", "server.port", "server.workers", "server.backlog", "logging.access_log")
+RESTART_ONLY = (
+    "server.host", "server.port", "server.workers", "server.backlog", "logging.access_log",
+    "logging.access_log_format", "logging.access_log_path", "logging.format",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,12 @@ class PathPolicy(_Base, frozen=True):
 
 class LoggingConfig(_Base, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # The gateway's own log on stderr: readable lines, or one JSON object a line.
+    format: Literal["text", "json"] = "text"
     access_log: bool = True
+    access_log_format: Literal["json", "text"] = "json"
+    # A file (appended to, reopened on SIGUSR1 for logrotate); default: stdout. Relative to the working directory.
+    access_log_path: str | None = None
 
 
 class AdminConfig(_Base, frozen=True):

@@ -49,7 +49,12 @@ class Server:
         self.reuse_port = reuse_port
         self.config_path = loaded.source
         self.shutdown_timeout = cfg.server.shutdown_timeout
-        self._access_log = access_log if access_log is not None else (AccessLog() if cfg.logging.access_log else None)
+        lc = cfg.logging
+        self._access_log = (
+            access_log
+            if access_log is not None
+            else (AccessLog(format=lc.access_log_format, path=lc.access_log_path) if lc.access_log else None)
+        )
         self._loaded = loaded
         self.state: Worker | None = None
         self.gateway: Gateway | None = None  # what `state.gateway` serves, with the handles only the server uses
@@ -126,6 +131,11 @@ class Server:
             self.counters.write_snapshot(self.metrics_dir)
         self._tick = state.loop.call_later(TICK, self._on_tick)
 
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (logrotate): the access log file is opened again."""
+        if self._access_log is not None:
+            self._access_log.reopen()
+
     def admin_reload(self) -> str | None:
         """The admin API's reload: None when the new config serves, else why it was refused."""
         return None if self.reload() else self.last_error
@@ -192,7 +202,7 @@ class Server:
         if self.gateway is not None:
             await self.gateway.aclose()
         if self._access_log is not None:
-            self._access_log.flush()
+            self._access_log.close()
         if self.metrics_dir is not None and self.counters is not None:
             self.counters.write_snapshot(self.metrics_dir)
         if self._stopped is not None:
@@ -233,6 +243,7 @@ def run_worker(
         loop.add_signal_handler(signal.SIGINT, stop)
         if not loaded.source.startswith("<"):
             loop.add_signal_handler(signal.SIGHUP, server.reload)
+        loop.add_signal_handler(signal.SIGUSR1, server.reopen_logs)
         if announce:
             log.info(
                 "fastgw listening on http://%s:%d (pid %d, %d routes, core %s)",
@@ -292,14 +303,19 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
         nonlocal reload_requested
         reload_requested = True
 
+    def on_usr1(signum: int, frame: object) -> None:
+        for pid in children:  # each worker holds its own access log file open
+            _kill(pid, signal.SIGUSR1)
+
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
+    signal.signal(signal.SIGUSR1, on_usr1)
 
     def spawn() -> None:
         pid = os.fork()
         if pid == 0:  # the worker
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 signal.signal(sig, signal.SIG_DFL)
             holder.close()
             metrics_dir = None
@@ -480,3 +496,30 @@ def setup_logging(level: str) -> None:
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
+
+
+class JsonFormatter(logging.Formatter):
+    """`logging.format: json`: one object a line, for a log shipper to read without a pattern."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        out = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(out).decode()
+
+
+def use_log_format(fmt: str) -> None:
+    """Switch the root logger's handlers to `fmt` ("text" or "json")."""
+    if fmt != "json":
+        return
+    formatter = JsonFormatter()
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
