@@ -235,3 +235,27 @@ def test_merge_counts_a_dead_workers_counters_but_not_its_gauges():
     got = merge([alive, dead])
     assert got["series"][("v", "GET", 200)][:3] == [4, 20, 1.0]  # the sum never goes down when a worker dies
     assert got["connections"] == 3 and got["functions"] == {"f": 2}
+
+
+def test_the_openapi_file_describes_every_admin_endpoint_and_no_other():
+    import yaml
+
+    from fastgw.admin.api import AdminAPI
+
+    spec = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "admin-api.openapi.yaml").read_text())
+    api = AdminAPI(None, AdminConfig())  # type: ignore[arg-type]
+    served = {(p, "get") for p in api._get} | {("/metrics", "get"), ("/reload", "post"), ("/invoke", "post")}
+    described = {(p, m) for p, ops in spec["paths"].items() for m in ops}
+    assert described == served
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_gateway_exports():
+    import json
+
+    dash = json.loads(
+        (Path(__file__).resolve().parents[2] / "examples" / "grafana" / "fastgw-dashboard.json").read_text()
+    )
+    exported = {"fastgw_requests_total", "fastgw_request_bytes_total", "fastgw_request_duration_seconds_bucket",
+                "fastgw_open_connections", "fastgw_function_workers"}  # fmt: skip
+    used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"fastgw_\w+", t["expr"])}
+    assert used and used <= exported, used - exported
