@@ -111,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     hp.add_argument("--iterations", type=int, default=None, help="PBKDF2 iterations (default: 600000)")
 
+    dep = sub.add_parser(
+        "deployments",
+        help="list the deployments of a config (every version that went live), or roll back to one",
+        description="List the deployments kept beside CONFIG (admin.deployments_dir, default CONFIG.deployments/): "
+        "id (a hash of the file), time, what made it live; the first is the one serving. With --rollback ID the "
+        "config file is replaced by that deployment's; a running gateway applies it on SIGHUP (or use the admin "
+        "API's POST /deployments/ID/rollback, which does both).",
+    )
+    dep.add_argument("config", help="YAML or JSON config file")
+    dep.add_argument("--rollback", metavar="ID", help="write this deployment's config back to CONFIG")
+    dep.add_argument("--json", action="store_true", help="print the list as JSON")
+
     inv = sub.add_parser(
         "invoke",
         help="test-invoke one request through the gateway without serving (like API Gateway's Test tab)",
@@ -146,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _invoke(args)
     if args.command == "plugins":
         return _plugins(args.config)
+    if args.command == "deployments":
+        return _deployments(args)
     if args.command == "hash-password":
         return _hash_password(args.iterations)
     parser.error(f"unknown command {args.command}")
@@ -232,6 +246,39 @@ def _plugins(config: str | None) -> int:
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _deployments(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fastgw.admin.deployments import DeploymentStore, default_dir, restore
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    admin = loaded.config.admin
+    where = admin.deployments_dir if admin is not None and admin.deployments_dir else None
+    store = DeploymentStore(Path(where) if where else default_dir(args.config))
+    if args.rollback:
+        try:
+            restore(store, args.rollback, args.config)
+        except KeyError:
+            print(f"fastgw: no deployment {args.rollback} in {store.dir}", file=sys.stderr)
+            return 1
+        print(f"{args.config}: now deployment {args.rollback}; send the gateway SIGHUP to serve it")
+        return 0
+    history = store.history()
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(history, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    if not history:
+        print(f"no deployments in {store.dir} (kept by a gateway serving this config with an admin section)")
+        return 0
+    for e in history:
+        print(f"{'*' if e['active'] else ' '} {e['id']}  {e['time']}  {e['description']}")
     return 0
 
 

@@ -22,6 +22,7 @@ import orjson
 from fastgw.config.load import is_loopback
 
 if TYPE_CHECKING:
+    from fastgw.admin.deployments import DeploymentStore
     from fastgw.config.load import LoadedConfig
     from fastgw.config.schema import AdminConfig
 
@@ -32,6 +33,7 @@ MAX_BODY = 1024 * 1024
 READ_TIMEOUT = 10.0
 MASK = "********"
 # Keys whose string values are secrets wherever they stand in a config (credentials, the admin token...).
+_ROLLBACK = re.compile(r"^/deployments/([0-9a-f]{1,64})/rollback$")
 _SECRET_KEY = re.compile(r"(secret|password|token|key|credentials?)$", re.I)
 
 
@@ -40,12 +42,15 @@ class Control(Protocol):
 
     workers: int
     started: float
+    deployments: DeploymentStore | None  # None: the config is not a file, nothing is kept
 
     @property
     def loaded(self) -> LoadedConfig: ...
 
     def metrics(self) -> dict[str, Any] | None: ...  # summed counters (fastgw.observability.metrics.merge)
-    def admin_reload(self) -> str | None: ...  # None: reloaded; else why the new config was refused
+    # The two answer None when the new config serves, else why it was refused.
+    def admin_reload(self, description: str = "") -> str | None: ...
+    def rollback(self, deployment: str) -> str | None: ...  # the deployment's config back in the file, reloaded
     def invoke(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Awaitable[dict[str, Any]]: ...
 
 
@@ -116,15 +121,40 @@ class AdminAPI:
         if path == "/reload":
             if method != "POST":
                 return _json(405, {"message": "Method Not Allowed"})
-            error = self.control.admin_reload()
-            if error is not None:
-                return _json(400, {"reloaded": False, "message": error})
-            return _json(200, {"reloaded": True, "routes": len(self.control.loaded.entries)})
+            try:
+                description = str((orjson.loads(body) if body else {}).get("description") or "")
+            except (orjson.JSONDecodeError, AttributeError):
+                return _json(400, {"message": 'the body is not {"description": "..."}'})
+            error = self.control.admin_reload(description or "POST /reload")
+            return self._reloaded(error)
+        if path == "/deployments":
+            if method != "GET":
+                return _json(405, {"message": "Method Not Allowed"})
+            store = self.control.deployments
+            return _json(200, {"deployments": store.history() if store is not None else []})
+        m = _ROLLBACK.match(path)
+        if m is not None:
+            if method != "POST":
+                return _json(405, {"message": "Method Not Allowed"})
+            if self.control.deployments is None or self.control.deployments.config(m.group(1)) is None:
+                return _json(404, {"message": f"no deployment {m.group(1)}"})
+            return self._reloaded(self.control.rollback(m.group(1)))
         if path == "/invoke":
             if method != "POST":
                 return _json(405, {"message": "Method Not Allowed"})
             return await self.invoke(body)
         return _json(404, {"message": "Not Found"})
+
+    def _reloaded(self, error: str | None) -> tuple[int, str, bytes]:
+        if error is not None:
+            return _json(400, {"reloaded": False, "message": error})
+        store = self.control.deployments
+        history = store.history() if store is not None else []
+        return _json(
+            200,
+            {"reloaded": True, "routes": len(self.control.loaded.entries),
+             "deployment": history[0]["id"] if history else None},
+        )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         from fastgw import core

@@ -82,6 +82,8 @@ class AdminConfig(_Base, frozen=True):
     token: str | None = None
     # /metrics (Prometheus), which needs the `metrics` extra; false: no counters are kept at all.
     metrics: bool = True
+    # Where deployments (every config that went live) are kept. Default: `<config file>.deployments/` beside it.
+    deployments_dir: str | None = None
 
 
 class PoolConfig(_Base, frozen=True):

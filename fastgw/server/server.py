@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastgw.admin.api import AdminAPI, AdminListener
+from fastgw.admin.deployments import DeploymentStore, default_dir, restore
 from fastgw.config.load import ConfigError, LoadedConfig, load_config, reload_config
 from fastgw.gateway import Gateway
 from fastgw.observability.accesslog import AccessLog
@@ -72,6 +73,8 @@ class Server:
         self.started = time.time()
         self.last_error = ""
         self._ticks = 0
+        self.deployments = _store(loaded) if self._admin_conf is not None else None
+        self._description = "SIGHUP"
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -95,6 +98,7 @@ class Server:
         if self._admin_conf is not None:
             self.admin = AdminListener(AdminAPI(self, self._admin_conf))
             await self.admin.start()
+            _record(self.deployments, self._loaded, "start")
         self._server = await loop.create_server(
             lambda: ClientProtocol(state),
             self.host,
@@ -136,9 +140,16 @@ class Server:
         if self._access_log is not None:
             self._access_log.reopen()
 
-    def admin_reload(self) -> str | None:
+    def admin_reload(self, description: str = "") -> str | None:
         """The admin API's reload: None when the new config serves, else why it was refused."""
-        return None if self.reload() else self.last_error
+        self._description = description or "POST /reload"
+        try:
+            return None if self.reload() else self.last_error
+        finally:
+            self._description = "SIGHUP"
+
+    def rollback(self, deployment: str) -> str | None:
+        return _rollback(self, deployment)
 
     def reload(self, path: str | None = None) -> bool:
         """Load the config again and swap it in; on any error the running config stays. Settings that only a
@@ -166,6 +177,7 @@ class Server:
         if old is not None:
             old.close()  # its upstream pools, and the function pools the new config did not keep
         log.info("reloaded %s: %d routes", loaded.source, len(loaded.entries))
+        _record(self.deployments, loaded, self._description)
         if needs_restart:
             log.warning(
                 "reload: %s changed in %s and needs a restart to apply (still listening on %s:%d); the rest of the "
@@ -337,8 +349,9 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
         spawn()
     restart_at: list[float] = []
     while not stopping:
-        if control is not None and control.reload_requested:
-            control.reload_requested = False
+        from_admin = control is not None and control.reload_requested
+        if from_admin:
+            control.reload_requested = False  # type: ignore[union-attr]
             reload_requested = True
         if reload_requested:
             reload_requested = False
@@ -350,6 +363,8 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
                     loaded, _ = reload_config(loaded)
                     if control is not None:
                         control.current = loaded
+                        if not from_admin:  # the admin API kept it when it checked it
+                            _record(control.deployments, loaded, "SIGHUP")
                 except ConfigError as exc:
                     log.error(
                         "supervisor: reload refused, workers started from now on keep the previous config: %s", exc
@@ -406,6 +421,7 @@ class SupervisorControl:
         self.started = time.time()
         self.reload_requested = False
         self.metrics_dir = Path(tempfile.mkdtemp(prefix="fastgw-metrics-"))
+        self.deployments = _store(loaded)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: AdminListener | None = None
         self._thread: threading.Thread | None = None
@@ -421,16 +437,20 @@ class SupervisorControl:
             return None
         return merge(read_snapshots(self.metrics_dir, set(self.children)))
 
-    def admin_reload(self) -> str | None:
+    def admin_reload(self, description: str = "") -> str | None:
         if self.current.source.startswith("<"):
             return "the config did not come from a file: nothing to reload"
         try:
-            reload_config(self.current)
+            fresh, _ = reload_config(self.current)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             return str(exc)
         self.reload_requested = True
+        _record(self.deployments, fresh, description or "POST /reload")
         return None
+
+    def rollback(self, deployment: str) -> str | None:
+        return _rollback(self, deployment)
 
     async def invoke(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         from fastgw.server.invoke import invoke
@@ -458,6 +478,8 @@ class SupervisorControl:
             loop.run_until_complete(self._listener.close())
             loop.close()
 
+        _record(self.deployments, self.current, "start")
+
         self._thread = threading.Thread(target=run, name="fastgw-admin", daemon=True)
         self._thread.start()
         ready.wait()
@@ -477,6 +499,41 @@ class SupervisorControl:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+
+def _store(loaded: LoadedConfig) -> DeploymentStore | None:
+    admin = loaded.config.admin
+    if admin is None or loaded.source.startswith("<"):
+        return None
+    return DeploymentStore(Path(admin.deployments_dir) if admin.deployments_dir else default_dir(loaded.source))
+
+
+def _record(store: DeploymentStore | None, loaded: LoadedConfig, description: str) -> None:
+    if store is None:
+        return
+    try:
+        did = store.record(Path(loaded.source).read_bytes(), loaded.source, description)
+    except OSError as exc:
+        log.error("could not keep the deployment in %s: %s", store.dir, exc)
+        return
+    log.info("deployment %s live (%s)", did, description)
+
+
+def _rollback(control: Any, deployment: str) -> str | None:
+    """Write the deployment's config back over the file and reload; if the reload refuses it, the file is put
+    back as it was, so file and running config never disagree."""
+    store = control.deployments
+    source = control.loaded.source
+    before = Path(source).read_bytes()
+    try:
+        restore(store, deployment, source)
+    except (KeyError, OSError) as exc:
+        return f"cannot restore deployment {deployment}: {exc}"
+    error: str | None = control.admin_reload(f"rollback to {deployment}")
+    if error is not None:
+        with contextlib.suppress(OSError):
+            Path(source).write_bytes(before)
+    return error
 
 
 def _kill(pid: int, sig: int) -> None:
