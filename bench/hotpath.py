@@ -10,8 +10,10 @@ measure that counts.
 
 With `--plugins` the route carries the plugin chain of `bench/run.py --scenario plugins` (key-auth, request-id,
 a request header transform) and the request sends the consumer's key: the difference is what the chain costs.
+With `--observe` the exchange is counted for /metrics and written to the JSON access log (into memory, never
+flushed to a file): the difference is what observability costs per request.
 
-Usage: python bench/hotpath.py [--batches 2000] [--batch 50] [--plugins]
+Usage: python bench/hotpath.py [--batches 2000] [--batch 50] [--plugins] [--observe]
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import uvloop
 
 from fastgw.config.load import load_config_bytes
 from fastgw.gateway import Gateway
+from fastgw.observability.accesslog import AccessLog
+from fastgw.observability.metrics import Counters, observer
 from fastgw.pipeline.exchange import Worker
 from fastgw.proxy.upstream import UpstreamConnection
 from fastgw.server.protocol import ClientProtocol
@@ -82,9 +86,18 @@ class MemoryTransport:
         raise AssertionError("the benchmark exchange must stay keep-alive")
 
 
-async def measure(batches: int, batch: int, plugins: bool) -> list[float]:
+class NullStream:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+async def measure(batches: int, batch: int, plugins: bool, observe: bool = False) -> list[float]:
     loaded = load_config_bytes(CONFIG + PLUGINS if plugins else CONFIG, "<hotpath>.yaml")
-    state = Worker(asyncio.get_running_loop(), Gateway(loaded), None)
+    hook = observer(AccessLog(NullStream()), Counters()) if observe else None  # type: ignore[arg-type]
+    state = Worker(asyncio.get_running_loop(), Gateway(loaded), hook)
     client = ClientProtocol(state)
     client.connection_made(MemoryTransport(("127.0.0.1", 40000)))  # type: ignore[arg-type]
     target = state.gateway.upstreams["backend"].targets[0]
@@ -108,8 +121,11 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=50, help="exchanges per timed batch")
     ap.add_argument("--plugins", action="store_true", help="the route carries the benchmark's plugin chain")
+    ap.add_argument("--observe", action="store_true", help="metrics counters and the JSON access log on")
     args = ap.parse_args()
-    results = sorted(uvloop.run(measure(args.batches, args.batch, args.plugins)))  # the loop `fastgw serve` runs on
+    results = sorted(
+        uvloop.run(measure(args.batches, args.batch, args.plugins, args.observe))
+    )  # the loop `fastgw serve` runs on
     n = len(results)
     print(
         f"hot path: median {results[n // 2]:.2f} us per proxied request "

@@ -18,8 +18,12 @@ With `--scenario cache` the nginx proxy answers from its `proxy_cache` and a sec
 (memory backend); every request after the warm-up is a hit. The result compares cache hits (target: fastgw at
 least 0.6x nginx's) and a fastgw hit against a fastgw proxied miss (the plain fastgw).
 
+With `--scenario observability` the second fastgw serves the plain route with the JSON access log (to a file) and
+Prometheus counters (the admin listener on, scraped once a second during the runs) turned on: the result gives
+their cost as a share of plain-proxy throughput (issue 14's target: under 10%).
+
 Usage: python bench/run.py [--duration 10] [--rounds 3] [--connections 50]
-       [--scenario proxy|plugins|ratelimit|cache]
+       [--scenario proxy|plugins|ratelimit|cache|observability]
 Needs nginx and wrk (the script installs them with apt-get when missing and it runs as root).
 """
 
@@ -256,13 +260,44 @@ NGINX_CACHE = (
 )
 
 
+def observability_config(port: int, upstream: int, admin: int, access_log: Path) -> str:
+    """The plain config with the access log (JSON, to a file) and the admin listener's metrics on."""
+    plain = FASTGW_CONFIG.format(port=port, upstream=upstream)
+    on = f"logging: {{access_log: true, access_log_path: {access_log}, level: warning}}"
+    return plain.replace("logging: {access_log: false, level: warning}", on) + (
+        f"admin: {{host: 127.0.0.1, port: {admin}}}\n"
+    )
+
+
+class Scraper:
+    """Scrapes /metrics once a second while the observed gateway is loaded, as a Prometheus server would."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.stop = threading.Event()
+        self.scrapes = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                with urllib.request.urlopen(self.url, timeout=2) as resp:
+                    resp.read()
+                self.scrapes += 1
+            except OSError:
+                pass
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (fastgw, nginx) to take medians of")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=2, help="seconds of load on each proxy before measuring")
-    ap.add_argument("--scenario", default="proxy", choices=["proxy", "plugins", "ratelimit", "cache"])
+    ap.add_argument("--scenario", default="proxy", choices=["proxy", "plugins", "ratelimit", "cache", "observability"])
     ap.add_argument("--out", help="result file (default: bench/results/<date>-<scenario>-<commit>.json)")
     args = ap.parse_args()
     ensure_tools()
@@ -272,6 +307,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="fastgw-bench-"))
     up_port, ngx_port, gw_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
+    scraper: Scraper | None = None
     try:
         up_conf = nginx_conf(
             work / "upstream",
@@ -323,9 +359,20 @@ def main() -> int:
             proc = start([sys.executable, "-m", "fastgw", "serve", str(path)], PROXY_CPU, work / f"gw-{name}.log", env)
             procs.append(proc)
             targets[name] = (port, proc.pid)
+        if args.scenario == "observability":
+            ob_port, admin_port = free_port(), free_port()
+            ob_cfg = work / "fastgw-observed.yaml"
+            ob_cfg.write_text(observability_config(ob_port, up_port, admin_port, work / "access.log"))
+            ob = start([sys.executable, "-m", "fastgw", "serve", str(ob_cfg)], PROXY_CPU, work / "gw-ob.log", env)
+            procs.append(ob)
+            targets["observed"] = (ob_port, ob.pid)
         body = UPSTREAM_BODY.strip().encode()
         for port in (up_port, *(p for p, _ in targets.values())):
             wait_ready(f"http://127.0.0.1:{port}/bench", body, headers={"apikey": BENCH_KEY})
+
+        if "observed" in targets:
+            wait_ready(f"http://127.0.0.1:{admin_port}/metrics", b"fastgw_requests_total")
+            scraper = Scraper(admin_port)
 
         from fastgw import core
 
@@ -385,7 +432,8 @@ def main() -> int:
             "description": "plain reverse proxy to an nginx upstream (keep-alive both legs), one proxy CPU"
             + ("; plus fastgw with key-auth, request-id and a request header transform" if "plugins" in names else "")
             + ("; plus fastgw with rate-limit local and redis (never refusing)" if "rl-local" in names else "")
-            + ("; nginx answers from proxy_cache, plus fastgw answering from proxy-cache" if cache else ""),
+            + ("; nginx answers from proxy_cache, plus fastgw answering from proxy-cache" if cache else "")
+            + ("; plus fastgw with the JSON access log and /metrics on" if "observed" in names else ""),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "commit": git_commit(),
             "fastgw_core": "compiled" if core.COMPILED else "pure-python",
@@ -427,6 +475,14 @@ def main() -> int:
             result["cache_hits_ratio_vs_nginx"] = round(statistics.median(
                 c["rps"] / max(n["rps"], 1e-9) for c, n in zip(runs["cache"], runs["nginx"], strict=True)
             ), 3)  # fmt: skip
+        if "observed" in names:
+            kept = statistics.median(
+                o["rps"] / max(g["rps"], 1e-9) for o, g in zip(runs["observed"], runs["fastgw"], strict=True)
+            )
+            result["observed"] = summary["observed"]
+            result["observability_overhead"] = round(1 - kept, 3)
+            result["observed_ratio_rps_vs_nginx"] = round(summary["observed"]["rps"] / summary["nginx"]["rps"], 3)
+            result["metrics_scrapes"] = scraper.scrapes if scraper is not None else 0
         out = Path(args.out) if args.out else RESULTS / f"{result['date'][:10]}-{args.scenario}-{result['commit']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -451,10 +507,15 @@ def main() -> int:
             print(f"{name}: {result[f'{name}_vs_plain']:.3f}x plain-proxy throughput")
         if cache:
             print(f"cache hits fastgw/nginx: {result['cache_hits_ratio_vs_nginx']:.3f}x")
+        if "observed" in names:
+            print(f"access log + metrics: {result['observability_overhead']:.1%} of plain-proxy throughput "
+                  f"({result['metrics_scrapes']} scrapes)")  # fmt: skip
         for w in warnings:
             print(f"WARNING: {w}; treat the ratio as indicative only")
         return 0
     finally:
+        if scraper is not None:
+            scraper.stop.set()
         for p in procs:
             p.terminate()
         for p in procs:

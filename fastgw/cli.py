@@ -122,6 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     which = purge.add_mutually_exclusive_group()
     which.add_argument("--route", help="only this route's entries")
     which.add_argument("--prefix", help="only entries whose key starts with this")
+    dep = sub.add_parser(
+        "deployments",
+        help="list the deployments of a config (every version that went live), or roll back to one",
+        description="List the deployments kept beside CONFIG (admin.deployments_dir, default CONFIG.deployments/): "
+        "id (a hash of the file), time, what made it live; the first is the one serving. With --rollback ID the "
+        "config file is replaced by that deployment's; a running gateway applies it on SIGHUP (or use the admin "
+        "API's POST /deployments/ID/rollback, which does both).",
+    )
+    dep.add_argument("config", help="YAML or JSON config file")
+    dep.add_argument("--rollback", metavar="ID", help="write this deployment's config back to CONFIG")
+    dep.add_argument("--json", action="store_true", help="print the list as JSON")
 
     inv = sub.add_parser(
         "invoke",
@@ -160,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _plugins(args.config)
     if args.command == "cache-purge":
         return _cache_purge(args.config, args.route, args.prefix)
+    if args.command == "deployments":
+        return _deployments(args)
     if args.command == "hash-password":
         return _hash_password(args.iterations)
     parser.error(f"unknown command {args.command}")
@@ -286,6 +299,39 @@ def _plugins(config: str | None) -> int:
     return 0
 
 
+def _deployments(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from fastgw.admin.deployments import DeploymentStore, default_dir, restore
+
+    loaded = _load(args.config)
+    if loaded is None:
+        return 1
+    admin = loaded.config.admin
+    where = admin.deployments_dir if admin is not None and admin.deployments_dir else None
+    store = DeploymentStore(Path(where) if where else default_dir(args.config))
+    if args.rollback:
+        try:
+            restore(store, args.rollback, args.config)
+        except KeyError:
+            print(f"fastgw: no deployment {args.rollback} in {store.dir}", file=sys.stderr)
+            return 1
+        print(f"{args.config}: now deployment {args.rollback}; send the gateway SIGHUP to serve it")
+        return 0
+    history = store.history()
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps(history, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    if not history:
+        print(f"no deployments in {store.dir} (kept by a gateway serving this config with an admin section)")
+        return 0
+    for e in history:
+        print(f"{'*' if e['active'] else ' '} {e['id']}  {e['time']}  {e['description']}")
+    return 0
+
+
 def _hash_password(iterations: int | None) -> int:
     from fastgw.plugins.basic_auth import PBKDF2_ITERATIONS, hash_password
 
@@ -341,7 +387,7 @@ def _invoke(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from fastgw.config.load import Override, default_config_path
-    from fastgw.server.server import run_worker, setup_logging, supervise
+    from fastgw.server.server import run_worker, setup_logging, supervise, use_log_format
 
     setup_logging("info")
     path = args.config or os.environ.get("FASTGW_CONFIG")
@@ -378,6 +424,7 @@ def _serve(args: argparse.Namespace) -> int:
             return 1
         cfg = loaded.config
     logging.getLogger().setLevel(cfg.logging.level.upper())
+    use_log_format(cfg.logging.format)
     host, port, workers = cfg.server.host, cfg.server.port, cfg.server.workers
 
     from fastgw import core

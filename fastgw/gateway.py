@@ -47,6 +47,7 @@ class Gateway:
             name: Upstream(name, up, before.get(name), loaded.base_dir) for name, up in cfg.upstreams.items()
         }
         self.functions = {name: self._pool(name, loaded, previous) for name in cfg.functions}
+        self.entries = loaded.entries  # each route's API and stage, for the access log
         self.paths = loaded.paths  # the path policy, the router, and API Gateway's answers to misses
         routes: list[Route] = []
         for entry in loaded.entries:

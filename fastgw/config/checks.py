@@ -3,6 +3,7 @@ handlers are well formed. Each raises a `ConfigError` naming the file and key pa
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -172,3 +173,23 @@ def check_aggregate(config: Config, integ: AggregateIntegration, params: tuple[s
                     source, f"{here}.group", f"group {backend.group!r} is backends[{groups[backend.group]}]'s too"
                 )
             groups[backend.group] = i
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_admin(config: Config, source: str) -> None:
+    admin = config.admin
+    if admin is not None and not admin.token and not is_loopback(admin.host):
+        raise ConfigError(
+            source,
+            "$.admin.token",
+            f"the admin API would listen on {admin.host}, which is not a loopback address, with no token: set a "
+            "token or listen on 127.0.0.1",
+        )

@@ -21,7 +21,14 @@ from typing import Any
 import msgspec
 import yaml
 
-from fastgw.config.checks import check_aggregate, check_functions, check_http, check_upstream, check_upstreams
+from fastgw.config.checks import (
+    check_admin,
+    check_aggregate,
+    check_functions,
+    check_http,
+    check_upstream,
+    check_upstreams,
+)
 from fastgw.config.errors import MSGSPEC_PATH, ConfigError, explain, name_key
 from fastgw.config.schema import (
     AggregateIntegration,
@@ -61,7 +68,10 @@ class Override:
 
 
 # Settings a running gateway cannot change: a reload keeps them as they are, and says a restart is needed.
-RESTART_ONLY = ("server.host", "server.port", "server.workers", "server.backlog", "logging.access_log")
+RESTART_ONLY = (
+    "server.host", "server.port", "server.workers", "server.backlog", "logging.access_log",
+    "logging.access_log_format", "logging.access_log_path", "logging.format",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,7 @@ def load_config_bytes(
     base = base_dir if base_dir is not None else Path.cwd()
     entries, rest_prefixes = _entries(config, source)
     check_upstreams(config, source)
+    check_admin(config, source)
     check_functions(config, source, base)
     for name, up in config.upstreams.items():
         if up.tls.ca_file is not None and not (base / up.tls.ca_file).is_file():

@@ -65,7 +65,25 @@ class PathPolicy(_Base, frozen=True):
 
 class LoggingConfig(_Base, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
+    # The gateway's own log on stderr: readable lines, or one JSON object a line.
+    format: Literal["text", "json"] = "text"
     access_log: bool = True
+    access_log_format: Literal["json", "text"] = "json"
+    # A file (appended to, reopened on SIGUSR1 for logrotate); default: stdout. Relative to the working directory.
+    access_log_path: str | None = None
+
+
+class AdminConfig(_Base, frozen=True):
+    """The admin API's own listener (docs/admin-api.md). A non-loopback host needs a token."""
+
+    host: str = "127.0.0.1"
+    port: Port = 9901
+    # Sent as `Authorization: Bearer <token>`; with one set, every admin request must carry it.
+    token: str | None = None
+    # /metrics (Prometheus), which needs the `metrics` extra; false: no counters are kept at all.
+    metrics: bool = True
+    # Where deployments (every config that went live) are kept. Default: `<config file>.deployments/` beside it.
+    deployments_dir: str | None = None
 
 
 class PoolConfig(_Base, frozen=True):
@@ -415,3 +433,4 @@ class Config(_Base, frozen=True):
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     redis: RedisConfig | None = None
     usage_plans: dict[Name, UsagePlan] = field(default_factory=dict)
+    admin: AdminConfig | None = None  # no admin listener unless configured

@@ -1,0 +1,1 @@
+"""The admin API on its own listener (docs/admin-api.md)."""
