@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (config: server.port)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port (config: server.workers)")
     serve.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when CONFIG changes, and restart a function's workers when its code changes (development)",
+    )
+    serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level (config: logging.level)"
     )
 
@@ -440,9 +445,9 @@ def _serve(args: argparse.Namespace) -> int:
         )
     try:
         if workers == 1:
-            run_worker(loaded, host, port)
+            run_worker(loaded, host, port, watch="all" if args.watch else "")
             return 0
-        return supervise(loaded, host, port, workers)
+        return supervise(loaded, host, port, workers, watch=args.watch)
     except OSError as exc:
         print(f"fastgw: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1

@@ -79,6 +79,7 @@ class Worker(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.dead = False  # the process is gone
         self.retired = False  # killed or told to stop: never given another invocation
+        self.generation = pool.generation  # the code it loaded: older than the pool's after a `recycle`
 
     # -- channel --------------------------------------------------------------------------------------------
 
@@ -229,6 +230,7 @@ class FunctionPool:
         self.waiters: deque[asyncio.Future[Worker | None]] = deque()
         self.watchers: set[asyncio.Task[None]] = set()
         self.closed = False
+        self.generation = 0  # bumped by `recycle`: workers of an older one have loaded code that changed
         self.arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
 
     @property
@@ -407,8 +409,8 @@ class FunctionPool:
     def release(self, worker: Worker) -> None:
         if worker.dead or worker.retired:
             return
-        if self.closed:
-            worker.stop()
+        if self.closed or worker.generation != self.generation:
+            worker.stop()  # closing, or its code changed under it (`recycle`): the next invocation gets a new one
             return
         while self.waiters:
             waiter = self.waiters.popleft()
@@ -424,6 +426,17 @@ class FunctionPool:
         if worker in self.idle:
             self.idle.remove(worker)
         self._wake()
+        if worker.generation != self.generation and not self.closed:
+            self.start_warm()  # a recycled worker's slot: warm workers come back, on the new code
+
+    def recycle(self) -> None:
+        """The function's code changed on disk (`serve --watch`): idle workers stop now, busy ones when their
+        invocation ends, and every later invocation (and the warm workers) gets a worker that loads the code
+        again. Other functions' workers are not touched."""
+        self.generation += 1
+        idle, self.idle = self.idle, []
+        for worker in idle:
+            worker.stop()
 
     def _wake(self) -> None:
         """A slot is free: the first waiter starts a worker in it."""

@@ -23,6 +23,8 @@ from fastgw.observability.metrics import Counters, merge, observer, read_snapsho
 from fastgw.pipeline.exchange import Worker
 from fastgw.pipeline.head import DATE
 from fastgw.server.protocol import ClientProtocol
+from fastgw.server.watch import INTERVAL as WATCH_INTERVAL
+from fastgw.server.watch import Watcher, follow
 
 log = logging.getLogger("fastgw.server")
 
@@ -43,6 +45,7 @@ class Server:
         access_log: AccessLog | None = None,
         admin: bool = True,
         metrics_dir: Path | None = None,
+        watch: str = "",
     ) -> None:
         cfg = loaded.config
         self.host = host if host is not None else cfg.server.host
@@ -75,6 +78,10 @@ class Server:
         self._ticks = 0
         self.deployments = _store(loaded) if self._admin_conf is not None else None
         self._description = "SIGHUP"
+        # `serve --watch`: "all" follows the config file and the functions' code, "code" only the code (a worker
+        # under a supervisor, which follows the config file itself and passes SIGHUP on).
+        self.watch = watch
+        self._watching: asyncio.Task[None] | None = None
 
     @property
     def loaded(self) -> LoadedConfig:
@@ -112,6 +119,17 @@ class Server:
         self._stopped = asyncio.Event()
         self._last_tick = loop.time()
         self._tick = loop.call_later(TICK, self._on_tick)
+        if self.watch:
+            config = self._loaded.source if self.watch == "all" and not self._loaded.source.startswith("<") else None
+            pools = lambda: self.gateway.functions if self.gateway is not None else {}  # noqa: E731
+            self._watching = loop.create_task(follow(Watcher(config), self._watch_reload, pools))
+
+    def _watch_reload(self) -> None:
+        self._description = "watch"
+        try:
+            self.reload()
+        finally:
+            self._description = "SIGHUP"
 
     def _on_tick(self) -> None:
         state = self.state
@@ -211,6 +229,8 @@ class Server:
             conn.close()
         if self._tick is not None:
             self._tick.cancel()
+        if self._watching is not None:
+            self._watching.cancel()
         if self.gateway is not None:
             await self.gateway.aclose()
         if self._access_log is not None:
@@ -239,6 +259,7 @@ def run_worker(
     reuse_port: bool = False,
     announce: bool = True,
     metrics_dir: Path | None = None,
+    watch: str = "",
 ) -> None:
     """Serve in this process until SIGTERM/SIGINT; SIGHUP reloads the config file. A worker under a supervisor
     (`metrics_dir` given) runs no admin listener: the supervisor's reads the counters it writes there."""
@@ -246,7 +267,9 @@ def run_worker(
 
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    server = Server(loaded, host, port, reuse_port=reuse_port, admin=metrics_dir is None, metrics_dir=metrics_dir)
+    server = Server(
+        loaded, host, port, reuse_port=reuse_port, admin=metrics_dir is None, metrics_dir=metrics_dir, watch=watch
+    )
 
     async def main() -> None:
         await server.start()
@@ -279,8 +302,9 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
-    """Fork `workers` processes that each bind the port with SO_REUSEPORT; restart any that dies.
+def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch: bool = False) -> int:
+    """Fork `workers` processes that each bind the port with SO_REUSEPORT; restart any that dies. With `watch`
+    the supervisor follows the config file (a change is a SIGHUP) and each worker its functions' code.
 
     The parent binds the port too (without listening) to learn a port chosen by the kernel and to hold it while
     workers come and go; only listening sockets get connections, so it never takes a share of the traffic.
@@ -336,7 +360,10 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
                 metrics_dir = control.metrics_dir
             code = 0
             try:
-                run_worker(loaded, host, port, reuse_port=True, announce=False, metrics_dir=metrics_dir)
+                run_worker(
+                    loaded, host, port, reuse_port=True, announce=False, metrics_dir=metrics_dir,
+                    watch="code" if watch else "",
+                )  # fmt: skip
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
                 code = 1
@@ -348,11 +375,19 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
     for _ in range(workers):
         spawn()
     restart_at: list[float] = []
+    watcher = Watcher(loaded.source) if watch and not loaded.source.startswith("<") else None
+    next_poll = time.monotonic() + WATCH_INTERVAL
+    cause = "SIGHUP"
     while not stopping:
         from_admin = control is not None and control.reload_requested
         if from_admin:
             control.reload_requested = False  # type: ignore[union-attr]
             reload_requested = True
+        if watcher is not None and time.monotonic() >= next_poll:
+            next_poll = time.monotonic() + WATCH_INTERVAL
+            if watcher.poll().config:
+                log.info("watch: %s changed; reloading it", loaded.source)
+                reload_requested, cause = True, "watch"
         if reload_requested:
             reload_requested = False
             for pid in children:
@@ -364,11 +399,12 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int) -> int:
                     if control is not None:
                         control.current = loaded
                         if not from_admin:  # the admin API kept it when it checked it
-                            _record(control.deployments, loaded, "SIGHUP")
+                            _record(control.deployments, loaded, cause)
                 except ConfigError as exc:
                     log.error(
                         "supervisor: reload refused, workers started from now on keep the previous config: %s", exc
                     )
+            cause = "SIGHUP"
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:

@@ -1,0 +1,165 @@
+"""`fastgw serve --watch`: the config file and the functions' code, polled for changes.
+
+Polling `os.stat` once a second was chosen over inotify (no extra dependency, works the same on every file
+system, including the bind mounts of containers where inotify events do not cross). A poll stats the config file
+and walks each function's code folder: source files only, folders that hold no code of the function's own
+(`node_modules`, `__pycache__`, `.git`, virtual environments) left out, at most `MAX_FILES` files a function, so a
+poll stays cheap on a folder that grew large (a warning says when the bound cuts a function's files short).
+
+A change is acted on only when a poll sees the same file state twice in a row: an editor that writes a file in
+several steps is not caught half way, and a config saved twice in quick succession is loaded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger("fastgw.watch")
+
+INTERVAL = 1.0  # seconds between polls
+MAX_FILES = 2000  # files watched per function folder
+CODE_SUFFIXES = frozenset((".py", ".js", ".mjs", ".cjs", ".json"))
+SKIPPED_DIRS = frozenset(("node_modules", "__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache"))
+
+Stamp = tuple[int, int, int]  # mtime_ns, size, inode: a file replaced by rename (as editors save) has a new inode
+State = dict[str, Stamp]
+
+
+def stamp(path: str) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def code_files(folder: Path, exclude: str = "") -> State:
+    """The state of the code files under `folder` (sorted walk, bounded by MAX_FILES)."""
+    out: State = {}
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if os.path.splitext(name)[1] not in CODE_SUFFIXES:
+                continue
+            path = os.path.join(root, name)
+            if path == exclude:
+                continue
+            s = stamp(path)
+            if s is not None:
+                out[path] = s
+            if len(out) >= MAX_FILES:
+                return out
+    return out
+
+
+@dataclass
+class Changes:
+    config: bool = False
+    functions: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return self.config or bool(self.functions)
+
+
+class Watcher:
+    """What `poll` compares: the config file's stamp and each function's code files. `functions` maps a
+    function's name to its code folder (`retarget` after a reload changes them)."""
+
+    def __init__(self, config: str | None, functions: Mapping[str, Path] = {}) -> None:
+        self.config = os.path.abspath(config) if config is not None else None
+        self.folders: dict[str, Path] = {}
+        self._config_seen: Stamp | None = None
+        self._config_pending: Stamp | None = None
+        self._code_seen: dict[str, State] = {}
+        self._code_pending: dict[str, State] = {}
+        self._short: set[str] = set()
+        if self.config is not None:
+            self._config_seen = stamp(self.config)
+        self.retarget(functions)
+
+    def retarget(self, functions: Mapping[str, Path]) -> None:
+        """The functions (and their folders) of the config now serving; a function new to the watch starts from
+        its files as they are now."""
+        folders = dict(functions)
+        for name in list(self._code_seen):
+            if folders.get(name) != self.folders.get(name):
+                del self._code_seen[name]
+                self._code_pending.pop(name, None)
+        self.folders = folders
+        for name, folder in folders.items():
+            if name not in self._code_seen:
+                self._code_seen[name] = self._scan(name, folder)
+
+    def _scan(self, name: str, folder: Path) -> State:
+        state = code_files(folder, exclude=self.config or "")
+        if len(state) >= MAX_FILES and name not in self._short:
+            self._short.add(name)
+            log.warning("watch: function %s has more than %d code files under %s; only the first are watched",
+                        name, MAX_FILES, folder)  # fmt: skip
+        return state
+
+    def poll(self) -> Changes:
+        """What changed since the last change acted on, once it has held still for one poll."""
+        changes = Changes()
+        if self.config is not None:
+            now = stamp(self.config)
+            if now == self._config_seen:
+                self._config_pending = None
+            elif now is not None:  # a file deleted (mid-save) is not a change yet
+                if now == self._config_pending:
+                    self._config_seen, self._config_pending = now, None
+                    changes.config = True
+                else:
+                    self._config_pending = now
+        for name, folder in self.folders.items():
+            now_code = self._scan(name, folder)
+            if now_code != self._code_seen.get(name):
+                if now_code == self._code_pending.get(name):
+                    self._code_seen[name] = now_code
+                    del self._code_pending[name]
+                    changes.functions.add(name)
+                else:
+                    self._code_pending[name] = now_code
+            else:
+                self._code_pending.pop(name, None)
+        return changes
+
+
+class Recyclable(Protocol):
+    code: Path
+
+    def recycle(self) -> None: ...
+
+
+async def follow(
+    watcher: Watcher,
+    reload: Callable[[], object],
+    pools: Callable[[], Mapping[str, Recyclable]],
+    interval: float = INTERVAL,
+) -> None:
+    """Poll (in a thread, off the serving loop) until cancelled: a changed config file is reloaded, and a
+    function whose code changed gets its workers restarted. A failing poll is logged and the next one tries
+    again; nothing here stops the gateway."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            watcher.retarget({name: pool.code for name, pool in pools().items()})  # what a reload changed
+            await asyncio.sleep(interval)
+            changes = await loop.run_in_executor(None, watcher.poll)
+            if changes.config:
+                log.info("watch: %s changed; reloading it", watcher.config)
+                reload()
+            current = pools()
+            for name in sorted(changes.functions):
+                pool = current.get(name)
+                if pool is not None:
+                    log.info("watch: the code of function %s changed under %s; its workers restart", name, pool.code)
+                    pool.recycle()
+        except Exception:  # noqa: BLE001 - the watch is a convenience: it must never take serving down
+            log.exception("watch: poll failed; trying again in %.0fs", interval)

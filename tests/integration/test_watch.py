@@ -1,0 +1,147 @@
+"""`fastgw serve --watch`: a real process follows its config file and its functions' code."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from fastgw.server.watch import MAX_FILES, Watcher, code_files
+from fastgw.testing import http_request
+from tests.integration.gwprocess import GatewayProcess
+
+MOCK = "logging: {{access_log: false}}\nroutes:\n  - path: /v\n    integration: {{type: mock, body: {body}}}\n"
+
+HANDLER = """
+import os
+
+def handler(event, context):
+    return {"statusCode": 200, "body": "%s " + str(os.getpid())}
+"""
+
+
+async def _until(check, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _body(port: int, path: str = "/v") -> bytes:
+    return (await http_request(port, "GET", path)).body
+
+
+@pytest.mark.asyncio
+async def test_a_changed_config_is_served_and_a_broken_one_refused(tmp_path: Path):
+    path = tmp_path / "gw.yaml"
+    path.write_text(MOCK.format(body="one"))
+    gw = await GatewayProcess(path, "--watch").start()
+    try:
+        assert await _body(gw.port) == b"one"
+        path.write_text(MOCK.format(body="two"))
+
+        async def two() -> bool:
+            return await _body(gw.port) == b"two"
+
+        assert await _until(two), gw.log
+        assert any("watch: " in line and "changed; reloading" in line for line in gw.log), gw.log
+        # A broken file is refused with the key path, and the running config keeps serving.
+        path.write_text(MOCK.format(body="three").replace("path: /v", "path: no-slash"))
+
+        async def refused() -> bool:
+            return any("reload refused" in line for line in gw.log)
+
+        assert await _until(refused), gw.log
+        assert any("$.routes[0].path" in line for line in gw.log if "reload refused" in line)
+        assert await _body(gw.port) == b"two"
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_changed_handler_restarts_only_its_own_function(tmp_path: Path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "app.py").write_text(HANDLER % f"{name}1")
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        "logging: {access_log: false}\n"
+        "functions:\n"
+        "  a: {runtime: python, handler: app.handler, code: a, warm: 1}\n"
+        "  b: {runtime: python, handler: app.handler, code: b, warm: 1}\n"
+        "routes:\n"
+        "  - {path: /a, integration: {type: lambda, function: a}}\n"
+        "  - {path: /b, integration: {type: lambda, function: b}}\n"
+    )
+    gw = await GatewayProcess(path, "--watch").start()
+    try:
+        a_version, a_pid = (await _body(gw.port, "/a")).split()
+        b_before = await _body(gw.port, "/b")
+        assert a_version == b"a1" and b_before.startswith(b"b1 ")
+        (tmp_path / "a" / "app.py").write_text(HANDLER % "a2")
+
+        async def new_code() -> bool:
+            return (await _body(gw.port, "/a")).startswith(b"a2 ")
+
+        assert await _until(new_code), gw.log
+        assert (await _body(gw.port, "/a")).split()[1] != a_pid  # a new worker process loaded it
+        assert await _body(gw.port, "/b") == b_before  # the other function's worker was left alone
+        assert any("the code of function a changed" in line for line in gw.log), gw.log
+        assert not any("the code of function b changed" in line for line in gw.log), gw.log
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.asyncio
+async def test_every_worker_follows_a_changed_config(tmp_path: Path):
+    path = tmp_path / "gw.yaml"
+    path.write_text(MOCK.format(body="one"))
+    gw = await GatewayProcess(path, "--watch", "--workers", "2").start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum("ready on port" in line for line in gw.log) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        path.write_text(MOCK.format(body="two"))
+
+        async def both_reloaded() -> bool:
+            return sum("reloaded" in line for line in gw.log) >= 2
+
+        assert await _until(both_reloaded), gw.log
+        # Each connection may land on either worker (SO_REUSEPORT): all must answer the new body.
+        bodies = {await _body(gw.port) for _ in range(30)}
+        assert bodies == {b"two"}, bodies
+    finally:
+        await gw.stop()
+
+
+def test_a_change_is_acted_on_once_it_holds_still(tmp_path: Path):
+    path = tmp_path / "gw.yaml"
+    path.write_text("one")
+    w = Watcher(str(path))
+    assert not w.poll()
+    path.write_text("two, longer")  # the size changes, so the stamp does whatever the clock's resolution
+    assert not w.poll().config  # seen once: maybe half written
+    assert w.poll().config  # unchanged since: acted on
+    assert not w.poll().config  # and only once
+    path.unlink()
+    assert not w.poll().config  # a file gone (mid-save) is not a change
+
+
+def test_the_code_walk_skips_dependencies_and_is_bounded(tmp_path: Path):
+    (tmp_path / "node_modules" / "dep").mkdir(parents=True)
+    (tmp_path / "node_modules" / "dep" / "index.js").write_text("x")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "app.cpython-311.pyc").write_text("x")
+    (tmp_path / "app.py").write_text("x")
+    (tmp_path / "README.md").write_text("x")
+    (tmp_path / "gw.yaml").write_text("x")
+    assert sorted(Path(p).name for p in code_files(tmp_path, exclude=str(tmp_path / "gw.yaml"))) == ["app.py"]
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(MAX_FILES + 5):
+        (many / f"m{i}.py").write_text("")
+    assert len(code_files(many)) == MAX_FILES
