@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastgw import __version__
 
@@ -252,7 +252,7 @@ def _routes(path: str, tree: bool) -> int:
         return 0
     from fastgw.config.schema import AggregateIntegration, HttpIntegration, LambdaIntegration
 
-    rows = [("METHODS", "HOST", "PATH", "INTEGRATION", "NAME", "PLUGINS")]
+    rows = [("METHODS", "HOST", "PATH", "HEADERS", "INTEGRATION", "NAME", "PLUGINS")]
     chains = loaded.plugins.chains if loaded.plugins is not None else (None,) * len(loaded.entries)
     for entry, chain in zip(loaded.entries, chains, strict=True):
         route, integ = entry.route, entry.integration
@@ -273,11 +273,27 @@ def _routes(path: str, tree: bool) -> int:
             target = f"mock {integ.status}"
         # In the order they run (priority, higher first); a consumer's own plugins are not listed.
         plugins = ",".join(name for _, _, name in chain.entries) if chain is not None and chain.entries else "-"
-        rows.append((",".join(route.methods), route.host or "*", entry.path, target, entry.label, plugins))
+        headers = ",".join(_condition(k, v) for k, v in route.headers.items()) if route.headers else "-"
+        rows.append((",".join(route.methods), route.host or "*", entry.path, headers, target, entry.label, plugins))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
+
+
+def _condition(name: str, cond: Any) -> str:
+    """A route's header condition as `fastgw routes` prints it: name=v1|v2, name^=prefix, name~=regex, name, !name."""
+    if isinstance(cond, str):
+        return f"{name}={cond}"
+    if isinstance(cond, list):
+        return f"{name}={'|'.join(cond)}"
+    if cond.exact is not None:
+        return f"{name}={cond.exact}"
+    if cond.prefix is not None:
+        return f"{name}^={cond.prefix}"
+    if cond.regex is not None:
+        return f"{name}~={cond.regex}"
+    return name if cond.present else f"!{name}"
 
 
 def _plugins(config: str | None) -> int:

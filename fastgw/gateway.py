@@ -22,6 +22,7 @@ from fastgw.functions.integration import LambdaRoute
 from fastgw.functions.pool import FunctionPool
 from fastgw.pipeline.exchange import Route
 from fastgw.pipeline.mock import MockRoute
+from fastgw.pipeline.switch import HeaderSwitch
 from fastgw.plugins.base import RouteInfo
 from fastgw.proxy.pool import Upstream
 from fastgw.proxy.upstream import HttpRoute
@@ -92,6 +93,10 @@ class Gateway:
             if route.chain is not None:
                 route.chain.strip = self.strip_names
                 route.chain.consumer_keys = self.consumer_headers
+        if loaded.header_routes:  # the router's entry of routes told apart by headers is their switch
+            for first, members in loaded.header_routes.items():
+                routes[first] = HeaderSwitch(routes[first].name, [(rule, routes[i]) for rule, i in members])
+            self.routes = tuple(routes)
 
     def _pool(self, name: str, loaded: LoadedConfig, previous: Gateway | None) -> FunctionPool:
         """A reload keeps the running workers of a function whose definition did not change."""

@@ -8,8 +8,9 @@ matched and the one forwarded (a route is only ever reached by a path normalized
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from fastgw.core import (
     ANY,
@@ -22,7 +23,7 @@ from fastgw.core import (
     parse_template,
 )
 
-__all__ = ["MISSING_TOKEN", "RouteTable", "policy_flags"]
+__all__ = ["MISSING_TOKEN", "HeaderRule", "RouteTable", "policy_flags"]
 
 _SLASHES = {"reject": PATH_SLASHES_REJECT, "keep": PATH_SLASHES_KEEP, "decode": PATH_SLASHES_DECODE}
 _JSON = ("content-type", "application/json")
@@ -155,3 +156,62 @@ class RouteTable:
             if res is not None and self.resource_type[res[0]] == "http":  # type: ignore[call-overload]
                 return 404, [_JSON], _NOT_FOUND  # HTTP APIs do not answer 405
         return 405, [_JSON, ("allow", ", ".join(found[1]))], _NOT_ALLOWED
+
+
+_EXACT, _PREFIX, _REGEX, _PRESENT = range(4)
+
+
+class HeaderRule:
+    """A route's `headers` conditions, compiled once at load: `matches` reads the request's header list
+    (lower-cased names, raw values). A header sent more than once matches when any of its values does."""
+
+    __slots__ = ("conditions", "spec")
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        """`spec` is the route's `headers` mapping; raises ValueError(key, message) for a bad condition."""
+        self.spec = dict(spec)
+        conditions: list[tuple[bytes, int, Any]] = []
+        for name, cond in spec.items():
+            key = name.lower().encode("latin-1")
+            if isinstance(cond, str):
+                conditions.append((key, _EXACT, frozenset((cond.encode("latin-1"),))))
+            elif isinstance(cond, list):
+                if not cond:
+                    raise ValueError(name, "expected at least one value")
+                conditions.append((key, _EXACT, frozenset(v.encode("latin-1") for v in cond)))
+            else:
+                given = [f for f in ("exact", "prefix", "regex", "present") if getattr(cond, f) is not None]
+                if len(given) != 1:
+                    raise ValueError(name, "expected exactly one of exact, prefix, regex, present")
+                if cond.exact is not None:
+                    conditions.append((key, _EXACT, frozenset((cond.exact.encode("latin-1"),))))
+                elif cond.prefix is not None:
+                    conditions.append((key, _PREFIX, cond.prefix.encode("latin-1")))
+                elif cond.regex is not None:
+                    try:
+                        pattern = re.compile(cond.regex.encode("latin-1"))
+                    except re.error as exc:
+                        raise ValueError(f"{name}.regex", f"not a regular expression ({exc})") from None
+                    conditions.append((key, _REGEX, pattern))
+                else:
+                    conditions.append((key, _PRESENT, bool(cond.present)))
+        self.conditions = tuple(conditions)
+
+    def __len__(self) -> int:
+        return len(self.conditions)
+
+    def matches(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+        for key, kind, want in self.conditions:
+            values = [v for k, v in headers if k == key]
+            if kind == _PRESENT:
+                if bool(values) != want:
+                    return False
+            elif kind == _EXACT:
+                if not any(v in want for v in values):
+                    return False
+            elif kind == _PREFIX:
+                if not any(v.startswith(want) for v in values):
+                    return False
+            elif not any(want.fullmatch(v) for v in values):
+                return False
+        return True

@@ -13,7 +13,8 @@ import msgspec
 from fastgw.config.schema import Api, Config, Function, Integration, Upstream
 from fastgw.config.schema import Consumer as ConsumerSpec
 
-MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at `(?P<path>\$[^`]*)`)?$", re.S)
+# A bad mapping key reads "... - at `key` in `$.path`": the key path is the mapping's.
+MSGSPEC_PATH = re.compile(r"^(?P<msg>.*?)(?: - at (?:`key` in )?`(?P<path>\$[^`]*)`)?$", re.S)
 # The integration types, for errors that name a wrong or missing one.
 INTEGRATION_TYPES = ", ".join(sorted(str(t.__struct_config__.tag) for t in Integration.__args__))
 

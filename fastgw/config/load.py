@@ -13,7 +13,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from fastgw.config.schema import (
 from fastgw.core import RouteConflict, Router, parse_template
 from fastgw.plugins.chain import PluginConfigError, PluginSetup
 from fastgw.plugins.chain import build as build_plugins
-from fastgw.routing import RouteTable, policy_flags
+from fastgw.routing import HeaderRule, RouteTable, policy_flags
 from fastgw.state import redis as redis_state
 
 # `${stageVariables.NAME}` in an API route's integration, replaced per stage when the config loads.
@@ -110,6 +110,9 @@ class LoadedConfig:
     plugins: PluginSetup | None = None
     # What the command line and the environment set over the file (applied again on every reload).
     overrides: tuple[Override, ...] = ()
+    # Routes told apart by request headers: the router's entry (index) -> its routes in the order they are tried,
+    # each with its conditions (None: the route without `headers`, tried last).
+    header_routes: dict[int, tuple[tuple[HeaderRule | None, int], ...]] = field(default_factory=dict)
 
 
 def default_config_path() -> Path:
@@ -157,7 +160,7 @@ def load_config_bytes(
     for name, up in config.upstreams.items():
         if up.tls.ca_file is not None and not (base / up.tls.ca_file).is_file():
             raise ConfigError(source, f"$.upstreams.{name}.tls.ca_file", f"no such file: {base / up.tls.ca_file}")
-    router = _check(config, entries, source)
+    router, header_routes = _check(config, entries, source)
     if config.redis is not None and not redis_state.available():
         raise ConfigError(source, "$.redis", "needs the redis client: pip install 'fastgw[redis]'")
     config = _with_usage_plans(config, source)
@@ -176,8 +179,9 @@ def load_config_bytes(
         base_dir=base,
         rest_prefixes=rest_prefixes,
         plugins=plugins,
-        paths=_route_table(config, entries, router, rest_prefixes),
+        paths=_route_table(config, entries, router, rest_prefixes, header_routes, source),
         overrides=tuple(overrides),
+        header_routes=header_routes,
     )
 
 
@@ -386,8 +390,11 @@ def _resolve_stage_variables(
     return msgspec.structs.replace(integ, **changes) if changes else integ
 
 
-def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Router:
-    """Cross-checks the schema cannot express; builds and returns the frozen router."""
+def _check(
+    config: Config, entries: tuple[RouteEntry, ...], source: str
+) -> tuple[Router, dict[int, tuple[tuple[HeaderRule | None, int], ...]]]:
+    """Cross-checks the schema cannot express; builds and returns the frozen router, and the routes it tells
+    apart by headers (`LoadedConfig.header_routes`)."""
     for i, cidr in enumerate(config.server.trusted_proxies):
         try:
             ipaddress.ip_network(cidr, strict=False)
@@ -401,6 +408,9 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
 
     names: dict[tuple[str | None, str | None, str], str] = {}
     router = Router()
+    # Routes with the same host, path and methods share one router entry (the first one's index) when headers
+    # tell them apart; the others are not added to the router.
+    groups: dict[tuple[str, str, frozenset[str]], list[tuple[HeaderRule | None, int]]] = {}
     for i, entry in enumerate(entries):
         route, at = entry.route, entry.at
         if route.name is not None:
@@ -427,18 +437,48 @@ def _check(config: Config, entries: tuple[RouteEntry, ...], source: str) -> Rout
             )
         label = f"{at} ({route.name + ': ' if route.name else ''}{','.join(route.methods)} {entry.path}"
         label += f" host {route.host})" if route.host else ")"
+        rule = None
+        if route.headers is not None:
+            try:
+                rule = HeaderRule(route.headers)
+            except ValueError as exc:
+                key, message = exc.args
+                raise ConfigError(source, f"{at}.headers.{key}", message) from None
+        group = groups.setdefault(((route.host or "").lower(), entry.path, frozenset(route.methods)), [])
+        if group:
+            first = entries[group[0][1]]
+            same = [entries[j].at for r, j in group if (r.spec if r else None) == (rule.spec if rule else None)]
+            if same and rule is None:  # two routes for the same requests: the router's own words
+                group = []
+            elif same:
+                raise ConfigError(source, at, f"same path, host, methods and headers as {same[0]}")
+            if (first.api, first.stage) != (entry.api, entry.stage):
+                raise ConfigError(source, at, f"routes told apart by headers must be in one API and stage ({first.at})")
+            if group:
+                group.append((rule, i))
+                continue
+        group.append((rule, i))
         try:
             router.add(i, route.methods, entry.path, host=route.host, name=label)
         except RouteConflict as exc:
-            raise ConfigError(source, at, str(exc)) from None
+            hint = " (routes told apart by headers must list the same methods)" if rule is not None else ""
+            raise ConfigError(source, at, str(exc) + hint) from None
         except ValueError as exc:
             raise ConfigError(source, f"{at}.host", str(exc)) from None
     router.freeze()
-    return router
+    # More conditions first; among equals, the config's order; the route without headers last.
+    order = lambda c: -len(c[0]) if c[0] is not None else 1  # noqa: E731
+    header_routes = {g[0][1]: tuple(sorted(g, key=order)) for g in groups.values() if len(g) > 1 or g[0][0] is not None}
+    return router, header_routes
 
 
 def _route_table(
-    config: Config, entries: tuple[RouteEntry, ...], router: Router, rest_prefixes: frozenset[str]
+    config: Config,
+    entries: tuple[RouteEntry, ...],
+    router: Router,
+    rest_prefixes: frozenset[str],
+    header_routes: dict[int, tuple[tuple[HeaderRule | None, int], ...]],
+    source: str,
 ) -> RouteTable:
     """Each route's path policy: its own fields, then its API's, then the top-level policy's."""
     top = config.path_policy
@@ -451,4 +491,11 @@ def _route_table(
                 slashes = layer.escaped_slashes or slashes
                 backslash = layer.backslash or backslash
         routes.append((entry.path, entry.route.host, entry.api_type, policy_flags(slashes, backslash)))
+    for first, members in header_routes.items():  # the path is normalized once, before the headers choose
+        for _, i in members:
+            if routes[i][3] != routes[first][3]:
+                raise ConfigError(
+                    source, f"{entries[i].at}.path_policy", f"routes told apart by headers need one path policy "
+                    f"({entries[first].at} has another)"
+                )  # fmt: skip
     return RouteTable(router, routes, policy_flags(top.escaped_slashes, top.backslash), rest_prefixes)

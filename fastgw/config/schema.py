@@ -287,12 +287,28 @@ class WebSocketConfig(_Base, frozen=True):
     idle_timeout: Seconds = 300.0  # a tunnel where nothing passed for this long is closed
 
 
+HeaderName = Annotated[str, Meta(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", max_length=256)]
+
+
+class HeaderMatch(_Base, frozen=True):
+    """One request header condition of a route, as Envoy's header matchers: exactly one of these."""
+
+    exact: str | None = None  # the value, byte for byte (case-sensitive)
+    prefix: str | None = None  # the value starts with this
+    regex: str | None = None  # the whole value matches this Python regular expression (`(?i)` to ignore case)
+    present: bool | None = None  # true: the header is sent (any value); false: it is not
+
+
 class Route(_Base, frozen=True):
     path: str
     integration: Integration
     name: Name | None = None
     methods: Annotated[list[HttpMethod], Meta(min_length=1)] = field(default_factory=lambda: ["ANY"])
     host: str | None = None
+    # Request headers the route needs, all of them: a value (exact), a list (any of them), or a HeaderMatch.
+    # Routes with the same path, host and methods may differ only by these (canary releases, API versions): the
+    # one with the most conditions that all hold takes the request, and one without `headers` takes the rest.
+    headers: dict[HeaderName, str | list[str] | HeaderMatch] | None = None
     plugins: Plugins = field(default_factory=dict)
     path_policy: PathPolicy | None = None  # fields left out: the API's, then the top-level policy's
     # `Upgrade: websocket` requests are tunnelled to the target (http integrations only); true: the defaults.

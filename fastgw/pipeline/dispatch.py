@@ -46,6 +46,12 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
             return
     index, params = found
     route = gw.routes[index]
+    if route.switch:  # routes told apart by headers: the one this request's headers choose
+        picked = route.pick(req)
+        if picked is None:
+            _miss(leg, gw, req, req.path, None)
+            return
+        route = picked
     chain = route.chain
     if chain is None:
         ex = Exchange(leg, gw, req, route, params, None)
@@ -115,7 +121,8 @@ def _preflight_route(gw: Served, req: Request, path: str) -> tuple[int, dict[str
     found = gw.router.match(asked.decode("latin-1").strip().upper(), req.host, path)
     if found is None or found[0] is None:
         return None
-    chain = gw.routes[found[0]].chain  # type: ignore[call-overload]
+    route = gw.routes[found[0]].pick(req)  # type: ignore[call-overload]
+    chain = route.chain if route is not None else None
     return found if chain is not None and "cors" in chain.names else None  # type: ignore[return-value]
 
 

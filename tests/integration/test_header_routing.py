@@ -1,0 +1,164 @@
+"""Routing by request headers: routes that share a path and methods, told apart by `headers:` conditions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fastgw.config.load import ConfigError, load_config_bytes
+from fastgw.config.schema import HeaderMatch
+from fastgw.routing import HeaderRule
+from fastgw.testing import EchoUpstream, http_request
+
+
+def _mock(body: str) -> dict:
+    return {"type": "mock", "body": {"served": body}}
+
+
+@pytest.mark.asyncio
+async def test_the_most_specific_route_whose_headers_hold_takes_the_request(gateway):
+    gw = await gateway(
+        {
+            "logging": {"access_log": False},
+            "routes": [
+                {"path": "/items/{id}", "integration": _mock("stable")},
+                {"path": "/items/{id}", "headers": {"X-Version": "v2"}, "integration": _mock("v2")},
+                {
+                    "path": "/items/{id}",
+                    "headers": {"X-Version": "v2", "X-Canary": {"present": True}},
+                    "integration": _mock("v2-canary"),
+                },
+                {"path": "/items/{id}", "headers": {"X-Version": ["v3", "v4"]}, "integration": _mock("v3-or-v4")},
+                {"path": "/items/{id}", "headers": {"X-Version": {"prefix": "beta-"}}, "integration": _mock("beta")},
+                {
+                    "path": "/items/{id}",
+                    "headers": {"X-Version": {"regex": "(?i)rc[0-9]+"}},
+                    "integration": _mock("rc"),
+                },  # noqa: E501
+            ],
+        }
+    )
+    cases = [
+        ({}, "stable"),
+        ({"X-Version": "v2"}, "v2"),
+        ({"x-version": "v2", "X-Canary": ""}, "v2-canary"),  # names are case-insensitive, an empty value is sent
+        ({"X-Version": "V2"}, "stable"),  # values are compared exactly
+        ({"X-Version": "v4"}, "v3-or-v4"),
+        ({"X-Version": "beta-7"}, "beta"),
+        ({"X-Version": "RC12"}, "rc"),
+        ({"X-Version": "rc12x"}, "stable"),  # a regex matches the whole value
+        ({"X-Canary": "1"}, "stable"),
+    ]
+    for _ in range(2):  # twice: nothing may leak from one request to the next
+        for headers, served in cases:
+            r = await http_request(gw.port, "GET", "/items/7", headers=headers)
+            assert r.status == 200 and r.json() == {"served": served}, (headers, r.body)
+
+
+@pytest.mark.asyncio
+async def test_without_a_route_for_the_rest_a_request_no_condition_takes_is_a_404(gateway):
+    gw = await gateway(
+        {
+            "logging": {"access_log": False},
+            "routes": [
+                {"path": "/only", "methods": ["GET"], "headers": {"X-Tenant": "a"}, "integration": _mock("a")},
+                {
+                    "path": "/only",
+                    "methods": ["GET"],
+                    "headers": {"X-Tenant": {"present": False}},
+                    "integration": _mock("nobody"),
+                },  # fmt: skip
+            ],
+        }
+    )
+    assert (await http_request(gw.port, "GET", "/only", headers={"X-Tenant": "a"})).json() == {"served": "a"}
+    assert (await http_request(gw.port, "GET", "/only")).json() == {"served": "nobody"}
+    r = await http_request(gw.port, "GET", "/only", headers={"X-Tenant": "b"})
+    assert r.status == 404 and r.json() == {"message": "Not Found"}
+    assert (await http_request(gw.port, "POST", "/only", headers={"X-Tenant": "a"})).status == 405
+
+
+@pytest.mark.asyncio
+async def test_each_route_keeps_its_own_integration_and_plugins(gateway):
+    async with EchoUpstream() as stable, EchoUpstream() as canary:
+        gw = await gateway(
+            {
+                "logging": {"access_log": False},
+                "upstreams": {"stable": {"targets": [stable.url]}, "canary": {"targets": [canary.url]}},
+                "routes": [
+                    {"path": "/api/{proxy+}", "integration": {"type": "http", "upstream": "stable"}},
+                    {
+                        "path": "/api/{proxy+}",
+                        "headers": {"X-Canary": "1"},
+                        "integration": {"type": "http", "upstream": "canary"},
+                        "plugins": {"request-transformer": {"add": {"headers": {"X-Via-Canary": "yes"}}}},
+                    },
+                ],
+            }
+        )
+        assert (await http_request(gw.port, "GET", "/api/a/b")).status == 200
+        assert (await http_request(gw.port, "GET", "/api/c", headers={"X-Canary": "1"})).status == 200
+        assert [r.target for r in stable.received] == ["/api/a/b"]
+        assert [r.target for r in canary.received] == ["/api/c"]
+        assert canary.received[0].header("x-via-canary") == "yes"
+        assert stable.received[0].header("x-via-canary") is None
+
+
+ROUTES = """
+routes:
+  - {path: /v, integration: {type: mock}}
+  - {path: /v, %s, integration: {type: mock}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "where", "says"),
+    [
+        ("headers: {X-A: {prefix: a, regex: b}}", "$.routes[1].headers.X-A", "exactly one of"),
+        ("headers: {X-A: []}", "$.routes[1].headers.X-A", "at least one value"),
+        ("headers: {X-A: {regex: '('}}", "$.routes[1].headers.X-A.regex", "not a regular expression"),
+        ("headers: {'bad name': a}", "$.routes[1].headers", ""),
+        ("name: same", "$.routes[1]", "conflicts with"),  # no headers: two routes for one request
+        ("methods: [GET], headers: {X-A: a}", "$.routes[1]", "must list the same methods"),
+    ],
+)
+def test_a_broken_header_route_is_refused_with_its_key_path(extra: str, where: str, says: str):
+    with pytest.raises(ConfigError) as info:
+        load_config_bytes((ROUTES % extra).encode(), "gw.yaml")
+    assert info.value.path.startswith(where) and says in info.value.message, str(info.value)
+
+
+def test_two_routes_with_the_same_headers_are_refused():
+    raw = ROUTES % "headers: {X-A: a}" + "  - {path: /v, headers: {X-A: a}, integration: {type: mock}}\n"
+    with pytest.raises(ConfigError, match=r"same path, host, methods and headers as \$\.routes\[1\]"):
+        load_config_bytes(raw.encode(), "gw.yaml")
+
+
+def test_fastgw_routes_prints_the_conditions(tmp_path: Path):
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(ROUTES % "headers: {X-A: [a, b], X-B: {prefix: p}, X-C: {present: false}}")
+    out = subprocess.run(
+        [sys.executable, "-m", "fastgw", "routes", str(cfg)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "HEADERS" in out.splitlines()[0]
+    assert "X-A=a|b,X-B^=p,!X-C" in out
+
+
+VALUE = st.text(alphabet="abAB-1", max_size=6).map(str.encode)
+
+
+@given(sent=st.lists(st.tuples(st.sampled_from([b"x-a", b"x-b"]), VALUE), max_size=4), want=VALUE)
+def test_a_rule_matches_as_its_conditions_say(sent: list[tuple[bytes, bytes]], want: bytes):
+    values = [v for k, v in sent if k == b"x-a"]
+    w = want.decode()
+    assert HeaderRule({"X-A": w}).matches(sent) == (want in values)
+    assert HeaderRule({"X-A": HeaderMatch(prefix=w)}).matches(sent) == any(v.startswith(want) for v in values)
+    assert HeaderRule({"X-A": HeaderMatch(present=True)}).matches(sent) == bool(values)
+    assert HeaderRule({"X-A": HeaderMatch(present=False)}).matches(sent) == (not values)
+    both = HeaderRule({"X-A": w, "X-B": HeaderMatch(present=True)})
+    assert both.matches(sent) == (want in values and any(k == b"x-b" for k, _ in sent))
