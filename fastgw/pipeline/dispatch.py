@@ -46,12 +46,6 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
             return
     index, params = found
     route = gw.routes[index]
-    if route.switch:  # routes told apart by headers: the one this request's headers choose
-        picked = route.pick(req)
-        if picked is None:
-            _miss(leg, gw, req, req.path, None)
-            return
-        route = picked
     chain = route.chain
     if chain is None:
         ex = Exchange(leg, gw, req, route, params, None)

@@ -115,22 +115,18 @@ class Route:
     # The integration reads a request body still on its way (a client that sent `Expect: 100-continue` is told
     # to go on); one that answers at once does not.
     reads_body: ClassVar[bool] = True
-    __slots__ = ("name", "chain", "info", "switch")
+    __slots__ = ("name", "chain", "info")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.chain: PhaseChain | None = None
         self.info: RouteInfo | None = None
-        # Routes told apart by request headers share one router entry, a HeaderSwitch (fastgw.pipeline.switch),
-        # which `pick`s the route a request takes before anything else runs. PERF: a slot, not a class attribute:
-        # dispatch reads it on every request, and CPython 3.11 looks a class attribute up through the type's MRO
-        # each time (+540 instructions per exchange under callgrind, against about +20 for a slot).
-        self.switch = False
 
     def start(self, ex: Exchange) -> None:
         raise NotImplementedError
 
     def pick(self, req: Request) -> Route | None:
+        """The route that takes `req`: itself, but for routes told apart by headers (fastgw.pipeline.switch)."""
         return self
 
 

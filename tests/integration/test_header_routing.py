@@ -107,6 +107,11 @@ async def test_each_route_keeps_its_own_integration_and_plugins(gateway):
         assert [r.target for r in canary.received] == ["/api/c"]
         assert canary.received[0].header("x-via-canary") == "yes"
         assert stable.received[0].header("x-via-canary") is None
+        # A body goes to the route picked, with or without plugins.
+        for canary_header in ({"X-Canary": "1"}, {}):
+            r = await http_request(gw.port, "POST", "/api/up", headers=canary_header, body=b"payload")
+            assert r.status == 200
+        assert canary.received[-1].body == b"payload" and stable.received[-1].body == b"payload"
 
 
 ROUTES = """
