@@ -182,6 +182,7 @@ class AdminAPI:
                     "methods": list(entry.route.methods),
                     "path": entry.path,
                     "host": entry.route.host,
+                    "headers": msgspec.to_builtins(entry.route.headers),
                     "integration": msgspec.to_builtins(entry.integration),
                     "api": entry.api,
                     "stage": entry.stage,

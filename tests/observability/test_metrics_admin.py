@@ -125,7 +125,7 @@ async def test_admin_config_masks_secrets_and_lists_routes_upstreams_plugins():
         assert cfg["consumers"]["alice"]["credentials"]["key-auth"] == [{"key": "********"}]
         assert cfg["routes"][0]["path"] == "/v"  # what is not secret is shown as it is
         routes = (await admin_get(port, "/routes", token)).json()
-        assert routes == [{"name": "v", "methods": ["GET"], "path": "/v", "host": None,
+        assert routes == [{"name": "v", "methods": ["GET"], "path": "/v", "host": None, "headers": None,
                            "integration": {"type": "mock", "status": 200, "headers": {}, "body": "one"},
                            "api": None, "stage": None, "plugins": ["key-auth"]}]  # fmt: skip
         plugins = (await admin_get(port, "/plugins", token)).json()
