@@ -377,7 +377,7 @@ cdef class Request:
     def replayable(self):
         return self.method in _IDEMPOTENT and not self.chunked and not self.content_length
 
-    def upstream_head(self, bytes target_uri, bytes host, bint trusted, bytes peer_ip, bint via):
+    def upstream_head(self, bytes target_uri, bytes host, bint trusted, bytes peer_ip, bint via, bytes proto=b"http"):
         cdef list parts = [self.method_b, b" ", target_uri, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
         cdef tuple item
         cdef bytes name, value
@@ -417,7 +417,7 @@ cdef class Request:
         parts.append(b"x-forwarded-for: ")
         parts.append(xff + b", " + peer_ip if xff else peer_ip)
         parts.append(b"\r\nx-forwarded-proto: ")
-        parts.append(xfp or b"http")
+        parts.append(xfp or proto)
         parts.append(b"\r\n")
         xfh = xfh or self.host_raw
         if xfh:

@@ -568,9 +568,12 @@ class Request:
         """Safe to send again on another connection: idempotent, and no body that may be gone already."""
         return self.method in _IDEMPOTENT and not self.chunked and not self.content_length
 
-    def upstream_head(self, target_uri: bytes, host: bytes, trusted: bool, peer_ip: bytes, via: bool) -> bytes:
+    def upstream_head(
+        self, target_uri: bytes, host: bytes, trusted: bool, peer_ip: bytes, via: bool, proto: bytes = b"http"
+    ) -> bytes:
         """The request head sent upstream: `target_uri` and `host` as the route decided, X-Forwarded-* set
-        (incoming ones kept only from a `trusted` peer), hop-by-hop headers and those named in Connection
+        (incoming ones kept only from a `trusted` peer; X-Forwarded-Proto is otherwise `proto`, the scheme of the
+        client's connection), hop-by-hop headers and those named in Connection
         dropped, Via appended when `via`, the body framed as it arrived. X-Real-IP and Forwarded are kept only from
         a `trusted` peer; from anyone else X-Real-IP (when sent) carries the peer's address and Forwarded is
         dropped."""
@@ -599,7 +602,7 @@ class Request:
                 continue
             parts += (name, b": ", value, b"\r\n")
         parts += (b"x-forwarded-for: ", xff + b", " + peer_ip if xff else peer_ip, b"\r\n")
-        parts += (b"x-forwarded-proto: ", xfp or b"http", b"\r\n")
+        parts += (b"x-forwarded-proto: ", xfp or proto, b"\r\n")
         xfh = xfh or self.host_raw
         if xfh:
             parts += (b"x-forwarded-host: ", xfh, b"\r\n")

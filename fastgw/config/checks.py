@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastgw.config.errors import ConfigError
-from fastgw.config.schema import AggregateIntegration, Config, Function, HttpIntegration, Upstream
+from fastgw.config.schema import AggregateIntegration, Config, Function, HttpIntegration, ServerTLS, Upstream
 
 # `{name}` or `{name+}` in a path template (the route's, or an http integration's upstream path).
 TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\+?\}")
@@ -193,3 +194,125 @@ def check_admin(config: Config, source: str) -> None:
             f"the admin API would listen on {admin.host}, which is not a loopback address, with no token: set a "
             "token or listen on 127.0.0.1",
         )
+
+
+# -- TLS: certificates and keys -------------------------------------------------------------------------------
+
+
+def tls_pairs(tls: ServerTLS, source: str) -> list[tuple[str, str, str]]:
+    """The certificates of `server.tls` as (key path, cert_file, key_file), the default one first."""
+    pairs = []
+    if tls.cert_file is not None or tls.key_file is not None:
+        if tls.cert_file is None:
+            raise ConfigError(source, "$.server.tls.cert_file", "key_file needs its cert_file (the certificate)")
+        if tls.key_file is None:
+            raise ConfigError(source, "$.server.tls.key_file", "cert_file needs its key_file (the private key)")
+        pairs.append(("$.server.tls", tls.cert_file, tls.key_file))
+    pairs += [(f"$.server.tls.certificates[{i}]", c.cert_file, c.key_file) for i, c in enumerate(tls.certificates)]
+    if not pairs:
+        raise ConfigError(
+            source, "$.server.tls", "no certificate: give cert_file and key_file, or certificates: [{cert_file, ...}]"
+        )
+    return pairs
+
+
+def load_pair(ctx: ssl.SSLContext, source: str, at: str, base: Path, cert_file: str, key_file: str) -> tuple[str, ...]:
+    """Load a certificate and its key into `ctx`; returns the DNS names the certificate is for. A file that is
+    missing, not PEM, an encrypted key or a key of another certificate is a ConfigError naming `at`.cert_file or
+    `at`.key_file."""
+    cert, key = base / cert_file, base / key_file
+    names = certificate_names(cert, source, f"{at}.cert_file")
+    try:
+        key_text = key.read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, f"{at}.key_file", _unreadable(key, exc)) from None
+    if b"-----BEGIN" not in key_text or b"PRIVATE KEY-----" not in key_text:
+        raise ConfigError(
+            source, f"{at}.key_file", f"expected a PEM private key (-----BEGIN PRIVATE KEY-----) in {key}"
+        )
+    if b"ENCRYPTED" in key_text:
+        raise ConfigError(
+            source,
+            f"{at}.key_file",
+            f"the key in {key} is encrypted: give it unencrypted (openssl pkey -in KEY -out PLAIN), readable only "
+            "by the gateway's user",
+        )
+    try:
+        # NOTE: a password callback, so that OpenSSL never stops to ask for one on the terminal.
+        ctx.load_cert_chain(cert, key, password=_no_password)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            problem = f"the key in {key} is not the key of the certificate in {cert} (cert_file)"
+        else:
+            problem = f"expected the PEM private key of the certificate in {cert}; {key}: {exc.reason or exc}"
+        raise ConfigError(source, f"{at}.key_file", problem) from None
+    except ValueError:  # _no_password: a key encrypted in a way the test above did not see
+        raise ConfigError(source, f"{at}.key_file", f"the key in {key} is encrypted: give it unencrypted") from None
+    except OSError as exc:
+        raise ConfigError(source, f"{at}.key_file", _unreadable(key, exc)) from None
+    return names
+
+
+def certificate_names(cert: Path, source: str, at: str) -> tuple[str, ...]:
+    """The DNS names of the first certificate in `cert` (subjectAltName; its CN when it has none), lower-cased."""
+    try:
+        text = cert.read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, at, _unreadable(cert, exc)) from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        raise ConfigError(source, at, f"expected a PEM certificate (-----BEGIN CERTIFICATE-----) in {cert}")
+    try:
+        # NOTE: the stdlib's own certificate decoder (what getpeercert() returns), used by CPython's tests; the
+        # alternative is a dependency (cryptography) for every install.
+        decoded = ssl._ssl._test_decode_cert(str(cert))  # type: ignore[attr-defined]
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(source, at, f"expected a PEM certificate in {cert}: {exc}") from None
+    names = [v.lower() for k, v in decoded.get("subjectAltName", ()) if k == "DNS"]
+    if not names:
+        names = [v.lower() for rdn in decoded.get("subject", ()) for k, v in rdn if k == "commonName"]
+    return tuple(names)
+
+
+def check_tls(config: Config, source: str, base: Path) -> None:
+    """`server.tls` (every certificate loads with its key, the ciphers select some) and the client certificates
+    and CA bundles of upstreams' `tls`."""
+    tls = config.server.tls
+    if tls is not None:
+        if tls.port is not None and tls.port != 0 and tls.port == config.server.port:
+            raise ConfigError(
+                source,
+                "$.server.tls.port",
+                f"is server.port ({tls.port}) too: leave tls.port out to serve only TLS on server.port, or give "
+                "another port to serve TLS beside plain HTTP",
+            )
+        for at, cert, key in tls_pairs(tls, source):
+            load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), source, at, base, cert, key)
+        if tls.ciphers is not None:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(tls.ciphers)
+            except ssl.SSLError:
+                raise ConfigError(
+                    source,
+                    "$.server.tls.ciphers",
+                    f"OpenSSL knows no cipher in {tls.ciphers!r}: expected an OpenSSL cipher list, e.g. "
+                    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256",
+                ) from None
+    for name, up in config.upstreams.items():
+        conf, at = up.tls, f"$.upstreams.{name}.tls"
+        if conf.ca_file is not None and not (base / conf.ca_file).is_file():
+            raise ConfigError(source, f"{at}.ca_file", f"no such file: {base / conf.ca_file}")
+        if (conf.cert_file is None) != (conf.key_file is None):
+            missing = "key_file" if conf.key_file is None else "cert_file"
+            raise ConfigError(source, f"{at}.{missing}", "a client certificate needs both cert_file and key_file")
+        if conf.cert_file is not None and conf.key_file is not None:
+            load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), source, at, base, conf.cert_file, conf.key_file)
+
+
+def _no_password() -> bytes:
+    raise ValueError("encrypted key")
+
+
+def _unreadable(path: Path, exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file: {path}"
+    return f"cannot read {path}: {exc.strerror or exc}"

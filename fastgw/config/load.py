@@ -26,6 +26,7 @@ from fastgw.config.checks import (
     check_aggregate,
     check_functions,
     check_http,
+    check_tls,
     check_upstream,
     check_upstreams,
 )
@@ -157,9 +158,7 @@ def load_config_bytes(
     check_upstreams(config, source)
     check_admin(config, source)
     check_functions(config, source, base)
-    for name, up in config.upstreams.items():
-        if up.tls.ca_file is not None and not (base / up.tls.ca_file).is_file():
-            raise ConfigError(source, f"$.upstreams.{name}.tls.ca_file", f"no such file: {base / up.tls.ca_file}")
+    check_tls(config, source, base)
     router, header_routes = _check(config, entries, source)
     if config.redis is not None and not redis_state.available():
         raise ConfigError(source, "$.redis", "needs the redis client: pip install 'fastgw[redis]'")
@@ -206,6 +205,7 @@ def reload_config(running: LoadedConfig) -> tuple[LoadedConfig, list[str]]:
         if now != new:
             changed.append(f"{key}: {now!r} -> {new!r}")
             pinned.append(Override(key, now, "the running gateway"))
+    changed += _tls_listener_changes(running.config, fresh.config, pinned)
     if not changed:
         return fresh, changed
     # Loaded again with those pinned, so that `${server.port}` and the like still say where the gateway listens.
@@ -218,12 +218,29 @@ def _setting(config: Config, key: str) -> Any:
     return getattr(getattr(config, section), name)
 
 
+def _tls_listener_changes(running: Config, fresh: Config, pinned: list[Override]) -> list[str]:
+    """Which listeners speak TLS is fixed while running: a reload swaps certificates (and min_version, ciphers),
+    not listeners. A changed `server.tls.port` is pinned like RESTART_ONLY; `server.tls` added or removed is only
+    reported (the server keeps its listeners, and a TLS listener its certificates)."""
+    now, new = running.server.tls, fresh.server.tls
+    if now is None and new is not None:
+        return ["server.tls: none -> set (TLS listens after a restart)"]
+    if now is not None and new is None:
+        return ["server.tls: set -> none (the TLS listener keeps its certificates until a restart)"]
+    if now is not None and new is not None and now.port != new.port:
+        pinned.append(Override("server.tls.port", now.port, "the running gateway"))
+        return [f"server.tls.port: {now.port!r} -> {new.port!r}"]
+    return []
+
+
 def _apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Override]:
     """Set each override in the parsed file; returns them by key path, to name them in errors."""
     given = {}
     for o in overrides:
-        section, name = o.key.split(".")
-        table = data.setdefault(section, {})
+        *sections, name = o.key.split(".")  # "server.port", or "server.tls.port"
+        table: Any = data
+        for section in sections:
+            table = table.setdefault(section, {}) if isinstance(table, dict) else None
         if isinstance(table, dict):  # anything else is the file's own error, reported as such
             table[name] = o.value
             given[f"$.{o.key}"] = o

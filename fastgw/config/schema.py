@@ -22,6 +22,30 @@ class _Base(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
+class Certificate(_Base, frozen=True):
+    """A certificate (PEM, the leaf first, then its chain) and its private key (PEM, unencrypted), relative to the
+    config file. The names it serves come from its subjectAltName DNS entries (its CN when it has none)."""
+
+    cert_file: str
+    key_file: str
+
+
+class ServerTLS(_Base, frozen=True):
+    """TLS termination. Without `port`, `server.port` serves TLS only; with it, TLS listens there beside plain HTTP
+    on `server.port` (docs/operations.md, TLS, says why)."""
+
+    # The default certificate (for clients asking for a name no certificate has, or for none), unless only
+    # `certificates` is given: then its first one is.
+    cert_file: str | None = None
+    key_file: str | None = None
+    # More certificates, chosen by the name the client asks for (SNI).
+    certificates: list[Certificate] = field(default_factory=list)
+    port: Port | None = None
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    # An OpenSSL cipher string for TLS 1.2 ("ECDHE-RSA-AES128-GCM-SHA256"); default: OpenSSL's secure defaults.
+    ciphers: Annotated[str, Meta(min_length=1)] | None = None
+
+
 class ServerConfig(_Base, frozen=True):
     host: str = "127.0.0.1"
     port: Port = 8000
@@ -35,6 +59,7 @@ class ServerConfig(_Base, frozen=True):
     # How long in-flight requests may run after SIGTERM/SIGINT before their connections are closed.
     shutdown_timeout: Seconds = 10.0
     backlog: Annotated[int, Meta(ge=1, le=65_535)] = 2048
+    tls: ServerTLS | None = None  # no TLS listener unless configured
 
 
 class Limits(_Base, frozen=True):
@@ -181,6 +206,10 @@ class UpstreamTLS(_Base, frozen=True):
     verify: bool = True  # the target's certificate is checked (chain and name); false: only for tests
     ca_file: str | None = None  # a PEM bundle to trust instead of the system's (relative to the config file)
     server_name: str | None = None  # SNI and the name checked; default: the target's host
+    # A client certificate (PEM, its chain after it) and its key, for targets that require one (mTLS); relative
+    # to the config file. Both or neither.
+    cert_file: str | None = None
+    key_file: str | None = None
 
 
 # header:NAME, cookie:NAME, ip (the client's address), path, consumer (the authenticated consumer's name).

@@ -14,9 +14,10 @@ HIGH_WATER = 64 * 1024  # write buffer high-water mark of both legs (uvicorn's f
 class Peer:
     """Who is at the other end of a client connection: set once per connection."""
 
-    __slots__ = ("ip", "ip_b", "trusted")
+    __slots__ = ("ip", "ip_b", "trusted", "proto")
 
-    def __init__(self, ip: str, trusted: bool = False) -> None:
+    def __init__(self, ip: str, trusted: bool = False, proto: bytes = b"http") -> None:
         self.ip = ip
         self.ip_b = ip.encode("latin-1")  # for X-Forwarded-For
         self.trusted = trusted  # a trusted proxy: its X-Forwarded-* headers are believed
+        self.proto = proto  # the connection's scheme, X-Forwarded-Proto upstream (b"https" on a TLS listener)

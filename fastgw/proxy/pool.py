@@ -375,10 +375,14 @@ def _host(url: str) -> str:
 
 
 def tls_context(config: UpstreamConfig, base_dir: Path | None) -> ssl.SSLContext:
-    """The client TLS context of an upstream's https targets: the system's trust (or `ca_file`), names checked."""
+    """The client TLS context of an upstream's https targets: the system's trust (or `ca_file`), names checked, and
+    the client certificate when one is configured (checked when the config loaded: fastgw.config.checks)."""
     conf = config.tls
-    cafile = str((base_dir or Path.cwd()) / conf.ca_file) if conf.ca_file else None
+    base = base_dir or Path.cwd()
+    cafile = str(base / conf.ca_file) if conf.ca_file else None
     ctx = ssl.create_default_context(cafile=cafile)
+    if conf.cert_file is not None and conf.key_file is not None:
+        ctx.load_cert_chain(base / conf.cert_file, base / conf.key_file)
     if not conf.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

@@ -111,7 +111,7 @@ class HttpRoute(Route):
             host = req.host_raw
         else:
             host = target.host_header
-        return req.upstream_head(target_uri, host, ex.peer.trusted, ex.peer.ip_b, self.via)
+        return req.upstream_head(target_uri, host, ex.peer.trusted, ex.peer.ip_b, self.via, ex.peer.proto)
 
     def start(self, ex: Exchange) -> None:
         """Send the request to the next target of the upstream; the response streams back through `ex`."""
@@ -138,7 +138,7 @@ class HttpRoute(Route):
         else:
             host = target.host_header
         peer = ex.peer
-        head = req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, self.via)
+        head = req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, self.via, peer.proto)
         if self.guarded and (self.guard_all or req.content_length or req.chunked):
             self._start_guarded(ex, target, head)
             return

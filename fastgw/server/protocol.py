@@ -72,7 +72,8 @@ class ClientProtocol(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=HIGH_WATER)
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else ""
-        self.peer = Peer(ip, self.state.gateway.is_trusted(ip))
+        tls = transport.get_extra_info("sslcontext") is not None  # the connection of a TLS listener, handshake done
+        self.peer = Peer(ip, self.state.gateway.is_trusted(ip), b"https" if tls else b"http")
         self.state.connections.add(self)
         self._header_deadline()
 

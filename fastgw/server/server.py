@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -23,6 +24,7 @@ from fastgw.observability.metrics import Counters, merge, observer, read_snapsho
 from fastgw.pipeline.exchange import Worker
 from fastgw.pipeline.head import DATE
 from fastgw.server.protocol import ClientProtocol
+from fastgw.server.tls import Certificates, TLSListener
 from fastgw.server.watch import INTERVAL as WATCH_INTERVAL
 from fastgw.server.watch import Watcher, follow
 
@@ -41,6 +43,7 @@ class Server:
         host: str | None = None,
         port: int | None = None,
         *,
+        tls_port: int | None = None,
         reuse_port: bool = False,
         access_log: AccessLog | None = None,
         admin: bool = True,
@@ -50,6 +53,12 @@ class Server:
         cfg = loaded.config
         self.host = host if host is not None else cfg.server.host
         self.port = port if port is not None else cfg.server.port
+        # TLS: on its own port beside plain HTTP on `port` (`server.tls.port`), or on `port` alone. Both are fixed
+        # for the life of the worker (a reload changes certificates, not listeners).
+        tls = cfg.server.tls
+        self.plain = tls is None or tls.port is not None
+        self.tls_port = None if tls is None else (tls_port if tls_port is not None else tls.port)
+        self.tls: TLSListener | None = None
         self.reuse_port = reuse_port
         self.config_path = loaded.source
         self.shutdown_timeout = cfg.server.shutdown_timeout
@@ -62,7 +71,7 @@ class Server:
         self._loaded = loaded
         self.state: Worker | None = None
         self.gateway: Gateway | None = None  # what `state.gateway` serves, with the handles only the server uses
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._tick: asyncio.TimerHandle | None = None
         self._last_tick = 0.0
         self._stopped: asyncio.Event | None = None
@@ -106,16 +115,16 @@ class Server:
             self.admin = AdminListener(AdminAPI(self, self._admin_conf))
             await self.admin.start()
             _record(self.deployments, self._loaded, "start")
-        self._server = await loop.create_server(
-            lambda: ClientProtocol(state),
-            self.host,
-            self.port,
-            reuse_address=True,
-            reuse_port=self.reuse_port or None,
-            backlog=self._loaded.config.server.backlog,
-        )
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
+        tls = self._loaded.config.server.tls
+        if tls is not None:
+            self.tls = TLSListener(tls, self._loaded.source, self._loaded.base_dir)
+        if self.plain:
+            self.port = await self._listen(state, self.port, None)
+        if self.tls is not None:
+            port = await self._listen(state, self.port if self.tls_port is None else self.tls_port, self.tls.context)
+            self.tls_port = port
+            if not self.plain:
+                self.port = port
         self._stopped = asyncio.Event()
         self._last_tick = loop.time()
         self._tick = loop.call_later(TICK, self._on_tick)
@@ -130,6 +139,28 @@ class Server:
             self.reload()
         finally:
             self._description = "SIGHUP"
+
+    async def _listen(self, state: Worker, port: int, tls: ssl.SSLContext | None) -> int:
+        server = await state.loop.create_server(
+            lambda: ClientProtocol(state),
+            self.host,
+            port,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
+            backlog=self._loaded.config.server.backlog,
+            ssl=tls,
+            # A client gets header_timeout for its handshake (then as long again for its request head): one that
+            # connects and says nothing holds no more than a plain connection would.
+            ssl_handshake_timeout=self._loaded.config.limits.header_timeout if tls is not None else None,
+        )
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    def urls(self) -> str:
+        """Where this worker listens, as the log says it: `http://127.0.0.1:8000 and https://127.0.0.1:8443`."""
+        host = _url_host(self.host)
+        plain = [f"http://{host}:{self.port}"] if self.plain else []
+        return " and ".join(plain + ([f"https://{host}:{self.tls_port}"] if self.tls_port is not None else []))
 
     def _on_tick(self) -> None:
         state = self.state
@@ -181,11 +212,17 @@ class Server:
             else:
                 loaded, needs_restart = load_config(path), []
             gateway = Gateway(loaded, previous=self.gateway)
+            tls = loaded.config.server.tls
+            # NOTE: a TLS listener keeps its certificates when the new config drops `server.tls` (a restart
+            # removes the listener; load.reload_config says so).
+            certificates = Certificates(tls, loaded.source, loaded.base_dir) if tls and self.tls else None
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             self.last_error = str(exc)
             return False
         old, self.gateway = self.gateway, gateway
+        if certificates is not None and tls is not None and self.tls is not None:
+            self.tls.update(tls, certificates)  # the next handshakes get the new certificates
         state.gateway = gateway  # new requests start on it; exchanges in flight keep the old one
         if loaded.config.logging.level != self._loaded.config.logging.level:
             logging.getLogger().setLevel(loaded.config.logging.level.upper())
@@ -198,12 +235,11 @@ class Server:
         _record(self.deployments, loaded, self._description)
         if needs_restart:
             log.warning(
-                "reload: %s changed in %s and needs a restart to apply (still listening on %s:%d); the rest of the "
+                "reload: %s changed in %s and needs a restart to apply (still listening on %s); the rest of the "
                 "new config is serving",
                 "; ".join(needs_restart),
                 loaded.source,
-                self.host,
-                self.port,
+                self.urls(),
             )
         return True
 
@@ -214,8 +250,8 @@ class Server:
             return
         state.closing = True
         timeout = self.shutdown_timeout if timeout is None else timeout
-        if self._server is not None:
-            self._server.close()
+        for listener in self._servers:
+            listener.close()
         if self.admin is not None:
             await self.admin.close()
         for conn in list(state.connections):
@@ -256,6 +292,7 @@ def run_worker(
     host: str,
     port: int,
     *,
+    tls_port: int | None = None,
     reuse_port: bool = False,
     announce: bool = True,
     metrics_dir: Path | None = None,
@@ -268,7 +305,14 @@ def run_worker(
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     server = Server(
-        loaded, host, port, reuse_port=reuse_port, admin=metrics_dir is None, metrics_dir=metrics_dir, watch=watch
+        loaded,
+        host,
+        port,
+        tls_port=tls_port,
+        reuse_port=reuse_port,
+        admin=metrics_dir is None,
+        metrics_dir=metrics_dir,
+        watch=watch,
     )
 
     async def main() -> None:
@@ -281,9 +325,8 @@ def run_worker(
         loop.add_signal_handler(signal.SIGUSR1, server.reopen_logs)
         if announce:
             log.info(
-                "fastgw listening on http://%s:%d (pid %d, %d routes, core %s)",
-                _url_host(server.host),
-                server.port,
+                "fastgw listening on %s (pid %d, %d routes, core %s)",
+                server.urls(),
                 os.getpid(),
                 len(loaded.entries),
                 _describe_core(),
@@ -309,18 +352,20 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
     The parent binds the port too (without listening) to learn a port chosen by the kernel and to hold it while
     workers come and go; only listening sockets get connections, so it never takes a share of the traffic.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    holder = socket.socket(family, socket.SOCK_STREAM)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    holder.bind((host, port))
-    port = holder.getsockname()[1]
+    holders = [_hold(host, port)]
+    port = holders[0].getsockname()[1]
+    tls = loaded.config.server.tls
+    tls_port = None
+    if tls is not None and tls.port is not None:  # TLS on a port of its own: held too, so port 0 is one port for all
+        holders.append(_hold(host, tls.port))
+        tls_port = holders[1].getsockname()[1]
+    plain = "" if tls is not None and tls.port is None else f"http://{_url_host(host)}:{port}"
+    secure = "" if tls is None else f"https://{_url_host(host)}:{tls_port if tls_port is not None else port}"
     log.info(
-        "fastgw supervisor pid %d: %d workers on http://%s:%d (core %s)",
+        "fastgw supervisor pid %d: %d workers on %s (core %s)",
         os.getpid(),
         workers,
-        _url_host(host),
-        port,
+        " and ".join(u for u in (plain, secure) if u),
         _describe_core(),
     )
 
@@ -353,7 +398,8 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
         if pid == 0:  # the worker
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 signal.signal(sig, signal.SIG_DFL)
-            holder.close()
+            for holder in holders:
+                holder.close()
             metrics_dir = None
             if control is not None:
                 control.forget()
@@ -361,7 +407,7 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
             code = 0
             try:
                 run_worker(
-                    loaded, host, port, reuse_port=True, announce=False, metrics_dir=metrics_dir,
+                    loaded, host, port, tls_port=tls_port, reuse_port=True, announce=False, metrics_dir=metrics_dir,
                     watch="code" if watch else "",
                 )  # fmt: skip
             except BaseException:
@@ -436,7 +482,8 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
             time.sleep(0.05)
     for pid in children:
         _kill(pid, signal.SIGKILL)
-    holder.close()
+    for holder in holders:
+        holder.close()
     if control is not None:
         control.stop()
     return 0
@@ -570,6 +617,15 @@ def _rollback(control: Any, deployment: str) -> str | None:
         with contextlib.suppress(OSError):
             Path(source).write_bytes(before)
     return error
+
+
+def _hold(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((host, port))
+    return holder
 
 
 def _kill(pid: int, sig: int) -> None:
