@@ -235,11 +235,13 @@ class Server:
         _record(self.deployments, loaded, self._description)
         if needs_restart:
             log.warning(
-                "reload: %s changed in %s and needs a restart to apply (still listening on %s); the rest of the "
-                "new config is serving",
+                "reload: %s changed in %s and needs a restart to apply (still listening on %s:%d%s); the rest of "
+                "the new config is serving",
                 "; ".join(needs_restart),
                 loaded.source,
-                self.urls(),
+                self.host,
+                self.port,
+                f", TLS on {self.tls_port}" if self.plain and self.tls_port is not None else "",
             )
         return True
 

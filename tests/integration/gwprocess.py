@@ -9,7 +9,8 @@ import signal
 import sys
 from pathlib import Path
 
-_LISTEN = re.compile(r"(?:listening on|workers on) http://127\.0\.0\.1:(\d+)")
+_LISTEN = re.compile(r"(?:listening on|workers on) https?://127\.0\.0\.1:(\d+)")
+_TLS = re.compile(r"https://127\.0\.0\.1:(\d+)")  # on the same line: the TLS listener (server.tls)
 
 
 class GatewayProcess:
@@ -22,6 +23,7 @@ class GatewayProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
+        self.tls_port: int | None = None
         self.log: list[str] = []
         self._drain: list[asyncio.Task[None]] = []
 
@@ -55,6 +57,8 @@ class GatewayProcess:
             self.log.append(text)
             m = _LISTEN.search(text)
             if m and found is not None and not found.done():
+                tls = _TLS.search(text)
+                self.tls_port = int(tls.group(1)) if tls else None
                 found.set_result(int(m.group(1)))
 
     def signal(self, sig: int) -> None:
