@@ -24,7 +24,7 @@ from fastgw.observability.metrics import Counters, merge, observer, read_snapsho
 from fastgw.pipeline.exchange import Worker
 from fastgw.pipeline.head import DATE
 from fastgw.server.protocol import ClientProtocol
-from fastgw.server.tls import Certificates, TLSListener
+from fastgw.server.tls import Certificates, TLSListener, listener_urls
 from fastgw.server.watch import INTERVAL as WATCH_INTERVAL
 from fastgw.server.watch import Watcher, follow
 
@@ -157,10 +157,7 @@ class Server:
         return int(server.sockets[0].getsockname()[1])
 
     def urls(self) -> str:
-        """Where this worker listens, as the log says it: `http://127.0.0.1:8000 and https://127.0.0.1:8443`."""
-        host = _url_host(self.host)
-        plain = [f"http://{host}:{self.port}"] if self.plain else []
-        return " and ".join(plain + ([f"https://{host}:{self.tls_port}"] if self.tls_port is not None else []))
+        return listener_urls(self.host, self.port if self.plain else None, self.tls_port)
 
     def _on_tick(self) -> None:
         state = self.state
@@ -343,10 +340,6 @@ def run_worker(
         loop.close()
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
 def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch: bool = False) -> int:
     """Fork `workers` processes that each bind the port with SO_REUSEPORT; restart any that dies. With `watch`
     the supervisor follows the config file (a change is a SIGHUP) and each worker its functions' code.
@@ -361,15 +354,9 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
     if tls is not None and tls.port is not None:  # TLS on a port of its own: held too, so port 0 is one port for all
         holders.append(_hold(host, tls.port))
         tls_port = holders[1].getsockname()[1]
-    plain = "" if tls is not None and tls.port is None else f"http://{_url_host(host)}:{port}"
-    secure = "" if tls is None else f"https://{_url_host(host)}:{tls_port if tls_port is not None else port}"
-    log.info(
-        "fastgw supervisor pid %d: %d workers on %s (core %s)",
-        os.getpid(),
-        workers,
-        " and ".join(u for u in (plain, secure) if u),
-        _describe_core(),
-    )
+    plain = None if tls is not None and tls.port is None else port
+    urls = listener_urls(host, plain, None if tls is None else port if tls_port is None else tls_port)
+    log.info("fastgw supervisor pid %d: %d workers on %s (core %s)", os.getpid(), workers, urls, _describe_core())
 
     stopping = False
     reload_requested = False

@@ -106,3 +106,12 @@ class TLSListener:
             log.debug("TLS: no certificate could be chosen for %r", name, exc_info=True)
             return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
         return None
+
+
+def listener_urls(host: str, plain: int | None, tls: int | None) -> str:
+    """Where a gateway listens, as its log says it: `http://127.0.0.1:8000 and https://127.0.0.1:8443`."""
+    name = f"[{host}]" if ":" in host else host
+    urls = ([f"http://{name}:{plain}"] if plain is not None else []) + (
+        [f"https://{name}:{tls}"] if tls is not None else []
+    )
+    return " and ".join(urls)
