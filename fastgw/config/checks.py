@@ -285,6 +285,8 @@ def check_tls(config: Config, source: str, base: Path) -> None:
                 f"is server.port ({tls.port}) too: leave tls.port out to serve only TLS on server.port, or give "
                 "another port to serve TLS beside plain HTTP",
             )
+        if tls.max_version < tls.min_version:  # the names sort as the versions do
+            raise ConfigError(source, "$.server.tls.max_version", f"is below min_version ({tls.min_version})")
         for at, cert, key in tls_pairs(tls, source):
             load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), source, at, base, cert, key)
         if tls.ciphers is not None:

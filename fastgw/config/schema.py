@@ -42,6 +42,7 @@ class ServerTLS(_Base, frozen=True):
     certificates: list[Certificate] = field(default_factory=list)
     port: Port | None = None
     min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    max_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.3"  # TLSv1.2 pins a benchmark, or an old client's bug
     # An OpenSSL cipher string for TLS 1.2 ("ECDHE-RSA-AES128-GCM-SHA256"); default: OpenSSL's secure defaults.
     ciphers: Annotated[str, Meta(min_length=1)] | None = None
 

@@ -35,6 +35,7 @@ def configure(ctx: ssl.SSLContext, tls: ServerTLS) -> None:
     """The protocol settings of `tls` on `ctx`. On the listening context they decide every handshake: OpenSSL
     copies versions and ciphers into a connection when it starts, before the SNI callback switches contexts."""
     ctx.minimum_version = VERSIONS[tls.min_version]
+    ctx.maximum_version = VERSIONS[tls.max_version]
     if tls.ciphers is not None:
         ctx.set_ciphers(tls.ciphers)
     # NOTE: no renegotiation (a client-initiated one is a cheap way to burn the gateway's CPU).

@@ -213,19 +213,21 @@ async def test_min_version_tls13_refuses_a_tls12_only_client(gateway, upstream, 
         await conn.close()
 
 
-async def test_ciphers_pin_the_tls12_cipher(gateway, upstream, ca):
+async def test_max_version_and_ciphers_pin_tls12_and_one_cipher(gateway, upstream, ca):
     cert, key = ca.issue("a", ["a.example.test"])
-    tls = {"cert_file": str(cert), "key_file": str(key), "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256"}
+    cipher = "ECDHE-ECDSA-AES128-GCM-SHA256"
+    tls = {"cert_file": str(cert), "key_file": str(key), "max_version": "TLSv1.2", "ciphers": cipher}
     gw = await gateway(proxy(upstream.url, tls))
-    ctx = client_context(ca.path)
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx = client_context(ca.path)  # a client that would take TLSv1.3 and any cipher
     conn = await tls_connect(gw.port, ctx, "a.example.test")
     try:
-        assert conn.writer.get_extra_info("cipher")[0] == "ECDHE-ECDSA-AES128-GCM-SHA256"
+        info = conn.writer.get_extra_info("ssl_object")
+        assert (info.version(), info.cipher()[0]) == ("TLSv1.2", cipher)
     finally:
         await conn.close()
-    ctx.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384")  # one the gateway does not take
-    with pytest.raises((ssl.SSLError, ConnectionError)):  # an alert, or the gateway closing at once
+    ctx.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384")  # TLSv1.2 with a cipher the gateway does not take
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises((ssl.SSLError, ConnectionError)):
         await tls_connect(gw.port, ctx, "a.example.test")
 
 
@@ -372,6 +374,8 @@ async def test_broken_certificates_and_keys_are_config_errors_naming_the_key_pat
         ({"cert_file": "a.crt", "key_file": "a.key", "ciphers": "NOT-A-CIPHER"}, "$.server.tls.ciphers", "no cipher"),
         ({"cert_file": "a.crt", "key_file": "a.key", "min_version": "TLSv1.1"}, "$.server.tls.min_version", "TLSv1.3"),
         ({"cert_file": "a.crt", "key_file": "a.key", "port": 8000}, "$.server.tls.port", "server.port"),
+        ({"cert_file": "a.crt", "key_file": "a.key", "min_version": "TLSv1.3", "max_version": "TLSv1.2"},
+         "$.server.tls.max_version", "below min_version"),
     ]  # fmt: skip
     for tls, at, what in cases:
         err = load_error(write_config(tmp_path, tls))
