@@ -22,9 +22,14 @@ With `--scenario observability` the second fastgw serves the plain route with th
 Prometheus counters (the admin listener on, scraped once a second during the runs) turned on: the result gives
 their cost as a share of plain-proxy throughput (issue 14's target: under 10%).
 
+With `--scenario tls` nginx and a second fastgw also terminate TLS (TLSv1.2, ECDHE-ECDSA-AES128-GCM-SHA256 on
+both, the same P-256 certificate, made here with openssl) and proxy to the same upstream over plain HTTP; wrk keeps
+its connections, so the steady state (record encryption, not handshakes) is measured. The result gives fastgw's
+TLS throughput against nginx's, and what TLS costs each of them against its own plain proxy.
+
 Usage: python bench/run.py [--duration 10] [--rounds 3] [--connections 50]
-       [--scenario proxy|plugins|ratelimit|cache|observability]
-Needs nginx and wrk (the script installs them with apt-get when missing and it runs as root).
+       [--scenario proxy|plugins|ratelimit|cache|observability|tls]
+Needs nginx and wrk (the script installs them with apt-get when missing and it runs as root), and openssl for tls.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import platform
 import re
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -89,12 +95,17 @@ def start(cmd: list[str], cpu: str, log: Path, env: dict[str, str] | None = None
         return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
-def wait_ready(url: str, expect: bytes, timeout: float = 10.0, headers: dict[str, str] | None = None) -> None:
+def wait_ready(
+    url: str, expect: bytes, timeout: float = 10.0, headers: dict[str, str] | None = None, ca: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
+    ctx = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=1) as r:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers or {}), timeout=1, context=ctx
+            ) as r:
                 body = r.read()
                 if expect in body:
                     return
@@ -269,6 +280,49 @@ def observability_config(port: int, upstream: int, admin: int, access_log: Path)
     )
 
 
+# TLSv1.2 and one cipher on both proxies: wrk cannot choose them, so the servers do.
+TLS_CIPHER = "ECDHE-ECDSA-AES128-GCM-SHA256"
+
+
+def bench_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed P-256 certificate for 127.0.0.1 (both proxies serve it; wrk does not verify)."""
+    cert, key = folder / "bench.crt", folder / "bench.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=bench.local",
+         "-addext", "subjectAltName=DNS:bench.local,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+def tls_config(port: int, upstream: int, cert: Path, key: Path) -> str:
+    """The plain config with TLS on its port (TLS only), pinned to TLSv1.2 and TLS_CIPHER."""
+    plain = FASTGW_CONFIG.format(port=port, upstream=upstream)
+    tls = (f"tls: {{cert_file: '{cert}', key_file: '{key}', min_version: TLSv1.2, max_version: TLSv1.2, "
+           f"ciphers: {TLS_CIPHER}}}")  # fmt: skip
+    return plain.replace("via: false}", f"via: false, {tls}}}")
+
+
+def nginx_tls_server(port: int, cert: Path, key: Path) -> str:
+    return (
+        f"  server {{ listen 127.0.0.1:{port} ssl backlog=4096;\n"
+        f"    ssl_certificate {cert}; ssl_certificate_key {key};\n"
+        f"    ssl_protocols TLSv1.2; ssl_ciphers {TLS_CIPHER}; ssl_prefer_server_ciphers on;\n"
+        "    location / { proxy_pass http://backend; proxy_http_version 1.1;\n"
+        '      proxy_set_header Connection ""; proxy_buffering on; } }\n'
+    )
+
+
+def negotiated(port: int) -> list[str]:
+    """The protocol and cipher a client that would take anything gets from the proxy on `port`."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, ctx.wrap_socket(raw) as conn:
+        cipher = conn.cipher()
+        return [conn.version() or "", cipher[0] if cipher else ""]
+
+
 class Scraper:
     """Scrapes /metrics once a second while the observed gateway is loaded, as a Prometheus server would."""
 
@@ -297,7 +351,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (fastgw, nginx) to take medians of")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=2, help="seconds of load on each proxy before measuring")
-    ap.add_argument("--scenario", default="proxy", choices=["proxy", "plugins", "ratelimit", "cache", "observability"])
+    ap.add_argument(
+        "--scenario", default="proxy", choices=["proxy", "plugins", "ratelimit", "cache", "observability", "tls"]
+    )
     ap.add_argument("--out", help="result file (default: bench/results/<date>-<scenario>-<commit>.json)")
     args = ap.parse_args()
     ensure_tools()
@@ -316,6 +372,12 @@ def main() -> int:
         )
         procs.append(start(["nginx", "-p", str(work / "upstream"), "-c", str(up_conf)], LOAD_CPU, work / "up.log"))
         cache = args.scenario == "cache"
+        tls = args.scenario == "tls"
+        if tls:
+            if shutil.which("openssl") is None:
+                sys.exit("--scenario tls needs openssl (apt-get install -y openssl)")
+            cert, key = bench_certificate(work)
+            ngx_tls_port = free_port()
         ngx_conf = nginx_conf(
             work / "proxy",
             (f"  proxy_cache_path {work / 'cache'} levels=1:2 keys_zone=bench:10m;\n" if cache else "")
@@ -323,7 +385,8 @@ def main() -> int:
             f"  server {{ listen 127.0.0.1:{ngx_port} backlog=4096;\n"
             "    location / { proxy_pass http://backend; proxy_http_version 1.1;\n"
             + (NGINX_CACHE if cache else "")
-            + '      proxy_set_header Connection ""; proxy_buffering on; } }',
+            + '      proxy_set_header Connection ""; proxy_buffering on; } }\n'
+            + (nginx_tls_server(ngx_tls_port, cert, key) if tls else ""),
         )
         ngx = start(["nginx", "-p", str(work / "proxy"), "-c", str(ngx_conf)], PROXY_CPU, work / "ngx.log")
         procs.append(ngx)
@@ -366,9 +429,24 @@ def main() -> int:
             ob = start([sys.executable, "-m", "fastgw", "serve", str(ob_cfg)], PROXY_CPU, work / "gw-ob.log", env)
             procs.append(ob)
             targets["observed"] = (ob_port, ob.pid)
+        secure: set[str] = set()  # the targets wrk speaks https to
+        if tls:
+            tls_port = free_port()
+            tls_cfg = work / "fastgw-tls.yaml"
+            tls_cfg.write_text(tls_config(tls_port, up_port, cert, key))
+            gt = start([sys.executable, "-m", "fastgw", "serve", str(tls_cfg)], PROXY_CPU, work / "gw-tls.log", env)
+            procs.append(gt)
+            targets["gw-tls"] = (tls_port, gt.pid)
+            targets["ngx-tls"] = (ngx_tls_port, ngx.pid)  # the same nginx worker, its TLS server block
+            secure = {"gw-tls", "ngx-tls"}
+
+        def url(name: str) -> str:
+            return f"{'https' if name in secure else 'http'}://127.0.0.1:{targets[name][0]}/bench"
+
         body = UPSTREAM_BODY.strip().encode()
-        for port in (up_port, *(p for p, _ in targets.values())):
-            wait_ready(f"http://127.0.0.1:{port}/bench", body, headers={"apikey": BENCH_KEY})
+        wait_ready(f"http://127.0.0.1:{up_port}/bench", body)
+        for name in targets:
+            wait_ready(url(name), body, headers={"apikey": BENCH_KEY}, ca=cert if name in secure else None)
 
         if "observed" in targets:
             wait_ready(f"http://127.0.0.1:{admin_port}/metrics", b"fastgw_requests_total")
@@ -380,13 +458,13 @@ def main() -> int:
         runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
         rss: dict[str, int] = dict.fromkeys(names, 0)
         # Warm them all (pools, caches) before measuring.
-        for port, _ in targets.values():
-            run_wrk(f"http://127.0.0.1:{port}/bench", args.warmup, args.connections)
+        for name in targets:
+            run_wrk(url(name), args.warmup, args.connections)
         for r in range(args.rounds):
             order = names[r % len(names) :] + names[: r % len(names)]  # each proxy takes each slot in turn
             for name in order:
                 port, pid = targets[name]
-                res = run_wrk(f"http://127.0.0.1:{port}/bench", args.duration, args.connections, pid)
+                res = run_wrk(url(name), args.duration, args.connections, pid)
                 runs[name].append(res)
                 rss[name] = max(rss[name], rss_kib(pid))
                 print(
@@ -433,7 +511,8 @@ def main() -> int:
             + ("; plus fastgw with key-auth, request-id and a request header transform" if "plugins" in names else "")
             + ("; plus fastgw with rate-limit local and redis (never refusing)" if "rl-local" in names else "")
             + ("; nginx answers from proxy_cache, plus fastgw answering from proxy-cache" if cache else "")
-            + ("; plus fastgw with the JSON access log and /metrics on" if "observed" in names else ""),
+            + ("; plus fastgw with the JSON access log and /metrics on" if "observed" in names else "")
+            + (f"; plus fastgw and nginx terminating TLS (TLSv1.2, {TLS_CIPHER}, keep-alive)" if tls else ""),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "commit": git_commit(),
             "fastgw_core": "compiled" if core.COMPILED else "pure-python",
@@ -483,6 +562,19 @@ def main() -> int:
             result["observability_overhead"] = round(1 - kept, 3)
             result["observed_ratio_rps_vs_nginx"] = round(summary["observed"]["rps"] / summary["nginx"]["rps"], 3)
             result["metrics_scrapes"] = scraper.scrapes if scraper is not None else 0
+        if tls:
+            # Paired by round: TLS against TLS, and each proxy's TLS against its own plain proxying.
+            def paired_ratio(a: str, b: str) -> float:
+                return round(statistics.median(
+                    x["rps"] / max(y["rps"], 1e-9) for x, y in zip(runs[a], runs[b], strict=True)
+                ), 3)  # fmt: skip
+
+            result["gw-tls"], result["ngx-tls"] = summary["gw-tls"], summary["ngx-tls"]
+            result["tls_ratio_rps"] = round(summary["gw-tls"]["rps"] / summary["ngx-tls"]["rps"], 3)
+            result["tls_ratio_rps_paired"] = paired_ratio("gw-tls", "ngx-tls")
+            result["tls_cost_fastgw"] = round(1 - paired_ratio("gw-tls", "fastgw"), 3)
+            result["tls_cost_nginx"] = round(1 - paired_ratio("ngx-tls", "nginx"), 3)
+            result["tls_negotiated"] = {n: negotiated(targets[n][0]) for n in ("gw-tls", "ngx-tls")}
         out = Path(args.out) if args.out else RESULTS / f"{result['date'][:10]}-{args.scenario}-{result['commit']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
@@ -510,6 +602,12 @@ def main() -> int:
         if "observed" in names:
             print(f"access log + metrics: {result['observability_overhead']:.1%} of plain-proxy throughput "
                   f"({result['metrics_scrapes']} scrapes)")  # fmt: skip
+        if tls:
+            print(
+                f"TLS fastgw/nginx: throughput {result['tls_ratio_rps']:.3f}x (paired by round "
+                f"{result['tls_ratio_rps_paired']:.3f}x) on {result['tls_negotiated']}; TLS costs fastgw "
+                f"{result['tls_cost_fastgw']:.1%}, nginx {result['tls_cost_nginx']:.1%} of its plain throughput"
+            )
         for w in warnings:
             print(f"WARNING: {w}; treat the ratio as indicative only")
         return 0

@@ -68,3 +68,21 @@ def test_function_bench_runs_and_writes_a_result(tmp_path):
         light = result["runs"][runtime]["light_c1"]
         assert light["rps"] > 0 and light["p50_ms"] > 0 and light["non_2xx"] == 0 and light["socket_errors"] == 0
     assert result["summary"]["overlapping_at_pool_size"] > 1  # the sleeping handler ran in parallel workers
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("nginx", "wrk", "taskset", "openssl")) or (os.cpu_count() or 1) < 2,
+    reason="needs nginx, wrk, taskset, openssl and 2 CPUs (.ci/run installs them)",
+)
+def test_tls_bench_runs_both_proxies_on_the_same_protocol_and_cipher(tmp_path):
+    out = tmp_path / "tls.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--scenario", "tls", "--duration", "1", "--rounds", "1",
+           "--warmup", "1", "--connections", "4", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    for side in ("gw-tls", "ngx-tls"):
+        assert result[side]["rps"] > 0 and result[side]["errors"] == 0
+        assert result["tls_negotiated"][side] == ["TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256"]
+    assert result["tls_ratio_rps"] > 0 and result["tls_ratio_rps_paired"] > 0
+    assert "TLS fastgw/nginx: throughput" in proc.stdout

@@ -30,3 +30,19 @@ def test_scenario_configs_load_with_their_plugins():
         assert loaded.config.server.port == 18001
         assert all(plugin in r.plugins for r in loaded.config.routes)
         assert (loaded.config.redis is not None) == ("policy: redis" in text)
+
+
+def test_the_tls_scenario_config_loads_pinned_to_tls12_and_one_cipher(tmp_path):
+    import shutil
+
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    bench = _bench()
+    cert, key = bench.bench_certificate(tmp_path)
+    loaded = load_config_bytes(bench.tls_config(18001, 18002, cert, key).encode(), "bench.yaml")
+    tls = loaded.config.server.tls
+    assert tls is not None and tls.port is None  # TLS only, on server.port
+    assert (tls.min_version, tls.max_version, tls.ciphers) == ("TLSv1.2", "TLSv1.2", bench.TLS_CIPHER)
+    assert f"ssl_ciphers {bench.TLS_CIPHER};" in bench.nginx_tls_server(18003, cert, key)
