@@ -265,6 +265,24 @@ async def test_plain_http_and_broken_handshakes_on_the_tls_port_do_not_hurt_the_
     assert noisy == [], [r.getMessage() for r in noisy]
 
 
+async def test_a_client_that_never_finishes_its_handshake_is_closed_after_header_timeout(gateway, upstream, ca, caplog):
+    cert, key = ca.issue("a", ["a.example.test"])
+    cfg = proxy(upstream.url, {"cert_file": str(cert), "key_file": str(key)})
+    cfg["limits"] = {"header_timeout": 0.5}
+    gw = await gateway(cfg)
+    caplog.set_level(logging.INFO)
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    t0 = loop.time()
+    writer.write(b"\x16\x03\x01")  # the first bytes of a ClientHello, and then nothing
+    assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+    assert 0.4 <= loop.time() - t0 < 3.0
+    writer.close()
+    assert (await tls_get(gw.port, client_context(ca.path), "a.example.test")).status == 200
+    noisy = [r for r in caplog.records if r.levelno > logging.DEBUG or r.exc_info]
+    assert noisy == [], [r.getMessage() for r in noisy]
+
+
 async def test_tls_and_plain_http_listen_side_by_side(gateway, upstream, ca):
     from fastgw.client import http_request
 
