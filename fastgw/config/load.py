@@ -219,7 +219,7 @@ def _setting(config: Config, key: str) -> Any:
 
 
 def _tls_listener_changes(running: Config, fresh: Config, pinned: list[Override]) -> list[str]:
-    """Which listeners speak TLS is fixed while running: a reload swaps certificates (and min_version, ciphers),
+    """Which listeners speak TLS is fixed while running: a reload swaps certificates (and the versions, ciphers),
     not listeners. A changed `server.tls.port` is pinned like RESTART_ONLY; `server.tls` added or removed is only
     reported (the server keeps its listeners, and a TLS listener its certificates)."""
     now, new = running.server.tls, fresh.server.tls
