@@ -408,7 +408,8 @@ def _invoke(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from fastgw.config.load import Override, default_config_path
-    from fastgw.server.server import run_worker, setup_logging, supervise, use_log_format
+    from fastgw.server.server import run_worker, setup_logging, use_log_format
+    from fastgw.server.supervisor import supervise
 
     setup_logging("info")
     path = args.config or os.environ.get("FASTGW_CONFIG")

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from fastgw.config.load import LoadedConfig
+
+log = logging.getLogger("fastgw.server")
 
 
 def deployment_id(raw: bytes) -> str:
@@ -79,3 +85,38 @@ def restore(store: DeploymentStore, did: str, config_path: str) -> bytes:
     tmp.write_bytes(raw)
     os.replace(tmp, target)
     return raw
+
+
+def store_for(loaded: LoadedConfig) -> DeploymentStore | None:
+    admin = loaded.config.admin
+    if admin is None or loaded.source.startswith("<"):
+        return None
+    return DeploymentStore(Path(admin.deployments_dir) if admin.deployments_dir else default_dir(loaded.source))
+
+
+def record(store: DeploymentStore | None, loaded: LoadedConfig, description: str) -> None:
+    if store is None:
+        return
+    try:
+        did = store.record(Path(loaded.source).read_bytes(), loaded.source, description)
+    except OSError as exc:
+        log.error("could not keep the deployment in %s: %s", store.dir, exc)
+        return
+    log.info("deployment %s live (%s)", did, description)
+
+
+def rollback(control: Any, deployment: str) -> str | None:
+    """Write the deployment's config back over the file and reload; if the reload refuses it, the file is put
+    back as it was, so file and running config never disagree."""
+    store = control.deployments
+    source = control.loaded.source
+    before = Path(source).read_bytes()
+    try:
+        restore(store, deployment, source)
+    except (KeyError, OSError) as exc:
+        return f"cannot restore deployment {deployment}: {exc}"
+    error: str | None = control.admin_reload(f"rollback to {deployment}")
+    if error is not None:
+        with contextlib.suppress(OSError):
+            Path(source).write_bytes(before)
+    return error
