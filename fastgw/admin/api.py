@@ -192,16 +192,30 @@ class AdminAPI:
         return out
 
     def upstreams(self) -> dict[str, Any]:
-        # NOTE: no health checks exist yet, so every target says "unchecked" rather than a health it was never seen in.
-        return {
-            name: {
-                "targets": [{"url": url, "health": "unchecked"} for url in up.targets],
+        """Each upstream's targets as this process sees them now: `health` is `healthy` while the target is in
+        rotation (active checks passing, not ejected, breaker not open) and `unhealthy` otherwise, with the details
+        (`proxy.pool.Target.status`). NOTE: under `--workers N` each worker keeps its own view of its targets and
+        the supervisor answering here serves none: targets are listed as configured, with `health: "per worker"`
+        (the workers' verdicts are summed in /metrics)."""
+        gateway = getattr(self.control, "gateway", None)
+        live = gateway.upstream_status() if gateway is not None else {}
+        out: dict[str, Any] = {}
+        for name, up in self.control.loaded.config.upstreams.items():
+            status = live.get(name)
+            if status is not None:
+                targets = [{**t, "health": "healthy" if t["in_rotation"] else "unhealthy"} for t in status["targets"]]
+            else:
+                urls = [t if isinstance(t, str) else t.url for t in up.targets]
+                targets = [{"url": url, "health": "per worker"} for url in urls]
+            out[name] = {
+                "balancer": up.balancer,
+                "targets": targets,
+                "retries": status["retries"] if status is not None else None,
                 "connect_timeout": up.connect_timeout,
                 "read_timeout": up.read_timeout,
                 "send_timeout": up.send_timeout,
             }
-            for name, up in self.control.loaded.config.upstreams.items()
-        }
+        return out
 
     def plugins(self) -> dict[str, Any]:
         from fastgw.plugins.chain import PluginError, Registry, phases_of

@@ -260,3 +260,20 @@ async def test_reload_keeps_the_pools_of_surviving_targets(tmp_path: Path):
             assert a.connections == 1  # the warm connection was kept across the reload
         finally:
             await server.shutdown(timeout=1.0)
+
+
+async def test_the_admin_api_lists_targets_with_their_health(gateway):
+    async with FlakyTarget("a") as a, FlakyTarget("b") as b:
+        active = {"interval": 0.1, "timeout": 0.05, "unhealthy_threshold": 2, "healthy_threshold": 2, "path": "/hc"}
+        cfg = upstream_config([a.url, b.url], health={"active": active})
+        cfg["admin"] = {"host": "127.0.0.1", "port": 0}
+        gw = await gateway(cfg)
+        up = gw.gateway.upstreams["backend"]
+        await a.stop()
+        await _until(lambda: not up.targets[0].check_up)
+        assert gw.admin is not None
+        r = await http_request(gw.admin.port, "GET", "/upstreams")
+        (backend,) = r.json().values()
+        health = {t["url"]: (t["health"], t["healthy"], t["in_rotation"]) for t in backend["targets"]}
+        assert health == {a.url: ("unhealthy", False, False), b.url: ("healthy", True, True)}
+        assert backend["balancer"] == "round-robin" and backend["retries"] == {"done": 0, "refused_by_budget": 0}

@@ -140,7 +140,8 @@ async def test_admin_upstreams_list_targets():
     async with EchoUpstream() as up, running_gateway(proxy_config(up.url, admin=ADMIN)) as server:
         assert server.admin is not None
         ups = (await admin_get(server.admin.port, "/upstreams")).json()
-    assert ups["backend"]["targets"] == [{"url": up.url, "health": "unchecked"}]
+    (target,) = ups["backend"]["targets"]
+    assert target["url"] == up.url and target["health"] == "healthy" and target["in_rotation"] is True
 
 
 def test_a_non_loopback_admin_bind_without_a_token_is_refused():
