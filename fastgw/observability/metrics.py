@@ -56,9 +56,10 @@ class Counters:
         self.worker: Worker | None = None  # for what is read at scrape time (connections, upstreams, functions)
 
     def record(self, ex: Exchange) -> None:
-        self.add(ex, _perf())
+        self.add(ex)
 
-    def add(self, ex: Exchange, now: float) -> None:
+    def add(self, ex: Exchange, now: float = 0.0) -> None:
+        """Count a finished exchange; `now` is the clock reading `observer` took for every hook (0: read it)."""
         # PERF: one dict lookup and integer additions; the upstream's series and the plugins' vars only when the
         # exchange has them (plain proxy: +6.9k instructions per exchange, callgrind; see the commit).
         req = ex.req
@@ -68,7 +69,7 @@ class Counters:
         s = self.series.get(key)
         if s is None:
             s = self.series[key] = [0] * _WIDTH
-        dt = now - req.t0
+        dt = (now or _perf()) - req.t0
         s[_COUNT] += 1
         s[_BYTES_IN] += req.body_size
         s[_BYTES_OUT] += ex.sent
@@ -442,9 +443,8 @@ def observer(
         return None
     if len(hooks) == 1:
         if access_log is not None and counters is None and spans is None:
-            return access_log  # it reads the clock itself
-        (one,) = hooks
-        return lambda ex: one(ex, _perf())
+            return access_log
+        return hooks[0]  # type: ignore[return-value]  # (the counters and the spans read the clock when not given it)
     if len(hooks) == 2:
         first, second = hooks
 

@@ -88,11 +88,11 @@ class SpanExport:
         tracing.participate(True)
         atexit.register(self.close)
 
-    def add(self, ex: Exchange, now: float) -> None:
+    def add(self, ex: Exchange, now: float = 0.0) -> None:
         buf = self._buf
         if not buf and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(TICK, self._due)
-        buf.append((ex, now))
+        buf.append((ex, now or _perf()))
         if len(buf) >= _FLUSH_AT:
             self.flush()
 

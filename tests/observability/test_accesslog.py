@@ -110,6 +110,19 @@ async def test_upstream_latency_is_the_wait_for_the_head_and_plugin_vars_are_log
     assert "cache_status" not in second
 
 
+async def test_what_a_client_chose_is_escaped_and_every_line_is_json():
+    out = io.BytesIO()
+    cfg = {"routes": [{"path": "/{p+}", "name": "any", "integration": {"type": "mock"}}]}
+    ua = 'say "hi" \\ café'
+    async with running_gateway(cfg, access_log=AccessLog(out)) as gw:
+        await http_request(gw.port, "GET", "/a%22b", headers={"user-agent": ua})
+        await http_request(gw.port, "GET", "/plain", headers={"user-agent": "x"})
+    first, second = (orjson.loads(line) for line in out.getvalue().splitlines())
+    assert first["user_agent"] == ua
+    assert first["path"] == "/a%22b" and first["route"] == "any"  # what is matched, still encoded
+    assert second["path"] == "/plain" and second["user_agent"] == "x"
+
+
 async def test_text_format():
     out = io.BytesIO()
     cfg = {"routes": [{"path": "/t", "name": "t", "integration": {"type": "mock", "status": 202, "body": "ok"}}]}
