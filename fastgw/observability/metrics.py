@@ -434,7 +434,12 @@ def observer(
     if access_log is not None:
         add = getattr(access_log, "add", None)
         if add is None:  # any callable taking the exchange
-            hooks.append(lambda ex, now: access_log(ex))
+            log = access_log
+
+            def call(ex: Exchange, now: float = 0.0) -> None:
+                log(ex)
+
+            hooks.append(call)
         else:
             hooks.append(add)
     if spans is not None:
@@ -442,9 +447,7 @@ def observer(
     if not hooks:
         return None
     if len(hooks) == 1:
-        if access_log is not None and counters is None and spans is None:
-            return access_log
-        return hooks[0]  # type: ignore[return-value]  # (the counters and the spans read the clock when not given it)
+        return hooks[0]  # type: ignore[return-value]  # (each reads the clock when not given it)
     if len(hooks) == 2:
         first, second = hooks
 
