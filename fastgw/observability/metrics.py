@@ -61,7 +61,8 @@ class Counters:
     def add(self, ex: Exchange, now: float = 0.0) -> None:
         """Count a finished exchange; `now` is the clock reading `observer` took for every hook (0: read it)."""
         # PERF: one dict lookup and integer additions; the upstream's series and the plugins' vars only when the
-        # exchange has them (plain proxy: +6.9k instructions per exchange, callgrind; see the commit).
+        # exchange has them. Callgrind, plain proxy: 70.8k -> 81.5k instructions an exchange with metrics on
+        # (+10.7k, of which the recording in proxy/upstream.py and the upstream's series are ~4k; +6.5k before).
         req = ex.req
         route = ex.route
         name = route.name if route is not None else ""
@@ -447,6 +448,8 @@ def observer(
     if not hooks:
         return None
     if len(hooks) == 1:
+        if access_log is not None:
+            return access_log  # itself, as callers (and tests) know it: `Worker.access_log.flush()`
         return hooks[0]  # type: ignore[return-value]  # (each reads the clock when not given it)
     if len(hooks) == 2:
         first, second = hooks

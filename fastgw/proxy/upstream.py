@@ -274,7 +274,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.held = -1  # body bytes held for body_filter phases; -1: the response streams
         self.attempt: Attempt | None = None  # the tries of the exchange, when it may be retried (see Attempt.ex)
         # Observability is on (access log, metrics or spans): what answered, how long it took and the bytes sent
-        # are recorded on the exchange (PERF: off, the plain proxy pays one flag test per write).
+        # are recorded on the exchange (PERF: off, the plain proxy pays one flag test per write: 70.4k -> 70.8k
+        # instructions an exchange, callgrind).
         self.observed = state.access_log is not None
         self.sent_at = 0.0  # perf_counter when the request head was written (upstream latency)
 
