@@ -162,6 +162,8 @@ def load_config_bytes(
     router, header_routes = _check(config, entries, source)
     if config.redis is not None and not redis_state.available():
         raise ConfigError(source, "$.redis", "needs the redis client: pip install 'fastgw[redis]'")
+    if config.tracing is not None:
+        _check_tracing(config, source)
     config = _with_usage_plans(config, source)
     redis_state.current = redis_state.configure(config.redis)
     try:
@@ -211,6 +213,28 @@ def reload_config(running: LoadedConfig) -> tuple[LoadedConfig, list[str]]:
     # Loaded again with those pinned, so that `${server.port}` and the like still say where the gateway listens.
     kept = load_config(running.source, pinned)
     return dataclasses.replace(kept, overrides=running.overrides), changed
+
+
+def _check_tracing(config: Config, source: str) -> None:
+    """The span export's endpoint, and the extra it needs (looked for, not imported: the SDK loads at start)."""
+    import importlib.util
+    from urllib.parse import urlsplit
+
+    assert config.tracing is not None
+    url = urlsplit(config.tracing.otlp_endpoint)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise ConfigError(
+            source, "$.tracing.otlp_endpoint", "expected an http(s) URL, e.g. http://127.0.0.1:4318/v1/traces"
+        )
+    try:
+        found = all(
+            importlib.util.find_spec(m) is not None
+            for m in ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http.trace_exporter")
+        )
+    except ImportError:  # a parent package missing
+        found = False
+    if not found:
+        raise ConfigError(source, "$.tracing", "OpenTelemetry export needs the otel extra: pip install 'fastgw[otel]'")
 
 
 def _setting(config: Config, key: str) -> Any:

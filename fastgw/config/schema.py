@@ -99,6 +99,20 @@ class LoggingConfig(_Base, frozen=True):
     access_log_path: str | None = None
 
 
+class TracingConfig(_Base, frozen=True):
+    """OpenTelemetry export of a span per request (docs/operations.md, Tracing); needs the `otel` extra."""
+
+    otlp_endpoint: str  # OTLP/HTTP (protobuf) traces endpoint, e.g. http://127.0.0.1:4318/v1/traces
+    service_name: str = "fastgw"
+    sample_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0  # of the trace ids (TraceIdRatioBased)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every export (a collector's API key)
+    resource_attributes: dict[str, str] = field(default_factory=dict)  # beside service.name
+    timeout: Annotated[float, Meta(gt=0)] = 10.0  # seconds per export request
+    flush_interval: Annotated[float, Meta(gt=0)] = 1.0  # seconds between batches (the processor's delay)
+    max_batch: Annotated[int, Meta(ge=1)] = 512  # spans per export request
+    max_queue: Annotated[int, Meta(ge=1)] = 2048  # spans held for export; more are dropped (never waited for)
+
+
 class AdminConfig(_Base, frozen=True):
     """The admin API's own listener (docs/admin-api.md). A non-loopback host needs a token."""
 
@@ -480,3 +494,4 @@ class Config(_Base, frozen=True):
     redis: RedisConfig | None = None
     usage_plans: dict[Name, UsagePlan] = field(default_factory=dict)
     admin: AdminConfig | None = None  # no admin listener unless configured
+    tracing: TracingConfig | None = None  # no span export unless configured

@@ -26,7 +26,8 @@ class LambdaRoute(Route):
     """A route wired to a function by Lambda proxy integration, everything per-route resolved at load."""
 
     kind = "lambda"
-    __slots__ = ("pool", "version", "rest", "timeout", "resource", "methods", "stage", "stage_variables", "api_id")
+    __slots__ = ("pool", "version", "rest", "timeout", "resource", "methods", "stage", "stage_variables", "api_id",
+                 "target")  # fmt: skip
 
     def __init__(self, entry: RouteEntry, integ: LambdaIntegration, pool: FunctionPool) -> None:
         super().__init__(entry.label)
@@ -39,6 +40,7 @@ class LambdaRoute(Route):
         self.stage = entry.stage or "$default"
         self.stage_variables = entry.stage_variables or None
         self.api_id = entry.api_id or "local"
+        self.target = f"function:{pool.name}"  # what answered, as the access log and the metrics name it
 
     def event(self, call: lp.Call) -> dict[str, Any]:
         return lp.event_v1(call) if self.version == "1.0" else lp.event_v2(call)
@@ -108,26 +110,33 @@ async def _invoke(ex: Exchange, route: LambdaRoute, body: bytes) -> None:
         trace.event = event
         trace.request_id = request_id
     task = ex.state.loop.create_task(route.pool.invoke(request_id, event))
+    ex.upstream = route.target
+    ex.upstream_at = sent_at = time.perf_counter()
+    ex.upstream_s = 0.0
     try:
         # The invocation goes on past the integration timeout (as a Lambda would); only the client stops waiting.
         outcome: Outcome = await asyncio.wait_for(asyncio.shield(task), route.timeout)
     except asyncio.TimeoutError:
+        ex.upstream_s = time.perf_counter() - sent_at
         log.warning("%s %s route=%s request=%s: no answer within the integration timeout (%.1fs)",
                     req.method, req.path, route.name, request_id, route.timeout)  # fmt: skip
         task.add_done_callback(_collect)
         _answer_error(ex, lp.timeout_error(route.rest), request_id)  # REST 504, HTTP API 503
         return
     except Throttled:
+        ex.upstream_s = time.perf_counter() - sent_at
         log.warning("%s %s route=%s: function %s is at its concurrency and its queue is full",
                     req.method, req.path, route.name, route.pool.name)  # fmt: skip
         _answer_error(ex, lp.THROTTLED_ERROR, request_id)
         return
     except Exception as exc:  # noqa: BLE001 - a worker that cannot start: the client gets the function error
+        ex.upstream_s = time.perf_counter() - sent_at
         log.error("%s %s route=%s: cannot invoke %s: %s", req.method, req.path, route.name, route.pool.name, exc)
         if trace is not None:
             trace.reason = f"cannot invoke {route.pool.name}: {exc}"
         _answer_error(ex, route.error(), request_id)
         return
+    ex.upstream_s = time.perf_counter() - sent_at
     if trace is not None:
         trace.outcome = outcome
     if not outcome.ok:

@@ -232,6 +232,10 @@ class FunctionPool:
         self.closed = False
         self.generation = 0  # bumped by `recycle`: workers of an older one have loaded code that changed
         self.arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+        # Counted per invocation, read by the metrics at scrape time (as Lambda's Invocations, Errors, Throttles).
+        self.invocations = 0
+        self.errors = 0
+        self.throttles = 0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -295,6 +299,21 @@ class FunctionPool:
 
     async def invoke(self, request_id: str, event: Any) -> Outcome:
         """Run one invocation; never raises for the function's faults (they are in the Outcome)."""
+        try:
+            outcome = await self._invoke(request_id, event)
+        except Throttled:
+            self.throttles += 1
+            raise
+        except Exception:
+            self.invocations += 1
+            self.errors += 1
+            raise
+        self.invocations += 1
+        if not outcome.ok:
+            self.errors += 1
+        return outcome
+
+    async def _invoke(self, request_id: str, event: Any) -> Outcome:
         cold = False
         worker: Worker | None = None
         while worker is None:

@@ -30,40 +30,89 @@ if TYPE_CHECKING:
 
 # Fixed bucket bounds (seconds), as Prometheus' default ones: each exchange adds 1 to one integer.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# A series' list: count, request bytes, duration sum (seconds), then one count per bucket and one for +Inf.
-_COUNT, _BYTES_IN, _SUM, _B0 = 0, 1, 2, 3
+# A series' list: count, request bytes, response bytes, duration sum (seconds), then one count per bucket and one
+# for +Inf.
+_COUNT, _BYTES_IN, _BYTES_OUT, _SUM, _B0 = 0, 1, 2, 3, 4
 _WIDTH = _B0 + len(BUCKETS) + 1
+# What answered: upstream name, target, then count, latency sum (seconds), buckets (the same bounds).
+_UCOUNT, _USUM, _UB0 = 2, 3, 4
+_UWIDTH = _UB0 + len(BUCKETS) + 1
+# Breaker states as a gauge's values.
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+_perf = time.perf_counter
 
 
 class Counters:
-    """One worker's counters. `record` is the only thing the request path calls."""
+    """One worker's counters. `add` (or `record`) is the only thing the request path calls."""
 
     def __init__(self) -> None:
-        # (route name or "" for a miss, method, status) -> [count, bytes in, duration sum, buckets...]
+        # (route name or "" for a miss, method, status) -> [count, bytes in, bytes out, duration sum, buckets...]
         self.series: dict[tuple[str, str, int], list[Any]] = {}
-        self.worker: Worker | None = None  # for the gauges read at scrape time (open connections, pools)
+        # What answered (`Exchange.upstream`: a target, or "function:NAME") -> [upstream, target, count, sum, buckets]
+        self.upstreams: dict[Any, list[Any]] = {}
+        # (route, value) -> count, of what the cache and rate-limit plugins publish in ctx.vars
+        self.cache: dict[tuple[str, str], int] = {}
+        self.limits: dict[tuple[str, str], int] = {}
+        self.worker: Worker | None = None  # for what is read at scrape time (connections, upstreams, functions)
 
     def record(self, ex: Exchange) -> None:
+        self.add(ex)
+
+    def add(self, ex: Exchange, now: float = 0.0) -> None:
+        """Count a finished exchange; `now` is the clock reading `observer` took for every hook (0: read it)."""
+        # PERF: one dict lookup and integer additions; the upstream's series and the plugins' vars only when the
+        # exchange has them. Callgrind, plain proxy: 70.8k -> 81.5k instructions an exchange with metrics on
+        # (+10.7k, of which the recording in proxy/upstream.py and the upstream's series are ~4k; +6.5k before).
         req = ex.req
         route = ex.route
-        key = (route.name if route is not None else "", req.method, req.status)
+        name = route.name if route is not None else ""
+        key = (name, req.method, req.status)
         s = self.series.get(key)
         if s is None:
             s = self.series[key] = [0] * _WIDTH
-        dt = time.perf_counter() - req.t0
+        dt = (now or _perf()) - req.t0
         s[_COUNT] += 1
         s[_BYTES_IN] += req.body_size
+        s[_BYTES_OUT] += ex.sent
         s[_SUM] += dt
         s[_B0 + bisect_left(BUCKETS, dt)] += 1
+        up = ex.upstream
+        if up is not None:
+            u = self.upstreams.get(up)
+            if u is None:
+                u = self.upstreams[up] = _upstream_series(ex, up)
+            dt = ex.upstream_s
+            u[_UCOUNT] += 1
+            u[_USUM] += dt
+            u[_UB0 + bisect_left(BUCKETS, dt)] += 1
+        ctx = ex.ctx
+        if ctx is not None:
+            v = ctx.vars
+            if v:
+                cache = v.get("cache_status")
+                if cache is not None:
+                    k = (name, str(cache))
+                    self.cache[k] = self.cache.get(k, 0) + 1
+                limit = v.get("rate_limit")
+                if limit is not None:
+                    k = (name, str(limit))
+                    self.limits[k] = self.limits.get(k, 0) + 1
 
     def snapshot(self) -> dict[str, Any]:
         """What a scrape needs, as plain data (JSON for the supervisor)."""
-        out: dict[str, Any] = {"series": [[*k, *v] for k, v in self.series.items()], "connections": 0, "functions": {}}
+        out: dict[str, Any] = {
+            "series": [[*k, *v] for k, v in self.series.items()],
+            "upstreams": [list(v) for v in self.upstreams.values()],
+            "cache": [[*k, n] for k, n in self.cache.items()],
+            "limits": [[*k, n] for k, n in self.limits.items()],
+            "connections": 0,
+            "functions": {},
+        }
         worker = self.worker
         if worker is not None:
             out["connections"] = len(worker.connections)
-            functions = getattr(worker.gateway, "functions", {})
-            out["functions"] = {name: pool.size for name, pool in functions.items()}
+            gateway: Any = worker.gateway
+            out.update(_gateway_state(gateway))
         return out
 
     def write_snapshot(self, directory: Path) -> None:
@@ -73,6 +122,53 @@ class Counters:
         with contextlib.suppress(OSError):
             tmp.write_bytes(orjson.dumps(self.snapshot()))
             os.replace(tmp, path)
+
+
+def _upstream_series(ex: Exchange, up: Any) -> list[Any]:
+    """The series of what answered, made the first time it answers: named by its upstream (the http route's) and
+    its target (`host:port`), or by the function."""
+    s: list[Any] = [0] * _UWIDTH
+    if up.__class__ is str:
+        s[0], s[1] = up, ""
+    else:
+        upstream = getattr(ex.route, "upstream", None)
+        s[0] = getattr(upstream, "name", "")
+        s[1] = f"{up.host}:{up.port}"
+    s[_USUM] = 0.0
+    return s
+
+
+def _gateway_state(gateway: Any) -> dict[str, Any]:
+    """Read at scrape time from the worker's live config: targets (health, breaker, pool), retries, functions."""
+    targets = []  # gauges: [upstream, target, in rotation, breaker state or -1, idle, busy]
+    totals = []  # counters: [upstream, target, breaker opens, ejections]
+    retries = []  # counters: [upstream, retries done, retries refused by the budget]
+    for name, upstream in sorted(getattr(gateway, "upstreams", {}).items()):
+        budget = upstream.budget
+        retries.append([name, upstream.retries_done, budget.refused])
+        for t in upstream.targets:
+            watch = t.watch
+            breaker = watch.breaker if watch is not None else None
+            label = f"{t.host}:{t.port}"
+            idle = len(t.idle)
+            state = BREAKER_STATES.get(breaker.state, -1) if breaker is not None else -1
+            targets.append([name, label, 1 if t.available else 0, state, idle, max(0, t.open - idle)])
+            totals.append([name, label, breaker.opened if breaker is not None else 0])
+    functions: dict[str, int] = {}
+    busy: dict[str, int] = {}
+    calls = []  # counters: [function, invocations, errors, throttles]
+    for name, pool in sorted(getattr(gateway, "functions", {}).items()):
+        functions[name] = pool.size
+        busy[name] = max(0, len(pool.workers) - len(pool.idle))
+        calls.append([name, pool.invocations, pool.errors, pool.throttles])
+    return {
+        "targets": targets,
+        "target_totals": totals,
+        "retries": retries,
+        "functions": functions,
+        "functions_busy": busy,
+        "function_calls": calls,
+    }
 
 
 def read_snapshots(directory: Path, alive: set[int]) -> list[dict[str, Any]]:
@@ -87,26 +183,80 @@ def read_snapshots(directory: Path, alive: set[int]) -> list[dict[str, Any]]:
     return out
 
 
+def _add_rows(into: dict[tuple[Any, ...], list[Any]], rows: Iterable[list[Any]], width: int) -> None:
+    """Sum rows of `width` key columns then values into `into` (key -> values)."""
+    for row in rows:
+        key = tuple(row[:width])
+        vals = row[width:]
+        s = into.get(key)
+        if s is None:
+            into[key] = list(vals)
+        else:
+            for i, v in enumerate(vals):
+                s[i] += v
+
+
 def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Sum snapshots: counters over every worker that ever ran, gauges over the live ones."""
-    series: dict[tuple[str, str, int], list[Any]] = {}
+    series: dict[tuple[Any, ...], list[Any]] = {}
+    upstreams: dict[tuple[Any, ...], list[Any]] = {}
+    cache: dict[tuple[Any, ...], list[Any]] = {}
+    limits: dict[tuple[Any, ...], list[Any]] = {}
+    totals: dict[tuple[Any, ...], list[Any]] = {}
+    retries: dict[tuple[Any, ...], list[Any]] = {}
+    calls: dict[tuple[Any, ...], list[Any]] = {}
+    targets: dict[tuple[Any, ...], list[Any]] = {}
     connections = 0
     functions: dict[str, int] = {}
+    busy: dict[str, int] = {}
     for snap in snapshots:
-        for row in snap["series"]:
-            key = (row[0], row[1], row[2])
-            vals = row[3:]
-            s = series.get(key)
-            if s is None:
-                series[key] = list(vals)
-            else:
-                for i, v in enumerate(vals):
-                    s[i] += v
+        _add_rows(series, snap["series"], 3)
+        _add_rows(upstreams, snap.get("upstreams", ()), 2)
+        _add_rows(cache, snap.get("cache", ()), 2)
+        _add_rows(limits, snap.get("limits", ()), 2)
+        _add_rows(totals, snap.get("target_totals", ()), 2)
+        _add_rows(retries, snap.get("retries", ()), 1)
+        _add_rows(calls, snap.get("function_calls", ()), 1)
         if not snap.get("dead"):
             connections += snap.get("connections", 0)
             for name, n in snap.get("functions", {}).items():
                 functions[name] = functions.get(name, 0) + n
-    return {"series": series, "connections": connections, "functions": functions}
+            for name, n in snap.get("functions_busy", {}).items():
+                busy[name] = busy.get(name, 0) + n
+            for row in snap.get("targets", ()):
+                # Health: a target is counted in rotation when it is in any live worker's; the breaker's worst
+                # state; pools summed.
+                key = (row[0], row[1])
+                t = targets.get(key)
+                if t is None:
+                    targets[key] = list(row[2:])
+                else:
+                    t[0] = max(t[0], row[2])
+                    t[1] = max(t[1], row[3])
+                    t[2] += row[4]
+                    t[3] += row[5]
+    return {
+        "series": series,
+        "upstreams": upstreams,
+        "cache": cache,
+        "limits": limits,
+        "target_totals": totals,
+        "retries": retries,
+        "function_calls": calls,
+        "targets": targets,
+        "connections": connections,
+        "functions": functions,
+        "functions_busy": busy,
+    }
+
+
+def _buckets(counts: Iterable[int]) -> list[tuple[str, float]]:
+    cumulative = 0
+    out: list[tuple[str, float]] = []
+    for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
+        cumulative += n
+        out.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return out
 
 
 class GatewayCollector:
@@ -129,6 +279,9 @@ class GatewayCollector:
         received = CounterMetricFamily(
             "fastgw_request_bytes", "Request body bytes received, by route", labels=["route"]
         )
+        sent = CounterMetricFamily(
+            "fastgw_response_bytes", "Response bytes sent to clients (heads included), by route", labels=["route"]
+        )
         by_route: dict[str, list[Any]] = {}
         for (route, method, status), s in sorted(series.items()):
             requests.add_metric([route, method, str(status)], s[_COUNT])
@@ -145,22 +298,119 @@ class GatewayCollector:
         )
         for route, s in sorted(by_route.items()):
             received.add_metric([route], s[_BYTES_IN])
-            cumulative = 0
-            buckets = []
-            for bound, n in zip((*BUCKETS, float("inf")), s[_B0:], strict=True):
-                cumulative += n
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            duration.add_metric([route], buckets, s[_SUM])
+            sent.add_metric([route], s[_BYTES_OUT])
+            duration.add_metric([route], _buckets(s[_B0:]), s[_SUM])
         yield requests
         yield received
+        yield sent
         yield duration
+        yield from _upstream_families(data, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily)
         yield GaugeMetricFamily("fastgw_open_connections", "Open client connections", value=data["connections"])
-        workers = GaugeMetricFamily(
-            "fastgw_function_workers", "Worker processes of each function (live and starting)", labels=["function"]
+        yield from _function_families(data, CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily)
+        cache = CounterMetricFamily(
+            "fastgw_cache_responses", "Responses by cache status (HIT, MISS, ...), by route", labels=["route", "status"]
         )
-        for name, n in sorted(data["functions"].items()):
-            workers.add_metric([name], n)
-        yield workers
+        for (route, status), (n,) in sorted(data.get("cache", {}).items()):
+            cache.add_metric([route, status], n)
+        yield cache
+        limits = CounterMetricFamily(
+            "fastgw_rate_limit_decisions",
+            "Rate-limit decisions (allowed, refused), by route",
+            labels=["route", "decision"],
+        )
+        for (route, decision), (n,) in sorted(data.get("limits", {}).items()):
+            limits.add_metric([route, decision], n)
+        yield limits
+
+
+def _upstream_families(data: dict[str, Any], counter: Any, gauge: Any, histogram: Any) -> Iterator[Any]:
+    latency = histogram(
+        "fastgw_upstream_duration_seconds",
+        "Time from the request sent to the upstream to its response head, by upstream",
+        labels=["upstream"],
+    )
+    by_upstream: dict[str, list[Any]] = {}
+    for (upstream, _), s in sorted(data.get("upstreams", {}).items()):
+        if upstream.startswith("function:"):
+            continue  # fastgw_function_duration_seconds
+        acc = by_upstream.get(upstream)
+        if acc is None:
+            by_upstream[upstream] = list(s)
+        else:
+            for i, v in enumerate(s):
+                acc[i] += v
+    for upstream, s in sorted(by_upstream.items()):
+        latency.add_metric([upstream], _buckets(s[2:]), s[1])
+    yield latency
+    healthy = gauge(
+        "fastgw_upstream_target_healthy",
+        "1 while the target is in rotation (active checks up, not ejected, breaker not open)",
+        labels=["upstream", "target"],
+    )
+    breaker = gauge(
+        "fastgw_upstream_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", labels=["upstream", "target"]
+    )
+    conns = gauge(
+        "fastgw_upstream_connections",
+        "Upstream connections by state (idle in the pool, busy with a request)",
+        labels=["upstream", "target", "state"],
+    )
+    for (upstream, target), (up, state, idle, busy) in sorted(data.get("targets", {}).items()):
+        healthy.add_metric([upstream, target], up)
+        if state >= 0:
+            breaker.add_metric([upstream, target], state)
+        conns.add_metric([upstream, target, "idle"], idle)
+        conns.add_metric([upstream, target, "busy"], busy)
+    yield healthy
+    yield breaker
+    yield conns
+    opens = counter("fastgw_upstream_breaker_opens", "Times the target's breaker opened", labels=["upstream", "target"])
+    for (upstream, target), (n,) in sorted(data.get("target_totals", {}).items()):
+        opens.add_metric([upstream, target], n)
+    yield opens
+    retries = counter("fastgw_upstream_retries", "Retries sent to another target, by upstream", labels=["upstream"])
+    refused = counter(
+        "fastgw_upstream_retries_refused", "Retries the retry budget refused, by upstream", labels=["upstream"]
+    )
+    for (upstream,), (done, no) in sorted(data.get("retries", {}).items()):
+        retries.add_metric([upstream], done)
+        refused.add_metric([upstream], no)
+    yield retries
+    yield refused
+
+
+def _function_families(data: dict[str, Any], counter: Any, gauge: Any, histogram: Any) -> Iterator[Any]:
+    workers = gauge(
+        "fastgw_function_workers", "Worker processes of each function (live and starting)", labels=["function"]
+    )
+    for name, n in sorted(data["functions"].items()):
+        workers.add_metric([name], n)
+    yield workers
+    busy = gauge("fastgw_function_workers_busy", "Function workers running an invocation", labels=["function"])
+    for name, n in sorted(data.get("functions_busy", {}).items()):
+        busy.add_metric([name], n)
+    yield busy
+    invocations = counter("fastgw_function_invocations", "Function invocations", labels=["function"])
+    errors = counter(
+        "fastgw_function_errors", "Invocations that failed (function error, timeout, crash)", labels=["function"]
+    )
+    throttles = counter(
+        "fastgw_function_throttles", "Invocations refused: every worker busy and the queue full", labels=["function"]
+    )
+    for (name,), (n, failed, throttled) in sorted(data.get("function_calls", {}).items()):
+        invocations.add_metric([name], n)
+        errors.add_metric([name], failed)
+        throttles.add_metric([name], throttled)
+    yield invocations
+    yield errors
+    yield throttles
+    duration = histogram(
+        "fastgw_function_duration_seconds", "Invocation time as the gateway waits for it", labels=["function"]
+    )
+    for (upstream, _), s in sorted(data.get("upstreams", {}).items()):
+        if upstream.startswith("function:"):
+            duration.add_metric([upstream[9:]], _buckets(s[2:]), s[1])
+    yield duration
 
 
 def exposition(source: Callable[[], dict[str, Any]]) -> tuple[bytes, str]:
@@ -174,18 +424,47 @@ def exposition(source: Callable[[], dict[str, Any]]) -> tuple[bytes, str]:
 
 
 def observer(
-    access_log: Callable[[Exchange], None] | None, counters: Counters | None
+    access_log: Callable[[Exchange], None] | None, counters: Counters | None, spans: Any = None
 ) -> Callable[[Exchange], None] | None:
-    """The one hook `Exchange.done` calls (`Worker.access_log`): the access log, the counters, both, or None
-    (then the exchange does nothing and the dispatcher takes no time stamp)."""
-    if counters is None:
-        return access_log
-    if access_log is None:
-        return counters.record
-    record = counters.record
+    """The one hook `Exchange.done` calls (`Worker.access_log`): the counters, the access log and the span export
+    (fastgw.observability.otel), those that are on, or None (then the exchange does nothing and the dispatcher
+    takes no time stamp). Each gets the same clock reading (`add(ex, now)`)."""
+    hooks: list[Callable[[Exchange, float], None]] = []
+    if counters is not None:
+        hooks.append(counters.add)
+    if access_log is not None:
+        add = getattr(access_log, "add", None)
+        if add is None:  # any callable taking the exchange
+            log = access_log
 
-    def both(ex: Exchange) -> None:
-        record(ex)
-        access_log(ex)
+            def call(ex: Exchange, now: float = 0.0) -> None:
+                log(ex)
 
-    return both
+            hooks.append(call)
+        else:
+            hooks.append(add)
+    if spans is not None:
+        hooks.append(spans.add)
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        if access_log is not None:
+            return access_log  # itself, as callers (and tests) know it: `Worker.access_log.flush()`
+        return hooks[0]  # type: ignore[return-value]  # (each reads the clock when not given it)
+    if len(hooks) == 2:
+        first, second = hooks
+
+        def both(ex: Exchange) -> None:
+            now = _perf()  # one clock reading for both
+            first(ex, now)
+            second(ex, now)
+
+        return both
+    every = tuple(hooks)
+
+    def each(ex: Exchange) -> None:
+        now = _perf()
+        for hook in every:
+            hook(ex, now)
+
+    return each

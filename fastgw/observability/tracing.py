@@ -7,6 +7,11 @@ gets a new trace id and parent id, so the upstream or the function and the acces
 With `amzn_trace_id: true` an `X-Amzn-Trace-Id` (`Root=1-<time>-<id>;Parent=<id>;Sampled=<0|1>`) made from the
 same ids goes along when the client sent none, as API Gateway passes it to Lambda.
 
+With OpenTelemetry export on (`tracing:` in the config, fastgw.observability.otel) the gateway participates
+instead: the trace id is kept (or made), the caller's parent id is remembered (`ctx.vars["parent_id"]`), and the
+upstream or the function gets a `traceparent` whose parent id is the gateway's CLIENT span (`ctx.vars["span_id"]`),
+as the W3C recommendation has a participating intermediary do; `tracestate` goes on unchanged.
+
 The headers are added to the client request's own header list, as the core adds the consumer headers, because
 that list is what both the http integration (the upstream request head) and the lambda integration (the event's
 headers) are built from.
@@ -22,6 +27,15 @@ from typing import Any
 import msgspec
 
 from fastgw.plugins.base import Context, Plugin
+
+# Set by the span export while it runs (one per process): the plugin then makes the gateway's span ids.
+_participating = False
+
+
+def participate(on: bool) -> None:
+    global _participating
+    _participating = on
+
 
 _TRACEPARENT = re.compile(rb"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 
@@ -65,6 +79,7 @@ class TraceContext(Plugin):
             elif name == b"x-amzn-trace-id":
                 amzn = value
         parsed = parse_traceparent(incoming)
+        caller = parsed[1] if parsed is not None else None
         if parsed is None:
             if incoming is not None:  # a malformed one (and its tracestate) is not passed on
                 headers[:] = [(n, v) for n, v in headers if n not in (b"traceparent", b"tracestate")]
@@ -73,6 +88,15 @@ class TraceContext(Plugin):
             parsed = (tp[3:35], tp[36:52], tp[53:55])
         else:
             tp = incoming.decode()  # type: ignore[union-attr]
+        if _participating:
+            # The caller's span is the parent of the gateway's; the upstream's parent is the gateway's CLIENT span.
+            ctx.vars["parent_id"] = caller
+            span_id = os.urandom(8).hex()
+            ctx.vars["span_id"] = span_id
+            mine = f"00-{parsed[0]}-{span_id}-{parsed[2]}"
+            headers[:] = [(n, v) for n, v in headers if n != b"traceparent"]
+            headers.append((b"traceparent", mine.encode()))
+            tp = mine
         ctx.vars["traceparent"] = tp
         ctx.vars["trace_id"] = parsed[0]
         if conf.amzn_trace_id and amzn is None:

@@ -135,7 +135,11 @@ class Exchange:
 
     Making one attaches it to `leg` (`leg.exchange`), the client connection it answers on."""
 
-    __slots__ = ("leg", "gw", "req", "route", "params", "ctx", "peer", "write", "paused")
+    # sent, upstream, upstream_at, upstream_s: what observability reads once it is done (bytes written to the
+    # client; set by the integration: the target or `function:NAME` that answered, when the request went to it
+    # (perf_counter) and how long its answer took to come, in seconds; `upstream_at` is only set with `upstream`).
+    __slots__ = ("leg", "gw", "req", "route", "params", "ctx", "peer", "write", "paused", "sent", "upstream",
+                 "upstream_at", "upstream_s")  # fmt: skip
 
     def __init__(
         self, leg: ClientLeg, gw: Served, req: Request, route: Route | None, params: Any, ctx: Context | None
@@ -149,6 +153,10 @@ class Exchange:
         self.peer: Peer = leg.peer
         self.write = leg.write  # where response bytes go
         self.paused = leg.write_paused  # the client is not reading as fast as the response comes
+        self.sent = 0
+        self.upstream: Any = None
+        self.upstream_at: float  # (set with `upstream`)
+        self.upstream_s: float
         leg.exchange = self
 
     @property
@@ -335,7 +343,9 @@ class Exchange:
         has_body = status != 204 and status != 304
         head = finish_head([head[:-2]], req, b"%d" % len(body) if has_body else None, False, keep)
         req.response_started = True
-        self.write(head + body if has_body and not req.head_only and body else head)
+        data = head + body if has_body and not req.head_only and body else head
+        self.sent = len(data)
+        self.write(data)
         self.done()
 
     def fail(self, status: int, message: str, reason: str) -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from fastgw.proxy.pool import Target, Upstream
 
 log = logging.getLogger("fastgw.proxy")
+_perf = time.perf_counter
 
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 TIMED_OUT = "Endpoint request timed out"  # API Gateway's words for an integration timeout (504)
@@ -248,7 +249,7 @@ class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "target", "state", "loop", "transport", "sink", "parser", "ex", "req", "head", "idle_since",
         "deadline", "served", "closed", "_req_done", "_reading_paused", "_write_paused", "filtering", "held",
-        "attempt",
+        "attempt", "sent_at", "observed",
     )  # fmt: skip
 
     def __init__(self, target: Target, state: Worker) -> None:
@@ -272,6 +273,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.filtering = 0  # FILTER | CHECK: what the response head goes through first
         self.held = -1  # body bytes held for body_filter phases; -1: the response streams
         self.attempt: Attempt | None = None  # the tries of the exchange, when it may be retried (see Attempt.ex)
+        # Observability is on (access log, metrics or spans): what answered, how long it took and the bytes sent
+        # are recorded on the exchange (PERF: off, the plain proxy pays one flag test per write: 70.4k -> 70.8k
+        # instructions an exchange, callgrind).
+        self.observed = state.access_log is not None
+        self.sent_at = 0.0  # perf_counter when the request head was written (upstream latency)
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -339,7 +345,14 @@ class UpstreamConnection(asyncio.Protocol):
                     self._filter_failed(ex, out, exc)
                     return
         if out:
-            ex.write(b"".join(out) if len(out) > 1 else out[0])
+            data = b"".join(out) if len(out) > 1 else out[0]
+            if self.observed:
+                if ex.upstream is None:  # the head: who answered, and how long it took
+                    ex.upstream = self.target
+                    ex.upstream_at = self.sent_at
+                    ex.upstream_s = _perf() - self.sent_at
+                ex.sent += len(data)
+            ex.write(data)
             out.clear()
         if sink.done:
             self._finish()
@@ -389,6 +402,8 @@ class UpstreamConnection(asyncio.Protocol):
             head = b"".join(chunks)
         self._req_done = req.complete
         assert self.transport is not None
+        if self.observed:
+            self.sent_at = _perf()
         self.transport.write(head)
         if not self._write_paused:
             self.deadline = self.loop.time() + self.target.head_timeout
@@ -519,7 +534,14 @@ class UpstreamConnection(asyncio.Protocol):
     def _flush(self, ex: Exchange) -> None:
         out = self.sink.out
         if out:
-            ex.write(b"".join(out) if len(out) > 1 else out[0])
+            data = b"".join(out) if len(out) > 1 else out[0]
+            if self.observed:
+                if ex.upstream is None:  # a held response: its head went out with it
+                    ex.upstream = self.target
+                    ex.upstream_at = self.sent_at
+                    ex.upstream_s = _perf() - self.sent_at
+                ex.sent += len(data)
+            ex.write(data)
             out.clear()
 
     def _detach(self) -> tuple[Exchange | None, Request | None]:

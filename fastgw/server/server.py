@@ -20,6 +20,7 @@ from fastgw.config.load import ConfigError, LoadedConfig, load_config, reload_co
 from fastgw.gateway import Gateway
 from fastgw.observability.accesslog import AccessLog
 from fastgw.observability.metrics import Counters, merge, observer
+from fastgw.observability.otel import span_export
 from fastgw.pipeline.exchange import Worker
 from fastgw.pipeline.head import DATE
 from fastgw.server.protocol import ClientProtocol
@@ -77,6 +78,7 @@ class Server:
         self.metrics_dir = metrics_dir
         keep = cfg.admin is not None and cfg.admin.metrics
         self.counters = Counters() if keep else None
+        self.spans = span_export(cfg.tracing)  # OpenTelemetry export, when configured
         self._admin_conf = cfg.admin if admin else None
         self.admin: AdminListener | None = None
         self.workers = 1
@@ -105,7 +107,7 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         gateway = self.gateway = Gateway(self._loaded)
-        state = self.state = Worker(loop, gateway, observer(self._access_log, self.counters))
+        state = self.state = Worker(loop, gateway, observer(self._access_log, self.counters, self.spans))
         if self.counters is not None:
             self.counters.worker = state
         gateway.start()
@@ -268,6 +270,8 @@ class Server:
             await self.gateway.aclose()
         if self._access_log is not None:
             self._access_log.close()
+        if self.spans is not None:
+            await self.spans.aclose(timeout)
         if self.metrics_dir is not None and self.counters is not None:
             self.counters.write_snapshot(self.metrics_dir)
         if self._stopped is not None:

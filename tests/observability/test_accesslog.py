@@ -4,6 +4,7 @@ reopened on SIGUSR1 after logrotate moved it, and the gateway's own log as JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import re
 import signal
@@ -14,7 +15,7 @@ import orjson
 
 from fastgw.client import http_request
 from fastgw.observability.accesslog import AccessLog, trace_id_of
-from fastgw.testing import EchoUpstream, running_gateway
+from fastgw.testing import EchoUpstream, RawConnection, running_gateway
 from tests.integration.gwprocess import GatewayProcess
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -43,35 +44,112 @@ async def test_json_lines_field_by_field():
         headers = {"apikey": "alice-key-0123456789", "user-agent": "curl/8.5", "traceparent": TRACEPARENT}
         r = await http_request(gw.port, "POST", "/prod/items?x=1", headers=headers, body=b"abc", host="shop.test")
         assert r.status == 200
-        assert (await http_request(gw.port, "GET", "/nowhere")).status in (403, 404)
+        miss = await http_request(gw.port, "GET", "/nowhere")
+        assert miss.status in (403, 404)
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == 2
     first = lines[0]
     stamp = first.pop("time")
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp)
-    assert 0 <= first.pop("duration_ms") < 10_000
+    duration = first.pop("duration_ms")
+    upstream_ms = first.pop("upstream_ms")
+    assert 0 < upstream_ms <= duration < 10_000
     assert len(first.pop("request_id")) >= 16
     assert first == {
         "client": "127.0.0.1", "method": "POST", "host": "shop.test", "path": "/prod/items", "route": "shop:items@prod",
         "api": "shop", "stage": "prod", "status": 200, "request_bytes": 3, "consumer": "alice",
         "user_agent": "curl/8.5", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "response_bytes": len(r.raw_head) + len(r.body), "upstream": f"127.0.0.1:{up.port}",
     }  # fmt: skip
-    miss = lines[1]
+    nothing = lines[1]
     # Fields nothing set are left out; those every request has are there (null when unknown).
-    assert miss["route"] is None and miss["user_agent"] is None and "consumer" not in miss and "api" not in miss
+    assert nothing["route"] is None and nothing["user_agent"] is None and "consumer" not in nothing
+    assert "api" not in nothing and "upstream" not in nothing and "upstream_ms" not in nothing
+    assert nothing["response_bytes"] == len(miss.raw_head) + len(miss.body) > 0
+
+
+async def _slow_upstream(delay: float) -> asyncio.AbstractServer:
+    """Answers every request `delay` seconds after it arrived."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                await asyncio.sleep(delay)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_upstream_latency_is_the_wait_for_the_head_and_plugin_vars_are_logged():
+    out = io.BytesIO()
+    slow = await _slow_upstream(0.2)
+    port = slow.sockets[0].getsockname()[1]
+    cfg = {
+        "plugin_modules": ["tests.observability.publish:Publish"],
+        "upstreams": {"backend": {"targets": [f"http://127.0.0.1:{port}"]}},
+        "routes": [
+            {"path": "/slow", "name": "slow", "integration": {"type": "http", "upstream": "backend"},
+             "plugins": {"publish-vars": {}}},
+        ],
+    }  # fmt: skip
+    try:
+        async with running_gateway(cfg, access_log=AccessLog(out)) as gw:
+            r = await http_request(gw.port, "GET", "/slow", headers={"x-cache": "MISS", "x-limit": "allowed"})
+            assert r.status == 200 and r.body == b"slow"
+            refused = await http_request(gw.port, "GET", "/slow", headers={"x-limit": "refused"})
+            assert refused.status == 429
+    finally:
+        slow.close()
+    first, second = (orjson.loads(line) for line in out.getvalue().splitlines())
+    assert 190 <= first["upstream_ms"] <= first["duration_ms"] < 5000, first
+    assert first["cache_status"] == "MISS" and first["rate_limit"] == "allowed"
+    assert first["upstream"] == f"127.0.0.1:{port}" and first["response_bytes"] == len(r.raw_head) + 4
+    # Refused in the access phase: no upstream answered, the limiter's decision is there.
+    assert second["status"] == 429 and second["rate_limit"] == "refused" and "upstream" not in second
+    assert "cache_status" not in second
+
+
+async def test_what_a_client_chose_is_escaped_and_every_line_is_json():
+    out = io.BytesIO()
+    cfg = {"routes": [{"path": "/{p+}", "name": "any", "integration": {"type": "mock"}}]}
+    ua = 'say "hi" \\ café'
+    async with running_gateway(cfg, access_log=AccessLog(out)) as gw:
+        await http_request(gw.port, "GET", "/a%22b", headers={"user-agent": ua})
+        await http_request(gw.port, "GET", "/plain", headers={"user-agent": "x"})
+    first, second = (orjson.loads(line) for line in out.getvalue().splitlines())
+    assert first["user_agent"] == ua
+    assert first["path"] == "/a%22b" and first["route"] == "any"  # what is matched, still encoded
+    assert second["path"] == "/plain" and second["user_agent"] == "x"
 
 
 async def test_text_format():
     out = io.BytesIO()
-    cfg = {"routes": [{"path": "/t", "name": "t", "integration": {"type": "mock", "status": 202}}]}
+    cfg = {"routes": [{"path": "/t", "name": "t", "integration": {"type": "mock", "status": 202, "body": "ok"}}]}
     async with running_gateway(cfg, access_log=AccessLog(out, format="text")) as gw:
-        await http_request(gw.port, "GET", "/t", headers={"user-agent": "probe/1", "traceparent": TRACEPARENT})
+        r = await http_request(gw.port, "GET", "/t", headers={"user-agent": "probe/1", "traceparent": TRACEPARENT})
     line = out.getvalue().decode()
+    sent = len(r.raw_head) + len(r.body)
     assert re.fullmatch(
-        r'127\.0\.0\.1 - - \[[0-9T:Z-]+\] "GET /t" 202 0 [0-9.]+ms "probe/1" host=test\.local route=t '
-        r"request_id=- trace_id=4bf92f3577b34da6a3ce929d0e0e4736\n",
+        rf'127\.0\.0\.1 - - \[[0-9T:Z-]+\] "GET /t" 202 {sent} [0-9.]+ms "probe/1" host=test\.local route=t '
+        r"request_id=- trace_id=4bf92f3577b34da6a3ce929d0e0e4736 request_bytes=0\n",
         line,
     ), line
+
+
+async def test_a_burst_is_flushed_in_order_with_one_line_each():
+    out = io.BytesIO()
+    cfg = {"routes": [{"path": "/{n}", "name": "n", "integration": {"type": "mock"}}]}
+    log = AccessLog(out)
+    async with running_gateway(cfg, access_log=log) as gw:
+        conn = await RawConnection.open(gw.port)
+        n = 600  # more than one buffer's worth: a flush on the way, and the rest at the end
+        await conn.send(b"".join(b"GET /%d HTTP/1.1\r\nhost: x\r\n\r\n" % i for i in range(n)))
+        for _ in range(n):
+            assert (await conn.response()).status == 200
+        await conn.close()
+    paths = [orjson.loads(line)["path"] for line in out.getvalue().splitlines()]
+    assert paths == [f"/{i}" for i in range(n)]
 
 
 def test_trace_id_of_refuses_what_is_not_a_traceparent():

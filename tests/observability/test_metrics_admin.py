@@ -210,8 +210,11 @@ async def test_metrics_sum_over_two_workers(tmp_path: Path):
         assert admin, gw.log
         admin_port = int(admin[0].group(1))
         n = 40
+        sizes = set()
         for _ in range(n):
-            assert (await http_request(gw.port, "GET", "/v")).status == 200
+            r = await http_request(gw.port, "GET", "/v")
+            assert r.status == 200
+            sizes.add(len(r.raw_head) + len(r.body))
         key = ("fastgw_requests_total", (("method", "GET"), ("route", "v"), ("status", "200")))
         got: dict = {}
         # Workers write their counters once a second: wait for the sum to reach what was sent.
@@ -221,6 +224,8 @@ async def test_metrics_sum_over_two_workers(tmp_path: Path):
                 break
             await asyncio.sleep(0.2)
         assert got.get(key) == n, got
+        (size,) = sizes  # every answer alike (the date may change its second, not its length)
+        assert got[("fastgw_response_bytes_total", (("route", "v"),))] == n * size
         status = (await admin_get(admin_port, "/status")).json()
         assert status["workers"] == 2
     finally:
@@ -230,12 +235,17 @@ async def test_metrics_sum_over_two_workers(tmp_path: Path):
 def test_merge_counts_a_dead_workers_counters_but_not_its_gauges():
     from fastgw.observability.metrics import merge
 
-    row = ["v", "GET", 200, 2, 10, 0.5, *([0] * 12)]
-    alive = {"series": [row], "connections": 3, "functions": {"f": 2}, "dead": False}
-    dead = {"series": [row], "connections": 5, "functions": {"f": 4}, "dead": True}
+    row = ["v", "GET", 200, 2, 10, 7, 0.5, *([0] * 12)]
+    target = ["up", "127.0.0.1:1", 1, 2, 3, 1]  # in rotation, breaker open, 3 idle, 1 busy
+    alive = {"series": [row], "connections": 3, "functions": {"f": 2}, "targets": [target], "dead": False,
+             "retries": [["up", 1, 0]], "function_calls": [["f", 5, 1, 0]]}  # fmt: skip
+    dead = {"series": [row], "connections": 5, "functions": {"f": 4}, "targets": [target], "dead": True,
+            "retries": [["up", 2, 1]], "function_calls": [["f", 1, 1, 1]]}  # fmt: skip
     got = merge([alive, dead])
-    assert got["series"][("v", "GET", 200)][:3] == [4, 20, 1.0]  # the sum never goes down when a worker dies
+    assert got["series"][("v", "GET", 200)][:4] == [4, 20, 14, 1.0]  # the sum never goes down when a worker dies
     assert got["connections"] == 3 and got["functions"] == {"f": 2}
+    assert got["targets"] == {("up", "127.0.0.1:1"): [1, 2, 3, 1]}  # gauges: the live worker's only
+    assert got["retries"] == {("up",): [3, 1]} and got["function_calls"] == {("f",): [6, 2, 1]}
 
 
 def test_the_openapi_file_describes_every_admin_endpoint_and_no_other():
@@ -263,6 +273,12 @@ def test_the_grafana_dashboard_queries_only_metrics_the_gateway_exports():
         (Path(__file__).resolve().parents[2] / "examples" / "grafana" / "fastgw-dashboard.json").read_text()
     )
     exported = {"fastgw_requests_total", "fastgw_request_bytes_total", "fastgw_request_duration_seconds_bucket",
-                "fastgw_open_connections", "fastgw_function_workers"}  # fmt: skip
+                "fastgw_open_connections", "fastgw_function_workers", "fastgw_response_bytes_total",
+                "fastgw_upstream_duration_seconds_bucket", "fastgw_upstream_target_healthy",
+                "fastgw_upstream_breaker_state", "fastgw_upstream_breaker_opens_total", "fastgw_upstream_retries_total",
+                "fastgw_upstream_retries_refused_total", "fastgw_upstream_connections",
+                "fastgw_rate_limit_decisions_total", "fastgw_cache_responses_total",
+                "fastgw_function_invocations_total", "fastgw_function_errors_total", "fastgw_function_throttles_total",
+                "fastgw_function_duration_seconds_bucket", "fastgw_function_workers_busy"}  # fmt: skip
     used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"fastgw_\w+", t["expr"])}
     assert used and used <= exported, used - exported
