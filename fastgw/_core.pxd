@@ -148,6 +148,7 @@ cdef class PhaseChain:
     cdef public object consumer_keys
     cdef public bint per_consumer
     cdef public bint streams
+    cdef public object front
 
 cdef class Context:
     cdef public ClientRequest request

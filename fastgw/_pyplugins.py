@@ -292,7 +292,7 @@ class PhaseChain:
     tuples, the consumer header settings, and whether some consumer has plugins of its own."""
 
     __slots__ = ("request", "header_filter", "body_filter", "log", "strip", "consumer_keys", "per_consumer",
-                 "streams")  # fmt: skip
+                 "streams", "front")  # fmt: skip
 
     def __init__(self) -> None:
         self.request: tuple[Any, ...] = ()  # rewrite phases, then access phases: (callable, conf, is_async, name)
@@ -303,6 +303,7 @@ class PhaseChain:
         self.consumer_keys: tuple[bytes | None, bytes | None] | None = None
         self.per_consumer = False
         self.streams = True
+        self.front: Any = None  # the route's one plugin's `front(ex, client_ip)`, or None (see Plugin.front)
 
     def for_consumer(self, consumer: Any) -> PhaseChain | None:
         """The chain for `consumer`'s requests, None when it is this one (see Chain)."""

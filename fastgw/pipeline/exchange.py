@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
-from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases
+from fastgw._pycore import status_line  # a table lookup, the same on both twins
+from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases, strip_headers
 from fastgw.core import filter_head as _filter_head
 from fastgw.pipeline.body import BodyCollector
-from fastgw.pipeline.head import encode_lines, gateway_head
+from fastgw.pipeline.head import DATE, encode_lines, gateway_head
 from fastgw.pipeline.leg import PAUSE_UPSTREAM_BUSY
 from fastgw.plugins.base import Response
 from fastgw.plugins.run import filter_body, run_log
@@ -185,6 +186,18 @@ class Exchange:
             ctx.request.body = b"".join(req.body)
         self.request_phases(0)
 
+    def proceed(self) -> None:
+        """Start the integration of a request a plugin's `front` let through, as `run_phases` would once every
+        phase went on (the consumer headers clients may not send are dropped; the plugin changed nothing else)."""
+        req = self.req
+        chain = self.route.chain  # type: ignore[union-attr]
+        if chain.strip:  # type: ignore[union-attr]
+            strip_headers(req, chain.strip)  # type: ignore[union-attr]
+        if req.expect_continue:
+            self.integrate()
+        else:
+            self.route.start(self)  # type: ignore[union-attr]
+
     def _collected(self, chunks: list[bytes]) -> None:
         req = self.req
         req.body = chunks
@@ -330,6 +343,20 @@ class Exchange:
         keep = keep_alive(req, self.state.closing, True)
         has_body = status != 204 and status != 304
         head = finish_head([head[:-2]], req, b"%d" % len(body) if has_body else None, False, keep)
+        req.response_started = True
+        self.write(head + body if has_body and not req.head_only and body else head)
+        self.done()
+
+    def send_ready(self, status: int, parts: list[bytes], body: bytes) -> None:
+        """Send a whole response whose header lines are ready and that no filter is to see (a cache hit on a route
+        whose only plugin is the cache): `parts` go after the status line and Date, then it is framed as `send`
+        frames it and written in one piece."""
+        req = self.req
+        req.status = status
+        keep = keep_alive(req, self.leg.state.closing, True)
+        has_body = status != 204 and status != 304
+        head = finish_head([status_line(status), DATE.line, *parts], req, b"%d" % len(body) if has_body else None,
+                           False, keep)  # fmt: skip
         req.response_started = True
         self.write(head + body if has_body and not req.head_only and body else head)
         self.done()
