@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
-from fastgw._pycore import status_line  # a table lookup, the same on both twins
+from fastgw._pycore import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
 from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases, strip_headers
 from fastgw.core import filter_head as _filter_head
 from fastgw.pipeline.body import BodyCollector
@@ -355,8 +355,8 @@ class Exchange:
         req.status = status
         keep = keep_alive(req, self.leg.state.closing, True)
         has_body = status != 204 and status != 304
-        head = finish_head([status_line(status), DATE.line, *parts], req, b"%d" % len(body) if has_body else None,
-                           False, keep)  # fmt: skip
+        line = HTTP_STATUS_LINES.get(status) or status_line(status)
+        head = finish_head([line, DATE.line, *parts], req, b"%d" % len(body) if has_body else None, False, keep)
         req.response_started = True
         self.write(head + body if has_body and not req.head_only and body else head)
         self.done()

@@ -74,13 +74,12 @@ class Early(Protocol):
     import)."""
 
     req: Request
-    route: Any  # the served route: `.info` is its RouteInfo
+    route: Any  # the served route: `.info` is its RouteInfo, `.chain` its chain
     params: Any
     ctx: Context | None
     gw: Any  # the gateway the request started on (`server_line`)
-
-    @property
-    def state(self) -> Any: ...  # the worker (`access_log`, `loop`)
+    leg: Any  # the client connection: `.state` is the worker (`access_log`, `loop`)
+    write: Callable[[bytes], None]  # where the response's bytes go
 
     def send_ready(self, status: int, parts: list[bytes], body: bytes) -> None: ...
     def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None: ...

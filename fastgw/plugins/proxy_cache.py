@@ -222,8 +222,10 @@ class Front:
         if method not in p.methods:
             return False
         raw = req.headers
-        if self.authorization and _header(raw, b"authorization"):
-            return False
+        if self.authorization:
+            for k, v in raw:  # PERF: inline, not _header(): a Python frame less on every hit
+                if k == b"authorization" and v:
+                    return False
         part = self.route_part
         if part is None:
             info = ex.route.info
@@ -247,7 +249,7 @@ class Front:
             if item is None or now >= item.fresh_until:
                 return False
         items.move_to_end(key)
-        if ex.state.access_log is not None:
+        if ex.leg.state.access_log is not None:
             ctx = ex.ctx = new_context(req, client_ip, ex.params, ex.route.info, self.quiet)
             ctx.vars["cache_status"] = "HIT"
         age = item.age + now - item.stored_at if now > item.stored_at else item.age

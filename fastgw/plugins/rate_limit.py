@@ -311,12 +311,13 @@ def _ceil_s(us: float) -> int:
 
 class Front:
     """PERF: one limit decided in this worker (local, hybrid) on a route whose only plugin it is: the key from the
-    request's fields, one compiled take, the four RateLimit-* fields as encoded lines with only the two numbers
-    formatted, and the integration started, without the phase loop, a Python frame per key or a header check per
-    field (issue 12: the limit cost ~24.5k instructions a request the usual way, its target ~3.5k). A refusal is
-    answered as `access` answers it."""
+    request's fields, one compiled take, the integration started at once, and the four RateLimit-* fields written
+    into the response head on its way out (`Splice`), as one formatted block of lines. No phase loop, no context
+    (unless the access log wants `rate_limit`), no header checks per field; the integration sees a route without
+    plugins, and no filter runs over the head (issue 12: ~24.5k instructions a request the usual way, target
+    ~3.5k). A refusal is answered as `access` answers it."""
 
-    __slots__ = ("plugin", "p", "rule", "key_of", "by_ip", "limit_b", "policy_b", "interval_us", "headers", "hybrid")
+    __slots__ = ("plugin", "p", "rule", "key_of", "by_ip", "lines", "interval_us", "headers", "hybrid")
 
     def __init__(self, plugin: RateLimit, p: Prepared) -> None:
         self.plugin = plugin
@@ -324,8 +325,10 @@ class Front:
         rule = self.rule = p.rules[0]
         self.by_ip = rule.key == "ip"
         self.key_of = _front_key(rule.key)
-        self.limit_b = rule.limit_text.encode("latin-1")
-        self.policy_b = p.policy_header.encode("latin-1")
+        # The fields as set_response_header would add them (names lower-case, in this order), two numbers left.
+        policy = p.policy_header.replace("%", "%%")
+        text = f"ratelimit-limit: {rule.limit_text}\r\nratelimit-remaining: %d\r\nratelimit-reset: %d\r\n"
+        self.lines = (text + f"ratelimit-policy: {policy}\r\n").encode("latin-1")
         self.interval_us = rule.interval_us
         self.headers = p.headers
         self.hybrid = p.hybrid
@@ -336,8 +339,8 @@ class Front:
         key = client_ip if self.by_ip else self.key_of(req, client_ip, route.info)
         rule = self.rule
         ok, remaining, wait = rule.table.take(key, time.monotonic_ns() // 1000)
-        ctx = ex.ctx = new_context(req, client_ip, ex.params, route.info, route.chain)
         if not ok:
+            ctx = ex.ctx = new_context(req, client_ip, ex.params, route.info, route.chain)
             refused = self.plugin._answer(ctx, self.p, [(ok, remaining, wait)])
             assert refused is not None
             ex.respond(refused.status, refused.headers, refused.body)
@@ -346,15 +349,40 @@ class Front:
             self.plugin._count(self.p, [key])
         if self.headers:
             reset = -(-((rule.burst - remaining) * self.interval_us) // 1_000_000)
-            ctx._reply_headers = [
-                (b"ratelimit-limit", self.limit_b),
-                (b"ratelimit-remaining", b"%d" % remaining),
-                (b"ratelimit-reset", b"%d" % reset),
-                (b"ratelimit-policy", self.policy_b),
-            ]
-        ctx.vars["rate_limit"] = "allowed"
+            ex.write = Splice(ex.write, self.lines % (remaining, reset)).write
+        if ex.leg.state.access_log is not None:
+            ex.ctx = new_context(req, client_ip, ex.params, route.info, route.chain)
+            ex.ctx.vars["rate_limit"] = "allowed"
         ex.proceed()
         return True
+
+
+class Splice:
+    """Where a limited response goes (the exchange's `write`, as a tee would be): the first final head that passes
+    gets `lines` before its blank line, replacing fields of those names the integration gave; the rest passes as
+    it is. A head reaches `write` whole, at the start of one call (the upstream leg's sink builds it in one piece;
+    a response made in the gateway is written whole)."""
+
+    __slots__ = ("out", "lines")
+
+    def __init__(self, out: Callable[[bytes], None], lines: bytes) -> None:
+        self.out = out
+        self.lines: bytes | None = lines
+
+    def write(self, data: bytes) -> None:
+        lines = self.lines
+        if lines is not None and data[9:10] != b"1":  # "HTTP/1.1 1xx": an interim head (100 Continue, 103)
+            self.lines = None
+            end = data.find(b"\r\n\r\n") + 2
+            head = data[:end]
+            if b"\nratelimit-" in head.lower():  # the integration set some: ours replace them
+                kept = [line for line in head.split(b"\r\n") if not line.lower().startswith(_OURS)]
+                head = b"\r\n".join(kept)
+            data = b"".join((head, lines, data[end:]))
+        self.out(data)
+
+
+_OURS = tuple(b"ratelimit-%s:" % n for n in (b"limit", b"remaining", b"reset", b"policy"))
 
 
 class RateLimit(Plugin):
