@@ -162,3 +162,8 @@ cdef class Context:
     cdef public PhaseChain chain
     cdef public list _reply_headers
     cdef public list _upstream_sets
+
+cdef class HeadSplice:
+    cdef public object out
+    cdef public object lines
+    cdef public tuple names

@@ -1368,6 +1368,51 @@ def filter_head(Context ctx, bytes head):
     return b"".join((first, headers.block(), b"\r\n"))
 
 
+cdef class HeadSplice:
+    """See `fastgw._pyplugins.HeadSplice`. PERF: the head's end, the check of its field names and the new head in
+    C and one allocation; as Python (a closure, find, lower, `in`, slices, join) it was ~13k instructions a limited
+    request (callgrind), with all of the limit's other work ~5k."""
+
+    def __init__(self, out, bytes lines, tuple names):
+        self.out = out
+        self.lines = lines
+        self.names = names
+
+    def write(self, bytes data):
+        cdef bytes lines = self.lines
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, end = -1, at, ln
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef const void* nl
+        cdef bytes name
+        if lines is not None and n > 9 and p[9] != 49:  # 49 = '1': an interim head passes as it is
+            self.lines = None
+            i = 0
+            while True:  # the blank line: an LF right after a CRLF
+                nl = memchr(p + i, 10, n - i)
+                if nl == NULL:
+                    break
+                i = <const unsigned char*>nl - p + 1
+                if i + 1 < n and p[i] == 13 and p[i + 1] == 10:
+                    end = i
+                    break
+            if end < 0:
+                self.out(data)
+                return
+            for name in self.names:
+                if not _absent_at(p, 0, end, name):
+                    self.out(_spec_plugins.HeadSplice(None, lines, self.names)._joined(data, lines))
+                    return
+            ln = PyBytes_GET_SIZE(lines)
+            out = PyBytes_FromStringAndSize(NULL, n + ln)
+            q = PyBytes_AS_STRING(out)
+            memcpy(q, p, end)
+            memcpy(q + end, PyBytes_AS_STRING(lines), ln)
+            memcpy(q + end + ln, p + end, n - end)
+            self.out(out)
+            return
+        self.out(data)
+
+
 def strip_headers(Request req, frozenset names):
     cdef list headers = req.headers
     cdef tuple item

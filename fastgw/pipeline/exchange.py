@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import orjson
 
 from fastgw._pycore import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
-from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases, strip_headers
+from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases
 from fastgw.core import filter_head as _filter_head
 from fastgw.pipeline.body import BodyCollector
 from fastgw.pipeline.head import DATE, encode_lines, gateway_head
@@ -185,18 +185,6 @@ class Exchange:
                 return
             ctx.request.body = b"".join(req.body)
         self.request_phases(0)
-
-    def proceed(self) -> None:
-        """Start the integration of a request a plugin's `front` let through, as `run_phases` would once every
-        phase went on (the consumer headers clients may not send are dropped; the plugin changed nothing else)."""
-        req = self.req
-        chain = self.route.chain  # type: ignore[union-attr]
-        if chain.strip:  # type: ignore[union-attr]
-            strip_headers(req, chain.strip)  # type: ignore[union-attr]
-        if req.expect_continue:
-            self.integrate()
-        else:
-            self.route.start(self)  # type: ignore[union-attr]
 
     def _collected(self, chunks: list[bytes]) -> None:
         req = self.req

@@ -254,7 +254,8 @@ class Front:
             ctx.vars["cache_status"] = "HIT"
         age = item.age + now - item.stored_at if now > item.stored_at else item.age
         server = b"" if item.has_server else ex.gw.server_line
-        ex.send_ready(item.status, [item.lines, server, _HIT_LINE % age], item.body)
+        # NOTE: int() first: %d of a float raises (and swallows) a TypeError inside, ~3k instructions.
+        ex.send_ready(item.status, [item.lines, server, _HIT_LINE % int(age)], item.body)
         return True
 
 

@@ -77,3 +77,13 @@ async def test_the_access_log_has_them_when_the_only_plugin_answers_first():
     assert [(e["path"], e.get("cache_status"), e.get("rate_limit")) for e in lines] == [
         ("/c", "MISS", None), ("/c", "HIT", None), ("/l", None, "allowed"), ("/l", None, "refused"),
     ]  # fmt: skip
+
+
+async def test_the_limits_fields_replace_those_the_upstream_sent_when_the_limit_answers_first(upstream, gateway):
+    # One local limit alone on the route (its front writes the fields into the head on the way out).
+    srv = await gateway(route_config(upstream, {"rate-limit": {"rate": 5, "period": 60}}))
+    r = await http_request(srv.port, "GET", "/headers?RateLimit-Limit=99&RateLimit-Remaining=98&x-kept=1")
+    assert r.status == 200 and r.header("x-kept") == "1"
+    fields = [(k.lower(), v) for k, v in r.headers if k.lower().startswith("ratelimit-")]
+    assert fields == [("ratelimit-limit", "5"), ("ratelimit-remaining", "4"), ("ratelimit-reset", "12"),
+                      ("ratelimit-policy", "5;w=60")]  # fmt: skip
