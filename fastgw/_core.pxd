@@ -148,6 +148,7 @@ cdef class PhaseChain:
     cdef public object consumer_keys
     cdef public bint per_consumer
     cdef public bint streams
+    cdef public object front
 
 cdef class Context:
     cdef public ClientRequest request
@@ -161,3 +162,8 @@ cdef class Context:
     cdef public PhaseChain chain
     cdef public list _reply_headers
     cdef public list _upstream_sets
+
+cdef class HeadSplice:
+    cdef public object out
+    cdef public object lines
+    cdef public tuple names

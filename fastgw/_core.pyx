@@ -9,7 +9,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.list cimport PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcpy
 
 from fastgw import _pycore as _spec
 from fastgw import _pyplugins as _spec_plugins
@@ -1194,6 +1194,7 @@ cdef class PhaseChain:
         self.consumer_keys = None
         self.per_consumer = False
         self.streams = True
+        self.front = None
 
     def for_consumer(self, consumer):
         return None
@@ -1288,12 +1289,16 @@ cdef bint _absent_at(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bytes k
     """No header line in p[i:n] has the name `key` (lower-case), in any case (see _absent_in)."""
     cdef const char* k = PyBytes_AS_STRING(key)
     cdef Py_ssize_t kn = PyBytes_GET_SIZE(key)
+    cdef const void* nl
     while i + kn < n:
         if p[i + kn] == 58 and _ieq(p + i, k, kn):  # 58 = ':'
             return False
-        while i < n and p[i] != 10:
-            i += 1
-        i += 1
+        # PERF: memchr to the next line: a byte loop here was ~2.6k instructions a request for the four
+        # RateLimit-* fields checked over a proxied head (callgrind), memchr a few hundred.
+        nl = memchr(p + i, 10, n - i)
+        if nl == NULL:
+            break
+        i = <const unsigned char*>nl - p + 1
     return True
 
 
@@ -1361,6 +1366,51 @@ def filter_head(Context ctx, bytes head):
         return head  # no plugin changed anything
     first = head[: end + 2] if resp.status == status else _status_line(resp.status)
     return b"".join((first, headers.block(), b"\r\n"))
+
+
+cdef class HeadSplice:
+    """See `fastgw._pyplugins.HeadSplice`. PERF: the head's end, the check of its field names and the new head in
+    C and one allocation; as Python (a closure, find, lower, `in`, slices, join) it was ~13k instructions a limited
+    request (callgrind), with all of the limit's other work ~5k."""
+
+    def __init__(self, out, bytes lines, tuple names):
+        self.out = out
+        self.lines = lines
+        self.names = names
+
+    def write(self, bytes data):
+        cdef bytes lines = self.lines
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i, end = -1, at, ln
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+        cdef const void* nl
+        cdef bytes name
+        if lines is not None and n > 9 and p[9] != 49:  # 49 = '1': an interim head passes as it is
+            self.lines = None
+            i = 0
+            while True:  # the blank line: an LF right after a CRLF
+                nl = memchr(p + i, 10, n - i)
+                if nl == NULL:
+                    break
+                i = <const unsigned char*>nl - p + 1
+                if i + 1 < n and p[i] == 13 and p[i + 1] == 10:
+                    end = i
+                    break
+            if end < 0:
+                self.out(data)
+                return
+            for name in self.names:
+                if not _absent_at(p, 0, end, name):
+                    self.out(_spec_plugins.HeadSplice(None, lines, self.names)._joined(data, lines))
+                    return
+            ln = PyBytes_GET_SIZE(lines)
+            out = PyBytes_FromStringAndSize(NULL, n + ln)
+            q = PyBytes_AS_STRING(out)
+            memcpy(q, p, end)
+            memcpy(q + end, PyBytes_AS_STRING(lines), ln)
+            memcpy(q + end + ln, p + end, n - end)
+            self.out(out)
+            return
+        self.out(data)
 
 
 def strip_headers(Request req, frozenset names):

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import time
 import uuid
 from collections import deque
@@ -231,6 +232,7 @@ class FunctionPool:
         self.watchers: set[asyncio.Task[None]] = set()
         self.closed = False
         self.generation = 0  # bumped by `recycle`: workers of an older one have loaded code that changed
+        self.pycache: str | None = None  # after a recycle: where python workers keep their bytecode (see recycle)
         self.arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
         # Counted per invocation, read by the metrics at scrape time (as Lambda's Invocations, Errors, Throttles).
         self.invocations = 0
@@ -267,6 +269,8 @@ class FunctionPool:
         )
         env.update(spec.environment)
         env["_FASTGW_CHANNEL_FD"] = str(fd)
+        if self.pycache is not None:
+            env["PYTHONPYCACHEPREFIX"] = self.pycache
         stream = time.strftime("%Y/%m/%d", time.gmtime()) + "/[$LATEST]" + uuid.uuid4().hex
         env["_FASTGW_FUNCTION"] = orjson.dumps(
             {"name": self.name, "handler": spec.handler, "memory": spec.memory_size, "arn": self.arn,
@@ -453,6 +457,14 @@ class FunctionPool:
         invocation ends, and every later invocation (and the warm workers) gets a worker that loads the code
         again. Other functions' workers are not touched."""
         self.generation += 1
+        if self.spec.runtime == "python":
+            # NOTE: a .pyc is trusted when the source's mtime (in whole seconds) and size match what it recorded, so
+            # an edit within the second of the last import that keeps the size would load the old code. Workers
+            # started from now on compile into a folder of their own instead (the next recycle, a fresh one).
+            old = self.pycache
+            self.pycache = tempfile.mkdtemp(prefix=f"fastgw-{self.name}-pycache-")
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
         idle, self.idle = self.idle, []
         for worker in idle:
             worker.stop()
@@ -475,6 +487,9 @@ class FunctionPool:
         for worker in self.idle:
             worker.stop()
         self.idle.clear()
+        if self.pycache is not None:
+            shutil.rmtree(self.pycache, ignore_errors=True)
+            self.pycache = None
 
     async def wait_closed(self, grace: float = STOP_GRACE) -> None:
         """After `close`: stop every worker (busy ones too, after `grace`) and wait until all have exited."""

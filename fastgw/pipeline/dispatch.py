@@ -58,6 +58,15 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
         return
     peer = leg.peer
     ip = peer.ip if not peer.trusted else client_ip(gw, req, peer.ip)
+    front = chain.front
+    if front is not None:
+        # The route's one plugin sees the request first (Plugin.front): a cache hit, one local limit.
+        ex = Exchange(leg, gw, req, route, params, None)
+        if front(ex, ip):
+            return
+        ex.ctx = new_context(req, ip, params, route.info, chain)
+        ex.request_phases(0)  # a chain with a front streams (plugins/chain.py)
+        return
     ctx = new_context(req, ip, params, route.info, chain)
     ex = Exchange(leg, gw, req, route, params, ctx)
     if chain.streams:

@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
+from fastgw._pycore import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
 from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases
 from fastgw.core import filter_head as _filter_head
 from fastgw.pipeline.body import BodyCollector
-from fastgw.pipeline.head import encode_lines, gateway_head
+from fastgw.pipeline.head import DATE, encode_lines, gateway_head
 from fastgw.pipeline.leg import PAUSE_UPSTREAM_BUSY
 from fastgw.plugins.base import Response
 from fastgw.plugins.run import filter_body, run_log
@@ -342,6 +343,22 @@ class Exchange:
         keep = keep_alive(req, self.state.closing, True)
         has_body = status != 204 and status != 304
         head = finish_head([head[:-2]], req, b"%d" % len(body) if has_body else None, False, keep)
+        req.response_started = True
+        data = head + body if has_body and not req.head_only and body else head
+        self.sent = len(data)
+        self.write(data)
+        self.done()
+
+    def send_ready(self, status: int, parts: list[bytes], body: bytes) -> None:
+        """Send a whole response whose header lines are ready and that no filter is to see (a cache hit on a route
+        whose only plugin is the cache): `parts` go after the status line and Date, then it is framed as `send`
+        frames it and written in one piece."""
+        req = self.req
+        req.status = status
+        keep = keep_alive(req, self.leg.state.closing, True)
+        has_body = status != 204 and status != 304
+        line = HTTP_STATUS_LINES.get(status) or status_line(status)
+        head = finish_head([line, DATE.line, *parts], req, b"%d" % len(body) if has_body else None, False, keep)
         req.response_started = True
         data = head + body if has_body and not req.head_only and body else head
         self.sent = len(data)

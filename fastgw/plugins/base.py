@@ -9,7 +9,8 @@ config loads. See docs/plugins.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import msgspec
 import orjson
@@ -18,11 +19,13 @@ import orjson
 from fastgw.core import ClientRequest, Context, Headers, ResponseHead, UpstreamRequest
 
 if TYPE_CHECKING:
+    from fastgw.core import Request
     from fastgw.plugins.consumers import Consumer
 
 __all__ = [
     "ClientRequest",
     "Context",
+    "Early",
     "EmptyConfig",
     "Headers",
     "Plugin",
@@ -52,10 +55,35 @@ class Plugin:
     def credentials(self, creds: list[tuple[Consumer, Any]]) -> None:
         """Called once at load with every consumer's credentials for this plugin (index them here)."""
 
+    def front(self, conf: Any) -> Callable[[Early, str], bool] | None:
+        """Called once per configuration (prepared) when the plugin is the only one of a route's chain: a callable
+        that sees each request before a context exists, `front(ex, client_ip)`, and returns True when it took
+        the request over (answered it, or started the integration itself), False to let the chain run as usual.
+        For the few plugins whose common case is cheaper than the phase machinery (a cache hit, one local
+        limit); None (the default): the chain always runs."""
+        return None
+
     def uses(self, phase: str, conf: Any) -> bool:
         """Called once per phase the class defines and configuration (prepared): False leaves the phase out of
         the chains of that configuration (a body_filter that is not needed makes the gateway hold bodies)."""
         return True
+
+
+class Early(Protocol):
+    """What a plugin's `front` sees of the exchange (`fastgw.pipeline.exchange.Exchange`, which the plugins may not
+    import)."""
+
+    req: Request
+    route: Any  # the served route: `.info` is its RouteInfo, `.chain` its chain
+    params: Any
+    ctx: Context | None
+    gw: Any  # the gateway the request started on (`server_line`)
+    leg: Any  # the client connection: `.state` is the worker (`access_log`, `loop`)
+    write: Callable[[bytes], None]  # where the response's bytes go
+
+    def send_ready(self, status: int, parts: list[bytes], body: bytes) -> None: ...
+    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None: ...
+    def integrate(self) -> None: ...
 
 
 class EmptyConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -21,12 +21,15 @@ import contextlib
 import email.utils
 import logging
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
 import msgspec
 from msgspec import Meta
 
-from fastgw.plugins.base import Context, Plugin, Response
+from fastgw.core import PhaseChain, new_context
+from fastgw.plugins.base import Context, Early, Plugin, Response
 from fastgw.state import redis as redis_state
 from fastgw.state.cache import MemoryStore, RedisStore, Stored
 
@@ -146,6 +149,116 @@ def _http_date(value: str | None) -> float | None:
     return float(calendar.timegm(parsed)) if parsed else None
 
 
+def _status(ctx: Context, value: str) -> None:
+    """X-Cache-Status on the response, and the same word for the access log and metrics."""
+    ctx.set_response_header("X-Cache-Status", value)
+    ctx.vars["cache_status"] = value
+
+
+def encode_lines(item: Stored) -> tuple[bytes, bool]:
+    """The stored headers as the header lines a hit sends (as the gateway encodes a `Response` of them: names as
+    stored, values UTF-8, a Content-Type added to a body without one), and whether a Server line is among them."""
+    headers = item.headers
+    if item.body and not any(k.lower() == "content-type" for k, _ in headers):
+        headers = [*headers, ("content-type", "application/octet-stream")]
+    lines = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("utf-8")) for k, v in headers)
+    return lines, any(k.lower() == "server" for k, _ in headers)
+
+
+_QUERIES: dict[bytes, str] = {}  # a raw query string -> its part of the key (sorted, decoded), bounded
+
+
+def _query_part(raw: bytes) -> str:
+    part = _QUERIES.get(raw)
+    if part is None:
+        query: dict[str, list[str]] = {}
+        for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            query.setdefault(k, []).append(v)
+        part = "&".join(f"{k}={v}" for k in sorted(query) for v in query[k])
+        if len(_QUERIES) >= 10_000:
+            _QUERIES.clear()
+        _QUERIES[raw] = part
+    return part
+
+
+def _header(raw: list[tuple[bytes, bytes]], name: bytes) -> str:
+    """`ctx.request.header(name)` over the request's wire headers (`name` lower-case), "" when absent."""
+    for k, v in raw:
+        if k == name:
+            try:
+                return v.decode("utf-8")
+            except UnicodeDecodeError:
+                return v.decode("latin-1")
+    return ""
+
+
+_HIT_LINE = b"x-cache-status: HIT\r\nage: %d\r\n"
+
+
+class Front:
+    """PERF: a fresh hit on a route whose one plugin is this cache (memory backend) is answered before anything
+    of the plugin machinery exists: the key made from the request's fields (as `base_key` makes it), one dict
+    lookup, the stored header lines written after the status line and Date with X-Cache-Status and Age, in one
+    piece. No context, phase loop, `Response` or header map (issue 12: a hit cost ~115k instructions that way, more
+    than a proxied exchange). Anything but a fresh hit (a miss, a stale entry, a bypass) goes the usual way, which
+    decides it again. The access log still finds `cache_status` in `ex.ctx.vars`: a context is made for it when
+    the log is on."""
+
+    __slots__ = ("p", "route_part", "key_headers", "authorization", "consumer_part", "quiet")
+
+    def __init__(self, p: Prepared) -> None:
+        self.p = p
+        self.route_part: str | None = None  # from the route's RouteInfo, on its first request
+        self.key_headers = tuple(h.encode("latin-1") for h in p.key_headers)
+        self.authorization = not p.conf.cache_authorization  # a request that carries one is not answered here
+        # Without an authentication plugin on the route no consumer is ever known: its part of the key is "".
+        self.consumer_part = "|" if p.conf.vary_by_consumer else ""
+        self.quiet = PhaseChain()  # the chain of a hit's context: nothing more runs
+
+    def __call__(self, ex: Early, client_ip: str) -> bool:
+        req = ex.req
+        method = req.method
+        p = self.p
+        if method not in p.methods:
+            return False
+        raw = req.headers
+        if self.authorization:
+            for k, v in raw:  # PERF: inline, not _header(): a Python frame less on every hit
+                if k == b"authorization" and v:
+                    return False
+        part = self.route_part
+        if part is None:
+            info = ex.route.info
+            part = self.route_part = f"{info.api}/{info.stage}/{info.name}" if info.api else info.name
+        query = req.query
+        key = f"{part}|{'GET' if method == 'HEAD' else method}|{(req.host or '').lower()}|{req.path}|"
+        if query:
+            key += _query_part(query)
+        for h in self.key_headers:
+            key += "|" + _header(raw, h)
+        key += self.consumer_part
+        now = time.time()
+        items = p.store.items
+        item = items.get(key)
+        if item is None or now >= item.fresh_until:
+            return False
+        if item.status == 0:  # the response varies on request headers: they complete the key
+            items.move_to_end(key)
+            key += "|" + "|".join(f"{n}={_header(raw, n.encode('latin-1'))}" for n in item.vary or ())
+            item = items.get(key)
+            if item is None or now >= item.fresh_until:
+                return False
+        items.move_to_end(key)
+        if ex.leg.state.access_log is not None:
+            ctx = ex.ctx = new_context(req, client_ip, ex.params, ex.route.info, self.quiet)
+            ctx.vars["cache_status"] = "HIT"
+        age = item.age + now - item.stored_at if now > item.stored_at else item.age
+        server = b"" if item.has_server else ex.gw.server_line
+        # NOTE: int() first: %d of a float raises (and swallows) a TypeError inside, ~3k instructions.
+        ex.send_ready(item.status, [item.lines, server, _HIT_LINE % int(age)], item.body)
+        return True
+
+
 class ProxyCache(Plugin):
     name = "proxy-cache"
     priority = 1050  # after the limits and request transforms, before the response-transformer's filters
@@ -160,12 +273,16 @@ class ProxyCache(Plugin):
     def max_held(self, p: Prepared) -> int:
         return p.conf.max_item_size
 
+    def front(self, p: Prepared) -> Callable[[Early, str], bool] | None:
+        # The memory backend answers at once; a Redis lookup is a round trip, which the usual way awaits.
+        return Front(p) if p.remote is None else None
+
     # -- the request: answer from the cache, or let one miss go upstream --------------------------------------
 
     def access(self, ctx: Context, p: Prepared) -> Any:
         req = ctx.request
         if req.method not in p.methods or (not p.conf.cache_authorization and req.header("authorization")):
-            ctx.set_response_header("X-Cache-Status", "BYPASS")
+            _status(ctx, "BYPASS")
             return None
         base = base_key(ctx, p)
         refresh = (p.conf.allow_refresh and ctx.consumer is not None
@@ -205,7 +322,7 @@ class ProxyCache(Plugin):
         fut = asyncio.get_running_loop().create_future()
         p.inflight[base] = (fut, time.monotonic() + p.conf.lock_timeout)
         ctx.vars["proxy-cache"] = Pending(p, base, stale, fut)
-        ctx.set_response_header("X-Cache-Status", "EXPIRED" if stale is not None else "MISS")
+        _status(ctx, "EXPIRED" if stale is not None else "MISS")
         return None
 
     async def _wait(self, ctx: Context, p: Prepared, base: str, busy: tuple[asyncio.Future[None], float],
@@ -234,7 +351,7 @@ class ProxyCache(Plugin):
         except redis_state.RedisUnavailable:
             if p.conf.on_redis_failure == "fail_closed":
                 return Response(503, {"message": "Service Unavailable"})
-            ctx.set_response_header("X-Cache-Status", "BYPASS")
+            _status(ctx, "BYPASS")
             return None
         result = self._decide(ctx, p, base, entry, now)
         if asyncio.iscoroutine(result):
@@ -242,7 +359,7 @@ class ProxyCache(Plugin):
         return result
 
     def _hit(self, ctx: Context, entry: Stored, now: float, status: str) -> Response:
-        ctx.set_response_header("X-Cache-Status", status)
+        _status(ctx, status)
         ctx.set_response_header("Age", str(int(entry.age + max(0.0, now - entry.stored_at))))
         return Response(entry.status, entry.body, headers=entry.headers)
 
@@ -267,6 +384,7 @@ class ProxyCache(Plugin):
             for k, v in stale.headers:
                 headers.add(k, v)
             headers.set("X-Cache-Status", "STALE")
+            ctx.vars["cache_status"] = "STALE"
             headers.set("Age", str(int(stale.age + max(0.0, now - stale.stored_at))))
             resp.status = stale.status
             return
@@ -330,6 +448,7 @@ class ProxyCache(Plugin):
         pointer = Stored(0, [], b"", item.stored_at, 0.0, item.fresh_until, item.stale_until, item.error_until,
                          item.vary) if item.vary else None  # fmt: skip
         if p.remote is None:
+            item.lines, item.has_server = encode_lines(item)
             if pointer is not None:
                 p.store.put(pending.base, pointer)
             p.store.put(key, item)

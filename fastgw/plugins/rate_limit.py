@@ -23,8 +23,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from fastgw.core import BucketTable
-from fastgw.plugins.base import Context, Plugin, Response
+from fastgw.core import BucketTable, HeadSplice, new_context, strip_headers
+from fastgw.plugins.base import Context, Early, Plugin, Response, RouteInfo
 from fastgw.state import redis as redis_state
 
 log = logging.getLogger("fastgw.plugins.rate_limit")
@@ -66,7 +66,8 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 class Rule:
     """One limit as served: how to compute a request's key, the bucket parameters, and the local table."""
 
-    __slots__ = ("key_of", "burst", "rate", "period_us", "table", "id", "policy_field", "interval_us", "limit_text")
+    __slots__ = ("key_of", "burst", "rate", "period_us", "table", "id", "policy_field", "interval_us", "limit_text",
+                 "key")  # fmt: skip
 
     def __init__(self, limit: Limit, name: str, max_keys: int) -> None:
         burst = limit.burst or limit.rate
@@ -79,6 +80,7 @@ class Rule:
         self.period_us = period_us
         self.interval_us = period_us / limit.rate
         self.key_of = _key_function(limit.key)
+        self.key = limit.key
         ident = msgspec.json.encode([name, limit.rate, period_us, burst, limit.key])
         self.id = hashlib.sha256(ident).hexdigest()[:16]
         # The same limit configured twice (a reload, another scope) keeps its buckets.
@@ -118,6 +120,41 @@ def _key_part(part: str) -> Callable[[Context], str]:
         return lambda ctx: f"{ctx.route.api}/{ctx.route.stage}"
     name = part.split(":", 1)[1]
     return lambda ctx: ctx.request.header(name) or ""
+
+
+# The same keys from the request itself, for `Front` (no context, so no consumer: a chain whose only plugin is the
+# limit authenticates no one, and `consumer` is the client address then too).
+FrontKey = Callable[[Any, str, RouteInfo], str]
+
+
+def _front_key(key: str | list[str]) -> FrontKey:
+    fns = [_front_key_part(p) for p in ([key] if isinstance(key, str) else key)]
+    if len(fns) == 1:
+        return fns[0]
+    return lambda req, ip, info: "|".join(fn(req, ip, info) for fn in fns)
+
+
+def _front_key_part(part: str) -> FrontKey:
+    if part == "ip":
+        return lambda req, ip, info: ip
+    if part == "consumer":
+        return lambda req, ip, info: "ip:" + ip
+    if part == "route":
+        return lambda req, ip, info: f"{info.api}/{info.stage}/{info.name}"
+    if part == "api":
+        return lambda req, ip, info: f"{info.api}/{info.stage}"
+    name = part.split(":", 1)[1].lower().encode("latin-1")
+
+    def header(req: Any, ip: str, info: RouteInfo) -> str:
+        for k, v in req.headers:
+            if k == name:
+                try:
+                    return str(v.decode("utf-8"))
+                except UnicodeDecodeError:
+                    return str(v.decode("latin-1"))
+        return ""
+
+    return header
 
 
 class Prepared:
@@ -272,6 +309,65 @@ def _ceil_s(us: float) -> int:
     return int(-(-us // 1_000_000))
 
 
+class Front:
+    """PERF: one limit decided in this worker (local, hybrid) on a route whose only plugin it is: the key from the
+    request's fields, one compiled take, the integration started at once, and the four RateLimit-* fields written
+    into the response head on its way out (`HeadSplice`), as one formatted block of lines. No phase loop, no context
+    (unless the access log wants `rate_limit`), no header checks per field; the integration sees a route without
+    plugins, and no filter runs over the head (issue 12: ~24.5k instructions a request the usual way, target
+    ~3.5k). A refusal is answered as `access` answers it."""
+
+    __slots__ = ("plugin", "p", "rule", "key_of", "by_ip", "lines", "interval_us", "headers", "hybrid")
+
+    def __init__(self, plugin: RateLimit, p: Prepared) -> None:
+        self.plugin = plugin
+        self.p = p
+        rule = self.rule = p.rules[0]
+        self.by_ip = rule.key == "ip"
+        self.key_of = _front_key(rule.key)
+        # The fields as set_response_header would add them (names lower-case, in this order), two numbers left.
+        policy = p.policy_header.replace("%", "%%")
+        text = f"ratelimit-limit: {rule.limit_text}\r\nratelimit-remaining: %d\r\nratelimit-reset: %d\r\n"
+        self.lines = (text + f"ratelimit-policy: {policy}\r\n").encode("latin-1")
+        self.interval_us = rule.interval_us
+        self.headers = p.headers
+        self.hybrid = p.hybrid
+
+    def __call__(self, ex: Early, client_ip: str) -> bool:
+        req = ex.req
+        route = ex.route
+        key = client_ip if self.by_ip else self.key_of(req, client_ip, route.info)
+        rule = self.rule
+        ok, remaining, wait = rule.table.take(key, time.monotonic_ns() // 1000)
+        if not ok:
+            ctx = ex.ctx = new_context(req, client_ip, ex.params, route.info, route.chain)
+            refused = self.plugin._answer(ctx, self.p, [(ok, remaining, wait)])
+            assert refused is not None
+            ex.respond(refused.status, refused.headers, refused.body)
+            return True
+        if self.hybrid:
+            self.plugin._count(self.p, [key])
+        if self.headers:
+            # NOTE: an int for %d: a float there raises (and swallows) a TypeError inside, ~3k instructions.
+            reset = int(-(-((rule.burst - remaining) * self.interval_us) // 1_000_000))
+            ex.write = HeadSplice(ex.write, self.lines % (remaining, reset), _OURS).write
+        if ex.leg.state.access_log is not None:
+            ex.ctx = new_context(req, client_ip, ex.params, route.info, route.chain)
+            ex.ctx.vars["rate_limit"] = "allowed"
+        # Exchange.proceed inlined (PERF: a Python frame is ~1k instructions here).
+        strip = route.chain.strip
+        if strip:
+            strip_headers(req, strip)
+        if req.expect_continue:
+            ex.integrate()
+        else:
+            route.start(ex)
+        return True
+
+
+_OURS = tuple(b"ratelimit-%s" % n for n in (b"limit", b"remaining", b"reset", b"policy"))
+
+
 class RateLimit(Plugin):
     name = "rate-limit"
     priority = 1900
@@ -284,6 +380,9 @@ class RateLimit(Plugin):
         if conf.policy != "local" and redis is None:
             raise ValueError(f"policy {conf.policy!r} needs the top-level `redis:` section (redis: {{url: ...}})")
         return Prepared(conf, redis if conf.policy != "local" else None)
+
+    def front(self, p: Prepared) -> Callable[[Early, str], bool] | None:
+        return Front(self, p) if p.single else None
 
     def access(self, ctx: Context, p: Prepared) -> Any:
         # PERF: the local policy is a plain phase (no coroutine). One limit: one key function, one compiled take and
@@ -304,6 +403,7 @@ class RateLimit(Plugin):
                         "RateLimit-Reset", str(_ceil_s((rule.burst - remaining) * rule.interval_us))
                     )
                     ctx.set_response_header("RateLimit-Policy", p.policy_header)
+                ctx.vars["rate_limit"] = "allowed"
                 return None
             return self._answer(ctx, p, [(ok, remaining, wait)])
         keys = [r.key_of(ctx) for r in rules]
@@ -336,7 +436,9 @@ class RateLimit(Plugin):
             ctx.set_response_header("RateLimit-Reset", str(reset))
             ctx.set_response_header("RateLimit-Policy", p.policy_header)
         if allowed:
+            ctx.vars["rate_limit"] = "allowed"
             return None
+        ctx.vars["rate_limit"] = "refused"
         return Response(429, TOO_MANY, headers=[("Retry-After", str(reset))])
 
     async def _remote(self, ctx: Context, p: Prepared, keys: list[str]) -> Response | None:
@@ -350,7 +452,7 @@ class RateLimit(Plugin):
         try:
             out = await redis.run(lambda client: redis.script(TAKE_SCRIPT)(keys=names, args=args, client=client))
         except redis_state.RedisUnavailable:
-            return self._redis_failed(p)
+            return self._redis_failed(ctx, p)
         ok = out[0] == 1
         results = [(ok, int(out[1 + 2 * j]), int(out[2 + 2 * j])) for j in range(len(rules))]
         return self._answer(ctx, p, results)
@@ -370,7 +472,7 @@ class RateLimit(Plugin):
             try:
                 out = await redis.run(_script_call(redis, TAKE_SCRIPT, names, args))
             except redis_state.RedisUnavailable:
-                return self._redis_failed(p)
+                return self._redis_failed(ctx, p)
             ok = out[0] == 1
             for j, i in enumerate(idx):
                 results[i] = (ok, int(out[1 + 2 * j]), int(out[2 + 2 * j]))
@@ -381,10 +483,12 @@ class RateLimit(Plugin):
             done = [(False, rem, wait) for _, rem, wait in done]
         return self._answer(ctx, p, done)
 
-    def _redis_failed(self, p: Prepared) -> Response | None:
+    def _redis_failed(self, ctx: Context, p: Prepared) -> Response | None:
         if p.fail_open:
             p.fail_opened += 1
+            ctx.vars["rate_limit"] = "allowed"
             return None
+        ctx.vars["rate_limit"] = "refused"
         return Response(503, UNAVAILABLE)
 
     # -- hybrid: counted here, reconciled with Redis every sync_interval ------------------------------------

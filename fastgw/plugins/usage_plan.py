@@ -92,23 +92,28 @@ class UsagePlan(Plugin):
             if route.api not in p.apis and f"{route.api}/{route.stage}" not in p.apis:
                 return None
         if p.redis is not None:
-            return self._remote(p, consumer.name)
+            return self._remote(ctx, p, consumer.name)
+        # What the access log and metrics read (a rate-limit after this plugin has the last word on "allowed").
+        v = ctx.vars
         if p.rule is not None:
             allowed, _, _ = take_all((p.rule,), ["c:" + consumer.name], time.monotonic_ns() // 1000)[0]
             if not allowed:
+                v["rate_limit"] = "refused"
                 return Response(429, TOO_MANY)
         if p.quota is not None:
             wid, _ = window(p.quota.period, time.time())
             key = (consumer.name, wid)
             n = p.counts.get(key, 0) + 1
             if n > p.quota.limit:
+                v["rate_limit"] = "quota"
                 return Response(429, LIMIT_EXCEEDED)
             if len(p.counts) > 100_000:
                 p.counts.clear()  # old windows; bounded memory matters more than a per-worker count's past
             p.counts[key] = n
+        v["rate_limit"] = "allowed"
         return None
 
-    async def _remote(self, p: Prepared, consumer: str) -> Response | None:
+    async def _remote(self, ctx: Context, p: Prepared, consumer: str) -> Response | None:
         redis = p.redis
         assert redis is not None
         try:
@@ -117,18 +122,23 @@ class UsagePlan(Plugin):
                 args = take_args((p.rule,), None)
                 out = await redis.run(lambda c: redis.script(TAKE_SCRIPT)(keys=names, args=args, client=c))
                 if out[0] != 1:
+                    ctx.vars["rate_limit"] = "refused"
                     return Response(429, TOO_MANY)
             if p.quota is not None:
                 wid, end = window(p.quota.period, time.time())
                 key = f"{redis.prefix}quota:{p.plan}:{consumer}:{wid}"
                 n = await redis.run(lambda c: redis.script(QUOTA_SCRIPT)(keys=[key], args=[end], client=c))
                 if int(n) > p.quota.limit:
+                    ctx.vars["rate_limit"] = "quota"
                     return Response(429, LIMIT_EXCEEDED)
         except redis_state.RedisUnavailable:
             if p.fail_open:
                 p.fail_opened += 1
+                ctx.vars["rate_limit"] = "allowed"
                 return None
+            ctx.vars["rate_limit"] = "refused"
             return Response(503, UNAVAILABLE)
+        ctx.vars["rate_limit"] = "allowed"
         return None
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from fastgw.state.redis import SharedRedis
 
 
-class Stored(msgspec.Struct, array_like=True):
+class Stored(msgspec.Struct, array_like=True, omit_defaults=True):
     status: int  # 0: a pointer (`vary` names the headers that complete the key)
     headers: list[tuple[str, str]]
     body: bytes
@@ -27,10 +27,15 @@ class Stored(msgspec.Struct, array_like=True):
     stale_until: float  # stale-while-revalidate: served STALE while one request refreshes it
     error_until: float  # stale-if-error: served STALE when the upstream fails
     vary: list[str] | None = None
+    # PERF: the memory backend keeps the headers encoded for the wire too (`lines`, and whether a Server line is
+    # among them), so that a hit is written without encoding them again. Set before the item is stored (its size
+    # counts them); never sent to Redis (trailing defaults are omitted).
+    lines: bytes = b""
+    has_server: bool = False
 
     @property
     def size(self) -> int:
-        return len(self.body) + sum(len(k) + len(v) for k, v in self.headers) + 64
+        return len(self.body) + len(self.lines) + sum(len(k) + len(v) for k, v in self.headers) + 64
 
     @property
     def until(self) -> float:

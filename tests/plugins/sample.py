@@ -104,3 +104,16 @@ class Duplicate(Plugin):
 
     def access(self, ctx: Context, conf: object) -> None:
         pass
+
+
+SEEN_VARS: list[tuple[str | None, str | None]] = []
+
+
+class VarsProbe(Plugin):
+    """Logs what the cache and the limiters published for the access log and metrics (it runs after them)."""
+
+    name = "vars-probe"
+    priority = 10
+
+    def log(self, ctx: Context, conf: object) -> None:
+        SEEN_VARS.append((ctx.vars.get("cache_status"), ctx.vars.get("rate_limit")))
