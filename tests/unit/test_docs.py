@@ -76,7 +76,7 @@ def test_the_readme_figures_are_the_committed_results():
     section = readme[readme.index("## Why pick fastgw") :]
     section = section[: section.index("\n## ", 5)]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "bench/results/" in line]
-    assert len(rows) == 3, section
+    assert len(rows) >= 3, section  # every row of the table cites its result file
     for row in rows:
         (cited,) = re.findall(r"\((bench/results/[^)]+\.json)\)", row)
         numbers = _numbers(json.loads((ROOT / cited).read_text()))
