@@ -163,7 +163,8 @@ _EXACT, _PREFIX, _REGEX, _PRESENT = range(4)
 
 class HeaderRule:
     """A route's `headers` conditions, compiled once at load: `matches` reads the request's header list
-    (lower-cased names, raw values). A header sent more than once matches when any of its values does."""
+    (lower-cased names, raw values; a condition's text is compared as UTF-8, as clients send it). A header sent
+    more than once matches when any of its values does."""
 
     __slots__ = ("conditions", "spec")
 
@@ -174,22 +175,22 @@ class HeaderRule:
         for name, cond in spec.items():
             key = name.lower().encode("latin-1")
             if isinstance(cond, str):
-                conditions.append((key, _EXACT, frozenset((cond.encode("latin-1"),))))
+                conditions.append((key, _EXACT, frozenset((cond.encode(),))))
             elif isinstance(cond, list):
                 if not cond:
                     raise ValueError(name, "expected at least one value")
-                conditions.append((key, _EXACT, frozenset(v.encode("latin-1") for v in cond)))
+                conditions.append((key, _EXACT, frozenset(v.encode() for v in cond)))
             else:
                 given = [f for f in ("exact", "prefix", "regex", "present") if getattr(cond, f) is not None]
                 if len(given) != 1:
                     raise ValueError(name, "expected exactly one of exact, prefix, regex, present")
                 if cond.exact is not None:
-                    conditions.append((key, _EXACT, frozenset((cond.exact.encode("latin-1"),))))
+                    conditions.append((key, _EXACT, frozenset((cond.exact.encode(),))))
                 elif cond.prefix is not None:
-                    conditions.append((key, _PREFIX, cond.prefix.encode("latin-1")))
+                    conditions.append((key, _PREFIX, cond.prefix.encode()))
                 elif cond.regex is not None:
                     try:
-                        pattern = re.compile(cond.regex.encode("latin-1"))
+                        pattern = re.compile(cond.regex.encode())
                     except re.error as exc:
                         raise ValueError(f"{name}.regex", f"not a regular expression ({exc})") from None
                     conditions.append((key, _REGEX, pattern))

@@ -244,12 +244,16 @@ def _setting(config: Config, key: str) -> Any:
 
 def _tls_listener_changes(running: Config, fresh: Config, pinned: list[Override]) -> list[str]:
     """Which listeners speak TLS is fixed while running: a reload swaps certificates (and the versions, ciphers),
-    not listeners. A changed `server.tls.port` is pinned like RESTART_ONLY; `server.tls` added or removed is only
-    reported (the server keeps its listeners, and a TLS listener its certificates)."""
+    not listeners. A changed `server.tls.port`, and `server.tls` added or removed, are pinned like RESTART_ONLY
+    (the server keeps its listeners, and a TLS listener its certificates)."""
     now, new = running.server.tls, fresh.server.tls
+    # NOTE: pinned, not only reported: under --workers N a worker started after the reload (one replacing a dead
+    # one) binds what its config says, and must bind what its siblings do.
     if now is None and new is not None:
+        pinned.append(Override("server.tls", None, "the running gateway"))
         return ["server.tls: none -> set (TLS listens after a restart)"]
     if now is not None and new is None:
+        pinned.append(Override("server.tls", msgspec.to_builtins(now), "the running gateway"))
         return ["server.tls: set -> none (the TLS listener keeps its certificates until a restart)"]
     if now is not None and new is not None and now.port != new.port:
         pinned.append(Override("server.tls.port", now.port, "the running gateway"))

@@ -26,6 +26,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from fastgw.observability.tracing import parse_traceparent
+
 if TYPE_CHECKING:
     from fastgw.pipeline.exchange import Exchange
 
@@ -50,16 +52,10 @@ FIELDS = (
 
 
 def trace_id_of(traceparent: bytes | None) -> str | None:
-    """The trace id of a W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), or None when it is not one."""
-    if traceparent is None or len(traceparent) < 55 or traceparent[2:3] != b"-" or traceparent[35:36] != b"-":
-        return None
-    tid = traceparent[3:35]
-    try:
-        if int(tid, 16) == 0:
-            return None
-    except ValueError:
-        return None
-    return tid.decode("ascii").lower()
+    """The trace id of a valid W3C traceparent, or None. NOTE: strict (tracing.parse_traceparent): the id is
+    written into log lines unescaped and read back as a number by the span export, with the parent id after it."""
+    parsed = parse_traceparent(traceparent)
+    return parsed[0] if parsed is not None else None
 
 
 def upstream_label(upstream: Any) -> str | None:

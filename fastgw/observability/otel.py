@@ -28,7 +28,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fastgw.observability import tracing
-from fastgw.observability.accesslog import trace_id_of, upstream_label
+from fastgw.observability.accesslog import upstream_label
+from fastgw.observability.tracing import parse_traceparent
 
 if TYPE_CHECKING:
     from fastgw.config.schema import TracingConfig
@@ -133,9 +134,9 @@ class SpanExport:
             client_hex = ctx.vars.get("span_id")  # what the upstream got as its parent
         else:
             tp = dict(req.headers).get(b"traceparent") if req.headers else None
-            trace_hex = trace_id_of(tp)
-            if trace_hex is not None:
-                parent_hex = tp[36:52].decode("ascii").lower()  # type: ignore[index]
+            parsed = parse_traceparent(tp)  # strict: both ids are hex, read as numbers below
+            if parsed is not None:
+                trace_hex, parent_hex = parsed[0], parsed[1]
         trace_id = int(trace_hex, 16) if trace_hex else int.from_bytes(os.urandom(16), "big") or 1
         if trace_id & 0xFFFFFFFFFFFFFFFF >= self._bound:
             return []

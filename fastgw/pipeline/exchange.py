@@ -392,7 +392,10 @@ class Exchange:
         req.finished = True
         state = leg.state
         if state.access_log is not None:
-            state.access_log(self)
+            try:
+                state.access_log(self)
+            except Exception:  # noqa: BLE001 - a log, metrics or span hook must never stall the connection
+                log.exception("observing the exchange failed (route %s)", self.route.name if self.route else "-")
         ctx = self.ctx
         if ctx is not None and ctx.chain.log:
             state.loop.call_soon(run_log, ctx, req.status)
@@ -408,7 +411,10 @@ class Exchange:
         req.finished = True
         state = leg.state
         if state.access_log is not None:
-            state.access_log(self)
+            try:
+                state.access_log(self)
+            except Exception:  # noqa: BLE001 - as in done()
+                log.exception("observing the exchange failed (route %s)", self.route.name if self.route else "-")
         leg.exchange = None
         state.connections.discard(leg)
         state.connections.add(keeper)

@@ -208,11 +208,13 @@ class Server:
                 loaded, needs_restart = reload_config(self._loaded)
             else:
                 loaded, needs_restart = load_config(path), []
-            gateway = Gateway(loaded, previous=self.gateway)
             tls = loaded.config.server.tls
             # NOTE: a TLS listener keeps its certificates when the new config drops `server.tls` (a restart
-            # removes the listener; load.reload_config says so).
+            # removes the listener; load.reload_config says so). Built before the gateway: making the gateway
+            # takes the surviving function pools and warm connections from the running one, so nothing that can
+            # still refuse the reload may come after it.
             certificates = Certificates(tls, loaded.source, loaded.base_dir) if tls and self.tls else None
+            gateway = Gateway(loaded, previous=self.gateway)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             self.last_error = str(exc)

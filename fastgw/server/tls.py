@@ -31,13 +31,17 @@ def _context(tls: ServerTLS) -> ssl.SSLContext:
     return ctx
 
 
+# OpenSSL's own choice (TLS 1.2 suites; set_ciphers does not touch TLS 1.3's), put back when a reload drops
+# `ciphers`: the listening context would otherwise keep the pin of the config before.
+_DEFAULT_CIPHERS = ":".join(c["name"] for c in ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).get_ciphers())
+
+
 def configure(ctx: ssl.SSLContext, tls: ServerTLS) -> None:
     """The protocol settings of `tls` on `ctx`. On the listening context they decide every handshake: OpenSSL
     copies versions and ciphers into a connection when it starts, before the SNI callback switches contexts."""
     ctx.minimum_version = VERSIONS[tls.min_version]
     ctx.maximum_version = VERSIONS[tls.max_version]
-    if tls.ciphers is not None:
-        ctx.set_ciphers(tls.ciphers)
+    ctx.set_ciphers(tls.ciphers if tls.ciphers is not None else _DEFAULT_CIPHERS)
     # NOTE: no renegotiation (a client-initiated one is a cheap way to burn the gateway's CPU).
     ctx.options |= ssl.OP_NO_RENEGOTIATION
 

@@ -167,3 +167,33 @@ def test_a_rule_matches_as_its_conditions_say(sent: list[tuple[bytes, bytes]], w
     assert HeaderRule({"X-A": HeaderMatch(present=False)}).matches(sent) == (not values)
     both = HeaderRule({"X-A": w, "X-B": HeaderMatch(present=True)})
     assert both.matches(sent) == (want in values and any(k == b"x-b" for k, _ in sent))
+
+
+@pytest.mark.asyncio
+async def test_a_cors_preflight_reaches_routes_told_apart_by_headers(gateway):
+    cors = {"cors": {"origins": ["https://app.test"], "headers": ["X-Api-Version"]}}
+    gw = await gateway(
+        {
+            "logging": {"access_log": False},
+            "routes": [
+                {"path": "/items", "methods": ["GET"], "headers": {"X-Api-Version": "1"},
+                 "integration": _mock("v1"), "plugins": cors},
+                {"path": "/items", "methods": ["GET"], "headers": {"X-Api-Version": "2"},
+                 "integration": _mock("v2"), "plugins": cors},
+            ],
+        }
+    )  # fmt: skip
+    # The browser's preflight names the header but does not send it.
+    preflight = {"Origin": "https://app.test", "Access-Control-Request-Method": "GET",
+                 "Access-Control-Request-Headers": "x-api-version"}  # fmt: skip
+    r = await http_request(gw.port, "OPTIONS", "/items", headers=preflight)
+    assert r.status in (200, 204) and r.header("access-control-allow-origin") == "https://app.test", r.body
+    r = await http_request(gw.port, "GET", "/items", headers={"Origin": "https://app.test", "X-Api-Version": "2"})
+    assert r.json() == {"served": "v2"} and r.header("access-control-allow-origin") == "https://app.test"
+
+
+def test_header_values_are_compared_as_utf8():
+    rule = HeaderRule({"X-Team": "café", "X-Re": HeaderMatch(regex="日本.*")})
+    assert rule.matches([(b"x-team", "café".encode()), (b"x-re", "日本語".encode())])
+    assert not rule.matches([(b"x-team", "café".encode("latin-1")), (b"x-re", "日本語".encode())])
+    load_config_bytes(ROUTES.replace("%s", "headers: {X-Team: café}").encode(), "gw.yaml")  # loads, no crash

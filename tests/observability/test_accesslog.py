@@ -191,3 +191,13 @@ async def test_a_file_log_is_reopened_on_sigusr1_and_the_gateway_log_can_be_json
     # The gateway's own log: one JSON object a line (the first lines come before the config is read).
     records = [orjson.loads(line) for line in gw.log if line.startswith("{")]
     assert any("listening on" in r["message"] and r["level"] == "info" for r in records), gw.log
+
+
+def test_a_traceparent_that_is_not_w3c_gives_no_trace_id():
+    from fastgw.observability.accesslog import trace_id_of
+
+    good = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    assert trace_id_of(good) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert trace_id_of(b"00-\t" + good[4:]) is None  # a tab in the id would break the JSON line
+    assert trace_id_of(good[:36] + b"zzzzzzzzzzzzzzzz-01") is None  # the span export reads the parent as hex
+    assert trace_id_of(good.upper()) is None
