@@ -282,21 +282,16 @@ class GatewayCollector:
         sent = CounterMetricFamily(
             "fastgw_response_bytes", "Response bytes sent to clients (heads included), by route", labels=["route"]
         )
-        by_route: dict[str, list[Any]] = {}
         for (route, method, status), s in sorted(series.items()):
             requests.add_metric([route, method, str(status)], s[_COUNT])
-            acc = by_route.get(route)
-            if acc is None:
-                by_route[route] = list(s)
-            else:
-                for i, v in enumerate(s):
-                    acc[i] += v
+        by_route: dict[tuple[Any, ...], list[Any]] = {}
+        _add_rows(by_route, ([route, *s] for (route, _, _), s in series.items()), 1)
         duration = HistogramMetricFamily(
             "fastgw_request_duration_seconds",
             "Time from the request head to the end of the response, by route",
             labels=["route"],
         )
-        for route, s in sorted(by_route.items()):
+        for (route,), s in sorted(by_route.items()):
             received.add_metric([route], s[_BYTES_IN])
             sent.add_metric([route], s[_BYTES_OUT])
             duration.add_metric([route], _buckets(s[_B0:]), s[_SUM])

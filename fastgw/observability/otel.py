@@ -162,20 +162,8 @@ class SpanExport:
             attributes["fastgw.route"] = route.name
         if ctx is not None and ctx.consumer is not None:
             attributes["fastgw.consumer"] = ctx.consumer.name
-        out = [
-            self._span(
-                name,
-                context=server,
-                parent=parent,
-                resource=self.resource,
-                attributes=attributes,
-                kind=self._server,
-                status=self._error if status >= 500 else self._unset,
-                start_time=start,
-                end_time=end,
-                instrumentation_scope=self.scope,
-            )
-        ]
+        failed = status >= 500
+        out = [self._make(name, server, parent, attributes, self._server, failed, start, end)]
         up = ex.upstream
         if up is not None:
             label = upstream_label(up) or ""
@@ -190,21 +178,28 @@ class SpanExport:
                 client_name = f"{req.method} {label}"
                 client_attrs = {"http.request.method": req.method, "server.address": host, "server.port": int(port)}
                 client_attrs["http.response.status_code"] = status
-            out.append(
-                self._span(
-                    client_name,
-                    context=self._context(trace_id, int(client_hex, 16) if client_hex else _span_id(), False, sampled),
-                    parent=server,
-                    resource=self.resource,
-                    attributes=client_attrs,
-                    kind=self._client,
-                    status=self._error if status >= 500 else self._unset,
-                    start_time=client_start,
-                    end_time=max(client_start, client_end),
-                    instrumentation_scope=self.scope,
-                )
-            )
+            client = self._context(trace_id, int(client_hex, 16) if client_hex else _span_id(), False, sampled)
+            end = max(client_start, client_end)
+            out.append(self._make(client_name, client, server, client_attrs, self._client, failed, client_start, end))
         return out
+
+    def _make(
+        self, name: str, context: Any, parent: Any, attributes: dict[str, Any], kind: Any, failed: bool,
+        start: int, end: int,
+    ) -> Any:  # fmt: skip
+        """One finished span of this gateway's resource and scope."""
+        return self._span(
+            name,
+            context=context,
+            parent=parent,
+            resource=self.resource,
+            attributes=attributes,
+            kind=kind,
+            status=self._error if failed else self._unset,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self.scope,
+        )
 
     def close(self) -> None:
         """What is buffered goes to the processor, which sends what it holds and stops (at exit)."""

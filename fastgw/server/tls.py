@@ -11,6 +11,7 @@ that connects to an address) gets the default certificate, the first one configu
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 from pathlib import Path
@@ -31,9 +32,12 @@ def _context(tls: ServerTLS) -> ssl.SSLContext:
     return ctx
 
 
-# OpenSSL's own choice (TLS 1.2 suites; set_ciphers does not touch TLS 1.3's), put back when a reload drops
-# `ciphers`: the listening context would otherwise keep the pin of the config before.
-_DEFAULT_CIPHERS = ":".join(c["name"] for c in ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).get_ciphers())
+@functools.cache
+def _default_ciphers() -> str:
+    """OpenSSL's own choice (set_ciphers does not touch TLS 1.3's suites), put back when a reload drops `ciphers`:
+    the listening context would otherwise keep the pin of the config before. Read once, when TLS is first set up
+    (not at import: most gateways never terminate TLS)."""
+    return ":".join(c["name"] for c in ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).get_ciphers())
 
 
 def configure(ctx: ssl.SSLContext, tls: ServerTLS) -> None:
@@ -41,7 +45,7 @@ def configure(ctx: ssl.SSLContext, tls: ServerTLS) -> None:
     copies versions and ciphers into a connection when it starts, before the SNI callback switches contexts."""
     ctx.minimum_version = VERSIONS[tls.min_version]
     ctx.maximum_version = VERSIONS[tls.max_version]
-    ctx.set_ciphers(tls.ciphers if tls.ciphers is not None else _DEFAULT_CIPHERS)
+    ctx.set_ciphers(tls.ciphers if tls.ciphers is not None else _default_ciphers())
     # NOTE: no renegotiation (a client-initiated one is a cheap way to burn the gateway's CPU).
     ctx.options |= ssl.OP_NO_RENEGOTIATION
 

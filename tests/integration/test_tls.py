@@ -556,3 +556,20 @@ async def test_a_reload_keeps_the_listeners_and_says_which_tls_change_needs_a_re
     kept, changed = reload_config(plain)
     assert changed == ["server.tls: none -> set (TLS listens after a restart)"]
     assert kept.config.server.tls is None
+
+
+async def test_a_reload_that_drops_the_cipher_pin_restores_the_default_ciphers(ca, tmp_path):
+    from fastgw.config.load import load_config
+    from fastgw.server.tls import Certificates, TLSListener
+
+    ca.issue("a", ["a.example.test"])
+    pair = {"cert_file": "a.crt", "key_file": "a.key", "max_version": "TLSv1.2"}
+    pinned = load_config(write_config(tmp_path, {**pair, "ciphers": "ECDHE-ECDSA-AES128-GCM-SHA256"}))
+    assert pinned.config.server.tls is not None
+    listener = TLSListener(pinned.config.server.tls, pinned.source, pinned.base_dir)
+    tls12 = lambda: {c["name"] for c in listener.context.get_ciphers() if c["protocol"] == "TLSv1.2"}  # noqa: E731
+    assert tls12() == {"ECDHE-ECDSA-AES128-GCM-SHA256"}
+    free = load_config(write_config(tmp_path, pair))
+    assert free.config.server.tls is not None
+    listener.update(free.config.server.tls, Certificates(free.config.server.tls, free.source, free.base_dir))
+    assert {"ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384"} <= tls12()
