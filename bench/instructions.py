@@ -14,7 +14,9 @@ Counts are not time: a cache miss costs more than an addition. Compare versions 
   outside valgrind, and waits for each exchange's upstream request; the client's instructions are counted);
 - `cache-hit`: `proxy-cache` (memory backend), one miss to fill it, then only hits (no upstream leg at all);
 - `cache-miss`: `proxy-cache`, every request a new key (a miss that goes upstream and is stored);
-- `loop`: the plain route in the loop of the four above, their baseline (the event loop turns once per batch of
+- `log`, `metrics`, `observed`: the plain route with the JSON access log (to /dev/null, flushed every 64 entries
+  as the server's does between ticks), the Prometheus counters, or both (issue 14's observability scenario);
+- `loop`: the plain route in the loop of the ones above, their baseline (the event loop turns once per batch of
   50 exchanges, so that what exchanges schedule with call_soon, the log phases, runs and is counted).
 
 Usage: python bench/instructions.py [--scenario NAME | --plugins] [--repo DIR]   (DIR: another checkout to measure,
@@ -35,7 +37,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FEW, MANY = 1_000, 11_000
-SCENARIOS = ("proxy", "plugins", "loop", "ratelimit-local", "ratelimit-redis", "cache-hit", "cache-miss")
+SCENARIOS = (
+    "proxy", "plugins", "loop", "ratelimit-local", "ratelimit-redis", "cache-hit", "cache-miss", "log", "metrics",
+    "observed",
+)  # fmt: skip
 
 _LOOP = """
 import asyncio, importlib.util, sys
@@ -49,7 +54,7 @@ uvloop.run(hotpath.measure(int(sys.argv[2]) // 50, 50, sys.argv[3] == "1"))
 # The scenarios of bench/run.py, in the same loop: hotpath's transports and messages, the route's plugins from
 # run.py's constants (so both measure the same configuration).
 _SCENARIO = """
-import asyncio, gc, importlib.util, sys
+import asyncio, gc, importlib.util, os, sys
 def load(name, path):
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
@@ -62,6 +67,8 @@ exchanges, scenario, redis_url = int(sys.argv[2]), sys.argv[3], sys.argv[4]
 import uvloop
 from fastgw.config.load import load_config_bytes
 from fastgw.gateway import Gateway
+from fastgw.observability.accesslog import AccessLog
+from fastgw.observability.metrics import Counters, observer
 from fastgw.pipeline.exchange import Worker
 from fastgw.proxy.upstream import UpstreamConnection
 from fastgw.server.protocol import ClientProtocol
@@ -84,7 +91,12 @@ async def main():
     route = "    integration: {type: http, upstream: backend}\\n"
     config = hotpath.CONFIG.decode().replace(route, route + plugins) + top
     loaded = load_config_bytes(config.encode(), "<instructions>.yaml")
-    state = Worker(asyncio.get_running_loop(), Gateway(loaded), None)
+    log = counters = None
+    if scenario in ("log", "observed"):
+        log = AccessLog(open(os.devnull, "wb"), format="json")
+    if scenario in ("metrics", "observed"):
+        counters = Counters()
+    state = Worker(asyncio.get_running_loop(), Gateway(loaded), observer(log, counters))
     client = ClientProtocol(state)
     client.connection_made(hotpath.MemoryTransport(("127.0.0.1", 40000)))
     target = state.gateway.upstreams["backend"].targets[0]
@@ -116,6 +128,8 @@ async def main():
         await asyncio.sleep(0)  # what the exchanges scheduled (log phases) runs
     await asyncio.sleep(0)
     assert client.transport.written > 0 and not client.queue
+    if log is not None:
+        log.flush()
     if scenario == "cache-hit":
         assert up.transport.written == before, "a hit went upstream"
 
