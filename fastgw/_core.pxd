@@ -35,6 +35,7 @@ cdef class BucketTable:
     cdef long long _cap_units
     cdef dict _buckets
     cdef long long _level(self, _Bucket b, long long now_ns)
+    cdef bint _take(self, str key, long long now_ns, long long cost, long long* remaining, long long* wait)
     cdef void _make_room(self, long long now_ns)
 
 cdef class Request:
@@ -66,6 +67,8 @@ cdef class Request:
     cdef public str path
     cdef public object query
     cdef public double t0
+    cdef public bytes reply_lines
+    cdef public tuple reply_names
 
 cdef class RequestSink:
     cdef public object owner
@@ -162,8 +165,3 @@ cdef class Context:
     cdef public PhaseChain chain
     cdef public list _reply_headers
     cdef public list _upstream_sets
-
-cdef class HeadSplice:
-    cdef public object out
-    cdef public object lines
-    cdef public tuple names

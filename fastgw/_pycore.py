@@ -13,7 +13,6 @@ from typing import Any
 
 __all__ = [
     "ANY",
-    "BucketTable",
     "Reject",
     "Request",
     "RequestSink",
@@ -325,100 +324,6 @@ def _dump(node: _Node, label: str, depth: int, lines: list[str]) -> None:
         _dump(node.param, "{}", depth + 1, lines)
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Token buckets
-
-
-_MAX_UNITS = 1 << 62
-
-
-class BucketTable:
-    """Token buckets keyed by string, in integer arithmetic with the clock passed in (nanoseconds).
-
-    Each bucket holds up to `capacity` tokens and gains `refill_tokens` every `refill_period_ns`. A token is
-    kept as `refill_period_ns` units and the bucket gains `refill_tokens` units per nanosecond, so nothing is
-    rounded. A new key starts full. At most `max_keys` buckets are kept: when a new key needs room, buckets
-    that have refilled completely (indistinguishable from a new bucket, so nothing is lost) are dropped from
-    the least recently used end, then, if the table is still full, the least recently used bucket.
-    """
-
-    def __init__(self, capacity: int, refill_tokens: int, refill_period_ns: int, max_keys: int = 100_000) -> None:
-        if capacity < 1 or refill_tokens < 1 or refill_period_ns < 1 or max_keys < 1:
-            raise ValueError("capacity, refill_tokens, refill_period_ns and max_keys must all be >= 1")
-        if capacity >= _MAX_UNITS // refill_period_ns:
-            raise ValueError("capacity * refill_period_ns must stay below 2**62")
-        self.capacity = capacity
-        self.refill_tokens = refill_tokens
-        self.refill_period_ns = refill_period_ns
-        self.max_keys = max_keys
-        self._cap_units = capacity * refill_period_ns
-        # key -> [units, last_ns]; dict order is recency order (touched keys move to the end).
-        self._buckets: dict[str, list[int]] = {}
-
-    def __len__(self) -> int:
-        return len(self._buckets)
-
-    def _level(self, b: list[int], now_ns: int) -> int:
-        units, last = b[0], b[1]
-        if now_ns <= last:  # NOTE: a clock that goes back refills nothing, and never drains either.
-            return units
-        need = self._cap_units - units
-        elapsed = now_ns - last
-        # Compare against the time to fill instead of multiplying first: no overflow in the C twin.
-        if elapsed >= (need + self.refill_tokens - 1) // self.refill_tokens:
-            return self._cap_units
-        return units + elapsed * self.refill_tokens
-
-    def take(self, key: str, now_ns: int, cost: int = 1) -> tuple[bool, int, int]:
-        """Take `cost` tokens: (allowed, tokens remaining, ns until `cost` tokens are there; -1 never)."""
-        if cost < 0:
-            raise ValueError("cost must be >= 0")
-        buckets = self._buckets
-        b = buckets.pop(key, None)
-        if b is None:
-            if len(buckets) >= self.max_keys:
-                self._make_room(now_ns)
-            b = [self._cap_units, now_ns]
-            units = self._cap_units
-        else:
-            units = self._level(b, now_ns)
-            if now_ns > b[1]:
-                b[1] = now_ns
-        buckets[key] = b
-        period = self.refill_period_ns
-        if cost > self.capacity:
-            b[0] = units
-            return False, units // period, -1
-        cost_units = cost * period
-        if units >= cost_units:
-            units -= cost_units
-            b[0] = units
-            return True, units // period, 0
-        b[0] = units
-        deficit = cost_units - units
-        return False, units // period, (deficit + self.refill_tokens - 1) // self.refill_tokens
-
-    def _make_room(self, now_ns: int) -> None:
-        buckets = self._buckets
-        while buckets:
-            key = next(iter(buckets))
-            if self._level(buckets[key], now_ns) < self._cap_units:
-                break
-            del buckets[key]
-        if len(buckets) >= self.max_keys:
-            del buckets[next(iter(buckets))]
-
-    def sweep(self, now_ns: int) -> int:
-        """Drop every bucket that has refilled completely; returns how many were dropped."""
-        full = [k for k, b in self._buckets.items() if self._level(b, now_ns) >= self._cap_units]
-        for k in full:
-            del self._buckets[k]
-        return len(full)
-
-    def clear(self) -> None:
-        self._buckets.clear()
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # HTTP/1.1 message helpers: the per-header and per-byte work of both legs of a proxied exchange.
 #
@@ -493,7 +398,10 @@ def keep_alive(req: Request, closing: bool, whole: bool) -> bool:
 def finish_head(parts: list[bytes], req: Request | None, length: bytes | None, chunked: bool, keep: bool) -> bytes:
     """End a response head begun in `parts` (status line and header lines): its framing (`content-length:
     length`, or chunked), Connection as `keep` says (an HTTP/1.0 client is told keep-alive; a close clears
-    `req.keep_alive`), the blank line. Every response head, proxied or made in the gateway, ends here."""
+    `req.keep_alive`), the blank line, after the lines the gateway adds to this response (`req.reply_lines`).
+    Every response head, proxied or made in the gateway, ends here."""
+    if req is not None and req.reply_lines is not None:
+        parts.append(req.reply_lines)
     if length is not None:
         parts += (b"content-length: ", length, b"\r\n")
     elif chunked:
@@ -529,7 +437,7 @@ class Request:
         "method_b", "method", "url", "headers", "header_bytes", "content_length", "chunked", "expect_continue",
         "host_raw", "host", "conn_tokens", "keep_alive", "http10", "head_only", "headers_done", "complete",
         "error", "body", "buffered", "body_size", "upstream", "response_started", "status", "retried",
-        "finished", "path", "query", "t0",
+        "finished", "path", "query", "t0", "reply_lines", "reply_names",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -563,6 +471,11 @@ class Request:
         self.path = ""
         self.query: bytes | None = None
         self.t0 = 0.0
+        # Header lines the gateway adds to this request's response head, whoever makes it (`finish_head`), in place
+        # of the response's own fields named in `reply_names` (lower-case): one local limit's RateLimit-* fields,
+        # decided before any plugin context exists (fastgw.plugins.rate_limit).
+        self.reply_lines: bytes | None = None
+        self.reply_names: tuple[bytes, ...] | None = None
 
     def replayable(self) -> bool:
         """Safe to send again on another connection: idempotent, and no body that may be gone already."""
@@ -829,6 +742,9 @@ class ResponseSink:
             elif lname == b"via":
                 self.via_in = value
             return  # hop-by-hop or rewritten by the gateway: not copied
+        names = self.req.reply_names if self.req is not None else None
+        if names is not None and lname in names:
+            return  # the gateway writes its own (finish_head)
         # End-to-end, and the upstream's own Date and Server: copied as they are.
         self.head += (name, b": ", value, b"\r\n")
 

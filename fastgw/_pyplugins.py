@@ -21,7 +21,6 @@ __all__ = [
     "ClientRequest",
     "Context",
     "HeadHeaders",
-    "HeadSplice",
     "Headers",
     "PhaseChain",
     "PluginFailed",
@@ -510,33 +509,6 @@ def filter_head(ctx: Context, head: bytes) -> bytes:
             raise PluginFailed(name) from exc
     first = head[: end + 2] if resp.status == status else _status_line(resp.status)
     return b"".join((first, headers.block(), b"\r\n"))
-
-
-class HeadSplice:
-    """A response's destination that adds header `lines` to the first final head written through `write`, in
-    place of head fields named in `names` (lower-case); interim heads (1xx) and all later bytes pass as they
-    are. A head reaches `write` whole, at the start of one call. (One local rate limit's fields, plugins/rate_limit.)"""
-
-    __slots__ = ("out", "lines", "names")
-
-    def __init__(self, out: Any, lines: bytes, names: tuple[bytes, ...]) -> None:
-        self.out = out
-        self.lines: bytes | None = lines
-        self.names = names
-
-    def write(self, data: bytes) -> None:
-        lines = self.lines
-        if lines is not None and len(data) > 9 and data[9:10] != b"1":
-            self.lines = None
-            if data.find(b"\r\n\r\n") >= 0:
-                data = self._joined(data, lines)
-        self.out(data)
-
-    def _joined(self, data: bytes, lines: bytes) -> bytes:
-        end = data.find(b"\r\n\r\n") + 2
-        names = self.names
-        kept = [ln for ln in data[:end].split(b"\r\n") if not (b":" in ln and ln.partition(b":")[0].lower() in names)]
-        return b"\r\n".join(kept) + lines + data[end:]
 
 
 def strip_headers(req: Request, names: frozenset[bytes]) -> None:

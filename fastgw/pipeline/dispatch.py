@@ -22,7 +22,7 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
     state = leg.state
     gw = state.gateway
     if state.access_log is not None:
-        req.t0 = time.perf_counter()
+        req.t0 = time.perf_counter()  # NOTE: only then (fastgw.core.LimitFront reads it as "observed")
     url = req.url
     paths = gw.paths
     found: Any  # the router's answer (see Router.match), or False: refused

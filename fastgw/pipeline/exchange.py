@@ -34,7 +34,7 @@ from fastgw._pycore import HTTP_STATUS_LINES, status_line  # a table lookup, the
 from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases
 from fastgw.core import filter_head as _filter_head
 from fastgw.pipeline.body import BodyCollector
-from fastgw.pipeline.head import DATE, encode_lines, gateway_head
+from fastgw.pipeline.head import DATE, encode_lines, gateway_head, without_fields
 from fastgw.pipeline.leg import PAUSE_UPSTREAM_BUSY
 from fastgw.plugins.base import Response
 from fastgw.plugins.run import filter_body, run_log
@@ -338,6 +338,8 @@ class Exchange:
                 self.filter_failed(exc)
                 head = gateway_head(500, b"content-type: application/json\r\n", self.gw.server_line)
                 body = orjson.dumps(_INTERNAL)
+        if req.reply_names is not None:
+            head = without_fields(head, req.reply_names)  # finish_head writes the gateway's own
         # "HTTP/1.1 200 ...": three digits at 9, whoever wrote the line.
         status = req.status = int(head[9:12])
         keep = keep_alive(req, self.state.closing, True)

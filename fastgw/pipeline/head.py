@@ -17,7 +17,7 @@ import orjson
 from fastgw._pycore import status_line  # a table lookup, the same on both twins
 from fastgw.core import finish_head
 
-__all__ = ["DATE", "encode_lines", "error_response", "gateway_head", "json_body", "reason"]
+__all__ = ["DATE", "encode_lines", "error_response", "gateway_head", "json_body", "reason", "without_fields"]
 
 
 def reason(status: int) -> str:
@@ -67,6 +67,18 @@ def gateway_head(status: int, lines: bytes, server_line: bytes) -> bytes:
     Server line (empty when `lines` has one), the blank line. The route's filters see it as they see a proxied
     head; `finish_head` then frames it."""
     return b"".join((status_line(status), DATE.line, lines, server_line, b"\r\n"))
+
+
+def without_fields(head: bytes, names: tuple[bytes, ...]) -> bytes:
+    """`head` (status line to blank line) without its header lines named in `names` (lower-case): the fields the
+    gateway writes itself into this response (`Request.reply_names`), as the upstream leg's sink drops them from a
+    proxied head."""
+    lower = head.lower()
+    if not any(b"\n" + name + b":" in lower for name in names):
+        return head
+    lines = head[:-2].split(b"\r\n")
+    kept = [lines[0], *(ln for ln in lines[1:] if ln.partition(b":")[0].strip().lower() not in names)]
+    return b"\r\n".join(kept) + b"\r\n"
 
 
 def error_response(status: int, message: str | None = None, *, server: bytes = b"") -> bytes:

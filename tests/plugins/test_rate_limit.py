@@ -146,6 +146,40 @@ async def test_headers_can_be_left_out_and_errors_from_plugins_keep_them(upstrea
     assert r.status == 503 and r.header("ratelimit-remaining") == "4"
 
 
+async def test_the_fast_way_and_the_usual_way_answer_the_same_fields(upstream, gateway):
+    # One local limit alone on a route is decided in dispatch (fastgw.core.LimitFront, its fields written where
+    # the head ends); beside another plugin it runs as an access phase. Both give the same fields, in place of any
+    # the upstream or a mock sent itself, on proxied answers, gateway-made ones and errors (upstream down: 502).
+    limit = {"rate": 2, "period": 60, "burst": 4}
+    alone = route_config(upstream, {"rate-limit": limit})
+    beside = route_config(upstream, {"rate-limit": limit, "request-id": {}})
+    for cfg in (alone, beside):
+        cfg["upstreams"]["down"] = {"targets": ["http://127.0.0.1:9"], "connect_timeout": 1}
+        plugins = cfg["routes"][0]["plugins"]
+        cfg["routes"] += [
+            {"path": "/gone", "integration": {"type": "http", "upstream": "down"}, "plugins": plugins},
+            {"path": "/mock", "plugins": plugins,
+             "integration": {"type": "mock", "body": "m", "headers": {"RateLimit-Limit": "99", "X-M": "1"}}},
+        ]  # fmt: skip
+    answers = []
+    for cfg in (alone, beside):
+        rate_limit._TABLES.clear()
+        srv = await gateway(cfg)
+        seen = []
+        for path in ("/headers?RateLimit-Limit=7&ratelimit-reset=1&X-Up=u", "/mock", "/gone", "/x"):
+            r = await get(srv, path)
+            fields = sorted((k.lower(), v) for k, v in r.headers if k.lower().startswith("ratelimit"))
+            seen.append((r.status, fields, r.header("x-up") or r.header("x-m")))
+        answers.append(seen)
+    assert answers[0] == answers[1]
+    first, mock, gone, last = answers[0]
+    assert first == (200, [("ratelimit-limit", "4"), ("ratelimit-policy", "4;w=60;rate=2"),
+                           ("ratelimit-remaining", "3"), ("ratelimit-reset", "30")], "u")  # fmt: skip
+    assert mock[0] == 200 and mock[2] == "1" and ("ratelimit-limit", "4") in mock[1] and len(mock[1]) == 4
+    assert gone[0] == 502 and ("ratelimit-remaining", "1") in gone[1]
+    assert last[0] == 200 and ("ratelimit-remaining", "0") in last[1] and ("ratelimit-reset", "120") in last[1]
+
+
 @pytest.mark.parametrize(
     ("plugin", "path", "needle"),
     [

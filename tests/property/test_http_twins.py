@@ -273,16 +273,19 @@ def test_response_header_classification_matches_the_skip_set(name, rnd):
 @settings(max_examples=300, deadline=None)
 @given(
     length=st.one_of(st.none(), st.integers(0, 10**9).map(lambda n: b"%d" % n)),
-    flags=st.tuples(*[st.booleans()] * 7),
+    flags=st.tuples(*[st.booleans()] * 8),
     lines=st.lists(st.sampled_from([b"x-a: 1\r\n", b"content-type: text/plain\r\n"]), max_size=3),
 )
 def test_head_endings_and_the_keep_alive_rule_twins_agree(length, flags, lines):
     # Every response head ends in finish_head, and keep_alive is the one rule for the connection: both twins.
-    chunked, keep_in, http10, complete, closing, whole, no_req = flags
+    # (The lines the gateway adds to one request's response, `reply_lines`, are written there too.)
+    chunked, keep_in, http10, complete, closing, whole, no_req, reply = flags
 
     def run(impl: types.ModuleType) -> tuple:
         req = impl.Request()
         req.keep_alive, req.http10, req.complete = keep_in, http10, complete
+        if reply:
+            req.reply_lines = b"ratelimit-limit: 5\r\n"
         keep = impl.keep_alive(req, closing, whole)
         head = impl.finish_head([b"HTTP/1.1 200 OK\r\n", *lines], None if no_req else req, length, chunked, keep)
         return keep, head, req.keep_alive

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastgw import _pycore, core
+from fastgw import _pycore, _pylimit, core
 
 if not core.COMPILED:
     pytest.skip("compiled core not built (FASTGW_NO_EXTENSIONS or no extension)", allow_module_level=True)
@@ -33,13 +33,11 @@ SHARED = {"ANY", "PATH_BACKSLASH_SEPARATOR", "PATH_SLASHES_DECODE", "PATH_SLASHE
 def test_one_export_list_serves_every_twinned_name_from_the_compiled_side():
     # The twins' __all__ lists are the one list: the compiled module defines each of their names, its own
     # compiled class or function (not the pure one handed on), and fastgw.core hands out the compiled object.
-    from fastgw import _pyplugins
-
     assert sorted(_core.__all__) == sorted(core.TWINNED)
     for name in core.TWINNED:
         fast = getattr(_core, name)
         assert getattr(core, name) is fast, name
-        pure = getattr(_pycore if name in _pycore.__all__ else _pyplugins, name)
+        pure = next(getattr(twin, name) for twin in core.TWINS if name in twin.__all__)
         assert (fast is pure) == (name in SHARED), name
 
 
@@ -121,7 +119,7 @@ OP = st.tuples(
 )
 def test_bucket_twins_agree(capacity, refill, period, max_keys, ops, sweep_every):
     fast = _core.BucketTable(capacity, refill, period, max_keys)
-    slow = _pycore.BucketTable(capacity, refill, period, max_keys)
+    slow = _pylimit.BucketTable(capacity, refill, period, max_keys)
     now = 10**12
     for i, (key, step, cost) in enumerate(ops):
         now += step

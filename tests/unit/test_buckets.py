@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw import _pycore
+from fastgw import _pylimit
 from fastgw.core import COMPILED
 
-IMPLS = [pytest.param(_pycore, id="pycore")]
+IMPLS = [pytest.param(_pylimit, id="pylimit")]
 if COMPILED:
     from fastgw import _core
 
