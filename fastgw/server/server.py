@@ -90,6 +90,7 @@ class Server:
         # `serve --watch`: "all" follows the config file and the functions' code, "code" only the code (a worker
         # under a supervisor, which follows the config file itself and passes SIGHUP on).
         self.watch = watch
+        self.watcher: Watcher | None = None
         self._watching: asyncio.Task[None] | None = None
 
     @property
@@ -131,7 +132,8 @@ class Server:
         if self.watch:
             config = self._loaded.source if self.watch == "all" and not self._loaded.source.startswith("<") else None
             pools = lambda: self.gateway.functions if self.gateway is not None else {}  # noqa: E731
-            self._watching = loop.create_task(follow(Watcher(config), self._watch_reload, pools))
+            self.watcher = Watcher(config, loaded_from=self._loaded.stamp)
+            self._watching = loop.create_task(follow(self.watcher, self._watch_reload, pools))
 
     def _watch_reload(self) -> None:
         self._description = "watch"
@@ -231,6 +233,8 @@ class Server:
         if old is not None:
             old.close()  # its upstream pools, and the function pools the new config did not keep
         log.info("reloaded %s: %d routes", loaded.source, len(loaded.entries))
+        if self.watcher is not None:
+            self.watcher.applied(loaded.stamp)  # whoever reloaded: the watch does not load this file state again
         record(self.deployments, loaded, self._description)
         if needs_restart:
             log.warning(
