@@ -216,12 +216,19 @@ class Server:
             # takes the surviving function pools and warm connections from the running one, so nothing that can
             # still refuse the reload may come after it.
             certificates = Certificates(tls, loaded.source, loaded.base_dir) if tls and self.tls else None
+            # Taken before the gateway is made: making it moves the pools it keeps out of the running gateway.
+            running = {id(pool) for pool in self.gateway.functions.values()} if self.gateway is not None else set()
             gateway = Gateway(loaded, previous=self.gateway)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             self.last_error = str(exc)
             return False
         old, self.gateway = self.gateway, gateway
+        for pool in gateway.functions.values():
+            if id(pool) not in running:
+                # A pool this reload made (a function new or changed) must not load bytecode that the previous
+                # pool's workers compiled from code edited since: like a recycled pool, it compiles afresh.
+                pool.fresh_bytecode()
         if certificates is not None and tls is not None and self.tls is not None:
             self.tls.update(tls, certificates)  # the next handshakes get the new certificates
         state.gateway = gateway  # new requests start on it; exchanges in flight keep the old one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import time
@@ -118,6 +119,46 @@ async def test_every_worker_follows_a_changed_config(tmp_path: Path):
         # Each connection may land on either worker (SO_REUSEPORT): all must answer the new body.
         bodies = {await _body(gw.port) for _ in range(30)}
         assert bodies == {b"two"}, bodies
+    finally:
+        await gw.stop()
+
+
+ENV_HANDLER = """
+import os
+
+def handler(event, context):
+    return {"statusCode": 200, "body": "%s " + os.environ["V"]}
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_pool_a_reload_makes_compiles_the_code_afresh(tmp_path: Path):
+    (tmp_path / "f").mkdir()
+    source = tmp_path / "f" / "app.py"
+    source.write_text(ENV_HANDLER % "one")
+    path = tmp_path / "gw.yaml"
+    config = (
+        "logging: {access_log: false}\n"
+        "functions:\n  f: {runtime: python, handler: app.handler, code: f, environment: {V: '%s'}}\n"
+        "routes:\n  - {path: /f, integration: {type: lambda, function: f}}\n"
+    )
+    path.write_text(config % "1")
+    gw = await GatewayProcess(path, "--watch").start()
+    try:
+        assert await _body(gw.port, "/f") == b"one 1"  # its worker compiled app.py into f/__pycache__
+        # An edit in the same second that keeps the size: the .pyc there still matches it. The stamp is put back
+        # whole (mtime_ns too, and the file keeps its inode), so the code watch cannot tell either and does not
+        # recycle: only the reload below decides which code the new pool's workers load.
+        before = source.stat()
+        source.write_text(ENV_HANDLER % "two")
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+        path.write_text(config % "2")  # the function's definition changed: the reload makes it a new pool
+
+        async def reloaded() -> bool:
+            return (await _body(gw.port, "/f")).endswith(b" 2")
+
+        assert await _until(reloaded), gw.log
+        assert await _body(gw.port, "/f") == b"two 2", gw.log  # not the bytecode of "one"
     finally:
         await gw.stop()
 
