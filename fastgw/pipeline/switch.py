@@ -19,6 +19,14 @@ class HeaderSwitch(Route):
     header conditions all hold takes it (the config's loader put the most specific first and the route without
     conditions last); when none does, the request is answered as a miss (404).
 
+    NOTE: 404, not 405, when no route's headers hold: the request's method is served here (with other headers),
+    so a 405 would have to leave its own method out of Allow, which is untrue, or name it, which contradicts the
+    status; Kong answers a route whose headers do not match as no route at all (404 "no Route matched with those
+    values"), and API Gateway's HTTP APIs never answer 405. Under a REST API stage the miss is its 403 Missing
+    Authentication Token, as any miss there. A method these routes do not serve never reaches the switch: the
+    group is one router entry with exactly the methods its routes list (config/load.py), so the router answers
+    it as for plain routes, 405 with Allow naming the methods of every route on the path, these included.
+
     To dispatch it is a route without plugins, so its exchange starts here, with nothing run yet.
     PERF: the switch is a route rather than a check in dispatch: reading one more attribute of every matched
     route cost ~580 instructions per exchange under callgrind (bench/instructions.py: 70.7k against 70.1k),

@@ -83,6 +83,48 @@ async def test_without_a_route_for_the_rest_a_request_no_condition_takes_is_a_40
     assert (await http_request(gw.port, "POST", "/only", headers={"X-Tenant": "a"})).status == 405
 
 
+def _path_routes(with_headers: bool) -> list[dict]:
+    """Routes on /x and /x/{id}: GET /x told apart by headers (no route for the rest) when `with_headers`, else
+    one plain GET /x; the other methods plain, and PUT /x/{id} told apart by headers too."""
+    get = [{"path": "/x", "methods": ["GET"], "integration": _mock("get")}]
+    if with_headers:
+        get = [{**get[0], "headers": {"X-T": t}, "integration": _mock(t)} for t in ("a", "b")]
+    put = {"path": "/x/{id}", "methods": ["PUT"], "integration": _mock("put")}
+    return [
+        *get,
+        {"path": "/x", "methods": ["POST", "PATCH"], "integration": _mock("post")},
+        {**put, "headers": {"X-T": "a"}} if with_headers else put,
+        {"path": "/x/lit", "methods": ["DELETE"], "integration": _mock("delete")},
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_method_no_route_of_the_path_serves_answers_405_as_for_plain_routes(gateway):
+    grouped = await gateway({"logging": {"access_log": False}, "routes": _path_routes(True)})
+    plain = await gateway({"logging": {"access_log": False}, "routes": _path_routes(False)})
+    on_x = "GET, PATCH, POST"
+    cases = [("DELETE", "/x", on_x), ("HEAD", "/x", on_x), ("OPTIONS", "/x", on_x),
+             ("GET", "/x/lit", "DELETE, PUT"), ("POST", "/x/7", "PUT")]  # fmt: skip
+    for method, path, allow in cases:
+        for headers in ({}, {"X-T": "a"}):  # whether the group's headers hold or not
+            for gw in (grouped, plain):
+                r = await http_request(gw.port, method, path, headers=headers)
+                assert (r.status, r.header("allow")) == (405, allow), (method, path, headers, gw is plain)
+                if method != "HEAD":
+                    assert r.json() == {"message": "Method Not Allowed"}
+
+
+@pytest.mark.asyncio
+async def test_a_method_served_only_under_other_headers_is_a_404_not_a_405(gateway):
+    gw = await gateway({"logging": {"access_log": False}, "routes": _path_routes(True)})
+    assert (await http_request(gw.port, "GET", "/x", headers={"X-T": "b"})).json() == {"served": "b"}
+    for method, path in (("GET", "/x"), ("PUT", "/x/7")):
+        for headers in ({}, {"X-T": "z"}):
+            r = await http_request(gw.port, method, path, headers=headers)
+            assert r.status == 404 and r.json() == {"message": "Not Found"}, (method, path, headers, r.body)
+            assert r.header("allow") is None
+
+
 @pytest.mark.asyncio
 async def test_each_route_keeps_its_own_integration_and_plugins(gateway):
     async with EchoUpstream() as stable, EchoUpstream() as canary:
