@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from fastgw.core import new_context
-from fastgw.pipeline.dispatch import client_ip
+from fastgw.pipeline.dispatch import client_ip, is_preflight
 from fastgw.pipeline.exchange import Exchange, Route
 
 if TYPE_CHECKING:
@@ -45,9 +45,11 @@ class HeaderSwitch(Route):
         for rule, route in self.candidates:
             if rule is None or rule.matches(headers):
                 return route
-        if req.method == "OPTIONS":
+        if req.method == "OPTIONS" and is_preflight(headers):
             # A CORS preflight carries none of the headers the real request will (it names them in
-            # Access-Control-Request-Headers): the first of these routes with the cors plugin answers it.
+            # Access-Control-Request-Headers): the first of these routes with the cors plugin answers it. Any other
+            # OPTIONS is a request like the rest: it would pass the cors plugin on to a route whose headers do not
+            # hold, so it is a miss.
             for _, route in self.candidates:
                 if "cors" in getattr(route.chain, "names", ()):  # (names: the chain's plugins, plugins.chain)
                     return route
