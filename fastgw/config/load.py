@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,18 @@ STAGE_VARIABLE = re.compile(r"\$\{stageVariables\.([A-Za-z0-9_]+)\}")
 # `${server.host}` / `${server.port}` in an upstream target or a mock response: where this gateway listens (after
 # --host/--port and FASTGW_HOST/FASTGW_PORT), so a config that points at the gateway itself follows it.
 SERVER_REF = re.compile(r"\$\{server\.(host|port)\}")
+
+# A file's state as `serve --watch` compares it: mtime_ns, size, inode (a file replaced by rename, as editors save,
+# has a new inode).
+FileStamp = tuple[int, int, int]
+
+
+def file_stamp(path: str | Path) -> FileStamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,9 @@ class LoadedConfig:
     # Routes told apart by request headers: the router's entry (index) -> its routes in the order they are tried,
     # each with its conditions (None: the route without `headers`, tried last).
     header_routes: dict[int, tuple[tuple[HeaderRule | None, int], ...]] = field(default_factory=dict)
+    # The file's stamp taken just before it was read (None: not from a file): `serve --watch` knows from it that
+    # the running config already serves a change, whoever reloaded it (SIGHUP, POST /reload, a rollback).
+    stamp: FileStamp | None = None
 
 
 def default_config_path() -> Path:
@@ -123,11 +139,14 @@ def default_config_path() -> Path:
 
 def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> LoadedConfig:
     source = str(path)
+    # NOTE: stamped before the read, so a save that lands between the two leaves an older stamp than the bytes
+    # read: the watch then loads once more (harmless) rather than never loading the newer file.
+    stamp = file_stamp(path)
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(source, "$", f"cannot read the file: {exc.strerror or exc}") from None
-    return load_config_bytes(raw, source, Path(path).resolve().parent, overrides)
+    return dataclasses.replace(load_config_bytes(raw, source, Path(path).resolve().parent, overrides), stamp=stamp)
 
 
 def load_config_bytes(

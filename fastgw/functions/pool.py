@@ -232,7 +232,8 @@ class FunctionPool:
         self.watchers: set[asyncio.Task[None]] = set()
         self.closed = False
         self.generation = 0  # bumped by `recycle`: workers of an older one have loaded code that changed
-        self.pycache: str | None = None  # after a recycle: where python workers keep their bytecode (see recycle)
+        # After a recycle, or in a pool a reload made: where python workers keep their bytecode (`fresh_bytecode`).
+        self.pycache: str | None = None
         self.arn = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
         # Counted per invocation, read by the metrics at scrape time (as Lambda's Invocations, Errors, Throttles).
         self.invocations = 0
@@ -457,17 +458,24 @@ class FunctionPool:
         invocation ends, and every later invocation (and the warm workers) gets a worker that loads the code
         again. Other functions' workers are not touched."""
         self.generation += 1
-        if self.spec.runtime == "python":
-            # NOTE: a .pyc is trusted when the source's mtime (in whole seconds) and size match what it recorded, so
-            # an edit within the second of the last import that keeps the size would load the old code. Workers
-            # started from now on compile into a folder of their own instead (the next recycle, a fresh one).
-            old = self.pycache
-            self.pycache = tempfile.mkdtemp(prefix=f"fastgw-{self.name}-pycache-")
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+        self.fresh_bytecode()
         idle, self.idle = self.idle, []
         for worker in idle:
             worker.stop()
+
+    def fresh_bytecode(self) -> None:
+        """Python workers started from now on compile the function's code into a new folder of their own (the
+        previous one, if any, is removed): called by `recycle`, and by a reload for a pool it made (Server.reload),
+        whose code may have changed since another pool's workers compiled it."""
+        if self.spec.runtime != "python":
+            return
+        # NOTE: a .pyc is trusted when the source's mtime (in whole seconds) and size match what it recorded, so
+        # an edit within the second of the last import that keeps the size would load the old code from a folder
+        # that import wrote (the code's own __pycache__, or a previous generation's folder).
+        old = self.pycache
+        self.pycache = tempfile.mkdtemp(prefix=f"fastgw-{self.name}-pycache-")
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _wake(self) -> None:
         """A slot is free: the first waiter starts a worker in it."""

@@ -4,6 +4,7 @@ to requests that match nothing."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from httptools import parse_url
@@ -115,12 +116,19 @@ def refuse(leg: ClientLeg, gw: Served, req: Request, status: int, message: str) 
     Exchange(leg, gw, req, None, None, None).respond_json(status, {"message": message})
 
 
+def is_preflight(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """An OPTIONS the cors plugin answers as a CORS preflight: both Origin and Access-Control-Request-Method sent.
+    Any other OPTIONS would pass that plugin on to the route's integration, so it is routed as the method it is."""
+    names = {k for k, _ in headers}
+    return b"origin" in names and b"access-control-request-method" in names
+
+
 def _preflight_route(gw: Served, req: Request, path: str) -> tuple[int, dict[str, str]] | None:
     """A CORS preflight for a path whose routes do not take OPTIONS: it belongs to the route of the method it
     asks about, if that route has the cors plugin (which answers it before any auth runs)."""
-    asked = next((v for k, v in req.headers if k == b"access-control-request-method"), None)
-    if asked is None:
-        return None
+    if not is_preflight(req.headers):
+        return None  # an OPTIONS to a route that does not take it: 405, as for any other method
+    asked = next(v for k, v in req.headers if k == b"access-control-request-method")
     found = gw.router.match(asked.decode("latin-1").strip().upper(), req.host, path)
     if found is None or found[0] is None:
         return None

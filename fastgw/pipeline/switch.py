@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from fastgw.core import new_context
-from fastgw.pipeline.dispatch import client_ip
+from fastgw.pipeline.dispatch import client_ip, is_preflight
 from fastgw.pipeline.exchange import Exchange, Route
 
 if TYPE_CHECKING:
@@ -18,6 +18,14 @@ class HeaderSwitch(Route):
     """Where the router sends a request for routes that share a host, path and methods: the first route whose
     header conditions all hold takes it (the config's loader put the most specific first and the route without
     conditions last); when none does, the request is answered as a miss (404).
+
+    NOTE: 404, not 405, when no route's headers hold: the request's method is served here (with other headers),
+    so a 405 would have to leave its own method out of Allow, which is untrue, or name it, which contradicts the
+    status; Kong answers a route whose headers do not match as no route at all (404 "no Route matched with those
+    values"), and API Gateway's HTTP APIs never answer 405. Under a REST API stage the miss is its 403 Missing
+    Authentication Token, as any miss there. A method these routes do not serve never reaches the switch: the
+    group is one router entry with exactly the methods its routes list (config/load.py), so the router answers
+    it as for plain routes, 405 with Allow naming the methods of every route on the path, these included.
 
     To dispatch it is a route without plugins, so its exchange starts here, with nothing run yet.
     PERF: the switch is a route rather than a check in dispatch: reading one more attribute of every matched
@@ -37,9 +45,11 @@ class HeaderSwitch(Route):
         for rule, route in self.candidates:
             if rule is None or rule.matches(headers):
                 return route
-        if req.method == "OPTIONS":
+        if req.method == "OPTIONS" and is_preflight(headers):
             # A CORS preflight carries none of the headers the real request will (it names them in
-            # Access-Control-Request-Headers): the first of these routes with the cors plugin answers it.
+            # Access-Control-Request-Headers): the first of these routes with the cors plugin answers it. Any other
+            # OPTIONS is a request like the rest: it would pass the cors plugin on to a route whose headers do not
+            # hold, so it is a miss.
             for _, route in self.candidates:
                 if "cors" in getattr(route.chain, "names", ()):  # (names: the chain's plugins, plugins.chain)
                     return route

@@ -90,6 +90,7 @@ class Server:
         # `serve --watch`: "all" follows the config file and the functions' code, "code" only the code (a worker
         # under a supervisor, which follows the config file itself and passes SIGHUP on).
         self.watch = watch
+        self.watcher: Watcher | None = None
         self._watching: asyncio.Task[None] | None = None
 
     @property
@@ -131,7 +132,8 @@ class Server:
         if self.watch:
             config = self._loaded.source if self.watch == "all" and not self._loaded.source.startswith("<") else None
             pools = lambda: self.gateway.functions if self.gateway is not None else {}  # noqa: E731
-            self._watching = loop.create_task(follow(Watcher(config), self._watch_reload, pools))
+            self.watcher = Watcher(config, loaded_from=self._loaded.stamp)
+            self._watching = loop.create_task(follow(self.watcher, self._watch_reload, pools))
 
     def _watch_reload(self) -> None:
         self._description = "watch"
@@ -214,12 +216,19 @@ class Server:
             # takes the surviving function pools and warm connections from the running one, so nothing that can
             # still refuse the reload may come after it.
             certificates = Certificates(tls, loaded.source, loaded.base_dir) if tls and self.tls else None
+            # Taken before the gateway is made: making it moves the pools it keeps out of the running gateway.
+            running = {id(pool) for pool in self.gateway.functions.values()} if self.gateway is not None else set()
             gateway = Gateway(loaded, previous=self.gateway)
         except ConfigError as exc:
             log.error("reload refused, still serving the previous config: %s", exc)
             self.last_error = str(exc)
             return False
         old, self.gateway = self.gateway, gateway
+        for pool in gateway.functions.values():
+            if id(pool) not in running:
+                # A pool this reload made (a function new or changed) must not load bytecode that the previous
+                # pool's workers compiled from code edited since: like a recycled pool, it compiles afresh.
+                pool.fresh_bytecode()
         if certificates is not None and tls is not None and self.tls is not None:
             self.tls.update(tls, certificates)  # the next handshakes get the new certificates
         state.gateway = gateway  # new requests start on it; exchanges in flight keep the old one
@@ -231,6 +240,8 @@ class Server:
         if old is not None:
             old.close()  # its upstream pools, and the function pools the new config did not keep
         log.info("reloaded %s: %d routes", loaded.source, len(loaded.entries))
+        if self.watcher is not None:
+            self.watcher.applied(loaded.stamp)  # whoever reloaded: the watch does not load this file state again
         record(self.deployments, loaded, self._description)
         if needs_restart:
             log.warning(

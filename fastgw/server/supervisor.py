@@ -97,7 +97,7 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
     for _ in range(workers):
         spawn()
     restart_at: list[float] = []
-    watcher = Watcher(loaded.source) if watch and not loaded.source.startswith("<") else None
+    watcher = Watcher(loaded.source, loaded_from=loaded.stamp) if watch and not loaded.source.startswith("<") else None
     next_poll = time.monotonic() + WATCH_INTERVAL
     cause = "SIGHUP"
     while not stopping:
@@ -105,7 +105,8 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
         if from_admin:
             control.reload_requested = False  # type: ignore[union-attr]
             reload_requested = True
-        if watcher is not None and time.monotonic() >= next_poll:
+        # A reload already asked for (SIGHUP, POST /reload) goes first: the poll after it sees that file state applied.
+        if watcher is not None and time.monotonic() >= next_poll and not reload_requested:
             next_poll = time.monotonic() + WATCH_INTERVAL
             if watcher.poll().config:
                 log.info("watch: %s changed; reloading it", loaded.source)
@@ -118,6 +119,8 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
             if not loaded.source.startswith("<"):
                 try:
                     loaded, _ = reload_config(loaded)
+                    if watcher is not None:
+                        watcher.applied(loaded.stamp)  # a SIGHUP or POST /reload: the watch does not repeat it
                     if control is not None:
                         control.current = loaded
                         if not from_admin:  # the admin API kept it when it checked it

@@ -7,7 +7,9 @@ and walks each function's code folder: source files only, folders that hold no c
 poll stays cheap on a folder that grew large (a warning says when the bound cuts a function's files short).
 
 A change is acted on only when a poll sees the same file state twice in a row: an editor that writes a file in
-several steps is not caught half way, and a config saved twice in quick succession is loaded once.
+several steps is not caught half way, and a config saved twice in quick succession is loaded once. A reload made
+some other way (SIGHUP, `POST /reload`, a rollback) tells the watcher the state of the file it loaded
+(`Watcher.applied`), so a change already serving is not loaded a second time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from fastgw.config.load import FileStamp, file_stamp
+
 log = logging.getLogger("fastgw.watch")
 
 INTERVAL = 1.0  # seconds between polls
@@ -27,16 +31,9 @@ MAX_FILES = 2000  # files watched per function folder
 CODE_SUFFIXES = frozenset((".py", ".js", ".mjs", ".cjs", ".json"))
 SKIPPED_DIRS = frozenset(("node_modules", "__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache"))
 
-Stamp = tuple[int, int, int]  # mtime_ns, size, inode: a file replaced by rename (as editors save) has a new inode
+Stamp = FileStamp  # one stamp for both, so the config's loader and the watch compare like with like
 State = dict[str, Stamp]
-
-
-def stamp(path: str) -> Stamp | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino
+stamp = file_stamp
 
 
 def code_files(folder: Path, exclude: str = "") -> State:
@@ -61,6 +58,7 @@ def code_files(folder: Path, exclude: str = "") -> State:
 @dataclass
 class Changes:
     config: bool = False
+    config_stamp: Stamp | None = None  # the config file's state the change was seen at
     functions: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
@@ -69,19 +67,38 @@ class Changes:
 
 class Watcher:
     """What `poll` compares: the config file's stamp and each function's code files. `functions` maps a
-    function's name to its code folder (`retarget` after a reload changes them)."""
+    function's name to its code folder (`retarget` after a reload changes them). `loaded_from` is the config
+    file's stamp when the running config was read (LoadedConfig.stamp): a save between that read and the watch's
+    start is still a change."""
 
-    def __init__(self, config: str | None, functions: Mapping[str, Path] = {}) -> None:
+    def __init__(
+        self, config: str | None, functions: Mapping[str, Path] = {}, loaded_from: Stamp | None = None
+    ) -> None:
         self.config = os.path.abspath(config) if config is not None else None
         self.folders: dict[str, Path] = {}
         self._config_seen: Stamp | None = None
         self._config_pending: Stamp | None = None
+        self.loaded_from: Stamp | None = None  # the file's state the running config was loaded from
         self._code_seen: dict[str, State] = {}
         self._code_pending: dict[str, State] = {}
         self._short: set[str] = set()
         if self.config is not None:
-            self._config_seen = stamp(self.config)
+            self._config_seen = loaded_from if loaded_from is not None else stamp(self.config)
+            self.loaded_from = loaded_from
         self.retarget(functions)
+
+    def applied(self, loaded_from: Stamp | None) -> None:
+        """The running config was just (re)loaded from the file as it was at `loaded_from`, by whoever reloaded it:
+        that state is no longer a change to act on (one seen once and still pending is dropped too)."""
+        if self.config is None or loaded_from is None:
+            return
+        self.loaded_from = loaded_from
+        self._config_seen, self._config_pending = loaded_from, None
+
+    def wants_reload(self, changes: Changes) -> bool:
+        """Whether `changes` still asks for the config to be loaded: not when a reload made meanwhile (between the
+        poll, in its thread, and now) already loaded the file in that state."""
+        return changes.config and (changes.config_stamp is None or changes.config_stamp != self.loaded_from)
 
     def retarget(self, functions: Mapping[str, Path]) -> None:
         """The functions (and their folders) of the config now serving; a function new to the watch starts from
@@ -114,7 +131,7 @@ class Watcher:
             elif now is not None:  # a file deleted (mid-save) is not a change yet
                 if now == self._config_pending:
                     self._config_seen, self._config_pending = now, None
-                    changes.config = True
+                    changes.config, changes.config_stamp = True, now
                 else:
                     self._config_pending = now
         for name, folder in self.folders.items():
@@ -152,7 +169,7 @@ async def follow(
             watcher.retarget({name: pool.code for name, pool in pools().items()})  # what a reload changed
             await asyncio.sleep(interval)
             changes = await loop.run_in_executor(None, watcher.poll)
-            if changes.config:
+            if watcher.wants_reload(changes):
                 log.info("watch: %s changed; reloading it", watcher.config)
                 reload()
             current = pools()

@@ -83,6 +83,99 @@ async def test_without_a_route_for_the_rest_a_request_no_condition_takes_is_a_40
     assert (await http_request(gw.port, "POST", "/only", headers={"X-Tenant": "a"})).status == 405
 
 
+def _path_routes(with_headers: bool) -> list[dict]:
+    """Routes on /x and /x/{id}: GET /x told apart by headers (no route for the rest) when `with_headers`, else
+    one plain GET /x; the other methods plain, and PUT /x/{id} told apart by headers too."""
+    get = [{"path": "/x", "methods": ["GET"], "integration": _mock("get")}]
+    if with_headers:
+        get = [{**get[0], "headers": {"X-T": t}, "integration": _mock(t)} for t in ("a", "b")]
+    put = {"path": "/x/{id}", "methods": ["PUT"], "integration": _mock("put")}
+    return [
+        *get,
+        {"path": "/x", "methods": ["POST", "PATCH"], "integration": _mock("post")},
+        {**put, "headers": {"X-T": "a"}} if with_headers else put,
+        {"path": "/x/lit", "methods": ["DELETE"], "integration": _mock("delete")},
+    ]
+
+
+@pytest.mark.asyncio
+async def test_a_method_no_route_of_the_path_serves_answers_405_as_for_plain_routes(gateway):
+    grouped = await gateway({"logging": {"access_log": False}, "routes": _path_routes(True)})
+    plain = await gateway({"logging": {"access_log": False}, "routes": _path_routes(False)})
+    on_x = "GET, PATCH, POST"
+    cases = [("DELETE", "/x", on_x), ("HEAD", "/x", on_x), ("OPTIONS", "/x", on_x),
+             ("GET", "/x/lit", "DELETE, PUT"), ("POST", "/x/7", "PUT")]  # fmt: skip
+    for method, path, allow in cases:
+        for headers in ({}, {"X-T": "a"}):  # whether the group's headers hold or not
+            for gw in (grouped, plain):
+                r = await http_request(gw.port, method, path, headers=headers)
+                assert (r.status, r.header("allow")) == (405, allow), (method, path, headers, gw is plain)
+                if method != "HEAD":
+                    assert r.json() == {"message": "Method Not Allowed"}
+
+
+@pytest.mark.asyncio
+async def test_a_method_served_only_under_other_headers_is_a_404_not_a_405(gateway):
+    gw = await gateway({"logging": {"access_log": False}, "routes": _path_routes(True)})
+    assert (await http_request(gw.port, "GET", "/x", headers={"X-T": "b"})).json() == {"served": "b"}
+    for method, path in (("GET", "/x"), ("PUT", "/x/7")):
+        for headers in ({}, {"X-T": "z"}):
+            r = await http_request(gw.port, method, path, headers=headers)
+            assert r.status == 404 and r.json() == {"message": "Not Found"}, (method, path, headers, r.body)
+            assert r.header("allow") is None
+
+
+@pytest.mark.asyncio
+async def test_an_options_request_that_is_no_preflight_is_a_404_when_no_headers_hold(gateway):
+    cors = {"cors": {"origins": ["https://app.test"]}}
+    gw = await gateway(
+        {
+            "logging": {"access_log": False},
+            "routes": [
+                {"path": "/t", "headers": {"X-Tenant": "a"}, "integration": _mock("a"), "plugins": cors},
+                {"path": "/t", "headers": {"X-Tenant": "b"}, "integration": _mock("b"), "plugins": cors},
+            ],
+        }
+    )
+    # Neither tenant's route may take it: without both CORS headers the cors plugin would pass it on.
+    for headers in ({}, {"X-Tenant": "c"}, {"Origin": "https://app.test"}, {"Access-Control-Request-Method": "GET"}):
+        r = await http_request(gw.port, "OPTIONS", "/t", headers=headers)
+        assert r.status == 404 and r.json() == {"message": "Not Found"}, (headers, r.body)
+    r = await http_request(gw.port, "OPTIONS", "/t", headers={"X-Tenant": "b"})  # an OPTIONS for tenant b
+    assert r.json() == {"served": "b"}
+    preflight = {"Origin": "https://app.test", "Access-Control-Request-Method": "GET"}
+    r = await http_request(gw.port, "OPTIONS", "/t", headers=preflight)
+    assert r.status == 204 and r.header("access-control-allow-origin") == "https://app.test"
+
+
+@pytest.mark.asyncio
+async def test_an_options_request_that_is_no_preflight_answers_405_where_no_route_takes_options(gateway):
+    cors = {"cors": {"origins": ["https://app.test"]}}
+    async with EchoUpstream() as upstream:
+        integ = {"type": "http", "upstream": "u"}
+        gw = await gateway(
+            {
+                "logging": {"access_log": False},
+                "upstreams": {"u": {"targets": [upstream.url]}},
+                "routes": [
+                    {"path": "/plain", "methods": ["GET"], "integration": integ, "plugins": cors},
+                    {"path": "/grouped", "methods": ["GET"], "headers": {"X-T": "a"}, "integration": integ,
+                     "plugins": cors},
+                    {"path": "/grouped", "methods": ["GET"], "integration": integ, "plugins": cors},
+                ],
+            }
+        )  # fmt: skip
+        for path in ("/plain", "/grouped"):
+            # Without Origin the cors plugin would not answer it: the GET route would proxy an OPTIONS upstream.
+            for headers in ({"Access-Control-Request-Method": "GET"}, {"Origin": "https://app.test"}):
+                r = await http_request(gw.port, "OPTIONS", path, headers={**headers, "X-T": "a"})
+                assert (r.status, r.header("allow")) == (405, "GET"), (path, headers, r.body)
+            preflight = {"Origin": "https://app.test", "Access-Control-Request-Method": "GET"}
+            r = await http_request(gw.port, "OPTIONS", path, headers=preflight)
+            assert r.status == 204 and r.header("access-control-allow-origin") == "https://app.test", path
+        assert upstream.received == []
+
+
 @pytest.mark.asyncio
 async def test_each_route_keeps_its_own_integration_and_plugins(gateway):
     async with EchoUpstream() as stable, EchoUpstream() as canary:
