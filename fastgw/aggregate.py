@@ -30,7 +30,7 @@ from fastgw.config.schema import HttpIntegration, LambdaIntegration
 from fastgw.core import Request
 from fastgw.functions.integration import LambdaRoute
 from fastgw.pipeline.exchange import Exchange, Route, Worker
-from fastgw.proxy.upstream import HttpRoute
+from fastgw.proxy.route import HttpRoute
 
 if TYPE_CHECKING:
     from fastgw.config.schema import AggregateBackend, AggregateIntegration

@@ -25,7 +25,7 @@ from fastgw.pipeline.mock import MockRoute
 from fastgw.pipeline.switch import HeaderSwitch
 from fastgw.plugins.base import RouteInfo
 from fastgw.proxy.pool import Upstream
-from fastgw.proxy.upstream import HttpRoute
+from fastgw.proxy.route import HttpRoute
 from fastgw.proxy.websocket import WebSocketRoute
 
 

@@ -108,7 +108,7 @@ class Worker:
 class Route:
     """A route as served: its integration (what `start` does), its plugin chain and what plugins may know of it.
 
-    Subclasses are the integration types (mock in fastgw.pipeline.mock, http in fastgw.proxy.upstream, lambda in
+    Subclasses are the integration types (mock in fastgw.pipeline.mock, http in fastgw.proxy.route, lambda in
     fastgw.functions.integration). `start(ex)` hands them the exchange once the request phases went on; from then
     on they answer through the exchange's surface only."""
 

@@ -115,7 +115,7 @@ class Attempt:
 
 
 class Retrying(Protocol):
-    """What `next_try` reads of the route (`fastgw.proxy.upstream.HttpRoute`)."""
+    """What `next_try` reads of the route (`fastgw.proxy.route.HttpRoute`)."""
 
     retry: RetryPolicy | None
     timeout: float | None

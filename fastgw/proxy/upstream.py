@@ -1,10 +1,10 @@
 """The upstream leg of the `http` integration: one protocol per upstream TCP connection.
 
-`HttpRoute.start(ex)` picks a target and hands the exchange to an `UpstreamConnection`, which carries one exchange
-at a time: it writes the request head (and the body as the client sends it), parses the response with httptools
-and streams it to the exchange's destination (`ex.write`: the client's transport). Flow control
-is coupled both ways: a client that reads slowly pauses reading from the upstream, an upstream that reads slowly
-pauses reading from the client, so memory per connection stays bounded by the transports' high-water marks.
+`HttpRoute.start(ex)` (fastgw.proxy.route) picks a target and hands the exchange to an `UpstreamConnection`, which
+carries one exchange at a time: it writes the request head (and the body as the client sends it), parses the
+response with httptools and streams it to the exchange's destination (`ex.write`: the client's transport). Flow
+control is coupled both ways: a client that reads slowly pauses reading from the upstream, an upstream that reads
+slowly pauses reading from the client, so memory per connection stays bounded by the transports' high-water marks.
 
 On a route whose plugins have body_filter phases the response is held instead (up to
 `limits.max_filtered_response`): the exchange's filters run over the whole of it, and it goes out at once with its
@@ -21,163 +21,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Protocol
 
 from httptools import HttpParserError, HttpResponseParser
 
-from fastgw.config.checks import TEMPLATE_REF
 from fastgw.core import PluginFailed, ResponseSink, filter_head
-from fastgw.pipeline.exchange import FILTER_HEAD, HOLD_BODY, Route
+from fastgw.pipeline.exchange import FILTER_HEAD, HOLD_BODY
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
-from fastgw.proxy.retry import Attempt, RetryPolicy, next_try
+from fastgw.proxy.retry import Attempt, Retrying, next_try
 
 if TYPE_CHECKING:
-    from fastgw.config.schema import HttpIntegration
     from fastgw.core import Request
     from fastgw.pipeline.exchange import Exchange, Worker
-    from fastgw.proxy.pool import Target, Upstream
+    from fastgw.proxy.pool import Target
 
 log = logging.getLogger("fastgw.proxy")
 _perf = time.perf_counter
 
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 TIMED_OUT = "Endpoint request timed out"  # API Gateway's words for an integration timeout (504)
 # UpstreamConnection.filtering: what happens when the response head arrives.
 FILTER = 1  # the route's filters see it first
 CHECK = 2  # its status may send the request to another target (retries `when: [http_5xx]`)
 
 
-class HttpRoute(Route):
-    """The `http` integration: proxy to an upstream, with the path rewrite rules resolved into a small plan."""
+class Proxied(Retrying, Protocol):
+    """What the upstream leg reads of its route (`fastgw.proxy.route.HttpRoute`)."""
 
-    kind = "http"
-    __slots__ = ("upstream", "strip_prefix", "path_pieces", "rewrites", "preserve_host", "host", "server_line", "via",
-                 "retry", "timeout", "head_checks", "guarded", "guard_all")  # fmt: skip
+    server_line: bytes  # the gateway's Server line, when the upstream sends none
+    via: bool
+    head_checks: int  # CHECK when the route retries on statuses
 
-    def __init__(self, name: str, integ: HttpIntegration, upstream: Upstream, server_line: bytes, via: bool) -> None:
-        super().__init__(name)
-        self.upstream = upstream
-        prefix = integ.strip_prefix
-        self.strip_prefix = prefix.rstrip("/") if prefix and prefix != "/" else None
-        # "/v1/{id}/x" -> ["/v1/", "id", "/x"]: literal pieces at even indices, parameter names at odd ones.
-        self.path_pieces: list[str] | None = TEMPLATE_REF.split(integ.path) if integ.path else None
-        self.rewrites = self.path_pieces is not None or self.strip_prefix is not None
-        self.preserve_host = integ.preserve_host
-        self.host = integ.host.encode("latin-1") if integ.host else None
-        self.server_line = server_line  # the gateway's Server line, when the upstream sends none
-        self.via = via  # append the gateway to Via, both ways
-        conf = upstream.config.retries
-        # Retries need another target to go to; with one target (or `attempts: 1`) there is no retry to plan.
-        self.retry: RetryPolicy | None = None
-        # (A DNS name may stand for several targets once resolved.)
-        targets = len(upstream.targets) if not upstream.named else conf.attempts
-        if conf.attempts > 1 and targets > 1:
-            self.retry = RetryPolicy(conf, integ.retry_non_idempotent, upstream.budget, targets)
-        self.head_checks = CHECK if self.retry is not None and self.retry.statuses else 0
-        self.timeout = integ.timeout  # the whole exchange until the response head, retries included
-        # PERF: one flag read on the plain route instead of the checks `_start_guarded` makes; with retries, a
-        # request without a body (nothing to keep) still takes the plain way unless the route needs more.
-        self.guard_all = self.timeout is not None or self.head_checks != 0
-        self.guarded = self.guard_all or self.retry is not None
-
-    def upstream_path(self, path: str, params: dict[str, str]) -> str:
-        pieces = self.path_pieces
-        if pieces is not None:
-            return "".join(params[p] if i % 2 else p for i, p in enumerate(pieces))
-        prefix = self.strip_prefix
-        if prefix is not None and path.startswith(prefix):
-            rest = path[len(prefix) :]
-            if not rest:
-                return "/"
-            if rest[0] == "/":
-                return rest
-        return path
-
-    def head_for(self, ex: Exchange, target: Target) -> bytes:
-        """The request head for `target` (a retry's; `start` has the same steps inline)."""
-        req = ex.req
-        path = req.path
-        if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
-            path = quote(chosen, safe=_PATH_SAFE)
-        elif self.rewrites:
-            path = self.upstream_path(path, ex.params)
-        target_uri = path.encode("latin-1")
-        if req.query is not None:
-            target_uri += b"?" + req.query
-        if self.host is not None:
-            host = self.host
-        elif self.preserve_host and req.host_raw:
-            host = req.host_raw
-        else:
-            host = target.host_header
-        return req.upstream_head(target_uri, host, ex.peer.trusted, ex.peer.ip_b, self.via, ex.peer.proto)
-
-    def start(self, ex: Exchange) -> None:
-        """Send the request to the next target of the upstream; the response streams back through `ex`."""
-        req = ex.req
-        upstream = self.upstream
-        target = upstream.only
-        if target is None:  # PERF: a choice to make; the single-target upstream pays one test, as before
-            target = upstream.pick(ex)
-            if target is None:
-                ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
-                return
-        path = req.path
-        if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
-            path = quote(chosen, safe=_PATH_SAFE)  # a plugin chose the upstream path
-        elif self.rewrites:
-            path = self.upstream_path(path, ex.params)
-        target_uri = path.encode("latin-1")
-        if req.query is not None:
-            target_uri += b"?" + req.query
-        if self.host is not None:
-            host = self.host
-        elif self.preserve_host and req.host_raw:
-            host = req.host_raw
-        else:
-            host = target.host_header
-        peer = ex.peer
-        head = req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, self.via, peer.proto)
-        if self.guarded and (self.guard_all or req.content_length or req.chunked):
-            self._start_guarded(ex, target, head)
-            return
-        # PERF: the usual case of Target.acquire inlined (a live pooled connection on top), ~70 ns per request.
-        idle = target.idle
-        conn = idle.pop() if idle else None
-        if conn is not None and (conn.closed or conn.transport.is_closing()):  # type: ignore[union-attr]
-            conn = target.acquire()
-        if conn is not None:
-            conn.start(ex, head)
-        else:
-            target.connecting += 1
-            ex.state.loop.create_task(_connect_and_start(ex, target, head, None))
-
-    def _start_guarded(self, ex: Exchange, target: Target, head: bytes) -> None:
-        """`start` on a route with a total timeout or retries: the clock started, a body kept for a retry."""
-        req = ex.req
-        if self.timeout is not None and not req.t0:
-            req.t0 = time.perf_counter()  # the total timeout's start (the access log sets it when it is on)
-        retry = self.retry
-        attempt = None
-        if retry is not None and (req.content_length or req.chunked) and req.method in retry.methods:
-            attempt = Attempt(ex, target, retry.max_replay)  # a request without a body needs nothing kept
-        conn = target.acquire()
-        if conn is not None:
-            if attempt is not None:
-                attempt.begin(conn, req)
-            conn.start(ex, head)
-            conn.filtering |= self.head_checks  # PERF: set here, not in `start`: the plain route never pays for it
-        else:
-            target.connecting += 1
-            ex.state.loop.create_task(_connect_and_start(ex, target, head, attempt))
+    def head_for(self, ex: Exchange, target: Target) -> bytes: ...
 
 
-async def _connect_and_start(ex: Exchange, target: Target, head: bytes, attempt: Attempt | None) -> None:
+async def connect_and_start(ex: Exchange, target: Target, head: bytes, attempt: Attempt | None) -> None:
     loop = ex.state.loop
     timeout = target.connect_timeout
-    route: HttpRoute = ex.route  # type: ignore[assignment]
+    route: Proxied = ex.route  # type: ignore[assignment]
     if route.timeout is not None:
         timeout = max(0.0, min(timeout, ex.req.t0 + route.timeout - time.perf_counter()))
     try:
@@ -231,7 +112,7 @@ def _launch(ex: Exchange, target: Target, attempt: Attempt) -> None:
     req = ex.req
     if attempt.replay:
         req.body = attempt.replay + req.body  # what arrived meanwhile waits in req.body, after what was sent
-    route: HttpRoute = ex.route  # type: ignore[assignment]
+    route: Proxied = ex.route  # type: ignore[assignment]
     head = route.head_for(ex, target)
     conn = target.acquire()
     if conn is not None:
@@ -240,7 +121,7 @@ def _launch(ex: Exchange, target: Target, attempt: Attempt) -> None:
         conn.filtering |= route.head_checks
     else:
         target.connecting += 1
-        ex.state.loop.create_task(_connect_and_start(ex, target, head, attempt))
+        ex.state.loop.create_task(connect_and_start(ex, target, head, attempt))
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -309,7 +190,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._detach()
             req.retried = True
             self.target.connecting += 1
-            self.loop.create_task(_connect_and_start(ex, self.target, self.head, self._live_attempt(ex)))
+            self.loop.create_task(connect_and_start(ex, self.target, self.head, self._live_attempt(ex)))
             return
         reason = f"upstream {self.target.url} closed the connection"
         if exc is not None:
@@ -378,7 +259,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head = head
         self.served += 1
         req.upstream = self
-        route: HttpRoute = ex.route  # type: ignore[assignment]
+        route: Proxied = ex.route  # type: ignore[assignment]
         self.sink.begin(req, route.server_line, route.via, DATE.line, self.state)
         if ex.ctx is not None:
             plan = ex.response_filters()
@@ -575,7 +456,7 @@ class UpstreamConnection(asyncio.Protocol):
         req = self.req
         assert req is not None
         status = req.status
-        route: HttpRoute = ex.route  # type: ignore[assignment]
+        route: Proxied = ex.route  # type: ignore[assignment]
         if route.retry is None or status not in route.retry.statuses:
             return False
         reason = f"upstream {self.target.url} answered {status}"

@@ -17,7 +17,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from fastgw.pipeline.leg import HIGH_WATER
-from fastgw.proxy.upstream import HttpRoute
+from fastgw.proxy.route import HttpRoute
 
 if TYPE_CHECKING:
     from fastgw.config.schema import HttpIntegration
