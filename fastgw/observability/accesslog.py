@@ -120,7 +120,7 @@ class AccessLog:
             self._gw = gw
             entries = getattr(gw, "entries", ())
             by_label = {e.label: {k: v for k, v in (("api", e.api), ("stage", e.stage)) if v} for e in entries}
-            self._where = {r: (r.name, by_label.get(r.name) or None) for r in getattr(gw, "routes", ())}
+            self._where = {r: (r.name, by_label.get(r.name) or None) for r in served_routes(gw)}
         return self._where
 
     def entries(self, raw: list[tuple[Exchange, float]]) -> list[dict[str, Any]]:

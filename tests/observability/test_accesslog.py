@@ -68,6 +68,42 @@ async def test_json_lines_field_by_field():
     assert nothing["response_bytes"] == len(miss.raw_head) + len(miss.body) > 0
 
 
+HEADER_ROUTES = """
+apis:
+  shop:
+    type: rest
+    stages: {prod: {}}
+    routes:
+      - path: /items
+        name: beta
+        headers: {X-Beta: "1"}
+        integration: {type: mock, body: beta}
+      - path: /items
+        name: items
+        integration: {type: mock, body: items}
+"""
+
+
+async def test_routes_told_apart_by_headers_carry_their_api_and_stage():
+    # The router's entry of such routes is their switch (fastgw.pipeline.switch), in place of the first of them:
+    # that one's lines had lost their api and stage, and its spans their http.route.
+    from fastgw.gateway import Gateway
+    from fastgw.observability.accesslog import served_routes
+
+    out = io.BytesIO()
+    async with running_gateway(HEADER_ROUTES, access_log=AccessLog(out)) as gw:
+        assert (await http_request(gw.port, "GET", "/prod/items", headers={"x-beta": "1"})).body == b"beta"
+        assert (await http_request(gw.port, "GET", "/prod/items")).body == b"items"
+        served: Gateway | None = gw.gateway
+        names = sorted({r.name for r in served_routes(served) if r.kind != "headers"})
+        assert names == ["shop:beta@prod", "shop:items@prod"]
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["route"], e.get("api"), e.get("stage")) for e in lines] == [
+        ("shop:beta@prod", "shop", "prod"),
+        ("shop:items@prod", "shop", "prod"),
+    ]
+
+
 async def _slow_upstream(delay: float) -> asyncio.AbstractServer:
     """Answers every request `delay` seconds after it arrived."""
 
