@@ -1530,6 +1530,9 @@ cdef int _NBOUNDS = len(_spec_observe.BUCKETS)
 assert _NBOUNDS == 11 and _spec_observe.WIDTH == 16 and _spec_observe.UWIDTH == 16  # (the C arrays' sizes)
 cdef double _MAX_US = _spec_observe._MAX_US
 cdef char *_HEX = b"0123456789abcdef"
+cdef unsigned char _PLAIN[128]  # ASCII a JSON string carries as it is
+for _i in range(128):
+    _PLAIN[_i] = _i >= 0x20 and _i != 0x22 and _i != 0x5c
 
 
 cdef inline double _now() noexcept:
@@ -1557,6 +1560,66 @@ cdef inline long long _micros(double seconds) noexcept:
     if not us > 0:
         return 0
     return <long long>us if us < _MAX_US else <long long>_MAX_US
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    ctypedef struct PyObject
+
+cdef extern from "structmember.h":
+    int T_OBJECT_EX
+
+from types import MemberDescriptorType as _MemberDescriptor
+
+
+cdef class _Slots:
+    """Reads named `__slots__` fields of one class's instances at their offsets, other objects with getattr.
+
+    PERF: an exchange's fields (and its peer's address) are read ~15 times an exchange by Tally and LogLines;
+    through getattr each costs ~100 instructions (type lookup, descriptor, PyMember_GetOne), at the offset ~5.
+    NOTE: exact: only for instances of exactly the class resolved, and only for fields that are plain object slots
+    on it (a member descriptor of T_OBJECT_EX, which an instance dict cannot shadow); an unset slot, any other
+    class or field goes through getattr (which raises AttributeError as ever)."""
+
+    cdef object cls
+    cdef tuple names
+    cdef Py_ssize_t offsets[8]
+
+    def __cinit__(self, tuple names):
+        assert len(names) <= 8
+        self.names = names
+
+    cdef int resolve(self, object cls) except -1:
+        cdef Py_ssize_t i
+        for i in range(len(self.names)):
+            d = getattr(cls, self.names[i], None)
+            if type(d) is _MemberDescriptor and (<PyMemberDescrObject *>d).d_member.type == T_OBJECT_EX:
+                self.offsets[i] = (<PyMemberDescrObject *>d).d_member.offset
+            else:
+                self.offsets[i] = -1
+        self.cls = cls
+        return 0
+
+    cdef inline object get(self, object obj, int i):
+        cdef PyObject *p
+        if type(obj) is not self.cls:
+            self.resolve(type(obj))
+        if self.offsets[i] >= 0:
+            p = (<PyObject **>(<char *><void *>obj + self.offsets[i]))[0]
+            if p != NULL:
+                return <object>p
+        return getattr(obj, self.names[i])
+
+
+cdef enum:
+    _REQ, _ROUTE, _GW, _PEER, _SENT, _UPSTREAM, _UPSTREAM_S, _CTX
+
+cdef _Slots _EX = _Slots(("req", "route", "gw", "peer", "sent", "upstream", "upstream_s", "ctx"))
+cdef _Slots _PEER_IP = _Slots(("ip",))
 
 
 cdef class _Series:
@@ -1604,13 +1667,13 @@ cdef class Tally:
     cdef int _add(self, object ex, double now) except -1:
         # PERF: a dict lookup by the route's name (its hash is cached) and a scan of that route's few series
         # rather than a (name, method, status) tuple made and hashed per exchange; C integers, no float objects.
-        cdef Request req = <Request?>ex.req
+        cdef Request req = <Request?>_EX.get(ex, _REQ)
         cdef _Series s = None
         cdef _Answered u
         cdef list found
         cdef double dt
         cdef int status = req.status
-        route = ex.route
+        route = _EX.get(ex, _ROUTE)
         name = route.name if route is not None else ""
         method = req.method
         found = self._routes.get(name)
@@ -1626,21 +1689,21 @@ cdef class Tally:
         dt = now - req.t0
         s.count += 1
         s.bytes_in += req.body_size
-        s.bytes_out += <long long>ex.sent
+        s.bytes_out += <long long>_EX.get(ex, _SENT)
         s.total += dt
         s.buckets[_bucket(dt)] += 1
-        up = ex.upstream
+        up = _EX.get(ex, _UPSTREAM)
         if up is not None:
             got = self._upstreams.get(up)
             if got is None:
                 names = _target_names(ex, up)
                 got = self._upstreams[up] = _Answered(names[0], names[1])
             u = <_Answered>got
-            dt = ex.upstream_s
+            dt = _EX.get(ex, _UPSTREAM_S)
             u.count += 1
             u.total += dt
             u.buckets[_bucket(dt)] += 1
-        ctx = ex.ctx
+        ctx = _EX.get(ex, _CTX)
         if ctx is not None:
             v = ctx.vars
             if v:
@@ -1739,7 +1802,7 @@ cdef int _put_ascii(_Buf *b, const unsigned char *s, Py_ssize_t n) except -1:
     out += 1
     for i in range(n):
         c = s[i]
-        if c >= 0x20 and c != 0x22 and c != 0x5c:
+        if _PLAIN[c & 127]:  # (callers pass ASCII only)
             out[0] = <char>c
             out += 1
         elif c == 0x22 or c == 0x5c:
@@ -1859,7 +1922,7 @@ cdef class LogLines:
         for i in range(n):
             ex = raw[i]
             now = self._now[i]
-            req = <Request?>ex.req
+            req = <Request?>_EX.get(ex, _REQ)
             wall = <long long>(now + offset)
             if wall != second:
                 second = wall
@@ -1874,7 +1937,7 @@ cdef class LogLines:
             _put(b, b'{"time":', 8)
             _put_bytes(b, stamp_b)
             _put(b, b',"client":', 10)
-            _put_json(b, ex.peer.ip)
+            _put_json(b, _PEER_IP.get(_EX.get(ex, _PEER), 0))
             _put(b, b',"method":', 10)
             _put_json(b, req.method)
             _put(b, b',"host":', 8)
@@ -1882,11 +1945,11 @@ cdef class LogLines:
             _put(b, b',"path":', 8)
             _put_json(b, req.path or req.url.decode("latin-1")[:256])
             _put(b, b",", 1)
-            route = ex.route
+            route = _EX.get(ex, _ROUTE)
             if route is None:
                 _put(b, b'"route":null', 12)
             else:
-                gw = ex.gw
+                gw = _EX.get(ex, _GW)
                 if gw is not self._gw:
                     self._gw = gw
                     self._fragments = {}
@@ -1900,7 +1963,7 @@ cdef class LogLines:
             _put(b, b',"request_bytes":', 17)
             _put_int(b, req.body_size)
             _put(b, b',"response_bytes":', 18)
-            _put_int(b, <long long>ex.sent)
+            _put_int(b, <long long>_EX.get(ex, _SENT))
             _put(b, b',"duration_ms":', 15)
             t0 = req.t0
             _put_ms(b, _micros(now - t0) if t0 else 0)
@@ -1909,7 +1972,7 @@ cdef class LogLines:
                 _put(b, b"null", 4)
             else:
                 _put_agent(b, <bytes?>ua)
-            up = ex.upstream
+            up = _EX.get(ex, _UPSTREAM)
             if up is not None:
                 label = self._labels.get(up)
                 if label is None:
@@ -1917,8 +1980,8 @@ cdef class LogLines:
                 _put(b, b',"upstream":', 12)
                 _put_bytes(b, <bytes?>label)
                 _put(b, b',"upstream_ms":', 15)
-                _put_ms(b, _micros(ex.upstream_s))
-            ctx = ex.ctx
+                _put_ms(b, _micros(_EX.get(ex, _UPSTREAM_S)))
+            ctx = _EX.get(ex, _CTX)
             trace_id = None
             if ctx is not None:
                 v = ctx.vars

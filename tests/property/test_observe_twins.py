@@ -38,6 +38,24 @@ class Target:
         self.host, self.port = host, port
 
 
+class Exchange:
+    """The fields of fastgw.pipeline.exchange.Exchange the observation reads, as slots (the compiled twin reads
+    slots of one class at their offsets, anything else with getattr: both ways are drawn)."""
+
+    __slots__ = ("req", "route", "gw", "peer", "sent", "upstream", "upstream_at", "upstream_s", "ctx")
+
+    def __init__(self, **fields: object) -> None:
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
+class Peer:
+    __slots__ = ("ip",)
+
+    def __init__(self, ip: str | None) -> None:
+        self.ip = ip
+
+
 class Route:  # (hashable by identity, as the gateway's routes are)
     def __init__(self, name: str) -> None:
         self.name = name
@@ -85,11 +103,13 @@ def exchanges(draw):
     now = t0 + draw(st.one_of(st.floats(0.0, 20.0), st.sampled_from([0.0049999, 0.005, 0.1, 10.0, 10.5])))
     up = draw(UPSTREAMS)
     route_name = draw(st.one_of(st.none(), ROUTE_NAMES))
-    ex = SimpleNamespace(
+    ip = draw(st.one_of(st.none(), st.sampled_from(["127.0.0.1", "::1"]), TEXT))
+    slotted = draw(st.booleans())
+    ex = (Exchange if slotted else SimpleNamespace)(
         req=req,
         route=ROUTES[route_name] if route_name is not None else None,
         gw=draw(st.sampled_from(["gw1", "gw2"])),
-        peer=SimpleNamespace(ip=draw(st.one_of(st.none(), st.sampled_from(["127.0.0.1", "::1"]), TEXT))),
+        peer=Peer(ip) if slotted else SimpleNamespace(ip=ip),
         sent=draw(st.integers(0, 10**9)),
         upstream=up,
         upstream_s=draw(st.floats(0.0, 30.0)),
