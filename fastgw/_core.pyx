@@ -1500,8 +1500,9 @@ def run_phases(Context ctx, Py_ssize_t start, Request req):
 # Observation: the metrics counters, the access log's buffer and its JSON lines, the one hook Exchange.done calls.
 # The twin and specification is fastgw/_pyobserve.py (same API, same counters, same bytes:
 # tests/property/test_observe_twins.py). Kept in this one section, apart from the rest of the core.
-# PERF: the JSON log and the metrics cost +30.5k instructions an exchange in Python (callgrind,
-# bench/instructions.py --scenario observed over loop); figures for this section in bench/README.md.
+# PERF: callgrind, bench/instructions.py over --scenario loop (71.4k an exchange): the JSON log and the metrics cost
+# +30.5k instructions an exchange in Python (log +23.1k, metrics +10.9k), +7.9k here (log +7.1k, metrics +4.1k);
+# bench/README.md has the steps.
 # ==================================================================================================================
 
 from libc.stdlib cimport free, realloc
@@ -1597,7 +1598,8 @@ cdef class _Slots:
         cdef Py_ssize_t i
         for i in range(len(self.names)):
             d = getattr(cls, self.names[i], None)
-            if type(d) is _MemberDescriptor and (<PyMemberDescrObject *>d).d_member.type == T_OBJECT_EX:
+            if (type(d) is _MemberDescriptor and issubclass(cls, d.__objclass__)
+                    and (<PyMemberDescrObject *>d).d_member.type == T_OBJECT_EX):
                 self.offsets[i] = (<PyMemberDescrObject *>d).d_member.offset
             else:
                 self.offsets[i] = -1
