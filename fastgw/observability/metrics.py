@@ -51,7 +51,8 @@ class Counters:
     def add(self, ex: Exchange, now: float = 0.0) -> None:
         """Count a finished exchange; `now` is the clock reading every hook shares (0: read it)."""
         # PERF: through `observer` the compiled Observer calls the Tally itself (no Python frame); callgrind,
-        # plain proxy: +10.9k instructions an exchange with metrics on when this was Python dicts and lists.
+        # plain proxy: +10.9k instructions an exchange with metrics on when this was Python dicts and lists, +4.1k
+        # with the compiled Tally (of which ~1k is the upstream timing in proxy/upstream.py and the dispatcher's t0).
         self.tally.add(ex, now or clock())
 
     @property
