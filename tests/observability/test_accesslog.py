@@ -237,3 +237,32 @@ def test_a_traceparent_that_is_not_w3c_gives_no_trace_id():
     assert trace_id_of(b"00-\t" + good[4:]) is None  # a tab in the id would break the JSON line
     assert trace_id_of(good[:36] + b"zzzzzzzzzzzzzzzz-01") is None  # the span export reads the parent as hex
     assert trace_id_of(good.upper()) is None
+
+
+async def test_a_hook_that_raises_is_logged_and_the_connection_goes_on(caplog):
+    # The Observer runs the counters, the log's buffer and the other hooks in one call from Exchange.done: one that
+    # raises is logged there, and the keep-alive connection answers its next request.
+    from fastgw.observability.metrics import Counters, observer
+
+    class Broken:
+        def add(self, ex, now):
+            raise RuntimeError("span export broke")
+
+    out = io.BytesIO()
+    log = AccessLog(out)
+    counters = Counters()
+    cfg = {"routes": [{"path": "/t", "name": "t", "integration": {"type": "mock", "body": "ok"}}]}
+    async with running_gateway(cfg) as gw:
+        gw.state.access_log = observer(log, counters, Broken())  # type: ignore[union-attr]
+        conn = await RawConnection.open(gw.port)
+        try:
+            for _ in range(2):
+                await conn.send(b"GET /t HTTP/1.1\r\nhost: x\r\n\r\n")
+                r = await conn.response()
+                assert r.status == 200 and r.body == b"ok"
+        finally:
+            await conn.close()
+        log.flush()
+    assert [orjson.loads(line)["route"] for line in out.getvalue().splitlines()] == ["t", "t"]
+    assert counters.series[("t", "GET", 200)][0] == 2
+    assert caplog.text.count("observing the exchange failed") == 2
