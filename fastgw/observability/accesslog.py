@@ -104,7 +104,7 @@ class AccessLog:
         # PERF: the exchange itself and the clock, nothing read here (through `observer` the compiled Observer
         # calls `lines` itself). Callgrind, bench/instructions.py --scenario log over loop, flush included: 38.5k
         # when this took the fields into a tuple and the flush built a dict per entry, 23.1k with the lines made
-        # by a bytes %-format in Python, 7.1k with the compiled LogLines (bench/README.md).
+        # by a bytes %-format in Python, 6.6k with the compiled LogLines (bench/README.md).
         if self.lines.add(ex, now or _perf()):
             self.flush()
 

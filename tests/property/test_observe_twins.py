@@ -176,3 +176,19 @@ def test_the_compiled_clock_is_perf_counter():
     b = _core.clock()
     c = time.perf_counter()
     assert a <= b <= c and c - a < 0.5
+
+
+def test_a_flush_larger_than_the_buffer_grows_it_and_stays_the_same():
+    # Paths of control characters print 6 bytes each: 300 lines of them outgrow the first buffer many times over.
+    fast = _core.LogLines(fragment, label, trace_id_of, 1000)
+    slow = _pyobserve.LogLines(fragment, label, trace_id_of, 1000)
+    for n in range(300):
+        req = _core.Request()
+        req.method, req.host, req.path, req.t0 = "GET", "h", "\x01" * (n * 7 % 250) + '"\\', 1.0
+        req.headers = [(b"user-agent", b"\x02" * (n % 40))]
+        ex = Exchange(req=req, route=ROUTES["r1"], gw="gw", peer=Peer("::1"), sent=n, upstream=TARGETS[n % 2],
+                      upstream_s=0.001 * n, ctx=None)  # fmt: skip
+        fast.add(ex, 2.0 + n)
+        slow.add(ex, 2.0 + n)
+    data = fast.json(1e9)
+    assert data == slow.json(1e9) and len(data) > 200_000 and data.count(b"\n") == 300
