@@ -165,3 +165,56 @@ cdef class Context:
     cdef public PhaseChain chain
     cdef public list _reply_headers
     cdef public list _upstream_sets
+# -- observation (the section at the end of _core.pyx; twin: fastgw/_pyobserve.py) ------------------------------
+
+cdef struct _Buf:
+    char *data
+    Py_ssize_t size
+    Py_ssize_t cap
+
+cdef class _Series:
+    cdef object method
+    cdef int status
+    cdef long long count
+    cdef long long bytes_in
+    cdef long long bytes_out
+    cdef double total
+    cdef long long buckets[12]
+    cdef list row(self)
+
+cdef class _Answered:
+    cdef object upstream
+    cdef object target
+    cdef long long count
+    cdef double total
+    cdef long long buckets[12]
+    cdef list row(self)
+
+cdef class Tally:
+    cdef dict _routes
+    cdef dict _upstreams
+    cdef public dict cache
+    cdef public dict limits
+    cdef int _add(self, object ex, double now) except -1
+
+cdef class LogLines:
+    cdef readonly Py_ssize_t size
+    cdef object _fragment
+    cdef object _label
+    cdef object _trace_id
+    cdef list _ex
+    cdef double *_now
+    cdef Py_ssize_t _cap
+    cdef long long _second
+    cdef bytes _stamp
+    cdef object _gw
+    cdef dict _fragments
+    cdef dict _labels
+    cdef int _add(self, object ex, double now) except -1
+    cdef int _lines(self, _Buf *b, double offset) except -1
+
+cdef class Observer:
+    cdef readonly Tally tally
+    cdef readonly object log
+    cdef readonly tuple hooks
+    cdef LogLines _lines

@@ -1,15 +1,17 @@
 """The access log: one line per answered request, JSON (orjson) or text, to stdout or a file.
 
-Off the request path: `add` (from `Exchange.done`, through `observer`) appends the exchange and one
-`perf_counter` reading to a list, nothing more; the server's tick (4 times a second), a full buffer, a SIGUSR1 or
-shutdown turns them into lines and writes them in one go. A file is reopened on SIGUSR1, after logrotate moved it.
+Off the request path: the compiled `Observer` (from `Exchange.done`, see metrics.observer) appends the exchange and
+one clock reading to the log's `LogLines` (fastgw.core), nothing more; the server's tick (4 times a second), a full
+buffer, a SIGUSR1 or shutdown turns them into lines (`LogLines.json`, in the compiled core) and writes them in one
+go. A file is reopened on SIGUSR1, after logrotate moved it.
 
 The fields, in the spirit of AWS's `$context` variables: time, request_id, client, method, host, path, route, api,
 stage, status, request_bytes, response_bytes, duration_ms, upstream (`host:port` of the target, or
 `function:NAME`), upstream_ms (from the request sent to the response head; a function's invocation), consumer,
 user_agent, trace_id, and cache_status / rate_limit when a plugin publishes them in `ctx.vars` under those names.
 Fields nothing set (request_id, api, stage, consumer, upstream, upstream_ms, trace_id, cache_status, rate_limit)
-are left out; the others are there, null when unknown.
+are left out; the others are there, null when unknown. duration_ms and upstream_ms are whole microseconds printed
+with three decimals (`12.345`), truncated.
 
 NOTE: an entry holds its exchange until the next flush (at most a tick, or `_FLUSH_AT` entries), with whatever
 the exchange still references (a request body a plugin collected, within `limits.max_body_size`): the price of
@@ -26,6 +28,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
+from fastgw.core import LogLines, clock
 from fastgw.observability.tracing import parse_traceparent
 
 if TYPE_CHECKING:
@@ -34,15 +37,7 @@ if TYPE_CHECKING:
 # Entries held before the next tick: a burst stays bounded, and so does what the held exchanges keep alive
 # (PERF: 512 -> 64 took ~5k instructions an exchange off, callgrind: fewer objects for the collector to walk).
 _FLUSH_AT = 64
-_perf = time.perf_counter
-# A JSON line's fields every entry has; the others follow when set, then `}` and the newline.
-_LINE = (
-    b'{"time":%b,"client":%b,"method":%b,"host":%b,"path":%b,%b,"status":%d,"request_bytes":%d,'
-    b'"response_bytes":%d,"duration_ms":%.3f,"user_agent":%b'
-)
-_LINE_UP = _LINE + b',"upstream":%b,"upstream_ms":%.3f'
-_LINE_UP_END = _LINE_UP + b"}\n"
-_PUBLISHED = ("request_id", "cache_status", "rate_limit")  # from ctx.vars, when a plugin set them
+_perf = clock
 
 FIELDS = (
     "time", "request_id", "client", "method", "host", "path", "route", "api", "stage", "status", "request_bytes",
@@ -58,12 +53,26 @@ def trace_id_of(traceparent: bytes | None) -> str | None:
     return parsed[0] if parsed is not None else None
 
 
+def served_routes(gw: Any) -> list[Any]:
+    """Every route `gw` serves: its routes, and for a switch of routes told apart by headers (its place in
+    `gw.routes` is the switch's, fastgw.pipeline.switch) the routes it picks from."""
+    out = []
+    for route in getattr(gw, "routes", ()):
+        out.append(route)
+        out.extend(r for _, r in getattr(route, "candidates", ()))
+    return out
+
+
 def upstream_label(upstream: Any) -> str | None:
     """What an integration recorded in `Exchange.upstream` as the log names it: a target (`host:port`) or a
     label it wrote itself (`function:NAME`)."""
     if upstream is None or upstream.__class__ is str:
         return upstream
     return f"{upstream.host}:{upstream.port}"
+
+
+def _label(upstream: Any) -> bytes:
+    return orjson.dumps(upstream_label(upstream))
 
 
 class AccessLog:
@@ -80,29 +89,23 @@ class AccessLog:
             self._own = True
         else:
             self.stream = sys.stdout.buffer
-        self._buf: list[tuple[Exchange, float]] = []
+        # What is held until the next flush, and the JSON lines of it (the compiled core's, or its twin).
+        self.lines = LogLines(self._fragment, _label, trace_id_of, _FLUSH_AT)
         self._second = -1
         self._stamp = ""
         self._gw: Any = None
         self._where: dict[Any, tuple[str, dict[str, str] | None]] = {}
-        self._labels: dict[Any, bytes] = {}  # what answered -> its name in JSON (targets: "host:port")
-        self._methods: dict[str, bytes] = {}
-        self._fgw: Any = None
-        self._json_where: dict[Any, bytes] = {}
-        self._stamp_b = b""
-        self._memo: dict[Any, bytes] = {}  # strings (and user agents as bytes) seen lately -> as JSON
 
     def __call__(self, ex: Exchange) -> None:
         self.add(ex)
 
     def add(self, ex: Exchange, now: float = 0.0) -> None:
         """Log a finished exchange; `now` is the clock reading `observer` took for every hook (0: read it)."""
-        # PERF: the exchange itself and the clock, nothing read here. The JSON log on costs 21.8k instructions an
-        # exchange, flush included (callgrind, bench/hotpath's loop: plain proxy 70.8k, log on ~93k); it cost
-        # 38.5k when this took the fields into a tuple and the flush built a dict per entry.
-        buf = self._buf
-        buf.append((ex, now or _perf()))
-        if len(buf) >= _FLUSH_AT:
+        # PERF: the exchange itself and the clock, nothing read here (through `observer` the compiled Observer
+        # calls `lines` itself). Callgrind, bench/instructions.py --scenario log over loop, flush included: 38.5k
+        # when this took the fields into a tuple and the flush built a dict per entry, 23.1k with the lines made
+        # by a bytes %-format in Python, 6.6k with the compiled LogLines (bench/README.md).
+        if self.lines.add(ex, now or _perf()):
             self.flush()
 
     def _time(self, sec: int) -> str:
@@ -117,7 +120,7 @@ class AccessLog:
             self._gw = gw
             entries = getattr(gw, "entries", ())
             by_label = {e.label: {k: v for k, v in (("api", e.api), ("stage", e.stage)) if v} for e in entries}
-            self._where = {r: (r.name, by_label.get(r.name) or None) for r in getattr(gw, "routes", ())}
+            self._where = {r: (r.name, by_label.get(r.name) or None) for r in served_routes(gw)}
         return self._where
 
     def entries(self, raw: list[tuple[Exchange, float]]) -> list[dict[str, Any]]:
@@ -198,118 +201,14 @@ class AccessLog:
             append(e)
         return out
 
-    def json_lines(self, raw: list[tuple[Exchange, float]]) -> list[bytes]:
-        """The JSON lines of `raw`, as pieces to join: what `entries` has, without a dict per entry."""
-        # PERF: one bytes %-format per line over values orjson escaped one by one (the client's address, host,
-        # path and user agent, each kept escaped while it repeats: a keep-alive client sends the same ones) or
-        # that are safe as they are (numbers, the time stamp), with the route's fields and the targets' names
-        # serialized once; the header scan is a plain loop (cheaper than dict(headers) for a handful of headers).
-        # Callgrind, the flush per entry (500 entries flushed 20 times): a dict per entry then orjson ~30k
-        # instructions; this without the memo 19.4k, with it 17.5k. (An f-string per line with a regex deciding
-        # what to escape was slower: 26.2k, format specs and regex calls cost more than orjson does.)
-        offset = time.time() - _perf()  # perf_counter readings to wall-clock time, once per flush
-        second, stamp = self._second, self._stamp_b
-        gw: Any = None
-        fragments: dict[Any, bytes] = {}
-        labels = self._labels
-        methods = self._methods
-        dumps = orjson.dumps
-        line, line_up, line_up_end = _LINE, _LINE_UP, _LINE_UP_END
-        memo = self._memo
-        if len(memo) > 1024:  # bounded: distinct values stop being remembered past a flush that saw many
-            memo.clear()
-        escaped = memo.get
-        out: list[bytes] = []
-        add = out.append
-        for ex, now in raw:
-            req = ex.req
-            wall = int(now + offset)
-            if wall != second:
-                second = wall
-                stamp = b'"%b"' % self._time(wall).encode()
-                self._stamp_b = stamp
-            ua = tp = None
-            for name, value in req.headers:
-                if name == b"user-agent":
-                    ua = value
-                elif name == b"traceparent":
-                    tp = value
-            route = ex.route
-            if route is None:
-                where = b'"route":null'
-            else:
-                if ex.gw is not gw:
-                    gw = ex.gw
-                    fragments = self._fragments(gw)
-                where = fragments.get(route) or self._fragment(fragments, route)
-            method = methods.get(req.method)
-            if method is None:
-                method = methods[req.method] = dumps(req.method)
-            t0 = req.t0
-            ctx = ex.ctx
-            up = ex.upstream
-            ip = ex.peer.ip
-            if (ip_j := escaped(ip)) is None:
-                ip_j = memo[ip] = dumps(ip)
-            host = req.host
-            if (host_j := escaped(host)) is None:
-                host_j = memo[host] = dumps(host)
-            path = req.path or req.url.decode("latin-1")[:256]
-            if (path_j := escaped(path)) is None:
-                path_j = dumps(path)
-                if len(path) <= 256:  # (a long one is not worth the memory)
-                    memo[path] = path_j
-            ua_j: bytes | None
-            if ua is None:
-                ua_j = b"null"
-            elif (ua_j := escaped(ua)) is None:
-                ua_j = memo[ua] = dumps(ua.decode("latin-1"))  # (bytes and str keys never collide)
-            values: tuple[Any, ...] = (
-                stamp, ip_j, method, host_j, path_j, where, req.status, req.body_size, ex.sent,
-                (now - t0) * 1000 if t0 else 0.0, ua_j,
-            )  # fmt: skip
-            if up is not None:
-                label = labels.get(up)
-                if label is None:
-                    label = labels[up] = dumps(upstream_label(up))
-                values += (label, ex.upstream_s * 1000)
-                if ctx is None and tp is None:
-                    add(line_up_end % values)  # PERF: the plain proxy's line in one piece
-                    continue
-                add(line_up % values)
-            else:
-                add(line % values)
-            trace_id = None
-            if ctx is not None:
-                v = ctx.vars
-                if v:
-                    for key in _PUBLISHED:
-                        if (found := v.get(key)) is not None:
-                            add(b',"%b":%b' % (key.encode(), dumps(found, default=str)))
-                    trace_id = v.get("trace_id")
-                if ctx.consumer is not None:
-                    add(b',"consumer":%b' % dumps(ctx.consumer.name))
-            if trace_id is None and tp is not None:
-                trace_id = trace_id_of(tp)
-            add(b',"trace_id":"%b"}\n' % trace_id.encode() if trace_id is not None else b"}\n")
-        self._second = second
-        return out
-
-    def _fragments(self, gw: Any) -> dict[Any, bytes]:
-        """Per route of `gw`, its fields as JSON (`"route":...,"api":...,"stage":...`), once per config."""
-        if gw is not self._fgw:
-            self._fgw = gw
-            self._json_where = {}
-            self._labels.clear()  # targets of the previous config are let go
-        return self._json_where
-
-    def _fragment(self, fragments: dict[Any, bytes], route: Any) -> bytes:
-        name, extra = self._routes(self._fgw).get(route) or (route.name, None)
-        fields = {"route": name, **(extra or {})}
-        fragment = fragments[route] = orjson.dumps(fields)[1:-1]
-        return fragment
+    def _fragment(self, gw: Any, route: Any) -> bytes:
+        """A route's fields as JSON (`"route":...,"api":...,"stage":...`): `LogLines` asks once per route and
+        config."""
+        name, extra = self._routes(gw).get(route) or (route.name, None)
+        return orjson.dumps({"route": name, **(extra or {})})[1:-1]
 
     def text(self, e: dict[str, Any]) -> bytes:
+        """A text line: the text format (and the JSON fallback) read `entries`, which print durations as floats."""
         # The combined log format's order, then what it has no column for as key=value.
         text = (
             f'{e["client"] or "-"} - {e.get("consumer") or "-"} [{e["time"]}] "{e["method"]} {e["path"]}" '
@@ -323,16 +222,17 @@ class AccessLog:
         return (text + extra + "\n").encode("utf-8", "replace")
 
     def flush(self) -> None:
-        if not self._buf:
+        lines = self.lines
+        if not len(lines):
             return
-        raw, self._buf = self._buf, []
         if self.format == "json":
             try:
-                data = b"".join(self.json_lines(raw))
+                data = lines.json(time.time() - _perf())  # (perf_counter readings to wall-clock time)
             except orjson.JSONEncodeError:  # a lone surrogate somewhere (orjson refuses it): the standard library
+                raw = lines.take()
                 data = "".join(json.dumps(e, default=str) + "\n" for e in self.entries(raw)).encode()
         else:
-            data = b"".join([self.text(e) for e in self.entries(raw)])
+            data = b"".join([self.text(e) for e in self.entries(lines.take())])
         try:
             self.stream.write(data)
             self.stream.flush()

@@ -1,7 +1,8 @@
 """Prometheus metrics: plain integer counters per worker, turned into metric families only when scraped.
 
-The request path pays one dict lookup and a few integer increments per exchange (`Counters.record`, called from
-`Exchange.done`); no prometheus-client object, lock or label set is touched per request. A scrape reads the
+The request path pays one dict lookup and a few integer increments per exchange (`Tally.add` in the compiled core,
+called from `Exchange.done` through the `Observer`); no prometheus-client object, lock or label set is touched per
+request. A scrape reads the
 counters (`Counters.snapshot`), sums the snapshots of every worker, and `GatewayCollector` yields them as metric
 families.
 
@@ -17,92 +18,66 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from fastgw._pyobserve import BUCKETS  # (fixed bucket bounds, seconds: Prometheus' default ones)
+from fastgw.core import Observer, Tally, clock
+
 if TYPE_CHECKING:
     from fastgw.pipeline.exchange import Exchange, Worker
 
-# Fixed bucket bounds (seconds), as Prometheus' default ones: each exchange adds 1 to one integer.
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-# A series' list: count, request bytes, response bytes, duration sum (seconds), then one count per bucket and one
-# for +Inf.
+# A series' list (fastgw._pyobserve.Tally): count, request bytes, response bytes, duration sum (seconds), then one
+# count per bucket of BUCKETS and one for +Inf.
 _COUNT, _BYTES_IN, _BYTES_OUT, _SUM, _B0 = 0, 1, 2, 3, 4
-_WIDTH = _B0 + len(BUCKETS) + 1
-# What answered: upstream name, target, then count, latency sum (seconds), buckets (the same bounds).
-_UCOUNT, _USUM, _UB0 = 2, 3, 4
-_UWIDTH = _UB0 + len(BUCKETS) + 1
 # Breaker states as a gauge's values.
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
-_perf = time.perf_counter
 
 
 class Counters:
-    """One worker's counters. `add` (or `record`) is the only thing the request path calls."""
+    """One worker's counters: the per-exchange ones in a `Tally` (the compiled core's, or its twin), read at scrape
+    time with what the worker's live config says (connections, targets, functions)."""
 
     def __init__(self) -> None:
-        # (route name or "" for a miss, method, status) -> [count, bytes in, bytes out, duration sum, buckets...]
-        self.series: dict[tuple[str, str, int], list[Any]] = {}
-        # What answered (`Exchange.upstream`: a target, or "function:NAME") -> [upstream, target, count, sum, buckets]
-        self.upstreams: dict[Any, list[Any]] = {}
-        # (route, value) -> count, of what the cache and rate-limit plugins publish in ctx.vars
-        self.cache: dict[tuple[str, str], int] = {}
-        self.limits: dict[tuple[str, str], int] = {}
+        self.tally = Tally()
         self.worker: Worker | None = None  # for what is read at scrape time (connections, upstreams, functions)
 
     def record(self, ex: Exchange) -> None:
         self.add(ex)
 
     def add(self, ex: Exchange, now: float = 0.0) -> None:
-        """Count a finished exchange; `now` is the clock reading `observer` took for every hook (0: read it)."""
-        # PERF: one dict lookup and integer additions; the upstream's series and the plugins' vars only when the
-        # exchange has them. Callgrind, plain proxy: 70.8k -> 81.5k instructions an exchange with metrics on
-        # (+10.7k, of which the recording in proxy/upstream.py and the upstream's series are ~4k; +6.5k before).
-        req = ex.req
-        route = ex.route
-        name = route.name if route is not None else ""
-        key = (name, req.method, req.status)
-        s = self.series.get(key)
-        if s is None:
-            s = self.series[key] = [0] * _WIDTH
-        dt = (now or _perf()) - req.t0
-        s[_COUNT] += 1
-        s[_BYTES_IN] += req.body_size
-        s[_BYTES_OUT] += ex.sent
-        s[_SUM] += dt
-        s[_B0 + bisect_left(BUCKETS, dt)] += 1
-        up = ex.upstream
-        if up is not None:
-            u = self.upstreams.get(up)
-            if u is None:
-                u = self.upstreams[up] = _upstream_series(ex, up)
-            dt = ex.upstream_s
-            u[_UCOUNT] += 1
-            u[_USUM] += dt
-            u[_UB0 + bisect_left(BUCKETS, dt)] += 1
-        ctx = ex.ctx
-        if ctx is not None:
-            v = ctx.vars
-            if v:
-                cache = v.get("cache_status")
-                if cache is not None:
-                    k = (name, str(cache))
-                    self.cache[k] = self.cache.get(k, 0) + 1
-                limit = v.get("rate_limit")
-                if limit is not None:
-                    k = (name, str(limit))
-                    self.limits[k] = self.limits.get(k, 0) + 1
+        """Count a finished exchange; `now` is the clock reading every hook shares (0: read it)."""
+        # PERF: through `observer` the compiled Observer calls the Tally itself (no Python frame); callgrind,
+        # plain proxy: +10.9k instructions an exchange with metrics on when this was Python dicts and lists, +4.1k
+        # with the compiled Tally (of which ~1k is the upstream timing in proxy/upstream.py and the dispatcher's t0).
+        self.tally.add(ex, now or clock())
+
+    @property
+    def series(self) -> dict[tuple[str, str, int], list[Any]]:
+        """(route name or "" for a miss, method, status) -> [count, bytes in, bytes out, duration sum, buckets]"""
+        return self.tally.series()
+
+    @property
+    def upstreams(self) -> dict[Any, list[Any]]:
+        """What answered -> [upstream, target, count, latency sum, buckets]"""
+        return self.tally.upstreams()
+
+    @property
+    def cache(self) -> dict[tuple[str, str], int]:
+        return self.tally.cache
+
+    @property
+    def limits(self) -> dict[tuple[str, str], int]:
+        return self.tally.limits
 
     def snapshot(self) -> dict[str, Any]:
         """What a scrape needs, as plain data (JSON for the supervisor)."""
         out: dict[str, Any] = {
             "series": [[*k, *v] for k, v in self.series.items()],
-            "upstreams": [list(v) for v in self.upstreams.values()],
+            "upstreams": list(self.upstreams.values()),
             "cache": [[*k, n] for k, n in self.cache.items()],
             "limits": [[*k, n] for k, n in self.limits.items()],
             "connections": 0,
@@ -122,20 +97,6 @@ class Counters:
         with contextlib.suppress(OSError):
             tmp.write_bytes(orjson.dumps(self.snapshot()))
             os.replace(tmp, path)
-
-
-def _upstream_series(ex: Exchange, up: Any) -> list[Any]:
-    """The series of what answered, made the first time it answers: named by its upstream (the http route's) and
-    its target (`host:port`), or by the function."""
-    s: list[Any] = [0] * _UWIDTH
-    if up.__class__ is str:
-        s[0], s[1] = up, ""
-    else:
-        upstream = getattr(ex.route, "upstream", None)
-        s[0] = getattr(upstream, "name", "")
-        s[1] = f"{up.host}:{up.port}"
-    s[_USUM] = 0.0
-    return s
 
 
 def _gateway_state(gateway: Any) -> dict[str, Any]:
@@ -418,48 +379,25 @@ def exposition(source: Callable[[], dict[str, Any]]) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def observer(
-    access_log: Callable[[Exchange], None] | None, counters: Counters | None, spans: Any = None
-) -> Callable[[Exchange], None] | None:
-    """The one hook `Exchange.done` calls (`Worker.access_log`): the counters, the access log and the span export
-    (fastgw.observability.otel), those that are on, or None (then the exchange does nothing and the dispatcher
-    takes no time stamp). Each gets the same clock reading (`add(ex, now)`)."""
-    hooks: list[Callable[[Exchange, float], None]] = []
-    if counters is not None:
-        hooks.append(counters.add)
+def observer(access_log: Any, counters: Counters | None, spans: Any = None) -> Callable[[Exchange], None] | None:
+    """The one hook `Exchange.done` calls (`Worker.access_log`): a compiled `Observer` over the counters, the access
+    log and the span export (fastgw.observability.otel), those that are on, or None (then the exchange does nothing
+    and the dispatcher takes no time stamp). One clock reading for all of them. An access log without `lines`
+    (any callable taking the exchange) is called as a hook. `flush()` on the observer flushes the access log."""
+    hooks: list[Callable[[Exchange, float], Any]] = []
+    log = None
     if access_log is not None:
-        add = getattr(access_log, "add", None)
-        if add is None:  # any callable taking the exchange
+        if getattr(access_log, "lines", None) is not None:
             log = access_log
-
-            def call(ex: Exchange, now: float = 0.0) -> None:
-                log(ex)
-
-            hooks.append(call)
         else:
-            hooks.append(add)
+            call = access_log
+
+            def each(ex: Exchange, now: float) -> None:
+                call(ex)
+
+            hooks.append(each)
     if spans is not None:
         hooks.append(spans.add)
-    if not hooks:
+    if counters is None and log is None and not hooks:
         return None
-    if len(hooks) == 1:
-        if access_log is not None:
-            return access_log  # itself, as callers (and tests) know it: `Worker.access_log.flush()`
-        return hooks[0]  # type: ignore[return-value]  # (each reads the clock when not given it)
-    if len(hooks) == 2:
-        first, second = hooks
-
-        def both(ex: Exchange) -> None:
-            now = _perf()  # one clock reading for both
-            first(ex, now)
-            second(ex, now)
-
-        return both
-    every = tuple(hooks)
-
-    def each(ex: Exchange) -> None:
-        now = _perf()
-        for hook in every:
-            hook(ex, now)
-
-    return each
+    return Observer(counters.tally if counters is not None else None, log, tuple(hooks))

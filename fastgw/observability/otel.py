@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fastgw.observability import tracing
-from fastgw.observability.accesslog import upstream_label
+from fastgw.observability.accesslog import served_routes, upstream_label
 from fastgw.observability.tracing import parse_traceparent
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class SpanExport:
         if gw is not self._gw:
             self._gw = gw
             by_label = {e.label: e.route.path for e in getattr(gw, "entries", ())}
-            self._templates = {r: by_label.get(r.name, r.name) for r in getattr(gw, "routes", ())}
+            self._templates = {r: by_label.get(r.name, r.name) for r in served_routes(gw)}
         return self._templates.get(route) or route.name  # type: ignore[union-attr]
 
     def spans(self, ex: Exchange, now: float, offset: float) -> list[Any]:

@@ -68,6 +68,42 @@ async def test_json_lines_field_by_field():
     assert nothing["response_bytes"] == len(miss.raw_head) + len(miss.body) > 0
 
 
+HEADER_ROUTES = """
+apis:
+  shop:
+    type: rest
+    stages: {prod: {}}
+    routes:
+      - path: /items
+        name: beta
+        headers: {X-Beta: "1"}
+        integration: {type: mock, body: beta}
+      - path: /items
+        name: items
+        integration: {type: mock, body: items}
+"""
+
+
+async def test_routes_told_apart_by_headers_carry_their_api_and_stage():
+    # The router's entry of such routes is their switch (fastgw.pipeline.switch), in place of the first of them:
+    # that one's lines had lost their api and stage, and its spans their http.route.
+    from fastgw.gateway import Gateway
+    from fastgw.observability.accesslog import served_routes
+
+    out = io.BytesIO()
+    async with running_gateway(HEADER_ROUTES, access_log=AccessLog(out)) as gw:
+        assert (await http_request(gw.port, "GET", "/prod/items", headers={"x-beta": "1"})).body == b"beta"
+        assert (await http_request(gw.port, "GET", "/prod/items")).body == b"items"
+        served: Gateway | None = gw.gateway
+        names = sorted({r.name for r in served_routes(served) if r.kind != "headers"})
+        assert names == ["shop:beta@prod", "shop:items@prod"]
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["route"], e.get("api"), e.get("stage")) for e in lines] == [
+        ("shop:beta@prod", "shop", "prod"),
+        ("shop:items@prod", "shop", "prod"),
+    ]
+
+
 async def _slow_upstream(delay: float) -> asyncio.AbstractServer:
     """Answers every request `delay` seconds after it arrived."""
 
@@ -201,3 +237,32 @@ def test_a_traceparent_that_is_not_w3c_gives_no_trace_id():
     assert trace_id_of(b"00-\t" + good[4:]) is None  # a tab in the id would break the JSON line
     assert trace_id_of(good[:36] + b"zzzzzzzzzzzzzzzz-01") is None  # the span export reads the parent as hex
     assert trace_id_of(good.upper()) is None
+
+
+async def test_a_hook_that_raises_is_logged_and_the_connection_goes_on(caplog):
+    # The Observer runs the counters, the log's buffer and the other hooks in one call from Exchange.done: one that
+    # raises is logged there, and the keep-alive connection answers its next request.
+    from fastgw.observability.metrics import Counters, observer
+
+    class Broken:
+        def add(self, ex, now):
+            raise RuntimeError("span export broke")
+
+    out = io.BytesIO()
+    log = AccessLog(out)
+    counters = Counters()
+    cfg = {"routes": [{"path": "/t", "name": "t", "integration": {"type": "mock", "body": "ok"}}]}
+    async with running_gateway(cfg) as gw:
+        gw.state.access_log = observer(log, counters, Broken())  # type: ignore[union-attr]
+        conn = await RawConnection.open(gw.port)
+        try:
+            for _ in range(2):
+                await conn.send(b"GET /t HTTP/1.1\r\nhost: x\r\n\r\n")
+                r = await conn.response()
+                assert r.status == 200 and r.body == b"ok"
+        finally:
+            await conn.close()
+        log.flush()
+    assert [orjson.loads(line)["route"] for line in out.getvalue().splitlines()] == ["t", "t"]
+    assert counters.series[("t", "GET", 200)][0] == 2
+    assert caplog.text.count("observing the exchange failed") == 2

@@ -157,3 +157,23 @@ def test_tracing_config_errors_name_the_key(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(ConfigError) as info:
         load_config_bytes(ok, "gw.yaml")
     assert info.value.path == "$.tracing" and "pip install 'fastgw[otel]'" in info.value.message
+
+
+async def test_routes_told_apart_by_headers_name_their_template():
+    # The first of such routes stands behind their switch in the gateway's routes (fastgw.pipeline.switch): its
+    # spans had lost their http.route.
+    cfg = {
+        "tracing": {"otlp_endpoint": "", "flush_interval": 0.1},
+        "routes": [
+            {"path": "/v/{id}", "name": "beta", "headers": {"X-Beta": "1"}, "integration": {"type": "mock"}},
+            {"path": "/v/{id}", "name": "stable", "integration": {"type": "mock"}},
+        ],
+    }
+    with Collector() as collector:
+        cfg["tracing"]["otlp_endpoint"] = f"http://127.0.0.1:{collector.port}/v1/traces"  # type: ignore[index]
+        async with running_gateway(cfg) as gw:
+            assert (await http_request(gw.port, "GET", "/v/1", headers={"x-beta": "1"})).status == 200
+            assert (await http_request(gw.port, "GET", "/v/2")).status == 200
+            await _until(lambda: len(collector.spans()) >= 2)
+    routes = sorted((_attrs(s)["fastgw.route"], _attrs(s).get("http.route")) for _, s in collector.spans())
+    assert routes == [("beta", "/v/{id}"), ("stable", "/v/{id}")]
