@@ -192,3 +192,29 @@ def test_a_flush_larger_than_the_buffer_grows_it_and_stays_the_same():
         slow.add(ex, 2.0 + n)
     data = fast.json(1e9)
     assert data == slow.json(1e9) and len(data) > 200_000 and data.count(b"\n") == 300
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.sampled_from([1, 100, 511, 512, 513, 4000, 20_000]),
+    char=st.sampled_from(['"', "\x01", "a", "é", "\\"]),
+    count=st.sampled_from([1, 3, 64]),
+)
+def test_long_values_grow_the_buffer_and_keep_the_twins_equal(size, char, count):
+    # Every variable-length value goes through a checked write: paths, hosts, user agents, route fragments and
+    # labels of any length (escaped up to 6 bytes a character) grow the buffer, and the lines stay the twins'.
+    route = Route(char * size)
+    target = Target(char * size, 1)
+    out = []
+    for impl in (_core, _pyobserve):
+        lines = impl.LogLines(fragment, label, trace_id_of, 64)
+        for i in range(count):
+            req = _core.Request()
+            req.method, req.host, req.path, req.status = "GET", char * size, "/" + char * size, 200
+            req.headers = [(b"user-agent", (char * size).encode("latin-1", "replace"))]
+            ex = SimpleNamespace(req=req, route=route, gw="gw", peer=SimpleNamespace(ip=char * size), sent=i,
+                                 upstream=target, upstream_s=0.5, ctx=None)  # fmt: skip
+            lines.add(ex, 5.0)
+        out.append(lines.json(0.0))
+    assert out[0] == out[1]
+    assert [orjson.loads(line)["path"] for line in out[0].splitlines()] == ["/" + char * size] * count
