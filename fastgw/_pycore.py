@@ -617,6 +617,10 @@ class RequestSink:
         if req.header_bytes > self.max_header_size or n > self.max_field or len(req.headers) >= self.max_headers:
             raise Reject(431, "Request Header Fields Too Large")
         name = name.lower()
+        # NOTE: httptools drops a value's leading whitespace and keeps its trailing; RFC 9110 §5.5 makes neither
+        # part of the value.
+        if value[-1:] in (b" ", b"\t"):
+            value = value.rstrip(b" \t")
         req.headers.append((name, value))
         if name in _REQUEST_SPECIAL:
             _special_header(req, name, value)

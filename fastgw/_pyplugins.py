@@ -415,7 +415,7 @@ class HeadHeaders(Headers):
                 if lname in FRAMING:
                     self._framing.append(line)
                 else:
-                    items.append((lname, value.lstrip()))
+                    items.append((lname, value.strip(b" \t")))
 
     def _key(self, name: str, value: str = "") -> bytes:
         key = super()._key(name, value)

@@ -48,6 +48,7 @@ class Received:
     headers: list[tuple[str, str]]
     body: bytes
     connection_id: int
+    head: bytes = b""  # the request line and header block, byte for byte
 
     def header(self, name: str) -> str | None:
         return header_value(self.headers, name)
@@ -97,7 +98,7 @@ class EchoUpstream:
                 lines = head.decode("latin-1").split("\r\n")
                 method, target, version = lines[0].split(" ", 2)
                 headers = [tuple(s.strip() for s in ln.split(":", 1)) for ln in lines[1:] if ln]
-                req = Received(method, target, version, headers, b"", conn_id)  # type: ignore[arg-type]
+                req = Received(method, target, version, headers, b"", conn_id, head)  # type: ignore[arg-type]
                 if req.header("transfer-encoding") == "chunked":
                     req.body = await read_chunked(reader)
                 elif req.header("content-length"):

@@ -123,3 +123,18 @@ async def test_dot_segments_cannot_slip_past_a_route(upstream, gateway):
     assert (await conn.response()).status == 200
     assert upstream.received[0].target == "/public/a/c~%2Cd?q=%2e"
     await conn.close()
+
+
+async def test_header_values_lose_surrounding_whitespace_both_ways(upstream, gateway):
+    """RFC 9110 §5.5: whitespace before and after a field value is not part of it. httptools drops the leading
+    whitespace only; the gateway drops the trailing too, so an upstream never sees `v \\t` where a plugin
+    compared `v`."""
+    gw = await gateway(proxy_config(upstream.url))
+    conn = await RawConnection.open(gw.port)
+    await conn.send(b"GET /a HTTP/1.1\r\nHost: a\r\nX-Trail: v \t \r\nX-Lead: \t w\r\nX-Inner: a  b\t\r\n\r\n")
+    assert (await conn.response()).status == 200
+    await conn.close()
+    head = upstream.received[0].head
+    assert b"\r\nx-trail: v\r\n" in head.lower(), head
+    assert b"\r\nx-lead: w\r\n" in head.lower(), head
+    assert b"\r\nx-inner: a  b\r\n" in head.lower(), head
