@@ -187,7 +187,7 @@ def is_loopback(host: str) -> bool:
 
 def check_admin(config: Config, source: str) -> None:
     admin = config.admin
-    if admin is not None and not admin.token and not is_loopback(admin.host):
+    if admin is not None and not admin.token and not admin.tokens and not is_loopback(admin.host):
         raise ConfigError(
             source,
             "$.admin.token",

@@ -130,6 +130,8 @@ class LoadedConfig:
     # The file's stamp taken just before it was read (None: not from a file): `serve --watch` knows from it that
     # the running config already serves a change, whoever reloaded it (SIGHUP, POST /reload, a rollback).
     stamp: FileStamp | None = None
+    # The config as given (the file's schema as data, before overrides): what a deployment keeps.
+    data: dict[str, Any] | None = None
 
 
 def default_config_path() -> Path:
@@ -150,16 +152,29 @@ def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> LoadedC
 
 
 def load_config_bytes(
-    raw: bytes, source: str = "<config>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
+    raw: bytes,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    overrides: Sequence[Override] = (),
+    *,
+    as_json: bool = False,
 ) -> LoadedConfig:
-    data = _parse(raw, source)
+    return load_config_data(_parse(raw, source, as_json), source, base_dir, overrides)
+
+
+def load_config_data(
+    data: Any, source: str = "<config>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
+) -> LoadedConfig:
+    """Check a config given as data in the file's schema (a parsed file, a deployment, an admin API write).
+    `data` is not changed (the overrides are set in copies); it is kept as `LoadedConfig.data`."""
     if data is None:
         raise ConfigError(
             source, "$", "the config is empty: it needs at least one route (see fastgw serve's quickstart)"
         )
     if not isinstance(data, dict):
         raise ConfigError(source, "$", f"expected a mapping at the top level, got {type(data).__name__}")
-    given = _apply_overrides(data, overrides)
+    given_data = data
+    data, given = _apply_overrides(data, overrides)
     try:
         config = msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as exc:
@@ -202,6 +217,7 @@ def load_config_bytes(
         paths=_route_table(config, entries, router, rest_prefixes, header_routes, source),
         overrides=tuple(overrides),
         header_routes=header_routes,
+        data=given_data,
     )
 
 
@@ -218,7 +234,20 @@ def reload_config(running: LoadedConfig) -> tuple[LoadedConfig, list[str]]:
     """Load `running`'s file again, with the same overrides, for a running gateway (SIGHUP). The settings it cannot
     change while running (RESTART_ONLY) keep their running values, so the rest of the new config serves as meant;
     the second value names each one the file changed, as `key: running -> in the file`. Raises ConfigError."""
-    fresh = require_routes(load_config(running.source, running.overrides))
+    stamp = file_stamp(running.source)
+    try:
+        raw = Path(running.source).read_bytes()
+    except OSError as exc:
+        raise ConfigError(running.source, "$", f"cannot read the file: {exc.strerror or exc}") from None
+    loaded, changed = reconfigure(running, _parse(raw, running.source), running.source)
+    return dataclasses.replace(loaded, stamp=stamp), changed
+
+
+def reconfigure(running: LoadedConfig, data: Any, source: str | None = None) -> tuple[LoadedConfig, list[str]]:
+    """Check `data` (the file's schema as data) as the next config of a running gateway: its overrides apply, and
+    the settings only a restart changes keep their running values (see `reload_config`). Raises ConfigError."""
+    source = source if source is not None else running.source
+    fresh = require_routes(load_config_data(data, source, running.base_dir, running.overrides))
     changed = []
     pinned = list(running.overrides)
     for key in RESTART_ONLY:
@@ -230,7 +259,7 @@ def reload_config(running: LoadedConfig) -> tuple[LoadedConfig, list[str]]:
     if not changed:
         return fresh, changed
     # Loaded again with those pinned, so that `${server.port}` and the like still say where the gateway listens.
-    kept = load_config(running.source, pinned)
+    kept = load_config_data(data, source, running.base_dir, pinned)
     return dataclasses.replace(kept, overrides=running.overrides), changed
 
 
@@ -280,18 +309,26 @@ def _tls_listener_changes(running: Config, fresh: Config, pinned: list[Override]
     return []
 
 
-def _apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Override]:
-    """Set each override in the parsed file; returns them by key path, to name them in errors."""
+def _apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> tuple[dict[str, Any], dict[str, Override]]:
+    """The config with each override set (in copies of the tables it changes: `data` stays as given); and the
+    overrides by key path, to name them in errors."""
     given = {}
+    if overrides:
+        data = dict(data)
     for o in overrides:
         *sections, name = o.key.split(".")  # "server.port", or "server.tls.port"
         table: Any = data
         for section in sections:
-            table = table.setdefault(section, {}) if isinstance(table, dict) else None
+            if not isinstance(table, dict):
+                table = None
+                break
+            inner = table.get(section, {})
+            table[section] = inner = dict(inner) if isinstance(inner, dict) else inner
+            table = inner
         if isinstance(table, dict):  # anything else is the file's own error, reported as such
             table[name] = o.value
             given[f"$.{o.key}"] = o
-    return given
+    return data, given
 
 
 def _resolve_server_refs(config: Config) -> Config:

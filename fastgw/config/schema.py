@@ -113,13 +113,23 @@ class TracingConfig(_Base, frozen=True):
     max_queue: Annotated[int, Meta(ge=1)] = 2048  # spans held for export; more are dropped (never waited for)
 
 
+class AdminToken(_Base, frozen=True):
+    """A bearer token of the admin API: `read` may call every GET, `write` everything (docs/admin-api.md)."""
+
+    name: Name  # who it is in the audit log ("ci", "alice")
+    token: Annotated[str, Meta(min_length=16, max_length=4096)]
+    role: Literal["read", "write"] = "read"
+
+
 class AdminConfig(_Base, frozen=True):
     """The admin API's own listener (docs/admin-api.md). A non-loopback host needs a token."""
 
     host: str = "127.0.0.1"
     port: Port = 9901
-    # Sent as `Authorization: Bearer <token>`; with one set, every admin request must carry it.
+    # Sent as `Authorization: Bearer <token>`; with one set, every admin request must carry it. `token` is a
+    # write token named "admin" in the audit log; `tokens` gives named ones with a role.
     token: str | None = None
+    tokens: list[AdminToken] = field(default_factory=list)
     # /metrics (Prometheus), which needs the `metrics` extra; false: no counters are kept at all.
     metrics: bool = True
     # Where deployments (every config that went live) are kept. Default: `<config file>.deployments/` beside it.

@@ -1,0 +1,316 @@
+"""The control plane of one gateway: every change of config (a reload of the file, an admin API write, a
+rollback, `fastgw deploy`) becomes a **deployment** here, the same way:
+
+1. the new config, as data in the file's schema, is checked exactly as a file is (`config.load.reconfigure`),
+   in the caller's thread: never on a worker's serving loop;
+2. every worker prepares it (a worker under the supervisor loads the deployment's JSON in a thread beside its
+   loop; no worker reads the config file) and says so; one that cannot fails the deployment, and every worker
+   keeps the previous one;
+3. it is written to the store, compare-and-swap on the revision the change was based on (a concurrent writer
+   gets 409);
+4. every worker swaps it in (one reference), and only then does the caller get its answer.
+
+One lock serializes deployments. The file and the store: a deployment remembers the id of the file's content it
+derives from (`meta.file`). A reload (SIGHUP, `POST /reload`, `--watch`) of a file that has not changed since then
+deploys nothing, so admin API edits made since survive it; a file that changed is deployed (its content is the
+newer intent). At start the same rule picks the store's newest deployment (the file unchanged since) or the file.
+The gateway never writes the config file: what serves and what the file says can differ, and `GET /config`,
+`fastgw diff FILE` show how.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+from fastgw.config.errors import ConfigError
+from fastgw.config.load import file_stamp, reconfigure
+from fastgw.config.parse import parse_json, parse_yaml
+from fastgw.control import deployment as dep
+from fastgw.control.filestore import FileStore, MemoryStore, default_dir
+from fastgw.control.store import Conflict, Deployment, Store, Stored, StoreUnavailable
+
+if TYPE_CHECKING:
+    from fastgw.config.load import LoadedConfig
+
+log = logging.getLogger("fastgw.control")
+audit = logging.getLogger("fastgw.audit")
+
+
+class Refused(Exception):
+    """A change that was not deployed: the HTTP status the admin API answers, and why."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+
+class Workers(Protocol):
+    """The processes that serve: the worker inside a single-process gateway, or the supervisor's workers."""
+
+    def prepare(self, deployment: Deployment, payload: bytes, loaded: LoadedConfig) -> dict[str, str]:
+        """Make every worker ready to serve `deployment` (not yet serving it): the workers that could not, with
+        why (empty: all are ready)."""
+
+    def commit(self, deployment: Deployment, loaded: LoadedConfig, changed: list[str]) -> dict[str, str]:
+        """Swap the prepared deployment in on every worker; the workers that failed, with why."""
+
+    def abort(self, deployment_id: str) -> None:
+        """Forget a prepared deployment (the previous one keeps serving)."""
+
+    def serving(self) -> list[dict[str, Any]]:
+        """Each worker and the deployment it serves: `{"worker", "pid", "deployment"}`."""
+
+
+def open_store(loaded: LoadedConfig) -> Any:
+    """The store of `loaded`'s deployments: the folder beside its file, or memory for a config not from a file.
+    NOTE: the etcd store (`store: {etcd: ...}`, fastgw.control.etcd) plugs in here."""
+    admin = loaded.config.admin
+    if admin is not None and admin.deployments_dir:
+        return FileStore(Path(admin.deployments_dir))
+    if admin is None or loaded.source.startswith("<"):
+        return MemoryStore()
+    return FileStore(default_dir(loaded.source))
+
+
+class _Sync:
+    """Runs an async store's calls from the plane's threads, on a loop of its own (a store without `*_now`)."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="fastgw-store", daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+
+class ControlPlane:
+    def __init__(self, loaded: LoadedConfig, workers: Workers, store: Store | Any | None = None) -> None:
+        self.loaded = loaded  # what serves
+        self.workers = workers
+        self.store = store if store is not None else open_store(loaded)
+        self.current: Stored | None = None
+        self.lock = threading.RLock()
+        self.file = None if loaded.source.startswith("<") else loaded.source
+        self._sync = _Sync()
+
+    # -- the store, whatever its kind -------------------------------------------------------------------------
+
+    def _store(self, name: str, *args: Any, **kw: Any) -> Any:
+        now = getattr(self.store, f"{name}_now", None)
+        if now is not None:
+            return now(*args, **kw)
+        return self._sync.run(getattr(self.store, name)(*args, **kw))
+
+    def history(self, limit: int = 100) -> list[Stored]:
+        return list(self._store("history", limit))
+
+    def get(self, deployment_id: str) -> Stored | None:
+        found = self._store("get", deployment_id)
+        return found if isinstance(found, Stored) else None
+
+    @property
+    def id(self) -> str:
+        return self.current.deployment.id if self.current is not None else ""
+
+    def config(self) -> dict[str, Any]:
+        """The config that serves, in the file's schema (a copy the caller may change)."""
+        data = self.current.deployment.config if self.current is not None else self.loaded.data or {}
+        out: dict[str, Any] = orjson.loads(dep.canonical(data))
+        return out
+
+    # -- start --------------------------------------------------------------------------------------------------
+
+    def start(self) -> LoadedConfig:
+        """Called once, before any worker serves: the deployment to serve first. It is the file's (recorded as a
+        new deployment unless the store's newest already is it), or the store's newest when that derives from
+        the file as it is now (admin API edits and rollbacks made since the file was last deployed)."""
+        with self.lock:
+            data = self.loaded.data or {}
+            file_id = dep.deployment_id(data)
+            try:
+                latest: Stored | None = self._store("latest")
+            except StoreUnavailable as exc:
+                log.error("deployment store unavailable, serving the file: %s", exc)
+                latest = None
+            if latest is not None and latest.deployment.meta.get("file") == file_id and latest.deployment.config:
+                if latest.deployment.id == file_id:
+                    self.current = latest
+                    return self.loaded
+                try:
+                    loaded, _ = reconfigure(self.loaded, latest.deployment.config)
+                except ConfigError as exc:
+                    log.error("the newest deployment %s no longer loads, serving the file: %s", latest.deployment.id,
+                              exc)  # fmt: skip
+                else:
+                    log.info("serving deployment %s (%s) over %s: the file has not changed since it was made",
+                             latest.deployment.id, latest.deployment.source, self.file)  # fmt: skip
+                    self.current, self.loaded = latest, loaded
+                    return loaded
+            d = dep.make(data, self.file or self.loaded.source, description="start", meta={"file": file_id})
+            self.current = Stored(0, d)
+            if latest is None or latest.deployment.id != d.id:
+                try:
+                    self.current = Stored(self._store("put", d, expect_revision=None), d)
+                except StoreUnavailable as exc:
+                    log.error("could not keep deployment %s: %s", d.id, exc)
+            else:
+                self.current = latest
+            log.info("deployment %s live (start)", self.current.deployment.id)
+            return self.loaded
+
+    # -- changes ------------------------------------------------------------------------------------------------
+
+    def reload_file(self, description: str = "SIGHUP", author: str = "") -> dict[str, Any]:
+        """Deploy the config file if it changed since the deployment serving now derives from it."""
+        if self.file is None:
+            raise Refused(400, "the config did not come from a file: nothing to reload")
+        with self.lock:
+            stamp = file_stamp(self.file)
+            try:
+                raw = Path(self.file).read_bytes()
+            except OSError as exc:
+                raise Refused(400, f"{self.file}: $: cannot read the file: {exc.strerror or exc}") from None
+            try:
+                data = parse_json(raw, self.file) if self.file.endswith(".json") else parse_yaml(raw, self.file)
+                if not isinstance(data, dict):
+                    raise ConfigError(self.file, "$", "expected a mapping at the top level")
+                data = orjson.loads(dep.canonical(data))
+            except ConfigError as exc:
+                log.error("reload refused, still serving deployment %s: %s", self.id, exc)
+                raise Refused(400, str(exc), path=exc.path) from None
+            file_id = dep.deployment_id(data)
+            if self.current is not None and self.current.deployment.meta.get("file") == file_id:
+                self._file_applied(stamp)
+                return {**self._answer(self.current, changed=False), "message": "the file has not changed"}
+            answer = self._deploy(data, self.file, description, author, {"file": file_id}, None, file=True)
+            self._file_applied(stamp)
+            return answer
+
+    def apply(
+        self, data: dict[str, Any], *, source: str, description: str = "", author: str = "",
+        if_match: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Deploy `data` (a whole config) in place of what serves (`PUT /config`, `fastgw deploy`)."""
+        with self.lock:
+            self._check_match(if_match)
+            meta = {"file": self.current.deployment.meta.get("file")} if self.current is not None else {}
+            return self._deploy(data, source, description, author, meta, self._revision())
+
+    def edit(
+        self, change: Callable[[dict[str, Any]], Any], *, source: str, description: str = "", author: str = "",
+        if_match: str | None = None,
+    ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+        """Change the serving config with `change` (given a copy; may raise Refused) and deploy the result; returns
+        what `change` returned and the deployment's answer."""
+        with self.lock:
+            self._check_match(if_match)
+            data = self.config()
+            result = change(data)
+            meta = {"file": self.current.deployment.meta.get("file")} if self.current is not None else {}
+            return result, self._deploy(data, source, description, author, meta, self._revision())
+
+    def rollback(self, deployment_id: str, author: str = "", if_match: str | None = None) -> dict[str, Any]:
+        """Deploy an earlier deployment's config again, as a new deployment. Nothing is overwritten: the config
+        file is not touched, and edits made since stay in the history."""
+        with self.lock:
+            self._check_match(if_match)
+            target = self.get(deployment_id)
+            if target is None or not target.deployment.config:
+                raise Refused(404, f"no deployment {deployment_id}")
+            meta = {"file": self.current.deployment.meta.get("file")} if self.current is not None else {}
+            answer = self._deploy(target.deployment.config, f"rollback to {deployment_id}", "", author, meta,
+                                  self._revision())  # fmt: skip
+            if self.file is not None:
+                answer["file"] = self.file_state()
+            return answer
+
+    def file_state(self) -> str:
+        """Whether the config file says what serves: "same", "differs" (or "unreadable")."""
+        if self.file is None:
+            return "none"
+        try:
+            raw = Path(self.file).read_bytes()
+            data = parse_json(raw, self.file) if self.file.endswith(".json") else parse_yaml(raw, self.file)
+        except (OSError, ConfigError):
+            return "unreadable"
+        return "same" if dep.deployment_id(data) == self.id else "differs"
+
+    def _revision(self) -> int | None:
+        return self.current.revision if self.current is not None and self.current.revision else None
+
+    def _check_match(self, if_match: str | None) -> None:
+        if if_match is None:
+            return
+        wanted = [t.strip().removeprefix("W/").strip('"') for t in if_match.split(",")]
+        if "*" not in wanted and self.id not in wanted:
+            raise Refused(409, f"If-Match {if_match} is stale: deployment {self.id} serves now", deployment=self.id)
+
+    def _file_applied(self, stamp: Any) -> None:
+        """Tell `serve --watch` the file's state that now serves, so it does not load it again."""
+        hook = getattr(self.workers, "file_applied", None)
+        if hook is not None:
+            hook(stamp)
+
+    def _deploy(
+        self, data: dict[str, Any], source: str, description: str, author: str, meta: dict[str, Any],
+        expect: int | None, *, file: bool = False,
+    ) -> dict[str, Any]:  # fmt: skip
+        payload = dep.canonical(data)
+        data = orjson.loads(payload)
+        d = Deployment(dep.deployment_id(payload), data, dep.now(), source, author, description, meta)
+        try:
+            loaded, changed = reconfigure(self.loaded, data)
+        except ConfigError as exc:
+            log.error("%s refused (%s), still serving deployment %s: %s", "reload" if file else "deployment", source,
+                      self.id, exc)  # fmt: skip
+            raise Refused(400, str(exc) if file else f"{exc.path}: {exc.message}", path=exc.path) from None
+        failed = self.workers.prepare(d, payload, loaded)
+        if failed:
+            self.workers.abort(d.id)
+            log.error("deployment %s refused by %s; every worker keeps %s", d.id, _names(failed), self.id)
+            raise Refused(502, f"deployment {d.id} failed on {_names(failed)}; every worker keeps {self.id}",
+                          workers=failed)  # fmt: skip
+        try:
+            revision = self._store("put", d, expect_revision=expect)
+        except Conflict as exc:
+            self.workers.abort(d.id)
+            raise Refused(409, f"the deployment store moved on (revision {exc.actual}): read and try again") from None
+        except StoreUnavailable as exc:
+            self.workers.abort(d.id)
+            raise Refused(503, f"the deployment store is unavailable: {exc}") from None
+        failed = self.workers.commit(d, loaded, changed)
+        self.current, self.loaded = Stored(revision, d), loaded
+        if failed:  # pragma: no cover - a swap of a prepared deployment does not fail
+            log.error("deployment %s: swap failed on %s", d.id, _names(failed))
+        log.info("deployment %s live (%s)", d.id, description or source)
+        if changed:
+            log.warning("deployment %s: %s changed and needs a restart to apply; the rest serves", d.id,
+                        "; ".join(changed))  # fmt: skip
+        answer = self._answer(self.current, changed=True)
+        if changed:
+            answer["restart_needed"] = changed
+        return answer
+
+    def _answer(self, stored: Stored, *, changed: bool) -> dict[str, Any]:
+        return {
+            "deployment": stored.deployment.id,
+            "revision": stored.revision,
+            "changed": changed,
+            "routes": len(self.loaded.entries),
+            "workers": self.workers.serving(),
+        }
+
+
+def _names(failed: dict[str, str]) -> str:
+    return ", ".join(f"{w} ({why})" for w, why in failed.items())
