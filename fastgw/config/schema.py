@@ -134,6 +134,9 @@ class AdminConfig(_Base, frozen=True):
     metrics: bool = True
     # Where deployments (every config that went live) are kept. Default: `<config file>.deployments/` beside it.
     deployments_dir: str | None = None
+    # Seconds every worker has to load a new deployment (`--workers N`); one that has not by then fails the
+    # deployment, and every worker keeps the previous one.
+    deploy_timeout: Annotated[float, Meta(gt=0, le=3600)] = 120.0
     # Host names (beside the listener's own address, and localhost on a loopback one) a request's `Host` may
     # give: any other is refused with 403, so a web page cannot reach the API through DNS rebinding.
     hosts: list[Annotated[str, Meta(min_length=1, max_length=253)]] = field(default_factory=list)

@@ -31,8 +31,10 @@ def send(sock: socket.socket, header: dict[str, Any], payload: bytes = b"") -> N
 def _recv_exactly(sock: socket.socket, n: int, deadline: float) -> bytes:
     chunks = []
     while n:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([sock], [], [], left)[0]:
+        # NOTE: past the deadline what is already there is still read (a worker asked after a slow one answered
+        # in time), only waiting ends.
+        left = max(0.0, deadline - time.monotonic())
+        if not select.select([sock], [], [], left)[0]:
             raise TimeoutError
         chunk = sock.recv(min(n, 1 << 20))
         if not chunk:

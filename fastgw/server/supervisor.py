@@ -245,7 +245,9 @@ class SupervisorWorkers:
     def prepare(self, d: Deployment, payload: bytes, loaded: LoadedConfig) -> dict[str, str]:
         header = {"op": "prepare", "id": d.id, "time": d.time, "source": d.source, "author": d.author,
                   "description": d.description}  # fmt: skip
-        return self._names(self._ask(header, payload, "prepared", self.PREPARE_TIMEOUT))
+        admin = loaded.config.admin
+        timeout = admin.deploy_timeout if admin is not None else self.PREPARE_TIMEOUT
+        return self._names(self._ask(header, payload, "prepared", timeout))
 
     def commit(self, d: Deployment, loaded: LoadedConfig, changed: list[str]) -> dict[str, str]:
         failed = self._ask({"op": "commit", "id": d.id, "changed": changed}, b"", "committed", self.COMMIT_TIMEOUT)
