@@ -21,9 +21,13 @@ The gateway never writes the config file: what serves and what the file says can
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
+import math
+import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -41,6 +45,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw.control")
 audit = logging.getLogger("fastgw.audit")
+
+
+@contextlib.contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Around building a config beside a serving loop: no cyclic garbage collection meanwhile. A build makes
+    hundreds of thousands of objects, which sets off full collections that stop the whole process, serving loop
+    included, for 0.2-0.7 s each (10,000 routes: a 760 ms stall with it, 130 ms without). The serving process
+    freezes what it serves after each swap (`gc.freeze`, Server.swap), so later collections skip it; the previous
+    config is freed by reference counting (60 objects in cycles left after 6 reloads of 10,000 routes)."""
+    enabled = gc.isenabled()
+    switch = sys.getswitchinterval()
+    gc.disable()
+    # NOTE: the building thread lets the loop have the GIL back within 1 ms instead of 5 (the loop's lag while
+    # 10,000 routes build: p99 15 ms instead of 43; the build takes as long).
+    sys.setswitchinterval(min(switch, 0.001))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(switch)
+        if enabled:
+            gc.enable()
 
 
 class Refused(Exception):
@@ -267,10 +292,12 @@ class ControlPlane:
         expect: int | None, *, file: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         payload = dep.canonical(data)
-        data = orjson.loads(payload)
+        if not _plain(data):  # what is checked is what is kept: a YAML date becomes the string JSON has for it
+            data = orjson.loads(payload)
         d = Deployment(dep.deployment_id(payload), data, dep.now(), source, author, description, meta)
         try:
-            loaded, changed = reconfigure(self.loaded, data)
+            with quiet_gc():
+                loaded, changed = reconfigure(self.loaded, data)
         except ConfigError as exc:
             log.error("%s refused (%s), still serving deployment %s: %s", "reload" if file else "deployment", source,
                       self.id, exc)  # fmt: skip
@@ -314,3 +341,23 @@ class ControlPlane:
 
 def _names(failed: dict[str, str]) -> str:
     return ", ".join(f"{w} ({why})" for w, why in failed.items())
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` is JSON's own types all the way down (then its canonical JSON reads back equal). A walk in
+    Python rather than one orjson.loads of the whole: it lets the serving loop have the GIL as it goes."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if not all(type(k) is str for k in v):
+                return False
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif type(v) is float:
+            if not math.isfinite(v):  # JSON has no inf nor nan (orjson writes null)
+                return False
+        elif not (v is None or type(v) in (str, int, bool)):
+            return False
+    return True
