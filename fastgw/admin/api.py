@@ -270,14 +270,19 @@ class AdminAPI:
             "serving": plane.workers.serving() if plane is not None else [],
         }, self._etag())  # fmt: skip
 
-    async def get_config(self, **_: Any) -> Answer:
+    async def _serving(self) -> dict[str, Any]:
+        """The serving config as data (a copy), made in a thread: for a large config it takes tens of ms."""
         plane = self.control.plane
-        data = plane.config() if plane is not None else msgspec.to_builtins(self.control.loaded.config)
+        if plane is None:
+            return msgspec.to_builtins(self.control.loaded.config)
+        return await asyncio.get_running_loop().run_in_executor(None, plane.config)
+
+    async def get_config(self, **_: Any) -> Answer:
+        data = await self._serving()
         return _json(200, mask(data), self._etag())
 
     async def get_item(self, name: str, *, section: str, **_: Any) -> Answer:
-        plane = self.control.plane
-        data = plane.config() if plane is not None else msgspec.to_builtins(self.control.loaded.config)
+        data = await self._serving()
         try:
             item = writes.get_item(data, section, name)
         except Refused as exc:
@@ -345,7 +350,7 @@ class AdminAPI:
         plane = self.control.plane
         if plane is None:
             return _json(404, {"message": "this gateway keeps no deployments"})
-        data = writes.unmask(data, plane.config())
+        data = writes.unmask(data, await self._serving())
         source = headers.get("x-fastgw-source") or "admin API"  # `fastgw deploy` says it is itself
         return await self._plane(plane.apply, data, source=source[:200], description=_description(headers),
                                  author=author, if_match=headers.get("if-match"))  # fmt: skip

@@ -8,12 +8,14 @@ reload may change, are here too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -159,7 +161,22 @@ def load_config_bytes(
     *,
     as_json: bool = False,
 ) -> LoadedConfig:
-    return load_config_data(_parse(raw, source, as_json), source, base_dir, overrides)
+    with paused_gc():
+        return load_config_data(_parse(raw, source, as_json), source, base_dir, overrides)
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a config is built: the hundreds of thousands of objects a large one
+    makes set off full collections that find nothing to free (10,000 routes: `fastgw check` takes 1.95 s of CPU
+    with them, 1.2 s without)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load_config_data(
@@ -167,6 +184,11 @@ def load_config_data(
 ) -> LoadedConfig:
     """Check a config given as data in the file's schema (a parsed file, a deployment, an admin API write).
     `data` is not changed (the overrides are set in copies); it is kept as `LoadedConfig.data`."""
+    with paused_gc():
+        return _load_config_data(data, source, base_dir, overrides)
+
+
+def _load_config_data(data: Any, source: str, base_dir: Path | None, overrides: Sequence[Override]) -> LoadedConfig:
     if data is None:
         raise ConfigError(
             source, "$", "the config is empty: it needs at least one route (see fastgw serve's quickstart)"
