@@ -122,7 +122,9 @@ class FileStore:
 
     def put_now(self, deployment: Deployment, *, expect_revision: int | None) -> int:
         try:
-            (self.dir / "configs").mkdir(parents=True, exist_ok=True)
+            # NOTE: only its owner may read it: the configs are kept as they are, secrets included.
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            (self.dir / "configs").mkdir(mode=0o700, exist_ok=True)
             with open(self.dir / "lock", "a+b") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 revision = len(self._lines())

@@ -260,6 +260,16 @@ class ControlPlane:
                 answer["file"] = self.file_state()
             return answer
 
+    def follow(self, stored: Stored) -> dict[str, Any]:
+        """Serve a deployment another writer put in the store (a fleet's store, watched from `stored.revision`):
+        checked and swapped in on every worker as any other, not written again. A newer one than it already
+        serves only; one that does not load is refused (Refused 400) and the last good one keeps serving."""
+        with self.lock:
+            if self.current is not None and stored.revision <= self.current.revision:
+                return self._answer(self.current, changed=False)
+            return self._deploy(stored.deployment.config, stored.deployment.source, stored.deployment.description,
+                                stored.deployment.author, stored.deployment.meta, None, written=stored)  # fmt: skip
+
     def file_state(self) -> str:
         """Whether the config file says what serves: "same", "differs" (or "unreadable")."""
         if self.file is None:
@@ -289,12 +299,14 @@ class ControlPlane:
 
     def _deploy(
         self, data: dict[str, Any], source: str, description: str, author: str, meta: dict[str, Any],
-        expect: int | None, *, file: bool = False,
+        expect: int | None, *, file: bool = False, written: Stored | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         payload = dep.canonical(data)
         if not _plain(data):  # what is checked is what is kept: a YAML date becomes the string JSON has for it
             data = orjson.loads(payload)
         d = Deployment(dep.deployment_id(payload), data, dep.now(), source, author, description, meta)
+        if written is not None:
+            d = written.deployment
         try:
             with quiet_gc():
                 loaded, changed = reconfigure(self.loaded, data)
@@ -309,7 +321,7 @@ class ControlPlane:
             raise Refused(502, f"deployment {d.id} failed on {_names(failed)}; every worker keeps {self.id}",
                           workers=failed)  # fmt: skip
         try:
-            revision = self._store("put", d, expect_revision=expect)
+            revision = written.revision if written is not None else self._store("put", d, expect_revision=expect)
         except Conflict as exc:
             self.workers.abort(d.id)
             raise Refused(409, f"the deployment store moved on (revision {exc.actual}): read and try again") from None

@@ -66,6 +66,10 @@ async def test_reloads_are_kept_listed_and_rolled_back_across_restarts(tmp_path:
         assert path.read_text() == MOCK.format(body="two")  # the file is never written over
         assert (await http_request(admin, "POST", "/deployments/0123abcd/rollback", host=LOCAL)).status == 404
         assert (await http_request(admin, "GET", f"/deployments/{first}/rollback", host=LOCAL)).status == 405
+        one = (await http_request(admin, "GET", f"/deployments/{first}", host=LOCAL)).json()
+        assert one["id"] == first and one["config"]["routes"][0]["integration"]["body"] == "one"
+        assert one["config"]["admin"] == {"host": "127.0.0.1", "port": 0}
+        assert (await http_request(admin, "GET", "/deployments/0123abcd", host=LOCAL)).status == 404
         diff = (await http_request(admin, "GET", f"/deployments/{first}/diff/{second}", host=LOCAL)).json()
         assert diff["changes"] == [
             {"path": "$.routes[0].integration.body", "op": "changed", "before": "one", "after": "two"}
@@ -85,6 +89,7 @@ async def test_reloads_are_kept_listed_and_rolled_back_across_restarts(tmp_path:
         assert await _body(server) == b"three"
     finally:
         await server.shutdown(timeout=1.0)
+    assert (tmp_path / "gw.yaml.deployments").stat().st_mode & 0o777 == 0o700  # secrets inside
     history = FileStore(tmp_path / "gw.yaml.deployments").history_now(limit=0)
     assert [s.deployment.id for s in history] == [did("three"), first, second, first]
     assert [s.deployment.source for s in history][1] == f"rollback to {first}"
