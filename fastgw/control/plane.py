@@ -216,8 +216,18 @@ class ControlPlane:
                 raise Refused(400, str(exc), path=exc.path) from None
             file_id = dep.deployment_id(data)
             if self.current is not None and self.current.deployment.meta.get("file") == file_id:
+                # The deployment serving is built again (not recorded again): the certificates and other files it
+                # names are read anew, as a reload after renewing a certificate expects.
+                current = self.current
+                answer = self._deploy(current.deployment.config, current.deployment.source, description, author,
+                                      current.deployment.meta, None, file=True, written=current)  # fmt: skip
                 self._file_applied(stamp)
-                return {**self._answer(self.current, changed=False), "message": "the file has not changed"}
+                return {
+                    **answer,
+                    "changed": False,
+                    "message": f"{self.file} has not changed since deployment "
+                    f"{current.deployment.id}: it was built again (files it names read anew), nothing recorded",
+                }
             answer = self._deploy(data, self.file, description, author, {"file": file_id}, None, file=True)
             self._file_applied(stamp)
             return answer
@@ -265,7 +275,7 @@ class ControlPlane:
         checked and swapped in on every worker as any other, not written again. A newer one than it already
         serves only; one that does not load is refused (Refused 400) and the last good one keeps serving."""
         with self.lock:
-            if self.current is not None and stored.revision <= self.current.revision:
+            if self.current is not None and 0 < stored.revision <= self.current.revision:
                 return self._answer(self.current, changed=False)
             return self._deploy(stored.deployment.config, stored.deployment.source, stored.deployment.description,
                                 stored.deployment.author, stored.deployment.meta, None, written=stored)  # fmt: skip
