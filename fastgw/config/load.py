@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from fastgw.aws import prepare as aws_prepare
 from fastgw.config.checks import (
     check_admin,
     check_aggregate,
@@ -152,14 +153,15 @@ def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> LoadedC
 def load_config_bytes(
     raw: bytes, source: str = "<config>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
 ) -> LoadedConfig:
-    data = _parse(raw, source)
+    # A SAM/CloudFormation template, or a config naming OpenAPI files, is read into a config here (fastgw.aws).
+    data, file_overrides = aws_prepare(raw, source, base_dir, overrides, _parse)
     if data is None:
         raise ConfigError(
             source, "$", "the config is empty: it needs at least one route (see fastgw serve's quickstart)"
         )
     if not isinstance(data, dict):
         raise ConfigError(source, "$", f"expected a mapping at the top level, got {type(data).__name__}")
-    given = _apply_overrides(data, overrides)
+    given = _apply_overrides(data, file_overrides)
     try:
         config = msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as exc:
@@ -392,8 +394,8 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
                     )
                 prefix = ""
             else:
-                prefix = "/" + stage_name
-                if api.type == "rest":
+                prefix = "/" + stage_name if api.stage_prefix else ""
+                if api.type == "rest" and prefix:
                     rest_prefixes.add(prefix)
             for i, route in enumerate(api.routes):
                 at = f"$.apis.{api_name}.routes[{i}]"
