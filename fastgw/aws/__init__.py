@@ -35,7 +35,8 @@ def prepare(
 
         doc = intrinsics.load_yaml(raw, source) if not source.endswith(".json") else parse(raw, source)
         if isinstance(doc, dict) and isinstance(doc.get("Resources"), dict):
-            return sam.translate(doc, source, base, {k: o.value for k, o in options.items()}), rest
+            config = sam.translate(doc, source, base, {k: o.value for k, o in options.items()})
+            return _unenforced_authorizers(config, source), rest
         data = doc
     else:
         data = parse(raw, source)
@@ -45,5 +46,35 @@ def prepare(
     if isinstance(data, dict) and isinstance(data.get("apis"), dict):
         from fastgw.aws import openapi
 
-        data = openapi.expand_config(data, source, base)
+        data = _unenforced_authorizers(openapi.expand_config(data, source, base), source)
     return data, rest
+
+
+def _unenforced_authorizers(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Authorizers read from a template or definition need the `lambda-authorizer` and `multi-auth` plugins; an
+    installation without them serves those routes without the authorizer, saying so once (as `sam local` did before
+    it ran authorizers), rather than refusing the template."""
+    from fastgw.aws import auth
+    from fastgw.aws._log import warn_once
+    from fastgw.plugins.chain import PluginError, Registry
+
+    wanted = {auth.LAMBDA, auth.MULTI}
+    routes = [r for a in (data.get("apis") or {}).values() if isinstance(a, dict) for r in a.get("routes") or []]
+    used = {n for r in routes if isinstance(r, dict) and isinstance(r.get("plugins"), dict) for n in r["plugins"]}
+    if not used & wanted:
+        return data
+    try:
+        available = set(Registry.load(list(data.get("plugin_modules") or [])).classes)
+    except PluginError:
+        return data  # the config's own plugin_modules are broken: its load says so
+    missing = (used & wanted) - available
+    if not missing:
+        return data
+    warn_once(
+        f"{source}: authorizers are not enforced: this fastgw has no {' or '.join(sorted(missing))} plugin; "
+        "their routes are served without authorization"
+    )
+    for r in routes:
+        if isinstance(r, dict) and isinstance(r.get("plugins"), dict):
+            r["plugins"] = {k: v for k, v in r["plugins"].items() if k not in missing}
+    return data

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from fastgw.aws import auth
+from fastgw.aws._log import warn_once
 from fastgw.config.errors import ConfigError
 
 log = logging.getLogger("fastgw.aws")
@@ -167,6 +169,7 @@ class _Reader:
         self.validators = doc.get("x-amazon-apigateway-request-validators") or {}
         self.default_validator = doc.get("x-amazon-apigateway-request-validator")
         self.swagger = str(doc.get("swagger", "")).startswith("2.")
+        self.authorizers = auth.openapi_authorizers(doc, source, at, api_type, functions, warn_once)
 
     def operation(self, path: str, method: str, op: dict[str, Any], shared: list[Any], at: str) -> None:
         integ = op.get(INTEGRATION)
@@ -180,12 +183,16 @@ class _Reader:
             paths = [path]
         if not isinstance(integ, dict):
             # NOTE: a SAM event may supply it (SAM adds the integration of each event to the definition).
-            log.warning("%s: %s: no %s; the route is not served", self.source, at, INTEGRATION)
+            warn_once(f"{self.source}: {at}: no {INTEGRATION}; the route is not served")
             return
         integration = self.integration(integ, f"{at}.{INTEGRATION}", paths[0])
         if integration is None:
             return
         plugins = self.validation(op, shared, at)
+        requirements = op.get("security", self.doc.get("security"))
+        chosen = auth.security(requirements, self.authorizers)
+        if chosen:
+            plugins = {**plugins, **auth.plugins_for(chosen)}
         name = str(op.get("operationId") or f"{method} {path}")
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip("_") or "route"
         for p in paths:
@@ -239,9 +246,7 @@ class _Reader:
             return out
         if kind == "mock":
             return _mock(integ)
-        log.warning(
-            "%s: %s: integration type %r is not served (aws_proxy, http_proxy and mock are)", self.source, at, kind
-        )
+        warn_once(f"{self.source}: {at}: integration type {kind!r} is not served (aws_proxy, http_proxy and mock are)")
         return None
 
     def validation(self, op: dict[str, Any], shared: list[Any], at: str) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from typing import Any
 
 import msgspec
 
-from fastgw.aws import openapi
+from fastgw.aws import auth, openapi
+from fastgw.aws._log import warn_once
 from fastgw.aws.intrinsics import PSEUDO, Resolver, Unresolved, expand_foreach
 from fastgw.config.checks import handler_problem
 from fastgw.config.errors import ConfigError
@@ -42,20 +43,12 @@ IMPLICIT_REST = "ServerlessRestApi"
 IMPLICIT_HTTP = "ServerlessHttpApi"
 _FIELDS = {"runtime": "Runtime", "handler": "Handler", "code": "CodeUri", "timeout": "Timeout",
            "memory_size": "MemorySize", "environment": "Environment.Variables"}  # fmt: skip
-# Warnings already logged, so a template reloaded (or loaded twice at start) lists them once.
-_warned: set[str] = set()
 
 
 def translate(doc: dict[str, Any], source: str, base: Path, options: dict[str, Any]) -> dict[str, Any]:
     """The fastgw config (a dict) a template stands for. `options`: parameter_overrides (dict), env_vars (a file
     name), stage_prefix (bool)."""
     return _Template(doc, source, base, options).config()
-
-
-def warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning("%s", message)
 
 
 def _merge_globals(glob: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:
@@ -355,7 +348,10 @@ class _Template:
                 api["plugins"]["cors"] = conf
         if "BinaryMediaTypes" in props:
             api["_binary"] = self.value(props, "BinaryMediaTypes", pat)
-        api["_auth"] = self.value(props, "Auth", pat) if "Auth" in props else None
+        if "Auth" in props:
+            api["_authorizers"], api["_default_auth"] = auth.sam_authorizers(
+                self.value(props, "Auth", pat), kind, self.source, f"{pat}.Auth", self.function_of_arn, warn_once
+            )
         body, body_at, body_source = None, "", self.source
         if "DefinitionBody" in props:
             body_at = f"{pat}.DefinitionBody"
@@ -539,8 +535,11 @@ class _Template:
             self._add_route(api, entry, at, self.source, replace=True)
 
     def _event_auth(self, api: dict[str, Any], props: dict[str, Any], at: str) -> dict[str, Any]:
-        """The auth plugins of one event's route (filled in with the authorizers, issue 21 item 3)."""
-        return {}
+        """The auth plugins of one event's route: its own Auth.Authorizer, or its API's DefaultAuthorizer."""
+        event_auth = self.value(props, "Auth", at)
+        authorizers = api.get("_authorizers", {})
+        chosen = auth.event_authorizers(event_auth, authorizers, api.get("_default_auth"), self.source, at)
+        return auth.plugins_for(chosen)
 
     def _add_route(
         self, api: dict[str, Any], route: dict[str, Any], at: str, source: str, replace: bool = False

@@ -41,7 +41,7 @@ paths:
       x-amazon-apigateway-integration:
         type: aws_proxy
         httpMethod: POST
-        uri: arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/arn:aws:lambda:us-east-1:123456789012:function:echo/invocations
+        uri: arn:aws:apigateway:us-east-1:lambda:path/2015-03-31/functions/ECHO_ARN/invocations
     get:
       x-amazon-apigateway-request-validator: params-only
       parameters:
@@ -83,8 +83,14 @@ components:
 
 async def _pets(tmp_path: Path, up: EchoUpstream) -> Path:
     write(tmp_path, "fn/app.py", ECHO_PY)
-    write(tmp_path, "pets.yaml", PETS_OAS3.replace("UPSTREAM", up.url))
-    return write(tmp_path, "fastgw.yaml", """
+    oas = PETS_OAS3.replace("UPSTREAM", up.url).replace(
+        "ECHO_ARN", "arn:aws:lambda:us-east-1:123456789012:function:echo"
+    )
+    write(tmp_path, "pets.yaml", oas)
+    return write(
+        tmp_path,
+        "fastgw.yaml",
+        """
         functions:
           echo: {runtime: python, code: fn, handler: app.handler}
         apis:
@@ -93,7 +99,8 @@ async def _pets(tmp_path: Path, up: EchoUpstream) -> Path:
             openapi: pets.yaml
             stages: {v1: {}}
         logging: {access_log: false}
-    """)
+    """,
+    )
 
 
 async def test_openapi_file_in_fastgw_config_serves_its_integrations(tmp_path):
@@ -127,7 +134,10 @@ async def test_request_validators_answer_with_api_gateways_bytes(tmp_path):
         async with serving(config) as srv:
             for _ in range(2):  # twice: nothing kept between requests
                 r = await http_request(srv.port, "POST", "/v1/pets", body=b'{"name": "rex"}')
-                assert (r.status, r.body) == (400, b'{"message":"Missing required request parameters: [x-tenant, dry]"}')
+                assert (r.status, r.body) == (
+                    400,
+                    b'{"message":"Missing required request parameters: [x-tenant, dry]"}',
+                )
                 assert r.header("x-amzn-errortype") == "BadRequestException"
                 assert r.header("content-type") == "application/json"
                 r = await http_request(srv.port, "GET", "/v1/pets?limit=")
@@ -143,7 +153,10 @@ async def test_request_validators_answer_with_api_gateways_bytes(tmp_path):
 
 def test_openapi_errors_name_the_definition_and_its_key_path(tmp_path):
     write(tmp_path, "fn/app.py", ECHO_PY)
-    write(tmp_path, "api.yaml", """
+    write(
+        tmp_path,
+        "api.yaml",
+        """
         openapi: 3.0.1
         paths:
           /x:
@@ -151,11 +164,16 @@ def test_openapi_errors_name_the_definition_and_its_key_path(tmp_path):
               x-amazon-apigateway-integration:
                 type: aws_proxy
                 uri: arn:aws:lambda:us-east-1:1:function:nobody
-    """)
-    config = write(tmp_path, "fastgw.yaml", """
+    """,
+    )
+    config = write(
+        tmp_path,
+        "fastgw.yaml",
+        """
         functions: {echo: {runtime: python, code: fn, handler: app.handler}}
         apis: {a: {type: http, openapi: api.yaml}}
-    """)
+    """,
+    )
     with pytest.raises(ConfigError) as err:
         load_config(config)
     assert err.value.source == str(tmp_path / "api.yaml")
@@ -217,9 +235,13 @@ async def test_sam_api_definition_body_and_uri_with_events(tmp_path, where):
         f"      {body}\n"
     )
     async with serving(template) as srv:
-        r = await http_request(srv.port, "POST", "/orders", headers={"content-type": "application/json"}, body=b'{"qty": 0}')
+        r = await http_request(
+            srv.port, "POST", "/orders", headers={"content-type": "application/json"}, body=b'{"qty": 0}'
+        )
         assert (r.status, r.body) == (400, INVALID_BODY)
-        r = await http_request(srv.port, "POST", "/orders", headers={"content-type": "application/json"}, body=b'{"qty": 2}')
+        r = await http_request(
+            srv.port, "POST", "/orders", headers={"content-type": "application/json"}, body=b'{"qty": 2}'
+        )
         assert r.status == 200
         assert json.loads(r.body)["event"]["requestContext"]["stage"] == "live"
         r = await http_request(srv.port, "GET", "/orders")  # the event's route beside the definition's
