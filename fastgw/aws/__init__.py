@@ -14,8 +14,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fastgw.config.errors import ConfigError
-
 # A template names its resources at the top level; a fastgw config never has these keys.
 _TEMPLATE = re.compile(
     rb"^(AWSTemplateFormatVersion|Resources|Transform)\s*:|\"(AWSTemplateFormatVersion|Resources)\"\s*:", re.M
@@ -41,6 +39,10 @@ def prepare(
     else:
         data = parse(raw, source)
     if options:
+        # NOTE: imported here, not at the top: fastgw.config's package imports fastgw.config.load, which imports this
+        # module, so a top-level import of fastgw.config.* here would be circular when fastgw.aws is imported first.
+        from fastgw.config.errors import ConfigError
+
         o = next(iter(options.values()))
         raise ConfigError(o.describe(), "$", f"{o.origin} is for SAM/CloudFormation templates; {source} is not one")
     if isinstance(data, dict) and isinstance(data.get("apis"), dict):

@@ -456,3 +456,10 @@ def test_cli_check_routes_and_invoke_take_a_template_and_its_flags(tmp_path):
     config = write(tmp_path, "fastgw.yaml", "routes: [{path: /, integration: {type: mock}}]")
     r = run("check", str(config), "--stage-prefix")
     assert r.returncode == 1 and "is for SAM/CloudFormation templates" in r.stderr
+
+
+@pytest.mark.parametrize("module", ["fastgw.aws", "fastgw.aws.sam", "fastgw.aws.openapi", "fastgw.aws.validator"])
+def test_each_module_imports_first_in_a_fresh_interpreter(module):
+    # fastgw.config's package imports the loader, which imports fastgw.aws: no order of imports may be circular.
+    r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
