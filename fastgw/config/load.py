@@ -27,6 +27,7 @@ from fastgw.config.checks import (
     check_aggregate,
     check_functions,
     check_http,
+    check_logging,
     check_tls,
     check_upstream,
     check_upstreams,
@@ -176,6 +177,7 @@ def load_config_bytes(
     entries, rest_prefixes = _entries(config, source)
     check_upstreams(config, source)
     check_admin(config, source)
+    check_logging(config, source)
     check_functions(config, source, base)
     check_tls(config, source, base)
     router, header_routes = _check(config, entries, source)
