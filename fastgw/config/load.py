@@ -167,7 +167,7 @@ def load_config_bytes(
         m = MSGSPEC_PATH.match(str(exc))
         assert m is not None
         path = name_key(m.group("path") or "$", data)
-        message = explain(path, m.group("msg"))
+        message = explain(path, m.group("msg"), data)
         if path in given:
             o = given[path]
             raise ConfigError(o.describe(), path, f"{message} ({o.origin} overrides {path[2:]} of {source})") from None

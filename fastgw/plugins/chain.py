@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from fastgw.config.errors import did_you_mean, explain
 from fastgw.core import PhaseChain
 from fastgw.plugins.base import PHASES, Plugin
 from fastgw.plugins.consumers import Consumer
@@ -248,6 +249,21 @@ class PluginSetup:
     consumers: dict[str, Consumer]
 
 
+# Kong's and APISIX's names for what a fastgw plugin does, for "did you mean" when a config names one of them.
+OTHER_GATEWAYS_NAMES = {
+    "rate-limiting": "rate-limit",
+    "rate-limiting-advanced": "rate-limit",
+    "limit-count": "rate-limit",
+    "limit-req": "rate-limit",
+    "correlation-id": "request-id",
+    "jwt": "jwt-auth",
+    "request-size-limiting": "request-size-limit",
+    "proxy-rewrite": "request-transformer",
+    "body-validator": "request-validation",
+    "request-validator": "request-validation",
+}
+
+
 def _msgspec_path(exc: msgspec.ValidationError) -> tuple[str, str]:
     text = str(exc)
     m = re.match(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", text, re.S)
@@ -281,7 +297,8 @@ def build(config: Any, entries: tuple[Any, ...]) -> PluginSetup:
         cls = registry.classes.get(name)
         if cls is None:
             known = ", ".join(sorted(registry.classes))
-            raise PluginConfigError(at, f"unknown plugin {name!r} (installed: {known})")
+            hint = did_you_mean(name, registry.classes, OTHER_GATEWAYS_NAMES)
+            raise PluginConfigError(at, f"unknown plugin {name!r}{hint} (installed: {known})")
         if raw is False:
             prepared[key] = None  # switched off here
             return None
@@ -289,7 +306,7 @@ def build(config: Any, entries: tuple[Any, ...]) -> PluginSetup:
             conf = msgspec.convert({} if raw is None or raw is True else raw, cls.Config, strict=True)
         except msgspec.ValidationError as exc:
             msg, sub = _msgspec_path(exc)
-            raise PluginConfigError(at + sub, msg) from None
+            raise PluginConfigError(at + sub, explain("$" + sub, msg, raw, cls.Config)) from None
         plugin = registry.instance(name)
         try:
             result = (plugin, plugin.prepare(conf))
