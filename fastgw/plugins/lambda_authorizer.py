@@ -8,11 +8,13 @@ see), with `*` and `?` wildcards; an explicit Deny wins, and without a matching 
 cached by the values of the identity sources for `ttl` seconds (API Gateway's 300 by default), and a cached policy
 is matched against each later request's own method ARN, as on AWS (a policy for one path refuses another).
 
-The principal becomes the request's consumer (ACLs, rate-limit keys, the access log), and `principalId` and the
-`context` reach the route's function in `requestContext.authorizer` (REST: flattened, values as strings; HTTP API
-payload 2.0: `requestContext.authorizer.lambda`), and an `http` route's upstream in the headers `upstream_headers`
-names. The answers to the client are API Gateway's own, byte for byte (docs/functions.md, "Lambda authorizers").
-The event is built by the same pure functions as a route's Lambda proxy event (fastgw.functions.lambda_proxy).
+The principal becomes the request's consumer (ACLs, rate-limit keys, the access log): the consumer whose
+`lambda-authorizer` credential names that principalId, else a consumer of that name without groups. `principalId`
+and the `context` reach the route's function in `requestContext.authorizer` (REST: flattened, values as strings;
+HTTP API payload 2.0: `requestContext.authorizer.lambda`), and an `http` route's upstream in the headers
+`upstream_headers` names. The answers to the client are API Gateway's own, byte for byte (docs/functions.md,
+"Lambda authorizers"). The event is built by the same pure functions as a route's Lambda proxy event
+(fastgw.functions.lambda_proxy).
 """
 
 from __future__ import annotations
@@ -80,6 +82,13 @@ class LambdaAuthorizerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=
     ttl: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 300  # seconds an answer is cached (0: never)
     # Headers the upstream of an `http` route receives: header name -> "principalId" or a key of the context.
     upstream_headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class PrincipalCredential(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`consumers.NAME.credentials.lambda-authorizer: [{principal_id: ...}]`: requests whose authorizer answers this
+    principalId are that consumer's (its groups for acl, its own plugins)."""
+
+    principal_id: Annotated[str, msgspec.Meta(min_length=1)]
 
 
 class Source:
@@ -247,6 +256,21 @@ class LambdaAuthorizer(Plugin):
     name = "lambda-authorizer"
     priority = 2450  # after key-auth (2500), before basic-auth (2400)
     Config = LambdaAuthorizerConfig
+    Credential = PrincipalCredential
+
+    def __init__(self) -> None:
+        self.principals: dict[str, Consumer] = {}
+
+    def credentials(self, creds: list[tuple[Consumer, Any]]) -> None:
+        index: dict[str, Consumer] = {}
+        for consumer, cred in creds:
+            other = index.get(cred.principal_id)
+            if other is not None and other is not consumer:
+                raise ValueError(
+                    f"consumers {other.name!r} and {consumer.name!r} claim the same principal {cred.principal_id!r}"
+                )
+            index[cred.principal_id] = consumer
+        self.principals = index
 
     def prepare(self, conf: LambdaAuthorizerConfig) -> Any:
         functions = loading().config.functions
@@ -354,7 +378,10 @@ class LambdaAuthorizer(Plugin):
         v1 = dict(verdict.v1)
         if verdict.principal is not None:
             v1["integrationLatency"] = latency
-            ctx.consumer = Consumer(verdict.principal, (), {k: _as_string(v) for k, v in verdict.context.items()})
+            consumer = self.principals.get(verdict.principal)
+            if consumer is None:  # a principal no consumer claims: a consumer of that name, without groups
+                consumer = Consumer(verdict.principal, (), {k: _as_string(v) for k, v in verdict.context.items()})
+            ctx.consumer = consumer
         ctx.vars["lambda_authorizer"] = (v1, verdict.v2)
         for header, key in prep.headers:
             value = verdict.principal if key == "principalId" else verdict.context.get(key)

@@ -412,3 +412,44 @@ async def test_multi_auth_with_a_lambda_authorizer(fgw, tmp_path):
         assert (r.status, r.body) == (403, EXPLICIT_DENY)
         r = await http_request(srv.port, "GET", "/Prod/items/1")
         assert (r.status, r.body) == (401, b'{"message":"Unauthorized"}')
+
+
+async def test_a_consumer_claims_its_principal_for_acls_and_consumer_headers(fgw, tmp_path, upstream):
+    cfg = rest_config(tmp_path, {"function": "auth", "ttl": 0})
+    cfg["consumers"] = {
+        "alice": {"groups": ["admins"], "credentials": {"lambda-authorizer": [{"principal_id": "user-ann"}]}},
+        "zed": {"groups": ["others"]},
+    }
+    cfg["apis"]["shop"]["plugins"]["acl"] = {"allow": ["admins"]}
+    cfg["upstreams"] = {"backend": {"targets": [upstream.url]}}
+    cfg["apis"]["shop"]["routes"].append(
+        {"path": "/proxied", "methods": ["GET"], "integration": {"type": "http", "upstream": "backend"}}
+    )
+    srv = await fgw(cfg)
+    for _ in TWICE:
+        upstream.received.clear()
+        r = await http_request(srv.port, "GET", "/Prod/proxied", headers=bearer("ann"))
+        assert r.status == 200, r.body
+        (got,) = upstream.received
+        assert got.header("x-consumer-username") == "alice" and got.header("x-consumer-groups") == "admins"
+        r = await http_request(srv.port, "GET", "/Prod/items/1", headers=bearer("ann"))
+        assert r.status == 200, r.body
+        assert r.json()["event"]["requestContext"]["authorizer"]["principalId"] == "user-ann"  # AWS's, unchanged
+        r = await http_request(srv.port, "GET", "/Prod/proxied", headers=bearer("bo"))
+        assert r.status == 403  # user-bo: authenticated, no consumer claims it, so in no group
+        assert len(upstream.received) == 1
+
+
+def test_two_consumers_cannot_claim_one_principal():
+    consumers = {n: {"credentials": {"lambda-authorizer": [{"principal_id": "p"}]}} for n in ("a", "b")}
+    raw = orjson.dumps(
+        {
+            "functions": {"auth": {"runtime": "python", "handler": "a.h"}},
+            "consumers": consumers,
+            "routes": [
+                {"path": "/", "integration": {"type": "mock"}, "plugins": {"lambda-authorizer": {"function": "auth"}}}
+            ],
+        }
+    )
+    with pytest.raises(ConfigError, match="claim the same principal 'p'"):
+        load_config_bytes(raw, "gw.json")
