@@ -75,9 +75,9 @@ class LambdaAuthorizerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=
     api: Literal["rest", "http"] = "rest"  # whose event and answer rules apply
     payload_format: Literal["1.0", "2.0"] = "2.0"  # http only (a REST authorizer has one event format)
     simple_responses: bool = False  # http + 2.0 only: {"isAuthorized": bool, "context": {...}}
-    # Where the identity comes from, in API Gateway's syntax (both REST's and HTTP API's are accepted). Default:
-    # the Authorization header.
-    identity_source: list[str] | None = None
+    # Where the identity comes from, in API Gateway's syntax (both REST's and HTTP API's are accepted): a list, or
+    # one string of comma-separated sources as REST's identitySource is written. Default: the Authorization header.
+    identity_source: list[str] | str | None = None
     validation_expression: str | None = None  # token only: a regex the whole token must match, else 401
     ttl: Annotated[int, msgspec.Meta(ge=0, le=3600)] = 300  # seconds an answer is cached (0: never)
     # Headers the upstream of an `http` route receives: header name -> "principalId" or a key of the context.
@@ -284,6 +284,8 @@ class LambdaAuthorizer(Plugin):
         if conf.validation_expression is not None and conf.type != "token":
             raise _at(".validation_expression", "a validation expression applies to token authorizers only")
         texts = conf.identity_source
+        if isinstance(texts, str):
+            texts = [t.strip() for t in texts.split(",") if t.strip()]
         if texts is None:
             texts = ["method.request.header.Authorization" if conf.api == "rest" else "$request.header.Authorization"]
         sources = []

@@ -220,7 +220,8 @@ async def test_cached_answers_skip_the_function_and_their_policy_applies_elsewhe
 
 
 async def test_request_authorizer_with_header_query_and_stage_variable(fgw, tmp_path):
-    sources = ["method.request.header.X-User", "method.request.querystring.tenant", "stageVariables.color"]
+    # As REST's identitySource is written: one string, comma-separated.
+    sources = "method.request.header.X-User, method.request.querystring.tenant, stageVariables.color"
     srv = await fgw(rest_config(tmp_path, {"function": "auth_request", "type": "request", "identity_source": sources}))
     for _ in TWICE:
         r = await http_request(srv.port, "GET", "/Prod/items/9", headers={"X-User": "ann"})
