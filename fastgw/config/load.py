@@ -28,6 +28,7 @@ from fastgw.config.checks import (
     check_aggregate,
     check_functions,
     check_http,
+    check_logging,
     check_tls,
     check_upstream,
     check_upstreams,
@@ -168,7 +169,7 @@ def load_config_bytes(
         m = MSGSPEC_PATH.match(str(exc))
         assert m is not None
         path = name_key(m.group("path") or "$", data)
-        message = explain(path, m.group("msg"))
+        message = explain(path, m.group("msg"), data)
         if path in given:
             o = given[path]
             raise ConfigError(o.describe(), path, f"{message} ({o.origin} overrides {path[2:]} of {source})") from None
@@ -178,6 +179,7 @@ def load_config_bytes(
     entries, rest_prefixes = _entries(config, source)
     check_upstreams(config, source)
     check_admin(config, source)
+    check_logging(config, source)
     check_functions(config, source, base)
     check_tls(config, source, base)
     router, header_routes = _check(config, entries, source)
