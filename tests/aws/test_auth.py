@@ -269,3 +269,123 @@ async def test_token_authorizer_template_end_to_end(caplog):
             assert r.status == 200
             authorizer = json.loads(r.body)["authorizer"]
             assert (authorizer["principalId"], authorizer["tier"]) == ("user", "gold")
+
+
+SIMPLE_AUTHORIZER = """
+def handler(event, context):
+    return {"isAuthorized": event["headers"].get("authorization") == "secret", "context": {"who": "simple"}}
+"""
+
+
+async def test_http_api_simple_response_authorizer_end_to_end(tmp_path):
+    write(tmp_path, "src/authz.py", SIMPLE_AUTHORIZER)
+    template = _template(
+        tmp_path,
+        """
+        Resources:
+          Http:
+            Type: AWS::Serverless::HttpApi
+            Properties:
+              Auth:
+                DefaultAuthorizer: Simple
+                Authorizers:
+                  Simple:
+                    FunctionArn: !GetAtt Authz.Arn
+                    AuthorizerPayloadFormatVersion: "2.0"
+                    EnableSimpleResponses: true
+                    Identity: {Headers: [Authorization]}
+          Authz:
+            Type: AWS::Serverless::Function
+            Properties: {CodeUri: src, Handler: authz.handler, Runtime: python3.12}
+          Fn:
+            Type: AWS::Serverless::Function
+            Properties:
+              CodeUri: src
+              Handler: app.handler
+              Runtime: python3.12
+              Events:
+                Get: {Type: HttpApi, Properties: {ApiId: !Ref Http, Path: /data, Method: get}}
+    """.replace("\n        ", "\n"),
+    )
+    async with serving(template) as srv:
+        r = await http_request(srv.port, "GET", "/data")
+        assert r.status == 401  # no identity source at all
+        r = await http_request(srv.port, "GET", "/data", headers={"Authorization": "wrong"})
+        assert r.status == 403
+        r = await http_request(srv.port, "GET", "/data", headers={"Authorization": "secret"})
+        assert r.status == 200
+        assert json.loads(r.body)["event"]["requestContext"]["authorizer"]["lambda"]["who"] == "simple"
+
+
+TOKEN_OR_KEY = """
+def token(event, context):
+    effect = "Allow" if event["authorizationToken"] == "Bearer good" else "Deny"
+    return _policy(effect, event["methodArn"], "by-token")
+
+
+def key(event, context):
+    effect = "Allow" if (event.get("queryStringParameters") or {}).get("key") == "k1" else "Deny"
+    return _policy(effect, event["methodArn"], "by-key")
+
+
+def _policy(effect, arn, who):
+    statement = [{"Action": "execute-api:Invoke", "Effect": effect, "Resource": arn}]
+    return {"principalId": who, "policyDocument": {"Version": "2012-10-17", "Statement": statement}}
+"""
+
+ANY_OF = """
+openapi: 3.0.1
+components:
+  securitySchemes:
+    tok:
+      type: apiKey
+      name: Authorization
+      in: header
+      x-amazon-apigateway-authorizer:
+        type: token
+        authorizerUri: arn:aws:lambda:us-east-1:1:function:by-token
+        authorizerResultTtlInSeconds: 0
+    key:
+      type: apiKey
+      name: key
+      in: query
+      x-amazon-apigateway-authorizer:
+        type: request
+        identitySource: method.request.querystring.key
+        authorizerUri: arn:aws:lambda:us-east-1:1:function:by-key
+        authorizerResultTtlInSeconds: 0
+paths:
+  /either:
+    get:
+      security: [{tok: []}, {key: []}]
+      x-amazon-apigateway-integration: {type: aws_proxy, uri: "arn:aws:lambda:us-east-1:1:function:echo"}
+"""
+
+
+async def test_openapi_any_of_two_lambda_authorizers_end_to_end(tmp_path):
+    write(tmp_path, "fn/app.py", ECHO_PY)
+    write(tmp_path, "fn/authz.py", TOKEN_OR_KEY)
+    write(tmp_path, "api.yaml", ANY_OF)
+    config = write(
+        tmp_path,
+        "fastgw.yaml",
+        """
+        functions:
+          echo: {runtime: python, code: fn, handler: app.handler}
+          by-token: {runtime: python, code: fn, handler: authz.token}
+          by-key: {runtime: python, code: fn, handler: authz.key}
+        apis: {a: {type: rest, openapi: api.yaml, stages: {v1: {}}}}
+        logging: {access_log: false}
+    """,
+    )
+    async with serving(config) as srv:
+        r = await http_request(srv.port, "GET", "/v1/either", headers={"Authorization": "Bearer good"})
+        assert r.status == 200
+        assert json.loads(r.body)["event"]["requestContext"]["authorizer"]["principalId"] == "by-token"
+        r = await http_request(srv.port, "GET", "/v1/either?key=k1")
+        assert r.status == 200
+        assert json.loads(r.body)["event"]["requestContext"]["authorizer"]["principalId"] == "by-key"
+        r = await http_request(srv.port, "GET", "/v1/either?key=nope", headers={"Authorization": "Bearer bad"})
+        assert r.status in (401, 403)
+        r = await http_request(srv.port, "GET", "/v1/either")
+        assert r.status == 401
