@@ -463,3 +463,54 @@ def test_each_module_imports_first_in_a_fresh_interpreter(module):
     # fastgw.config's package imports the loader, which imports fastgw.aws: no order of imports may be circular.
     r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+async def test_fastgw_serve_process_with_the_template_flags(tmp_path):
+    from tests.integration.gwprocess import GatewayProcess
+
+    template = _echo_template(
+        tmp_path,
+        """
+        Echo:
+          Type: AWS::Serverless::Function
+          Properties:
+            CodeUri: src
+            Handler: app.handler
+            Runtime: python3.12
+            Environment: {Variables: {MODE: !Ref Mode, FROM_FILE: template}}
+            Events:
+              Get: {Type: Api, Properties: {Path: /m, Method: get}}
+        """,
+        "Parameters: {Mode: {Type: String}}",
+    )
+    (tmp_path / "env.json").write_text(json.dumps({"Echo": {"FROM_FILE": "file"}}))
+    gw = GatewayProcess(template, "--parameter-overrides", "Mode=fast", "--env-vars", str(tmp_path / "env.json"),
+                        "--stage-prefix")  # fmt: skip
+    await gw.start()
+    try:
+        r = await http_request(gw.port, "GET", "/Prod/m")
+        assert r.status == 200
+        env = json.loads(r.body)["env"]
+        assert (env["MODE"], env["FROM_FILE"]) == ("fast", "file")
+        r = await http_request(gw.port, "GET", "/m")
+        assert (r.status, r.body) == (403, MISSING)
+    finally:
+        await gw.stop()
+
+
+async def test_a_json_template(tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_REGION", raising=False)  # sam local's default region, us-east-1
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    write(tmp_path, "src/app.py", ECHO_PY)
+    template = tmp_path / "template.json"
+    template.write_text(json.dumps({
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Transform": "AWS::Serverless-2016-10-31",
+        "Resources": {"Echo": {"Type": "AWS::Serverless::Function", "Properties": {
+            "CodeUri": "src", "Handler": "app.handler", "Runtime": "python3.12",
+            "Environment": {"Variables": {"ARN": {"Fn::GetAtt": ["Echo", "Arn"]}}},
+            "Events": {"Get": {"Type": "Api", "Properties": {"Path": "/j", "Method": "GET"}}}}}},
+    }))  # fmt: skip
+    async with serving(template) as srv:
+        r = await http_request(srv.port, "GET", "/j")
+        assert json.loads(r.body)["env"]["ARN"] == "arn:aws:lambda:us-east-1:123456789012:function:Echo"
