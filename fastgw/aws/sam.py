@@ -330,8 +330,9 @@ class _Template:
                 api["stage_prefix"] = self.stage_prefix
         return api
 
-    def _sam_api(self, name: str, props: dict[str, Any], at: str, kind: str) -> None:
-        pat = f"{at}.Properties"
+    def _sam_api(self, name: str, props: dict[str, Any], at: str, kind: str, pat: str | None = None) -> None:
+        """An explicit SAM API (its properties at `at`.Properties), or an implicit one (`pat`: Globals.Api)."""
+        pat = pat or f"{at}.Properties"
         api = self._api(name, kind, at)
         stage = self.value(props, "StageName", pat, "Prod" if kind == "rest" else "$default")
         variables = self.value(props, "Variables" if kind == "rest" else "StageVariables", pat, {})
@@ -397,7 +398,12 @@ class _Template:
     def _cfn_rest_api(self, name: str, props: dict[str, Any], at: str) -> None:
         pat = f"{at}.Properties"
         api = self._api(name, "rest", at)
-        api["stages"] = self._cfn_stages(name, "AWS::ApiGateway::Stage", "RestApiId", "Variables") or {"Prod": {}}
+        # Its stages: AWS::ApiGateway::Stage resources, else a Deployment's StageName (the older way), else "Prod".
+        api["stages"] = (
+            self._cfn_stages(name, "AWS::ApiGateway::Stage", "RestApiId", "Variables")
+            or self._cfn_stages(name, "AWS::ApiGateway::Deployment", "RestApiId", "StageDescription.Variables")
+            or {"Prod": {}}
+        )
         if "BinaryMediaTypes" in props:
             api["_binary"] = self.value(props, "BinaryMediaTypes", pat)
         if "Body" in props:
@@ -453,8 +459,12 @@ class _Template:
             props = self._props(res, f"$.Resources.{sname}")
             if self.value(props, ref_key, at) != api:
                 continue
+            if "StageName" not in props and kind == "AWS::ApiGateway::Deployment":
+                continue
             stage = str(self.value(props, "StageName", at, "$default"))
-            variables = self.value(props, var_key, at, {})
+            variables: Any = props
+            for key in var_key.split("."):
+                variables = self.value(variables, key, at, {}) if isinstance(variables, dict) else {}
             stages[stage] = {"variables": {k: _env_text(v) for k, v in (variables or {}).items()}}
         return stages
 
@@ -490,6 +500,7 @@ class _Template:
                     glob if isinstance(glob, dict) else {},
                     f"$.Globals.{'Api' if rest else 'HttpApi'}",
                     "rest" if rest else "http",
+                    pat=f"$.Globals.{'Api' if rest else 'HttpApi'}",
                 )
         if not isinstance(api_name, str) or api_name not in self.apis:
             raise ConfigError(

@@ -514,3 +514,46 @@ async def test_a_json_template(tmp_path, monkeypatch):
     async with serving(template) as srv:
         r = await http_request(srv.port, "GET", "/j")
         assert json.loads(r.body)["env"]["ARN"] == "arn:aws:lambda:us-east-1:123456789012:function:Echo"
+
+
+def test_deployment_stage_and_globals_error_paths(tmp_path):
+    template = _echo_template(
+        tmp_path,
+        """
+        Echo:
+          Type: AWS::Lambda::Function
+          Properties: {Code: src, Handler: app.handler, Runtime: python3.12}
+        Rest:
+          Type: AWS::ApiGateway::RestApi
+          Properties:
+            Body:
+              openapi: 3.0.1
+              paths:
+                /x:
+                  get:
+                    x-amazon-apigateway-integration: {type: aws_proxy, uri: !GetAtt Echo.Arn}
+        Deploy:
+          Type: AWS::ApiGateway::Deployment
+          Properties: {RestApiId: !Ref Rest, StageName: beta, StageDescription: {Variables: {v: "1"}}}
+        """,
+    )
+    loaded = load_config(template)
+    (entry,) = loaded.entries
+    assert (entry.stage, entry.stage_variables, entry.path) == ("beta", {"v": "1"}, "/x")
+    template = _echo_template(
+        tmp_path,
+        """
+        Echo:
+          Type: AWS::Serverless::Function
+          Properties:
+            CodeUri: src
+            Handler: app.handler
+            Runtime: python3.12
+            Events:
+              Get: {Type: Api, Properties: {Path: /c, Method: get}}
+        """,
+        "Globals: {Api: {Cors: 42}}",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(template)
+    assert err.value.path == "$.Globals.Api.Cors"
