@@ -190,7 +190,7 @@ def load_config_bytes(
     config = _with_usage_plans(config, source)
     redis_state.current = redis_state.configure(config.redis)
     try:
-        plugins = build_plugins(config, entries)
+        plugins = build_plugins(config, entries, base)
     except PluginConfigError as exc:
         raise ConfigError(source, exc.path, exc.message) from None
     finally:

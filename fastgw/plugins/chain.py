@@ -15,10 +15,12 @@ import difflib
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -111,8 +113,9 @@ class Registry:
     instances: dict[str, Plugin]
 
     @classmethod
-    def load(cls, extra: list[str] | None = None) -> Registry:
-        """Built-ins, then the `fastgw.plugins` entry points, then `extra` dotted paths. Raises PluginError."""
+    def load(cls, extra: list[str] | None = None, base_dir: Path | None = None) -> Registry:
+        """Built-ins, then the `fastgw.plugins` entry points, then `extra` dotted paths, whose modules may also lie
+        in `base_dir` (the config's folder, as a function's `code:` does). Raises PluginError."""
         reg = cls({}, {}, {})
         for module in BUILTIN_MODULES:
             mod = importlib.import_module(module)
@@ -124,6 +127,9 @@ class Registry:
             except Exception as exc:  # noqa: BLE001 - a broken package is named, not a crash
                 raise PluginError(f"entry point {ep.name} = {ep.value}: cannot load it: {exc}") from None
             reg.add(plugin, f"entry point {ep.value}")
+        if extra and base_dir is not None and str(base_dir) not in sys.path:
+            # NOTE: appended, not put first: a module beside the config never shadows an installed one.
+            sys.path.append(str(base_dir))
         for path in extra or ():
             reg.add(load_dotted(path), path)
         return reg
@@ -308,11 +314,12 @@ def loading() -> Loading:
     return current
 
 
-def build(config: Any, entries: tuple[Any, ...]) -> PluginSetup:
+def build(config: Any, entries: tuple[Any, ...], base_dir: Path | None = None) -> PluginSetup:
     """Check every plugin configuration and consumer credential of `config`, and build one chain per entry of
-    the route table (`fastgw.config.load.RouteEntry`). Raises PluginConfigError."""
+    the route table (`fastgw.config.load.RouteEntry`); `plugin_modules` may lie in `base_dir`. Raises
+    PluginConfigError."""
     try:
-        registry = Registry.load(config.plugin_modules)
+        registry = Registry.load(config.plugin_modules, base_dir)
     except PluginError as exc:
         raise PluginConfigError("$.plugin_modules", str(exc)) from None
     token = _LOADING.set(Loading(config, registry))
