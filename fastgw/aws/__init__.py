@@ -32,7 +32,7 @@ def prepare(
         from fastgw.aws import intrinsics, sam
 
         doc = intrinsics.load_yaml(raw, source) if not source.endswith(".json") else parse(raw, source)
-        if isinstance(doc, dict) and isinstance(doc.get("Resources"), dict):
+        if isinstance(doc, dict) and ("AWSTemplateFormatVersion" in doc or "Transform" in doc or "Resources" in doc):
             config = sam.translate(doc, source, base, {k: o.value for k, o in options.items()})
             return _unenforced_authorizers(config, source), rest
         data = doc

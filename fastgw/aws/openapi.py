@@ -172,7 +172,8 @@ class _Reader:
         self.authorizers = auth.openapi_authorizers(doc, source, at, api_type, functions, warn_once)
 
     def operation(self, path: str, method: str, op: dict[str, Any], shared: list[Any], at: str) -> None:
-        integ = op.get(INTEGRATION)
+        # An HTTP API's definition may share integrations: {$ref: "#/components/x-amazon-apigateway-integrations/x"}.
+        integ = self.deref(op.get(INTEGRATION))
         if path == "/$default":  # an HTTP API's catch-all route
             paths = ["/", "/{proxy+}"]
         else:

@@ -246,3 +246,35 @@ async def test_sam_api_definition_body_and_uri_with_events(tmp_path, where):
         assert json.loads(r.body)["event"]["requestContext"]["stage"] == "live"
         r = await http_request(srv.port, "GET", "/orders")  # the event's route beside the definition's
         assert r.status == 200
+
+
+async def test_http_api_definition_with_shared_integrations_and_default_route(tmp_path):
+    write(tmp_path, "fn/app.py", ECHO_PY)
+    write(
+        tmp_path,
+        "http.yaml",
+        """
+        openapi: 3.0.1
+        paths:
+          /$default:
+            x-amazon-apigateway-any-method:
+              x-amazon-apigateway-integration: {$ref: "#/components/x-amazon-apigateway-integrations/echo"}
+        components:
+          x-amazon-apigateway-integrations:
+            echo: {type: aws_proxy, uri: "arn:aws:lambda:us-east-1:1:function:echo", payloadFormatVersion: "2.0"}
+        """,
+    )
+    config = write(
+        tmp_path,
+        "fastgw.yaml",
+        """
+        functions: {echo: {runtime: python, code: fn, handler: app.handler}}
+        apis: {h: {type: http, openapi: http.yaml}}
+        logging: {access_log: false}
+        """,
+    )
+    async with serving(config) as srv:
+        for path in ("/", "/deep/er"):
+            r = await http_request(srv.port, "PUT", path)
+            assert r.status == 200
+            assert json.loads(r.body)["event"]["rawPath"] == path

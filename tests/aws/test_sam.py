@@ -557,3 +557,10 @@ def test_deployment_stage_and_globals_error_paths(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(template)
     assert err.value.path == "$.Globals.Api.Cors"
+
+
+def test_a_template_without_resources_says_so(tmp_path):
+    template = write(tmp_path, "template.yaml", "AWSTemplateFormatVersion: '2010-09-09'\nDescription: empty\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(template)
+    assert (err.value.path, err.value.message) == ("$.Resources", "expected a mapping of resources")
