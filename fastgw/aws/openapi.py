@@ -271,6 +271,7 @@ class _Reader:
             if required:
                 conf["required"] = required
         if validator.get("validateRequestBody"):
+            conf["validate_body"] = True
             schemas = self.body_schemas(op)
             if schemas:
                 conf["body_schemas"] = schemas

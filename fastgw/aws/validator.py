@@ -5,9 +5,10 @@ clients written against it match on that line, so an OpenAPI definition's valida
 - Required request parameters (query string, headers, path) missing or empty: 400
   `{"message":"Missing required request parameters: [a, b]"}`, listed in the order of their
   `method.request.<where>.<name>` keys, as API Gateway's BAD_REQUEST_PARAMETERS gateway response.
-- A body that is not JSON or does not match its content type's model (JSON Schema draft 4): 400
-  `{"message":"Invalid request body"}` (BAD_REQUEST_BODY). An empty body is validated as `{}`; a content type
-  without a model is not validated (API Gateway picks the model by content type, `application/json` by default).
+- A body that is not JSON or does not match its model (JSON Schema draft 4): 400
+  `{"message":"Invalid request body"}` (BAD_REQUEST_BODY). The model is the request content type's, else the
+  `$default` one, else the `application/json` one, else API Gateway's `Empty` model (any JSON object); an empty
+  body is validated as `{}` (as LocalStack, whose API Gateway tests are checked against AWS, does).
 
 Both with `x-amzn-ErrorType: BadRequestException` and the bytes of API Gateway's default gateway response template
 `{"message":$context.error.messageString}` (no space, as its Missing Authentication Token answer).
@@ -33,14 +34,20 @@ class Required(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     path: list[str] = msgspec.field(default_factory=list)
 
 
+# API Gateway's `Empty` model: what a body validator checks when the method has no model.
+EMPTY_MODEL = {"$schema": "http://json-schema.org/draft-04/schema#", "title": "Empty Schema", "type": "object"}
+
+
 class AwsRequestValidatorConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     required: Required | None = None
-    body_schemas: dict[str, dict[str, Any]] | None = None  # content type -> JSON Schema
+    validate_body: bool = False
+    body_schemas: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)  # content type -> JSON Schema
 
 
 class Prepared(msgspec.Struct, frozen=True):
     required: tuple[tuple[str, str], ...]  # (where, name), in API Gateway's order
     bodies: dict[str, Any]  # content type (lower-cased) -> validator
+    fallback: Any  # the validator of a content type without its own model (None: bodies are not validated)
 
 
 class AwsRequestValidator(Plugin):
@@ -54,8 +61,9 @@ class AwsRequestValidator(Plugin):
             for where in ("header", "path", "querystring"):
                 required += [(where, n) for n in getattr(conf.required, where)]
         required.sort(key=lambda r: f"method.request.{r[0]}.{r[1]}")
-        bodies = {}
-        if conf.body_schemas:
+        bodies: dict[str, Any] = {}
+        fallback = None
+        if conf.validate_body:
             try:
                 from jsonschema import Draft4Validator
                 from jsonschema.exceptions import SchemaError
@@ -67,10 +75,11 @@ class AwsRequestValidator(Plugin):
                 except SchemaError as exc:
                     raise ValueError(f"body_schemas.{ctype} is not a valid JSON Schema: {exc.message}") from None
                 bodies[ctype.lower()] = Draft4Validator(schema)
-        return Prepared(tuple(required), bodies)
+            fallback = bodies.get("$default") or bodies.get("application/json") or Draft4Validator(EMPTY_MODEL)
+        return Prepared(tuple(required), bodies, fallback)
 
     def needs_body(self, conf: Prepared) -> bool:
-        return bool(conf.bodies)
+        return conf.fallback is not None
 
     def access(self, ctx: Context, conf: Prepared) -> Response | None:
         req = ctx.request
@@ -89,16 +98,15 @@ class AwsRequestValidator(Plugin):
             if missing:
                 body = orjson.dumps({"message": f"Missing required request parameters: [{', '.join(missing)}]"})
                 return Response(400, body, headers=_HEADERS)
-        if conf.bodies:
+        if conf.fallback is not None:
             ctype = (req.header("content-type") or "application/json").split(";", 1)[0].strip().lower()
-            validator = conf.bodies.get(ctype)
-            if validator is not None:
-                try:
-                    doc = orjson.loads(req.body or b"{}")
-                except orjson.JSONDecodeError:
-                    return Response(400, INVALID_BODY, headers=_HEADERS)
-                if not validator.is_valid(doc):
-                    return Response(400, INVALID_BODY, headers=_HEADERS)
+            validator = conf.bodies.get(ctype, conf.fallback)
+            try:
+                doc = orjson.loads(req.body or b"{}")
+            except orjson.JSONDecodeError:
+                return Response(400, INVALID_BODY, headers=_HEADERS)
+            if not validator.is_valid(doc):
+                return Response(400, INVALID_BODY, headers=_HEADERS)
         return None
 
 

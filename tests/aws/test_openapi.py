@@ -49,6 +49,10 @@ paths:
       x-amazon-apigateway-integration:
         type: aws_proxy
         uri: arn:aws:lambda:us-east-1:123456789012:function:echo:live
+  /notes:
+    post:
+      x-amazon-apigateway-request-validator: all
+      x-amazon-apigateway-integration: {type: aws_proxy, uri: "arn:aws:lambda:us-east-1:1:function:echo"}
   /files/{proxy+}:
     x-amazon-apigateway-any-method:
       parameters: [{name: proxy, in: path, required: true}]
@@ -149,6 +153,14 @@ async def test_request_validators_answer_with_api_gateways_bytes(tmp_path):
                     assert r.header("x-amzn-errortype") == "BadRequestException"
                 r = await http_request(srv.port, "POST", "/v1/pets?dry=1", headers=base, body=b'{"name": "a"}')
                 assert r.status == 200
+                # A text body where only a JSON model is given: the JSON model still judges it.
+                text = {**base, "content-type": "text/plain"}
+                r = await http_request(srv.port, "POST", "/v1/pets?dry=1", headers=text, body=b"rex")
+                assert (r.status, r.body) == (400, INVALID_BODY)
+                # No model at all: API Gateway's Empty model, any JSON object (an empty body is {}).
+                for body, status in ((b"[1]", 400), (b"nope", 400), (b"", 200), (b'{"a": 1}', 200)):
+                    r = await http_request(srv.port, "POST", "/v1/notes", body=body)
+                    assert r.status == status, body
 
 
 def test_openapi_errors_name_the_definition_and_its_key_path(tmp_path):
