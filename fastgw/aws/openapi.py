@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastgw.aws import auth
+from fastgw.aws import cors as cors_conf
 from fastgw.aws._log import warn_once
 from fastgw.config.errors import ConfigError
 
@@ -140,7 +141,7 @@ def translate(
             reader.operation(path, method, op if isinstance(op, dict) else {}, shared, f"{pat}.{key}")
     cors = doc.get("x-amazon-apigateway-cors")
     if isinstance(cors, dict):
-        result.plugins["cors"] = _cors(cors)
+        result.plugins["cors"] = cors_conf.openapi_cors(cors)
     binary = doc.get("x-amazon-apigateway-binary-media-types")
     if isinstance(binary, list):
         result.binary_media_types = [str(b) for b in binary]
@@ -356,24 +357,3 @@ def _mock(integ: dict[str, Any]) -> dict[str, Any]:
         if headers:
             out["headers"] = {**out.get("headers", {}), **headers}
     return out
-
-
-def _cors(cors: dict[str, Any]) -> dict[str, Any]:
-    conf: dict[str, Any] = {"origins": [str(o) for o in cors.get("allowOrigins", ["*"])]}
-    methods = cors.get("allowMethods")
-    if isinstance(methods, list):
-        conf["methods"] = (
-            ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"]
-            if "*" in methods
-            else [str(m) for m in methods]
-        )
-    headers = cors.get("allowHeaders")
-    if isinstance(headers, list) and "*" not in headers:
-        conf["headers"] = [str(h) for h in headers]
-    if isinstance(cors.get("exposeHeaders"), list):
-        conf["exposed_headers"] = [str(h) for h in cors["exposeHeaders"]]
-    if cors.get("maxAge") is not None:
-        conf["max_age"] = int(cors["maxAge"])
-    if cors.get("allowCredentials"):
-        conf["credentials"] = True
-    return conf

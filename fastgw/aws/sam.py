@@ -8,17 +8,17 @@ The result is a plain config dict, checked afterwards like any config; what the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from fastgw.aws import auth, openapi
+from fastgw.aws import auth, cors, openapi
+from fastgw.aws import code as function_code
 from fastgw.aws._log import warn_once
 from fastgw.aws.intrinsics import PSEUDO, Resolver, Unresolved, expand_foreach
 from fastgw.config.checks import handler_problem
@@ -280,9 +280,8 @@ class _Template:
             inline = raw["ZipFile"]
         if isinstance(inline, str):
             module = handler.rpartition(".")[0] or "index"
-            return str(
-                _cached_files(f"{name}:{module}:{inline}", {module + (".py" if kind == "python" else ".js"): inline})
-            )
+            filename = module + (".py" if kind == "python" else ".js")
+            return str(function_code.cached_files(f"{name}:{module}:{inline}", {filename: inline}))
         if raw is None:
             return "."
         if isinstance(raw, dict) or (isinstance(raw, str) and raw.startswith("s3://")):
@@ -292,7 +291,7 @@ class _Template:
             raise ConfigError(self.source, f"{at}.{key}", "expected a folder or a .zip file")
         path = self.base / raw
         if raw.endswith(".zip") and path.is_file():
-            return str(_unzip(path, self.source, f"{at}.{key}"))
+            return str(function_code.unzip(path, self.source, f"{at}.{key}"))
         if not path.is_dir():
             raise ConfigError(self.source, f"{at}.{key}", f"expected a folder or a .zip, {str(path)!r} is neither")
         return raw
@@ -343,8 +342,8 @@ class _Template:
             api["stage_prefix"] = self.stage_prefix
         cors_key = "Cors" if kind == "rest" else "CorsConfiguration"
         if cors_key in props:
-            cors = self.value(props, cors_key, pat)
-            conf = _sam_cors(cors, kind, self.source, f"{pat}.{cors_key}")
+            given = self.value(props, cors_key, pat)
+            conf = cors.sam_cors(given, kind, self.source, f"{pat}.{cors_key}")
             if conf is not None:
                 api["plugins"]["cors"] = conf
         if "BinaryMediaTypes" in props:
@@ -444,7 +443,7 @@ class _Template:
             route = {**route, "name": f"{name}.{i}", "integration": integration}
             self._add_route(api, route, f"{pat}.Target", self.source)
         if "CorsConfiguration" in props:
-            conf = _sam_cors(
+            conf = cors.sam_cors(
                 self.value(props, "CorsConfiguration", pat), "http", self.source, f"{pat}.CorsConfiguration"
             )
             if conf is not None:
@@ -575,8 +574,6 @@ class _Template:
 
 
 def _template_key(path: str) -> str:
-    import re
-
     return re.sub(r"\{[^}]*\}", "{}", path.rstrip("/") or "/")
 
 
@@ -588,51 +585,6 @@ def _route_key_routes(route_key: str, source: str, at: str) -> list[dict[str, An
     if not path.startswith("/"):
         raise ConfigError(source, at, f"expected '$default' or 'METHOD /path', got {route_key!r}")
     return [{"path": path, "methods": [method.upper()]}]
-
-
-def _sam_cors(cors: Any, kind: str, source: str, at: str) -> dict[str, Any] | None:
-    """SAM's Cors (REST: quoted header values, "'*'") or CorsConfiguration (HTTP API: lists) as fastgw's cors."""
-    if cors is None or cors is False:
-        return None
-    if cors is True:
-        return {"origins": ["*"], "headers": None}
-    if isinstance(cors, str):
-        return {"origins": [_unquote(cors)]}
-    if not isinstance(cors, dict):
-        raise ConfigError(source, at, "expected an origin (\"'*'\") or a mapping (AllowOrigin, AllowMethods...)")
-    conf: dict[str, Any] = {}
-    if kind == "rest":
-        conf["origins"] = [_unquote(str(cors.get("AllowOrigin", "'*'")))]
-        if "AllowMethods" in cors:
-            conf["methods"] = [m.strip() for m in _unquote(str(cors["AllowMethods"])).split(",") if m.strip()]
-        if "AllowHeaders" in cors:
-            conf["headers"] = [h.strip() for h in _unquote(str(cors["AllowHeaders"])).split(",") if h.strip()]
-        if "MaxAge" in cors:
-            conf["max_age"] = int(_unquote(str(cors["MaxAge"])))
-        if cors.get("AllowCredentials"):
-            conf["credentials"] = True
-        return conf
-    conf["origins"] = [str(o) for o in cors.get("AllowOrigins", ["*"])]
-    if "AllowMethods" in cors:
-        conf["methods"] = (
-            ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"]
-            if "*" in cors["AllowMethods"]
-            else [str(m) for m in cors["AllowMethods"]]
-        )
-    if "AllowHeaders" in cors and "*" not in cors["AllowHeaders"]:
-        conf["headers"] = [str(h) for h in cors["AllowHeaders"]]
-    if "ExposeHeaders" in cors:
-        conf["exposed_headers"] = [str(h) for h in cors["ExposeHeaders"]]
-    if "MaxAge" in cors:
-        conf["max_age"] = int(cors["MaxAge"])
-    if cors.get("AllowCredentials"):
-        conf["credentials"] = True
-    return conf
-
-
-def _unquote(value: str) -> str:
-    value = value.strip()
-    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == "'" else value
 
 
 def _mapping(doc: dict[str, Any], key: str, source: str) -> dict[str, Any]:
@@ -657,46 +609,3 @@ def _env_text(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
     return "" if value is None else str(value)
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "fastgw" / "sam"
-
-
-def _unzip(path: Path, source: str, at: str) -> Path:
-    """A CodeUri .zip unpacked once into the cache, in a folder named by its content's hash (a changed zip is a new
-    folder; an unchanged one is not unpacked again)."""
-    data = path.read_bytes()
-    folder = cache_dir() / hashlib.sha256(data).hexdigest()[:32]
-    if (folder / ".complete").is_file():
-        return folder
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            root = tmp.resolve()
-            for member in zf.infolist():
-                target = (tmp / member.filename).resolve()
-                if root != target and root not in target.parents:
-                    raise ConfigError(source, at, f"{path.name}: {member.filename!r} would unpack outside its folder")
-            zf.extractall(tmp)
-    except zipfile.BadZipFile as exc:
-        raise ConfigError(source, at, f"{path.name} is not a valid .zip: {exc}") from None
-    (tmp / ".complete").write_text(str(path))
-    try:
-        tmp.rename(folder)
-    except OSError:  # another process unpacked it first
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def _cached_files(key: str, files: dict[str, str]) -> Path:
-    """Inline code (InlineCode, Code.ZipFile) written once into the cache."""
-    folder = cache_dir() / ("inline-" + hashlib.sha256(key.encode()).hexdigest()[:32])
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        if not (folder / name).is_file() or (folder / name).read_text() != text:
-            (folder / name).write_text(text)
-    return folder
