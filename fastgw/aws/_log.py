@@ -9,7 +9,7 @@ log = logging.getLogger("fastgw.aws")
 _warned: set[str] = set()
 
 
-def warn_once(message: str) -> None:
+def warn_once(message: str, level: int = logging.WARNING) -> None:
     if message not in _warned:
         _warned.add(message)
-        log.warning("%s", message)
+        log.log(level, "%s", message)

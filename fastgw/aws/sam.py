@@ -193,6 +193,14 @@ class _Template:
                 {k: v for k, v in r.items() if not k.startswith("_")} for r in api["routes"] if r["methods"]
             ]
             config["apis"][name] = api_conf
+        served = []
+        for name, api in config["apis"].items():
+            for stage in api["stages"] or {"$default": {}}:
+                at = "/" if stage == "$default" or not api.get("stage_prefix", True) else f"/{stage}"
+                served.append(f"{name} ({api['type']}, stage {stage}) at {at}")
+        warn_once(
+            f"{self.source}: {len(self.functions)} functions; " + ("; ".join(served) or "no APIs"), level=logging.INFO
+        )
         if self.upstreams:
             config["upstreams"] = self.upstreams
         if self.plugin_modules:

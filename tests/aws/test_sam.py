@@ -54,7 +54,8 @@ def _echo_template(tmp_path: Path, resources: str, extra: str = "") -> Path:
     return path
 
 
-async def test_event_carries_the_stage_in_request_context_not_in_the_path(tmp_path):
+async def test_event_carries_the_stage_in_request_context_not_in_the_path(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="fastgw.aws")
     template = _echo_template(
         tmp_path,
         """
@@ -89,6 +90,9 @@ async def test_event_carries_the_stage_in_request_context_not_in_the_path(tmp_pa
         r = await http_request(srv.port, "GET", "/dev/items/7")
         event = json.loads(r.body)["event"]
         assert (event["path"], event["requestContext"]["path"]) == ("/items/7", "/dev/items/7")
+    said = [r.getMessage() for r in caplog.records if r.name == "fastgw.aws"]
+    assert any(m.endswith("1 functions; MyApi (rest, stage dev) at /") for m in said), said
+    assert any(m.endswith("1 functions; MyApi (rest, stage dev) at /dev") for m in said), said
 
 
 async def test_parameters_intrinsics_globals_and_env_vars(tmp_path):
