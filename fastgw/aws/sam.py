@@ -356,6 +356,11 @@ class _Template:
                 api["plugins"]["cors"] = conf
         if "BinaryMediaTypes" in props:
             api["_binary"] = self.value(props, "BinaryMediaTypes", pat)
+        if "Models" in props:
+            models = self.value(props, "Models", pat)
+            if not isinstance(models, dict):
+                raise ConfigError(self.source, f"{pat}.Models", "expected a mapping of model names to JSON Schemas")
+            api["_models"] = models
         if "Auth" in props:
             api["_authorizers"], api["_default_auth"] = auth.sam_authorizers(
                 self.value(props, "Auth", pat), kind, self.source, f"{pat}.Auth", self.function_of_arn, warn_once
@@ -544,13 +549,57 @@ class _Template:
                     self.source, f"{at}.Method", f"expected an HTTP method (get, post, ..., or any), got {method!r}"
                 )
             routes = [{"path": path, "methods": [m]}]
-        plugins = self._event_auth(api, props, at)
+        plugins = {**self._event_validation(api, props, at), **self._event_auth(api, props, at)}
         for i, route in enumerate(routes):
             name = f"{fname}.{ename}" + (f".{i}" if i else "")
             entry = {**route, "name": name, "integration": dict(integration)}
             if plugins:
                 entry["plugins"] = plugins
             self._add_route(api, entry, at, self.source, replace=True)
+
+    def _event_validation(self, api: dict[str, Any], props: dict[str, Any], at: str) -> dict[str, Any]:
+        """An Api event's RequestModel (a model of its API's `Models`, ValidateBody, ValidateParameters) and
+        RequestParameters (`method.request.querystring.q`, or `{...: {Required: true}}`), as SAM turns them into a
+        request validator: only when ValidateBody or ValidateParameters is given (the other is then false)."""
+        model = self.value(props, "RequestModel", at)
+        if model is None:
+            return {}
+        mat = f"{at}.RequestModel"
+        if not isinstance(model, dict) or not isinstance(model.get("Model"), str):
+            raise ConfigError(self.source, mat, "expected {Model: NAME, Required, ValidateBody, ValidateParameters}")
+        if "ValidateBody" not in model and "ValidateParameters" not in model:
+            return {}
+        models = api.get("_models", {})
+        if model["Model"] not in models:
+            known = ", ".join(sorted(models)) or "none"
+            raise ConfigError(self.source, f"{mat}.Model", f"no model {model['Model']!r} in the API's Models ({known})")
+        conf: dict[str, Any] = {}
+        if model.get("ValidateBody"):
+            conf["validate_body"] = True
+            conf["body_schemas"] = {"application/json": models[model["Model"]]}
+        if model.get("ValidateParameters"):
+            required: dict[str, list[str]] = {}
+            for i, param in enumerate(self.value(props, "RequestParameters", at, []) or []):
+                if isinstance(param, str):
+                    key, needed = param, False
+                elif isinstance(param, dict) and len(param) == 1:
+                    ((key, spec),) = param.items()
+                    needed = bool(spec.get("Required")) if isinstance(spec, dict) else False
+                else:
+                    raise ConfigError(self.source, f"{at}.RequestParameters[{i}]", "expected method.request.WHERE.NAME")
+                where, _, pname = str(key).removeprefix("method.request.").partition(".")
+                if where not in ("header", "querystring", "path") or not pname:
+                    raise ConfigError(
+                        self.source, f"{at}.RequestParameters[{i}]", f"expected method.request.WHERE.NAME, got {key!r}"
+                    )
+                if needed:
+                    required.setdefault(where, []).append(pname)
+            if required:
+                conf["required"] = required
+        if not conf:
+            return {}
+        self.plugin_modules.append(openapi.VALIDATOR_PLUGIN)
+        return {"aws-request-validator": conf}
 
     def _event_auth(self, api: dict[str, Any], props: dict[str, Any], at: str) -> dict[str, Any]:
         """The auth plugins of one event's route: its own Auth.Authorizer, or its API's DefaultAuthorizer."""

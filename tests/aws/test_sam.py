@@ -568,3 +568,50 @@ def test_a_template_without_resources_says_so(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(template)
     assert (err.value.path, err.value.message) == ("$.Resources", "expected a mapping of resources")
+
+
+async def test_sam_request_model_and_request_parameters_validate(tmp_path):
+    template = _echo_template(
+        tmp_path,
+        """
+        Api:
+          Type: AWS::Serverless::Api
+          Properties:
+            StageName: dev
+            Models:
+              Order: {type: object, required: [qty], properties: {qty: {type: integer}}}
+        Echo:
+          Type: AWS::Serverless::Function
+          Properties:
+            CodeUri: src
+            Handler: app.handler
+            Runtime: python3.12
+            Events:
+              Post:
+                Type: Api
+                Properties:
+                  RestApiId: !Ref Api
+                  Path: /orders
+                  Method: post
+                  RequestModel: {Model: Order, Required: true, ValidateBody: true, ValidateParameters: true}
+                  RequestParameters:
+                    - method.request.header.X-Optional
+                    - method.request.querystring.tenant: {Required: true}
+              Unvalidated:
+                Type: Api
+                Properties:
+                  RestApiId: !Ref Api
+                  Path: /loose
+                  Method: post
+                  RequestModel: {Model: Order, Required: true}
+        """,
+    )
+    async with serving(template) as srv:
+        r = await http_request(srv.port, "POST", "/orders", body=b'{"qty": 1}')
+        assert (r.status, r.body) == (400, b'{"message":"Missing required request parameters: [tenant]"}')
+        r = await http_request(srv.port, "POST", "/orders?tenant=t", body=b'{"qty": "one"}')
+        assert (r.status, r.body) == (400, b'{"message":"Invalid request body"}')
+        r = await http_request(srv.port, "POST", "/orders?tenant=t", body=b'{"qty": 1}')
+        assert r.status == 200
+        r = await http_request(srv.port, "POST", "/loose", body=b"anything")  # no ValidateBody / ValidateParameters
+        assert r.status == 200
