@@ -48,7 +48,10 @@ _FIELDS = {"runtime": "Runtime", "handler": "Handler", "code": "CodeUri", "timeo
 def translate(doc: dict[str, Any], source: str, base: Path, options: dict[str, Any]) -> dict[str, Any]:
     """The fastgw config (a dict) a template stands for. `options`: parameter_overrides (dict), env_vars (a file
     name), stage_prefix (bool)."""
-    return _Template(doc, source, base, options).config()
+    try:
+        return _Template(doc, source, base, options).config()
+    except Unresolved as exc:  # a value fastgw needs that only AWS has (Fn::ImportValue, Fn::GetAZs...)
+        raise ConfigError(source, exc.at, f"{exc.message}; give a literal value (or a parameter)") from None
 
 
 def _merge_globals(glob: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:
@@ -483,14 +486,18 @@ class _Template:
     # -- events -----------------------------------------------------------------------------------------------
 
     def _events(self, fname: str, props: dict[str, Any], at: str) -> None:
-        events = self.value(props, "Events", f"{at}.Properties", {})
+        # NOTE: each event is resolved on its own, and only Api and HttpApi events' properties, so a queue's
+        # Fn::ImportValue in an SQS event (which is not served) is no error.
+        events = props.get("Events") or {}
+        if isinstance(events, dict) and _is_intrinsic(events):
+            events = self.value(props, "Events", f"{at}.Properties", {})
         if not isinstance(events, dict):
             raise ConfigError(self.source, f"{at}.Properties.Events", "expected a mapping of events")
         for ename, event in events.items():
             eat = f"{at}.Properties.Events.{ename}"
             if not isinstance(event, dict):
                 raise ConfigError(self.source, eat, "expected an event: a mapping with a Type")
-            etype = event.get("Type")
+            etype = self.value(event, "Type", eat)
             if etype not in ("Api", "HttpApi"):
                 warn_once(f"{self.source}: {fname}: event {ename} of type {etype} is not served (Api and HttpApi are)")
                 continue

@@ -615,3 +615,27 @@ async def test_sam_request_model_and_request_parameters_validate(tmp_path):
         assert r.status == 200
         r = await http_request(srv.port, "POST", "/loose", body=b"anything")  # no ValidateBody / ValidateParameters
         assert r.status == 200
+
+
+def test_values_only_aws_has_are_errors_only_where_fastgw_needs_them(tmp_path):
+    template = _echo_template(
+        tmp_path,
+        """
+        Echo:
+          Type: AWS::Serverless::Function
+          Properties:
+            CodeUri: src
+            Handler: app.handler
+            Runtime: python3.12
+            Events:
+              Get: {Type: Api, Properties: {Path: /a, Method: get}}
+              Stream: {Type: SQS, Properties: {Queue: !ImportValue shared-queue-arn}}
+        """,
+    )
+    assert [e.path for e in load_config(template).entries] == ["/a"]
+    text = template.read_text().replace("Runtime: python3.12", "Runtime: !ImportValue runtime-of-the-day")
+    template.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(template)
+    assert err.value.path == "$.Resources.Echo.Properties.Runtime.Fn::ImportValue"
+    assert "has no value outside AWS" in err.value.message
