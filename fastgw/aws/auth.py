@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fastgw.aws.intrinsics import integer
 from fastgw.config.errors import ConfigError
 
 LAMBDA = "lambda-authorizer"
@@ -127,7 +128,7 @@ def sam_authorizers(
             if fname is None:
                 raise ConfigError(source, f"{sat}.FunctionArn", "expected the ARN of a function of this template")
             identity = spec.get("Identity") or {}
-            ttl = int(identity.get("ReauthorizeEvery", DEFAULT_TTL))
+            ttl = integer(identity.get("ReauthorizeEvery", DEFAULT_TTL), source, f"{sat}.Identity.ReauthorizeEvery")
             if kind == "rest":
                 payload = str(spec.get("FunctionPayloadType", "TOKEN")).upper()
                 if payload not in ("TOKEN", "REQUEST"):
@@ -239,13 +240,14 @@ def openapi_authorizers(
             out[name] = lambda_authorizer(
                 fname, kind="request", api="http", identity_source=sources,
                 payload_format=str(spec.get("authorizerPayloadFormatVersion", "2.0")),
-                simple_responses=bool(spec.get("enableSimpleResponses", False)), ttl=int(ttl or 0),
+                simple_responses=bool(spec.get("enableSimpleResponses", False)),
+                ttl=integer(ttl or 0, source, f"{xat}.authorizerResultTtlInSeconds"),
             )  # fmt: skip
         else:
             out[name] = lambda_authorizer(
                 fname, kind=kind, api="rest", identity_source=sources,
                 validation_expression=spec.get("identityValidationExpression"),
-                ttl=int(ttl if ttl is not None else DEFAULT_TTL),
+                ttl=integer(DEFAULT_TTL if ttl is None else ttl, source, f"{xat}.authorizerResultTtlInSeconds"),
             )  # fmt: skip
     return out
 

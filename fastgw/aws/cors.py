@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastgw.aws.intrinsics import integer
 from fastgw.config.errors import ConfigError
 
 ALL_METHODS = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS"]
@@ -28,7 +29,7 @@ def sam_cors(cors: Any, kind: str, source: str, at: str) -> dict[str, Any] | Non
         if "AllowHeaders" in cors:
             conf["headers"] = [h.strip() for h in _unquote(str(cors["AllowHeaders"])).split(",") if h.strip()]
         if "MaxAge" in cors:
-            conf["max_age"] = int(_unquote(str(cors["MaxAge"])))
+            conf["max_age"] = integer(cors["MaxAge"], source, f"{at}.MaxAge")
         if cors.get("AllowCredentials"):
             conf["credentials"] = True
         return conf
@@ -40,7 +41,7 @@ def sam_cors(cors: Any, kind: str, source: str, at: str) -> dict[str, Any] | Non
     if "ExposeHeaders" in cors:
         conf["exposed_headers"] = [str(h) for h in cors["ExposeHeaders"]]
     if "MaxAge" in cors:
-        conf["max_age"] = int(cors["MaxAge"])
+        conf["max_age"] = integer(cors["MaxAge"], source, f"{at}.MaxAge")
     if cors.get("AllowCredentials"):
         conf["credentials"] = True
     return conf
@@ -51,7 +52,7 @@ def _unquote(value: str) -> str:
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == "'" else value
 
 
-def openapi_cors(cors: dict[str, Any]) -> dict[str, Any]:
+def openapi_cors(cors: dict[str, Any], source: str, at: str) -> dict[str, Any]:
     conf: dict[str, Any] = {"origins": [str(o) for o in cors.get("allowOrigins", ["*"])]}
     methods = cors.get("allowMethods")
     if isinstance(methods, list):
@@ -62,7 +63,7 @@ def openapi_cors(cors: dict[str, Any]) -> dict[str, Any]:
     if isinstance(cors.get("exposeHeaders"), list):
         conf["exposed_headers"] = [str(h) for h in cors["exposeHeaders"]]
     if cors.get("maxAge") is not None:
-        conf["max_age"] = int(cors["maxAge"])
+        conf["max_age"] = integer(cors["maxAge"], source, f"{at}.maxAge")
     if cors.get("allowCredentials"):
         conf["credentials"] = True
     return conf

@@ -76,6 +76,16 @@ def load_yaml(raw: bytes, source: str) -> Any:
         raise ConfigError(source, "$", f"invalid YAML{where}: {problem}") from None
 
 
+def integer(value: Any, source: str, at: str) -> int:
+    """A whole number a template or definition gives (as a number or a string), or a ConfigError naming its key."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return int(str(value).strip().strip("'"))
+    except ValueError:
+        raise ConfigError(source, at, f"expected a whole number, got {value!r}") from None
+
+
 def lambda_arn(region: str, account: str, name: str) -> str:
     return f"arn:aws:lambda:{region}:{account}:function:{name}"
 

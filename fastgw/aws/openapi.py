@@ -141,7 +141,7 @@ def translate(
             reader.operation(path, method, op if isinstance(op, dict) else {}, shared, f"{pat}.{key}")
     cors = doc.get("x-amazon-apigateway-cors")
     if isinstance(cors, dict):
-        result.plugins["cors"] = cors_conf.openapi_cors(cors)
+        result.plugins["cors"] = cors_conf.openapi_cors(cors, source, f"{at}.x-amazon-apigateway-cors")
     binary = doc.get("x-amazon-apigateway-binary-media-types")
     if isinstance(binary, list):
         result.binary_media_types = [str(b) for b in binary]

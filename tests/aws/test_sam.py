@@ -639,3 +639,24 @@ def test_values_only_aws_has_are_errors_only_where_fastgw_needs_them(tmp_path):
         load_config(template)
     assert err.value.path == "$.Resources.Echo.Properties.Runtime.Fn::ImportValue"
     assert "has no value outside AWS" in err.value.message
+
+
+def test_a_number_that_is_not_one_names_its_key(tmp_path):
+    template = _echo_template(
+        tmp_path,
+        """
+        Echo:
+          Type: AWS::Serverless::Function
+          Properties:
+            CodeUri: src
+            Handler: app.handler
+            Runtime: python3.12
+            Events:
+              Get: {Type: Api, Properties: {Path: /a, Method: get}}
+        """,
+        """Globals: {Api: {Cors: {AllowOrigin: "'*'", MaxAge: "'ten'"}}}""",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(template)
+    assert err.value.path == "$.Globals.Api.Cors.MaxAge"
+    assert err.value.message == "expected a whole number, got " + repr("'ten'")
