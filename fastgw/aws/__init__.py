@@ -33,7 +33,10 @@ def prepare(
 
         doc = intrinsics.load_yaml(raw, source) if not source.endswith(".json") else parse(raw, source)
         if isinstance(doc, dict) and ("AWSTemplateFormatVersion" in doc or "Transform" in doc or "Resources" in doc):
-            config = sam.translate(doc, source, base, {k: o.value for k, o in options.items()})
+            try:
+                config = sam.translate(doc, source, base, {k: o.value for k, o in options.items()})
+            except (AttributeError, TypeError, KeyError, ValueError) as exc:
+                raise _unreadable(source, "a SAM/CloudFormation template", exc) from None
             return _unenforced_authorizers(config, source), rest
         data = doc
     else:
@@ -48,8 +51,20 @@ def prepare(
     if isinstance(data, dict) and isinstance(data.get("apis"), dict):
         from fastgw.aws import openapi
 
-        data = _unenforced_authorizers(openapi.expand_config(data, source, base), source)
+        try:
+            data = openapi.expand_config(data, source, base)
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+            raise _unreadable(source, "an OpenAPI definition it names", exc) from None
+        data = _unenforced_authorizers(data, source)
     return data, rest
+
+
+def _unreadable(source: str, what: str, exc: Exception) -> Exception:
+    """A shape the translation did not expect (a string where a mapping belongs, deep in a template): a config
+    error saying so, rather than a traceback. The checks in sam.py and openapi.py name the key where they can."""
+    from fastgw.config.errors import ConfigError
+
+    return ConfigError(source, "$", f"cannot read {what}: {type(exc).__name__}: {exc}")
 
 
 def _unenforced_authorizers(data: dict[str, Any], source: str) -> dict[str, Any]:

@@ -660,3 +660,22 @@ def test_a_number_that_is_not_one_names_its_key(tmp_path):
         load_config(template)
     assert err.value.path == "$.Globals.Api.Cors.MaxAge"
     assert err.value.message == "expected a whole number, got " + repr("'ten'")
+
+
+def test_an_unexpected_shape_is_a_config_error_not_a_traceback(tmp_path):
+    template = _echo_template(
+        tmp_path,
+        """
+        Api:
+          Type: AWS::Serverless::Api
+          Properties:
+            StageName: dev
+            Auth: {Authorizers: {A: {FunctionArn: !GetAtt Echo.Arn, Identity: just-a-string}}}
+        Echo:
+          Type: AWS::Serverless::Function
+          Properties: {CodeUri: src, Handler: app.handler, Runtime: python3.12}
+        """,
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(template)
+    assert err.value.path == "$" and err.value.message.startswith("cannot read a SAM/CloudFormation template")
