@@ -74,6 +74,9 @@ class Limits(_Base, frozen=True):
     max_filtered_response: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024
     header_timeout: Seconds = 10.0  # whole request head must arrive within this; else 408 and close
     keepalive_timeout: Seconds = 60.0  # idle client connection closed after this
+    # Longest wait for the next bytes of a request body on its way; past it the client gets 408 and is closed, and
+    # the upstream connection is dropped without counting against the target (docs/security.md).
+    body_timeout: Seconds = 30.0
 
 
 class PathPolicy(_Base, frozen=True):

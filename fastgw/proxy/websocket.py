@@ -6,8 +6,8 @@ upstream connection (never a pooled one: it will not come back to HTTP) with `Co
 `Upgrade: websocket`. Whatever the target answers (101, or a refusal such as 401 / 403) is passed to the client
 as it is, and from then on the connection is a tunnel: each side's bytes go to the other, a side whose peer
 reads slowly stops being read (backpressure), and the tunnel closes when either side closes or when nothing
-passed for `idle_timeout` seconds. The tunnel takes the client connection's place among the worker's
-connections, so the tick enforces its idle timeout and shutdown closes it.
+passed for `idle_timeout` seconds (its own deadline timer, fastgw.pipeline.deadline). The tunnel takes the client
+connection's place among the worker's connections, so shutdown closes it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from fastgw.pipeline.deadline import Deadline
 from fastgw.pipeline.leg import HIGH_WATER
 from fastgw.proxy.route import HttpRoute
 
@@ -38,12 +39,13 @@ def wants_websocket(ex: Exchange) -> bool:
     return any(n == b"upgrade" and v.strip().lower() == b"websocket" for n, v in req.headers)
 
 
-class Tunnel:
+class Tunnel(Deadline):
     """Both legs of one WebSocket, after the upgrade. Stands in the worker's connections for the client's."""
 
     def __init__(self, ex: Exchange, idle_timeout: float) -> None:
         self.state = ex.state
         self.loop = ex.state.loop
+        super().__init__(self.loop)
         self.idle_timeout = idle_timeout
         self.last = self.loop.time()
         self.client = _Side(self, "client")
@@ -52,12 +54,20 @@ class Tunnel:
         self.closed = False
         self.transport: asyncio.Transport | None = None  # the client's (what shutdown aborts)
 
-    # -- what the worker's tick and shutdown call ---------------------------------------------------------------
+    def start(self) -> None:
+        """The tunnel is open: its idle timeout runs."""
+        self.set_deadline(self.last + self.idle_timeout)
+
+    # -- what the deadline timer and shutdown call -----------------------------------------------------------
 
     def check_deadline(self, now: float) -> None:
-        if now - self.last > self.idle_timeout:
+        if self.closed:
+            return
+        if now - self.last >= self.idle_timeout:
             log.info("websocket tunnel idle for %gs: closed", self.idle_timeout)
             self.close()
+        else:
+            self.set_deadline(self.last + self.idle_timeout)  # bytes passed since: the next check then
 
     def shutdown(self) -> None:
         self.close()
@@ -66,6 +76,7 @@ class Tunnel:
         if self.closed:
             return
         self.closed = True
+        self.cancel_deadline()
         self.state.connections.discard(self)
         for side in (self.client, self.upstream):
             if side.transport is not None:
@@ -163,6 +174,7 @@ async def open_tunnel(ex: Exchange, target: Target, head: bytes, idle_timeout: f
     tunnel.client.transport = tunnel.transport
     tunnel.transport.set_write_buffer_limits(high=HIGH_WATER)
     tunnel.transport.write(answer)  # the head, and any frame the target sent right after it
+    tunnel.start()
     if req.status != 101:
         log.info("upstream %s refused the websocket upgrade with %d: passed on", target.url, req.status)
 

@@ -1,0 +1,262 @@
+"""Issue 19, over real sockets: a client that stops sending its body gets 408 without blaming the target (item 2),
+and every timeout fires on time (item 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import time
+
+import pytest
+
+from fastgw.testing import RawConnection, http_request
+from tests.integration.targets import FlakyTarget, upstream_config
+
+pytestmark = pytest.mark.asyncio
+
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def accept_for(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+
+
+class UpgradeTarget:
+    """A target that answers a websocket upgrade as `mode` says, and then reads on: every request line it ever
+    sees, on any connection, is in `seen` (so a test knows what reached it).
+
+    modes: "refuse:STATUS" (an ordinary response, head and body in one write), "split:STATUS" (the head, then the
+    body in a second write), "101" (a valid switch, then echoes bytes), "101:bad-accept", "101:no-upgrade"."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.seen: list[bytes] = []
+        self.port = 0
+
+    async def __aenter__(self) -> UpgradeTarget:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.seen.append(head.split(b"\r\n", 1)[0])
+                lines = head.split(b"\r\n")
+                keys = [ln.split(b":", 1)[1].strip() for ln in lines if ln.lower().startswith(b"sec-websocket-key")]
+                key = keys[0] if keys else b""
+                mode = self.mode
+                if b"upgrade: websocket" not in head.lower() or not key:
+                    body = b"secret for " + lines[0]
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))
+                elif mode.startswith("101"):
+                    accept = b"AAAAAAAAAAAAAAAAAAAAAAAAAAA=" if mode == "101:bad-accept" else accept_for(key)
+                    upgrade = b"" if mode == "101:no-upgrade" else b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    writer.write(b"HTTP/1.1 101 Switching Protocols\r\n" + upgrade + b"Sec-WebSocket-Accept: " +
+                                 accept + b"\r\n\r\n")  # fmt: skip
+                    while data := await reader.read(65536):  # a tunnel: echo
+                        writer.write(data)
+                    return
+                else:
+                    status = int(mode.split(":")[1])
+                    body = b'{"message":"no websocket here"}'
+                    head_out = b"HTTP/1.1 %d Nope\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % (
+                        status, len(body))  # fmt: skip
+                    if mode.startswith("split"):
+                        writer.write(head_out)
+                        await writer.drain()
+                        await asyncio.sleep(0)
+                        writer.write(body)
+                    else:
+                        writer.write(head_out + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def edge_config(url: str, **limits: object) -> dict:
+    return {
+        "upstreams": {"u": {"targets": [url]}},
+        "consumers": {"alice": {"credentials": {"key-auth": [{"key": "alice-key"}]}}},
+        "limits": limits,
+        "routes": [
+            {"path": "/ws", "websocket": True, "integration": {"type": "http", "upstream": "u"}},
+            {"path": "/admin/{proxy+}", "plugins": {"key-auth": {}}, "integration": {"type": "http", "upstream": "u"}},
+            {"path": "/plain", "integration": {"type": "http", "upstream": "u"}},
+        ],
+    }
+
+
+def upgrade(path: str = "/ws", key: bytes | None = None) -> bytes:
+    key = base64.b64encode(os.urandom(16)) if key is None else key
+    return (
+        b"GET " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+
+# -- item 2: a client that stops sending its body ----------------------------------------------------------------
+
+
+class SwallowingTarget:
+    """Reads whatever comes and never answers; records when each connection was closed by the gateway."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+        self.connections = 0
+
+    async def __aenter__(self) -> SwallowingTarget:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.read(65536):
+                pass
+        except ConnectionError:
+            pass
+        self.closed += 1
+        writer.close()
+
+
+async def test_a_stalled_body_gets_408_and_never_counts_against_the_target(gateway):
+    async with SwallowingTarget() as a, SwallowingTarget() as b:
+        cfg = upstream_config(
+            [a.url, b.url],
+            read_timeout=1.0,
+            health={"passive": {"consecutive_failures": 1}},
+            breaker={"consecutive_failures": 1, "failure_ratio": None},
+        )
+        cfg["limits"] = {"body_timeout": 0.3}
+        gw = await gateway(cfg)
+        up = gw.gateway.upstreams["backend"]
+        for _ in range(4):  # more stalls than any threshold
+            conn = await RawConnection.open(gw.port)
+            await conn.send(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+            started = time.perf_counter()
+            r = await conn.response(timeout=5)
+            took = time.perf_counter() - started
+            assert r.status == 408 and r.json() == {"message": "Request Timeout"}
+            assert r.header("connection") == "close" and await conn.closed(5)
+            assert 0.3 <= took < 0.35, took
+            await conn.close()
+        assert a.connections + b.connections == 4
+        for _ in range(50):  # the upstream connections are dropped too
+            if a.closed + b.closed == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert a.closed + b.closed == 4
+        status = up.status()
+        assert status["in_rotation"] == 2
+        assert all(t["ejections"] == 0 and t["breaker"] == "closed" for t in status["targets"])
+
+
+async def test_a_slow_but_steady_body_is_not_timed_out(gateway, upstream):
+    cfg = upstream_config([upstream.url])
+    cfg["limits"] = {"body_timeout": 0.3}
+    gw = await gateway(cfg)
+    conn = await RawConnection.open(gw.port)
+    await conn.send(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 8\r\n\r\n")
+    for _ in range(8):  # 1.6 s in all, never 0.3 s without a byte
+        await asyncio.sleep(0.2)
+        await conn.send(b"x")
+    r = await conn.response(timeout=5)
+    await conn.close()
+    assert r.status == 200 and upstream.received[0].body == b"x" * 8
+
+
+# -- item 8: every timeout on time -------------------------------------------------------------------------------
+
+
+async def _timed(coro) -> tuple[object, float]:
+    started = time.perf_counter()
+    result = await coro
+    return result, time.perf_counter() - started
+
+
+async def test_read_timeout_fires_on_time(gateway):
+    async with FlakyTarget("a") as a:
+        a.mode = "hang"
+        gw = await gateway(upstream_config([a.url], read_timeout=0.5))
+        r, took = await _timed(http_request(gw.port, "GET", "/"))
+        assert r.status == 504 and 0.5 <= took < 0.55
+
+
+async def test_route_timeout_fires_on_time(gateway):
+    async with FlakyTarget("a") as a:
+        a.mode = "hang"
+        gw = await gateway(upstream_config([a.url], route={"timeout": 0.5}))
+        r, took = await _timed(http_request(gw.port, "GET", "/"))
+        assert r.status == 504 and r.json() == {"message": "Endpoint request timed out"} and 0.5 <= took < 0.55
+
+
+async def test_aggregate_backend_timeouts_fire_on_time(gateway):
+    async with FlakyTarget("a") as a:
+        a.mode = "hang"
+        for upstream, backend in (({"read_timeout": 0.5}, {}), ({}, {"timeout": 0.5})):
+            cfg = {
+                "upstreams": {"a": {"targets": [a.url], **upstream}},
+                "routes": [{"path": "/agg", "integration": {"type": "aggregate", "backends": [
+                    {"upstream": "a", "path": "/x", **backend}, {"upstream": "a", "path": "/y", **backend}]}}],
+            }  # fmt: skip
+            gw = await gateway(cfg)
+            r, took = await _timed(http_request(gw.port, "GET", "/agg"))
+            assert r.status == 502 and 0.5 <= took < 0.55, (upstream, backend, took)
+
+
+async def test_client_timeouts_fire_on_time(gateway, upstream):
+    cfg = upstream_config([upstream.url])
+    cfg["limits"] = {"header_timeout": 0.5, "keepalive_timeout": 0.5, "body_timeout": 0.5}
+    gw = await gateway(cfg)
+    conn = await RawConnection.open(gw.port)
+    # (The clock of these starts in the gateway a little before the test's own: a connection accepted, a response
+    # written. What matters is that none fires late.)
+    await conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n")  # a head that never ends
+    r, took = await _timed(conn.response(timeout=5))
+    assert r.status == 408 and 0.45 <= took < 0.55, took  # type: ignore[attr-defined]
+    await conn.close()
+    conn = await RawConnection.open(gw.port)
+    await conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert (await conn.response()).status == 200
+    closed, took = await _timed(conn.closed(5))
+    assert closed and 0.45 <= took < 0.55, took  # the keep-alive wait
+    await conn.close()
+    conn = await RawConnection.open(gw.port)
+    await conn.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nab")
+    r, took = await _timed(conn.response(timeout=5))
+    assert r.status == 408 and 0.5 <= took < 0.55, took  # type: ignore[attr-defined]
+    await conn.close()
+
+
+async def test_idle_tunnel_closes_on_time(gateway):
+    async with UpgradeTarget("101") as target:
+        cfg = edge_config(target.url)
+        cfg["routes"][0]["websocket"] = {"idle_timeout": 0.5}
+        gw = await gateway(cfg)
+        conn = await RawConnection.open(gw.port)
+        await conn.send(upgrade())
+        assert (await conn.response(head_only=True)).status == 101
+        closed, took = await _timed(conn.closed(5))
+        assert closed and 0.45 <= took < 0.55, took  # (its clock started as the 101 went out)
+        await conn.close()
