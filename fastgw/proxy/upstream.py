@@ -76,12 +76,12 @@ async def connect_and_start(ex: Exchange, target: Target, head: bytes, attempt: 
     except asyncio.TimeoutError:
         target.connecting -= 1
         reason = f"connect to {target.url} timed out after {timeout:g}s"
-        try_failed(ex, target, attempt, "timeout", 504, TIMED_OUT, reason)
+        try_failed(ex, target, attempt, "timeout", 504, TIMED_OUT, reason, unsent=True)
         return
     except OSError as exc:
         target.connecting -= 1
         reason = f"connect to {target.url} failed: {exc.strerror or exc}"
-        try_failed(ex, target, attempt, "error", 502, "Bad Gateway", reason)
+        try_failed(ex, target, attempt, "error", 502, "Bad Gateway", reason, unsent=True)
         return
     target.connecting -= 1
     if ex.gone:
@@ -94,14 +94,22 @@ async def connect_and_start(ex: Exchange, target: Target, head: bytes, attempt: 
 
 
 def try_failed(
-    ex: Exchange, target: Target, attempt: Attempt | None, kind: str, status: int, message: str, reason: str
+    ex: Exchange,
+    target: Target,
+    attempt: Attempt | None,
+    kind: str,
+    status: int,
+    message: str,
+    reason: str,
+    unsent: bool = False,
 ) -> None:
     """A try failed before any response byte reached the client: the target's watch hears of it, and the request
-    goes to another target if the route's retry policy allows; else the client gets `status`."""
+    goes to another target if the route's retry policy allows; else the client gets `status`. `unsent`: the
+    connection never opened, so no byte of the request left (any method may go to another target)."""
     watch = target.watch
     if watch is not None:
-        watch.failed(reason)
-    nxt = next_try(ex, ex.route, target, attempt, kind, reason)  # type: ignore[arg-type]
+        watch.failed(reason, kind)
+    nxt = next_try(ex, ex.route, target, attempt, kind, reason, unsent)  # type: ignore[arg-type]
     if nxt is None:
         ex.fail(status, message, reason)
     else:
@@ -514,7 +522,10 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
             req.upstream = None
             watch = target.watch
             if watch is not None:
-                watch.answered(req.status)
+                if watch.quiet and req.status < watch.bad:
+                    watch.outlier.in_row = 0  # type: ignore[union-attr]  # PERF: TargetWatch.answered's whole work here
+                else:
+                    watch.answered(req.status)
             if ex is not None:
                 ex.done()  # nothing happens if the client went away meanwhile
 

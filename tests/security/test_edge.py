@@ -1,5 +1,6 @@
-"""Issue 19, over real sockets: an upgrade that is no upgrade never becomes a tunnel (item 1), a client that stops
-sending its body gets 408 without blaming the target (item 2), and every timeout fires on time (item 8)."""
+"""Issue 19, items 1, 2, 7 and 8, over real sockets: an upgrade that is no upgrade never becomes a tunnel, a client
+that stops sending its body gets 408 without blaming the target, a request never sent goes to another target
+whatever its method (and dead targets leave the rotation by default), and every timeout fires on time."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 import pytest
 
 from fastgw.testing import RawConnection, http_request
-from tests.integration.targets import FlakyTarget, upstream_config
+from tests.integration.targets import FlakyTarget, refused_port, upstream_config
 
 pytestmark = pytest.mark.asyncio
 
@@ -263,7 +264,7 @@ async def test_a_stalled_body_gets_408_and_never_counts_against_the_target(gatew
         cfg = upstream_config(
             [a.url, b.url],
             read_timeout=1.0,
-            health={"passive": {"consecutive_failures": 1}},
+            health={"passive": {"consecutive_failures": 1, "failures": ["error", "timeout", "http_5xx"]}},
             breaker={"consecutive_failures": 1, "failure_ratio": None},
         )
         cfg["limits"] = {"body_timeout": 0.3}
@@ -302,6 +303,29 @@ async def test_a_slow_but_steady_body_is_not_timed_out(gateway, upstream):
     r = await conn.response(timeout=5)
     await conn.close()
     assert r.status == 200 and upstream.received[0].body == b"x" * 8
+
+
+# -- item 7: retries and ejection by default ---------------------------------------------------------------------
+
+
+async def test_a_dead_target_of_two_costs_no_post_and_leaves_the_rotation(gateway):
+    async with FlakyTarget("b") as b:
+        dead = f"http://127.0.0.1:{refused_port()}"
+        gw = await gateway(upstream_config([dead, b.url]))  # default retries and health
+        statuses = [(await http_request(gw.port, "POST", "/orders", body=b"{}")).status for _ in range(20)]
+        assert statuses == [200] * 20
+        assert b.hits == 20
+        status = gw.gateway.upstreams["backend"].status()
+        (gone,) = [t for t in status["targets"] if t["url"] == dead]
+        assert not gone["in_rotation"] and gone["ejections"] == 1
+        # Ejected after 3 failures in a row: 3 retries, not one per request.
+        assert status["retries"]["done"] == 3
+
+
+async def test_the_only_target_is_never_ejected_by_default(gateway):
+    gw = await gateway(upstream_config([f"http://127.0.0.1:{refused_port()}"]))
+    for _ in range(5):
+        assert (await http_request(gw.port, "GET", "/")).status == 502  # never 503: nowhere else to go
 
 
 # -- item 8: every timeout on time -------------------------------------------------------------------------------
