@@ -268,6 +268,7 @@ async def test_a_stalled_body_gets_408_and_never_counts_against_the_target(gatew
             breaker={"consecutive_failures": 1, "failure_ratio": None},
         )
         cfg["limits"] = {"body_timeout": 0.3}
+        cfg["admin"] = {"port": 0, "metrics": True}  # the counters /metrics reads
         gw = await gateway(cfg)
         up = gw.gateway.upstreams["backend"]
         for _ in range(4):  # more stalls than any threshold
@@ -289,6 +290,7 @@ async def test_a_stalled_body_gets_408_and_never_counts_against_the_target(gatew
         status = up.status()
         assert status["in_rotation"] == 2
         assert all(t["ejections"] == 0 and t["breaker"] == "closed" for t in status["targets"])
+        assert gw.counters is not None and gw.counters.upstreams == {}  # no upstream answer recorded
 
 
 async def test_a_slow_but_steady_body_is_not_timed_out(gateway, upstream):
