@@ -6,11 +6,19 @@ upstream; JWT NumericDate claims that are not numbers, and every other odd crede
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
 from typing import Any
 
+import orjson
 import pytest
 
-from fastgw.testing import RawConnection, Response
+from fastgw.plugins.basic_auth import hash_password
+from fastgw.testing import RawConnection, Response, http_request
 from tests.plugins.conftest import TWICE, route_config
 
 
@@ -143,3 +151,227 @@ async def test_redis_keys_and_purge_follow_the_same_rule(redis_server, upstream,
     assert await purge_redis(shared, "routes[0]|GET|test.local|/p|?a=b&") == 1
     assert (await send(gw.port, "/p?a=b%26c")).header("x-cache-status") == "HIT"
     assert (await send(gw.port, "/p?a=b&c")).header("x-cache-status") == "MISS"
+
+
+# -- item 5: a credential sent twice ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def creds() -> dict[str, Any]:
+    return {
+        "alice": {"credentials": {
+            "key-auth": [{"key": "alice-key"}],
+            "basic-auth": [{"username": "alice", "password_hash": hash_password("pw", iterations=1000)}],
+            "jwt-auth": [{"issuer": "shop", "algorithms": ["HS256"], "secret": SECRET}],
+        }},
+        "bob": {"credentials": {"key-auth": [{"key": "bob-key"}]}},
+    }  # fmt: skip
+
+
+SECRET = "a-long-shared-secret-for-hs256-0123456789abcdef"
+
+
+def hs256(payload: dict[str, Any] | bytes, header: dict[str, Any] | bytes | None = None) -> str:
+    """An HS256 token over exactly these JSON bytes (so claims PyJWT would never write can be tried)."""
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = header if isinstance(header, bytes) else json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode()
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    signing_input = b64(head) + "." + b64(body)
+    return signing_input + "." + b64(hmac.new(SECRET.encode(), signing_input.encode(), hashlib.sha256).digest())
+
+
+def good_token(**over: Any) -> str:
+    return hs256({"iss": "shop", "sub": "alice", "exp": int(time.time()) + 300, **over})
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+TWICE_SENT = [
+    # key-auth, from the header (the default) and the query
+    ("key", {}, "/x", [("apikey", "alice-key"), ("apikey", "bob-key")]),
+    ("key", {}, "/x", [("apikey", "nope"), ("apikey", "alice-key")]),
+    ("key", {}, "/x?apikey=alice-key&apikey=bob-key", []),
+    ("key", {}, "/x?apikey=alice-key&api%6Bey=evil", []),  # the same name, escaped
+    ("key", {}, "/x?apikey=alice-key;apikey=evil", []),  # a second one to a backend that splits on `;`
+    ("key", {}, "/x?apikey=alice-key", [("apikey", "alice-key")]),  # header and query
+    ("key", {"key_names": ["x-api-key"]}, "/x", [("x-api-key", "alice-key"), ("x_api_key", "evil")]),  # CGI
+    ("key", {"key_names": ["apikey", "x-api-key"]}, "/x", [("x-api-key", "alice-key"), ("apikey", "evil")]),
+    ("key", {"in_cookie": True}, "/x", [("cookie", "apikey=alice-key; apikey=evil")]),
+    ("key", {"in_cookie": True}, "/x", [("cookie", "apikey=alice-key"), ("cookie", "apikey=evil")]),
+    ("key", {"in_cookie": True}, "/x", [("apikey", "alice-key"), ("cookie", "apikey=evil")]),
+    # basic-auth
+    ("basic", {}, "/x", [("authorization", basic("alice", "pw")), ("authorization", basic("alice", "other"))]),
+    ("basic", {}, "/x", [("authorization", basic("alice", "pw")), ("authorization", "Bearer evil")]),
+    # jwt-auth, from the header, the query and a cookie
+    ("jwt", {}, "/x", [("authorization", "Bearer {t}"), ("authorization", "Bearer evil")]),
+    ("jwt", {}, "/x", [("authorization", "Bearer {t}"), ("authorization", "Basic ZXZpbDpldmls")]),
+    ("jwt", {"query_names": ["jwt"]}, "/x?jwt={t}&jwt=evil", []),
+    ("jwt", {"query_names": ["jwt"]}, "/x?jwt={t}", [("authorization", "Bearer evil")]),
+    ("jwt", {"cookie_names": ["jwt"]}, "/x", [("cookie", "jwt={t}; jwt=evil")]),
+    ("jwt", {"cookie_names": ["jwt"]}, "/x", [("authorization", "Bearer {t}"), ("cookie", "jwt=evil")]),
+]
+PLUGIN = {"key": "key-auth", "basic": "basic-auth", "jwt": "jwt-auth"}
+
+
+@pytest.mark.parametrize(("kind", "conf", "target", "headers"), TWICE_SENT)
+async def test_a_credential_sent_twice_is_refused(upstream, gateway, creds, kind, conf, target, headers):
+    gw = await gateway(route_config(upstream, {PLUGIN[kind]: conf}, consumers=creds))
+    token = good_token()
+    target = target.replace("{t}", token)
+    headers = [(k, v.replace("{t}", token)) for k, v in headers]
+    for _ in TWICE:
+        r = await send(gw.port, target, headers)
+        assert r.status == 400, (r.status, r.body)
+        assert r.json()["message"].startswith("More than one ")
+    assert upstream.received == []
+
+
+async def test_one_credential_with_other_fields_around_it_still_passes(upstream, gateway, creds):
+    plugins = {"key-auth": {"in_cookie": True, "hide_credentials": True}}
+    gw = await gateway(route_config(upstream, plugins, consumers=creds))
+    for _ in TWICE:
+        r = await send(gw.port, "/x?a=1&b=apikey", [("cookie", "theme=dark; apikey=alice-key; lang=en")])
+        assert r.status == 200
+        r = await send(gw.port, "/x", [("cookie", "expires=3; apikey=alice-key")])  # SimpleCookie lost it
+        assert r.status == 200
+    seen = upstream.received[0]
+    assert seen.header("cookie") == "theme=dark; lang=en" and seen.target == "/x?a=1&b=apikey"
+    plugins = {"jwt-auth": {"cookie_names": ["jwt"], "hide_credentials": True}}
+    gw = await gateway(route_config(upstream, plugins, consumers=creds))
+    upstream.received.clear()
+    r = await send(gw.port, "/x", [("authorization", "Basic abc"), ("cookie", f"a=1; jwt={good_token()}")])
+    assert r.status == 200  # an Authorization of another scheme is not a bearer token
+    (seen,) = upstream.received
+    assert seen.header("authorization") == "Basic abc" and seen.header("cookie") == "a=1"  # the token hidden
+
+
+# -- item 6: odd claims and credentials, never a 500 ------------------------------------------------------------
+
+NOW = int(time.time())
+ODD_TOKENS = [
+    ("exp-string", {"exp": str(NOW + 300)}),
+    ("nbf-string", {"nbf": str(NOW - 10)}),
+    ("iat-string", {"iat": str(NOW)}),
+    ("exp-bool", {"exp": True}),
+    ("exp-list", {"exp": [NOW + 300]}),
+    ("exp-object", {"exp": {"v": NOW + 300}}),
+    ("exp-null", {"exp": None}),
+    ("exp-huge", b'{"iss": "shop", "exp": 1' + b"0" * 400 + b"}"),
+    ("exp-too-many-digits", b'{"iss": "shop", "exp": 1' + b"0" * 5000 + b"}"),
+    ("exp-1e400", b'{"iss": "shop", "exp": 1e400}'),
+    ("exp-nan", b'{"iss": "shop", "exp": NaN}'),
+    ("exp-infinity", b'{"iss": "shop", "exp": Infinity}'),
+    ("nbf-minus-infinity", b'{"iss": "shop", "exp": 9999999999, "nbf": -Infinity}'),
+    ("iat-nan", b'{"iss": "shop", "exp": 9999999999, "iat": NaN}'),
+    ("payload-nested", b'{"iss": "shop", "exp": 9999999999, "x": ' + b"[" * 2500 + b"]" * 2500 + b"}"),
+    ("payload-not-object", b"[1, 2]"),
+    ("payload-not-json", b"\xff\xfe"),
+]
+
+
+@pytest.mark.parametrize(("case", "payload"), ODD_TOKENS)
+async def test_numeric_dates_must_be_numbers_and_odd_claims_are_401(upstream, gateway, creds, case, payload, caplog):
+    caplog.set_level(logging.INFO, logger="fastgw")
+    gw = await gateway(route_config(upstream, {"jwt-auth": {}}, consumers=creds))
+    claims = payload if isinstance(payload, bytes) else {"iss": "shop", "exp": NOW + 300, **payload}
+    token = hs256(claims)
+    for _ in TWICE:  # a token accepted once would be taken from the remembered ones the second time
+        r = await send(gw.port, "/x", [("authorization", f"Bearer {token}")])
+        assert (r.status, r.json()) == (401, {"message": "Unauthorized"}), r.body
+        assert r.header("www-authenticate") == 'Bearer realm="fastgw", error="invalid_token"'
+    assert upstream.received == []
+    assert not [m for m in caplog.records if m.levelno >= logging.ERROR], "a plugin raised"
+
+
+ODD_HEADERS = [
+    ("header-not-object", b'"HS256"'),
+    ("header-list", b'[{"alg": "HS256"}]'),
+    ("alg-list", b'{"alg": ["HS256"]}'),
+    ("alg-object", b'{"alg": {"HS256": 1}}'),
+    ("kid-list", b'{"alg": "HS256", "kid": ["a"]}'),
+    ("header-not-json", b"{"),
+    ("header-nested", b'{"alg": "HS256", "x": ' + b"[" * 2500 + b"]" * 2500 + b"}"),
+]
+
+
+@pytest.mark.parametrize(("case", "header"), ODD_HEADERS)
+@pytest.mark.parametrize("pick", ["iss", "kid"])
+async def test_odd_jose_headers_are_401(upstream, gateway, creds, case, header, pick, caplog):
+    caplog.set_level(logging.INFO, logger="fastgw")
+    conf = {} if pick == "iss" else {"key_claim_name": "kid", "key_claim_in": "header"}
+    gw = await gateway(route_config(upstream, {"jwt-auth": conf}, consumers=creds))
+    token = hs256({"iss": "shop", "exp": NOW + 300}, header)
+    for _ in TWICE:
+        r = await send(gw.port, "/x", [("authorization", f"Bearer {token}")])
+        assert r.status == 401, r.body
+    assert upstream.received == []
+    assert not [m for m in caplog.records if m.levelno >= logging.ERROR], "a plugin raised"
+
+
+async def test_a_route_key_without_consumers_refuses_odd_claims_too(upstream, gateway):
+    gw = await gateway(route_config(upstream, {"jwt-auth": {"secret": SECRET}}))
+    for claims in ({"exp": str(NOW + 300)}, {"exp": NOW + 300, "nbf": "0"}):
+        token = hs256(claims)
+        for _ in TWICE:
+            assert (await send(gw.port, "/x", [("authorization", f"Bearer {token}")])).status == 401
+    assert (await send(gw.port, "/x", [("authorization", f"Bearer {hs256({'exp': NOW + 300.5})}")])).status == 200
+
+
+ODD_BASIC = [
+    "Basic é",  # not base64, not even ASCII
+    "Basic " + base64.b64encode(b"\xff\xfe:\xfd").decode(),  # not UTF-8
+    "Basic " + base64.b64encode(b"alice").decode(),  # no colon
+    "Basic ====",
+    "Basic " + base64.b64encode(b"alice:" + b"p" * 5000).decode()[:4000],  # cut short
+    "Basic " + base64.b64encode(b"alice:pw\x00").decode(),
+    "Basic",
+    "basic " + base64.b64encode(b":").decode(),
+]
+
+
+@pytest.mark.parametrize("value", ODD_BASIC)
+async def test_odd_basic_credentials_are_401(upstream, gateway, creds, value, caplog):
+    caplog.set_level(logging.INFO, logger="fastgw")
+    gw = await gateway(route_config(upstream, {"basic-auth": {}}, consumers=creds))
+    for _ in TWICE:
+        r = await send(gw.port, "/x", [(b"authorization", value.encode("utf-8"))])
+        assert r.status == 401, r.body
+        assert orjson.loads(r.body)["message"] in ("Unauthorized", "Invalid authentication credentials")
+    assert upstream.received == []
+    assert not [m for m in caplog.records if m.levelno >= logging.ERROR], "a plugin raised"
+
+
+async def test_a_bcrypt_password_past_72_bytes_is_judged_not_raised(upstream, gateway):
+    bcrypt = pytest.importorskip("bcrypt")
+    long_pw = "p" * 100
+    stored = bcrypt.hashpw(long_pw.encode()[:72], bcrypt.gensalt(4)).decode()
+    consumers = {"c": {"credentials": {"basic-auth": [{"username": "c", "password_hash": stored}]}}}
+    gw = await gateway(route_config(upstream, {"basic-auth": {}}, consumers=consumers))
+    for _ in TWICE:
+        assert (await send(gw.port, "/x", [("authorization", basic("c", long_pw))])).status == 200
+        assert (await send(gw.port, "/x", [("authorization", basic("c", "q" * 100))])).status == 401
+
+
+ODD_KEYS = [
+    ("/x", [(b"apikey", b"\xff\xfe")]),
+    ("/x?apikey=%FF%FE", []),
+    ("/x?apikey=%", []),
+    ("/x", [("cookie", 'apikey="; =; ;;; $Path=/')]),
+    ("/x", [(b"cookie", b"apikey=\xff")]),
+]
+
+
+@pytest.mark.parametrize(("target", "headers"), ODD_KEYS)
+async def test_odd_api_keys_are_401(upstream, gateway, creds, target, headers, caplog):
+    caplog.set_level(logging.INFO, logger="fastgw")
+    gw = await gateway(route_config(upstream, {"key-auth": {"in_cookie": True}}, consumers=creds))
+    for _ in TWICE:
+        assert (await send(gw.port, target, headers)).status == 401
+    assert upstream.received == []
+    assert not [m for m in caplog.records if m.levelno >= logging.ERROR], "a plugin raised"
+    assert (await http_request(gw.port, "GET", "/x", headers={"apikey": "alice-key"})).status == 200
