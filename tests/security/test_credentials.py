@@ -241,6 +241,9 @@ async def test_one_credential_with_other_fields_around_it_still_passes(upstream,
         assert r.status == 200
     seen = upstream.received[0]
     assert seen.header("cookie") == "theme=dark; lang=en" and seen.target == "/x?a=1&b=apikey"
+    # A place the plugin does not read is the backend's: with in_query false, ?apikey= is not a second key.
+    gw = await gateway(route_config(upstream, {"key-auth": {"in_query": False}}, consumers=creds))
+    assert (await send(gw.port, "/x?apikey=third-party", [("apikey", "alice-key")])).status == 200
     plugins = {"jwt-auth": {"cookie_names": ["jwt"], "hide_credentials": True}}
     gw = await gateway(route_config(upstream, plugins, consumers=creds))
     upstream.received.clear()
