@@ -22,11 +22,13 @@ from typing import Any
 import msgspec
 import yaml
 
+from fastgw.aws import prepare as aws_prepare
 from fastgw.config.checks import (
     check_admin,
     check_aggregate,
     check_functions,
     check_http,
+    check_logging,
     check_tls,
     check_upstream,
     check_upstreams,
@@ -152,21 +154,22 @@ def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> LoadedC
 def load_config_bytes(
     raw: bytes, source: str = "<config>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
 ) -> LoadedConfig:
-    data = _parse(raw, source)
+    # A SAM/CloudFormation template, or a config naming OpenAPI files, is read into a config here (fastgw.aws).
+    data, file_overrides = aws_prepare(raw, source, base_dir, overrides, _parse)
     if data is None:
         raise ConfigError(
             source, "$", "the config is empty: it needs at least one route (see fastgw serve's quickstart)"
         )
     if not isinstance(data, dict):
         raise ConfigError(source, "$", f"expected a mapping at the top level, got {type(data).__name__}")
-    given = _apply_overrides(data, overrides)
+    given = _apply_overrides(data, file_overrides)
     try:
         config = msgspec.convert(data, Config, strict=True)
     except msgspec.ValidationError as exc:
         m = MSGSPEC_PATH.match(str(exc))
         assert m is not None
         path = name_key(m.group("path") or "$", data)
-        message = explain(path, m.group("msg"))
+        message = explain(path, m.group("msg"), data)
         if path in given:
             o = given[path]
             raise ConfigError(o.describe(), path, f"{message} ({o.origin} overrides {path[2:]} of {source})") from None
@@ -176,6 +179,7 @@ def load_config_bytes(
     entries, rest_prefixes = _entries(config, source)
     check_upstreams(config, source)
     check_admin(config, source)
+    check_logging(config, source)
     check_functions(config, source, base)
     check_tls(config, source, base)
     router, header_routes = _check(config, entries, source)
@@ -186,7 +190,7 @@ def load_config_bytes(
     config = _with_usage_plans(config, source)
     redis_state.current = redis_state.configure(config.redis)
     try:
-        plugins = build_plugins(config, entries)
+        plugins = build_plugins(config, entries, base)
     except PluginConfigError as exc:
         raise ConfigError(source, exc.path, exc.message) from None
     finally:
@@ -392,8 +396,8 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
                     )
                 prefix = ""
             else:
-                prefix = "/" + stage_name
-                if api.type == "rest":
+                prefix = "/" + stage_name if api.stage_prefix else ""
+                if api.type == "rest" and prefix:
                     rest_prefixes.add(prefix)
             for i, route in enumerate(api.routes):
                 at = f"$.apis.{api_name}.routes[{i}]"

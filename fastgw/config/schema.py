@@ -400,6 +400,12 @@ class Api(_Base, frozen=True):
     id: Annotated[str, Meta(pattern=r"^[a-z0-9]{1,32}$")] | None = None
     plugins: Plugins = field(default_factory=dict)
     path_policy: PathPolicy | None = None  # for the API's routes; fields left out: the top-level policy's
+    # An OpenAPI 3.0 / Swagger 2.0 file with API Gateway's extensions (relative to the config file): its routes are
+    # added after `routes` (docs/functions.md, From SAM and OpenAPI).
+    openapi: str | None = None
+    # Stages other than `$default` are served under `/{stage}`; false serves the API's one stage at the root, as
+    # `sam local start-api` does (the stage still named in `requestContext.stage`).
+    stage_prefix: bool = True
 
 
 class Consumer(_Base, frozen=True):

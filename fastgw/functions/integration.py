@@ -96,7 +96,7 @@ async def _invoke(ex: Exchange, route: LambdaRoute, body: bytes) -> None:
         stage_variables=route.stage_variables,
         api_id=route.api_id,
         host=req.host,
-        authorizer=_authorizer(ex),
+        authorizer=_authorizer(ex, route.version == "2.0"),
         jwt=_jwt(ex),
     )
     trace = ex.state.inspector
@@ -163,9 +163,15 @@ async def _invoke(ex: Exchange, route: LambdaRoute, body: bytes) -> None:
     ex.respond(status, headers, payload)
 
 
-def _authorizer(ex: Exchange) -> dict[str, str] | None:
+def _authorizer(ex: Exchange, v2: bool) -> dict[str, Any] | None:
     ctx = ex.ctx
-    consumer = ctx.consumer if ctx is not None else None
+    if ctx is None:
+        return None
+    # A Lambda authorizer's answer, as API Gateway passes it: (REST / 1.0 form, HTTP API 2.0 `lambda` form).
+    found = ctx.vars.get("lambda_authorizer")
+    if found is not None:
+        return found[1] if v2 else found[0]
+    consumer = ctx.consumer
     if consumer is None:
         return None
     return {

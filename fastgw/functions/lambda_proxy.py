@@ -67,8 +67,9 @@ class Call:
     stage_variables: dict[str, str] | None
     api_id: str
     host: str
-    # Who an auth plugin of the route identified: {"principalId", "consumer", "groups", custom fields...}.
-    authorizer: dict[str, str] | None = None
+    # Who an auth plugin of the route identified: {"principalId", "consumer", "groups", custom fields...}, or what a
+    # Lambda authorizer answered (fastgw/plugins/lambda_authorizer.py).
+    authorizer: dict[str, Any] | None = None
     # The claims and scopes of a JWT that jwt-auth validated.
     jwt: tuple[dict[str, Any], list[str]] | None = None
 

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
-from fastgw._pycore import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
 from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases
 from fastgw.core import filter_head as _filter_head
+from fastgw.core.http import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
 from fastgw.pipeline.body import BodyCollector
 from fastgw.pipeline.head import DATE, encode_lines, gateway_head, without_fields
 from fastgw.pipeline.leg import PAUSE_UPSTREAM_BUSY
