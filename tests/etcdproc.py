@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -50,6 +51,8 @@ class EtcdMember:
         self.proc: subprocess.Popen[bytes] | None = None
         self.cluster = ""  # --initial-cluster, set by the owner
         self.state = "new"
+        self.scheme = "http"
+        self.context: ssl.SSLContext | None = None  # for https: the CA and a client certificate
 
     @property
     def endpoint(self) -> str:
@@ -57,7 +60,7 @@ class EtcdMember:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -78,7 +81,7 @@ class EtcdMember:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=0.5) as r:
+            with urllib.request.urlopen(self.url + "/health", timeout=0.5, context=self.context) as r:
                 return bool(json.loads(r.read()).get("health") == "true")
         except (OSError, ValueError, urllib.error.URLError):
             return False
@@ -114,13 +117,23 @@ class EtcdMember:
 class EtcdCluster:
     """`size` members on loopback (1: a single node). `start()` waits until every member answers /health."""
 
-    def __init__(self, size: int = 1, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, size: int = 1, extra: tuple[str, ...] = (), tls: dict[str, str] | None = None) -> None:
+        """`tls`: {ca, cert, key} of the members, and {client_cert, client_key} for the fixture's own calls:
+        clients speak https and must show a certificate of that CA."""
         self.extra = extra  # more etcd flags, for every member
         self.folder = tempfile.mkdtemp(prefix="fastgw-etcd-", dir=_data_root())
         self.members = [EtcdMember(f"m{i}", self.folder) for i in range(size)]
         cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        context = None
+        if tls is not None:
+            self.extra += ("--cert-file", tls["cert"], "--key-file", tls["key"], "--trusted-ca-file", tls["ca"],
+                           "--client-cert-auth")  # fmt: skip
+            context = ssl.create_default_context(cafile=tls["ca"])
+            context.load_cert_chain(tls["client_cert"], tls["client_key"])
         for m in self.members:
             m.cluster = cluster
+            if context is not None:
+                m.scheme, m.context = "https", context
 
     @property
     def endpoints(self) -> list[str]:
@@ -164,7 +177,7 @@ class EtcdCluster:
         req = urllib.request.Request(m.url + path, data=json.dumps(body).encode(), method="POST")
         if token:
             req.add_header("Authorization", token)
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5, context=m.context) as r:
             return dict(json.loads(r.read()))
 
     def enable_auth(self, user: str, password: str) -> None:
@@ -180,3 +193,66 @@ class EtcdCluster:
         rev = int(self.call("/v3/kv/range", {"key": key}, token)["header"]["revision"])
         self.call("/v3/kv/compaction", {"revision": rev, "physical": True}, token)
         return rev
+
+
+class TcpProxy:
+    """A loopback TCP proxy in front of one etcd member, on the test's event loop, that can go wrong on purpose:
+    `freeze()` stops passing bytes on the connections it has (both ways, sockets left open: a half-open link
+    as a dead machine or a dropped route leaves it), `drop_replies = True` passes requests but no answer (a request
+    that reaches etcd whose answer is lost). New connections pass unless `drop_replies`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.drop_replies = False
+        self._frozen: set[int] = set()
+        self._links: list[tuple[int, Any, Any]] = []
+        self._server: Any = None
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> TcpProxy:
+        import asyncio
+
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def _serve(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        link = len(self._links)
+        self._links.append((link, writer, up_writer))
+
+        async def pipe(src: Any, dst: Any, replies: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if link in self._frozen or (replies and self.drop_replies):
+                        continue
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                if link not in self._frozen:
+                    dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+
+    def freeze(self) -> None:
+        self._frozen.update(link for link, _, _ in self._links)
+
+    async def close(self) -> None:
+        for _, a, b in self._links:
+            a.close()
+            b.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -13,10 +13,18 @@ from typing import Any
 
 import pytest
 
-from fastgw.control.etcd import DeploymentTooLarge, EtcdRefused, EtcdStore, LocalStored, store_from_config
-from fastgw.control.etcd_config import config_from_dict
+from fastgw.control import etcd as etcd_module
+from fastgw.control.etcd import (
+    DeploymentTooLarge,
+    EtcdRefused,
+    EtcdStore,
+    LocalStored,
+    store_from_config,
+    store_from_url,
+)
+from fastgw.control.etcd_config import config_from_dict, store_config_from_url
 from fastgw.control.store import Conflict, Deployment, Stored, StoreUnavailable
-from tests.etcdproc import EtcdCluster, etcd_binary
+from tests.etcdproc import EtcdCluster, TcpProxy, etcd_binary
 
 pytest.importorskip("aiohttp", reason="the etcd store's client: pip install 'fastgw[etcd]'")
 
@@ -325,6 +333,46 @@ async def test_etcd_back_the_watch_resumes_and_catches_up_from_another_member(st
         cluster.stop()
 
 
+async def test_a_stale_watch_stream_is_found_and_opened_again(
+    node: EtcdCluster, prefix: str, stores: list[EtcdStore], monkeypatch
+):
+    monkeypatch.setattr(etcd_module, "STALE_CHECK", 0.3)
+    proxy = await TcpProxy(node.members[0].client_port).start()
+    try:
+        watcher = make(stores, [proxy.endpoint], prefix, timeout=1.5)
+        writer = make(stores, node.endpoints, prefix)
+        r0 = await writer.put(deployment(0), expect_revision=0)
+        watch = watcher.watch(0)
+        assert await next_within(watch, 1) == Stored(r0, deployment(0))
+        proxy.freeze()  # the watch's connection goes silent without closing, as a link to a dead machine does
+        r1 = await writer.put(deployment(1), expect_revision=r0)
+        assert await next_within(watch, 3) == Stored(r1, deployment(1))
+        await watch.aclose()  # type: ignore[attr-defined]
+    finally:
+        await proxy.close()
+
+
+async def test_a_write_whose_answer_was_lost_is_not_taken_for_a_conflict(
+    node: EtcdCluster, prefix: str, stores: list[EtcdStore]
+):
+    proxy = await TcpProxy(node.members[0].client_port).start()
+    try:
+        store = make(stores, [proxy.endpoint, *node.endpoints], prefix, timeout=1.5)
+        r0 = await store.put(deployment(0), expect_revision=0)
+        proxy.drop_replies = True  # the next write reaches etcd through the proxy; its answer never comes back
+        r1 = await store.put(deployment(1), expect_revision=r0)  # sent again on the next endpoint: it was ours
+        assert await store.latest() == Stored(r1, deployment(1))
+        assert store.endpoint == node.members[0].url
+        # A real conflict after a lost answer is still one.
+        proxy.drop_replies = False
+        other = make(stores, node.endpoints, prefix)
+        await other.put(deployment(2), expect_revision=r1)
+        with pytest.raises(Conflict):
+            await store.put(deployment(3), expect_revision=r1)
+    finally:
+        await proxy.close()
+
+
 async def wait_for(condition: Any, seconds: float = 1.5) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -361,6 +409,37 @@ async def test_auth_by_username_and_password_with_expiring_tokens(stores: list[E
         cluster.stop()
 
 
+async def test_tls_with_a_client_certificate(tmp_path, stores: list[EtcdStore]):
+    etcd_binary()
+    from tests.integration.test_tls import CA
+
+    ca = CA(tmp_path)
+    cert, key = server_and_client_leaf(ca, "etcd")
+    client_cert, client_key = ca.issue("gateway", ["gateway"], client=True)
+    tls = {"ca": str(ca.path), "cert": str(cert), "key": str(key)}
+    cluster = EtcdCluster(1, tls={**tls, "client_cert": str(client_cert), "client_key": str(client_key)}).start()
+    try:
+        client_tls = {"ca": str(ca.path), "cert": str(client_cert), "key": str(client_key)}
+        store = make(stores, cluster.endpoints, "/fleet", tls=client_tls)
+        rev = await store.put(deployment(1), expect_revision=0)
+        watch = store.watch(0)
+        assert await next_within(watch, 1) == Stored(rev, deployment(1))
+        await watch.aclose()  # type: ignore[attr-defined]
+        # The URL form says the same; without a client certificate etcd refuses the handshake.
+        url = f"etcd+https://{cluster.endpoints[0]}/fleet?ca={ca.path}&cert={client_cert}&key={client_key}"
+        by_url = store_from_url(url)
+        stores.append(by_url)
+        assert await by_url.latest() == Stored(rev, deployment(1))
+        no_cert = make(stores, cluster.endpoints, "/fleet", tls={"ca": str(ca.path)}, timeout=1)
+        with pytest.raises(StoreUnavailable):
+            await no_cert.latest()
+        plain = make(stores, cluster.endpoints, "/fleet")  # http:// to an https member
+        with pytest.raises(StoreUnavailable):
+            await plain.latest()
+    finally:
+        cluster.stop()
+
+
 # -- configuration ---------------------------------------------------------------------------------------------
 
 
@@ -373,6 +452,66 @@ def test_config_names_what_is_wrong():
         config_from_dict({"endpoints": ["127.0.0.1:2379"], "username": "root"})
     with pytest.raises(ValueError, match="tsl"):
         config_from_dict({"endpoints": ["127.0.0.1:2379"], "tsl": {}})
+
+
+def test_the_url_form():
+    conf = store_config_from_url("etcd://10.0.0.1:2379,10.0.0.2:2379/fleet/a")
+    assert (conf.endpoints, conf.prefix, conf.tls, conf.username) == (["10.0.0.1:2379", "10.0.0.2:2379"], "/fleet/a",
+                                                                       None, None)  # fmt: skip
+    assert store_config_from_url("etcd://h:2379").prefix == "/fastgw"
+    conf = store_config_from_url("etcd://root:p%40ss@h:2379/p?timeout=0.5&history=7&local_copy=/var/lib/f.json")
+    assert (conf.username, conf.password, conf.timeout, conf.history) == ("root", "p@ss", 0.5, 7)
+    assert conf.local_copy == "/var/lib/f.json"
+    assert store_config_from_url("etcd://h:1/p", local_copy="/x.json").local_copy == "/x.json"
+    conf = store_config_from_url("etcd+https://h:2379/p?ca=/ca.pem&cert=/c.pem&key=/k.pem")
+    assert conf.tls is not None and (conf.tls.ca, conf.tls.cert, conf.tls.key, conf.tls.verify) == (
+        "/ca.pem", "/c.pem", "/k.pem", True)  # fmt: skip
+    conf = store_config_from_url("etcd://h:2379/p?verify=false")
+    assert conf.tls is not None and not conf.tls.verify
+    for bad, says in [
+        ("http://h:2379/p", "starts with etcd://"),
+        ("etcd:///p", "no endpoint"),
+        ("etcd://h/p", r"\$\.endpoints\[0\]"),
+        ("etcd://h:1/p?timout=1", "unknown parameter 'timout'"),
+        ("etcd://h:1/p?timeout=soon", "timeout must be a number"),
+        ("etcd://h:1/p?history=0", r"\$\.history"),
+        ("etcd://root@h:1/p", "username and password go together"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            store_config_from_url(bad)
+
+
+def server_and_client_leaf(ca: Any, stem: str) -> tuple[str, str]:
+    """A leaf for 127.0.0.1 with both usages: etcd 3.4's JSON gateway shows the member's own certificate as a
+    client to the member's gRPC server, which --client-cert-auth then checks (etcd's security guide says so)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)]))
+        .issuer_name(ca.name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    cert_path, key_path = ca.folder / f"{stem}.crt", ca.folder / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_path.write_bytes(pem)
+    return str(cert_path), str(key_path)
 
 
 def b64(text: str) -> str:
