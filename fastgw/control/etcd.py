@@ -217,6 +217,14 @@ class EtcdStore:
             "success": [
                 {"request_put": {"key": b64(self._key(deployment.id)), "value": b64(encode(deployment))}},
                 {"request_put": {"key": newest, "value": b64(deployment.id.encode())}},
+                # How many are kept: past `history`, the oldest are pruned (one more round trip, then only).
+                {
+                    "request_range": {
+                        "key": b64(self._deployments),
+                        "range_end": b64(prefix_end(self._deployments)),
+                        "count_only": True,
+                    }
+                },  # fmt: skip
             ],
             "failure": [{"request_range": {"key": newest}}],
         }
@@ -228,7 +236,9 @@ class EtcdStore:
             raise
         if answer.get("succeeded"):
             revision = int(answer["header"]["revision"])
-            await self._prune()
+            responses = answer.get("responses") or [{}, {}, {}]
+            if int(responses[-1].get("response_range", {}).get("count") or 0) > self.conf.history:
+                await self._prune()
             return revision
         kvs = (answer.get("responses") or [{}])[0].get("response_range", {}).get("kvs", [])
         actual = int(kvs[0]["mod_revision"]) if kvs else 0
