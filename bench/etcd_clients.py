@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib.metadata
 import importlib.util
 import json
 import statistics
@@ -183,7 +184,7 @@ def main() -> int:
 
     clients = [c for c in ("aiohttp", "aetcd", "httpx") if importlib.util.find_spec(c) is not None]
     missing = [c for c in ("aiohttp", "aetcd", "httpx") if c not in clients]
-    versions = {c: __import__(c).__version__ if hasattr(__import__(c), "__version__") else "?" for c in clients}
+    versions = {c: importlib.metadata.version(c) for c in clients}
     cluster = EtcdCluster(1).start()
     runs: dict[str, list[dict[str, dict[str, float]]]] = {c: [] for c in clients}
     try:

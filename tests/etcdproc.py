@@ -186,6 +186,21 @@ class EtcdCluster:
         self.call("/v3/auth/user/grant", {"user": user, "role": "root"})
         self.call("/v3/auth/enable", {})
 
+    def add_user(self, user: str, password: str, prefix: str, root: tuple[str, str]) -> None:
+        """A user allowed to read and write the keys under `prefix` only (a role of the same name)."""
+        token = self.call("/v3/auth/authenticate", {"name": root[0], "password": root[1]})["token"]
+        key = prefix.encode()
+        end = key[:-1] + bytes([key[-1] + 1])
+        self.call("/v3/auth/role/add", {"name": user}, token)
+        perm = {
+            "permType": "READWRITE",
+            "key": base64.b64encode(key).decode(),
+            "range_end": base64.b64encode(end).decode(),
+        }
+        self.call("/v3/auth/role/grant", {"name": user, "perm": perm}, token)
+        self.call("/v3/auth/user/add", {"name": user, "password": password}, token)
+        self.call("/v3/auth/user/grant", {"user": user, "role": user}, token)
+
     def compact(self, auth: tuple[str, str] | None = None) -> int:
         """Compact everything below the current revision; returns it."""
         token = self.call("/v3/auth/authenticate", {"name": auth[0], "password": auth[1]})["token"] if auth else ""

@@ -405,6 +405,19 @@ async def test_auth_by_username_and_password_with_expiring_tokens(stores: list[E
         anonymous = make(stores, cluster.endpoints, "/fleet")
         with pytest.raises(StoreUnavailable, match="refused"):
             await anonymous.latest()
+
+        # A user whose role reads and writes the fleet's prefix only: all the store does stays under it.
+        cluster.add_user("gw", "gw-pass", "/fleet/", root=("root", "s3cret"))
+        gw = make(stores, cluster.endpoints, "/fleet", username="gw", password="gw-pass", history=1)
+        assert await gw.latest() == Stored(r2, deployment(2))
+        watch = gw.watch(r2)
+        r3 = await gw.put(deployment(3), expect_revision=r2)  # and prunes the two before it
+        assert await next_within(watch, 1) == Stored(r3, deployment(3))
+        assert await gw.history() == [Stored(r3, deployment(3))]
+        await watch.aclose()  # type: ignore[attr-defined]
+        elsewhere = make(stores, cluster.endpoints, "/other", username="gw", password="gw-pass")
+        with pytest.raises(EtcdRefused, match="permission denied"):
+            await elsewhere.put(deployment(4), expect_revision=None)
     finally:
         cluster.stop()
 
