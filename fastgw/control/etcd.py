@@ -9,9 +9,9 @@ Layout under the prefix (`/fastgw` by default):
 
 A write puts both keys in one transaction, compared on the newest key's mod revision (`expect_revision`; 0: the
 key is absent), so of two writers racing on the same revision the later is refused with Conflict and nothing is
-lost silently. A deployment's revision is that transaction's revision (both keys' mod revision). Deployments past
-the newest `history` are deleted after each write. Writing an id again (a rollback to an identical config) moves
-that deployment to the top: it is kept once, with the newest metadata.
+lost silently. A deployment's revision is that transaction's revision (both keys' mod revision). The transaction
+also counts the deployments kept; past `history`, the oldest are deleted. Writing an id again (a rollback to an
+identical config) moves that deployment to the top: it is kept once, with the newest metadata.
 
 Every gateway watches the whole prefix from the revision it has, sees the two keys of each write in one watch
 message, and yields the deployment named by each write of the newest key. A lost watch is opened again (on the
@@ -24,17 +24,24 @@ Reads and writes are bounded by `timeout`; etcd unreachable raises StoreUnavaila
 store delivered (`latest()` or the watch) is kept in `local_copy` (a file replaced atomically), and
 `latest(fallback_local=True)` / `local_copy()` hand it back, as a LocalStored, when etcd is away, across restarts.
 
-Why the JSON gateway and aiohttp (measured on this machine: etcd 3.4.23, one node on loopback, Python 3.11 on
-uvloop, 500 iterations, a 2.6 KB value; p50 / p99):
-- aetcd 1.0 (gRPC via grpcio's asyncio API): txn put 1.28 / 9.0 ms, range 0.66 / 6.7 ms, watch delivery
-  0.66 / 2.9 ms. But it speaks to one host:port (no failover), opens only insecure channels (no TLS, no client
-  certificate) and never renews its auth token (etcd's simple tokens expire after 5 idle minutes); grpcio is a
-  19 MB binary wheel whose fork support is off by default, and fastgw forks its workers.
-- JSON gateway over aiohttp 3.14 (APISIX's way): txn put 1.17 / 8.5 ms, range 0.66 / 3.6 ms, watch delivery
-  0.97 / 2.5 ms: the same within this VM's noise, with TLS, client certificates, many endpoints and token renewal
-  in fastgw's hands (fastgw/control/_etcd_http.py), over a library kept current on asyncio.
-- JSON gateway over httpx 0.29: txn put 2.4 / 12.2 ms, range 1.9 / 12.3 ms (2-3x aiohttp).
-The store's budget is a second from a write to every gateway; any of them spends a few milliseconds of it.
+Why etcd's v3 JSON gateway over aiohttp (APISIX's way), and not a gRPC client: bench/etcd_clients.py, one etcd
+3.4.23 member on loopback, uvloop, a 2.6 KB value, medians of 5 rounds of 300 (bench/results/
+2026-12-07-etcd-clients-252faea.json), p50 in ms:
+
+    client                          txn put   range   watch delivery
+    aetcd 1.0 (gRPC, grpcio.aio)     0.50      0.44     0.51
+    aiohttp 3.14, JSON gateway       0.86      0.57     0.70
+    httpx 0.29, JSON gateway         1.85      1.40     1.44
+
+aetcd is a few tenths of a millisecond faster a call (no JSON, no hop through the member's gateway), which nothing
+here can notice: a fleet's budget is a second from a write to every gateway, and bench/etcd_store.py measures
+a write reaching three watching stores in ~5-7 ms at p50. What decides is what aetcd lacks: it speaks to one
+host:port (no failover between endpoints), opens insecure channels only (no TLS, no client certificate), and
+never renews its auth token (etcd's simple tokens expire after 5 idle minutes); and grpcio is a 19 MB binary
+wheel whose fork support is off by default, while fastgw forks its workers. The other maintained asyncio gRPC
+clients (etcd3aio, etcd3-async-client) need Python 3.11; etcd3gw and etcd3 are synchronous. aiohttp (8 MB, C
+speedups, kept current on asyncio) gives TLS with client certificates, timeouts per attempt and streaming, and
+leaves the endpoints, failover and token renewal to fastgw/control/_etcd_http.py; httpx was 2-3x slower.
 """
 
 from __future__ import annotations

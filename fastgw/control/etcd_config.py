@@ -10,7 +10,11 @@ import msgspec
 from msgspec import Meta, Struct
 
 # host:port, or http://host:port / https://host:port (https makes TLS on without a `tls:` section).
-Endpoint = Annotated[str, Meta(pattern=r"^(https?://)?[^/\s]+:\d{1,5}/?$", description="host:port")]
+_ENDPOINT = r"^(https?://)?[^/\s]+:\d{1,5}/?$"
+_PREFIX = r"^/[^\s]*$"
+Endpoint = Annotated[str, Meta(pattern=_ENDPOINT, description="host:port")]
+# What an error says instead of the pattern it failed.
+_SAYS = {_ENDPOINT: "host:port (or https://host:port)", _PREFIX: "a key prefix starting with '/', no spaces"}
 
 
 class EtcdTLS(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -27,7 +31,7 @@ class EtcdConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
     endpoints: Annotated[list[Endpoint], Meta(min_length=1, max_length=32)]
     # Every key fastgw writes starts with this (several fleets can share one etcd).
-    prefix: Annotated[str, Meta(pattern=r"^/[^\s]*$", max_length=200)] = "/fastgw"
+    prefix: Annotated[str, Meta(pattern=_PREFIX, max_length=200)] = "/fastgw"
     # The longest a read or a write waits for etcd, all endpoints tried included: then StoreUnavailable.
     timeout: Annotated[float, Meta(gt=0, le=60)] = 2.0
     # The longest one connection attempt to one endpoint takes before the next endpoint is tried.
@@ -93,7 +97,10 @@ def config_from_dict(raw: object, *, where: str = "store.etcd") -> EtcdConfig:
     try:
         conf = msgspec.convert(raw, EtcdConfig)
     except msgspec.ValidationError as e:
-        raise ValueError(f"{where}: {e}") from None
+        message = str(e)
+        for pattern, says in _SAYS.items():
+            message = message.replace(f"`str` matching regex {pattern!r}", says)
+        raise ValueError(f"{where}: {message}") from None
     if (conf.username is None) != (conf.password is None):
         raise ValueError(f"{where}: username and password go together (etcd's auth needs both)")
     return conf

@@ -459,6 +459,10 @@ async def test_tls_with_a_client_certificate(tmp_path, stores: list[EtcdStore]):
 def test_config_names_what_is_wrong():
     with pytest.raises(ValueError, match=r"\$\.endpoints"):
         config_from_dict({"endpoints": []})
+    with pytest.raises(ValueError, match=r"Expected host:port \(or https://host:port\) - at `\$\.endpoints\[1\]`"):
+        config_from_dict({"endpoints": ["127.0.0.1:2379", "127.0.0.1"]})
+    with pytest.raises(ValueError, match=r"a key prefix starting with '/'.*\$\.prefix"):
+        config_from_dict({"endpoints": ["127.0.0.1:2379"], "prefix": "fastgw"})
     with pytest.raises(ValueError, match=r"\$\.timeout"):
         config_from_dict({"endpoints": ["127.0.0.1:2379"], "timeout": 0})
     with pytest.raises(ValueError, match="username and password go together"):
