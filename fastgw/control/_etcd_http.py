@@ -90,6 +90,8 @@ class EtcdHTTP:
         self._token = ""
         self._session: Any = None
         self._session_owner: tuple[int, int] = (0, 0)
+        self.closed = False
+        self._streams: set[Any] = set()  # the watch responses open: close() ends them
 
     @property
     def endpoint(self) -> str:
@@ -99,6 +101,8 @@ class EtcdHTTP:
         """One aiohttp session per process and event loop (a store made before a fork never shares a socket)."""
         import aiohttp
 
+        if self.closed:
+            raise StoreUnavailable("the etcd store is closed")
         owner = (os.getpid(), id(asyncio.get_running_loop()))
         if self._session is None or self._session.closed or self._session_owner != owner:
             connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False, limit=32)
@@ -109,6 +113,9 @@ class EtcdHTTP:
         return self._session
 
     async def close(self) -> None:
+        self.closed = True
+        for response in list(self._streams):
+            response.close()  # NOTE: closing the session alone leaves a streaming response waiting for data
         if self._session is not None and not self._session.closed:
             owner = (os.getpid(), id(asyncio.get_running_loop()))
             if owner == self._session_owner:
@@ -242,6 +249,7 @@ class EtcdHTTP:
                 errors.append(f"{self.urls[index]}: {e or type(e).__name__}")
                 continue
             started = False
+            self._streams.add(response)
             try:
                 if response.status != 200:
                     answer = _json(await response.read())
@@ -261,6 +269,7 @@ class EtcdHTTP:
                 errors.append(f"{self.urls[index]}: {e}")
                 continue
             finally:
+                self._streams.discard(response)
                 response.close()
         self.current = (self.current + 1) % len(self.urls)
         raise StoreUnavailable(f"etcd watch: no endpoint took it ({'; '.join(errors)})")

@@ -132,7 +132,7 @@ class EtcdStore:
         self._root = prefix + b"/"
         self._newest = prefix + b"/newest"
         self._deployments = prefix + b"/deployments/"
-        self._delivered = 0  # the revision of the newest deployment handed out (and kept in the local copy)
+        self._delivered = 0  # the revision of the newest deployment handed out
         self._saving = asyncio.Lock()
         self.watching = False  # a watch stream is open and has caught up (for status pages)
         self.last_error = ""
@@ -141,6 +141,18 @@ class EtcdStore:
     def endpoint(self) -> str:
         """The endpoint tried first: the last one that answered."""
         return self.http.endpoint
+
+    def status(self) -> dict[str, Any]:
+        """For a status page: where the store is, whether its watch is live, and what went wrong last."""
+        return {
+            "store": "etcd",
+            "endpoints": list(self.conf.endpoints),
+            "prefix": self.conf.prefix,
+            "endpoint": self.endpoint,
+            "watching": self.watching,
+            "delivered_revision": self._delivered,
+            "last_error": self.last_error,
+        }
 
     def _key(self, deployment_id: str) -> bytes:
         return self._deployments + deployment_id.encode()
@@ -278,12 +290,13 @@ class EtcdStore:
 
     async def watch(self, after_revision: int) -> AsyncIterator[Stored]:
         """Every deployment written after `after_revision`, in order, then each new one; never ends by itself (a
-        lost connection is retried with backoff, and caught up from the revision reached)."""
+        lost connection is retried with backoff, and caught up from the revision reached) until the store is
+        closed."""
         seen = after_revision  # every change up to this revision has been looked at
         last = after_revision  # the revision of the last deployment yielded
         backoff = 0.05
         failing_since = 0.0
-        while True:
+        while not self.http.closed:
             create = {"key": b64(self._root), "range_end": b64(prefix_end(self._root)), "start_revision": str(seen + 1)}
             try:
                 async with contextlib.aclosing(self.http.watch(create, STALE_CHECK)) as stream:
@@ -309,6 +322,8 @@ class EtcdStore:
                                         f"revisions up to {compacted} compacted" if compacted else
                                         f"etcd is at revision {header}, behind {seen}")  # fmt: skip
                             stored, seen = await self._latest_at()
+                            if went_back:
+                                self._delivered = 0  # the revisions of another history: the copy follows it
                             if stored is not None and (stored.revision > last or went_back):
                                 last = stored.revision
                                 await self._deliver(stored)
@@ -327,6 +342,8 @@ class EtcdStore:
                         seen = max(seen, header)
             except StoreUnavailable as e:
                 self.watching, self.last_error = False, str(e)
+                if self.http.closed:
+                    return
                 if not failing_since:
                     failing_since = time.monotonic()
                     log.warning("etcd store: the watch is lost (%s); trying again from revision %d", e, seen + 1)
@@ -363,9 +380,13 @@ class EtcdStore:
     # -- the local copy ----------------------------------------------------------------------------------------
 
     async def _deliver(self, stored: Stored) -> None:
-        if self.conf.local_copy is None or stored.revision <= self._delivered:
+        """Note a deployment handed out; the newest so far goes to the local copy."""
+        if stored.revision <= self._delivered:
             return
-        async with self._saving:
+        if self.conf.local_copy is None:
+            self._delivered = stored.revision
+            return
+        async with self._saving:  # NOTE: one write at a time, and never an older over a newer
             if stored.revision <= self._delivered:
                 return
             self._delivered = stored.revision

@@ -233,6 +233,28 @@ async def test_a_compacted_watch_reads_the_newest_and_goes_on(node: EtcdCluster,
     await watch.aclose()  # type: ignore[attr-defined]
 
 
+async def test_closing_the_store_ends_its_watches(node: EtcdCluster, prefix: str, stores: list[EtcdStore]):
+    store = make(stores, node.endpoints, prefix)
+    rev = await store.put(deployment(1), expect_revision=0)
+    got: list[Stored] = []
+
+    async def follow() -> None:
+        async for stored in store.watch(0):
+            got.append(stored)
+
+    task = asyncio.create_task(follow())
+    await wait_for(lambda: store.watching and got)
+    assert store.status() == {
+        "store": "etcd", "endpoints": node.endpoints, "prefix": prefix, "endpoint": node.members[0].url,
+        "watching": True, "delivered_revision": rev, "last_error": "",
+    }  # fmt: skip
+    await store.close()
+    await asyncio.wait_for(task, 2)  # the watch ended: nothing left running against a closed store
+    assert got == [Stored(rev, deployment(1))]
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.latest()
+
+
 # -- failures --------------------------------------------------------------------------------------------------
 
 
