@@ -255,6 +255,21 @@ async def test_closing_the_store_ends_its_watches(node: EtcdCluster, prefix: str
         await store.latest()
 
 
+async def test_a_watch_from_a_revision_etcd_never_reached_reads_the_newest(
+    node: EtcdCluster, prefix: str, stores: list[EtcdStore], tmp_path
+):
+    # A local copy from another history (a cluster restored from a snapshot, or a new one) names a revision
+    # beyond etcd's: the watch takes this cluster's newest rather than wait for that revision to come.
+    store = make(stores, node.endpoints, prefix, local_copy=str(tmp_path / "copy.json"))
+    rev = await store.put(deployment(1), expect_revision=None)
+    watch = store.watch(rev + 1_000_000)
+    assert await next_within(watch, 1) == Stored(rev, deployment(1))
+    r2 = await store.put(deployment(2), expect_revision=rev)
+    assert await next_within(watch, 1) == Stored(r2, deployment(2))
+    await watch.aclose()  # type: ignore[attr-defined]
+    assert store.local_copy() == LocalStored(r2, deployment(2), saved=store.local_copy().saved)  # type: ignore[union-attr]
+
+
 # -- failures --------------------------------------------------------------------------------------------------
 
 
