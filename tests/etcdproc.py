@@ -186,6 +186,16 @@ class EtcdCluster:
         self.call("/v3/auth/user/grant", {"user": user, "role": "root"})
         self.call("/v3/auth/enable", {})
 
+    def leader(self) -> int:
+        """The index of the member that leads the cluster now."""
+        ids = [self.call_member(m, "/v3/maintenance/status", {})["header"]["member_id"] for m in self.members]
+        return ids.index(self.call_member(self.members[0], "/v3/maintenance/status", {})["leader"])
+
+    def call_member(self, m: EtcdMember, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(m.url + path, data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=5, context=m.context) as r:
+            return dict(json.loads(r.read()))
+
     def add_user(self, user: str, password: str, prefix: str, root: tuple[str, str]) -> None:
         """A user allowed to read and write the keys under `prefix` only (a role of the same name)."""
         token = self.call("/v3/auth/authenticate", {"name": root[0], "password": root[1]})["token"]

@@ -277,20 +277,24 @@ async def test_a_cluster_that_loses_a_member_keeps_reading_writing_and_watching(
     etcd_binary()
     cluster = EtcdCluster(3).start()
     try:
-        writer = make(stores, cluster.endpoints, "/fleet")
-        reader = make(stores, cluster.endpoints, "/fleet")
+        # The leader first: both stores talk to it, and it is the member killed (the hardest loss: an election,
+        # and requests in flight to it dropped).
+        leader = cluster.leader()
+        endpoints = [cluster.endpoints[(leader + i) % 3] for i in range(3)]
+        writer = make(stores, endpoints, "/fleet")
+        reader = make(stores, endpoints, "/fleet")
         r0 = await writer.put(deployment(0), expect_revision=0)
         watch = reader.watch(r0)
         r1 = await writer.put(deployment(1), expect_revision=r0)
         assert await next_within(watch, 1) == Stored(r1, deployment(1))
-        assert reader.endpoint == cluster.members[0].url  # both talk to member 0, the one killed
-        cluster.kill(0)
+        assert reader.endpoint == writer.endpoint == cluster.members[leader].url
+        cluster.kill(leader)
         rev = r1
         for n in range(2, 12):
             rev = await writer.put(deployment(n), expect_revision=rev)
             assert await next_within(watch, 1.5) == Stored(rev, deployment(n))
         assert await reader.latest() == Stored(rev, deployment(11))
-        assert writer.endpoint != cluster.members[0].url
+        assert writer.endpoint != cluster.members[leader].url
         await watch.aclose()  # type: ignore[attr-defined]
     finally:
         cluster.stop()
