@@ -61,9 +61,17 @@ def ssl_context(conf: EtcdConfig) -> ssl.SSLContext | None:
     https = tls is not None or any(e.startswith("https://") for e in conf.endpoints)
     if not https:
         return None
-    ctx = ssl.create_default_context(cafile=tls.ca if tls else None)
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca if tls else None)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"store.etcd.tls.ca: {tls.ca if tls else ''}: {e.strerror or e}") from None
     if tls is not None and tls.cert:
-        ctx.load_cert_chain(tls.cert, tls.key)
+        try:
+            ctx.load_cert_chain(tls.cert, tls.key)
+        except (OSError, ssl.SSLError) as e:
+            raise ValueError(
+                f"store.etcd.tls.cert: {tls.cert} (key {tls.key or tls.cert}): {e.strerror or e}"
+            ) from None
     if tls is not None and not tls.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

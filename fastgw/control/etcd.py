@@ -114,8 +114,10 @@ def decode(value: bytes) -> Deployment | None:
         dep = Deployment(**raw)
         if not (isinstance(dep.id, str) and isinstance(dep.config, dict) and isinstance(dep.time, str)):
             raise ValueError("id, config and time must be a string, an object and a string")
-        if not (isinstance(dep.meta, dict) and all(isinstance(v, str) for v in (dep.source, dep.author))):
-            raise ValueError("source and author must be strings, meta an object")
+        if not (
+            isinstance(dep.meta, dict) and all(isinstance(v, str) for v in (dep.source, dep.author, dep.description))
+        ):
+            raise ValueError("source, author and description must be strings, meta an object")
         return dep
     except (ValueError, TypeError, zlib.error) as e:
         log.warning("etcd store: a stored deployment is not one (%s); skipped", e)

@@ -510,6 +510,11 @@ def test_config_names_what_is_wrong():
         config_from_dict({"endpoints": ["127.0.0.1:2379"], "username": "root"})
     with pytest.raises(ValueError, match="tsl"):
         config_from_dict({"endpoints": ["127.0.0.1:2379"], "tsl": {}})
+    # Files that cannot be read are refused when the store is made, naming the setting.
+    with pytest.raises(ValueError, match=r"store\.etcd\.tls\.ca: /nonexistent/ca\.pem"):
+        store_from_config({"endpoints": ["127.0.0.1:2379"], "tls": {"ca": "/nonexistent/ca.pem"}})
+    with pytest.raises(ValueError, match=r"store\.etcd\.tls\.cert: /nonexistent/c\.pem"):
+        store_from_config({"endpoints": ["127.0.0.1:2379"], "tls": {"cert": "/nonexistent/c.pem"}})
 
 
 def test_the_url_form():
