@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import logging
 import os
 import ssl
@@ -184,7 +185,8 @@ class EtcdHTTP:
             await self.authenticate(index, left)
         for tries in range(2):
             try:
-                async with self._http().post(url, json=body, headers=self._headers(), timeout=timeout) as r:
+                headers = {**self._headers(), "Content-Type": "application/json"}
+                async with self._http().post(url, data=_payload(body), headers=headers, timeout=timeout) as r:
                     status, raw = r.status, await r.read()
             except aiohttp.ClientConnectorError as e:
                 raise _Failed(str(e) or type(e).__name__, sent=False) from None
@@ -322,6 +324,12 @@ async def _messages(response: Any, first_within: float, idle_every: float) -> As
             if result.get("created"):
                 created = True
             yield result
+
+
+def _payload(body: dict[str, Any]) -> bytes | io.BytesIO:
+    raw = orjson.dumps(body)
+    # NOTE: aiohttp writes a large bytes body in one go, holding the loop (and warns); a file object in chunks.
+    return io.BytesIO(raw) if len(raw) > 256 * 1024 else raw
 
 
 def _json(raw: bytes) -> dict[str, Any]:
