@@ -414,6 +414,37 @@ async def test_a_write_whose_answer_was_lost_is_not_taken_for_a_conflict(
         await proxy.close()
 
 
+async def test_a_member_without_a_leader_ends_its_watches(stores: list[EtcdStore], monkeypatch):
+    # The watch's own check of a silent stream is put out of reach: what ends the watch here is the member, which
+    # etcd tells (through `hasleader`) to end its watches when it loses the cluster's leader.
+    monkeypatch.setattr(etcd_module, "STALE_CHECK", 60.0)
+    etcd_binary()
+    cluster = EtcdCluster(3).start()
+    try:
+        m0, m1, _ = cluster.endpoints
+        watcher = make(stores, [m0], "/fleet", backoff_max=0.2)
+        r0 = await make(stores, [m0], "/fleet").put(deployment(0), expect_revision=0)
+        got: list[Stored] = []
+
+        async def follow() -> None:
+            async for stored in watcher.watch(0):
+                got.append(stored)
+
+        task = asyncio.create_task(follow())
+        await wait_for(lambda: watcher.watching and got == [Stored(r0, deployment(0))])
+        cluster.kill(1)
+        cluster.kill(2)  # member 0 is alone: no quorum, no leader
+        await wait_for(lambda: not watcher.watching, 5)
+        cluster.restart(1)
+        r1 = await make(stores, [m1], "/fleet").put(deployment(1), expect_revision=r0)
+        await wait_for(lambda: len(got) == 2, 5)
+        assert got[-1] == Stored(r1, deployment(1))
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        cluster.stop()
+
+
 async def wait_for(condition: Any, seconds: float = 1.5) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
