@@ -337,6 +337,22 @@ async def test_etcd_gone_fails_fast_and_the_local_copy_stands_in(tmp_path, store
         cluster.stop()
 
 
+async def test_an_endpoint_that_never_answers_costs_timeout_then_store_unavailable(
+    node: EtcdCluster, prefix: str, stores: list[EtcdStore]
+):
+    proxy = await TcpProxy(node.members[0].client_port).start()
+    try:
+        proxy.drop_replies = True  # connections are taken, requests read, nothing ever answered
+        store = make(stores, [proxy.endpoint], prefix, timeout=1)
+        for call in (store.latest(), store.put(deployment(1), expect_revision=None)):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="unreachable"):
+                await call
+            assert 0.9 < time.monotonic() - started < 2  # `timeout`, not etcd's nor the kernel's
+    finally:
+        await proxy.close()
+
+
 async def test_etcd_back_the_watch_resumes_and_catches_up_from_another_member(stores: list[EtcdStore]):
     etcd_binary()
     cluster = EtcdCluster(3).start()
