@@ -26,22 +26,22 @@ store delivered (`latest()` or the watch) is kept in `local_copy` (a file replac
 
 Why etcd's v3 JSON gateway over aiohttp (APISIX's way), and not a gRPC client: bench/etcd_clients.py, one etcd
 3.4.23 member on loopback, uvloop, a 2.6 KB value, medians of 5 rounds of 300 (bench/results/
-2026-12-07-etcd-clients-4e14083.json), p50 in ms:
+2026-12-07-etcd-clients-a83ddc2.json; three earlier runs gave the same order), p50 in ms:
 
     client                          txn put   range   watch delivery
-    aetcd 1.0 (gRPC, grpcio.aio)     0.43      0.40     0.51
-    aiohttp 3.14, JSON gateway       0.79      0.51     0.64
-    httpx 0.29, JSON gateway         1.71      1.55     1.32
+    aetcd 1.0 (gRPC, grpcio.aio)     0.53      0.44     0.50
+    aiohttp 3.14, JSON gateway       0.90      0.57     0.86
+    httpx 0.29, JSON gateway         6.02      1.91     1.83
 
 aetcd is a few tenths of a millisecond faster a call (no JSON, no hop through the member's gateway), which nothing
 here can notice: a fleet's budget is a second from a write to every gateway, and bench/etcd_store.py measures
-a write reaching three watching stores in ~5 ms at p50. What decides is what aetcd lacks: it speaks to one
+a write reaching three watching stores in 5-7 ms at p50. What decides is what aetcd lacks: it speaks to one
 host:port (no failover between endpoints), opens insecure channels only (no TLS, no client certificate), and
 never renews its auth token (etcd's simple tokens expire after 5 idle minutes); and grpcio is a 19 MB binary
 wheel whose fork support is off by default, while fastgw forks its workers. The other maintained asyncio gRPC
 clients (etcd3aio, etcd3-async-client) need Python 3.11; etcd3gw and etcd3 are synchronous. aiohttp (8 MB, C
 speedups, kept current on asyncio) gives TLS with client certificates, timeouts per attempt and streaming, and
-leaves the endpoints, failover and token renewal to fastgw/control/_etcd_http.py; httpx was 2-3x slower.
+leaves the endpoints, failover and token renewal to fastgw/control/_etcd_http.py; httpx was 2-7x slower.
 """
 
 from __future__ import annotations
