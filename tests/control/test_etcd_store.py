@@ -333,6 +333,7 @@ async def test_etcd_gone_fails_fast_and_the_local_copy_stands_in(tmp_path, store
         with pytest.raises(StoreUnavailable):
             await other.latest(fallback_local=True)
         assert not [p for p in os.listdir(tmp_path / "state") if p.startswith(".")]  # no temporary file left
+        assert os.stat(local).st_mode & 0o777 == 0o600  # the config's secrets: its owner's only
     finally:
         cluster.stop()
 
