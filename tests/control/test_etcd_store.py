@@ -349,7 +349,7 @@ async def test_an_endpoint_that_never_answers_costs_timeout_then_store_unavailab
             started = time.monotonic()
             with pytest.raises(StoreUnavailable, match="unreachable"):
                 await call
-            assert 0.9 < time.monotonic() - started < 2  # `timeout`, not etcd's nor the kernel's
+            assert 0.9 < time.monotonic() - started < 3  # `timeout`, not etcd's (~7 s) nor the kernel's
     finally:
         await proxy.close()
 
