@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from fastgw.config.errors import ConfigError
+from fastgw.config.load import load_config
 from fastgw.testing import http_request
 from tests.aws.conftest import serving, write
 from tests.functions.conftest import needs_node
-
-pytestmark = pytest.mark.asyncio
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))  # not UTF-8: it survives only as base64
 
@@ -94,6 +94,7 @@ def template(folder: Path) -> Path:
     return write(folder, "template.yaml", TEMPLATE)
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("fn", RUNTIMES)
 async def test_rest_api_png_round_trip_with_binary_media_types(tmp_path, fn):
     async with serving(template(tmp_path)) as srv:
@@ -114,6 +115,7 @@ async def test_rest_api_png_round_trip_with_binary_media_types(tmp_path, fn):
         assert r.body == PNG
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("fn", RUNTIMES)
 async def test_rest_api_text_bodies_stay_text(tmp_path, fn):
     async with serving(template(tmp_path)) as srv:
@@ -125,6 +127,7 @@ async def test_rest_api_text_bodies_stay_text(tmp_path, fn):
             assert json.loads(r.body) == {"text": '{"word": "grüß"}', "isBase64Encoded": False}, ctype
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize("fn", RUNTIMES)
 async def test_http_api_ignores_binary_media_types(tmp_path, fn):
     async with serving(template(tmp_path)) as srv:
@@ -140,6 +143,7 @@ async def test_http_api_ignores_binary_media_types(tmp_path, fn):
         assert json.loads(r.body) == {"text": '{"a": 1}', "isBase64Encoded": False}
 
 
+@pytest.mark.asyncio
 async def test_wildcards_and_openapi_binary_media_types(fastgw_gateway, tmp_path):
     write(tmp_path / "py", "app.py", PY)
     write(
@@ -178,3 +182,17 @@ async def test_wildcards_and_openapi_binary_media_types(fastgw_gateway, tmp_path
     assert r.body == b"[1]" and r.header("x-sha256") == hashlib.sha256(b"[1]").hexdigest()
     r = await http_request(gw.port, "POST", "/v2/any", body=PNG)
     assert r.body == PNG
+
+
+def test_binary_media_types_that_are_not_a_list_of_media_types_are_config_errors(tmp_path):
+    path = template(tmp_path)
+    path.write_text(TEMPLATE.replace('["image~1png", "application~1octet-stream"]', "image~1png"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "$.Resources.Rest.Properties.BinaryMediaTypes" in str(err.value) and "list of media types" in str(err.value)
+    cfg = tmp_path / "gw.json"
+    api = {"type": "rest", "binary_media_types": ["png"], "stages": {"v1": {}}}
+    cfg.write_text(json.dumps({"apis": {"a": api}}))
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "$.apis.a.binary_media_types[0]" in str(err.value)
