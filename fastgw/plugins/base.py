@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import msgspec
 import orjson
 
-# What phases see: compiled (fastgw._core) or the pure twin (fastgw._pyplugins), as fastgw.core chose.
+# What phases see: compiled (fastgw._core) or the pure twin (fastgw.core.phases), as fastgw.core chose.
 from fastgw.core import ClientRequest, Context, Headers, ResponseHead, UpstreamRequest
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from fastgw.cli import main
 from fastgw.client import http_request
 from tests.integration.gwprocess import GatewayProcess
 
-PLUGIN = '''
+PLUGIN = """
 import msgspec
 from fastgw.plugins.base import Plugin, Response
 
@@ -22,7 +22,7 @@ class Stamp(Plugin):
 
     def access(self, ctx, conf):
         return Response(200, {{"stamped": conf.word}})
-'''
+"""
 
 
 def _config(tmp_path, module: str, name: str):
