@@ -137,3 +137,30 @@ async def test_openapi_default_path_is_the_default_route(fastgw_gateway, tmp_pat
     gw = await fastgw_gateway(cfg, base_dir=tmp_path)
     event = await event_of(gw.port, "POST", "/orders/9")
     assert event["routeKey"] == event["requestContext"]["routeKey"] == "$default"
+
+
+AUTHORIZER_PY = """
+def handler(event, context):
+    return {"isAuthorized": True, "context": {"saw": ",".join(event.get("identitySource") or [])}}
+"""
+
+
+@pytest.mark.asyncio
+async def test_an_authorizers_context_route_key_is_the_routes_own(fastgw_gateway, tmp_path):
+    """`$context.routeKey` as an identity source names the route as its events do: `$default`, or `ANY /path`."""
+    write(tmp_path / "src", "app.py", ECHO_PY)
+    write(tmp_path / "authz", "authz.py", AUTHORIZER_PY)
+    cfg = http_api()
+    cfg["functions"]["authz"] = {"runtime": "python", "handler": "authz.handler", "code": "authz"}
+    api = cfg["apis"]["shop"]
+    api["routes"].append({"path": "/toys", "integration": {"type": "lambda", "function": "echo"}})  # ANY
+    api["plugins"] = {
+        "lambda-authorizer": {
+            "function": "authz", "type": "request", "api": "http", "simple_responses": True,
+            "identity_source": ["$context.routeKey"], "ttl": 0,
+        }
+    }  # fmt: skip
+    gw = await fastgw_gateway(cfg, base_dir=tmp_path)
+    for method, path, key in (("GET", "/pets", "GET /pets"), ("POST", "/toys", "ANY /toys"), ("PUT", "/x", "$default")):
+        event = await event_of(gw.port, method, path)
+        assert event["requestContext"]["authorizer"]["lambda"]["saw"] == key, (method, path)
