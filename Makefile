@@ -6,7 +6,7 @@ PY ?= .venv/bin/python
 venv:
 	python3 -m venv .venv && .venv/bin/pip install -q -e '.[dev]' -e examples/plugin-package
 
-build:  ## rebuild the Cython core in place after editing fastgw/_core.pyx
+build:  ## rebuild the Cython core in place after editing its hub fastgw/_core.pyx or a part (fastgw/core/*.pyx, *.pxd)
 	$(PY) setup.py build_ext --inplace
 
 test:
@@ -31,4 +31,5 @@ lint:
 	$(PY) -m ruff check fastgw tests bench docs/diagram.py .ci/release_check.py && $(PY) -m ruff format --check fastgw tests bench docs/diagram.py .ci/release_check.py && $(PY) -m mypy fastgw
 
 clean:
-	rm -rf build dist *.egg-info fastgw/_core.c fastgw/_core*.so fastgw/_core.html fastgw/_core_missing.txt
+	rm -rf build dist *.egg-info fastgw/_core.c fastgw/_core*.so fastgw/_core.html fastgw/_core_missing.txt \
+		fastgw/core/*.c fastgw/core/*.so fastgw/core/*.html

@@ -1,9 +1,13 @@
-"""Builds the compiled core `fastgw._core` from `fastgw/_core.pyx`, when it can.
+"""Builds the compiled core `fastgw._core` from its hub `fastgw/_core.pyx`, when it can.
+
+The hub includes the core's compiled parts (`fastgw/core/router.pyx`, `http.pyx`, `phases.pyx`, `limit.pyx`,
+`observe.pyx`, with their `.pxd` through `fastgw/_core.pxd`): one extension, as uvloop builds its own. Cython follows
+the includes; `PARTS` lists them again as the extension's dependencies, so that a changed part rebuilds it.
 
 Everything else (metadata, dependencies, entry points, package data) lives in pyproject.toml.
 
 The extension is optional, as aiohttp's and falcon's are: without a C compiler or the Python headers (or with
-FASTGW_NO_EXTENSIONS=1 at install time) the install still succeeds, on the pure-Python twin `fastgw/_pycore.py`.
+FASTGW_NO_EXTENSIONS=1 at install time) the install still succeeds, on the pure-Python twins (`fastgw/core/*.py`).
 It says so in the build output, and it leaves `fastgw/_core_missing.txt` in the installed package so that
 `fastgw serve` can say why the compiled core is missing and how to get it.
 """
@@ -23,6 +27,11 @@ MISSING_MARKER = "_core_missing.txt"  # read by fastgw.cli; the name is part of 
 BUILD_ERRORS = (CCompilerError, BaseError, OSError, ValueError)
 NO_EXTENSIONS = os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0")
 HERE = Path(__file__).resolve().parent
+PARTS = sorted(f"fastgw/core/{p.name}" for ext in ("pyx", "pxd") for p in (HERE / "fastgw" / "core").glob(f"*.{ext}"))
+
+
+def _core(source: str) -> Extension:
+    return Extension("fastgw._core", [source], depends=["fastgw/_core.pxd", *PARTS], extra_compile_args=["-O2"])
 
 
 def _extensions() -> list[Extension]:
@@ -31,11 +40,11 @@ def _extensions() -> list[Extension]:
     except ImportError:
         # An sdist carries the generated C file, so a build without Cython still compiles the core.
         if (HERE / "fastgw" / "_core.c").exists():
-            return [Extension("fastgw._core", ["fastgw/_core.c"], extra_compile_args=["-O2"])]
+            return [_core("fastgw/_core.c")]
         print("fastgw: Cython is not installed and there is no generated fastgw/_core.c", file=sys.stderr)
-        return [Extension("fastgw._core", ["fastgw/_core.pyx"], extra_compile_args=["-O2"])]
+        return [_core("fastgw/_core.pyx")]
     return cythonize(
-        [Extension("fastgw._core", ["fastgw/_core.pyx"], extra_compile_args=["-O2"])],
+        [_core("fastgw/_core.pyx")],
         compiler_directives={"language_level": "3", "embedsignature": True},
         annotate=False,
     )

@@ -16,6 +16,9 @@ Counts are not time: a cache miss costs more than an addition. Compare versions 
 - `cache-miss`: `proxy-cache`, every request a new key (a miss that goes upstream and is stored);
 - `log`, `metrics`, `observed`: the plain route with the JSON access log (to /dev/null, flushed every 64 entries
   as the server's does between ticks), the Prometheus counters, or both (issue 14's observability scenario);
+- `chain`: issue 22's chain as `bench/run.py --scenario chain` configures it: key-auth (the key in the query
+  string, which every request of this scenario carries), request-id, request-transformer (adding a header) and the
+  JSON access log (to /dev/null, as `log`);
 - `loop`: the plain route in the loop of the ones above, their baseline (the event loop turns once per batch of
   50 exchanges, so that what exchanges schedule with call_soon, the log phases, runs and is counted).
 
@@ -39,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FEW, MANY = 1_000, 11_000
 SCENARIOS = (
     "proxy", "plugins", "loop", "ratelimit-local", "ratelimit-redis", "cache-hit", "cache-miss", "log", "metrics",
-    "observed",
+    "observed", "chain",
 )  # fmt: skip
 
 _LOOP = """
@@ -88,11 +91,14 @@ async def main():
             top = "redis: {url: '%s'}\\n" % redis_url
     elif scenario.startswith("cache"):
         plugins = run.CACHE_ROUTE
+    elif scenario == "chain":
+        plugins = run.CHAIN_ROUTE
+        top = "consumers:\\n  bench: {credentials: {key-auth: [{key: %s}]}}\\n" % run.BENCH_KEY
     route = "    integration: {type: http, upstream: backend}\\n"
     config = hotpath.CONFIG.decode().replace(route, route + plugins) + top
     loaded = load_config_bytes(config.encode(), "<instructions>.yaml")
     log = counters = None
-    if scenario in ("log", "observed"):
+    if scenario in ("log", "observed", "chain"):
         log = AccessLog(open(os.devnull, "wb"), format="json")
     if scenario in ("metrics", "observed"):
         counters = Counters()
@@ -104,6 +110,8 @@ async def main():
     up.connection_made(Signalled(("127.0.0.1", 9)))
     target.release(up, 0.0)
     request, response = hotpath.REQUEST, hotpath.RESPONSE
+    if scenario == "chain":
+        request = request.replace(b"GET /bench ", b"GET /bench?apikey=" + run.BENCH_KEY.encode() + b" ")
     if scenario == "cache-hit":
         client.data_received(request)
         up.data_received(response)  # the one miss, stored
@@ -132,6 +140,8 @@ async def main():
         log.flush()
     if scenario == "cache-hit":
         assert up.transport.written == before, "a hit went upstream"
+    if scenario == "chain":
+        assert up.transport.written > exchanges * len(request), "the chain did not let the requests through"
 
 uvloop.run(main())
 """

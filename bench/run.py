@@ -22,13 +22,19 @@ With `--scenario observability` the second fastgw serves the plain route with th
 Prometheus counters (the admin listener on, scraped once a second during the runs) turned on: the result gives
 their cost as a share of plain-proxy throughput (issue 14's target: under 10%).
 
+With `--scenario chain` a second fastgw serves the route with the chain of issue 22: key-auth (the key in the query
+string), request-id, request-transformer (adding a header) and the JSON access log (to a file). Every proxy gets the
+same request bytes (the key in the query and in a header; the plain proxies ignore both). The result gives the
+chain's CPU time per request beside nginx's plain proxying in the same run (issue 22's target: nginx's at least
+0.65x the chain's), and its cost over fastgw's own plain proxy.
+
 With `--scenario tls` nginx and a second fastgw also terminate TLS (TLSv1.2, ECDHE-ECDSA-AES128-GCM-SHA256 on
 both, the same P-256 certificate, made here with openssl) and proxy to the same upstream over plain HTTP; wrk keeps
 its connections, so the steady state (record encryption, not handshakes) is measured. The result gives fastgw's
 TLS throughput against nginx's, and what TLS costs each of them against its own plain proxy.
 
 Usage: python bench/run.py [--duration 10] [--rounds 3] [--connections 50]
-       [--scenario proxy|plugins|ratelimit|cache|observability|tls]
+       [--scenario proxy|plugins|ratelimit|cache|observability|chain|tls]
 Needs nginx and wrk (the script installs them with apt-get when missing and it runs as root), and openssl for tls.
 """
 
@@ -280,6 +286,39 @@ def observability_config(port: int, upstream: int, admin: int, access_log: Path)
     )
 
 
+# Issue 22's chain: key-auth reading the key from the query only, request-id, a header added for the upstream.
+CHAIN_ROUTE = (
+    "    plugins:\n"
+    "      key-auth: {in_header: false}\n"
+    "      request-id: {}\n"
+    "      request-transformer: {add: {headers: {x-bench-chain: 'on'}}}\n"
+)
+
+
+def chain_config(port: int, upstream: int, access_log: Path) -> str:
+    """The plain config with the chain on both routes, the JSON access log (to a file) on, and the consumer whose
+    key wrk sends."""
+    plain = FASTGW_CONFIG.format(port=port, upstream=upstream)
+    on = f"logging: {{access_log: true, access_log_format: json, access_log_path: {access_log}, level: warning}}"
+    route = "    integration: {type: http, upstream: backend}\n"
+    return plain.replace("logging: {access_log: false, level: warning}", on).replace(route, route + CHAIN_ROUTE) + (
+        f"consumers:\n  bench:\n    credentials: {{key-auth: [{{key: {BENCH_KEY}}}]}}\n"
+    )
+
+
+def last_line(path: Path) -> tuple[int, dict[str, object]]:
+    """How many whole lines a JSON lines file has, and the last one parsed ({} when there is none)."""
+    count, last = 0, b""
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                if line.endswith(b"\n"):
+                    count, last = count + 1, line
+    except OSError:
+        pass
+    return count, (json.loads(last) if last else {})
+
+
 # TLSv1.2 and one cipher on both proxies: wrk cannot choose them, so the servers do.
 TLS_CIPHER = "ECDHE-ECDSA-AES128-GCM-SHA256"
 
@@ -352,7 +391,9 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=2, help="seconds of load on each proxy before measuring")
     ap.add_argument(
-        "--scenario", default="proxy", choices=["proxy", "plugins", "ratelimit", "cache", "observability", "tls"]
+        "--scenario",
+        default="proxy",
+        choices=["proxy", "plugins", "ratelimit", "cache", "observability", "chain", "tls"],
     )
     ap.add_argument("--out", help="result file (default: bench/results/<date>-<scenario>-<commit>.json)")
     args = ap.parse_args()
@@ -433,6 +474,15 @@ def main() -> int:
             ob = start([sys.executable, "-m", "fastgw", "serve", str(ob_cfg)], PROXY_CPU, work / "gw-ob.log", env)
             procs.append(ob)
             targets["observed"] = (ob_port, ob.pid)
+        if args.scenario == "chain":
+            ch_port = free_port()
+            ch_cfg = work / "fastgw-chain.yaml"
+            ch_cfg.write_text(chain_config(ch_port, up_port, work / "chain-access.log"))
+            ch = start([sys.executable, "-m", "fastgw", "serve", str(ch_cfg)], PROXY_CPU, work / "gw-ch.log", env)
+            procs.append(ch)
+            targets["chain"] = (ch_port, ch.pid)
+        # The chain's key-auth reads the key from the query: every proxy gets it there, so all requests are the same.
+        query = f"?apikey={BENCH_KEY}" if args.scenario == "chain" else ""
         secure: set[str] = set()  # the targets wrk speaks https to
         if tls:
             tls_port = free_port()
@@ -445,7 +495,7 @@ def main() -> int:
             secure = {"gw-tls", "ngx-tls"}
 
         def url(name: str) -> str:
-            return f"{'https' if name in secure else 'http'}://127.0.0.1:{targets[name][0]}/bench"
+            return f"{'https' if name in secure else 'http'}://127.0.0.1:{targets[name][0]}/bench{query}"
 
         body = UPSTREAM_BODY.strip().encode()
         wait_ready(f"http://127.0.0.1:{up_port}/bench", body)
@@ -516,6 +566,12 @@ def main() -> int:
             + ("; plus fastgw with rate-limit local and redis (never refusing)" if "rl-local" in names else "")
             + ("; nginx answers from proxy_cache, plus fastgw answering from proxy-cache" if cache else "")
             + ("; plus fastgw with the JSON access log and /metrics on" if "observed" in names else "")
+            + (
+                "; plus fastgw with key-auth (query key), request-id, request-transformer (add a header) and the JSON"
+                " access log"
+                if "chain" in names
+                else ""
+            )
             + (f"; plus fastgw and nginx terminating TLS (TLSv1.2, {TLS_CIPHER}, keep-alive)" if tls else ""),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "commit": git_commit(),
@@ -566,6 +622,19 @@ def main() -> int:
             result["observability_overhead"] = round(1 - kept, 3)
             result["observed_ratio_rps_vs_nginx"] = round(summary["observed"]["rps"] / summary["nginx"]["rps"], 3)
             result["metrics_scrapes"] = scraper.scrapes if scraper is not None else 0
+        if "chain" in names:
+            # CPU time per request of the proxy's process, the chain's beside nginx's plain proxying (and fastgw's
+            # own plain proxying) in the same run; throughput paired by round against the plain fastgw.
+            chain_cpu = max(summary["chain"]["cpu_us_per_request"], 1e-9)
+            result["chain"] = summary["chain"]
+            result["chain_ratio_cpu_efficiency"] = round(summary["nginx"]["cpu_us_per_request"] / chain_cpu, 3)
+            result["chain_cpu_overhead"] = round(chain_cpu / max(summary["fastgw"]["cpu_us_per_request"], 1e-9) - 1, 3)
+            result["chain_vs_plain"] = round(statistics.median(
+                c["rps"] / max(g["rps"], 1e-9) for c, g in zip(runs["chain"], runs["fastgw"], strict=True)
+            ), 3)  # fmt: skip
+            result["chain_ratio_rps_vs_nginx"] = round(summary["chain"]["rps"] / summary["nginx"]["rps"], 3)
+            lines, last = last_line(work / "chain-access.log")
+            result["chain_access_log"] = {"lines": lines, "last": last}
         if tls:
             # Paired by round: TLS against TLS, and each proxy's TLS against its own plain proxying.
             def paired_ratio(a: str, b: str) -> float:
@@ -606,6 +675,13 @@ def main() -> int:
         if "observed" in names:
             print(f"access log + metrics: {result['observability_overhead']:.1%} of plain-proxy throughput "
                   f"({result['metrics_scrapes']} scrapes)")  # fmt: skip
+        if "chain" in names:
+            print(
+                f"chain (key-auth query key, request-id, request-transformer, JSON access log): CPU per request "
+                f"{summary['chain']['cpu_us_per_request']:.1f} us, nginx {summary['nginx']['cpu_us_per_request']:.1f}"
+                f" us: {result['chain_ratio_cpu_efficiency']:.3f}x; {result['chain_cpu_overhead']:+.1%} CPU per "
+                f"request over plain fastgw, {result['chain_vs_plain']:.3f}x its throughput"
+            )
         if tls:
             print(
                 f"TLS fastgw/nginx: throughput {result['tls_ratio_rps']:.3f}x (paired by round "

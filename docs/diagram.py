@@ -27,11 +27,27 @@ STYLES = {
 }
 
 
+# The integrations drawn side by side under the exchange: the config's integration types (tests/unit/test_docs.py
+# holds this list to fastgw.config.schema's and the http box to its balancers, so the picture cannot go stale).
+INTEGRATIONS = (
+    (
+        "http",
+        "integration",
+        ("round-robin (weighted),", "least-connections, consistent", "hash, random two choices"),
+    ),
+    ("lambda", "integration", ("Lambda proxy event 1.0/2.0,", "warm worker pool", "-> python / node")),
+    ("mock", "integration", ("a fixed response,", "prebuilt head")),
+    ("aggregate", "integration", ("fan out to several", "integrations, merge JSON")),
+)
+
+
 class Drawing:
     def __init__(self) -> None:
         self.parts: list[str] = []
+        self.boxes: list[tuple[str, str, tuple[str, ...]]] = []  # (kind, title, lines), for the tests
 
     def box(self, x: int, y: int, w: int, h: int, kind: str, title: str, *lines: str) -> tuple[int, int, int, int]:
+        self.boxes.append((kind, title, lines))
         fill, stroke = STYLES[kind]
         dash = " stroke-dasharray='6 4'" if kind == "next" else ""
         self.parts.append(
@@ -87,6 +103,10 @@ class Drawing:
 
 
 def draw() -> str:
+    return drawing().svg()
+
+
+def drawing() -> Drawing:
     d = Drawing()
     d.text(WIDTH // 2, 28, "The request's way through fastgw", size=18, bold=True)
 
@@ -162,20 +182,8 @@ def draw() -> str:
     # The integrations, side by side under the exchange.
     y = 572
     iw = 218
-    d.box(40, y, iw, 78, "integration", "http", "round-robin targets,", "keep-alive pools", "-> your services")
-    d.box(
-        40 + (iw + 16),
-        y,
-        iw,
-        78,
-        "integration",
-        "lambda",
-        "Lambda proxy event 1.0/2.0,",
-        "warm worker pool",
-        "-> python / node",
-    )
-    d.box(40 + 2 * (iw + 16), y, iw, 78, "integration", "mock", "a fixed response,", "prebuilt head")
-    d.box(40 + 3 * (iw + 16), y, iw, 78, "next", "aggregate (next)", "fan out to several", "integrations, merge JSON")
+    for i, (title, kind, lines) in enumerate(INTEGRATIONS):
+        d.box(40 + i * (iw + 16), y, iw, 78, kind, title, *lines)
 
     d.box(right, 476, w, 48, "phase", "ex.done(): access log, log phase", "JSON lines, flushed off the hot path")
 
@@ -194,7 +202,7 @@ def draw() -> str:
         f"<polyline points='{centres[0]},{bus} {centres[-1]},{bus}' fill='none' stroke='#333333' stroke-width='1.5'/>"
     )
     for i, x in enumerate(centres):
-        d.arrow([(x, bus), (x, y)], dashed=i == 3)
+        d.arrow([(x, bus), (x, y)], dashed=INTEGRATIONS[i][1] == "next")
 
     # Back, up the right column.
     rx = right + w // 2
@@ -208,16 +216,19 @@ def draw() -> str:
 
     # The legend.
     x, ly = 40, 680
-    for kind, name in (
+    legend = [
         ("wire", "the connection"), ("core", "compiled core (and its pure-Python twin)"), ("phase", "plugin phases"),
-        ("integration", "integrations"), ("next", "next, not built yet"),
-    ):  # fmt: skip
+        ("integration", "integrations"),
+    ]  # fmt: skip
+    if any(kind == "next" for kind, _, _ in d.boxes):
+        legend.append(("next", "next, not built yet"))
+    for kind, name in legend:
         fill, stroke = STYLES[kind]
         dash = " stroke-dasharray='4 3'" if kind == "next" else ""
         d.parts.append(f"<rect x='{x}' y='{ly}' width='18' height='14' rx='3' fill='{fill}' stroke='{stroke}'{dash}/>")
         d.text(x + 26, ly + 12, name, size=12, colour="#333333", anchor="start")
         x += 26 + 7 * len(name) + 28  # about 7 px per character at 12 px
-    return d.svg()
+    return d
 
 
 def main(argv: list[str]) -> int:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from fastgw.config.errors import ConfigError
-from fastgw.config.parse import parse_json, parse_yaml
+from fastgw.config.load import config_data
 
 
 class CommandError(Exception):
@@ -83,7 +83,8 @@ def _read_config(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise CommandError(f"{path}: cannot read the file: {exc.strerror or exc}") from None
     try:
-        data = parse_json(raw, path) if path.endswith(".json") else parse_yaml(raw, path)
+        # As the gateway reads a file: a SAM template is read into a config, OpenAPI files named in.
+        data = config_data(raw, path, Path(path).resolve().parent)
     except ConfigError as exc:
         raise CommandError(f"invalid config: {exc}") from None
     if not isinstance(data, dict):

@@ -205,7 +205,7 @@ class AggregateRoute(Route):
 
     def start(self, ex: Exchange) -> None:
         run = AggregateRun(self, ex)
-        ex.req.upstream = run  # the tick's deadlines and a client going away reach the backend calls through it
+        ex.req.upstream = run  # a client going away reaches the backend calls through it
         run.task = ex.state.loop.create_task(run.run())
 
 
@@ -242,10 +242,6 @@ class AggregateRun:
             call.client_gone()
         if self.task is not None:
             self.task.cancel()
-
-    def check_deadline(self, now: float) -> None:
-        for call in list(self.calls.values()):
-            call.check_deadline(now)
 
     # -- the calls --------------------------------------------------------------------------------------------
 

@@ -96,13 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--pid-file", help="write the gateway's pid here (default: CONFIG.pid beside CONFIG; `fastgw stop` reads it)"
     )
+    _template_flags(serve)
 
     check = sub.add_parser("check", help="validate a config without serving it")
     check.add_argument("config", help="YAML or JSON config file")
+    _template_flags(check)
 
     routes = sub.add_parser("routes", help="print the route table of a config")
     routes.add_argument("config", help="YAML or JSON config file")
     routes.add_argument("--tree", action="store_true", help="print the routing trie instead of the table")
+    _template_flags(routes)
 
     plugins = sub.add_parser(
         "plugins",
@@ -203,7 +206,51 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("-q", "--query", action="append", default=[], metavar="NAME=VALUE", help="query parameter")
     inv.add_argument("-d", "--body", default="", help="request body; @FILE reads it from a file")
     inv.add_argument("--json", action="store_true", help="print one JSON object instead of the console layout")
+    _template_flags(inv)
     return parser
+
+
+def _template_flags(parser: argparse.ArgumentParser) -> None:
+    """`sam local start-api`'s options, for a CONFIG that is a SAM/CloudFormation template."""
+    group = parser.add_argument_group("SAM/CloudFormation templates (CONFIG is a template.yaml)")
+    group.add_argument(
+        "--parameter-overrides", nargs="+", action="extend", metavar="KEY=VALUE",
+        help="template parameters, as sam's: 'Key1=Value1 Key2=Value2' or 'ParameterKey=K,ParameterValue=V'",
+    )  # fmt: skip
+    group.add_argument(
+        "--env-vars", metavar="FILE",
+        help='environment variables as sam reads them: {"FunctionLogicalId": {"VAR": "value"}, "Parameters": {...}}',
+    )  # fmt: skip
+    group.add_argument(
+        "--stage-prefix", action="store_true",
+        help="serve each API under /{StageName} as the deployed API answers (default: at the root, as sam local)",
+    )  # fmt: skip
+
+
+def _template_overrides(args: argparse.Namespace) -> list[Override]:
+    """The template options as overrides (keys under `aws.`, read by fastgw.aws), so a reload keeps them."""
+    import shlex
+
+    from fastgw.config.load import Override
+
+    out = []
+    if args.parameter_overrides:
+        params: dict[str, str] = {}
+        for word in [w for arg in args.parameter_overrides for w in shlex.split(arg)]:
+            if word.startswith("ParameterKey="):
+                fields = dict(f.partition("=")[::2] for f in word.split(",", 1))
+                key, value = fields.get("ParameterKey", ""), fields.get("ParameterValue", "")
+            else:
+                key, _, value = word.partition("=")
+            if not key or "=" not in word:
+                raise SystemExit(f"fastgw: --parameter-overrides expects KEY=VALUE, got {word!r}")
+            params[key] = value
+        out.append(Override("aws.parameter_overrides", params, "--parameter-overrides"))
+    if args.env_vars:
+        out.append(Override("aws.env_vars", os.path.abspath(args.env_vars), "--env-vars"))
+    if args.stage_prefix:
+        out.append(Override("aws.stage_prefix", True, "--stage-prefix"))
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -215,9 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "check":
-        return _check(args.config)
+        return _check(args.config, _template_overrides(args))
     if args.command == "routes":
-        return _routes(args.config, args.tree)
+        return _routes(args.config, args.tree, _template_overrides(args))
     if args.command == "invoke":
         return _invoke(args)
     if args.command == "plugins":
@@ -283,8 +330,8 @@ def _cache_purge(path: str, route: str | None, prefix: str | None) -> int:
     return 0
 
 
-def _check(path: str) -> int:
-    loaded = _load(path, to_serve=True)
+def _check(path: str, overrides: Sequence[Override] = ()) -> int:
+    loaded = _load(path, overrides, to_serve=True)
     if loaded is None:
         return 1
     cfg = loaded.config
@@ -295,8 +342,8 @@ def _check(path: str) -> int:
     return 0
 
 
-def _routes(path: str, tree: bool) -> int:
-    loaded = _load(path)
+def _routes(path: str, tree: bool, overrides: Sequence[Override] = ()) -> int:
+    loaded = _load(path, overrides)
     if loaded is None:
         return 1
     if tree:
@@ -421,7 +468,7 @@ def _invoke(args: argparse.Namespace) -> int:
             print(f"fastgw: cannot read the body file: {exc.strerror or exc}", file=sys.stderr)
             return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    loaded = _load(args.config)
+    loaded = _load(args.config, _template_overrides(args))
     if loaded is None:
         return 1
     import uvloop
@@ -448,7 +495,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not path:
         path = str(default_config_path())
         log.info("no CONFIG given: serving the built-in quickstart %s (copy it to start your own)", path)
-    overrides = []
+    overrides = _template_overrides(args)
     for key, flag, env, value in (
         ("server.host", "--host", "FASTGW_HOST", args.host),
         ("server.port", "--port", "FASTGW_PORT", args.port),

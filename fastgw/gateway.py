@@ -74,7 +74,7 @@ class Gateway:
             route.chain = chain
             route.info = RouteInfo(
                 entry.label, entry.route.path, tuple(entry.route.methods), entry.api, entry.stage,
-                entry.stage_variables,
+                entry.stage_variables, entry.api_id or "local", self.functions,
             ) if chain is not None else None  # fmt: skip
         self.routes = tuple(routes)
         self.consumers = setup.consumers if setup is not None else {}

@@ -8,7 +8,8 @@
 - `pytest_asyncio_loop_factories`: imported into a conftest.py too, every async test and fixture there runs on
   uvloop, the loop `fastgw serve` runs on (needs pytest-asyncio >= 1.4).
 
-Needs pytest-asyncio (part of fastgw's `test` extra).
+Needs pytest and pytest-asyncio: `pip install 'fastgw[testing]'` (docs/plugins.md, Testing, has the two pytest
+settings the kit expects).
 """
 
 from __future__ import annotations

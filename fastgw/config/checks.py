@@ -4,6 +4,7 @@ handlers are well formed. Each raises a `ConfigError` naming the file and key pa
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import ssl
 from pathlib import Path
@@ -194,6 +195,24 @@ def check_admin(config: Config, source: str) -> None:
             f"the admin API would listen on {admin.host}, which is not a loopback address, with no token: set a "
             "token or listen on 127.0.0.1",
         )
+
+
+def check_logging(config: Config, source: str) -> None:
+    """The access log's file must be one the gateway can open for appending; `serve` would fail later, on its
+    socket's side, with no word of the key (nginx -t opens its log files for the same reason)."""
+    lc = config.logging
+    if not lc.access_log or not lc.access_log_path:
+        return
+    at = "$.logging.access_log_path"
+    path = Path(lc.access_log_path)
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(source, at, f"expected a file to append to, got the folder {str(path)!r}")
+    if not folder.is_dir():
+        raise ConfigError(source, at, f"expected a file in an existing folder: {str(folder)!r} does not exist")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        what = "the file" if path.exists() else "its folder"
+        raise ConfigError(source, at, f"expected a writable file: {what} {str(path)!r} cannot be written by this user")
 
 
 # -- TLS: certificates and keys -------------------------------------------------------------------------------

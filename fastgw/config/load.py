@@ -23,11 +23,13 @@ from typing import Any
 
 import msgspec
 
+from fastgw.aws import prepare as aws_prepare
 from fastgw.config.checks import (
     check_admin,
     check_aggregate,
     check_functions,
     check_http,
+    check_logging,
     check_tls,
     check_upstream,
     check_upstreams,
@@ -105,6 +107,7 @@ class RouteEntry:
     api_id: str = ""
     stage: str | None = None
     stage_variables: dict[str, str] | None = None
+    binary_media_types: tuple[str, ...] = ()  # the API's (a REST API's: functions/integration.py)
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,17 @@ def load_config_bytes(
     as_json: bool = False,
 ) -> LoadedConfig:
     with paused_gc():
-        return load_config_data(_parse(raw, source, as_json), source, base_dir, overrides)
+        return load_config_data(config_data(raw, source, base_dir, overrides, as_json=as_json), source, base_dir,
+                                overrides)  # fmt: skip
+
+
+def config_data(
+    raw: bytes, source: str, base_dir: Path | None = None, overrides: Sequence[Override] = (), *, as_json: bool = False
+) -> Any:
+    """The config a file holds, as data in fastgw's schema (what a deployment keeps): a fastgw config as parsed, a
+    SAM/CloudFormation template read into one, OpenAPI files named by `apis` read in (fastgw.aws)."""
+    data, _ = aws_prepare(raw, source, base_dir, overrides, lambda r, s: _parse(r, s, as_json))
+    return data
 
 
 @contextlib.contextmanager
@@ -182,8 +195,8 @@ def paused_gc() -> Iterator[None]:
 def load_config_data(
     data: Any, source: str = "<config>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
 ) -> LoadedConfig:
-    """Check a config given as data in the file's schema (a parsed file, a deployment, an admin API write).
-    `data` is not changed (the overrides are set in copies); it is kept as `LoadedConfig.data`."""
+    """Check a config given as data in fastgw's schema (a parsed file, a deployment, an admin API write). `data`
+    is not changed (the overrides are set in copies); it is kept as `LoadedConfig.data`."""
     with paused_gc():
         return _load_config_data(data, source, base_dir, overrides)
 
@@ -196,14 +209,15 @@ def _load_config_data(data: Any, source: str, base_dir: Path | None, overrides: 
     if not isinstance(data, dict):
         raise ConfigError(source, "$", f"expected a mapping at the top level, got {type(data).__name__}")
     given_data = data
-    data, given = _apply_overrides(data, overrides)
+    # The template options (`aws.*`) were the SAM reader's (config_data); the others are set in the config.
+    data, given = _apply_overrides(data, [o for o in overrides if not o.key.startswith("aws.")])
     try:
         config = _convert(data)
     except msgspec.ValidationError as exc:
         m = MSGSPEC_PATH.match(str(exc))
         assert m is not None
         path = name_key(m.group("path") or "$", data)
-        message = explain(path, m.group("msg"))
+        message = explain(path, m.group("msg"), data)
         if path in given:
             o = given[path]
             raise ConfigError(o.describe(), path, f"{message} ({o.origin} overrides {path[2:]} of {source})") from None
@@ -213,6 +227,7 @@ def _load_config_data(data: Any, source: str, base_dir: Path | None, overrides: 
     entries, rest_prefixes = _entries(config, source)
     check_upstreams(config, source)
     check_admin(config, source)
+    check_logging(config, source)
     check_functions(config, source, base)
     check_tls(config, source, base)
     router, header_routes = _check(config, entries, source)
@@ -223,7 +238,7 @@ def _load_config_data(data: Any, source: str, base_dir: Path | None, overrides: 
     config = _with_usage_plans(config, source)
     redis_state.current = redis_state.configure(config.redis)
     try:
-        plugins = build_plugins(config, entries)
+        plugins = build_plugins(config, entries, base)
     except PluginConfigError as exc:
         raise ConfigError(source, exc.path, exc.message) from None
     finally:
@@ -281,7 +296,8 @@ def reload_config(running: LoadedConfig) -> tuple[LoadedConfig, list[str]]:
         raw = Path(running.source).read_bytes()
     except OSError as exc:
         raise ConfigError(running.source, "$", f"cannot read the file: {exc.strerror or exc}") from None
-    loaded, changed = reconfigure(running, _parse(raw, running.source), running.source)
+    data = config_data(raw, running.source, running.base_dir, running.overrides)
+    loaded, changed = reconfigure(running, data, running.source)
     return dataclasses.replace(loaded, stamp=stamp), changed
 
 
@@ -432,6 +448,23 @@ def _parse(raw: bytes, source: str, as_json: bool = False) -> Any:
     return parse_yaml(raw, source)
 
 
+def _route_paths(route: Route, api_type: str, source: str, at: str) -> tuple[str, ...]:
+    """The paths a route of an API is matched at: its own, or for an HTTP API's `path: $default` (AWS's catch-all
+    route) `/` and `/{proxy+}` with every method, so it takes what no other route of the API does; its events say
+    `$default` (functions/lambda_proxy.py)."""
+    if route.path == "$default":
+        if api_type != "http":
+            raise ConfigError(source, f"{at}.path", "'$default' is an HTTP API's catch-all route; a REST API has none")
+        if list(route.methods) != ["ANY"]:
+            raise ConfigError(source, f"{at}.methods", "the $default route takes every method: leave methods out")
+        return ("/", "/{proxy+}")
+    if not route.path.startswith("/"):
+        raise ConfigError(
+            source, f"{at}.path", f"expected a path starting with '/' (or '$default'), got {route.path!r}"
+        )
+    return (route.path,)
+
+
 def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], frozenset[str]]:
     """The route table: top-level routes as they are, then each API's routes once per stage."""
     entries = [
@@ -460,29 +493,29 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
                     )
                 prefix = ""
             else:
-                prefix = "/" + stage_name
-                if api.type == "rest":
+                prefix = "/" + stage_name if api.stage_prefix else ""
+                if api.type == "rest" and prefix:
                     rest_prefixes.add(prefix)
             for i, route in enumerate(api.routes):
                 at = f"$.apis.{api_name}.routes[{i}]"
-                if not route.path.startswith("/"):
-                    raise ConfigError(source, f"{at}.path", f"expected a path starting with '/', got {route.path!r}")
                 integ = _resolve_stage_variables(route.integration, stage_name, stage.variables, source, at)
-                path = prefix + route.path if prefix and route.path != "/" else (prefix or route.path)
-                entries.append(
-                    RouteEntry(
-                        route=route,
-                        integration=integ,
-                        path=path,
-                        label=f"{api_name}:{route.name or f'routes[{i}]'}@{stage_name}",
-                        at=at,
-                        api=api_name,
-                        api_type=api.type,
-                        api_id=api_id,
-                        stage=stage_name,
-                        stage_variables=dict(stage.variables),
+                for route_path in _route_paths(route, api.type, source, at):
+                    path = prefix + route_path if prefix and route_path != "/" else (prefix or route_path)
+                    entries.append(
+                        RouteEntry(
+                            route=route,
+                            integration=integ,
+                            path=path,
+                            label=f"{api_name}:{route.name or f'routes[{i}]'}@{stage_name}",
+                            at=at,
+                            api=api_name,
+                            api_type=api.type,
+                            api_id=api_id,
+                            stage=stage_name,
+                            stage_variables=dict(stage.variables),
+                            binary_media_types=tuple(api.binary_media_types),
+                        )
                     )
-                )
     return tuple(entries), frozenset(rest_prefixes)
 
 
@@ -547,7 +580,7 @@ def _check(
         route, at = entry.route, entry.at
         if route.name is not None:
             key = (entry.api, entry.stage, route.name)  # names are unique among top-level routes, and per API
-            if key in names:
+            if key in names and names[key] != at:  # the same route at two paths ($default) is one name
                 raise ConfigError(source, f"{at}.name", f"route name {route.name!r} is already used by {names[key]}")
             names[key] = at
         try:

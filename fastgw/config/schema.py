@@ -74,6 +74,9 @@ class Limits(_Base, frozen=True):
     max_filtered_response: Annotated[int, Meta(ge=0)] = 10 * 1024 * 1024
     header_timeout: Seconds = 10.0  # whole request head must arrive within this; else 408 and close
     keepalive_timeout: Seconds = 60.0  # idle client connection closed after this
+    # Longest wait for the next bytes of a request body on its way; past it the client gets 408 and is closed, and
+    # the upstream connection is dropped without counting against the target (docs/security.md).
+    body_timeout: Seconds = 30.0
 
 
 class PathPolicy(_Base, frozen=True):
@@ -202,15 +205,24 @@ class ActiveCheck(_Base, frozen=True):
     host: str | None = None  # the Host sent; default the target's host:port
 
 
-class PassiveCheck(_Base, frozen=True):
-    """Envoy's outlier detection: a target that fails (5xx, connection errors, timeouts) `consecutive_failures`
-    times in a row, or whose failure ratio over `min_requests` answers reaches `failure_ratio`, is ejected for
-    `base_ejection` times the number of its ejections so far (at most `max_ejection`)."""
+PassiveFailure = Literal["error", "timeout", "http_5xx"]
 
-    consecutive_failures: Annotated[int, Meta(ge=1, le=10_000)] | None = 5
+
+class PassiveCheck(_Base, frozen=True):
+    """Envoy's outlier detection, on by default as nginx's `max_fails` is: a target that fails (what `failures`
+    lists) `consecutive_failures` times in a row, or whose failure ratio over `min_requests` answers reaches
+    `failure_ratio`, is ejected for `base_ejection` times the number of its ejections so far (at most
+    `max_ejection`). Only on upstreams with more than one target: the only one is never ejected."""
+
+    consecutive_failures: Annotated[int, Meta(ge=1, le=10_000)] | None = 3
     failure_ratio: Annotated[float, Meta(gt=0, le=1)] | None = None
     min_requests: Count = 20  # answers over which the ratio is judged (then counting starts again)
-    base_ejection: Seconds = 30.0
+    # What counts as a failure: error (the connection failed, was reset or closed before an answer), timeout
+    # (connect, send, response head or body), http_5xx (an answer 500-599). 5xx is not counted by default: an
+    # anonymous client that can make a handler answer 500 could otherwise eject healthy targets (nginx counts
+    # only what proxy_next_upstream lists, `error timeout` by default).
+    failures: Annotated[list[PassiveFailure], Meta(min_length=1)] = field(default_factory=lambda: ["error", "timeout"])
+    base_ejection: Seconds = 10.0
     max_ejection: Seconds = 300.0
     # No more than this share of the targets is ejected at once (one may always be).
     max_ejected: Ratio = 0.5
@@ -218,7 +230,8 @@ class PassiveCheck(_Base, frozen=True):
 
 class HealthConfig(_Base, frozen=True):
     active: ActiveCheck | None = None
-    passive: PassiveCheck | None = None
+    # On by default (null switches it off); see PassiveCheck.
+    passive: PassiveCheck | None = field(default_factory=PassiveCheck)
 
 
 class BreakerConfig(_Base, frozen=True):
@@ -419,6 +432,18 @@ class Api(_Base, frozen=True):
     id: Annotated[str, Meta(pattern=r"^[a-z0-9]{1,32}$")] | None = None
     plugins: Plugins = field(default_factory=dict)
     path_policy: PathPolicy | None = None  # for the API's routes; fields left out: the top-level policy's
+    # An OpenAPI 3.0 / Swagger 2.0 file with API Gateway's extensions (relative to the config file): its routes are
+    # added after `routes` (docs/functions.md, From SAM and OpenAPI).
+    openapi: str | None = None
+    # Stages other than `$default` are served under `/{stage}`; false serves the API's one stage at the root, as
+    # `sam local start-api` does (the stage still named in `requestContext.stage`).
+    stage_prefix: bool = True
+    # A REST API's binaryMediaTypes ("image/png", "image/*", "*/*"): a request body of such a Content-Type reaches a
+    # function base64-encoded, any other as text; a function's base64 body is decoded for a client whose first
+    # Accept type is one of them (docs/functions.md, Binary bodies). An HTTP API ignores them, as AWS does.
+    binary_media_types: list[Annotated[str, Meta(pattern=r"^[^/\s;,]+/[^/\s;,]+$", max_length=256)]] = field(
+        default_factory=list
+    )
 
 
 class Consumer(_Base, frozen=True):

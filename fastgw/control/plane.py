@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from fastgw.config.errors import ConfigError
-from fastgw.config.load import file_stamp, reconfigure
-from fastgw.config.parse import parse_json, parse_yaml
+from fastgw.config.load import config_data, file_stamp, reconfigure
 from fastgw.control import deployment as dep
 from fastgw.control.filestore import FileStore, MemoryStore, default_dir
 from fastgw.control.store import Conflict, Deployment, Store, Stored, StoreUnavailable
@@ -207,7 +206,8 @@ class ControlPlane:
             except OSError as exc:
                 raise Refused(400, f"{self.file}: $: cannot read the file: {exc.strerror or exc}") from None
             try:
-                data = parse_json(raw, self.file) if self.file.endswith(".json") else parse_yaml(raw, self.file)
+                # As the file is read at start: a SAM template is read into a config, OpenAPI files named in.
+                data = config_data(raw, self.file, self.loaded.base_dir, self.loaded.overrides)
                 if not isinstance(data, dict):
                     raise ConfigError(self.file, "$", "expected a mapping at the top level")
                 data = orjson.loads(dep.canonical(data))
@@ -285,8 +285,7 @@ class ControlPlane:
         if self.file is None:
             return "none"
         try:
-            raw = Path(self.file).read_bytes()
-            data = parse_json(raw, self.file) if self.file.endswith(".json") else parse_yaml(raw, self.file)
+            data = config_data(Path(self.file).read_bytes(), self.file, self.loaded.base_dir, self.loaded.overrides)
         except (OSError, ConfigError):
             return "unreadable"
         return "same" if dep.deployment_id(data) == self.id else "differs"

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fastgw._pyobserve import BUCKETS  # (fixed bucket bounds, seconds: Prometheus' default ones)
 from fastgw.core import Observer, Tally, clock
+from fastgw.core.observe import BUCKETS  # (fixed bucket bounds, seconds: Prometheus' default ones)
 
 if TYPE_CHECKING:
     from fastgw.pipeline.exchange import Exchange, Worker
 
-# A series' list (fastgw._pyobserve.Tally): count, request bytes, response bytes, duration sum (seconds), then one
+# A series' list (fastgw.core.observe.Tally): count, request bytes, response bytes, duration sum (seconds), then one
 # count per bucket of BUCKETS and one for +Inf.
 _COUNT, _BYTES_IN, _BYTES_OUT, _SUM, _B0 = 0, 1, 2, 3, 4
 # Breaker states as a gauge's values.

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
-from fastgw._pycore import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
 from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases
 from fastgw.core import filter_head as _filter_head
+from fastgw.core.http import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
 from fastgw.pipeline.body import BodyCollector
 from fastgw.pipeline.head import DATE, encode_lines, gateway_head, without_fields
 from fastgw.pipeline.leg import PAUSE_UPSTREAM_BUSY
@@ -139,8 +139,9 @@ class Exchange:
     # sent, upstream, upstream_at, upstream_s: what observability reads once it is done (bytes written to the
     # client; set by the integration: the target or `function:NAME` that answered, when the request went to it
     # (perf_counter) and how long its answer took to come, in seconds; `upstream_at` is only set with `upstream`).
+    # timer: the route's total timeout (fastgw.proxy.route), when it has one; cancelled when the exchange ends.
     __slots__ = ("leg", "gw", "req", "route", "params", "ctx", "peer", "write", "paused", "sent", "upstream",
-                 "upstream_at", "upstream_s")  # fmt: skip
+                 "upstream_at", "upstream_s", "timer")  # fmt: skip
 
     def __init__(
         self, leg: ClientLeg, gw: Served, req: Request, route: Route | None, params: Any, ctx: Context | None
@@ -156,6 +157,7 @@ class Exchange:
         self.paused = leg.write_paused  # the client is not reading as fast as the response comes
         self.sent = 0
         self.upstream: Any = None
+        self.timer: asyncio.TimerHandle | None = None
         self.upstream_at: float  # (set with `upstream`)
         self.upstream_s: float
         leg.exchange = self
@@ -392,6 +394,8 @@ class Exchange:
         if req.finished or leg.closed:
             return
         req.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
         state = leg.state
         if state.access_log is not None:
             try:
@@ -405,12 +409,14 @@ class Exchange:
 
     def hand_over(self, protocol: asyncio.BaseProtocol, keeper: Any) -> Any:
         """The connection leaves HTTP with this exchange (a WebSocket after the upgrade): the client's transport
-        now speaks to `protocol`, `keeper` (with `check_deadline`, `shutdown`, `close`, `transport`) takes the
+        now speaks to `protocol`, `keeper` (with `shutdown`, `close`, `transport`) takes the
         connection's place among the worker's connections, and the exchange ends (logged, with `req.status`).
         Returns the transport."""
         leg = self.leg
         req = self.req
         req.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
         state = leg.state
         if state.access_log is not None:
             try:
@@ -462,16 +468,11 @@ class Exchange:
         """The client connection closed: whatever the integration holds for this request is let go."""
         req = self.req
         req.finished = True
+        if self.timer is not None:
+            self.timer.cancel()
         up = req.upstream
         if up is not None:
             up.abandon()
-
-    def check_deadline(self, now: float) -> None:
-        """The server's tick, through the client leg: the integration's timeouts (an upstream's read or send
-        timeout) are enforced by what takes the request (`req.upstream`)."""
-        up = self.req.upstream
-        if up is not None:
-            up.check_deadline(now)
 
     def request_broken(self, status: int, message: str) -> None:
         """The request body turned out malformed while it was streaming to the integration: the integration never

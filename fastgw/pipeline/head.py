@@ -14,8 +14,8 @@ from http import HTTPStatus
 
 import orjson
 
-from fastgw._pycore import status_line  # a table lookup, the same on both twins
 from fastgw.core import finish_head
+from fastgw.core.http import status_line  # a table lookup, the same on both twins
 
 __all__ = ["DATE", "encode_lines", "error_response", "gateway_head", "json_body", "reason", "without_fields"]
 

@@ -9,13 +9,13 @@ config loads. See docs/plugins.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import msgspec
 import orjson
 
-# What phases see: compiled (fastgw._core) or the pure twin (fastgw._pyplugins), as fastgw.core chose.
+# What phases see: compiled (fastgw._core) or the pure twin (fastgw.core.phases), as fastgw.core chose.
 from fastgw.core import ClientRequest, Context, Headers, ResponseHead, UpstreamRequest
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ Plugin.Config = EmptyConfig
 class RouteInfo:
     """What a plugin may know of the route that matched."""
 
-    __slots__ = ("name", "path", "methods", "api", "stage", "stage_variables")
+    __slots__ = ("name", "path", "methods", "api", "stage", "stage_variables", "api_id", "functions")
 
     def __init__(
         self,
@@ -106,6 +106,8 @@ class RouteInfo:
         api: str | None,
         stage: str | None,
         stage_variables: dict[str, str] | None,
+        api_id: str = "local",
+        functions: Mapping[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.path = path  # the template, without the stage
@@ -113,6 +115,10 @@ class RouteInfo:
         self.api = api
         self.stage = stage
         self.stage_variables = stage_variables or {}
+        self.api_id = api_id  # the API's id as its ARNs and events name it ("local" outside any API)
+        # The function pools (fastgw.functions.pool.FunctionPool) of the gateway serving the route, by name: what a
+        # plugin that invokes functions (lambda-authorizer) invokes, through the same workers the routes use.
+        self.functions: Mapping[str, Any] = functions or {}
 
 
 class Response:

@@ -15,13 +15,17 @@ import difflib
 import importlib
 import inspect
 import re
+import sys
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from fastgw.config.errors import did_you_mean, explain
 from fastgw.core import PhaseChain
 from fastgw.plugins.base import PHASES, Plugin
 from fastgw.plugins.consumers import Consumer
@@ -40,6 +44,8 @@ BUILTIN_MODULES = (
     "fastgw.plugins.jwt_auth",
     "fastgw.plugins.key_auth",
     "fastgw.plugins.basic_auth",
+    "fastgw.plugins.lambda_authorizer",
+    "fastgw.plugins.multi_auth",
     "fastgw.plugins.acl",
     "fastgw.plugins.rate_limit",
     "fastgw.plugins.usage_plan",
@@ -107,8 +113,9 @@ class Registry:
     instances: dict[str, Plugin]
 
     @classmethod
-    def load(cls, extra: list[str] | None = None) -> Registry:
-        """Built-ins, then the `fastgw.plugins` entry points, then `extra` dotted paths. Raises PluginError."""
+    def load(cls, extra: list[str] | None = None, base_dir: Path | None = None) -> Registry:
+        """Built-ins, then the `fastgw.plugins` entry points, then `extra` dotted paths, whose modules may also lie
+        in `base_dir` (the config's folder, as a function's `code:` does). Raises PluginError."""
         reg = cls({}, {}, {})
         for module in BUILTIN_MODULES:
             mod = importlib.import_module(module)
@@ -120,6 +127,9 @@ class Registry:
             except Exception as exc:  # noqa: BLE001 - a broken package is named, not a crash
                 raise PluginError(f"entry point {ep.name} = {ep.value}: cannot load it: {exc}") from None
             reg.add(plugin, f"entry point {ep.value}")
+        if extra and base_dir is not None and str(base_dir) not in sys.path:
+            # NOTE: appended, not put first: a module beside the config never shadows an installed one.
+            sys.path.append(str(base_dir))
         for path in extra or ():
             reg.add(load_dotted(path), path)
         return reg
@@ -217,6 +227,10 @@ class Chain(PhaseChain):
         """This route's chain for `consumer`: its own plugin configurations replace the route's, add plugins the
         route lacks (except those the route switched off), or switch plugins off. None: nothing differs. Built on
         the consumer's first request on the route, then kept."""
+        if not consumer.plugins:
+            # NOTE: not remembered: a consumer without plugins of its own changes nothing, and consumers made per
+            # request (lambda-authorizer's principals) would grow the table without bound.
+            return None
         try:
             return self._variants[consumer.name]
         except KeyError:
@@ -248,6 +262,21 @@ class PluginSetup:
     consumers: dict[str, Consumer]
 
 
+# Kong's and APISIX's names for what a fastgw plugin does, for "did you mean" when a config names one of them.
+OTHER_GATEWAYS_NAMES = {
+    "rate-limiting": "rate-limit",
+    "rate-limiting-advanced": "rate-limit",
+    "limit-count": "rate-limit",
+    "limit-req": "rate-limit",
+    "correlation-id": "request-id",
+    "jwt": "jwt-auth",
+    "request-size-limiting": "request-size-limit",
+    "proxy-rewrite": "request-transformer",
+    "body-validator": "request-validation",
+    "request-validator": "request-validation",
+}
+
+
 def _msgspec_path(exc: msgspec.ValidationError) -> tuple[str, str]:
     text = str(exc)
     m = re.match(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", text, re.S)
@@ -264,13 +293,43 @@ class PluginConfigError(Exception):
         self.message = message
 
 
-def build(config: Any, entries: tuple[Any, ...]) -> PluginSetup:
+@dataclass(frozen=True)
+class Loading:
+    """What a plugin's `prepare` may see of the config being loaded (`loading()`)."""
+
+    config: Any  # the whole Config (fastgw.config.schema)
+    registry: Registry  # the plugins it can use, with their instances
+
+
+_LOADING: ContextVar[Loading | None] = ContextVar("fastgw_plugins_loading", default=None)
+
+
+def loading() -> Loading:
+    """The config being loaded and its plugin registry, while plugin configurations are prepared: for a plugin whose
+    configuration names something else in the config (lambda-authorizer: a function) or holds other plugins'
+    configurations (multi-auth). Raises RuntimeError outside a load."""
+    current = _LOADING.get()
+    if current is None:
+        raise RuntimeError("fastgw.plugins.chain.loading() is only known while a config loads (Plugin.prepare)")
+    return current
+
+
+def build(config: Any, entries: tuple[Any, ...], base_dir: Path | None = None) -> PluginSetup:
     """Check every plugin configuration and consumer credential of `config`, and build one chain per entry of
-    the route table (`fastgw.config.load.RouteEntry`). Raises PluginConfigError."""
+    the route table (`fastgw.config.load.RouteEntry`); `plugin_modules` may lie in `base_dir`. Raises
+    PluginConfigError."""
     try:
-        registry = Registry.load(config.plugin_modules)
+        registry = Registry.load(config.plugin_modules, base_dir)
     except PluginError as exc:
         raise PluginConfigError("$.plugin_modules", str(exc)) from None
+    token = _LOADING.set(Loading(config, registry))
+    try:
+        return _build(config, entries, registry)
+    finally:
+        _LOADING.reset(token)
+
+
+def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginSetup:
     prepared: dict[tuple[str, str], tuple[Plugin, Any] | None] = {}
 
     def configured(scope: str, name: str, raw: Any) -> tuple[Plugin, Any] | None:
@@ -281,7 +340,8 @@ def build(config: Any, entries: tuple[Any, ...]) -> PluginSetup:
         cls = registry.classes.get(name)
         if cls is None:
             known = ", ".join(sorted(registry.classes))
-            raise PluginConfigError(at, f"unknown plugin {name!r} (installed: {known})")
+            hint = did_you_mean(name, registry.classes, OTHER_GATEWAYS_NAMES)
+            raise PluginConfigError(at, f"unknown plugin {name!r}{hint} (installed: {known})")
         if raw is False:
             prepared[key] = None  # switched off here
             return None
@@ -289,12 +349,13 @@ def build(config: Any, entries: tuple[Any, ...]) -> PluginSetup:
             conf = msgspec.convert({} if raw is None or raw is True else raw, cls.Config, strict=True)
         except msgspec.ValidationError as exc:
             msg, sub = _msgspec_path(exc)
-            raise PluginConfigError(at + sub, msg) from None
+            raise PluginConfigError(at + sub, explain("$" + sub, msg, raw, cls.Config)) from None
         plugin = registry.instance(name)
         try:
             result = (plugin, plugin.prepare(conf))
         except (ValueError, TypeError) as exc:
-            raise PluginConfigError(at, str(exc)) from None
+            # `at` on the error: where inside this configuration (multi-auth's `.auth_plugins[1].jwt-auth.secret`).
+            raise PluginConfigError(at + getattr(exc, "at", ""), str(exc)) from None
         prepared[key] = result
         return result
 

@@ -26,7 +26,7 @@ class Prepared(msgspec.Struct, frozen=True):
     any_origin: bool
     exact: frozenset[str]
     patterns: tuple[re.Pattern[str], ...]
-    methods: str
+    methods: tuple[str, ...]
     headers: str | None
     exposed: str | None
     credentials: bool
@@ -54,7 +54,7 @@ class Cors(Plugin):
             any_origin=any_origin,
             exact=frozenset(o for o in conf.origins if not o.startswith("~") and o != "*"),
             patterns=tuple(patterns),
-            methods=", ".join(m.upper() for m in conf.methods),
+            methods=tuple(dict.fromkeys(m.upper() for m in conf.methods)),
             headers=", ".join(conf.headers) if conf.headers is not None else None,
             exposed=", ".join(conf.exposed_headers) or None,
             credentials=conf.credentials,
@@ -75,7 +75,12 @@ class Cors(Plugin):
         headers = [("vary", "Origin")]
         if self._allowed(origin, conf):
             headers.append(("access-control-allow-origin", "*" if conf.any_origin else origin))
-            headers.append(("access-control-allow-methods", conf.methods))
+            # A route's preflight names only what that route serves: `[GET, PUT]` is not told to try DELETE.
+            info = ctx.route
+            served = info.methods if info is not None and "ANY" not in info.methods else None
+            methods = ", ".join(m for m in conf.methods if served is None or m in served)
+            if methods:
+                headers.append(("access-control-allow-methods", methods))
             asked = req.header("access-control-request-headers")
             allow_headers = conf.headers if conf.headers is not None else asked
             if allow_headers:

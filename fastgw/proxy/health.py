@@ -113,25 +113,45 @@ class TargetWatch:
     """What the proxy tells about a target's answers and failures, for its passive checks and its breaker. Only
     targets with one of them have a watch (`Target.watch`); the proxy reads that attribute and nothing else."""
 
-    __slots__ = ("target", "upstream", "outlier", "breaker")
+    # quiet: an answer under `bad` only ends the outlier's run of failures (no breaker, no ratio to count): the
+    # proxy then just clears `outlier.in_row` (PERF: no call per answer on the default passive check).
+    # bad: the lowest status that is a failure (600: answers never are, to the passive check alone).
+    __slots__ = ("target", "upstream", "outlier", "breaker", "counts", "quiet", "bad")
 
     def __init__(self, target: Target, upstream: Upstream) -> None:
         self.target = target
         self.upstream = upstream
         conf = upstream.config
-        self.outlier = Outlier(conf.health.passive) if conf.health.passive is not None else None
+        passive = conf.health.passive
+        self.outlier = Outlier(passive) if passive is not None else None
         self.breaker = Breaker(conf.breaker, self._breaker_changed) if conf.breaker is not None else None
+        # What the passive check counts as a failure (the breaker counts every kind).
+        self.counts = frozenset(passive.failures) if passive is not None else frozenset()
+        self.bad = 500 if self.breaker is not None or "http_5xx" in self.counts else 600
+        self.quiet = self.breaker is None and passive is not None and passive.failure_ratio is None
 
     def answered(self, status: int) -> None:
-        self.record(status < 500, f"answered {status}")
+        if status < 500:
+            self.record(True, f"answered {status}")
+            return
+        what = f"answered {status}"
+        if self.breaker is not None:
+            self.breaker.record(False, time.monotonic())
+        self._outlier(("http_5xx" not in self.counts), what)
 
-    def failed(self, why: str) -> None:
-        self.record(False, why)
+    def failed(self, why: str, kind: str = "error") -> None:
+        """A try failed: `kind` is "error" or "timeout" (fastgw.proxy.retry's words)."""
+        if self.breaker is not None:
+            self.breaker.record(False, time.monotonic())
+        self._outlier(kind not in self.counts, why)
 
     def record(self, ok: bool, what: str) -> None:
-        now = time.monotonic()
         if self.breaker is not None:
-            self.breaker.record(ok, now)
+            self.breaker.record(ok, time.monotonic())
+        self._outlier(ok, what)
+
+    def _outlier(self, ok: bool, what: str) -> None:
+        now = time.monotonic()
         outlier = self.outlier
         if outlier is not None and not outlier.ejected_until:
             why = outlier.record(ok)

@@ -207,7 +207,10 @@ class Upstream:
         self.named = any(dns.is_name(_host(url)) for url, _ in urls)
         self.resolver: asyncio.Task[None] | None = None
         health = config.health
-        self.watched = health.passive is not None or config.breaker is not None
+        # Passive checks (on by default) watch an upstream with a choice of targets: the only target is never
+        # ejected, so a single one keeps the plain way (`only`) unless a breaker watches it.
+        several = len(self.targets) > 1 or self.named
+        self.watched = (health.passive is not None and several) or config.breaker is not None
         if self.watched:
             for t in self.targets:
                 t.watch = TargetWatch(t, self)
@@ -332,9 +335,12 @@ class Upstream:
         return candidates[0]
 
     def may_eject(self, target: Target) -> bool:
-        """Passive checks never eject more than `max_ejected` of the targets (one may always be)."""
+        """Passive checks never eject more than `max_ejected` of the targets (one may always be), and never the
+        only target of an upstream (ejecting it would only turn its failures into 503s)."""
         passive = self.config.health.passive
         assert passive is not None
+        if len(self.targets) < 2:
+            return False
         ejected = sum(1 for t in self.targets if t.watch and t.watch.outlier and t.watch.outlier.ejected_until)
         return ejected < max(1, int(passive.max_ejected * len(self.targets)))
 

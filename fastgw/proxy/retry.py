@@ -3,8 +3,9 @@
 A try that fails before any response byte reached the client (the connection failed, was reset or timed out; or
 the target answered a status listed in `when`, whose answer is then dropped) goes once more to a target not tried
 yet, while the retry policy allows: tries left, the method listed (POST and PATCH only on routes that allow it),
-a body kept whole in the replay buffer, the route's total timeout not passed, and the budget not spent. Nothing
-here runs on a request that does not fail.
+a body kept whole in the replay buffer, the route's total timeout not passed, and the budget not spent. A try
+whose connection never opened (refused, connect timeout) sent nothing: it goes on whatever the method and the
+body, within the same tries and budget. Nothing here runs on a request that does not fail.
 """
 
 from __future__ import annotations
@@ -123,19 +124,25 @@ class Retrying(Protocol):
 
 
 def next_try(
-    ex: Exchange, route: Retrying, target: Any, attempt: Attempt | None, kind: str, reason: str
+    ex: Exchange, route: Retrying, target: Any, attempt: Attempt | None, kind: str, reason: str, unsent: bool = False
 ) -> tuple[Any, Attempt] | None:
-    """The target of the next try and the attempt carried to it, or None when the request is not retried."""
+    """The target of the next try and the attempt carried to it, or None when the request is not retried.
+
+    `unsent`: the try never opened its connection (refused, timed out connecting), so nothing of the request left
+    the gateway: it goes to another target whatever its method (nginx's `proxy_next_upstream error`), and its
+    body, never drained, is still whole in `req.body`."""
     policy = route.retry
     req = ex.req
-    if policy is None or ex.gone or req.response_started or kind not in policy.when or req.method not in policy.methods:
+    if policy is None or ex.gone or req.response_started or kind not in policy.when:
+        return None
+    if not unsent and req.method not in policy.methods:
         return None
     has_body = bool(req.content_length or req.chunked)
     if attempt is None or attempt.ex is not ex:
-        if has_body:
+        if has_body and not unsent:
             return None  # a body that was not kept cannot be sent again
         attempt = Attempt(ex, target, 0)
-    if has_body and attempt.replay is None:
+    if has_body and not unsent and attempt.replay is None:
         log.info("%s %s not retried: its body is over retries.max_replay_body", req.method, req.path)
         return None
     if len(attempt.tried) >= policy.attempts:

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from fastgw.config.checks import TEMPLATE_REF
+from fastgw.pipeline.deadline import call_at_deadline
 from fastgw.pipeline.exchange import Route
 from fastgw.proxy.retry import Attempt, RetryPolicy
-from fastgw.proxy.upstream import CHECK, connect_and_start
+from fastgw.proxy.upstream import CHECK, TIMED_OUT, UpstreamConnection, connect_and_start
 
 if TYPE_CHECKING:
     from fastgw.config.schema import HttpIntegration
@@ -129,8 +130,14 @@ class HttpRoute(Route):
     def _start_guarded(self, ex: Exchange, target: Target, head: bytes) -> None:
         """`start` on a route with a total timeout or retries: the clock started, a body kept for a retry."""
         req = ex.req
-        if self.timeout is not None and not req.t0:
-            req.t0 = time.perf_counter()  # the total timeout's start (the access log sets it when it is on)
+        timeout = self.timeout
+        if timeout is not None:
+            if not req.t0:
+                req.t0 = time.perf_counter()  # the total timeout's start (the access log sets it when it is on)
+            if ex.timer is None:
+                loop = ex.state.loop
+                at = loop.time() + req.t0 + timeout - time.perf_counter()
+                ex.timer = call_at_deadline(loop, at, _timed_out, ex, self)
         retry = self.retry
         attempt = None
         if retry is not None and (req.content_length or req.chunked) and req.method in retry.methods:
@@ -144,3 +151,17 @@ class HttpRoute(Route):
         else:
             target.connecting += 1
             ex.state.loop.create_task(connect_and_start(ex, target, head, attempt))
+
+
+def _timed_out(ex: Exchange, route: HttpRoute) -> None:
+    """The route's total timeout passed: unless the response has begun, the try in flight is let go and the
+    client gets 504."""
+    req = ex.req
+    if ex.gone or req.response_started:
+        return
+    reason = f"route {route.name} timed out after {route.timeout:g}s"
+    up = req.upstream
+    if isinstance(up, UpstreamConnection):
+        up.time_out(reason)
+    else:
+        ex.fail(504, TIMED_OUT, reason)  # (still connecting: the connection, when it comes, goes to the pool)

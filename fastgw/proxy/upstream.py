@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 from httptools import HttpParserError, HttpResponseParser
 
 from fastgw.core import PluginFailed, ResponseSink, filter_head
+from fastgw.pipeline.deadline import Deadline
 from fastgw.pipeline.exchange import FILTER_HEAD, HOLD_BODY
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
@@ -75,12 +76,12 @@ async def connect_and_start(ex: Exchange, target: Target, head: bytes, attempt: 
     except asyncio.TimeoutError:
         target.connecting -= 1
         reason = f"connect to {target.url} timed out after {timeout:g}s"
-        try_failed(ex, target, attempt, "timeout", 504, TIMED_OUT, reason)
+        try_failed(ex, target, attempt, "timeout", 504, TIMED_OUT, reason, unsent=True)
         return
     except OSError as exc:
         target.connecting -= 1
         reason = f"connect to {target.url} failed: {exc.strerror or exc}"
-        try_failed(ex, target, attempt, "error", 502, "Bad Gateway", reason)
+        try_failed(ex, target, attempt, "error", 502, "Bad Gateway", reason, unsent=True)
         return
     target.connecting -= 1
     if ex.gone:
@@ -93,14 +94,22 @@ async def connect_and_start(ex: Exchange, target: Target, head: bytes, attempt: 
 
 
 def try_failed(
-    ex: Exchange, target: Target, attempt: Attempt | None, kind: str, status: int, message: str, reason: str
+    ex: Exchange,
+    target: Target,
+    attempt: Attempt | None,
+    kind: str,
+    status: int,
+    message: str,
+    reason: str,
+    unsent: bool = False,
 ) -> None:
     """A try failed before any response byte reached the client: the target's watch hears of it, and the request
-    goes to another target if the route's retry policy allows; else the client gets `status`."""
+    goes to another target if the route's retry policy allows; else the client gets `status`. `unsent`: the
+    connection never opened, so no byte of the request left (any method may go to another target)."""
     watch = target.watch
     if watch is not None:
-        watch.failed(reason)
-    nxt = next_try(ex, ex.route, target, attempt, kind, reason)  # type: ignore[arg-type]
+        watch.failed(reason, kind)
+    nxt = next_try(ex, ex.route, target, attempt, kind, reason, unsent)  # type: ignore[arg-type]
     if nxt is None:
         ex.fail(status, message, reason)
     else:
@@ -124,19 +133,21 @@ def _launch(ex: Exchange, target: Target, attempt: Attempt) -> None:
         ex.state.loop.create_task(connect_and_start(ex, target, head, attempt))
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One upstream TCP connection; in an exchange (`ex`) or idle in its target's pool."""
+class UpstreamConnection(Deadline, asyncio.Protocol):
+    """One upstream TCP connection; in an exchange (`ex`) or idle in its target's pool. Its deadline
+    (fastgw.pipeline.deadline) is the try's: the response head's, the next response bytes', or the wait for the
+    upstream to take request bytes."""
 
     __slots__ = (
-        "target", "state", "loop", "transport", "sink", "parser", "ex", "req", "head", "idle_since",
-        "deadline", "served", "closed", "_req_done", "_reading_paused", "_write_paused", "filtering", "held",
+        "target", "state", "transport", "sink", "parser", "ex", "req", "head", "idle_since", "served", "closed",
+        "_req_done", "_reading_paused", "_write_paused", "filtering", "held",
         "attempt", "sent_at", "observed",
     )  # fmt: skip
 
     def __init__(self, target: Target, state: Worker) -> None:
         self.target = target
         self.state = state
-        self.loop = asyncio.get_running_loop()
+        Deadline.__init__(self, asyncio.get_running_loop())
         self.transport: asyncio.Transport | None = None
         # The parser's callbacks go to the sink (compiled): it writes the client's response into `sink.out`.
         self.sink = ResponseSink()
@@ -145,7 +156,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.req: Request | None = None
         self.head = b""
         self.idle_since = 0.0
-        self.deadline = 0.0
         self.served = 0
         self.closed = False
         self._req_done = False
@@ -170,6 +180,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.cancel_deadline()
         self.target.open -= 1
         self.sink.parser = None  # break the parser <-> sink cycle
         ex, req = self.ex, self.req
@@ -238,11 +249,13 @@ class UpstreamConnection(asyncio.Protocol):
         if sink.done:
             self._finish()
         else:
-            self.deadline = self.loop.time() + self.target.read_timeout
+            at = self.deadline = self.loop.time() + self.target.read_timeout
+            if at < self.timer_at:
+                self.arm(at)
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self.deadline = self.loop.time() + self.target.send_timeout
+        self.set_deadline(self.loop.time() + self.target.send_timeout)
         if self.ex is not None:
             self.ex.pause_client()
 
@@ -287,7 +300,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.sent_at = _perf()
         self.transport.write(head)
         if not self._write_paused:
-            self.deadline = self.loop.time() + self.target.head_timeout
+            at = self.deadline = self.loop.time() + self.target.head_timeout
+            if at < self.timer_at:
+                self.arm(at)
         if ex.paused:
             self.pause_reading()
 
@@ -302,9 +317,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.write(chunk)
 
     def end_body(self) -> None:
-        if self.req is not None and self.req.chunked and self.transport is not None:
+        req = self.req
+        if req is not None and req.chunked and self.transport is not None:
             self.transport.write(b"0\r\n\r\n")
         self._req_done = True
+        if req is not None and not req.response_started and not self._write_paused:
+            # The wait for the response head starts when the request is whole (the client's pace is not the
+            # target's: until now the body timeout bounded it).
+            self.set_deadline(self.loop.time() + self.target.head_timeout)
 
     def pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
@@ -323,22 +343,27 @@ class UpstreamConnection(asyncio.Protocol):
 
     def check_deadline(self, now: float) -> None:
         ex = self.ex
-        if ex is None or self.req is None:
+        req = self.req
+        if ex is None or req is None:
             return
-        if not self.req.response_started:
-            total = ex.route.timeout  # type: ignore[union-attr]
-            if total is not None and time.perf_counter() > self.req.t0 + total:
-                self._fail(504, TIMED_OUT, f"route {ex.route.name} timed out after {total:g}s")  # type: ignore[union-attr]
-                return
-        if self.deadline and now > self.deadline:
-            target = self.target
-            if self._write_paused:
-                what, timeout = "accept the request", target.send_timeout
-            elif self.req.response_started:
-                what, timeout = "send more of its response", target.read_timeout
-            else:
-                what, timeout = "respond", target.head_timeout
-            self._try_failed("timeout", 504, TIMED_OUT, f"upstream {target.url} did not {what} within {timeout:g}s")
+        target = self.target
+        if not self._req_done and not self._write_paused and not req.response_started:
+            # The target has taken all the body the client sent so far and waits for the rest: that wait is the
+            # client's, bounded by limits.body_timeout (which lets this connection go without blaming the target).
+            self.set_deadline(now + target.head_timeout)
+            return
+        if self._write_paused:
+            what, timeout = "accept the request", target.send_timeout
+        elif req.response_started:
+            what, timeout = "send more of its response", target.read_timeout
+        else:
+            what, timeout = "respond", target.head_timeout
+        self._try_failed("timeout", 504, TIMED_OUT, f"upstream {target.url} did not {what} within {timeout:g}s")
+
+    def time_out(self, reason: str) -> None:
+        """The route's total timeout passed before the response head (fastgw.proxy.route): not the target's
+        fault alone, so its watch does not hear of it."""
+        self._fail(504, TIMED_OUT, reason)
 
     def close(self) -> None:
         self.closed = True
@@ -361,7 +386,7 @@ class UpstreamConnection(asyncio.Protocol):
         req = self.req
         assert req is not None
         if not req.response_started:
-            self.deadline = self.loop.time() + self.target.read_timeout  # still the head (or a 1xx)
+            self.set_deadline(self.loop.time() + self.target.read_timeout)  # still the head (or a 1xx)
             return False
         if self.filtering & CHECK:
             self.filtering &= ~CHECK
@@ -373,7 +398,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.held = sum(len(part) for part in out) - len(out[0])
         limit = ex.max_held
         if self.held <= limit:
-            self.deadline = self.loop.time() + self.target.read_timeout
+            self.set_deadline(self.loop.time() + self.target.read_timeout)
             return False
         log.warning("response on route %s is over %d bytes: sent unchanged, its body_filter phases skipped",
                     ex.route.name, limit)  # type: ignore[union-attr]  # fmt: skip
@@ -497,7 +522,10 @@ class UpstreamConnection(asyncio.Protocol):
             req.upstream = None
             watch = target.watch
             if watch is not None:
-                watch.answered(req.status)
+                if watch.quiet and req.status < watch.bad:
+                    watch.outlier.in_row = 0  # type: ignore[union-attr]  # PERF: TargetWatch.answered's whole work here
+                else:
+                    watch.answered(req.status)
             if ex is not None:
                 ex.done()  # nothing happens if the client went away meanwhile
 

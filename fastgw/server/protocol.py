@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 from fastgw.core import Reject, Request, RequestSink
+from fastgw.pipeline.deadline import Deadline
 from fastgw.pipeline.dispatch import dispatch, refuse
 from fastgw.pipeline.head import error_response
 from fastgw.pipeline.leg import HIGH_WATER, PAUSE_BUFFER, PAUSE_PIPELINE, Peer
@@ -26,18 +27,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw.server")
 
-DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE = 0, 1, 2
+DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE, DEADLINE_BODY = 0, 1, 2, 3
 
 
-class ClientProtocol(asyncio.Protocol):
+class ClientProtocol(Deadline, asyncio.Protocol):
+    """A client connection. Its deadline (fastgw.pipeline.deadline) is one of: the request head's
+    (`header_timeout`, 408), the idle keep-alive wait's (`keepalive_timeout`, closed), or, while a request body is
+    on its way, the wait for its next bytes (`body_timeout`, 408)."""
+
     __slots__ = (
-        "state", "loop", "transport", "write", "sink", "parser", "queue", "active", "closed", "broken",
-        "write_paused", "_paused", "_starting", "deadline", "deadline_kind", "peer", "limits", "exchange",
+        "state", "transport", "write", "sink", "parser", "queue", "active", "closed", "broken",
+        "write_paused", "_paused", "_starting", "deadline_kind", "peer", "limits", "exchange",
     )  # fmt: skip
 
     def __init__(self, state: Worker) -> None:
         self.state = state
-        self.loop = state.loop
+        Deadline.__init__(self, state.loop)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         limits = self.limits = state.gateway.limits
         self.queue: deque[Request] = deque()
@@ -59,7 +64,6 @@ class ClientProtocol(asyncio.Protocol):
         self.write_paused = False
         self._paused = 0
         self._starting = False
-        self.deadline = 0.0
         self.deadline_kind = DEADLINE_NONE
         self.peer = Peer("")
         self.exchange: Exchange | None = None  # the exchange of the request in flight
@@ -79,6 +83,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.cancel_deadline()
         self.state.connections.discard(self)
         ex = self.exchange
         if ex is not None:
@@ -107,7 +112,11 @@ class ClientProtocol(asyncio.Protocol):
             # The first bytes of the next request after an idle keep-alive wait (_header_deadline, inlined: PERF,
             # once per keep-alive request, ~60 ns).
             self.deadline_kind = DEADLINE_HEADER
-            self.deadline = self.loop.time() + self.limits.header_timeout
+            at = self.deadline = self.loop.time() + self.limits.header_timeout
+            if at < self.timer_at:
+                self.arm(at)
+        elif self.deadline_kind == DEADLINE_BODY:
+            self.deadline = self.loop.time() + self.limits.body_timeout  # more of the body: later than before
         self._maybe_start()
 
     def pause_writing(self) -> None:
@@ -141,6 +150,8 @@ class ClientProtocol(asyncio.Protocol):
                 if not req.headers_done:
                     return
                 self.active = True
+                if not req.complete:
+                    self._body_deadline_starts()
                 try:
                     dispatch(self, req)
                 except Exception:
@@ -165,7 +176,9 @@ class ClientProtocol(asyncio.Protocol):
             return
         if not queue:
             self.deadline_kind = DEADLINE_IDLE
-            self.deadline = self.loop.time() + self.limits.keepalive_timeout
+            at = self.deadline = self.loop.time() + self.limits.keepalive_timeout
+            if at < self.timer_at:
+                self.arm(at)
             if self._paused:
                 self.resume_reading_for(PAUSE_PIPELINE)
             return
@@ -245,19 +258,49 @@ class ClientProtocol(asyncio.Protocol):
     def _header_deadline(self) -> None:
         """From now on, the next request has `header_timeout` to arrive whole (or it gets a 408)."""
         self.deadline_kind = DEADLINE_HEADER
-        self.deadline = self.loop.time() + self.limits.header_timeout
+        self.set_deadline(self.loop.time() + self.limits.header_timeout)
 
     def check_deadline(self, now: float) -> None:
-        if self.active:
-            # NOTE: a request in flight is bounded by its integration's timeouts, not by these.
-            if self.exchange is not None:
-                self.exchange.check_deadline(now)
+        """The deadline passed (`now` >= it): what it bounded decides."""
+        if self.closed:
             return
-        if not self.deadline or now <= self.deadline or self.closed:
+        if self.active:
+            # NOTE: a request in flight is bounded by its integration's timeouts, and its body by body_timeout.
+            if self.deadline_kind == DEADLINE_BODY:
+                self._body_deadline(now)
             return
         if self.deadline_kind == DEADLINE_HEADER:
             self.broken = True
             self.transport.write(error_response(408, "Request Timeout", server=self.state.gateway.server_line))
+        self.close()
+
+    def _body_deadline_starts(self) -> None:
+        """A request whose body is on its way goes in: the client has `body_timeout` to send each next part."""
+        self.deadline_kind = DEADLINE_BODY
+        self.set_deadline(self.loop.time() + self.limits.body_timeout)
+
+    def _body_deadline(self, now: float) -> None:
+        ex = self.exchange
+        if ex is None or ex.req.complete:
+            self.deadline_kind = DEADLINE_NONE  # the body is whole: nothing of the client's to wait for
+            return
+        timeout = self.limits.body_timeout
+        if self._paused:
+            # Not reading is the gateway's doing (the integration takes the body slower): the client is not idle.
+            self.set_deadline(now + timeout)
+            return
+        # The client stopped sending its body. Its fault, not the target's: the upstream leg is let go without a
+        # word to the target's health, breaker or metrics, and the client gets 408 and a closed connection.
+        self.deadline_kind = DEADLINE_NONE
+        self.broken = True
+        self.transport.pause_reading()
+        req = ex.req
+        req.keep_alive = False
+        up = req.upstream
+        if up is not None:
+            req.upstream = None
+            up.abandon()
+        ex.fail(408, "Request Timeout", f"the client sent no request body bytes for {timeout:g}s")
         self.close()
 
     def shutdown(self) -> None:

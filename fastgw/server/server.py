@@ -36,12 +36,12 @@ from fastgw.server.watch import Watcher, follow
 
 log = logging.getLogger("fastgw.server")
 
-TICK = 0.25  # seconds between deadline checks: every timeout fires within two ticks of its deadline
+TICK = 0.25  # seconds between housekeeping rounds: the Date line, upstream expiry, log flush, counters
 SNAPSHOT_TICKS = 4  # a worker under a supervisor writes its counters every 4 ticks (once a second)
 
 
 class Server:
-    """One worker: a listening socket, its connections, and the tick that enforces deadlines."""
+    """One worker: a listening socket, its connections, and the tick that keeps house."""
 
     def __init__(
         self,
@@ -79,7 +79,6 @@ class Server:
         self.gateway: Gateway | None = None  # what `state.gateway` serves, with the handles only the server uses
         self._servers: list[asyncio.AbstractServer] = []
         self._tick: asyncio.TimerHandle | None = None
-        self._last_tick = 0.0
         self._stopped: asyncio.Event | None = None
         # Metrics: counters kept when the admin API serves /metrics (here, or the supervisor's from `metrics_dir`).
         self.metrics_dir = metrics_dir
@@ -147,7 +146,6 @@ class Server:
             if not self.plain:
                 self.port = port
         self._stopped = asyncio.Event()
-        self._last_tick = loop.time()
         self._tick = loop.call_later(TICK, self._on_tick)
         if self.watch:
             config = self._loaded.source if self.watch == "all" and not self._loaded.source.startswith("<") else None
@@ -197,13 +195,8 @@ class Server:
         assert state is not None
         DATE.refresh()
         now = state.loop.time()
-        checked_at, self._last_tick = self._last_tick, now
-        # NOTE: the event loop runs due timers before it polls for I/O, so after a stall of the whole process (a
-        # paused VM, a long GC) bytes that arrived in time are still unread when this tick runs. A deadline is
-        # therefore enforced only if it had already passed at the previous tick: the loop has polled I/O since
-        # then, and anything that arrived would have moved the deadline. Timeouts fire up to two ticks late.
-        for conn in list(state.connections):
-            conn.check_deadline(checked_at)  # and, through its exchange, the integration's deadlines
+        # NOTE: connections' and exchanges' deadlines have timers of their own (fastgw.pipeline.deadline): they
+        # fire on time, not on this tick.
         assert self.gateway is not None
         for upstream in self.gateway.upstreams.values():
             upstream.expire(now)

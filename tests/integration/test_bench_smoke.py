@@ -86,3 +86,30 @@ def test_tls_bench_runs_both_proxies_on_the_same_protocol_and_cipher(tmp_path):
         assert result["tls_negotiated"][side] == ["TLSv1.2", "ECDHE-ECDSA-AES128-GCM-SHA256"]
     assert result["tls_ratio_rps"] > 0 and result["tls_ratio_rps_paired"] > 0
     assert "TLS fastgw/nginx: throughput" in proc.stdout
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("nginx", "wrk", "taskset")) or (os.cpu_count() or 1) < 2,
+    reason="needs nginx, wrk, taskset and 2 CPUs (.ci/run installs them)",
+)
+def test_chain_bench_reports_the_chains_cpu_per_request_beside_nginx(tmp_path):
+    out = tmp_path / "chain.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "run.py"), "--scenario", "chain", "--duration", "1", "--rounds", "1",
+           "--warmup", "1", "--connections", "4", "--out", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    for side in ("fastgw", "nginx", "chain"):
+        assert result[side]["rps"] > 0 and result[side]["errors"] == 0  # (a 401 from key-auth counts as an error)
+        assert result[side]["cpu_us_per_request"] > 0
+    assert result["chain_ratio_cpu_efficiency"] == round(
+        result["nginx"]["cpu_us_per_request"] / result["chain"]["cpu_us_per_request"], 3
+    )
+    assert result["chain_vs_plain"] > 0 and result["chain_ratio_rps_vs_nginx"] > 0
+    # The chain ran: the JSON access log has the requests, by the consumer key-auth found, each with its request id.
+    log = result["chain_access_log"]
+    assert log["lines"] > 0
+    assert log["last"]["consumer"] == "bench" and log["last"]["request_id"] and log["last"]["status"] == 200
+    assert "chain (key-auth query key, request-id, request-transformer, JSON access log): CPU per request" in (
+        proc.stdout
+    )

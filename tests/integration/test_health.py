@@ -36,7 +36,8 @@ async def test_passive_checks_eject_a_failing_target_and_let_it_back(gateway, ca
     caplog.set_level(logging.WARNING, "fastgw.upstream")
     async with FlakyTarget("a") as a, FlakyTarget("b") as b:
         a.mode = "status:500"
-        passive = {"consecutive_failures": 3, "base_ejection": 0.6, "max_ejection": 5}
+        # 5xx answers count only when listed (issue 19: not by default, or a client could eject targets)
+        passive = {"consecutive_failures": 3, "base_ejection": 0.6, "max_ejection": 5, "failures": ["http_5xx"]}
         gw = await gateway(upstream_config([a.url, b.url], health={"passive": passive}))
         seen = [await _who(gw.port) for _ in range(6)]
         assert seen == ["500", "b", "500", "b", "500", "b"]  # three failures in a row: ejected
@@ -54,7 +55,7 @@ async def test_passive_checks_eject_a_failing_target_and_let_it_back(gateway, ca
 async def test_passive_ejection_never_takes_the_last_targets(gateway):
     async with FlakyTarget("a") as a, FlakyTarget("b") as b:
         a.mode = b.mode = "status:500"
-        passive = {"consecutive_failures": 1, "max_ejected": 0.5}
+        passive = {"consecutive_failures": 1, "max_ejected": 0.5, "failures": ["error", "timeout", "http_5xx"]}
         gw = await gateway(upstream_config([a.url, b.url], health={"passive": passive}))
         for _ in range(6):
             assert (await http_request(gw.port, "GET", "/")).status == 500

@@ -266,3 +266,32 @@ async def test_a_hook_that_raises_is_logged_and_the_connection_goes_on(caplog):
     assert [orjson.loads(line)["route"] for line in out.getvalue().splitlines()] == ["t", "t"]
     assert counters.series[("t", "GET", 200)][0] == 2
     assert caplog.text.count("observing the exchange failed") == 2
+
+
+def test_an_access_log_path_that_cannot_be_opened_is_a_config_error_naming_the_key(tmp_path, capsys):
+    """`fastgw check` refuses it, and so `serve` does before it binds, naming the key: it used to pass the check
+    and then fail `serve` as 'cannot listen on 127.0.0.1:PORT'."""
+    from fastgw.cli import main
+    from fastgw.config.load import ConfigError, load_config_bytes
+
+    cases = {
+        str(tmp_path / "missing" / "access.log"): "does not exist",
+        str(tmp_path): "got the folder",
+    }
+    for path, words in cases.items():
+        raw = orjson.dumps({"logging": {"access_log_path": path}, "routes": []})
+        try:
+            load_config_bytes(raw, "gw.json")
+        except ConfigError as exc:
+            assert exc.path == "$.logging.access_log_path", exc
+            assert words in str(exc), exc
+        else:
+            raise AssertionError(f"{path}: no error")
+        cfg = tmp_path / "gw.json"
+        cfg.write_bytes(raw)
+        assert main(["check", str(cfg)]) != 0
+        assert "$.logging.access_log_path" in capsys.readouterr().err
+    # A file in an existing folder, or access_log off, passes.
+    load_config_bytes(orjson.dumps({"logging": {"access_log_path": str(tmp_path / "a.log")}}), "gw.json")
+    off = {"logging": {"access_log": False, "access_log_path": str(tmp_path / "missing" / "a.log")}}
+    load_config_bytes(orjson.dumps(off), "gw.json")

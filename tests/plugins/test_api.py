@@ -48,7 +48,7 @@ def test_broken_plugin_classes_are_refused_at_load_with_the_reason(cls, why):
         ("plugins: {request-transformer: {set: {headers: {x: '$request.nothing.x'}}}}",
          "$.plugins.request-transformer", "unknown template reference"),
         ("consumers: {a: {credentials: {cors: [{}]}}}", "$.consumers.a.credentials.cors",
-         "'cors' is not a plugin that takes credentials (basic-auth, jwt-auth, key-auth)"),
+         "'cors' is not a plugin that takes credentials (basic-auth, jwt-auth, key-auth, lambda-authorizer)"),
         ("consumers: {a: {credentials: {key-auth: [{keyy: x}]}}}", "$.consumers.a.credentials.key-auth[0]",
          "Object contains unknown field `keyy`"),
         ("plugin_modules: ['no.such.module:X']", "$.plugin_modules", "cannot import no.such.module"),

@@ -13,14 +13,16 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, Htt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastgw import _pycore, core
+from fastgw import core
+from fastgw.core import http as pyhttp
+from fastgw.core import router as pyrouter
 
 if not core.COMPILED:
     pytest.skip("compiled core not built (FASTGW_NO_EXTENSIONS or no extension)", allow_module_level=True)
 
 from fastgw import _core  # noqa: E402
 
-IMPLS = (_core, _pycore)
+IMPLS = (_core, pyhttp)
 
 REQUEST_FIELDS = [
     "method_b", "method", "url", "headers", "header_bytes", "content_length", "chunked", "expect_continue",
@@ -111,7 +113,7 @@ def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
 
 def _outcome(exc: BaseException) -> tuple:
     cause = exc.__context__
-    if isinstance(cause, _pycore.Reject):
+    if isinstance(cause, pyhttp.Reject):
         return ("reject", cause.status, cause.message)
     if isinstance(exc, HttpParserUpgrade):
         return ("upgrade",)
@@ -160,7 +162,7 @@ LIMITS = st.tuples(
 def test_request_sink_twins_agree(data, cuts, limits, head_args):
     pieces = _pieces(data, cuts)
     fast = _run_requests(_core, pieces, limits)
-    slow = _run_requests(_pycore, pieces, limits)
+    slow = _run_requests(pyhttp, pieces, limits)
     assert fast[:3] == slow[:3]
     trusted, via, peer = head_args
     for f, s in zip(fast[3], slow[3], strict=True):
@@ -235,7 +237,7 @@ def _run_response(impl: types.ModuleType, pieces: list[bytes], flags: tuple[bool
 def test_response_sink_twins_agree(response, cuts, flags):
     data, _ = response
     pieces = _pieces(data, cuts)
-    assert _run_response(_core, pieces, flags) == _run_response(_pycore, pieces, flags)
+    assert _run_response(_core, pieces, flags) == _run_response(pyhttp, pieces, flags)
 
 
 PATH_PIECE = st.sampled_from(
@@ -250,15 +252,15 @@ PATH_POLICY = st.sampled_from([0, 1, 2, 4, 5, 6])
 @given(st.lists(PATH_PIECE, max_size=12), PATH_POLICY)
 def test_normalize_path_twins_agree(pieces, policy):
     raw = ("/" + "".join(pieces)).encode("utf-8")
-    assert _core.normalize_path(raw, policy) == _pycore.normalize_path(raw, policy)
+    assert _core.normalize_path(raw, policy) == pyhttp.normalize_path(raw, policy)
     if policy == 0:
-        assert _core.normalize_path(raw) == _pycore.normalize_path(raw)
+        assert _core.normalize_path(raw) == pyhttp.normalize_path(raw)
 
 
 @settings(max_examples=500, deadline=None)
 @given(
     st.one_of(
-        st.sampled_from(sorted(_pycore.RESPONSE_SKIP)),
+        st.sampled_from(sorted(pyhttp.RESPONSE_SKIP)),
         st.binary(min_size=1, max_size=20),
         st.sampled_from([b"tf", b"vib", b"datE", b"Serve", b"trailers", b"connections", b"content-lengtx"]),
     ),
@@ -267,7 +269,7 @@ def test_normalize_path_twins_agree(pieces, policy):
 def test_response_header_classification_matches_the_skip_set(name, rnd):
     # The compiled sink classifies names by length and a case-folding compare instead of a set lookup.
     mixed = bytes(c ^ 0x20 if 97 <= c <= 122 and rnd.random() < 0.5 else c for c in name)
-    assert _core._response_header_is_skipped(mixed) == (mixed.lower() in _pycore.RESPONSE_SKIP)
+    assert _core._response_header_is_skipped(mixed) == (mixed.lower() in pyhttp.RESPONSE_SKIP)
 
 
 @settings(max_examples=300, deadline=None)
@@ -290,7 +292,7 @@ def test_head_endings_and_the_keep_alive_rule_twins_agree(length, flags, lines):
         head = impl.finish_head([b"HTTP/1.1 200 OK\r\n", *lines], None if no_req else req, length, chunked, keep)
         return keep, head, req.keep_alive
 
-    assert run(_core) == run(_pycore)
+    assert run(_core) == run(pyhttp)
 
 
 URL_PIECE = st.sampled_from(["/", "a", "..", ".", "%2F", "%2e", "?", "#", "x=1", "&", "%", "\\", ";", "//", "users"])
@@ -300,22 +302,20 @@ URL_PIECE = st.sampled_from(["/", "a", "..", ".", "%2F", "%2e", "?", "#", "x=1",
 @given(
     pieces=st.lists(URL_PIECE, max_size=10),
     method=st.sampled_from(["GET", "POST", "PUT"]),
-    policy=st.sampled_from(
-        [0, _pycore.PATH_SLASHES_KEEP, _pycore.PATH_SLASHES_DECODE, _pycore.PATH_BACKSLASH_SEPARATOR]
-    ),
+    policy=st.sampled_from([0, pyhttp.PATH_SLASHES_KEEP, pyhttp.PATH_SLASHES_DECODE, pyhttp.PATH_BACKSLASH_SEPARATOR]),
 )
 def test_routing_a_request_target_twins_agree(pieces, method, policy):
     # Router.route: the target's query split off, the fragment dropped, the path policy, the match, in one call.
     url = ("/" + "".join(pieces)).encode()
 
-    def run(impl: types.ModuleType) -> tuple:
+    def run(impl: types.ModuleType, http: types.ModuleType) -> tuple:
         router = impl.Router()
         router.add("users", ["GET"], "/users/{id}")
         router.add("any", ["ANY"], "/a/{proxy+}")
         router.add("root", ["POST"], "/")
         router.freeze()
-        req = impl.Request()
+        req = http.Request()
         req.url, req.method, req.host = url, method, "h"
         return router.route(req, policy), req.path, req.query
 
-    assert run(_core) == run(_pycore)
+    assert run(_core, _core) == run(pyrouter, pyhttp)

@@ -11,7 +11,10 @@ from httptools import HttpResponseParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw import _pycore, _pylimit, _pyplugins, core
+from fastgw import core
+from fastgw.core import http as pyhttp
+from fastgw.core import limit as pylimit
+from fastgw.core import phases as pyphases
 
 if not core.COMPILED:
     pytest.skip("compiled core not built (FASTGW_NO_EXTENSIONS or no extension)", allow_module_level=True)
@@ -83,7 +86,7 @@ def test_both_fronts_take_the_same_tokens_and_ask_for_the_same_fields(limit, req
     burst, rate, period_us, *rest = limit
     limit = (burst, rate, max(period_us, rate * 60 * 10**6), *rest)
     fast = _run(_core, _core, limit, requests, by_header)
-    slow = _run(_pycore, _pylimit, limit, requests, by_header)
+    slow = _run(pyhttp, pylimit, limit, requests, by_header)
     assert fast == slow
     # Exactly `burst` requests of one key pass (nothing refills within the test).
     out, refused, after = slow
@@ -95,7 +98,7 @@ def test_both_fronts_take_the_same_tokens_and_ask_for_the_same_fields(limit, req
 
 
 def test_the_fields_count_down_and_name_the_reset():
-    for impl, pure in ((_core, _core), (_pycore, _pylimit)):
+    for impl, pure in ((_core, _core), (pyhttp, pylimit)):
         table = pure.BucketTable(3, 1, 2_000_000)  # 3 at once, then one every 2 s
         front = pure.LimitFront(table, None, FIELDS, NAMES, 3, 1, 2_000_000, None, None, False)
         lines = []
@@ -121,7 +124,7 @@ UPSTREAM_FIELD = st.sampled_from(
 def test_the_sinks_write_the_fields_in_place_of_the_upstreams(fields, reply, status):
     response = b"\r\n".join([b"HTTP/1.1 %d X" % status, *fields, b"Content-Length: 0", b"", b""])
     heads = []
-    for impl in (_core, _pycore):
+    for impl in (_core, pyhttp):
         req = impl.Request()
         if reply:
             req.reply_lines, req.reply_names = b"ratelimit-limit: 5\r\n", NAMES
@@ -139,5 +142,33 @@ def test_the_sinks_write_the_fields_in_place_of_the_upstreams(fields, reply, sta
 
 
 def test_pure_twin_module_exports_only_twinned_names():
-    assert set(_pylimit.__all__) <= set(core.TWINNED)
-    assert not set(_pylimit.__all__) & set(_pyplugins.__all__)
+    assert set(pylimit.__all__) <= set(core.TWINNED)
+    assert not set(pylimit.__all__) & set(pyphases.__all__)
+
+
+OP = st.tuples(
+    st.sampled_from(["a", "b", "c", "d", "e"]),
+    st.integers(min_value=-(10**9), max_value=5 * 10**9),  # clock step, sometimes backwards
+    st.integers(min_value=0, max_value=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    capacity=st.integers(1, 10),
+    refill=st.integers(1, 7),
+    period=st.sampled_from([1, 1000, 10**9, 3 * 10**9]),
+    max_keys=st.integers(1, 6),
+    ops=st.lists(OP, max_size=60),
+    sweep_every=st.integers(0, 10),
+)
+def test_bucket_twins_agree(capacity, refill, period, max_keys, ops, sweep_every):
+    fast = _core.BucketTable(capacity, refill, period, max_keys)
+    slow = pylimit.BucketTable(capacity, refill, period, max_keys)
+    now = 10**12
+    for i, (key, step, cost) in enumerate(ops):
+        now += step
+        assert fast.take(key, now, cost) == slow.take(key, now, cost), (i, key, now, cost)
+        assert len(fast) == len(slow) <= max_keys
+        if sweep_every and i % sweep_every == 0:
+            assert fast.sweep(now) == slow.sweep(now)

@@ -1,4 +1,4 @@
-"""The per-exchange observation (fastgw._pyobserve, and the compiled section at the end of _core.pyx): both twins
+"""The per-exchange observation (fastgw.pyobserve, and the compiled section at the end of _core.pyx): both twins
 write the same JSON lines, byte for byte, and count the same series, for exchanges of any shape: text with quotes,
 backslashes, control characters and non-ASCII, values missing, with and without an upstream, plugins' vars, a
 consumer, a traceparent."""
@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw import _pyobserve, core
+from fastgw import core
+from fastgw.core import observe as pyobserve
 from fastgw.observability.accesslog import trace_id_of
 
 if not core.COMPILED:
@@ -130,8 +131,8 @@ def label(up) -> bytes:
 @given(batches=st.lists(st.lists(exchanges(), max_size=8), min_size=1, max_size=3), offset=st.floats(1e9, 2e9))
 def test_both_twins_write_the_same_lines_and_count_the_same(batches, offset):
     fast = _core.LogLines(fragment, label, trace_id_of, 64)
-    slow = _pyobserve.LogLines(fragment, label, trace_id_of, 64)
-    fast_tally, slow_tally = _core.Tally(), _pyobserve.Tally()
+    slow = pyobserve.LogLines(fragment, label, trace_id_of, 64)
+    fast_tally, slow_tally = _core.Tally(), pyobserve.Tally()
     for batch in batches:
         for ex, now in batch:
             assert fast.add(ex, now) == slow.add(ex, now)
@@ -153,7 +154,7 @@ def test_the_numbers_are_whole_microseconds():
     req.t0 = 100.0
     ex = SimpleNamespace(req=req, route=None, gw=None, peer=SimpleNamespace(ip=None), sent=0, upstream="function:f",
                          upstream_s=0.0123456, ctx=None)  # fmt: skip
-    for impl in (_core, _pyobserve):
+    for impl in (_core, pyobserve):
         lines = impl.LogLines(fragment, label, trace_id_of)
         lines.add(ex, 101.5)
         line = orjson.loads(lines.json(0.0))
@@ -162,7 +163,7 @@ def test_the_numbers_are_whole_microseconds():
 
 def test_take_hands_back_what_is_held():
     ex = SimpleNamespace()
-    for impl in (_core, _pyobserve):
+    for impl in (_core, pyobserve):
         lines = impl.LogLines(fragment, label, trace_id_of, 2)
         assert lines.add(ex, 1.5) is False
         assert lines.add(ex, 2.5) is True
@@ -181,7 +182,7 @@ def test_the_compiled_clock_is_perf_counter():
 def test_a_flush_larger_than_the_buffer_grows_it_and_stays_the_same():
     # Paths of control characters print 6 bytes each: 300 lines of them outgrow the first buffer many times over.
     fast = _core.LogLines(fragment, label, trace_id_of, 1000)
-    slow = _pyobserve.LogLines(fragment, label, trace_id_of, 1000)
+    slow = pyobserve.LogLines(fragment, label, trace_id_of, 1000)
     for n in range(300):
         req = _core.Request()
         req.method, req.host, req.path, req.t0 = "GET", "h", "\x01" * (n * 7 % 250) + '"\\', 1.0
@@ -206,7 +207,7 @@ def test_long_values_grow_the_buffer_and_keep_the_twins_equal(size, char, count)
     route = Route(char * size)
     target = Target(char * size, 1)
     out = []
-    for impl in (_core, _pyobserve):
+    for impl in (_core, pyobserve):
         lines = impl.LogLines(fragment, label, trace_id_of, 64)
         for i in range(count):
             req = _core.Request()

@@ -13,14 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw import _pycore, core
+from fastgw import core
+from fastgw.core import http as pyhttp
 
 PIECE = st.sampled_from(
     ["/", "a", "admin", ".", "..", "%2e", "%2E", "%2F", "%2f", "%5C", "%5c", "\\", ";", ";x", "%3B", "%3b"]
     + ["%25", "%252e", "%252F", "%255c", "%253B", "%32", "%65", "%66", "%35", "%63", "%33", "%62", "//", "é"]
 )
 POLICY = st.sampled_from([0, 1, 2, 4, 5, 6])
-NORMALIZERS = sorted({core.normalize_path, _pycore.normalize_path}, key=id)
+NORMALIZERS = sorted({core.normalize_path, pyhttp.normalize_path}, key=id)
 
 
 def _loose_pieces(text: str) -> list[str]:

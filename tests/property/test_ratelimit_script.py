@@ -11,8 +11,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastgw import _pylimit
 from fastgw.core import BucketTable as CoreTable
+from fastgw.core import limit as pylimit
 from fastgw.plugins import rate_limit
 from fastgw.plugins.rate_limit import TAKE_SCRIPT, Limit, Rule, take_all, take_args
 from tests.redisproc import RedisProcess
@@ -50,7 +50,7 @@ def test_script_decides_as_the_local_tables(client, specs, steps, start):
     rules = tuple(
         Rule(Limit(rate=r, burst=b, period=p / 1000), f"prop{run}-{i}", 1000) for i, (r, b, p) in enumerate(specs)
     )
-    pure = [_pylimit.BucketTable(r.burst, r.rate, r.period_us) for r in rules]
+    pure = [pylimit.BucketTable(r.burst, r.rate, r.period_us) for r in rules]
     compiled = [CoreTable(r.burst, r.rate, r.period_us) for r in rules]
     script = client.register_script(TAKE_SCRIPT)
     now = start
@@ -79,7 +79,7 @@ def test_hybrid_sync_script_refills_as_the_tables_and_spends_down_to_empty(clien
     rate_limit._TABLES.clear()
     rate, burst, period_ms = spec
     rule = Rule(Limit(rate=rate, burst=burst, period=period_ms / 1000), f"sync{run}", 1000)
-    model = _pylimit.BucketTable(rule.burst, rule.rate, rule.period_us)
+    model = pylimit.BucketTable(rule.burst, rule.rate, rule.period_us)
     script = client.register_script(rate_limit.SYNC_SCRIPT)
     name = f"sync{run}:k"
     now = start

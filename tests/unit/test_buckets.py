@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw import _pylimit
 from fastgw.core import COMPILED
+from fastgw.core import limit as pylimit
 
-IMPLS = [pytest.param(_pylimit, id="pylimit")]
+IMPLS = [pytest.param(pylimit, id="pylimit")]
 if COMPILED:
     from fastgw import _core
 

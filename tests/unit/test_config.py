@@ -43,7 +43,7 @@ def test_good_config_loads():
         (
             b"routes: [{path: /a, methods: [FETCH], integration: {type: mock}}]",
             "$.routes[0].methods[0]",
-            "matching regex",
+            "expected one of ANY, GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE, got 'FETCH'",
         ),
         (b"routes: [{path: a, integration: {type: mock}}]", "$.routes[0].path", "must start with '/'"),
         (

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw import _pycore
 from fastgw.core import COMPILED
+from fastgw.core import router as pyrouter
 
-IMPLS = [pytest.param(_pycore, id="pycore")]
+IMPLS = [pytest.param(pyrouter, id="pure")]
 if COMPILED:
     from fastgw import _core
 

@@ -1,8 +1,8 @@
-"""The limiter's hot part, pure-Python specification (twin of the same classes in `fastgw/_core.pyx`): the token
-buckets, and the front of one limit decided in this worker.
+"""The limiter's hot part: the pure-Python twin (the spec, the test oracle and the fallback) of
+`fastgw/core/limit.pyx`: the token buckets, and the front of one limit decided in this worker.
 
-`fastgw.core` picks these or the compiled ones; the property tests (tests/property/test_buckets.py,
-tests/property/test_limit_twins.py) hold the two to the same answers.
+`fastgw.core` picks these or the compiled ones; the property tests (tests/property/test_twins.py,
+tests/property/test_limit_twins.py, tests/unit/test_buckets.py) hold the two to the same answers.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastgw._pyplugins import strip_headers as _strip_headers
+from fastgw.core.phases import strip_headers as _strip_headers
 
 __all__ = ["BucketTable", "LimitFront"]
 

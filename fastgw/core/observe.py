@@ -1,7 +1,7 @@
 """What the gateway observes of each finished exchange: the metrics counters (`Tally`), the access log's buffer and
 its JSON lines (`LogLines`), and the one hook `Exchange.done` calls (`Observer`).
 
-The pure-Python twin and specification of the compiled section at the end of `fastgw/_core.pyx` (served through
+The pure-Python twin (the spec, the test oracle and the fallback) of `fastgw/core/observe.pyx` (served through
 `fastgw.core`): same API, same counters, same bytes (tests/property/test_observe_twins.py). The modules around
 them (`fastgw.observability.metrics`, `.accesslog`) keep what is not per exchange: the families a scrape yields,
 the snapshots, the text format, the files.

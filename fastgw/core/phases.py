@@ -1,4 +1,5 @@
-"""The plugin runtime's hot part, pure-Python specification (twin of the same classes in `fastgw/_core.pyx`).
+"""The plugin runtime's hot part: the pure-Python twin (the spec, the test oracle and the fallback) of
+`fastgw/core/phases.pyx`.
 
 What every request on a route with plugins goes through: the context, the client's request as plugins read it,
 the upstream request as they change it, and header maps kept as the wire's bytes inside (names lower-cased, values
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-if TYPE_CHECKING:
-    from fastgw._pycore import Request
+from fastgw.core.http import Request
+from fastgw.core.http import status_line as _status_line
 
 # Set by the gateway from a response's framing: header_filter phases never see or change these.
 __all__ = [
@@ -484,12 +485,6 @@ class HeadHeaders(Headers):
         parts = [b"%s: %s\r\n" % kv for kv in self._items]
         parts += [line + b"\r\n" for line in self._framing]
         return b"".join(parts)
-
-
-def _status_line(status: int) -> bytes:
-    from fastgw._pycore import status_line
-
-    return status_line(status)
 
 
 def filter_head(ctx: Context, head: bytes) -> bytes:

@@ -1,330 +1,32 @@
-"""Pure-Python twin of `fastgw._core`: the same API and the same answers.
+"""The HTTP/1.1 work's pure-Python twin (the spec, the test oracle and the fallback) of `fastgw/core/http.pyx`: the
+client request (`Request`), the httptools sinks of both legs, the response head's end (`finish_head`), the status
+lines, and path normalization with its policy.
 
-It is the test oracle for the compiled module (the property tests run both on the same inputs) and the fallback
-when the extension is not built (`FASTGW_NO_EXTENSIONS=1` forces it). Every rule here is the specification;
-`_core.pyx` must follow it line for line, so keep the two side by side when changing either.
+The compiled part follows it line for line (tests/property/test_http_twins.py, test_path_policy.py run both on the
+same inputs); `FASTGW_NO_EXTENSIONS=1` serves this one.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from http import HTTPStatus
 from typing import Any
 
 __all__ = [
-    "ANY",
-    "Reject",
-    "Request",
-    "RequestSink",
-    "ResponseSink",
-    "RouteConflict",
-    "Router",
-    "UpstreamProtocolError",
     "PATH_BACKSLASH_SEPARATOR",
     "PATH_SLASHES_DECODE",
     "PATH_SLASHES_KEEP",
     "PATH_SLASHES_REJECT",
+    "Reject",
+    "Request",
+    "RequestSink",
+    "ResponseSink",
+    "UpstreamProtocolError",
     "finish_head",
     "keep_alive",
     "normalize_path",
-    "parse_template",
 ]
 
-ANY = "ANY"
-
-# Route template grammar: "/" separated segments; a segment is a literal, "{name}" (one segment) or "{name+}"
-# (greedy: one or more segments, last position only, as AWS API Gateway's "{proxy+}").
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(\+?)\}\Z")
-
-# Segment kinds in a template's shape; the shape decides conflicts (parameter names do not).
-LITERAL, PARAM, GREEDY = 0, 1, 2
-
-# Host kinds, also the host-specificity rank (higher wins among routes with the same path template).
-HOST_ANY, HOST_WILDCARD, HOST_EXACT = 0, 1, 2
-
-
-class RouteConflict(ValueError):
-    """Two routes would answer the same request; raised by `Router.add`, naming both."""
-
-
-def parse_template(path: str) -> tuple[tuple[tuple[int, str], ...], tuple[str, ...]]:
-    """Split a route template into its shape ((kind, literal-or-"") per segment) and its parameter names."""
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ValueError(f"route path must start with '/': {path!r}")
-    segments = [s for s in path.split("/") if s]
-    shape: list[tuple[int, str]] = []
-    names: list[str] = []
-    for i, seg in enumerate(segments):
-        m = _PARAM.match(seg)
-        if m is None:
-            if "{" in seg or "}" in seg:
-                raise ValueError(
-                    f"route path {path!r}: segment {seg!r} is not a literal, '{{name}}' or '{{name+}}' "
-                    "(a parameter must be a whole segment)"
-                )
-            shape.append((LITERAL, seg))
-            continue
-        name, plus = m.group(1), m.group(2)
-        if name in names:
-            raise ValueError(f"route path {path!r}: parameter {name!r} appears twice")
-        if plus and i != len(segments) - 1:
-            raise ValueError(f"route path {path!r}: greedy parameter {{{name}+}} must be the last segment")
-        shape.append((GREEDY if plus else PARAM, ""))
-        names.append(name)
-    return tuple(shape), tuple(names)
-
-
-def _host_kind(host: str | None) -> tuple[int, str]:
-    if not host:
-        return HOST_ANY, ""
-    host = host.lower()
-    if host.startswith("*."):
-        return HOST_WILDCARD, host[1:]  # ".example.com": any subdomain, not the bare domain
-    if "*" in host:
-        raise ValueError(f"host {host!r}: only a leading '*.' wildcard is supported")
-    return HOST_EXACT, host
-
-
-class _Entry:
-    __slots__ = ("route", "name", "methods", "any_method", "host_kind", "host", "param_names", "order")
-
-    def __init__(
-        self,
-        route: object,
-        name: str,
-        methods: frozenset[str],
-        host_kind: int,
-        host: str,
-        param_names: tuple[str, ...],
-        order: int,
-    ) -> None:
-        self.route = route
-        self.name = name
-        self.methods = methods
-        self.any_method = ANY in methods
-        self.host_kind = host_kind
-        self.host = host
-        self.param_names = param_names
-        self.order = order
-
-
-class _Node:
-    __slots__ = ("literals", "param", "entries", "greedy_entries")
-
-    def __init__(self) -> None:
-        self.literals: dict[str, _Node] = {}
-        self.param: _Node | None = None
-        self.entries: list[_Entry] = []
-        self.greedy_entries: list[_Entry] = []
-
-
-def _sort_key(e: _Entry) -> tuple[int, int, int]:
-    # NOTE: host specificity: exact > longest wildcard suffix > any; ties keep the order routes were added.
-    return (-e.host_kind, -len(e.host), e.order)
-
-
-class Router:
-    """Route table: `add` routes, `freeze`, then `match` (host, method, path) to a route and its params.
-
-    Precedence is literal segment > `{param}` > `{greedy+}` at each position (with backtracking), then host
-    specificity among routes sharing a template. A request matches when its method is listed or the route
-    says ANY; `match` returns `(route, params)`, `(None, allowed_methods)` when the path exists only under
-    other methods (answer 405), or `None` (answer 404).
-    """
-
-    def __init__(self) -> None:
-        self._root = _Node()
-        self._static: dict[str, list[_Entry]] = {}
-        self._shapes: dict[tuple[object, ...], list[_Entry]] = {}
-        self._count = 0
-        self.frozen = False
-
-    def __len__(self) -> int:
-        return self._count
-
-    def add(
-        self,
-        route: object,
-        methods: Iterable[str],
-        path: str,
-        host: str | None = None,
-        name: str | None = None,
-    ) -> None:
-        if self.frozen:
-            raise RuntimeError("router is frozen; build a new one to change routes")
-        mset = frozenset(m.upper() for m in methods)
-        if not mset:
-            raise ValueError(f"route {path!r}: at least one method is required")
-        shape, names = parse_template(path)
-        kind, hostkey = _host_kind(host)
-        label = name if name is not None else f"{','.join(sorted(mset))} {host or '*'}{path}"
-        entry = _Entry(route, label, mset, kind, hostkey, names, self._count)
-        key = (kind, hostkey, shape)
-        for other in self._shapes.get(key, ()):
-            if entry.any_method or other.any_method or (mset & other.methods):
-                raise RouteConflict(
-                    f"route {label!r} conflicts with route {other.name!r}: same path shape, host and method"
-                )
-        self._shapes.setdefault(key, []).append(entry)
-
-        node = self._root
-        greedy = False
-        for seg_kind, literal in shape:
-            if seg_kind == LITERAL:
-                child = node.literals.get(literal)
-                if child is None:
-                    child = node.literals[literal] = _Node()
-                node = child
-            elif seg_kind == PARAM:
-                if node.param is None:
-                    node.param = _Node()
-                node = node.param
-            else:
-                greedy = True
-        (node.greedy_entries if greedy else node.entries).append(entry)
-        if all(k == LITERAL for k, _ in shape):
-            canon = "/" + "/".join(lit for _, lit in shape)
-            self._static.setdefault(canon, []).append(entry)
-        self._count += 1
-
-    def freeze(self) -> None:
-        stack = [self._root]
-        while stack:
-            node = stack.pop()
-            node.entries.sort(key=_sort_key)
-            node.greedy_entries.sort(key=_sort_key)
-            stack.extend(node.literals.values())
-            if node.param is not None:
-                stack.append(node.param)
-        static: dict[str, list[_Entry]] = {}
-        for path, entries in self._static.items():
-            entries.sort(key=_sort_key)
-            static[path] = entries
-            if path != "/":
-                static[path + "/"] = entries
-        self._static = static
-        self.frozen = True
-
-    def match(
-        self, method: str, host: str, path: str
-    ) -> tuple[object, dict[str, str]] | tuple[None, tuple[str, ...]] | None:
-        if not self.frozen:
-            raise RuntimeError("freeze() the router before matching")
-        # PERF: a static path is answered by one dict lookup before the trie walk.
-        entries = self._static.get(path)
-        if entries is not None:
-            for e in entries:
-                if _host_ok(e, host) and (e.any_method or method in e.methods):
-                    return e.route, {}
-        segs = [s for s in path.split("/") if s]
-        params: list[str] = []
-        allowed: set[str] = set()
-        found = _walk(self._root, segs, 0, len(segs), method, host, params, allowed)
-        if found is not None:
-            return found.route, dict(zip(found.param_names, params, strict=True))
-        if allowed:
-            return None, tuple(sorted(allowed))
-        return None
-
-    def route(
-        self, req: Request, policy: int = 0
-    ) -> tuple[object, dict[str, str]] | tuple[None, tuple[str, ...]] | None | bool:
-        """Route a request whose target is in origin form (starts with "/"): the query is split off into
-        `req.query`, a fragment dropped, the path normalized under `policy` (0: PATH_SLASHES_REJECT) into
-        `req.path`, and matched as `match` does. False: the path policy refuses the path (`req.path` stays unset).
-        A target in another form is the caller's to parse first."""
-        url = req.url
-        q = url.find(b"?")
-        if q < 0:
-            raw = url
-        else:
-            raw = url[:q]
-            req.query = url[q + 1 :]
-        h = raw.find(b"#")
-        if h >= 0:
-            raw = raw[:h]
-        path = normalize_path(raw, policy)
-        if path is None:
-            return False
-        req.path = path
-        return self.match(req.method, req.host, path)
-
-    def dump(self) -> str:
-        """The trie as indented text, one node a line: for reading and for snapshot tests."""
-        lines: list[str] = []
-        _dump(self._root, "/", 0, lines)
-        return "\n".join(lines) + "\n"
-
-
-def _host_ok(e: _Entry, host: str) -> bool:
-    if e.host_kind == HOST_ANY:
-        return True
-    if e.host_kind == HOST_EXACT:
-        return host == e.host
-    return host.endswith(e.host) and len(host) > len(e.host)
-
-
-def _pick(entries: list[_Entry], method: str, host: str, allowed: set[str]) -> _Entry | None:
-    for e in entries:
-        if not _host_ok(e, host):
-            continue
-        if e.any_method or method in e.methods:
-            return e
-        allowed.update(e.methods)
-    return None
-
-
-def _walk(
-    node: _Node, segs: list[str], i: int, n: int, method: str, host: str, params: list[str], allowed: set[str]
-) -> _Entry | None:
-    if i == n:
-        return _pick(node.entries, method, host, allowed) if node.entries else None
-    child = node.literals.get(segs[i])
-    if child is not None:
-        found = _walk(child, segs, i + 1, n, method, host, params, allowed)
-        if found is not None:
-            return found
-    if node.param is not None:
-        params.append(segs[i])
-        found = _walk(node.param, segs, i + 1, n, method, host, params, allowed)
-        if found is not None:
-            return found
-        params.pop()
-    if node.greedy_entries:
-        found = _pick(node.greedy_entries, method, host, allowed)
-        if found is not None:
-            params.append("/".join(segs[i:]))
-            return found
-    return None
-
-
-def _describe(entries: list[_Entry], greedy: bool) -> str:
-    parts = []
-    for e in entries:
-        host = {HOST_ANY: "*", HOST_WILDCARD: "*" + e.host, HOST_EXACT: e.host}[e.host_kind]
-        parts.append(f"{'+' if greedy else ''}{','.join(sorted(e.methods))}@{host} -> {e.name}")
-    return " [" + "; ".join(parts) + "]"
-
-
-def _dump_lines(label: str, depth: int, entries: list[_Entry], greedy_entries: list[_Entry]) -> str:
-    """One line of `Router.dump()`; shared with the compiled twin so both print the same tree."""
-    line = "  " * depth + label
-    if entries:
-        line += _describe(entries, False)
-    if greedy_entries:
-        line += _describe(greedy_entries, True)
-    return line
-
-
-def _dump(node: _Node, label: str, depth: int, lines: list[str]) -> None:
-    lines.append(_dump_lines(label, depth, node.entries, node.greedy_entries))
-    for lit in sorted(node.literals):
-        _dump(node.literals[lit], lit, depth + 1, lines)
-    if node.param is not None:
-        _dump(node.param, "{}", depth + 1, lines)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # HTTP/1.1 message helpers: the per-header and per-byte work of both legs of a proxied exchange.
 #
 # httptools calls a "sink" for every piece of a message. `RequestSink` records and validates client requests,
@@ -344,8 +46,6 @@ def status_line(status: int) -> bytes:
 
 
 def _init_status_lines() -> None:
-    from http import HTTPStatus
-
     for s in HTTPStatus:
         HTTP_STATUS_LINES[s.value] = f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode("latin-1")
 

@@ -1,4 +1,4 @@
-"""The compiled plugin runtime (fastgw._core) and its pure-Python twin (fastgw._pyplugins) give the same answers.
+"""The compiled plugin runtime (fastgw._core) and its pure-Python twin (fastgw.core.phases) give the same answers.
 
 Random sequences of header operations (valid and invalid names and values, on request lists and on response heads
 the upstream leg built), the client request's lookups, the upstream request written back into a Request, the
@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastgw import _pycore, _pyplugins, core
+from fastgw import core
+from fastgw.core import http as pyhttp
+from fastgw.core import phases as pyphases
 
 if not core.COMPILED:
     pytest.skip("compiled core not built (FASTGW_NO_EXTENSIONS or no extension)", allow_module_level=True)
@@ -23,7 +25,7 @@ if not core.COMPILED:
 from fastgw import _core  # noqa: E402
 
 # (plugin runtime, Request class) per implementation.
-IMPLS = ((_core, _core), (_pyplugins, _pycore))
+IMPLS = ((_core, _core), (pyphases, pyhttp))
 
 NAMES = st.sampled_from(
     ["x-a", "X-A", "X-Request-Id", "content-type", "Content-Length", "date", "connection", "cookie", "bad name",
@@ -110,14 +112,14 @@ HEAD_LINES = st.lists(
 def test_header_filter_over_a_response_head(lines, ops, status, preset):
     head = b"HTTP/1.1 200 OK\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
     results = []
-    for impl, pycore in IMPLS:
+    for impl, http in IMPLS:
         seen: list[Any] = []
 
         def phase(ctx: Any, conf: Any, seen: list[Any] = seen) -> None:
             seen.append(apply_ops(ctx.response.headers, ops))
             ctx.response.status = status
 
-        req = pycore.Request()
+        req = http.Request()
         chain = chain_of(impl, header_filter=((phase, None, False, "p"),))
         ctx = impl.new_context(req, "127.0.0.1", {}, None, chain)
         refused = []
@@ -142,8 +144,8 @@ def test_header_filter_over_a_response_head(lines, ops, status, preset):
 )
 def test_client_and_upstream_requests(raw, query, ops, path, lookups, early, late):
     results = []
-    for impl, pycore in IMPLS:
-        req = pycore.Request()
+    for impl, http in IMPLS:
+        req = http.Request()
         req.headers = list(raw)
         req.query = query
         req.complete = True
@@ -188,8 +190,8 @@ def test_consumer_headers(raw, authenticated, keys, sets):
         groups_b = b"admin,staff"
 
     results = []
-    for impl, pycore in IMPLS:
-        req = pycore.Request()
+    for impl, http in IMPLS:
+        req = http.Request()
         req.headers = list(raw) + [(b"x-user", b"forged")]
         ctx = impl.new_context(req, "127.0.0.1", {}, None, chain_of(impl))
         ctx.consumer = Consumer() if authenticated else None
@@ -233,8 +235,8 @@ def test_the_phase_loop_goes_on_with_the_consumers_chain(base, extra, dropped, n
     kept = [n for n in base if n == base[names_at] or n not in dropped]
     order = sorted(set(kept) | set(extra), key=lambda n: kept.index(n) if n in kept else len(kept) + "abcde".index(n))
     results = []
-    for impl, pycore in IMPLS:
-        req = pycore.Request()
+    for impl, http in IMPLS:
+        req = http.Request()
         variant = chain_of(impl, request=phases(order), per_consumer=True)
         ctx = impl.new_context(
             req, "127.0.0.1", {}, None, chain_of(impl, variant, request=phases(base), per_consumer=True)

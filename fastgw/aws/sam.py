@@ -1,0 +1,690 @@
+"""A SAM (or plain CloudFormation) template read into fastgw's config, as `sam local start-api` reads it: functions
+with their code, runtime and environment; REST and HTTP APIs (explicit, implicit, or defined by OpenAPI) with
+their stage, stage variables, CORS and authorizers; everything else listed once as what does not run locally.
+
+The result is a plain config dict, checked afterwards like any config; what the template itself gets wrong is a
+`ConfigError` naming the template and the key path (`$.Resources.Fn.Properties.Events.Hello.Properties.Method`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from fastgw.aws import auth, cors, openapi
+from fastgw.aws import code as function_code
+from fastgw.aws._log import warn_once
+from fastgw.aws.intrinsics import PSEUDO, Resolver, Unresolved, expand_foreach
+from fastgw.config.checks import handler_problem
+from fastgw.config.errors import ConfigError
+from fastgw.config.schema import Function
+
+log = logging.getLogger("fastgw.aws")
+
+FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
+# Read into routes; everything else in Resources is listed as not running locally.
+SERVED_TYPES = (
+    *FUNCTION_TYPES, "AWS::Serverless::Api", "AWS::Serverless::HttpApi", "AWS::ApiGateway::RestApi",
+    "AWS::ApiGateway::Stage", "AWS::ApiGatewayV2::Api", "AWS::ApiGatewayV2::Stage",
+)  # fmt: skip
+# Resources that only wire what is read above (permissions, roles, deployments): neither served nor worth a warning.
+QUIET_TYPES = (
+    "AWS::Lambda::Permission", "AWS::IAM::Role", "AWS::IAM::Policy", "AWS::ApiGateway::Deployment",
+    "AWS::ApiGatewayV2::Deployment", "AWS::Lambda::Version", "AWS::Lambda::Alias", "AWS::Logs::LogGroup",
+    "AWS::ApiGateway::Account", "AWS::ApiGatewayV2::Integration", "AWS::ApiGatewayV2::Route",
+)  # fmt: skip
+IMPLICIT_REST = "ServerlessRestApi"
+IMPLICIT_HTTP = "ServerlessHttpApi"
+_FIELDS = {"runtime": "Runtime", "handler": "Handler", "code": "CodeUri", "timeout": "Timeout",
+           "memory_size": "MemorySize", "environment": "Environment.Variables"}  # fmt: skip
+
+
+def translate(doc: dict[str, Any], source: str, base: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The fastgw config (a dict) a template stands for. `options`: parameter_overrides (dict), env_vars (a file
+    name), stage_prefix (bool)."""
+    try:
+        return _Template(doc, source, base, options).config()
+    except Unresolved as exc:  # a value fastgw needs that only AWS has (Fn::ImportValue, Fn::GetAZs...)
+        raise ConfigError(source, exc.at, f"{exc.message}; give a literal value (or a parameter)") from None
+
+
+def _merge_globals(glob: dict[str, Any], props: dict[str, Any]) -> dict[str, Any]:
+    """SAM's Globals rules: mappings merge (the resource's keys win), lists add up, anything else the resource's."""
+    out = dict(glob)
+    for key, value in props.items():
+        g = out.get(key)
+        if isinstance(g, dict) and isinstance(value, dict) and not _is_intrinsic(value) and not _is_intrinsic(g):
+            out[key] = _merge_globals(g, value)
+        elif isinstance(g, list) and isinstance(value, list):
+            out[key] = g + value
+        else:
+            out[key] = value
+    return out
+
+
+def _is_intrinsic(value: dict[str, Any]) -> bool:
+    return len(value) == 1 and next(iter(value)).startswith(("Fn::", "Ref", "Condition"))
+
+
+class _Template:
+    def __init__(self, doc: dict[str, Any], source: str, base: Path, options: dict[str, Any]) -> None:
+        self.doc = doc
+        self.source = source
+        self.base = base
+        self.stage_prefix = bool(options.get("stage_prefix"))
+        overrides = dict(options.get("parameter_overrides") or {})
+        self.env_file: dict[str, Any] = {}
+        env_vars = options.get("env_vars")
+        if env_vars:
+            self.env_file = self._read_env_vars(str(env_vars))
+            # NOTE: sam reads template parameters from the file's "Parameters" too, for environment variables
+            # only; fastgw applies them to environment variables (below), not to template parameters.
+        self.functions: dict[str, dict[str, Any]] = {}
+        self.apis: dict[str, dict[str, Any]] = {}
+        self.upstreams: dict[str, Any] = {}
+        self.plugin_modules: list[str] = []
+        self.skipped_functions: set[str] = set()
+        resources = doc.get("Resources")
+        if not isinstance(resources, dict):
+            raise ConfigError(source, "$.Resources", "expected a mapping of resources")
+        params = self._parameters(overrides)
+        self.resolver = Resolver(source, params, resources, _mapping(doc, "Mappings", source), {})
+        self.resolver.resources = expand_foreach(resources, self.resolver, "$.Resources")
+        self.resolver.condition_defs = expand_foreach(
+            _mapping(doc, "Conditions", source), self.resolver, "$.Conditions"
+        )
+        self.resources: dict[str, Any] = self.resolver.resources
+        self.globals = _mapping(doc, "Globals", source)
+
+    # -- parameters and the env-vars file ---------------------------------------------------------------------
+
+    def _parameters(self, overrides: dict[str, str]) -> dict[str, Any]:
+        declared = _mapping(self.doc, "Parameters", self.source)
+        values: dict[str, Any] = {k: v for k, v in PSEUDO.items() if k in overrides or v is not None}
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            values["AWS::Region"] = region
+        for name in overrides:
+            if name not in declared and name not in PSEUDO:
+                known = ", ".join(sorted(declared)) or "none"
+                raise ConfigError(
+                    "--parameter-overrides", f"$.Parameters.{name}",
+                    f"{self.source} declares no parameter {name!r} (its parameters: {known})",
+                )  # fmt: skip
+        for name, spec in declared.items():
+            value: Any
+            at = f"$.Parameters.{name}"
+            if not isinstance(spec, dict):
+                raise ConfigError(self.source, at, "expected a mapping (Type, Default...)")
+            if name in overrides:
+                value = overrides[name]
+            elif "Default" in spec:
+                value = spec["Default"]
+            else:
+                raise ConfigError(self.source, at, f"has no Default: give it with --parameter-overrides {name}=VALUE")
+            value = "" if value is None else value
+            allowed = spec.get("AllowedValues")
+            if isinstance(allowed, list) and str(value) not in [str(a) for a in allowed]:
+                where = "--parameter-overrides" if name in overrides else self.source
+                raise ConfigError(where, at, f"{value!r} is not one of its AllowedValues {allowed}")
+            kind = str(spec.get("Type", "String"))
+            if kind == "CommaDelimitedList" or kind.startswith("List<"):
+                value = [s.strip() for s in str(value).split(",")] if not isinstance(value, list) else value
+            elif not isinstance(value, list):
+                value = str(value)
+            values[name] = value
+        for name in PSEUDO:
+            if name in overrides:
+                values[name] = overrides[name]
+        return values
+
+    def _read_env_vars(self, path: str) -> dict[str, Any]:
+        try:
+            data = json.loads(Path(path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(path, "$", f"cannot read the file (--env-vars): {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ConfigError(path, "$", f"invalid JSON (--env-vars): {exc}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise ConfigError(path, "$", 'expected {"FunctionLogicalId": {"VAR": "value"}, "Parameters": {...}}')
+        return data
+
+    # -- the whole template -----------------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        not_local: list[str] = []
+        for name, res in self.resources.items():
+            at = f"$.Resources.{name}"
+            if not isinstance(res, dict) or not isinstance(res.get("Type"), str):
+                raise ConfigError(self.source, at, "expected a resource: a mapping with a Type")
+            if not self._included(res, at):
+                continue
+            kind = res["Type"]
+            if kind in FUNCTION_TYPES:
+                self._function(name, res, at)
+            elif kind not in SERVED_TYPES and kind not in QUIET_TYPES:
+                not_local.append(f"{name} ({kind})")
+        for name, res in self.resources.items():
+            if not isinstance(res, dict) or not self._included(res, f"$.Resources.{name}"):
+                continue
+            at = f"$.Resources.{name}"
+            if res["Type"] == "AWS::Serverless::Api":
+                self._sam_api(name, self._props(res, at, "Api"), at, "rest")
+            elif res["Type"] == "AWS::Serverless::HttpApi":
+                self._sam_api(name, self._props(res, at, "HttpApi"), at, "http")
+            elif res["Type"] == "AWS::ApiGateway::RestApi":
+                self._cfn_rest_api(name, self._props(res, at), at)
+            elif res["Type"] == "AWS::ApiGatewayV2::Api":
+                self._cfn_http_api(name, self._props(res, at), at)
+        for name, res in self.resources.items():
+            if isinstance(res, dict) and res.get("Type") == "AWS::Serverless::Function" and name in self.functions:
+                self._events(name, self._props(res, f"$.Resources.{name}", "Function"), f"$.Resources.{name}")
+        if not_local:
+            warn_once(f"{self.source}: not run locally (only functions and APIs are): {', '.join(not_local)}")
+        config: dict[str, Any] = {"functions": self.functions, "apis": {}}
+        for name, api in self.apis.items():
+            if not any(r["methods"] for r in api["routes"]):
+                continue
+            api_conf = {k: v for k, v in api.items() if not k.startswith("_")}
+            api_conf["routes"] = [
+                {k: v for k, v in r.items() if not k.startswith("_")} for r in api["routes"] if r["methods"]
+            ]
+            config["apis"][name] = api_conf
+        served = []
+        for name, api in config["apis"].items():
+            for stage in api["stages"] or {"$default": {}}:
+                at = "/" if stage == "$default" or not api.get("stage_prefix", True) else f"/{stage}"
+                served.append(f"{name} ({api['type']}, stage {stage}) at {at}")
+        warn_once(
+            f"{self.source}: {len(self.functions)} functions; " + ("; ".join(served) or "no APIs"), level=logging.INFO
+        )
+        if self.upstreams:
+            config["upstreams"] = self.upstreams
+        if self.plugin_modules:
+            config["plugin_modules"] = sorted(set(self.plugin_modules))
+        return config
+
+    def _included(self, res: dict[str, Any], at: str) -> bool:
+        cond = res.get("Condition")
+        return cond is None or self.resolver.condition(str(cond), f"{at}.Condition")
+
+    def _props(self, res: dict[str, Any], at: str, globals_key: str | None = None) -> dict[str, Any]:
+        props = res.get("Properties", {})
+        if props is None:
+            props = {}
+        if not isinstance(props, dict):
+            raise ConfigError(self.source, f"{at}.Properties", "expected a mapping")
+        if globals_key is not None:
+            glob = self.globals.get(globals_key)
+            if isinstance(glob, dict):
+                props = _merge_globals(glob, props)
+        return props
+
+    def value(self, props: dict[str, Any], key: str, at: str, default: Any = None) -> Any:
+        if key not in props:
+            return default
+        v = self.resolver.resolved(props[key], f"{at}.{key}")
+        return default if v is None else v
+
+    # -- functions --------------------------------------------------------------------------------------------
+
+    def _function(self, name: str, res: dict[str, Any], at: str) -> None:
+        serverless = res["Type"] == "AWS::Serverless::Function"
+        props = self._props(res, at, "Function" if serverless else None)
+        pat = f"{at}.Properties"
+        if str(self.value(props, "PackageType", pat, "Zip")) == "Image":
+            self._skip(name, f"{name}: a container image function (PackageType: Image) is not run")
+            return
+        runtime = str(self.value(props, "Runtime", pat, ""))
+        if runtime.startswith("python3") or runtime == "python":
+            kind = "python"
+        elif runtime.startswith("nodejs"):
+            kind = "nodejs"
+        else:
+            self._skip(name, f"{name}: runtime {runtime or 'none'!r} is not run (python3.x and nodejs* are)")
+            return
+        handler = self.value(props, "Handler", pat)
+        if not isinstance(handler, str) or not handler:
+            raise ConfigError(self.source, f"{pat}.Handler", "expected the handler, e.g. app.lambda_handler")
+        code = self._code(name, props, pat, kind, handler, serverless)
+        if code is None:
+            return
+        if kind == "python" and "/" in handler:  # Lambda's Python runtime reads dir/app.handler as dir.app.handler
+            handler = handler.replace("/", ".")
+        fn: dict[str, Any] = {"runtime": kind, "handler": handler, "code": code}
+        timeout = self.value(props, "Timeout", pat)
+        if timeout is not None:
+            fn["timeout"] = _number(timeout)
+        memory = self.value(props, "MemorySize", pat)
+        if memory is not None:
+            fn["memory_size"] = _number(memory)
+        fn["environment"] = self._environment(name, props, pat)
+        try:
+            spec = msgspec.convert(fn, Function, strict=False)
+        except msgspec.ValidationError as exc:
+            message, _, where = str(exc).partition(" - at `$.")
+            key = where.rstrip("`").split(".")[0].split("[")[0]
+            raise ConfigError(self.source, f"{pat}.{_FIELDS.get(key, key)}", message) from None
+        folder = Path(code) if Path(code).is_absolute() else self.base / code
+        if not folder.is_dir():
+            raise ConfigError(self.source, f"{pat}.CodeUri", f"expected a folder or a .zip, {str(folder)!r} is neither")
+        problem = handler_problem(spec, folder)
+        if problem:
+            raise ConfigError(self.source, f"{pat}.Handler", problem)
+        self.functions[name] = fn
+
+    def _skip(self, name: str, why: str) -> None:
+        self.skipped_functions.add(name)
+        warn_once(f"{self.source}: {why}; its events are not served")
+
+    def _code(self, name: str, props: dict[str, Any], at: str, kind: str, handler: str, serverless: bool) -> str | None:
+        key = "CodeUri" if serverless else "Code"
+        inline = self.value(props, "InlineCode", at) if serverless else None
+        raw = self.value(props, key, at)
+        if not serverless and isinstance(raw, dict) and "ZipFile" in raw:
+            inline = raw["ZipFile"]
+        if isinstance(inline, str):
+            module = handler.rpartition(".")[0] or "index"
+            filename = module + (".py" if kind == "python" else ".js")
+            return str(function_code.cached_files(f"{name}:{module}:{inline}", {filename: inline}))
+        if raw is None:
+            return "."
+        if isinstance(raw, dict) or (isinstance(raw, str) and raw.startswith("s3://")):
+            self._skip(name, f"{name}: its code is in S3 ({key}); point {key} at a local folder or .zip")
+            return None
+        if not isinstance(raw, str):
+            raise ConfigError(self.source, f"{at}.{key}", "expected a folder or a .zip file")
+        path = self.base / raw
+        if raw.endswith(".zip") and path.is_file():
+            return str(function_code.unzip(path, self.source, f"{at}.{key}"))
+        if not path.is_dir():
+            raise ConfigError(self.source, f"{at}.{key}", f"expected a folder or a .zip, {str(path)!r} is neither")
+        return raw
+
+    def _environment(self, name: str, props: dict[str, Any], at: str) -> dict[str, str]:
+        env_at = f"{at}.Environment.Variables"
+        env = props.get("Environment")
+        variables: dict[str, Any] = {}
+        if isinstance(env, dict) and isinstance(env.get("Variables"), dict):
+            variables = env["Variables"]
+        out: dict[str, str] = {}
+        for var, raw in variables.items():
+            try:
+                value = self.resolver.resolved(raw, f"{env_at}.{var}")
+            except Unresolved as exc:
+                warn_once(f"{self.source}: {exc.at}: {exc.message}; {name} gets {var} empty")
+                value = ""
+            out[var] = _env_text(value)
+        # sam's --env-vars: its "Parameters" for every function, then the function's own entry; only variables the
+        # template declares are set (as sam does).
+        for section in (self.env_file.get("Parameters", {}), self.env_file.get(name, {})):
+            for var, value in section.items():
+                if var in out:
+                    out[var] = _env_text(value)
+        out.setdefault("AWS_SAM_LOCAL", "true")  # as sam local sets it: handlers test it to find local endpoints
+        return out
+
+    # -- APIs -------------------------------------------------------------------------------------------------
+
+    def _api(self, name: str, kind: str, at: str) -> dict[str, Any]:
+        api = self.apis.get(name)
+        if api is None:
+            api = self.apis[name] = {"type": kind, "routes": [], "stages": {}, "plugins": {}, "_at": at, "_keys": {}}
+            if kind == "rest":
+                api["stage_prefix"] = self.stage_prefix
+        return api
+
+    def _sam_api(self, name: str, props: dict[str, Any], at: str, kind: str, pat: str | None = None) -> None:
+        """An explicit SAM API (its properties at `at`.Properties), or an implicit one (`pat`: Globals.Api)."""
+        pat = pat or f"{at}.Properties"
+        api = self._api(name, kind, at)
+        stage = self.value(props, "StageName", pat, "Prod" if kind == "rest" else "$default")
+        variables = self.value(props, "Variables" if kind == "rest" else "StageVariables", pat, {})
+        if not isinstance(variables, dict):
+            raise ConfigError(self.source, f"{pat}.Variables", "expected a mapping of stage variables")
+        api["stages"] = {str(stage): {"variables": {k: _env_text(v) for k, v in variables.items()}}}
+        if kind == "http" and str(stage) != "$default":
+            api["stage_prefix"] = self.stage_prefix
+        cors_key = "Cors" if kind == "rest" else "CorsConfiguration"
+        if cors_key in props:
+            given = self.value(props, cors_key, pat)
+            conf = cors.sam_cors(given, kind, self.source, f"{pat}.{cors_key}")
+            if conf is not None:
+                api["plugins"]["cors"] = conf
+        if "BinaryMediaTypes" in props and kind == "rest":
+            self._binary_types(api, self.value(props, "BinaryMediaTypes", pat), f"{pat}.BinaryMediaTypes")
+        if "Models" in props:
+            models = self.value(props, "Models", pat)
+            if not isinstance(models, dict):
+                raise ConfigError(self.source, f"{pat}.Models", "expected a mapping of model names to JSON Schemas")
+            api["_models"] = models
+        if "Auth" in props:
+            api["_authorizers"], api["_default_auth"] = auth.sam_authorizers(
+                self.value(props, "Auth", pat), kind, self.source, f"{pat}.Auth", self.function_of_arn, warn_once
+            )
+        body, body_at, body_source = None, "", self.source
+        if "DefinitionBody" in props:
+            body_at = f"{pat}.DefinitionBody"
+            body = self._resolve_body(props["DefinitionBody"], body_at)
+        elif "DefinitionUri" in props:
+            body, body_source, body_at = self._definition_uri(props, pat)
+        if body is not None:
+            self._openapi(name, api, body, body_source, body_at, kind)
+
+    def _binary_types(self, api: dict[str, Any], given: Any, at: str, source: str | None = None) -> None:
+        """A REST API's binary media types, added to those it has. SAM writes `image~1png` for `image/png` (a JSON
+        pointer's escape, as SAM documents it); CloudFormation and OpenAPI write `image/png`."""
+        if not isinstance(given, list) or not all(isinstance(t, str) for t in given):
+            raise ConfigError(
+                source or self.source, at, "expected a list of media types, e.g. ['image/png', 'image/*']"
+            )
+        have: list[str] = api.setdefault("binary_media_types", [])
+        for t in given:
+            t = t.replace("~1", "/")
+            if t not in have:
+                have.append(t)
+
+    def _definition_uri(self, props: dict[str, Any], at: str) -> tuple[Any, str, str]:
+        uri = self.value(props, "DefinitionUri", at)
+        if not isinstance(uri, str) or uri.startswith("s3://"):
+            raise ConfigError(self.source, f"{at}.DefinitionUri", "expected a local OpenAPI file (S3 is not read)")
+        path = self.base / uri
+        doc = openapi.read_file(path, self.source, f"{at}.DefinitionUri")
+        return self._resolve_body(doc, "$", str(path)), str(path), "$"
+
+    def _resolve_body(self, body: Any, at: str, source: str | None = None) -> Any:
+        try:
+            return self.resolver.resolved(body, at)
+        except Unresolved as exc:
+            raise ConfigError(source or self.source, exc.at, exc.message) from None
+
+    def _openapi(self, name: str, api: dict[str, Any], body: Any, source: str, at: str, kind: str) -> None:
+        result = openapi.translate(
+            body, source, at, api_type=kind, functions=self.function_of_arn, upstream_prefix=name
+        )
+        for route in result.routes:
+            self._add_route(api, route, route.pop("_at"), source)
+        api["plugins"] = {**result.plugins, **api["plugins"]}
+        if result.binary_media_types and kind == "rest":
+            self._binary_types(api, result.binary_media_types, f"{at}.x-amazon-apigateway-binary-media-types", source)
+        self.upstreams.update(result.upstreams)
+        self.plugin_modules += result.plugin_modules
+
+    def function_of_arn(self, arn: str) -> str | None:
+        """The function an ARN (or invocation URI) names, when the template has it."""
+        fname = openapi.function_name(arn)
+        if fname is None:
+            return None
+        if fname in self.functions or fname in self.skipped_functions:
+            return fname
+        return None
+
+    def _cfn_rest_api(self, name: str, props: dict[str, Any], at: str) -> None:
+        pat = f"{at}.Properties"
+        api = self._api(name, "rest", at)
+        # Its stages: AWS::ApiGateway::Stage resources, else a Deployment's StageName (the older way), else "Prod".
+        api["stages"] = (
+            self._cfn_stages(name, "AWS::ApiGateway::Stage", "RestApiId", "Variables")
+            or self._cfn_stages(name, "AWS::ApiGateway::Deployment", "RestApiId", "StageDescription.Variables")
+            or {"Prod": {}}
+        )
+        if "BinaryMediaTypes" in props:
+            self._binary_types(api, self.value(props, "BinaryMediaTypes", pat), f"{pat}.BinaryMediaTypes")
+        if "Body" in props:
+            self._openapi(
+                name, api, self._resolve_body(props["Body"], f"{pat}.Body"), self.source, f"{pat}.Body", "rest"
+            )
+        elif "BodyS3Location" in props:
+            warn_once(f"{self.source}: {name}: its OpenAPI body is in S3 (BodyS3Location); not served")
+
+    def _cfn_http_api(self, name: str, props: dict[str, Any], at: str) -> None:
+        pat = f"{at}.Properties"
+        protocol = str(self.value(props, "ProtocolType", pat, "HTTP"))
+        if protocol != "HTTP":
+            warn_once(f"{self.source}: {name}: a {protocol} API is not served (HTTP APIs are)")
+            return
+        api = self._api(name, "http", at)
+        stages = self._cfn_stages(name, "AWS::ApiGatewayV2::Stage", "ApiId", "StageVariables")
+        api["stages"] = stages or {"$default": {}}
+        if any(s != "$default" for s in api["stages"]):
+            api["stage_prefix"] = self.stage_prefix
+        if "Body" in props:
+            self._openapi(
+                name, api, self._resolve_body(props["Body"], f"{pat}.Body"), self.source, f"{pat}.Body", "http"
+            )
+            return
+        if "Target" not in props:
+            return
+        # Quick create: one route (RouteKey, `$default` unless given) to the target, with the default stage.
+        target = str(self.value(props, "Target", pat))
+        fname = self.function_of_arn(target)
+        if fname is None:
+            raise ConfigError(self.source, f"{pat}.Target", f"expected a function of this template, got {target!r}")
+        if fname in self.skipped_functions:
+            return
+        route_key = str(self.value(props, "RouteKey", pat, "$default"))
+        integration = {"type": "lambda", "function": fname, "timeout": 30.0}
+        for i, route in enumerate(_route_key_routes(route_key, self.source, f"{pat}.RouteKey")):
+            route = {**route, "name": f"{name}.{i}", "integration": integration}
+            self._add_route(api, route, f"{pat}.Target", self.source)
+        if "CorsConfiguration" in props:
+            conf = cors.sam_cors(
+                self.value(props, "CorsConfiguration", pat), "http", self.source, f"{pat}.CorsConfiguration"
+            )
+            if conf is not None:
+                api["plugins"]["cors"] = conf
+
+    def _cfn_stages(self, api: str, kind: str, ref_key: str, var_key: str) -> dict[str, Any]:
+        stages: dict[str, Any] = {}
+        for sname, res in self.resources.items():
+            if not isinstance(res, dict) or res.get("Type") != kind:
+                continue
+            at = f"$.Resources.{sname}.Properties"
+            props = self._props(res, f"$.Resources.{sname}")
+            if self.value(props, ref_key, at) != api:
+                continue
+            if "StageName" not in props and kind == "AWS::ApiGateway::Deployment":
+                continue
+            stage = str(self.value(props, "StageName", at, "$default"))
+            variables: Any = props
+            for key in var_key.split("."):
+                variables = self.value(variables, key, at, {}) if isinstance(variables, dict) else {}
+            stages[stage] = {"variables": {k: _env_text(v) for k, v in (variables or {}).items()}}
+        return stages
+
+    # -- events -----------------------------------------------------------------------------------------------
+
+    def _events(self, fname: str, props: dict[str, Any], at: str) -> None:
+        # NOTE: each event is resolved on its own, and only Api and HttpApi events' properties, so a queue's
+        # Fn::ImportValue in an SQS event (which is not served) is no error.
+        events = props.get("Events") or {}
+        if isinstance(events, dict) and _is_intrinsic(events):
+            events = self.value(props, "Events", f"{at}.Properties", {})
+        if not isinstance(events, dict):
+            raise ConfigError(self.source, f"{at}.Properties.Events", "expected a mapping of events")
+        for ename, event in events.items():
+            eat = f"{at}.Properties.Events.{ename}"
+            if not isinstance(event, dict):
+                raise ConfigError(self.source, eat, "expected an event: a mapping with a Type")
+            etype = self.value(event, "Type", eat)
+            if etype not in ("Api", "HttpApi"):
+                warn_once(f"{self.source}: {fname}: event {ename} of type {etype} is not served (Api and HttpApi are)")
+                continue
+            ep = event.get("Properties") or {}
+            if not isinstance(ep, dict):
+                raise ConfigError(self.source, f"{eat}.Properties", "expected a mapping")
+            self._event(fname, ename, etype, ep, f"{eat}.Properties")
+
+    def _event(self, fname: str, ename: str, etype: str, props: dict[str, Any], at: str) -> None:
+        rest = etype == "Api"
+        api_key = "RestApiId" if rest else "ApiId"
+        api_name = self.value(props, api_key, at)
+        if api_name is None:
+            api_name = IMPLICIT_REST if rest else IMPLICIT_HTTP
+            if api_name not in self.apis:
+                glob = self.globals.get("Api" if rest else "HttpApi")
+                self._sam_api(
+                    api_name,
+                    glob if isinstance(glob, dict) else {},
+                    f"$.Globals.{'Api' if rest else 'HttpApi'}",
+                    "rest" if rest else "http",
+                    pat=f"$.Globals.{'Api' if rest else 'HttpApi'}",
+                )
+        if not isinstance(api_name, str) or api_name not in self.apis:
+            raise ConfigError(
+                self.source, f"{at}.{api_key}", f"expected a Ref to an API of this template, got {api_name!r}"
+            )
+        api = self.apis[api_name]
+        if api["type"] != ("rest" if rest else "http"):
+            want = "AWS::Serverless::Api" if rest else "AWS::Serverless::HttpApi"
+            raise ConfigError(self.source, f"{at}.{api_key}", f"{api_name} is not an {want}")
+        path = self.value(props, "Path", at)
+        method = self.value(props, "Method", at)
+        if rest and (path is None or method is None):
+            missing = "Path" if path is None else "Method"
+            raise ConfigError(self.source, f"{at}.{missing}", "required for an Api event")
+        timeout = 29.0
+        integration: dict[str, Any] = {"type": "lambda", "function": fname}
+        if not rest:
+            fmt = str(self.value(props, "PayloadFormatVersion", at, "2.0"))
+            if fmt not in ("1.0", "2.0"):
+                raise ConfigError(self.source, f"{at}.PayloadFormatVersion", f"expected '1.0' or '2.0', got {fmt!r}")
+            integration["payload_format"] = fmt
+            timeout = _number(self.value(props, "TimeoutInMillis", at, 30000)) / 1000
+        integration["timeout"] = timeout
+        if path is None and method is None:
+            routes = _route_key_routes("$default", self.source, at)
+        else:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigError(self.source, f"{at}.Path", f"expected a path starting with '/', got {path!r}")
+            m = str(method or "ANY").upper()
+            if m == "X-AMAZON-APIGATEWAY-ANY-METHOD":
+                m = "ANY"
+            if m not in ("ANY", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+                raise ConfigError(
+                    self.source, f"{at}.Method", f"expected an HTTP method (get, post, ..., or any), got {method!r}"
+                )
+            routes = [{"path": path, "methods": [m]}]
+        plugins = {**self._event_validation(api, props, at), **self._event_auth(api, props, at)}
+        for i, route in enumerate(routes):
+            name = f"{fname}.{ename}" + (f".{i}" if i else "")
+            entry = {**route, "name": name, "integration": dict(integration)}
+            if plugins:
+                entry["plugins"] = plugins
+            self._add_route(api, entry, at, self.source, replace=True)
+
+    def _event_validation(self, api: dict[str, Any], props: dict[str, Any], at: str) -> dict[str, Any]:
+        """An Api event's RequestModel (a model of its API's `Models`, ValidateBody, ValidateParameters) and
+        RequestParameters (`method.request.querystring.q`, or `{...: {Required: true}}`), as SAM turns them into a
+        request validator: only when ValidateBody or ValidateParameters is given (the other is then false)."""
+        model = self.value(props, "RequestModel", at)
+        if model is None:
+            return {}
+        mat = f"{at}.RequestModel"
+        if not isinstance(model, dict) or not isinstance(model.get("Model"), str):
+            raise ConfigError(self.source, mat, "expected {Model: NAME, Required, ValidateBody, ValidateParameters}")
+        if "ValidateBody" not in model and "ValidateParameters" not in model:
+            return {}
+        models = api.get("_models", {})
+        if model["Model"] not in models:
+            known = ", ".join(sorted(models)) or "none"
+            raise ConfigError(self.source, f"{mat}.Model", f"no model {model['Model']!r} in the API's Models ({known})")
+        conf: dict[str, Any] = {}
+        if model.get("ValidateBody"):
+            conf["validate_body"] = True
+            conf["body_schemas"] = {"application/json": models[model["Model"]]}
+        if model.get("ValidateParameters"):
+            required: dict[str, list[str]] = {}
+            for i, param in enumerate(self.value(props, "RequestParameters", at, []) or []):
+                if isinstance(param, str):
+                    key, needed = param, False
+                elif isinstance(param, dict) and len(param) == 1:
+                    ((key, spec),) = param.items()
+                    needed = bool(spec.get("Required")) if isinstance(spec, dict) else False
+                else:
+                    raise ConfigError(self.source, f"{at}.RequestParameters[{i}]", "expected method.request.WHERE.NAME")
+                where, _, pname = str(key).removeprefix("method.request.").partition(".")
+                if where not in ("header", "querystring", "path") or not pname:
+                    raise ConfigError(
+                        self.source, f"{at}.RequestParameters[{i}]", f"expected method.request.WHERE.NAME, got {key!r}"
+                    )
+                if needed:
+                    required.setdefault(where, []).append(pname)
+            if required:
+                conf["required"] = required
+        if not conf:
+            return {}
+        self.plugin_modules.append(openapi.VALIDATOR_PLUGIN)
+        return {"aws-request-validator": conf}
+
+    def _event_auth(self, api: dict[str, Any], props: dict[str, Any], at: str) -> dict[str, Any]:
+        """The auth plugins of one event's route: its own Auth.Authorizer, or its API's DefaultAuthorizer."""
+        event_auth = self.value(props, "Auth", at)
+        authorizers = api.get("_authorizers", {})
+        chosen = auth.event_authorizers(event_auth, authorizers, api.get("_default_auth"), self.source, at)
+        return auth.plugins_for(chosen)
+
+    def _add_route(
+        self, api: dict[str, Any], route: dict[str, Any], at: str, source: str, replace: bool = False
+    ) -> None:
+        keys: dict[tuple[str, str], int] = api["_keys"]
+        routes: list[dict[str, Any]] = api["routes"]
+        for m in route["methods"]:
+            key = (_template_key(route["path"]), m)
+            if key in keys:
+                i = keys[key]
+                if not replace or routes[i].get("_from_event"):
+                    raise ConfigError(
+                        source, at, f"{m} {route['path']} is already a route of this API ({routes[i]['name']})"
+                    )
+                # An event replaces the definition's integration for its path and method, as SAM does.
+                routes[i] = {**routes[i], "methods": [x for x in routes[i]["methods"] if x != m]}
+        if replace:
+            route["_from_event"] = True
+        for m in route["methods"]:
+            keys[(_template_key(route["path"]), m)] = len(routes)
+        routes.append(route)
+
+
+def _template_key(path: str) -> str:
+    return re.sub(r"\{[^}]*\}", "{}", path.rstrip("/") or "/")
+
+
+def _route_key_routes(route_key: str, source: str, at: str) -> list[dict[str, Any]]:
+    """An HTTP API route key ("GET /pets", "ANY /{proxy+}", "$default") as routes; `$default` catches every path."""
+    if route_key == "$default":
+        return [{"path": "$default", "methods": ["ANY"]}]  # served at / and /{proxy+} (fastgw/config/load.py)
+    method, _, path = route_key.partition(" ")
+    if not path.startswith("/"):
+        raise ConfigError(source, at, f"expected '$default' or 'METHOD /path', got {route_key!r}")
+    return [{"path": path, "methods": [method.upper()]}]
+
+
+def _mapping(doc: dict[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = doc.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"$.{key}", "expected a mapping")
+    return value
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value) if "." in value else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return "" if value is None else str(value)

@@ -1,0 +1,83 @@
+"""The compiled core, or its pure-Python twins: the route trie, the HTTP/1.1 work of both legs, the plugin runtime,
+the token buckets and the limit front, and the per-exchange observation (metrics counters, access log lines).
+
+The core is built as twin pairs, one per concern, each compiled part beside its pure-Python twin in this package:
+`router`, `http` (request, sinks, heads, path), `phases` (the plugin runtime), `limit`, `observe`. The compiled parts
+(`router.pyx` + `router.pxd`, ...) are included by the hub `fastgw/_core.pyx` (declarations: `fastgw/_core.pxd`) into
+one extension, `fastgw._core`, as uvloop builds its own; the pure twins (`router.py`, ...) are the specification, the
+test oracle and the fallback.
+
+Chosen once at import: the extension `fastgw._core`, or the pure twins (`TWINS`) when the extension is missing or
+`FASTGW_NO_EXTENSIONS=1` is set. `COMPILED` says which one this process runs. The twins' `__all__` lists are the one
+list of what is twinned: `_core` exports exactly their union (tests/property/test_twins.py holds it to that), and
+this module serves those names from one side.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any
+
+# The specification, and what serves when the compiled twin is missing or refused (and the types mypy sees).
+from fastgw.core import http, limit, observe, phases, router
+from fastgw.core.http import *  # noqa: F403
+from fastgw.core.limit import *  # noqa: F403
+from fastgw.core.observe import *  # noqa: F403
+from fastgw.core.phases import *  # noqa: F403
+from fastgw.core.router import *  # noqa: F403
+
+TWINS = (router, http, phases, limit, observe)  # the pure modules the compiled one stands in for
+TWINNED: tuple[str, ...] = tuple(name for twin in TWINS for name in twin.__all__)
+
+COMPILED = False
+FALLBACK_REASON: str | None = None
+
+
+def _choose() -> None:
+    global COMPILED, FALLBACK_REASON
+    if os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0"):
+        FALLBACK_REASON = "FASTGW_NO_EXTENSIONS is set"
+        return
+    try:
+        from fastgw import _core
+
+        globals().update({name: getattr(_core, name) for name in TWINNED})
+        COMPILED = True
+    except ImportError as exc:  # pragma: no cover - depends on how the package was installed
+        FALLBACK_REASON = f"the compiled extension fastgw._core did not import ({exc})"
+        warnings.warn(
+            f"fastgw is running on its pure-Python core, several times slower: {FALLBACK_REASON}. "
+            "Reinstall with a C compiler available (pip install --force-reinstall --no-cache-dir --no-deps fastgw).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+_loading = sys.modules.get("fastgw._core")
+if _loading is not None and getattr(getattr(_loading, "__spec__", None), "_initializing", False):
+    # NOTE: `import fastgw._core` came first, and the extension imports its twins (so this package) before it has
+    # defined anything: the choice waits for the first name asked of this module, by when the extension is whole.
+    _LATE = frozenset((*TWINNED, "COMPILED", "FALLBACK_REASON"))
+    for _name in _LATE:
+        del globals()[_name]
+    del _name
+
+    if not TYPE_CHECKING:  # (mypy would read every missing name as Any)
+
+        def __getattr__(name: str) -> Any:
+            if name not in _LATE:
+                raise AttributeError(f"module 'fastgw.core' has no attribute {name!r}")
+            globals().update({n: getattr(twin, n) for twin in TWINS for n in twin.__all__})
+            globals().update(COMPILED=False, FALLBACK_REASON=None)
+            _choose()
+            return globals()[name]
+
+else:
+    _choose()
+
+__all__ = [
+    "COMPILED", "FALLBACK_REASON", "TWINNED", "TWINS",
+    *router.__all__, *http.__all__, *phases.__all__, *limit.__all__, *observe.__all__,
+]  # noqa: PLE0605  # fmt: skip

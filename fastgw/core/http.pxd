@@ -1,0 +1,69 @@
+# Declarations of the compiled HTTP/1.1 work (`fastgw/core/http.pyx`), included by `fastgw/_core.pxd`.
+
+cdef class Request:
+    cdef public bytes method_b
+    cdef public str method
+    cdef public bytes url
+    cdef public list headers
+    cdef public Py_ssize_t header_bytes
+    cdef public object content_length
+    cdef public bint chunked
+    cdef public bint expect_continue
+    cdef public bytes host_raw
+    cdef public str host
+    cdef public object conn_tokens
+    cdef public bint keep_alive
+    cdef public bint http10
+    cdef public bint head_only
+    cdef public bint headers_done
+    cdef public bint complete
+    cdef public object error
+    cdef public list body
+    cdef public Py_ssize_t buffered
+    cdef public Py_ssize_t body_size
+    cdef public object upstream
+    cdef public bint response_started
+    cdef public int status
+    cdef public bint retried
+    cdef public bint finished
+    cdef public str path
+    cdef public object query
+    cdef public double t0
+    cdef public bytes reply_lines
+    cdef public tuple reply_names
+
+cdef class RequestSink:
+    cdef public object owner
+    cdef public object queue
+    cdef public object parser
+    cdef public Request parsing
+    cdef readonly Py_ssize_t max_url
+    cdef readonly Py_ssize_t max_header_size
+    cdef readonly Py_ssize_t max_headers
+    cdef readonly Py_ssize_t max_body
+    cdef readonly Py_ssize_t high_water
+    cdef readonly Py_ssize_t max_field
+
+cdef class ResponseSink:
+    cdef public object parser
+    cdef public Request req
+    cdef public bytes server_line
+    cdef public bint via
+    cdef public bytes date_line
+    cdef public object state
+    cdef public list head
+    cdef public object length
+    cdef public object te
+    cdef public object via_in
+    cdef public object named
+    cdef public bint has_date
+    cdef public bint has_server
+    cdef public list out
+    cdef public bint chunk_out
+    cdef public bint done
+    cdef public bint informational
+    cdef public bint until_close
+    cdef public bint new_parser
+    cdef public bint keep
+    cdef public bint collect
+    cdef _start_head(self)

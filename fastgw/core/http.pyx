@@ -1,0 +1,555 @@
+# The HTTP/1.1 work of both legs, compiled (part of `fastgw._core`, included by `fastgw/_core.pyx`; declarations:
+# http.pxd): the client request, the httptools sinks, the end of every response head, path normalization.
+#
+# Its pure twin `fastgw/core/http.py` is the specification, section by section (tests/property/test_http_twins.py,
+# tests/property/test_path_policy.py).
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeLatin1
+
+from fastgw.core.http import (
+    PATH_BACKSLASH_SEPARATOR,
+    PATH_SLASHES_DECODE,
+    PATH_SLASHES_KEEP,
+    PATH_SLASHES_REJECT,
+    _IDEMPOTENT,
+    _METHODS,
+    _PLAIN_CONNECTION,
+    _REQUEST_SPECIAL,
+    HTTP_STATUS_LINES,
+    REQUEST_SKIP,
+    VIA,
+    Reject,
+    UpstreamProtocolError,
+    connection_tokens,
+    normalize_path as _normalize_path_spec,
+    status_line as _status_line_spec,
+)
+
+
+cdef inline bytes _lower(bytes b):
+    """ASCII lower-case, as bytes.lower(); returns `b` itself when it has no upper-case letter."""
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(b)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(b)
+    cdef unsigned char c
+    cdef char* q
+    for i in range(n):
+        if 65 <= p[i] <= 90:
+            break
+    else:
+        return b
+    out = PyBytes_FromStringAndSize(NULL, n)
+    q = PyBytes_AS_STRING(out)
+    for i in range(n):
+        c = p[i]
+        q[i] = c + 32 if 65 <= c <= 90 else c
+    return out
+
+
+cdef inline bytes _status_line(int status):
+    line = HTTP_STATUS_LINES.get(status)
+    if line is None:
+        return _status_line_spec(status)
+    return <bytes>line
+
+
+cdef inline bint _keep_alive(Request req, bint closing, bint whole):
+    return req.keep_alive and not closing and (req.complete or not whole)
+
+
+def keep_alive(Request req, bint closing, bint whole):
+    """See `fastgw.core.http.keep_alive`: the one rule for keeping a client connection open."""
+    return _keep_alive(req, closing, whole)
+
+
+cdef bytes _finish_head(list parts, Request req, bytes length, bint chunked, bint keep):
+    if req is not None and req.reply_lines is not None:
+        parts.append(req.reply_lines)
+    if length is not None:
+        parts.append(b"content-length: ")
+        parts.append(length)
+        parts.append(b"\r\n")
+    elif chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep:
+        parts.append(b"connection: close\r\n")
+        if req is not None:
+            req.keep_alive = False
+    elif req is not None and req.http10:
+        parts.append(b"connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def finish_head(list parts, Request req, bytes length, bint chunked, bint keep):
+    """See `fastgw.core.http.finish_head`: every response head ends here."""
+    return _finish_head(parts, req, length, chunked, keep)
+
+
+cdef class Request:
+    """One client request, from its first byte until its response is written. See `fastgw.core.http.Request`."""
+
+    def __cinit__(self):
+        self.method_b = b""
+        self.method = ""
+        self.url = b""
+        self.headers = []
+        self.host_raw = b""
+        self.host = ""
+        self.keep_alive = True
+        self.body = []
+        self.path = ""
+
+    def replayable(self):
+        return self.method in _IDEMPOTENT and not self.chunked and not self.content_length
+
+    def upstream_head(self, bytes target_uri, bytes host, bint trusted, bytes peer_ip, bint via, bytes proto=b"http"):
+        cdef list parts = [self.method_b, b" ", target_uri, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+        cdef tuple item
+        cdef bytes name, value
+        cdef bint real_ip = False
+        skip_named = self.conn_tokens
+        xff = xfp = xfh = via_in = None
+        for item in self.headers:
+            name = <bytes>item[0]
+            value = <bytes>item[1]
+            if name in REQUEST_SKIP:
+                if name == b"via":
+                    via_in = value
+                elif trusted:
+                    if name == b"x-forwarded-for":
+                        xff = value if xff is None else xff + b", " + value
+                    elif name == b"x-forwarded-proto":
+                        xfp = value
+                    elif name == b"x-forwarded-host":
+                        xfh = value
+                    elif name == b"x-real-ip" or name == b"forwarded":
+                        parts.append(name)
+                        parts.append(b": ")
+                        parts.append(value)
+                        parts.append(b"\r\n")
+                elif name == b"x-real-ip" and not real_ip:
+                    real_ip = True
+                    parts.append(b"x-real-ip: ")
+                    parts.append(peer_ip)
+                    parts.append(b"\r\n")
+                continue
+            if skip_named is not None and name in skip_named:
+                continue
+            parts.append(name)
+            parts.append(b": ")
+            parts.append(value)
+            parts.append(b"\r\n")
+        parts.append(b"x-forwarded-for: ")
+        parts.append(xff + b", " + peer_ip if xff else peer_ip)
+        parts.append(b"\r\nx-forwarded-proto: ")
+        parts.append(xfp or proto)
+        parts.append(b"\r\n")
+        xfh = xfh or self.host_raw
+        if xfh:
+            parts.append(b"x-forwarded-host: ")
+            parts.append(xfh)
+            parts.append(b"\r\n")
+        if via:
+            parts.append(b"via: ")
+            parts.append(via_in + b", " + VIA if via_in else VIA)
+            parts.append(b"\r\n")
+        elif via_in:
+            parts.append(b"via: ")
+            parts.append(via_in)
+            parts.append(b"\r\n")
+        if self.chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        elif self.content_length is not None:
+            parts.append(b"content-length: %d\r\n" % self.content_length)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+
+cdef _special_header(Request req, bytes name, bytes value):
+    if name == b"content-length":
+        if req.content_length is not None:
+            raise Reject(400, "duplicate Content-Length")
+        if not value.isdigit():
+            raise Reject(400, "invalid Content-Length")
+        req.content_length = int(value)
+    elif name == b"transfer-encoding":
+        if req.chunked or value.strip().lower() != b"chunked":
+            raise Reject(400, "unsupported Transfer-Encoding")
+        req.chunked = True
+    elif name == b"host":
+        _host_header(req, value)
+    elif name == b"connection":
+        tokens = connection_tokens(value)
+        req.conn_tokens = tokens if req.conn_tokens is None else req.conn_tokens | tokens
+    elif name == b"expect":
+        if value.strip().lower() != b"100-continue":
+            raise Reject(417, "Expectation Failed")
+        req.expect_continue = True
+
+
+cdef inline bint _is_ows(unsigned char c) noexcept:
+    return c == 32 or c == 9  # RFC 9110's OWS: SP and HTAB
+
+
+cdef inline bint _is_space(unsigned char c) noexcept:
+    return c == 32 or 9 <= c <= 13  # what bytes.strip() strips
+
+
+cdef _host_header(Request req, bytes value):
+    # As fastgw.core.http._special_header's Host branch, without a Python call in the common case (ASCII host).
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), start = 0, end, i, stop
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(value)
+    cdef unsigned char c
+    cdef bint ascii = True
+    cdef char* q
+    if req.host_raw:
+        raise Reject(400, "duplicate Host header")
+    end = n
+    while start < end and _is_space(p[start]):
+        start += 1
+    while end > start and _is_space(p[end - 1]):
+        end -= 1
+    if start == end:
+        raise Reject(400, "invalid Host header")
+    for i in range(start, end):
+        c = p[i]
+        if c == 32 or c == 47 or c == 64:  # " ", "/", "@"
+            raise Reject(400, "invalid Host header")
+        if c >= 128:
+            ascii = False
+    host = value if start == 0 and end == n else value[start:end]
+    req.host_raw = host
+    # The name for routing: up to the port, lower-case ("[v6]" kept whole).
+    if p[start] == 91:  # "["
+        stop = start
+        for i in range(start, end):
+            if p[i] == 93:  # "]"
+                stop = i + 1
+                break
+    else:
+        stop = end
+        for i in range(start, end):
+            if p[i] == 58:  # ":"
+                stop = i
+                break
+    if not ascii:
+        req.host = value[start:stop].decode("latin-1").lower()
+        return
+    lowered = PyBytes_FromStringAndSize(NULL, stop - start)
+    q = PyBytes_AS_STRING(lowered)
+    for i in range(start, stop):
+        c = p[i]
+        q[i - start] = c + 32 if 65 <= c <= 90 else c
+    req.host = PyUnicode_DecodeLatin1(q, stop - start, NULL)
+
+
+cdef class RequestSink:
+    """The httptools callbacks of one client connection. See `fastgw.core.http.RequestSink`."""
+
+    def __cinit__(self, owner, queue, Py_ssize_t max_url_length, Py_ssize_t max_header_size,
+                  Py_ssize_t max_headers, Py_ssize_t max_body_size, Py_ssize_t high_water,
+                  Py_ssize_t max_field_size=8192):
+        self.owner = owner
+        self.queue = queue
+        self.max_url = max_url_length
+        self.max_header_size = max_header_size
+        self.max_headers = max_headers
+        self.max_body = max_body_size
+        self.high_water = high_water
+        self.max_field = max_field_size
+
+    def on_message_begin(self):
+        req = Request.__new__(Request)
+        self.parsing = req
+        self.queue.append(req)
+
+    def on_url(self, bytes url):
+        cdef Request req = self.parsing
+        req.url = req.url + url if req.url else url
+        if PyBytes_GET_SIZE(req.url) > self.max_url:
+            raise Reject(414, "URI Too Long")
+
+    def on_header(self, bytes name, bytes value):
+        cdef Request req = self.parsing
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value)
+        req.header_bytes += n + 4
+        if (req.header_bytes > self.max_header_size or n > self.max_field
+                or PyList_GET_SIZE(req.headers) >= self.max_headers):
+            raise Reject(431, "Request Header Fields Too Large")
+        name = _lower(name)
+        # NOTE: httptools drops a value's leading whitespace and keeps its trailing; RFC 9110 §5.5 makes neither
+        # part of the value. PERF: one byte read when there is none.
+        if n > PyBytes_GET_SIZE(name) and _is_ows(PyBytes_AS_STRING(value)[PyBytes_GET_SIZE(value) - 1]):
+            value = value.rstrip(b" \t")
+        req.headers.append((name, value))
+        n = PyBytes_GET_SIZE(name)
+        # PERF: only names of these lengths can be special (host, expect, connection, content-length, ...).
+        if (n == 4 or n == 6 or n == 10 or n == 14 or n == 17) and name in _REQUEST_SPECIAL:
+            _special_header(req, name, value)
+
+    def on_headers_complete(self):
+        cdef Request req = self.parsing
+        p = self.parser
+        version = p.get_http_version()
+        if version == "1.0":
+            req.http10 = True
+        elif version != "1.1":
+            raise Reject(505, "HTTP Version Not Supported")
+        method_b = p.get_method()
+        req.method_b = method_b
+        req.method = _METHODS.get(method_b) or method_b.decode("latin-1")
+        req.keep_alive = p.should_keep_alive()
+        req.head_only = req.method == "HEAD"
+        if req.chunked:
+            if req.content_length is not None:
+                raise Reject(400, "Content-Length and Transfer-Encoding together")
+            if req.http10:
+                raise Reject(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if not req.host_raw and not req.http10:
+            raise Reject(400, "missing Host header")
+        if self.max_body and req.content_length is not None and req.content_length > self.max_body:
+            raise Reject(413, "Payload Too Large")
+        req.headers_done = True
+
+    def on_body(self, bytes body):
+        cdef Request req = self.parsing
+        req.body_size += PyBytes_GET_SIZE(body)
+        if self.max_body and req.body_size > self.max_body:
+            raise Reject(413, "Payload Too Large")
+        up = req.upstream
+        if up is not None:
+            up.send_body(body)
+        elif not req.finished:
+            req.body.append(body)
+            req.buffered += PyBytes_GET_SIZE(body)
+            if req.buffered > self.high_water:
+                self.owner.buffer_full()
+
+    def on_message_complete(self):
+        cdef Request req = self.parsing
+        self.parsing = None
+        req.complete = True
+        if req.upstream is not None:
+            req.upstream.end_body()
+
+
+# What a response header name means to the proxy, decided without allocating (names arrive in any case).
+cdef enum:
+    H_PLAIN = 0  # end-to-end: copied as it is
+    H_DROP = 1  # hop-by-hop: dropped
+    H_CONNECTION = 2
+    H_LENGTH = 3
+    H_TE = 4
+    H_VIA = 5
+    H_DATE = 6
+    H_SERVER = 7
+
+
+cdef inline bint _ieq(const unsigned char* p, const char* lit, Py_ssize_t n) noexcept:
+    """p (n bytes, any case) equals the lower-case ASCII literal lit."""
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(n):
+        c = p[i]
+        if 65 <= c <= 90:
+            c += 32
+        if c != <unsigned char>lit[i]:
+            return False
+    return True
+
+
+cdef int _response_header_kind(bytes name) noexcept:
+    # The names of RESPONSE_SKIP (hop-by-hop, framing, Date/Server/Via) by length; everything else is plain.
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(name)
+    if n == 2:
+        return H_DROP if _ieq(p, b"te", 2) else H_PLAIN
+    if n == 3:
+        return H_VIA if _ieq(p, b"via", 3) else H_PLAIN
+    if n == 4:
+        return H_DATE if _ieq(p, b"date", 4) else H_PLAIN
+    if n == 6:
+        return H_SERVER if _ieq(p, b"server", 6) else H_PLAIN
+    if n == 7:
+        return H_DROP if _ieq(p, b"trailer", 7) or _ieq(p, b"upgrade", 7) else H_PLAIN
+    if n == 10:
+        if _ieq(p, b"connection", 10):
+            return H_CONNECTION
+        return H_DROP if _ieq(p, b"keep-alive", 10) else H_PLAIN
+    if n == 14:
+        return H_LENGTH if _ieq(p, b"content-length", 14) else H_PLAIN
+    if n == 16:
+        return H_DROP if _ieq(p, b"proxy-connection", 16) else H_PLAIN
+    if n == 17:
+        return H_TE if _ieq(p, b"transfer-encoding", 17) else H_PLAIN
+    if n == 18:
+        return H_DROP if _ieq(p, b"proxy-authenticate", 18) else H_PLAIN
+    if n == 19:
+        return H_DROP if _ieq(p, b"proxy-authorization", 19) else H_PLAIN
+    return H_PLAIN
+
+
+def _response_header_is_skipped(bytes name):
+    """For the tests: the compiled classification agrees with `fastgw.core.http.RESPONSE_SKIP`."""
+    return _response_header_kind(name) != H_PLAIN
+
+
+cdef bint _named(bytes name, tuple names):
+    """`name` (any case) is one of `names` (lower-case), compared without allocating."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    cdef bytes candidate
+    for candidate in names:
+        if PyBytes_GET_SIZE(candidate) == n and _ieq(<const unsigned char*>PyBytes_AS_STRING(name),
+                                                     PyBytes_AS_STRING(candidate), n):
+            return True
+    return False
+
+
+cdef class ResponseSink:
+    """The httptools callbacks of one upstream connection. See `fastgw.core.http.ResponseSink`."""
+
+    def __cinit__(self):
+        self.server_line = b""
+        self.date_line = b""
+        self.out = []
+        self._start_head()
+
+    cdef _start_head(self):
+        self.head = []
+        self.length = self.te = self.via_in = self.named = None
+        self.has_date = self.has_server = False
+
+    def begin(self, Request req, bytes server_line, bint via, bytes date_line, state):
+        self.req = req
+        self.server_line = server_line
+        self.via = via
+        self.date_line = date_line
+        self.state = state
+        self.out = []
+        self._start_head()
+        self.chunk_out = self.done = self.informational = self.until_close = self.new_parser = self.keep = False
+        self.collect = False
+
+    def on_header(self, bytes name, bytes value):
+        cdef int kind = _response_header_kind(name)
+        cdef list head = self.head
+        if kind == H_DATE:
+            self.has_date = True
+        elif kind == H_SERVER:
+            self.has_server = True
+        elif kind != H_PLAIN:
+            if kind == H_CONNECTION:
+                if _lower(value) not in _PLAIN_CONNECTION:
+                    tokens = connection_tokens(value) - _PLAIN_CONNECTION
+                    self.named = tokens if self.named is None else self.named | tokens
+            elif kind == H_LENGTH:
+                self.length = value
+            elif kind == H_TE:
+                self.te = value
+            elif kind == H_VIA:
+                self.via_in = value
+            return  # hop-by-hop or rewritten by the gateway: not copied
+        names = self.req.reply_names
+        if names is not None and _named(name, <tuple>names):
+            return  # the gateway writes its own (finish_head)
+        # End-to-end, and the upstream's own Date and Server: copied as they are.
+        head.append(name)
+        head.append(b": ")
+        head.append(value)
+        head.append(b"\r\n")
+
+    def on_headers_complete(self):
+        cdef Request req = self.req
+        cdef int status
+        cdef list parts, head
+        cdef bint keep, chunked, has_date, has_server
+        cdef Py_ssize_t i
+        cdef bytes lname
+        p = self.parser
+        status = p.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise UpstreamProtocolError("101 Switching Protocols to a request that asked for no upgrade")
+            self._start_head()
+            self.informational = True
+            return
+        self.keep = p.should_keep_alive()
+        parts = [_status_line(status)]
+        has_date, has_server = self.has_date, self.has_server
+        if self.named:
+            has_date = has_server = False
+            head = self.head
+            for i in range(0, PyList_GET_SIZE(head), 4):
+                lname = _lower(<bytes>head[i])
+                if lname not in self.named:
+                    parts += head[i : i + 4]
+                    has_date = has_date or lname == b"date"
+                    has_server = has_server or lname == b"server"
+        else:
+            parts += self.head
+        if not has_date:
+            parts.append(self.date_line)
+        if not has_server:
+            parts.append(self.server_line)
+        via, length = self.via_in, self.length
+        if self.via:
+            parts.append(b"via: ")
+            parts.append(via + b", " + VIA if via else VIA)
+            parts.append(b"\r\n")
+        elif via:
+            parts.append(b"via: ")
+            parts.append(via)
+            parts.append(b"\r\n")
+        keep = _keep_alive(req, self.state.closing, False)
+        chunked = False
+        if req.head_only or status == 204 or status == 304:
+            if status == 204:
+                length = None
+            self.done = True
+            self.new_parser = req.head_only
+        elif length is None:
+            self.until_close = self.te is None
+            if req.http10:
+                keep = False
+            else:
+                chunked = True
+                self.chunk_out = not self.collect
+        self.out.append(_finish_head(parts, req, length, chunked, keep))
+        req.status = status
+        req.response_started = True
+
+    def on_body(self, bytes body):
+        if self.chunk_out:
+            self.out.append(b"%x\r\n%b\r\n" % (PyBytes_GET_SIZE(body), body))
+        else:
+            self.out.append(body)
+
+    def on_message_complete(self):
+        if self.informational:
+            self.informational = False
+            return
+        if self.chunk_out and not self.done:
+            self.out.append(b"0\r\n\r\n")
+        self.done = True
+
+    def connection_ended(self):
+        if self.chunk_out:
+            self.out.append(b"0\r\n\r\n")
+        self.done = True
+
+
+def normalize_path(bytes raw, int policy=0):
+    """See `fastgw.core.http.normalize_path`; the common case (nothing to normalize) is one scan here."""
+    return _normalize(raw, policy)
+
+
+cdef _normalize(bytes raw, int policy):
+    cdef Py_ssize_t i, n = PyBytes_GET_SIZE(raw)
+    cdef const char* p = PyBytes_AS_STRING(raw)
+    for i in range(n):
+        if (p[i] == b'%' or p[i] == b'\\'
+                or (p[i] == b'/' and i + 1 < n and (p[i + 1] == b'.' or p[i + 1] == b'/'))):
+            return _normalize_path_spec(raw, policy)
+    return PyUnicode_DecodeLatin1(p, n, NULL)

@@ -1,0 +1,181 @@
+# The route trie, compiled (part of `fastgw._core`, included by `fastgw/_core.pyx`; declarations: router.pxd).
+#
+# Its pure twin `fastgw/core/router.py` is the specification: `add` and `freeze` run there, `match` and `route` here
+# on a copy of the frozen trie; tests/property/test_twins.py holds the two to the same answers.
+
+from fastgw.core.router import (
+    ANY,
+    HOST_ANY,
+    HOST_EXACT,
+    HOST_WILDCARD,
+    RouteConflict,
+    parse_template,
+)
+from fastgw.core.router import Router as _SpecRouter
+
+
+cdef class _Entry:
+    def __cinit__(self, route, str name, frozenset methods, int host_kind, str host, tuple param_names,
+                  long long order):
+        self.route = route
+        self.name = name
+        self.methods = methods
+        self.any_method = ANY in methods
+        self.host_kind = host_kind
+        self.host = host
+        self.param_names = param_names
+        self.order = order
+
+
+cdef class _Node:
+    def __cinit__(self):
+        self.literals = {}
+        self.param = None
+        self.entries = []
+        self.greedy_entries = []
+
+
+cdef inline bint _host_ok(_Entry e, str host):
+    if e.host_kind == HOST_ANY:
+        return True
+    if e.host_kind == HOST_EXACT:
+        return host == e.host
+    return len(host) > len(e.host) and host.endswith(e.host)
+
+
+cdef _Entry _pick(list entries, str method, str host, set allowed):
+    # `allowed` is None on the first walk (a hit needs no 405 bookkeeping); a miss walks again to collect it.
+    cdef _Entry e
+    for e in entries:
+        if not _host_ok(e, host):
+            continue
+        if e.any_method or method in e.methods:
+            return e
+        if allowed is not None:
+            allowed.update(e.methods)
+    return None
+
+
+cdef _Entry _walk(_Node node, list segs, Py_ssize_t i, Py_ssize_t n, str method, str host, list params,
+                  set allowed):
+    # Each trie edge consumes exactly one segment, so a node is only ever tried at one depth: the walk visits
+    # each node at most once and its cost is bounded by the size of the trie, whatever the path.
+    cdef _Node child
+    cdef _Entry found
+    if i == n:
+        if node.entries:
+            return _pick(node.entries, method, host, allowed)
+        return None
+    child = node.literals.get(segs[i])
+    if child is not None:
+        found = _walk(child, segs, i + 1, n, method, host, params, allowed)
+        if found is not None:
+            return found
+    if node.param is not None:
+        params.append(segs[i])
+        found = _walk(node.param, segs, i + 1, n, method, host, params, allowed)
+        if found is not None:
+            return found
+        params.pop()
+    if node.greedy_entries:
+        found = _pick(node.greedy_entries, method, host, allowed)
+        if found is not None:
+            params.append("/".join(segs[i:]))
+            return found
+    return None
+
+
+cdef class Router:
+    """Route table: `add` routes, `freeze`, then `match` (method, host, path). See `fastgw.core.router.Router`.
+
+    `add` and `freeze` run once per config load: they are the pure twin's own (parsing templates, refusing
+    conflicts, ordering entries), run on a pure `Router` kept inside, and `freeze` copies its frozen trie into C
+    structs for `match`, the only part compiled twice."""
+
+    def __cinit__(self):
+        self._spec = _SpecRouter()
+        self._root = _Node()
+        self._static = {}
+        self.frozen = False
+
+    def __len__(self):
+        return len(self._spec)
+
+    def add(self, route, methods, str path, host=None, name=None):
+        self._spec.add(route, methods, path, host, name)
+
+    def freeze(self):
+        spec = self._spec
+        spec.freeze()
+        made = {}  # id(entry of the spec) -> its compiled copy: the static table and the trie share entries
+        self._root = _copy_node(spec._root, made)
+        self._static = {path: [_copy_entry(e, made) for e in entries] for path, entries in spec._static.items()}
+        self.frozen = True
+
+    def dump(self):
+        return self._spec.dump()
+
+    def match(self, str method, str host, str path):
+        return self._match(method, host, path)
+
+    def route(self, Request req, int policy=0):
+        """See `fastgw.core.router.Router.route`: the request target's split, path policy and match in one call."""
+        cdef bytes url = req.url, raw
+        cdef Py_ssize_t q = url.find(b"?"), h
+        if q < 0:
+            raw = url
+        else:
+            raw = url[:q]
+            req.query = url[q + 1:]
+        h = raw.find(b"#")
+        if h >= 0:
+            raw = raw[:h]
+        path = _normalize(raw, policy)
+        if path is None:
+            return False
+        req.path = path
+        return self._match(req.method, req.host, path)
+
+    cdef _match(self, str method, str host, str path):
+        cdef _Entry e
+        cdef list entries, segs, params
+        cdef set allowed
+        cdef dict found
+        cdef Py_ssize_t i
+        if not self.frozen:
+            raise RuntimeError("freeze() the router before matching")
+        entries = self._static.get(path)
+        if entries is not None:
+            for e in entries:
+                if _host_ok(e, host) and (e.any_method or method in e.methods):
+                    return e.route, {}
+        segs = [s for s in path.split("/") if s]
+        params = []
+        e = _walk(self._root, segs, 0, len(segs), method, host, params, None)
+        if e is not None:
+            found = {}
+            for i in range(len(params)):
+                found[e.param_names[i]] = params[i]
+            return e.route, found
+        allowed = set()
+        _walk(self._root, segs, 0, len(segs), method, host, [], allowed)
+        if allowed:
+            return None, tuple(sorted(allowed))
+        return None
+
+
+
+cdef _Entry _copy_entry(e, dict made):
+    cdef _Entry c = made.get(id(e))
+    if c is None:
+        c = made[id(e)] = _Entry(e.route, e.name, e.methods, e.host_kind, e.host, e.param_names, e.order)
+    return c
+
+
+cdef _Node _copy_node(node, dict made):
+    cdef _Node c = _Node()
+    c.literals = {lit: _copy_node(child, made) for lit, child in node.literals.items()}
+    c.param = _copy_node(node.param, made) if node.param is not None else None
+    c.entries = [_copy_entry(e, made) for e in node.entries]
+    c.greedy_entries = [_copy_entry(e, made) for e in node.greedy_entries]
+    return c

@@ -1,0 +1,91 @@
+"""Deadlines that fire on time: one lazy event-loop timer per object that has a deadline (a client connection, an
+upstream connection, a WebSocket tunnel), never one per request.
+
+An object sets `deadline` (loop time; 0: none) as often as it likes; a timer is armed only when the new deadline
+comes before the armed one (`timer_at`). A deadline that moved later, the usual case (every read pushes a read
+deadline on), costs one comparison: when the earlier timer fires, it finds the deadline still ahead and is armed
+again for it. So a busy keep-alive connection arms a timer about once per timeout period, not once per request.
+When a deadline has passed, `check_deadline(now)` runs (with `now >= deadline`).
+
+NOTE: the event loop runs due timers before it polls for I/O, so after a stall of the whole process (a paused VM,
+a long GC) bytes that arrived in time are still unread when a timer fires. A timer that fires more than `STALL`
+late therefore waits for one more turn of the loop (one poll) before it judges: the bytes that arrived meanwhile
+move the deadline first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+INF = float("inf")
+STALL = 0.02  # seconds: a timer this late suggests a stalled loop (see the NOTE above)
+_AGAIN = 0.001  # the wait that lets the loop poll for I/O once before a late deadline is judged
+
+
+class Deadline:
+    """Base of an object with one deadline. Subclasses implement `check_deadline(now)`."""
+
+    __slots__ = ("deadline", "timer", "timer_at", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = INF
+
+    def set_deadline(self, at: float) -> None:
+        """`at` (loop time) is the deadline now. (Hot paths inline it: the assignment, then the comparison.)"""
+        self.deadline = at
+        if at < self.timer_at:
+            self.arm(at)
+
+    def arm(self, at: float, confirm: bool = False) -> None:
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+        self.timer_at = at
+        self.timer = self.loop.call_at(at, self._fire, confirm)
+
+    def cancel_deadline(self) -> None:
+        """No deadline any more, and no timer (an object that is closed)."""
+        self.deadline = 0.0
+        timer = self.timer
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
+        self.timer_at = INF
+
+    def _fire(self, confirm: bool) -> None:
+        self.timer = None
+        self.timer_at = INF
+        at = self.deadline
+        if not at:
+            return
+        now = self.loop.time()
+        if now < at:
+            self.arm(at)  # the deadline moved on since the timer was armed
+            return
+        if not confirm and now - at > STALL:
+            self.arm(now + _AGAIN, True)
+            return
+        self.check_deadline(now)
+
+    def check_deadline(self, now: float) -> None:
+        raise NotImplementedError
+
+
+def call_at_deadline(loop: asyncio.AbstractEventLoop, at: float, fn: Callable[..., object], *args: object) -> (
+    asyncio.TimerHandle
+):  # fmt: skip
+    """A one-off timer for a deadline that never moves (a route's total timeout): `fn(*args)` at `at`, with the
+    same stall rule as `Deadline`. Cancel the handle returned when the deadline no longer matters."""
+    return loop.call_at(at, _judge, loop, at, fn, args)
+
+
+def _judge(loop: asyncio.AbstractEventLoop, at: float, fn: Callable[..., object], args: tuple[object, ...]) -> None:
+    now = loop.time()
+    if now - at > STALL:
+        loop.call_at(now + _AGAIN, fn, *args)  # (not cancelled with the first handle: `fn` checks it still matters)
+        return
+    fn(*args)

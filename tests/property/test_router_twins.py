@@ -1,0 +1,76 @@
+"""The router pair (fastgw/core/router.pyx and its pure twin router.py) gives the same answers: hypothesis drives
+both with the same route tables and requests (tests/property/test_http_twins.py has `Router.route`, the path policy
+and the match in one call)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastgw import core
+from fastgw.core import router as pyrouter
+
+if not core.COMPILED:
+    pytest.skip("compiled core not built (FASTGW_NO_EXTENSIONS or no extension)", allow_module_level=True)
+
+from fastgw import _core  # noqa: E402
+
+LITERALS = st.sampled_from(["a", "b", "users", "me", "v1", "x.y", "%2F"])
+SEGMENT = st.one_of(
+    LITERALS,
+    st.sampled_from(["{id}", "{name}", "{p}"]),
+)
+TEMPLATE = st.builds(
+    lambda segs, greedy: "/" + "/".join(segs + (["{rest+}"] if greedy else [])),
+    st.lists(SEGMENT, max_size=4),
+    st.booleans(),
+)
+METHODS = st.lists(st.sampled_from(["GET", "POST", "PUT", "ANY", "DELETE"]), min_size=1, max_size=3)
+HOSTS = st.sampled_from([None, "api.example.com", "*.example.com", "*.api.example.com", "other.org"])
+ROUTE = st.tuples(METHODS, TEMPLATE, HOSTS)
+REQ_PATH = st.builds(
+    lambda segs, slash: "/" + "/".join(segs) + ("/" if slash and segs else ""),
+    st.lists(st.one_of(LITERALS, st.sampled_from(["7", "zz", ""])), max_size=6),
+    st.booleans(),
+)
+REQ_HOST = st.sampled_from(["api.example.com", "www.example.com", "v1.api.example.com", "other.org", "example.com"])
+REQ_METHOD = st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"])
+
+
+def _build(impl, routes):
+    router = impl.Router()
+    outcomes = []
+    for i, (methods, path, host) in enumerate(routes):
+        try:
+            router.add(i, methods, path, host=host, name=f"r{i}")
+            outcomes.append("ok")
+        except impl.RouteConflict as exc:
+            outcomes.append(("conflict", str(exc)))
+        except ValueError as exc:
+            outcomes.append(("invalid", str(exc)))
+    router.freeze()
+    return router, outcomes
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    routes=st.lists(ROUTE, max_size=12),
+    requests=st.lists(st.tuples(REQ_METHOD, REQ_HOST, REQ_PATH), max_size=25),
+)
+def test_router_twins_agree(routes, requests):
+    fast, fast_out = _build(_core, routes)
+    slow, slow_out = _build(pyrouter, routes)
+    assert fast_out == slow_out
+    assert fast.dump() == slow.dump()
+    # Also ask for each route's own template with concrete values, so hits are common.
+    derived = [
+        (
+            "GET",
+            "api.example.com",
+            p.replace("{rest+}", "q/r").replace("{id}", "1").replace("{name}", "n").replace("{p}", "p"),
+        )
+        for _, p, _ in routes
+    ]
+    for method, host, path in requests + derived:
+        assert fast.match(method, host, path) == slow.match(method, host, path), (method, host, path)
