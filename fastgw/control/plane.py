@@ -310,6 +310,15 @@ class ControlPlane:
         self, data: dict[str, Any], source: str, description: str, author: str, meta: dict[str, Any],
         expect: int | None, *, file: bool = False, written: Stored | None = None,
     ) -> dict[str, Any]:  # fmt: skip
+        # NOTE: the GC waits from the build to the swap, which freezes what then serves: re-enabled any earlier,
+        # it would at once collect over the whole new config (a 170 ms stall), in this thread or the loop's.
+        with quiet_gc():
+            return self._deploy_quietly(data, source, description, author, meta, expect, file=file, written=written)
+
+    def _deploy_quietly(
+        self, data: dict[str, Any], source: str, description: str, author: str, meta: dict[str, Any],
+        expect: int | None, *, file: bool = False, written: Stored | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         payload = dep.canonical(data)
         if not _plain(data):  # what is checked is what is kept: a YAML date becomes the string JSON has for it
             data = orjson.loads(payload)
@@ -317,8 +326,7 @@ class ControlPlane:
         if written is not None:
             d = written.deployment
         try:
-            with quiet_gc():
-                loaded, changed = reconfigure(self.loaded, data)
+            loaded, changed = reconfigure(self.loaded, data)
         except ConfigError as exc:
             log.error("%s refused (%s), still serving deployment %s: %s", "reload" if file else "deployment", source,
                       self.id, exc)  # fmt: skip
@@ -339,6 +347,9 @@ class ControlPlane:
             raise Refused(503, f"the deployment store is unavailable: {exc}") from None
         failed = self.workers.commit(d, loaded, changed)
         self.current, self.loaded = Stored(revision, d), loaded
+        settle = getattr(self.workers, "settle", None)
+        if settle is not None:  # the workers free what they replaced, off their loop
+            settle()
         if failed:  # pragma: no cover - a swap of a prepared deployment does not fail
             log.error("deployment %s: swap failed on %s", d.id, _names(failed))
         log.info("deployment %s live (%s)", d.id, description or source)

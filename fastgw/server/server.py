@@ -97,6 +97,8 @@ class Server:
         self.deployment = ""  # the id of the deployment this worker serves
         self._prepared: dict[str, tuple[LoadedConfig, list[str], Certificates | None]] = {}
         self._following: asyncio.Task[None] | None = None
+        self._retired: list[Any] = []  # what a swap replaced, for `dismantle` to free off the loop
+        self._gc_paused = False  # a worker under a supervisor: the GC waits from `prepare` to `commit`/abort
         # `serve --watch`: "all" follows the config file and the functions' code, "code" only the code (a worker
         # under a supervisor, which follows the config file itself and passes SIGHUP on).
         self.watch = watch
@@ -235,6 +237,31 @@ class Server:
             return False
         return True
 
+    def _resume_gc(self) -> None:
+        if self._gc_paused:
+            self._gc_paused = False
+            gc.enable()
+
+    def dismantle(self) -> None:
+        """Off the loop, after a swap: free the config and gateway it replaced a few hundred routes at a time.
+        Freed at once (its last reference dropped), a 10,000-route config is one deallocation of ~250,000 objects
+        that holds the GIL for 50-250 ms, a stall of the serving loop; in pieces, the loop gets the GIL between
+        them. Nothing here is mutated: the pieces are lists of this method's own."""
+        retired, self._retired = self._retired, []
+        pieces: list[list[Any]] = []
+        for obj in retired:
+            if isinstance(obj, LoadedConfig):
+                pieces += [list(obj.entries), list(obj.config.routes), list((obj.data or {}).get("routes") or [])]
+                if obj.plugins is not None:
+                    pieces.append(list(obj.plugins.chains))
+            elif isinstance(obj, Gateway):
+                pieces.append(list(obj.routes))
+        del retired, obj
+        for piece in pieces:
+            while piece:
+                del piece[-200:]
+                time.sleep(0)  # the GIL goes to the loop if it waits for it
+
     async def follow(self, sock: socket.socket) -> None:
         """A worker under a supervisor: take deployments from it, prepare each in a thread (the loop goes on
         serving), swap it in when told to."""
@@ -260,12 +287,19 @@ class Server:
                     log.exception("deployment %s: swap failed", did)
                     error = f"{type(exc).__name__}: {exc}"
                 await channel.write(writer, {"op": "committed", "id": did, "error": error})
+                await loop.run_in_executor(None, self.dismantle)
             elif op == "abort":
                 self._prepared.pop(did, None)
+                self._resume_gc()
 
     def prepare(self, d: Deployment, payload: bytes) -> str | None:
         """A worker under a supervisor, in a thread beside its loop: load and check the deployment's config and
         keep it ready (None), or say why it cannot serve it."""
+        # NOTE: the GC waits until the swap (`commit`, which freezes what then serves) or `abort`: re-enabled at
+        # the end of the build, it would at once collect over the whole new config, stalling the loop.
+        if gc.isenabled():
+            gc.disable()
+            self._gc_paused = True
         try:
             with quiet_gc():
                 loaded, changed = reconfigure(self._loaded, orjson.loads(payload))
@@ -283,9 +317,13 @@ class Server:
         """On the loop: swap the prepared deployment in."""
         prepared = self._prepared.pop(deployment, None)
         if prepared is None:
+            self._resume_gc()
             return f"deployment {deployment} was not prepared"
         loaded, _, certificates = prepared
-        self.swap(loaded, changed, deployment, certificates)
+        try:
+            self.swap(loaded, changed, deployment, certificates)
+        finally:
+            self._resume_gc()
         return None
 
     def swap(
@@ -313,6 +351,7 @@ class Server:
         running = {id(pool) for pool in self.gateway.functions.values()} if self.gateway is not None else set()
         gateway = Gateway(loaded, previous=self.gateway)
         old, self.gateway = self.gateway, gateway
+        self._retired += [self._loaded, old]
         for pool in gateway.functions.values():
             if id(pool) not in running:
                 # A pool this reload made (a function new or changed) must not load bytecode that the previous
@@ -426,6 +465,10 @@ class LocalWorkers:
 
     def abort(self, deployment_id: str) -> None:
         self.server._prepared.pop(deployment_id, None)
+
+    def settle(self) -> None:
+        """The plane no longer holds the previous deployment either: free it, in this thread."""
+        self.server.dismantle()
 
     def serving(self) -> list[dict[str, Any]]:
         return [{"worker": self._name(), "pid": os.getpid(), "deployment": self.server.deployment}]
