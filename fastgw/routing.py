@@ -22,8 +22,9 @@ from fastgw.core import (
     normalize_path,
     parse_template,
 )
+from fastgw.core.router import GREEDY, LITERAL
 
-__all__ = ["MISSING_TOKEN", "HeaderRule", "RouteTable", "policy_flags"]
+__all__ = ["MISSING_TOKEN", "HeaderRule", "RouteTable", "plain_template", "policy_flags"]
 
 _SLASHES = {"reject": PATH_SLASHES_REJECT, "keep": PATH_SLASHES_KEEP, "decode": PATH_SLASHES_DECODE}
 _JSON = ("content-type", "application/json")
@@ -41,6 +42,17 @@ def policy_flags(escaped_slashes: str | None, backslash: str | None) -> int:
     """The core's policy int for a path policy's two fields (None: the safe default)."""
     flags = _SLASHES[escaped_slashes or "reject"]
     return flags | PATH_BACKSLASH_SEPARATOR if backslash == "separator" else flags
+
+
+def plain_template(path: str) -> str:
+    """A route template with its parameters' constraints left out (`/users/{id:[0-9]+}` -> `/users/{id}`): the
+    resource a Lambda event names, as AWS would show it (API Gateway has no constraints)."""
+    if ":" not in path:
+        return path
+    shape, names = parse_template(path)
+    params = iter(names)
+    out = [text if kind == LITERAL else f"{{{next(params)}{'+' if kind == GREEDY else ''}}}" for kind, text in shape]
+    return "/" + "/".join(out)
 
 
 def _first_segment(path: str) -> str:

@@ -366,6 +366,9 @@ class Route(_Base, frozen=True):
     # Routes with the same path, host and methods may differ only by these (canary releases, API versions): the
     # one with the most conditions that all hold takes the request, and one without `headers` takes the rest.
     headers: dict[HeaderName, str | list[str] | HeaderMatch] | None = None
+    # Higher first among routes path specificity leaves tied: constrained parameters at one position, routes told
+    # apart by headers with as many conditions (docs/configuration.md, Routing). Never above specificity.
+    priority: Annotated[int, Meta(ge=-1_000_000, le=1_000_000)] = 0
     plugins: Plugins = field(default_factory=dict)
     path_policy: PathPolicy | None = None  # fields left out: the API's, then the top-level policy's
     # `Upgrade: websocket` requests are tunnelled to the target (http integrations only); true: the defaults.
