@@ -157,6 +157,28 @@ class RouteTable:
             return None, ()
         return found
 
+    def fall_through(self, method: str, host: str, path: str, skip: set[int]) -> tuple[int, dict[str, str]] | None:
+        """The route a request goes on to when none of the routes told apart by headers in router entry `skip`
+        (one index, or more after falling through several) takes it: the next less specific one that matches, as
+        `match` would answer were those entries not there. None: no route at all (a miss, answered 404).
+
+        Only a route that reads paths under the same policy qualifies (`path` was normalized under it), and under a
+        REST API the resource rule stands: a request never falls through to a less specific resource."""
+        policy = self.policy_of[next(iter(skip))] if self.policy_of else None
+        while True:
+            found = self.router.match_past(method, host, path, frozenset(skip))
+            if found is None or found[0] is None:
+                return None
+            i = cast(int, found[0])
+            if policy is not None and self.policy_of[i] != policy:
+                skip.add(i)
+                continue
+            if self.resources is not None:
+                found = self._resource_first(method, host, path, found)
+                if found is None or found[0] is None:
+                    return None
+            return i, cast(dict[str, str], found[1])
+
     def miss(self, host: str, path: str, found: Found) -> tuple[int, list[tuple[str, str]], bytes]:
         """The answer to a request no route takes: (status, headers, body)."""
         if self.rest_only or (self.rest_prefixes and _first_segment(path) in self.rest_prefixes):
