@@ -193,7 +193,8 @@ class PassiveCheck(_Base, frozen=True):
     """Envoy's outlier detection, on by default as nginx's `max_fails` is: a target that fails (what `failures`
     lists) `consecutive_failures` times in a row, or whose failure ratio over `min_requests` answers reaches
     `failure_ratio`, is ejected for `base_ejection` times the number of its ejections so far (at most
-    `max_ejection`). Only on upstreams with more than one target: the only one is never ejected."""
+    `max_ejection`). Only on upstreams with more than one target: the only one is never ejected. With active checks
+    configured, a passing active check ends an ejection early (`uneject_on_active_check`)."""
 
     consecutive_failures: Annotated[int, Meta(ge=1, le=10_000)] | None = 3
     failure_ratio: Annotated[float, Meta(gt=0, le=1)] | None = None
@@ -207,6 +208,9 @@ class PassiveCheck(_Base, frozen=True):
     max_ejection: Seconds = 300.0
     # No more than this share of the targets is ejected at once (one may always be).
     max_ejected: Ratio = 0.5
+    # With active checks on, a passing check ends an ejection at once (Envoy's
+    # successful_active_health_check_uneject_host, on by default); false waits out the ejection time.
+    uneject_on_active_check: bool = True
 
 
 class HealthConfig(_Base, frozen=True):
