@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
 from fastgw.aws import prepare as aws_prepare
 from fastgw.config.checks import (
@@ -34,6 +33,7 @@ from fastgw.config.checks import (
     check_upstreams,
 )
 from fastgw.config.errors import MSGSPEC_PATH, ConfigError, explain, name_key
+from fastgw.config.parse import parse_json, parse_yaml
 from fastgw.config.schema import (
     AggregateIntegration,
     Config,
@@ -351,21 +351,10 @@ def _with_usage_plans(config: Config, source: str) -> Config:
     return msgspec.structs.replace(config, consumers=consumers)
 
 
-def _parse(raw: bytes, source: str) -> Any:
-    if source.endswith(".json"):
-        try:
-            return msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise ConfigError(source, "$", f"invalid JSON: {exc}") from None
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, "$", f"invalid YAML{where}: {problem}") from None
+def _parse(raw: bytes, source: str, as_json: bool = False) -> Any:
+    if as_json or source.endswith(".json"):
+        return parse_json(raw, source)
+    return parse_yaml(raw, source)
 
 
 def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], frozenset[str]]:
