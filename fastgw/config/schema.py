@@ -439,6 +439,12 @@ class Api(_Base, frozen=True):
     # Stages other than `$default` are served under `/{stage}`; false serves the API's one stage at the root, as
     # `sam local start-api` does (the stage still named in `requestContext.stage`).
     stage_prefix: bool = True
+    # A REST API's binaryMediaTypes ("image/png", "image/*", "*/*"): a request body of such a Content-Type reaches a
+    # function base64-encoded, any other as text; a function's base64 body is decoded for a client whose first
+    # Accept type is one of them (docs/functions.md, Binary bodies). An HTTP API ignores them, as AWS does.
+    binary_media_types: list[Annotated[str, Meta(pattern=r"^[^/\s;,]+/[^/\s;,]+$", max_length=256)]] = field(
+        default_factory=list
+    )
 
 
 class Consumer(_Base, frozen=True):

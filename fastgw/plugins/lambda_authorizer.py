@@ -440,8 +440,10 @@ def _context_variable(ctx: Context, name: str) -> str:
         return req.path
     if name == "resourcePath":
         return str(route.path)
-    if name == "routeKey":
-        return f"{req.method} {route.path}"
+    if name == "routeKey":  # as the route's own Lambda events name it (fastgw.functions.lambda_proxy.event_v2)
+        if route.path == lp.DEFAULT_ROUTE:
+            return lp.DEFAULT_ROUTE
+        return f"{'ANY' if 'ANY' in route.methods else req.method} {route.path}"
     if name == "stage":
         return route.stage or "$default"
     if name == "apiId":
