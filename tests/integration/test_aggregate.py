@@ -175,6 +175,25 @@ async def test_a_function_backend_beside_an_upstream(gateway, upstream, tmp_path
     assert r.json() == {"user": {"path": "/users/5"}, "quota": {"user": "5", "left": 7, "path": "/profile/5"}}
 
 
+async def test_a_function_backend_called_with_post_gets_the_body(gateway, upstream, tmp_path):
+    (tmp_path / "audit.py").write_text(
+        "import json\n"
+        "def handler(event, context):\n"
+        "    return {'statusCode': 200, 'body': json.dumps({'method': event['requestContext']['http']['method'],\n"
+        "                                                   'body': event['body']})}\n"
+    )
+    backends = [
+        {"upstream": "users", "path": "/users/{id}", "group": "user", "allow": ["method"]},
+        {"function": "audit", "method": "POST", "group": "audit"},
+    ]
+    cfg = aggregate_config({"users": upstream.url}, backends)
+    cfg["functions"] = {"audit": {"runtime": "python", "handler": "audit.handler", "warm": 0}}
+    gw = await gateway(cfg, base_dir=tmp_path)
+    r = await http_request(gw.port, "PUT", "/profile/5", body=b'{"seen": true}', timeout=20)
+    assert r.status == 200, r.body
+    assert r.json() == {"user": {"method": "GET"}, "audit": {"method": "POST", "body": '{"seen": true}'}}
+
+
 async def test_return_error_details_names_each_failed_backend(gateway, upstream):
     # KrakenD's return_error_details: each failed backend's status and why, under the key given (issue 23)
     backends = [
