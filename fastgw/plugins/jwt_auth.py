@@ -8,31 +8,37 @@ token is verified against it and no consumer is looked up, as AWS HTTP API JWT a
 "tokens from our identity provider"; the claims reach later plugins and functions, and no consumer is set.
 
 The token's `alg` must be one of that issuer's algorithms, and HMAC algorithms are only ever allowed with a secret,
-asymmetric ones only with a public key or JWKS: no `none`, no HS/RS key confusion. JWKS are fetched asynchronously,
-cached, and fetched again when a token names an unknown `kid` (at most once per `jwks_min_refresh` seconds). A
+asymmetric ones only with a public key or JWKS: no `none`, no HS/RS key confusion. JWKS are fetched on the event
+loop with aiohttp (redirects followed, never from https to http; HTTP(S)_PROXY / NO_PROXY honoured; a timeout),
+kept for the response's `Cache-Control: max-age` (at most `jwks_max_age`), and fetched again when a token names an
+unknown `kid` (at most once per `jwks_min_refresh` seconds); when a fetch fails the keys fetched last keep
+working. PyJWT's PyJWKClient is not used: it is synchronous (a thread per fetch), refuses redirects and does not
+read Cache-Control. A
 verified token is remembered until it expires, per route configuration (whose audience and keys it was checked
 against), so a client sending the same token again costs a dictionary lookup, not a signature check.
 
 Failures answer 401 with `WWW-Authenticate: Bearer ..., error="invalid_token"` (RFC 6750) or 403 with
-`error="insufficient_scope"`; the client learns no more than that, the gateway log says exactly why.
+`error="insufficient_scope"`; the client learns no more than that, the gateway log says exactly why. The dates
+`exp`, `nbf` and `iat` must be JSON numbers (PyJWT alone takes "123" and True), and nothing a client sends makes
+the plugin raise. A request that carries a token more than once (two fields of its header, a parameter or cookie
+named twice, a token in two places) is refused with 400: see `fastgw.plugins._credentials`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
-import ssl
+import math
 import time
 from collections.abc import Awaitable
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
+from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.consumers import Consumer
 
@@ -71,7 +77,10 @@ class JwtAuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hide_credentials: bool = False
     realm: str = "fastgw"
     jwks_min_refresh: Annotated[float, msgspec.Meta(ge=0)] = 10.0  # at most one JWKS fetch per URL this often
-    jwks_max_age: Annotated[float, msgspec.Meta(gt=0)] = 3600.0  # a cached JWKS is fetched again after this
+    # A fetched JWKS is used for its Cache-Control max-age, at most this long (this long without one), then fetched
+    # again when a token needs it.
+    jwks_max_age: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    jwks_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0  # one JWKS fetch, redirects included
     # Which claim picks the consumer credential (its `key`, or without one its `issuer`): a claim of the payload,
     # or a field of the token's JOSE header (e.g. "kid").
     key_claim_name: Annotated[str, msgspec.Meta(min_length=1)] = "iss"
@@ -111,16 +120,22 @@ class Issuer:
 
 
 class Jwks:
-    """One JWKS URL's keys by kid, with when they were fetched and the fetch in flight (if any)."""
+    """One JWKS URL's keys by kid, with when they were fetched, for how long the server said to keep them, and the
+    fetch in flight (if any)."""
 
-    __slots__ = ("url", "keys", "fetched_at", "attempted_at", "inflight")
+    __slots__ = ("url", "keys", "fetched_at", "max_age", "attempted_at", "inflight")
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.keys: dict[str | None, Any] = {}
-        self.fetched_at = 0.0
+        self.fetched_at = -1e9
+        self.max_age: float | None = None  # the last answer's Cache-Control max-age
         self.attempted_at = -1e9
         self.inflight: asyncio.Future[None] | None = None
+
+    def fresh(self, conf: JwtAuthConfig) -> bool:
+        age = conf.jwks_max_age if self.max_age is None else min(self.max_age, conf.jwks_max_age)
+        return time.monotonic() - self.fetched_at < age
 
 
 _KEY_FIELDS = ("secret", "public_key", "public_key_file", "jwks_url")
@@ -143,6 +158,12 @@ def _load_key(cred: JwtCredential, label: str) -> Any:
     if cred.jwks_url is not None:
         if urlsplit(cred.jwks_url).scheme not in ("http", "https"):
             raise ValueError(f"{label}: jwks_url must be http:// or https://")
+        try:
+            import aiohttp  # noqa: F401  # what fetches it
+        except ImportError:
+            raise ValueError(
+                f"{label}: jwks_url needs aiohttp: install the auth extra (pip install 'fastgw[auth]')"
+            ) from None
         return None
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -209,7 +230,7 @@ class JwtAuth(Plugin):
             raise ValueError("issuer and algorithms go with the plugin's own key (secret, public_key, jwks_url...)")
         return (
             conf,
-            [n.lower() for n in conf.header_names],
+            _Sources(conf),
             base,
             base + ', error="invalid_token"',
             base + ', error="insufficient_scope", scope="' + " ".join(conf.scopes) + '"',
@@ -222,23 +243,29 @@ class JwtAuth(Plugin):
     # -- the request ---------------------------------------------------------------------------------------------
 
     def access(self, ctx: Context, prepared: Any) -> Response | Awaitable[Response | None] | None:
-        conf, headers, challenge, invalid, _, own, remembered = prepared
-        token, where, name = self._token(ctx, conf, headers)
+        conf, sources, challenge, invalid, _, own, remembered = prepared
+        found = sources.token(ctx.request)
+        if found is None:
+            return credentials.twice("token")
+        token, where, name = found
         if not token:
             return Response(401, UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
         digest = hashlib.sha256(token.encode()).digest()
         known = remembered.get(digest)
         if known is not None:
-            issuer, claims = known
+            issuer, claims, exp, nbf = known
             now = time.time()
-            if claims.get("exp", now + 1) + conf.leeway > now and claims.get("nbf", now) - conf.leeway <= now:
+            if exp + conf.leeway > now and nbf - conf.leeway <= now:
                 return self._passed(ctx, conf, prepared, issuer, claims, where, name)
             remembered.pop(digest, None)
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            return self._refuse(invalid, f"malformed token: {exc}")
+        except (jwt.PyJWTError, *_MALFORMED) as exc:
+            return self._refuse(invalid, f"malformed token: {type(exc).__name__}: {exc}")
+        why = _not_numeric_dates(unverified)
+        if why is not None:
+            return self._refuse(invalid, why)
         if own is not None:
             issuer = own
         else:
@@ -250,41 +277,16 @@ class JwtAuth(Plugin):
                 return self._refuse(invalid, f"no consumer credential has the {conf.key_claim_name} {pick!r}")
             issuer = found
         alg = header.get("alg")
-        if alg not in issuer.algorithms:
+        if not isinstance(alg, str) or alg not in issuer.algorithms:
             return self._refuse(invalid, f"alg {alg!r} is not allowed for {issuer.label}")
         if issuer.jwks_url is None:
             return self._verify(ctx, conf, prepared, token, digest, issuer, issuer.key, alg, where, name)
         jwks = self.jwks[issuer.jwks_url]
         kid = header.get("kid")
-        fresh = time.monotonic() - jwks.fetched_at < conf.jwks_max_age
-        key = self._jwks_key(jwks, kid) if fresh else None
+        key = self._jwks_key(jwks, kid) if jwks.fresh(conf) else None
         if key is not None:
             return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg, where, name)
         return self._fetch_and_verify(ctx, conf, prepared, token, digest, issuer, jwks, kid, alg, where, name)
-
-    def _token(self, ctx: Context, conf: JwtAuthConfig, headers: list[str]) -> tuple[str | None, str, str]:
-        req = ctx.request
-        for n in headers:
-            value = req.header(n)
-            if value is not None:
-                scheme, _, token = value.strip().partition(" ")
-                if scheme.lower() == "bearer" and token.strip():
-                    return token.strip(), "header", n
-                if n != "authorization" and value.strip():
-                    return value.strip(), "header", n
-        for n in conf.query_names:
-            values = req.query.get(n)
-            if values and values[0]:
-                return values[0], "query", n
-        if conf.cookie_names:
-            raw = req.header("cookie")
-            if raw:
-                jar: SimpleCookie = SimpleCookie()
-                jar.load(raw)
-                for n in conf.cookie_names:
-                    if n in jar and jar[n].value:
-                        return jar[n].value, "cookie", n
-        return None, "", ""
 
     @staticmethod
     def _jwks_key(jwks: Jwks, kid: str | None) -> Any:
@@ -313,9 +315,10 @@ class JwtAuth(Plugin):
         jwks.attempted_at = now
         jwks.inflight = asyncio.get_running_loop().create_future()
         try:
-            data = await fetch_json(jwks.url)
+            data, max_age = await fetch_jwks(jwks.url, conf.jwks_timeout)
             jwks.keys = parse_jwks(data)
             jwks.fetched_at = time.monotonic()
+            jwks.max_age = max_age
             log.info("jwt-auth: fetched %d key(s) from %s", len(jwks.keys), jwks.url)
         except Exception as exc:  # noqa: BLE001 - keep the keys we had; the request is judged with them
             log.warning("jwt-auth: cannot fetch the JWKS %s: %s", jwks.url, exc)
@@ -337,12 +340,13 @@ class JwtAuth(Plugin):
                 leeway=conf.leeway,
                 options={"require": list(conf.required_claims), "verify_aud": conf.audience is not None},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, *_MALFORMED) as exc:
             return self._refuse(prepared[3], f"{type(exc).__name__}: {exc} ({issuer.label})")
         remembered = prepared[6]
         if len(remembered) >= _REMEMBERED_MAX:
             remembered.pop(next(iter(remembered)))
-        remembered[digest] = (issuer, claims)
+        # The dates as floats: every one a finite number here (_not_numeric_dates), absent ones never binding.
+        remembered[digest] = (issuer, claims, float(claims.get("exp", math.inf)), float(claims.get("nbf", -math.inf)))
         return self._passed(ctx, conf, prepared, issuer, claims, where, name)
 
     def _passed(
@@ -366,12 +370,84 @@ class JwtAuth(Plugin):
                 up.headers.remove(name)
             elif where == "query":
                 up.query.pop(name, None)
+            else:
+                credentials.drop_cookie(up.headers, name)
         return None
 
     @staticmethod
     def _refuse(challenge: str, why: str) -> Response:
         log.info("jwt-auth: refused: %s", why)
         return Response(401, UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
+
+
+# What PyJWT (and the json, base64 and int parsing under it) may raise on a token a client made: PyJWTError for
+# what it checks, the others for what it does not (an `exp` of 1e400 reaches int(): OverflowError; a list: a
+# TypeError; JSON nested a few thousand deep: RecursionError). All of them mean a malformed token: 401.
+_MALFORMED: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError, RecursionError)
+
+# NumericDate claims (RFC 7519 2, 4.1.4-6): JSON numbers. PyJWT reads them with int(), which also takes "1e9", a
+# bool or a numeric string, and the remembered-token path then added a float to a string.
+_DATES = ("exp", "nbf", "iat")
+_DATE_LIMIT = 2.0**53  # beyond it a float is not even a whole number of seconds any more
+
+
+def _not_numeric_dates(claims: dict[str, Any]) -> str | None:
+    """Why a NumericDate claim of `claims` is not one (a number, not a bool, finite, within +-2**53), or None."""
+    for name in _DATES:
+        if name in claims:
+            value = claims[name]
+            if type(value) not in (int, float):
+                return f"claim {name!r} is not a number: {type(value).__name__}"
+            if not -_DATE_LIMIT <= value <= _DATE_LIMIT:  # NaN compares false: refused as well
+                return f"claim {name!r} is out of range: {value!r:.40}"
+    return None
+
+
+class _Sources:
+    """Where a route's configuration reads tokens: header fields, query parameters, cookies."""
+
+    __slots__ = ("headers", "wire", "query", "cookies")
+
+    def __init__(self, conf: JwtAuthConfig) -> None:
+        self.headers = frozenset(n.lower() for n in conf.header_names)
+        self.wire = credentials.header_names(self.headers)
+        self.query = frozenset(conf.query_names)
+        self.cookies = frozenset(conf.cookie_names)
+
+    def token(self, req: Any) -> tuple[str | None, str, str] | None:
+        """(token, where, name) of the one token the request carries, (None, "", "") without one, None when it
+        carries one more than once: a header named twice (whatever the values), or a token in two places."""
+        found: list[tuple[str | None, str, str]] = []
+        if self.wire:
+            fields = [(k, v) for k, v in req.headers.raw() if k in self.wire]
+            if len(fields) > 1 and len({credentials.same_name(k) for k, _ in fields}) < len(fields):
+                return None
+            for k, v in fields:
+                name = k.decode("latin-1")
+                if name not in self.headers:
+                    found.append((None, "header", name))  # the `_` spelling: not read here, read by some backends
+                    continue
+                value = credentials.text(v).strip()
+                if name == "authorization":
+                    scheme, _, token = value.partition(" ")
+                    if scheme.lower() == "bearer" and token.strip():
+                        found.append((token.strip(), "header", name))
+                    # Another scheme (Basic, ...) is no bearer token: a plugin of that scheme judges it.
+                elif value:
+                    found.append((value, "header", name))
+        query = req.query_string if self.query else ""
+        count = credentials.query_count(query, self.query) if query else 0
+        if count > 1:
+            return None
+        if count:
+            # NOTE: None when the one parameter is one only a backend reads (after a `;`): no token here.
+            given, named = next(((vs[0], n) for n in self.query if (vs := req.query.get(n))), (None, ""))
+            found.append((given or None, "query", named))
+        if self.cookies:
+            found += [(v or None, "cookie", n) for n, v in credentials.cookies(req.headers.raw(), self.cookies)]
+        if len(found) > 1:
+            return None
+        return found[0] if found else (None, "", "")
 
 
 def token_scopes(claims: dict[str, Any]) -> list[str]:
@@ -401,51 +477,47 @@ def parse_jwks(data: Any) -> dict[str | None, Any]:
     return keys
 
 
-async def fetch_json(url: str, timeout: float = 5.0) -> Any:
-    """GET `url` (http or https) and decode its JSON body: a small client on asyncio streams and httptools."""
-    from httptools import HttpResponseParser
+_JWKS_MAX_BYTES = 1 << 20
+_MAX_REDIRECTS = 5
 
-    parts = urlsplit(url)
-    tls = parts.scheme == "https"
-    host = parts.hostname or ""
-    port = parts.port or (443 if tls else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
-    class Sink:
-        def __init__(self) -> None:
-            self.body = bytearray()
-            self.done = False
+def max_age(cache_control: str) -> float | None:
+    """The max-age of a Cache-Control value, in seconds (0 for no-store / no-cache), or None without one."""
+    found = None
+    for part in cache_control.split(","):
+        name, _, value = part.strip().partition("=")
+        name = name.strip().lower()
+        if name in ("no-store", "no-cache"):
+            return 0.0
+        if name == "max-age":
+            try:
+                found = float(max(0, int(value.strip().strip('"'))))
+            except ValueError:
+                return 0.0  # RFC 9111 4.2.1: an invalid freshness lifetime is stale
+    return found
 
-        def on_body(self, chunk: bytes) -> None:
-            self.body += chunk
-            if len(self.body) > 1 << 20:
+
+async def fetch_jwks(url: str, timeout: float = 5.0) -> tuple[Any, float | None]:
+    """GET a JWKS document with aiohttp: its JSON, and its Cache-Control max-age (None without one).
+
+    Redirects are followed (at most 5), never from https to http; proxies come from the environment
+    (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), as curl and requests read them; `timeout` bounds the whole fetch."""
+    import aiohttp
+
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout), trust_env=True, headers={"User-Agent": "fastgw"}
+    )
+    async with session, session.get(url, headers={"Accept": "application/json"}, max_redirects=_MAX_REDIRECTS) as resp:
+        if url.startswith("https:") and any(r.url.scheme != "https" for r in (*resp.history, resp)):
+            raise ValueError(f"redirected from https to {resp.url}: refused")
+        if resp.status != 200:
+            raise ValueError(f"HTTP {resp.status}")
+        body = bytearray()
+        async for chunk in resp.content.iter_any():
+            body += chunk
+            if len(body) > _JWKS_MAX_BYTES:
                 raise ValueError("JWKS larger than 1 MiB")
-
-        def on_message_complete(self) -> None:
-            self.done = True
-
-    async def get() -> Any:
-        reader, writer = await asyncio.open_connection(host, port, ssl=ssl.create_default_context() if tls else None)
-        try:
-            writer.write(
-                f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n"
-                "Connection: close\r\nUser-Agent: fastgw\r\n\r\n".encode("latin-1")
-            )
-            sink = Sink()
-            parser = HttpResponseParser(sink)
-            while not sink.done:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                parser.feed_data(data)
-            status = parser.get_status_code()
-            if status != 200:
-                raise ValueError(f"HTTP {status}")
-            return json.loads(bytes(sink.body))
-        finally:
-            writer.close()
-
-    return await asyncio.wait_for(get(), timeout)
+        return msgspec.json.decode(body), max_age(",".join(resp.headers.getall("Cache-Control", [])))
 
 
 PLUGINS = (JwtAuth,)
