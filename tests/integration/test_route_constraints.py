@@ -172,3 +172,47 @@ routes:
 """
     loaded = load_config_bytes(raw, "gw.yaml")
     assert loaded.router.match("GET", "h", "/a/b") == (1, {"id": "b"})
+
+
+AUTHORIZER = """
+def handler(event, context):
+    seen = {"resource": event["resource"], "resourcePath": event["requestContext"]["resourcePath"]}
+    statement = {"Action": "execute-api:Invoke", "Effect": "Allow", "Resource": event["methodArn"]}
+    return {"principalId": "p", "context": seen,
+            "policyDocument": {"Version": "2012-10-17", "Statement": [statement]}}
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_lambda_authorizer_sees_the_resource_without_constraints(gateway, tmp_path: Path):
+    write(tmp_path / "fn", "app.py", FUNCTION)
+    write(tmp_path / "fn", "authz.py", AUTHORIZER)
+    authorizer = {"function": "authz", "type": "request", "identity_source": "method.request.header.X-User", "ttl": 0}
+    cfg = {
+        "logging": {"access_log": False},
+        "functions": {
+            "show": {"runtime": "python", "handler": "app.handler", "code": "fn"},
+            "authz": {"runtime": "python", "handler": "authz.handler", "code": "fn"},
+        },
+        "apis": {
+            "shop": {
+                "type": "rest",
+                "plugins": {"lambda-authorizer": authorizer},
+                "routes": [
+                    {
+                        "path": "/items/{id:[0-9]+}",
+                        "methods": ["GET"],
+                        "integration": {"type": "lambda", "function": "show"},
+                    }
+                ],
+                "stages": {"Prod": {}},
+            }
+        },
+    }
+    gw = await gateway(cfg, base_dir=tmp_path)
+    r = await http_request(gw.port, "GET", "/Prod/items/7", headers={"X-User": "ann"})
+    assert r.status == 200, r.body
+    event = r.json()
+    assert event["resource"] == "/items/{id}" and event["pathParameters"] == {"id": "7"}
+    assert event["requestContext"]["authorizer"]["resource"] == "/items/{id}"
+    assert event["requestContext"]["authorizer"]["resourcePath"] == "/items/{id}"
