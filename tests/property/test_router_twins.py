@@ -4,6 +4,8 @@ and the match in one call)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,6 +80,13 @@ def test_router_twins_agree(routes, requests, skip):
         for _, p, _, _ in routes
     ]  # fmt: skip
     for method, host, path in requests + derived:
-        assert fast.match(method, host, path) == slow.match(method, host, path), (method, host, path)
+        found = fast.match(method, host, path)
+        assert found == slow.match(method, host, path), (method, host, path)
+        if found is not None and found[0] is not None:
+            # What a constraint let through matches it whole.
+            shape, names = pyrouter.parse_template(routes[found[0]][1])
+            kinds = [c for kind, c in shape if kind != pyrouter.LITERAL]
+            for name, constraint in zip(names, kinds, strict=True):
+                assert not constraint or re.fullmatch(constraint, found[1][name]), (path, name, constraint)
         # Falling through routes told apart by headers: the match as if some routes were not there.
         assert fast.match_past(method, host, path, skip) == slow.match_past(method, host, path, skip)
