@@ -34,7 +34,7 @@ from fastgw.functions.pool import ACCOUNT_ID, REGION, Throttled
 from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.chain import loading
-from fastgw.plugins.consumers import Consumer
+from fastgw.plugins.consumers import Consumer, unsafe_in_header
 from fastgw.routing import plain_template
 
 log = logging.getLogger("fastgw.plugins.lambda_authorizer")
@@ -131,7 +131,7 @@ class Prepared:
     """One configuration of the authorizer, checked, with its answers' cache."""
 
     __slots__ = ("conf", "function", "rest", "token", "v2", "simple", "sources", "pattern", "ttl_ns", "cache",
-                 "headers", "unauthorized", "error")  # fmt: skip
+                 "headers", "header_keys", "unauthorized", "error")  # fmt: skip
 
     def __init__(self, conf: LambdaAuthorizerConfig, sources: list[Source], pattern: re.Pattern[str] | None) -> None:
         self.conf = conf
@@ -145,6 +145,7 @@ class Prepared:
         self.ttl_ns = conf.ttl * 1_000_000_000
         self.cache: dict[tuple[str, ...], tuple[int, Verdict]] = {}
         self.headers = list(conf.upstream_headers.items())
+        self.header_keys = frozenset(key for _, key in self.headers if key != "principalId")
         self.unauthorized = REST_UNAUTHORIZED if self.rest else HTTP_UNAUTHORIZED
         self.error = REST_ERROR if self.rest else HTTP_ERROR
 
@@ -226,6 +227,13 @@ def read_answer(value: Any, prep: Prepared) -> Verdict:
         for k, v in context.items():
             if not isinstance(v, (str, int, float, bool)):
                 raise Malformed(f"context.{k} must be a string, a number or a boolean, got {lp._kind(v)}")
+    # NOTE: the principal becomes the consumer's name (X-Consumer-Username) and, like a context value that
+    # upstream_headers names, a header value: a control character in it would split the upstream request (a header,
+    # a request smuggled behind it on a pooled connection). API Gateway answers 500 to an answer it cannot use.
+    for k in prep.header_keys:
+        v = context.get(k)
+        if v is not None and unsafe_in_header(_as_string(v)):
+            raise Malformed(f"context.{k} (an upstream header) holds a control character")
     if prep.simple:
         allowed = value.get("isAuthorized")
         if not isinstance(allowed, bool):
@@ -234,6 +242,8 @@ def read_answer(value: Any, prep: Prepared) -> Verdict:
     principal = value.get("principalId")
     if not isinstance(principal, str):
         raise Malformed(f"principalId must be a string, got {lp._kind(principal)}")
+    if unsafe_in_header(principal):
+        raise Malformed(f"principalId {principal!r} holds a control character")
     doc = value.get("policyDocument")
     if not isinstance(doc, dict):
         raise Malformed(f"policyDocument must be an object, got {lp._kind(doc)}")
@@ -394,9 +404,7 @@ class LambdaAuthorizer(Plugin):
             value = verdict.principal if key == "principalId" else verdict.context.get(key)
             if value is None:
                 continue
-            text = _as_string(value)
-            if "\r" not in text and "\n" not in text and "\0" not in text:
-                ctx.set_upstream_header(header, text)
+            ctx.set_upstream_header(header, _as_string(value))  # read_answer refused control characters
         return None
 
 

@@ -42,6 +42,14 @@ def token(event, context):
         return {"principalId": "x"}
     if tok == "nested":
         return _policy("x", "Allow", arn, user={"id": 1})
+    if tok == "smuggle":
+        return _policy("alice\\r\\nx-admin: true\\r\\n\\r\\nGET /internal HTTP/1.1", "Allow", arn)
+    if tok == "smuggle-nul":
+        return _policy("alice\\0", "Allow", arn)
+    if tok == "smuggle-context":
+        return _policy("carol", "Allow", arn, tenant="acme\\r\\nx-admin: true")
+    if tok == "tab":
+        return _policy("tab\\tbed", "Allow", arn, tenant="a\\tb")
     if tok == "deny":
         return _policy("user-deny", "Deny", arn)
     if tok == "elsewhere":
@@ -351,6 +359,29 @@ async def test_principal_and_context_reach_an_http_upstream(fgw, tmp_path, upstr
         assert got.header("x-none") is None
         r = await http_request(srv.port, "GET", "/Prod/proxied", headers=bearer("deny"))
         assert r.status == 403 and len(upstream.received) == 1
+
+
+async def test_a_principal_or_header_context_with_a_control_character_is_a_malformed_answer(fgw, tmp_path, upstream):
+    """A principal no consumer claims names the consumer (X-Consumer-Username) and a context value upstream_headers
+    names becomes a header: CR/LF/NUL in either would smuggle a header, or a second request onto the pooled
+    upstream connection. API Gateway answers 500 to an answer it cannot use; the upstream receives nothing."""
+    cfg = rest_config(tmp_path, {"function": "auth", "ttl": 0, "upstream_headers": {"X-Tenant": "tenant"}})
+    cfg["consumers"] = {"zed": {}}  # with consumers, the upstream receives X-Consumer-Username
+    cfg["upstreams"] = {"backend": {"targets": [upstream.url]}}
+    cfg["apis"]["shop"]["routes"].append(
+        {"path": "/proxied", "methods": ["GET"], "integration": {"type": "http", "upstream": "backend"}}
+    )
+    srv = await fgw(cfg)
+    for _ in TWICE:
+        upstream.received.clear()
+        for token in ("smuggle", "smuggle-nul", "smuggle-context"):
+            r = await http_request(srv.port, "GET", "/Prod/proxied", headers=bearer(token))
+            assert (r.status, r.body) == (500, b'{"message": null}'), token
+        assert upstream.received == []
+        r = await http_request(srv.port, "GET", "/Prod/proxied", headers=bearer("tab"))  # a tab is a header's own
+        assert r.status == 200
+        (got,) = upstream.received
+        assert got.header("x-consumer-username") == "tab\tbed" and got.header("x-tenant") == "a\tb"
 
 
 async def test_the_principal_is_the_consumer_rate_limits_count(fgw, tmp_path):
