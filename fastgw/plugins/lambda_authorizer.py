@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from fastgw.functions import lambda_proxy as lp
-from fastgw.functions.pool import ACCOUNT_ID, REGION, Throttled
+from fastgw.functions.pool import Throttled
 from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.chain import loading
@@ -467,16 +467,17 @@ def _stage(ctx: Context) -> str:
 
 
 def method_arn(ctx: Context) -> str:
-    """`arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/{METHOD}/{path without the stage, no leading /}`."""
-    stage = _stage(ctx)
+    """`arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/{METHOD}/{path without the stage, no leading /}`.
+
+    NOTE: only the prefix the route is actually served under is removed (RouteInfo.prefix): an API served at the
+    root (stage_prefix false, as `sam local` serves a template) has none, and `/Prod/public/x` there is the resource
+    path `Prod/public/x`, not `public/x` (which a policy for GET/public/* would admit)."""
+    route = ctx.route
     path = ctx.request.path
-    if stage != "$default":
-        prefix = "/" + stage
-        if path == prefix:
-            path = "/"
-        elif path.startswith(prefix + "/"):
-            path = path[len(prefix) :]
-    return f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{ctx.route.api_id}/{stage}/{ctx.request.method}/{path[1:]}"
+    prefix = route.prefix
+    if prefix:  # the router matched under it: the path is the prefix, or starts with it and a slash
+        path = path[len(prefix) :] or "/"
+    return f"{route.arn_base}{ctx.request.method}/{path[1:]}"
 
 
 def build_event(ctx: Context, prep: Prepared, values: tuple[str, ...], arn: str) -> dict[str, Any]:

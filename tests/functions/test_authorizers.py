@@ -48,6 +48,14 @@ def token(event, context):
         return _policy("alice\\0", "Allow", arn)
     if tok == "smuggle-context":
         return _policy("carol", "Allow", arn, tenant="acme\\r\\nx-admin: true")
+    if tok in ("public", "not-prod"):
+        base = arn.split("/", 1)[0]
+        if tok == "public":
+            return _policy("user-public", "Allow", base + "/*/GET/public/*")
+        doc = _policy("user-not-prod", "Allow", base + "/*/GET/*")
+        doc["policyDocument"]["Statement"].append(
+            {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": base + "/*/GET/Prod/*"})
+        return doc
     if tok == "tab":
         return _policy("tab\\tbed", "Allow", arn, tenant="a\\tb")
     if tok == "deny":
@@ -180,6 +188,31 @@ async def test_token_authorizer_allows_denies_and_fails_as_api_gateway(fgw, tmp_
         r = await http_request(srv.port, "GET", "/Prod/", headers=bearer("root"))
         assert r.status == 200 and seen(tmp_path)[-1]["methodArn"] == arn("GET", "")
         assert len(seen(tmp_path)) == before + 8  # ttl 0: every request asked the function
+
+
+@pytest.mark.parametrize("stage_prefix", [True, False])
+async def test_the_method_arn_loses_only_the_prefix_the_route_is_served_under(fgw, tmp_path, stage_prefix):
+    """Served under /Prod, /Prod/public/x is the resource public/x; served at the root (stage_prefix false, as `sam
+    local` serves a template), /Prod/public/x is the resource Prod/public/x, which a policy for GET/public/* does not
+    admit and a Deny of GET/Prod/* refuses."""
+    cfg = rest_config(tmp_path, {"function": "auth", "ttl": 0})
+    cfg["apis"]["shop"]["stage_prefix"] = stage_prefix
+    cfg["apis"]["shop"]["routes"] = [
+        {"path": "/{proxy+}", "methods": ["GET"], "integration": {"type": "lambda", "function": "echo"}}
+    ]
+    srv = await fgw(cfg)
+    root = "/Prod" if stage_prefix else ""
+    for _ in TWICE:
+        r = await http_request(srv.port, "GET", root + "/public/x", headers=bearer("public"))
+        assert r.status == 200, r.body
+        assert seen(tmp_path)[-1]["methodArn"] == arn("GET", "public/x")
+        r = await http_request(srv.port, "GET", root + "/Prod/public/x", headers=bearer("public"))
+        assert (r.status, r.body) == (403, NOT_ALLOWED)
+        assert seen(tmp_path)[-1]["methodArn"] == arn("GET", "Prod/public/x")
+        r = await http_request(srv.port, "GET", root + "/Prod/x", headers=bearer("not-prod"))
+        assert (r.status, r.body) == (403, EXPLICIT_DENY)
+        r = await http_request(srv.port, "GET", root + "/x", headers=bearer("not-prod"))
+        assert r.status == 200, r.body
 
 
 async def test_validation_expression_refuses_without_calling_the_function(fgw, tmp_path):
