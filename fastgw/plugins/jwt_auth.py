@@ -365,14 +365,14 @@ class JwtAuth(Plugin):
         ctx.vars["jwt_claims"] = claims
         ctx.vars["jwt_scopes"] = scopes
         if conf.hide_credentials:
-            up = ctx.upstream_request
-            if where == "header":
-                up.headers.remove(name)
-            elif where == "query":
-                up.query.pop(name, None)
-            else:
-                credentials.drop_cookie(up.headers, name)
+            self.remove_credential(ctx, prepared)
         return None
+
+    def remove_credential(self, ctx: Context, prepared: Any) -> None:
+        """Take this configuration's token out of the upstream request, wherever it reads one (an Authorization field
+        only when it is a Bearer one): hide_credentials, and in multi-auth also when another plugin passed."""
+        sources: _Sources = prepared[1]
+        credentials.remove(ctx, sources.wire, sources.query, sources.cookies, "bearer")
 
     @staticmethod
     def _refuse(challenge: str, why: str) -> Response:

@@ -7,6 +7,10 @@ would alone) and the rest are not tried. When every one refuses, the client gets
 its `WWW-Authenticate` challenge). A 400 from any of them (a malformed request, such as a credential sent twice)
 ends the trial at once: that request is refused, whatever another plugin would say. A plugin that raises fails the
 request (500), as it would alone.
+
+Once one passes, every other plugin of the list whose configuration sets `hide_credentials` has its credential
+taken out of the upstream request too (`remove_credential`, what its own hide_credentials does): a wrong `apikey`
+beside a valid token must not reach a backend that was promised it never sees keys.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class MultiAuth(Plugin):
 
     def prepare(self, conf: MultiAuthConfig) -> Any:
         registry = loading().registry
-        subs: list[tuple[Any, Any, str]] = []
+        subs: list[tuple[Any, Any, str, bool]] = []
         for i, item in enumerate(conf.auth_plugins):
             at = f".auth_plugins[{i}]"
             if len(item) != 1:
@@ -67,14 +71,18 @@ class MultiAuth(Plugin):
                 prepared = plugin.prepare(sub)
             except (ValueError, TypeError) as exc:
                 raise _ConfigAt(f"{at}.{name}{getattr(exc, 'at', '')}", str(exc)) from None
-            subs.append((plugin, prepared, name))
+            hide = bool(getattr(sub, "hide_credentials", False)) and callable(
+                getattr(plugin, "remove_credential", None)
+            )
+            subs.append((plugin, prepared, name, hide))
         return tuple(subs)
 
     def access(self, ctx: Context, subs: Any) -> Response | Awaitable[Response | None] | None:
         first: Response | None = None
-        for i, (plugin, conf, name) in enumerate(subs):
+        for i, (plugin, conf, name, _) in enumerate(subs):
             result = plugin.access(ctx, conf)
             if result is None:
+                _hide_others(ctx, subs, i)
                 return None
             if result.__class__ is Response:
                 if result.status == 400:
@@ -92,6 +100,7 @@ class MultiAuth(Plugin):
         result = await pending
         while True:
             if result is None:
+                _hide_others(ctx, subs, i)
                 return None
             if not isinstance(result, Response):
                 raise TypeError(f"{subs[i][2]} returned {type(result).__name__}, not None or a Response")
@@ -102,10 +111,17 @@ class MultiAuth(Plugin):
             i += 1
             if i == len(subs):
                 return first
-            plugin, conf, _ = subs[i]
+            plugin, conf, _, _ = subs[i]
             result = plugin.access(ctx, conf)
             if inspect.isawaitable(result):
                 result = await result
+
+
+def _hide_others(ctx: Context, subs: Any, passed: int) -> None:
+    """Remove the credentials of the plugins other than the one that passed, where their hide_credentials asks it."""
+    for j, (plugin, conf, _, hide) in enumerate(subs):
+        if hide and j != passed:
+            plugin.remove_credential(ctx, conf)
 
 
 def _authenticates(cls: Any) -> bool:
