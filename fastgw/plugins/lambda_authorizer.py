@@ -35,7 +35,6 @@ from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.chain import loading
 from fastgw.plugins.consumers import Consumer, unsafe_in_header
-from fastgw.routing import plain_template
 
 log = logging.getLogger("fastgw.plugins.lambda_authorizer")
 
@@ -96,12 +95,14 @@ class PrincipalCredential(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
 class Source:
     """One identity source: where its value is read from."""
 
-    __slots__ = ("where", "name", "text")
+    __slots__ = ("where", "name", "text", "wire")
 
     def __init__(self, where: str, name: str, text: str) -> None:
         self.where = where  # header | query | stage | context
         self.name = name
         self.text = text
+        # A header source's names on the wire (its `_` spelling too, counted as the same header), made once.
+        self.wire = credentials.header_names((name,)) if where == "header" else frozenset()
 
 
 _SOURCE = re.compile(
@@ -336,14 +337,15 @@ class LambdaAuthorizer(Plugin):
         if prep.pattern is not None and not prep.pattern.fullmatch(values[0]):
             return prep.unauthorized
         key = tuple(values)
-        arn = method_arn(ctx)
         if prep.ttl_ns:
             hit = prep.cache.get(key)
             if hit is not None:
                 if hit[0] > time.monotonic_ns():
-                    return self._apply(ctx, prep, hit[1], arn, 0)
+                    verdict = hit[1]
+                    # A simple response decides without a policy: no method ARN to build for it.
+                    return self._apply(ctx, prep, verdict, method_arn(ctx) if verdict.allowed is None else "", 0)
                 del prep.cache[key]
-        return self._invoke(ctx, prep, key, arn)
+        return self._invoke(ctx, prep, key, method_arn(ctx))
 
     async def _invoke(self, ctx: Context, prep: Prepared, key: tuple[str, ...], arn: str) -> Response | None:
         pool = ctx.route.functions.get(prep.function)
@@ -425,7 +427,7 @@ class _Twice(Exception):
 def _identity(ctx: Context, source: Source) -> str | None:
     where = source.where
     if where == "header":
-        wire = credentials.header_names((source.name,))
+        wire = source.wire
         fields = [v for k, v in ctx.request.headers.raw() if k in wire]
         if len(fields) > 1:
             raise _Twice
@@ -448,11 +450,11 @@ def _context_variable(ctx: Context, name: str) -> str:
     if name == "path":
         return req.path
     if name == "resourcePath":  # as AWS shows it: without the template's constraints (API Gateway has none)
-        return plain_template(str(route.path))
+        return route.resource
     if name == "routeKey":  # as the route's own Lambda events name it (fastgw.functions.lambda_proxy.event_v2)
         if route.path == lp.DEFAULT_ROUTE:
             return lp.DEFAULT_ROUTE
-        return f"{'ANY' if 'ANY' in route.methods else req.method} {plain_template(str(route.path))}"
+        return f"{'ANY' if 'ANY' in route.methods else req.method} {route.resource}"
     if name == "stage":
         return route.stage or "$default"
     if name == "apiId":
@@ -496,7 +498,7 @@ def build_event(ctx: Context, prep: Prepared, values: tuple[str, ...], arn: str)
         http10=False,
         request_id=str(uuid.uuid4()),
         time_ns=time.time_ns(),
-        resource=plain_template(str(route.path)),
+        resource=route.resource,
         methods=tuple(route.methods),
         params=dict(req.params),
         stage=_stage(ctx),

@@ -535,3 +535,24 @@ def test_two_consumers_cannot_claim_one_principal():
     )
     with pytest.raises(ConfigError, match="claim the same principal 'p'"):
         load_config_bytes(raw, "gw.json")
+
+
+def test_per_request_work_is_done_once_at_load(tmp_path):
+    """A header identity source knows its wire names, and a route its resource and ARN prefix, from load on: the
+    request path no longer rebuilds them (header_names, plain_template, the ARN's fixed part)."""
+    from fastgw.gateway import Gateway
+    from fastgw.plugins.lambda_authorizer import parse_source
+
+    assert parse_source("$request.header.X-Token").wire == {b"x-token", b"x_token"}
+    assert parse_source("method.request.querystring.t").wire == frozenset()
+    cfg = rest_config(tmp_path, {"function": "auth"})
+    cfg["apis"]["shop"]["routes"].append(
+        {"path": "/n/{id:[0-9]+}", "methods": ["GET"], "integration": {"type": "lambda", "function": "echo"}}
+    )
+    gw = Gateway(load_config_bytes(orjson.dumps(cfg), str(tmp_path / "gw.json"), tmp_path))
+    try:
+        info = next(r.info for r in gw.routes if r.info is not None and r.info.path == "/n/{id:[0-9]+}")
+        assert (info.resource, info.prefix) == ("/n/{id}", "/Prod")
+        assert info.arn_base == "arn:aws:execute-api:local:000000000000:abc123/Prod/"
+    finally:
+        gw.close()
