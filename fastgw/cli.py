@@ -236,6 +236,11 @@ def _template_flags(parser: argparse.ArgumentParser) -> None:
         "--stage-prefix", action="store_true",
         help="serve each API under /{StageName} as the deployed API answers (default: at the root, as sam local)",
     )  # fmt: skip
+    group.add_argument(
+        "--unenforced-auth", choices=("closed", "open"), default="closed",
+        help="routes behind authorizers fastgw does not run (Cognito, IAM, API keys): closed answers 401 (default), "
+        "open serves them without authorization as sam local does; listed once at start either way",
+    )  # fmt: skip
 
 
 def _template_overrides(args: argparse.Namespace) -> list[Override]:
@@ -261,6 +266,8 @@ def _template_overrides(args: argparse.Namespace) -> list[Override]:
         out.append(Override("aws.env_vars", os.path.abspath(args.env_vars), "--env-vars"))
     if args.stage_prefix:
         out.append(Override("aws.stage_prefix", True, "--stage-prefix"))
+    if args.unenforced_auth != "closed":
+        out.append(Override("aws.unenforced_auth", args.unenforced_auth, "--unenforced-auth"))
     return out
 
 
