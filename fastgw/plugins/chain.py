@@ -329,6 +329,31 @@ def build(config: Any, entries: tuple[Any, ...], base_dir: Path | None = None) -
         _LOADING.reset(token)
 
 
+class ConfigAt(ValueError):
+    """What a plugin's `prepare` raises for a key inside its configuration: `at` (`.function`,
+    `.auth_plugins[1].jwt-auth.secret`) is added to the configuration's key path in the config error."""
+
+    def __init__(self, at: str, message: str) -> None:
+        super().__init__(message)
+        self.at = at
+
+
+def prepare_plugin(registry: Registry, name: str, raw: Any, at: str) -> tuple[Plugin, Any]:
+    """The installed plugin `name` with its configuration `raw` (found at the key path `at`) converted to its Config
+    (a wrong one explained, with a "did you mean"), and prepared. Raises PluginConfigError."""
+    cls = registry.classes[name]
+    try:
+        conf = msgspec.convert({} if raw is None or raw is True else raw, cls.Config, strict=True)
+    except msgspec.ValidationError as exc:
+        msg, sub = _msgspec_path(exc)
+        raise PluginConfigError(at + sub, explain("$" + sub, msg, raw, cls.Config)) from None
+    plugin = registry.instance(name)
+    try:
+        return plugin, plugin.prepare(conf)
+    except (ValueError, TypeError) as exc:
+        raise PluginConfigError(at + getattr(exc, "at", ""), str(exc)) from None
+
+
 def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginSetup:
     prepared: dict[tuple[str, str], tuple[Plugin, Any] | None] = {}
 
@@ -345,17 +370,7 @@ def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginS
         if raw is False:
             prepared[key] = None  # switched off here
             return None
-        try:
-            conf = msgspec.convert({} if raw is None or raw is True else raw, cls.Config, strict=True)
-        except msgspec.ValidationError as exc:
-            msg, sub = _msgspec_path(exc)
-            raise PluginConfigError(at + sub, explain("$" + sub, msg, raw, cls.Config)) from None
-        plugin = registry.instance(name)
-        try:
-            result = (plugin, plugin.prepare(conf))
-        except (ValueError, TypeError) as exc:
-            # `at` on the error: where inside this configuration (multi-auth's `.auth_plugins[1].jwt-auth.secret`).
-            raise PluginConfigError(at + getattr(exc, "at", ""), str(exc)) from None
+        result = prepare_plugin(registry, name, raw, at)
         prepared[key] = result
         return result
 

@@ -33,7 +33,7 @@ from fastgw.functions import lambda_proxy as lp
 from fastgw.functions.pool import Throttled
 from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
-from fastgw.plugins.chain import loading
+from fastgw.plugins.chain import ConfigAt, loading
 from fastgw.plugins.consumers import Consumer, unsafe_in_header
 
 log = logging.getLogger("fastgw.plugins.lambda_authorizer")
@@ -289,13 +289,13 @@ class LambdaAuthorizer(Plugin):
         functions = loading().config.functions
         if conf.function not in functions:
             known = ", ".join(sorted(functions)) or "none"
-            raise _at(".function", f"no function named {conf.function!r} in functions: (defined: {known})")
+            raise ConfigAt(".function", f"no function named {conf.function!r} in functions: (defined: {known})")
         if conf.api == "http" and conf.type == "token":
-            raise _at(".type", "HTTP API authorizers are of type request (give identity_source for the token)")
+            raise ConfigAt(".type", "HTTP API authorizers are of type request (give identity_source for the token)")
         if conf.simple_responses and not (conf.api == "http" and conf.payload_format == "2.0"):
-            raise _at(".simple_responses", "simple responses are for HTTP API authorizers with payload_format 2.0")
+            raise ConfigAt(".simple_responses", "simple responses are for HTTP API authorizers with payload_format 2.0")
         if conf.validation_expression is not None and conf.type != "token":
-            raise _at(".validation_expression", "a validation expression applies to token authorizers only")
+            raise ConfigAt(".validation_expression", "a validation expression applies to token authorizers only")
         texts = conf.identity_source
         if isinstance(texts, str):
             texts = [t.strip() for t in texts.split(",") if t.strip()]
@@ -306,22 +306,22 @@ class LambdaAuthorizer(Plugin):
             try:
                 sources.append(parse_source(text))
             except ValueError as exc:
-                raise _at(f".identity_source[{i}]", str(exc)) from None
+                raise ConfigAt(f".identity_source[{i}]", str(exc)) from None
         if conf.type == "token" and (len(sources) != 1 or sources[0].where != "header"):
-            raise _at(".identity_source", "a token authorizer reads its token from one header")
+            raise ConfigAt(".identity_source", "a token authorizer reads its token from one header")
         if conf.ttl and not sources:
-            raise _at(".identity_source", "caching (ttl > 0) needs at least one identity source: they are its key")
+            raise ConfigAt(".identity_source", "caching (ttl > 0) needs at least one identity source: they are its key")
         pattern = None
         if conf.validation_expression is not None:
             try:
                 pattern = re.compile(conf.validation_expression)
             except re.error as exc:
-                raise _at(".validation_expression", f"not a valid regular expression: {exc}") from None
+                raise ConfigAt(".validation_expression", f"not a valid regular expression: {exc}") from None
         for header, key in conf.upstream_headers.items():
             if not _HEADER_NAME.match(header):
-                raise _at(f".upstream_headers.{header}", "not a valid header name")
+                raise ConfigAt(f".upstream_headers.{header}", "not a valid header name")
             if not key:
-                raise _at(f".upstream_headers.{header}", "name principalId or a key of the authorizer's context")
+                raise ConfigAt(f".upstream_headers.{header}", "name principalId or a key of the authorizer's context")
         return Prepared(conf, sources, pattern)
 
     def access(self, ctx: Context, prep: Prepared) -> Response | Awaitable[Response | None] | None:
@@ -408,16 +408,6 @@ class LambdaAuthorizer(Plugin):
                 continue
             ctx.set_upstream_header(header, _as_string(value))  # read_answer refused control characters
         return None
-
-
-class _ConfigAt(ValueError):
-    def __init__(self, at: str, message: str) -> None:
-        super().__init__(message)
-        self.at = at
-
-
-def _at(at: str, message: str) -> ValueError:
-    return _ConfigAt(at, message)
 
 
 class _Twice(Exception):

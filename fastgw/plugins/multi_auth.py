@@ -21,8 +21,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fastgw.plugins.base import Context, Plugin, Response
-from fastgw.plugins.chain import _msgspec_path, loading
+from fastgw.plugins.base import PHASES, Context, Plugin, Response
+from fastgw.plugins.chain import ConfigAt, PluginConfigError, loading, prepare_plugin
 
 # Plugins in this band authenticate (docs/plugins.md's table): 2000 itself is acl, which needs a consumer already.
 AUTH_BAND = range(2001, 3000)
@@ -31,12 +31,6 @@ AUTH_BAND = range(2001, 3000)
 class MultiAuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Each item names one authentication plugin and its configuration: [{key-auth: {}}, {jwt-auth: {...}}].
     auth_plugins: Annotated[list[dict[str, Any]], msgspec.Meta(min_length=2)]
-
-
-class _ConfigAt(ValueError):
-    def __init__(self, at: str, message: str) -> None:
-        super().__init__(message)
-        self.at = at
 
 
 class MultiAuth(Plugin):
@@ -50,30 +44,23 @@ class MultiAuth(Plugin):
         for i, item in enumerate(conf.auth_plugins):
             at = f".auth_plugins[{i}]"
             if len(item) != 1:
-                raise _ConfigAt(at, f"expected one plugin name with its configuration, got {len(item)} keys")
+                raise ConfigAt(at, f"expected one plugin name with its configuration, got {len(item)} keys")
             ((name, raw),) = item.items()
             cls = registry.classes.get(name)
             if cls is None or name == self.name:
                 known = ", ".join(sorted(n for n, c in registry.classes.items() if _authenticates(c)))
-                raise _ConfigAt(at, f"{name!r} is not an authentication plugin (these are: {known})")
+                raise ConfigAt(at, f"{name!r} is not an authentication plugin (these are: {known})")
             if not _authenticates(cls):
-                raise _ConfigAt(
+                raise ConfigAt(
                     at, f"{name!r} is not an authentication plugin: multi-auth takes plugins of priority 2001-2999 "
                     "with an access phase and no other phase",
                 )  # fmt: skip
             try:
-                sub = msgspec.convert({} if raw is None or raw is True else raw, cls.Config, strict=True)
-            except msgspec.ValidationError as exc:
-                msg, path = _msgspec_path(exc)
-                raise _ConfigAt(f"{at}.{name}{path}", msg) from None
-            plugin = registry.instance(name)
-            try:
-                prepared = plugin.prepare(sub)
-            except (ValueError, TypeError) as exc:
-                raise _ConfigAt(f"{at}.{name}{getattr(exc, 'at', '')}", str(exc)) from None
-            hide = bool(getattr(sub, "hide_credentials", False)) and callable(
-                getattr(plugin, "remove_credential", None)
-            )
+                plugin, prepared = prepare_plugin(registry, name, raw, f"{at}.{name}")
+            except PluginConfigError as exc:
+                raise ConfigAt(exc.path, exc.message) from None
+            hide = (isinstance(raw, dict) and raw.get("hide_credentials") is True
+                    and callable(getattr(plugin, "remove_credential", None)))  # fmt: skip
             subs.append((plugin, prepared, name, hide))
         return tuple(subs)
 
@@ -125,9 +112,7 @@ def _hide_others(ctx: Context, subs: Any, passed: int) -> None:
 
 
 def _authenticates(cls: Any) -> bool:
-    phases = [
-        p for p in ("rewrite", "access", "header_filter", "body_filter", "log") if callable(getattr(cls, p, None))
-    ]
+    phases = [p for p in PHASES if callable(getattr(cls, p, None))]
     return cls.priority in AUTH_BAND and phases == ["access"] and cls.name != MultiAuth.name
 
 

@@ -97,6 +97,9 @@ async def test_acl_after_multi_auth_sees_the_consumer(upstream, gateway, people)
         ({"auth_plugins": [{"key-auth": {}, "jwt-auth": {}}, {"key-auth": {}}]}, ".auth_plugins[0]", "one plugin"),
         ({"auth_plugins": [{"key-auth": {"realm": 1}}, {"jwt-auth": {}}]}, ".auth_plugins[0].key-auth.realm",
          "Expected `str`"),
+        # The same explanation as a plugin configured alone (fastgw.plugins.chain.prepare_plugin).
+        ({"auth_plugins": [{"key-auth": {"key_name": ["x"]}}, {"jwt-auth": {}}]}, ".auth_plugins[0].key-auth",
+         "unknown field `key_name` (did you mean 'key_names'?)"),
         ({"auth_plugins": [{"key-auth": {}}, {"lambda-authorizer": {"function": "f"}}]},
          ".auth_plugins[1].lambda-authorizer.function", "no function named 'f'"),
     ],
