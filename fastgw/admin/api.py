@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import orjson
 
-from fastgw.admin import writes
+from fastgw.admin import console, writes
 from fastgw.config.checks import is_loopback
 from fastgw.control import deployment as dep
 from fastgw.control.plane import Refused
@@ -581,6 +581,9 @@ class AdminListener:
         if length < 0 or length > MAX_BODY:
             return _json(413, {"message": "request body too large"})
         body = await reader.readexactly(length) if length else b""
+        headers = console.own_origin(headers)  # the console's own page calls the API (docs/console.md)
+        if console.mine(target):
+            return await console.handle(self.api, method, target, headers, body, peer)
         cors: dict[str, str] = {}
         origin = headers.get("origin")
         if origin is not None and origin.rstrip("/") in self.api.conf.allow_origins:
