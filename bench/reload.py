@@ -61,7 +61,10 @@ def check_seconds(python: str, path: Path, env: dict[str, str], runs: int = 3) -
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
-        subprocess.run([python, "-m", "fastgw", "check", str(path)], env=env, check=True, capture_output=True)
+        # NOTE: run from the config's folder: `python -m` puts the working directory first on sys.path, which
+        # would pick this checkout's fastgw over --tree's.
+        subprocess.run([python, "-m", "fastgw", "check", str(path)], env=env, check=True, capture_output=True,
+                       cwd=path.parent)  # fmt: skip
         times.append(round(time.monotonic() - t0, 3))
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu.append(round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3))
@@ -105,7 +108,7 @@ def main() -> int:
     log = open(folder / "gw.log", "wb")  # noqa: SIM115 - closed below
     gw = subprocess.Popen(
         ["taskset", "-c", PROXY_CPU, sys.executable, "-m", "fastgw", "serve", str(cfg), "--workers", str(args.workers)],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder,
     )  # fmt: skip
     result: dict[str, object] = {}
     try:
@@ -120,15 +123,42 @@ def main() -> int:
                 reloads.append({"status": status, "answered_after_s": took, "answer": body})
                 print(f"reload {version}: {status} in {took} s", flush=True)
 
+        probe: list[float] = []
+        probing = threading.Event()
+
+        def prober() -> None:
+            """One more client, one request every 20 ms on a connection of its own, each timed to its answer
+            however late: wrk reports only the requests that finished within its run, so a stall that outlasts
+            the run never shows in its figures."""
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            while not probing.is_set():
+                t0 = time.monotonic()
+                try:
+                    conn.request("GET", "/hot")
+                    conn.getresponse().read()
+                except OSError:
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                    probe.append(float("inf"))
+                    continue
+                probe.append((time.monotonic() - t0) * 1000)
+                time.sleep(0.02)
+            conn.close()
+
+        p = threading.Thread(target=prober)
+        p.start()
         t = threading.Thread(target=reloader)
         t.start()
         cmd = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
                f"http://127.0.0.1:{port}/hot"]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=args.duration + 60).stdout
         t.join()
+        probing.set()
+        p.join()
         wrk = parse_wrk(out)
+        ordered = sorted(probe)
         requests = re.search(r"(\d+) requests in", out)
-        m = re.search(r"Max\s+([\d.]+)(us|ms|s)", out)
+        m = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", out, re.M)  # avg, stdev, max
         served = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/hot"], capture_output=True, text=True).stdout
         result = {
             "scenario": "reload",
@@ -144,8 +174,13 @@ def main() -> int:
             "check_seconds": checks,
             "check_seconds_median": statistics.median(checks),
             "check_cpu_seconds": checks_cpu,
-            "wrk": {**wrk, "requests": int(requests.group(1)) if requests else None, "max": m.group(0) if m else ""},
-            "failed_requests": int(wrk["non_2xx"]) + int(wrk["socket_errors"]),
+            "wrk": {**wrk, "requests": int(requests.group(1)) if requests else None, "max": m.group(1) if m else ""},
+            "failed_requests": int(wrk["non_2xx"]) + int(wrk["socket_errors"]) + probe.count(float("inf")),
+            "probe": {
+                "requests": len(probe),
+                "p99_ms": round(ordered[int(len(ordered) * 0.99)], 2) if ordered else None,
+                "max_ms": round(ordered[-1], 2) if ordered else None,
+            },
             "reloads": reloads,
             "serving_after": served,
             "targets": {"check_seconds": 1.5, "p99_ms": 50, "failed_requests": 0},
@@ -162,7 +197,10 @@ def main() -> int:
     name = f"{datetime.now(timezone.utc):%Y-%m-%d}-reload-{commit}{'-' + args.label if args.label else ''}.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("check_seconds", "failed_requests", "reloads")}, indent=1))
-    print(f"p50 {result['wrk']['p50_ms']} ms, p99 {result['wrk']['p99_ms']} ms; written to bench/results/{name}")  # type: ignore[index]
+    print(
+        f"p50 {result['wrk']['p50_ms']} ms, p99 {result['wrk']['p99_ms']} ms, max {result['wrk']['max']}; "
+        f"probe {result['probe']}; written to bench/results/{name}"
+    )  # type: ignore[index]
     return 0
 
 

@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--pid-file", help="write the gateway's pid here (default: CONFIG.pid beside CONFIG; `fastgw stop` reads it)"
     )
+    serve.add_argument(
+        "--store", metavar="URL", help="keep deployments in etcd and join its fleet: etcd://HOST:PORT[,...]/PREFIX "
+        "(config: store.etcd; FASTGW_STORE)",
+    )  # fmt: skip
     _template_flags(serve)
 
     check = sub.add_parser("check", help="validate a config without serving it")
@@ -507,6 +511,11 @@ def _serve(args: argparse.Namespace) -> int:
         elif os.environ.get(env):
             env_value = os.environ[env] if key in ("server.host", "logging.level") else _env_int(env)
             overrides.append(Override(key, env_value, env))
+    store = _store_override(args.store or os.environ.get("FASTGW_STORE"), "--store" if args.store else "FASTGW_STORE")
+    if store is False:
+        return 2
+    if isinstance(store, Override):
+        overrides.append(store)
     loaded = _load(path, overrides, to_serve=True, path_from=path_from)
     if loaded is None:
         return 1
@@ -551,6 +560,23 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     finally:
         _clictl.remove_pid_file(pid_file)
+
+
+def _store_override(url: str | None, origin: str) -> Override | None | bool:
+    """`--store etcd://...` as the config's `store.etcd` (False: the URL is wrong, and said so)."""
+    if not url:
+        return None
+    import msgspec
+
+    from fastgw.config.load import Override
+    from fastgw.control.etcd_config import store_config_from_url
+
+    try:
+        conf = store_config_from_url(url)
+    except ValueError as exc:
+        print(f"fastgw: {origin}: {exc}", file=sys.stderr)
+        return False
+    return Override("store.etcd", msgspec.to_builtins(conf), origin)
 
 
 def _free_port(host: str) -> int:

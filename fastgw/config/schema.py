@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct, field
 
+from fastgw.control.etcd_config import EtcdConfig
+
 Seconds = Annotated[float, Meta(gt=0, le=86_400, description="seconds")]
 Port = Annotated[int, Meta(ge=0, le=65_535)]
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
@@ -519,6 +521,13 @@ class UsagePlan(_Base, frozen=True):
     on_redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
+class StoreConfig(_Base, frozen=True):
+    """Where deployments are kept (docs/operations.md): `etcd` for a fleet of gateways sharing them. No `store`:
+    a folder beside the config file (`admin.deployments_dir`)."""
+
+    etcd: EtcdConfig | None = None
+
+
 class Config(_Base, frozen=True):
     routes: list[Route] = field(default_factory=list)
     # Plugins on every route (a route's or its API's own configuration of the same plugin replaces this one).
@@ -538,4 +547,5 @@ class Config(_Base, frozen=True):
     redis: RedisConfig | None = None
     usage_plans: dict[Name, UsagePlan] = field(default_factory=dict)
     admin: AdminConfig | None = None  # no admin listener unless configured
+    store: StoreConfig | None = None  # deployments in etcd (a fleet); none: a folder beside the config file
     tracing: TracingConfig | None = None  # no span export unless configured

@@ -95,8 +95,13 @@ class Workers(Protocol):
 
 
 def open_store(loaded: LoadedConfig) -> Any:
-    """The store of `loaded`'s deployments: the folder beside its file, or memory for a config not from a file.
-    NOTE: the etcd store (`store: {etcd: ...}`, fastgw.control.etcd) plugs in here."""
+    """The store of `loaded`'s deployments: etcd (`store: {etcd: ...}`, a fleet), else the folder beside its file,
+    or memory for a config not from a file."""
+    store = loaded.config.store
+    if store is not None and store.etcd is not None:
+        from fastgw.control.etcd import store_from_config
+
+        return store_from_config(store.etcd)
     admin = loaded.config.admin
     if admin is not None and admin.deployments_dir:
         return FileStore(Path(admin.deployments_dir))
@@ -127,6 +132,10 @@ class ControlPlane:
         self.lock = threading.RLock()
         self.file = None if loaded.source.startswith("<") else loaded.source
         self._sync = _Sync()
+        # A shared store (etcd): what any gateway of the fleet writes serves here too (`watch`), and at start the
+        # store's newest deployment wins over the file, which only seeds an empty store.
+        self.shared = not isinstance(self.store, (FileStore, MemoryStore))
+        self._watching: Any = None
 
     # -- the store, whatever its kind -------------------------------------------------------------------------
 
@@ -163,10 +172,16 @@ class ControlPlane:
             data = self.loaded.data or {}
             file_id = dep.deployment_id(data)
             try:
-                latest: Stored | None = self._store("latest")
+                # A fleet's store that cannot be reached gives the last deployment it delivered (its local copy).
+                store: Any = self.store
+                latest: Stored | None = (
+                    self._sync.run(store.latest(fallback_local=True)) if self.shared else self._store("latest")
+                )
             except StoreUnavailable as exc:
                 log.error("deployment store unavailable, serving the file: %s", exc)
                 latest = None
+            if self.shared:
+                return self._start_shared(latest, data, file_id)
             if latest is not None and latest.deployment.meta.get("file") == file_id and latest.deployment.config:
                 if latest.deployment.id == file_id:
                     self.current = latest
@@ -192,6 +207,59 @@ class ControlPlane:
                 self.current = latest
             log.info("deployment %s live (start)", self.current.deployment.id)
             return self.loaded
+
+    def _start_shared(self, latest: Stored | None, data: dict[str, Any], file_id: str) -> LoadedConfig:
+        """A fleet's store: its newest deployment serves (the last good one from the store's local copy when etcd
+        is away); the file only seeds a store that holds none yet (compare-and-swap on revision 0, so two
+        gateways starting at once seed it once)."""
+        if latest is not None and latest.deployment.config:
+            try:
+                loaded, _ = reconfigure(self.loaded, latest.deployment.config)
+            except ConfigError as exc:
+                log.error("the store's newest deployment %s does not load here, serving the file: %s",
+                          latest.deployment.id, exc)  # fmt: skip
+            else:
+                self.current, self.loaded = latest, loaded
+                log.info("deployment %s live (start, from the store)", latest.deployment.id)
+                return loaded
+        d = dep.make(data, self.file or self.loaded.source, description="start", meta={"file": file_id})
+        try:
+            self.current = Stored(self._store("put", d, expect_revision=0 if latest is None else None), d)
+        except (Conflict, StoreUnavailable) as exc:
+            log.warning("could not seed the store with %s (%s): serving it; the store's deployments follow", d.id, exc)
+            self.current = Stored(0, d)
+        log.info("deployment %s live (start)", d.id)
+        return self.loaded
+
+    def watch(self) -> None:
+        """With a shared store: follow it from the revision serving now, in the background; each deployment
+        another gateway writes is checked and served here as any other (`follow`). A store away is the store's
+        to retry; what serves meanwhile is the last good deployment."""
+        if not self.shared or self._watching is not None:
+            return
+        after = self.current.revision if self.current is not None else 0
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            async for stored in self.store.watch(after):
+                try:
+                    await loop.run_in_executor(None, self.follow, stored)
+                except Refused as exc:
+                    log.error("deployment %s from the store refused, still serving %s: %s", stored.deployment.id,
+                              self.id, exc.message)  # fmt: skip
+                except Exception:  # noqa: BLE001 - the watch must go on
+                    log.exception("deployment %s from the store failed", stored.deployment.id)
+
+        self._sync.run(_noop())  # the store's loop runs
+        assert self._sync._loop is not None
+        self._watching = asyncio.run_coroutine_threadsafe(run(), self._sync._loop)
+
+    def close(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+        if self.shared and self._sync._loop is not None:
+            with contextlib.suppress(Exception):
+                self._sync.run(self.store.close(), timeout=5)
 
     # -- changes ------------------------------------------------------------------------------------------------
 
@@ -393,3 +461,7 @@ def _plain(value: Any) -> bool:
         elif not (v is None or type(v) in (str, int, bool)):
             return False
     return True
+
+
+async def _noop() -> None:
+    return None

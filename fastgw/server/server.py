@@ -149,6 +149,8 @@ class Server:
                 self.port = port
         self._stopped = asyncio.Event()
         self._tick = loop.call_later(TICK, self._on_tick)
+        if self.plane is not None:
+            self.plane.watch()  # a fleet's store: what other gateways deploy serves here too
         if self.watch:
             config = self._loaded.source if self.watch == "all" and not self._loaded.source.startswith("<") else None
             pools = lambda: self.gateway.functions if self.gateway is not None else {}  # noqa: E731
@@ -406,6 +408,8 @@ class Server:
             self._watching.cancel()
         if self._following is not None:
             self._following.cancel()
+        if self.plane is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.plane.close)
         if self.gateway is not None:
             await self.gateway.aclose()
         if self._access_log is not None:

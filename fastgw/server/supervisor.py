@@ -120,6 +120,7 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
 
     for _ in range(workers):
         spawn()
+    plane.watch()  # a fleet's store: what other gateways deploy is handed to every worker here too
     restart_at: list[float] = []
     watcher = Watcher(loaded.source, loaded_from=loaded.stamp) if watch and not loaded.source.startswith("<") else None
     workers_.watcher = watcher
@@ -182,6 +183,7 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
         holder.close()
     if control is not None:
         control.stop()
+    plane.close()
     workers_.close()
     return 0
 
