@@ -33,6 +33,7 @@ class AdminAPI(Protocol):
     def refuse_browser(self, method: str, headers: dict[str, str], body: bytes) -> Answer | None: ...
     def who(self, headers: dict[str, str]) -> tuple[str, bool] | None: ...
 
+
 PREFIX = "/console"
 API = "/console/api/"
 MAX_CODE = 1024 * 1024  # bytes of code one write may carry (a console edits handlers, not bundles)

@@ -75,14 +75,19 @@ async def test_the_walkthrough_in_a_browser(browser, gateway: Gateway, shots: Sh
 
     # 5. The invoke URL: copied by its button, then opened.
     url = f"http://127.0.0.1:{gateway.port}/Prod"
+    await expect(page.get_by_role("link", name=url)).to_be_visible()
+    await shots.take(page, "3-api")  # docs/console.png
     await page.get_by_role("button", name="Copy invoke URL of stage Prod").click()
     await expect(page.get_by_role("alert")).to_contain_text(f"Copied {url}")
     assert await page.evaluate("navigator.clipboard.readText()") == url
-    await shots.take(page, "3-api")
     async with browser.expect_page() as opened:
         await page.get_by_role("link", name=url).click()
     answer = await opened.value
     await answer.wait_for_load_state()
     await expect(answer.locator("body")).to_have_text(f'"{GREAT}"')
     await shots.take(answer, "4-invoke-url", full_page=False)
-    assert len(shots.taken) == 4 and all(p.stat().st_size > 1000 for p in shots.taken)
+    # The APIs page lists it with the stage's invoke URL.
+    await page.get_by_role("link", name="APIs", exact=True).click()
+    await expect(page.get_by_role("row").filter(has_text="my-rest-api")).to_contain_text(url)
+    await shots.take(page, "5-apis")
+    assert len(shots.taken) == 5 and all(p.stat().st_size > 1000 for p in shots.taken)
