@@ -116,3 +116,65 @@ async def test_every_control_is_labelled_and_the_keyboard_reaches_it_with_visibl
                          "Live traffic"]  # fmt: skip
     # Then the page's own controls, in the order they read (the header's button is hidden without tokens).
     assert await page.evaluate("document.activeElement.closest('main') !== null")
+
+
+READ = "r" * 20
+WRITE = "w" * 20
+TOKENS = f"""\
+admin:
+  port: 0
+  tokens: [{{name: ro, token: {READ}, role: read}}, {{name: rw, token: {WRITE}, role: write}}]
+routes:
+  - {{name: health, path: /healthz, integration: {{type: mock, body: ok}}}}
+"""
+PRINTS = """import json
+
+def lambda_handler(event, context):
+    print("seen", event["n"])
+    return {"statusCode": 200, "body": json.dumps(event["n"] * 2)}
+"""
+
+
+async def test_with_tokens_the_page_asks_for_one_and_a_python_functions_test_shows_its_logs(browser, tmp_path, shots):
+    from playwright.async_api import expect
+
+    from tests.console.conftest import start_gateway
+
+    gw = await start_gateway(tmp_path, TOKENS)
+    try:
+        page = await browser.new_page()
+        await page.goto(gw.console)
+        dialog = page.get_by_role("dialog", name="Admin token")
+        await expect(dialog).to_be_visible()
+        await expect(page.get_by_label("Token", exact=True)).to_be_focused()
+        await page.get_by_label("Token", exact=True).fill(READ)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.get_by_role("heading", name="Functions", exact=True)).to_be_visible()
+        # A read token reads, and its writes are refused with the API's answer.
+        await page.get_by_label("Function name").fill("py-fn")
+        await page.get_by_label("Runtime").select_option("python")
+        await page.get_by_role("button", name="Create function").click()
+        await expect(page.get_by_role("alert")).to_contain_text("HTTP 403: this token may only read")
+        # Forgotten, then a write token.
+        await page.get_by_role("button", name="Forget token").click()
+        await expect(dialog).to_be_visible()
+        await page.get_by_label("Token", exact=True).fill(WRITE)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_label("Function name").fill("py-fn")
+        await page.get_by_label("Runtime").select_option("python")
+        await page.get_by_role("button", name="Create function").click()
+        editor = page.get_by_label("Code of lambda_function.py")
+        await expect(editor).to_have_value(re.compile(r"json\.dumps\('Hello from Lambda!'\)"), timeout=20_000)
+        await editor.fill(PRINTS)
+        await page.get_by_role("button", name="Deploy").click()
+        await expect(page.get_by_role("alert")).to_contain_text("now runs the new code", timeout=20_000)
+        await page.get_by_role("tab", name="Test").click()
+        await page.get_by_label("Event JSON").fill('{"n": 21}')
+        await page.get_by_role("button", name="Test", exact=True).click()
+        result = page.locator("#test-result")
+        await expect(result).to_contain_text("succeeded", timeout=20_000)
+        await expect(result.locator(".response")).to_contain_text('"body": "42"')
+        await expect(result.locator(".logs")).to_contain_text("seen 21")
+        await shots.take(page, "python-test-logs")
+    finally:
+        await gw.proc.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from fastgw.client import http_request
+from fastgw.testing import EchoUpstream
 from tests.console.conftest import Shots, start_gateway
 
 TRAFFIC = """\
@@ -69,43 +70,62 @@ async def test_the_timeline_a_diff_and_a_rollback_after_a_confirmation(browser, 
         await gw.proc.stop()
 
 
+PROXIED = (
+    TRAFFIC.replace("{", "{{").replace("}", "}}")
+    + """\
+  - name: cached
+    path: /cached
+    integration: {{type: http, upstream: backend}}
+    plugins: {{proxy-cache: {{ttl: 0.2}}}}
+upstreams:
+  backend: {{targets: ['{url}']}}
+"""
+)
+
+
 async def test_live_traffic_charts_follow_the_requests_every_second(browser, tmp_path: Path, shots: Shots):
+    async with EchoUpstream() as up:
+        gw = await start_gateway(tmp_path, PROXIED.format(url=up.url))
+        try:
+            await _watch_traffic(page=await browser.new_page(), gw=gw, shots=shots)
+        finally:
+            await gw.proc.stop()
+
+
+async def _watch_traffic(page, gw, shots: Shots) -> None:
     from playwright.async_api import expect
 
-    gw = await start_gateway(tmp_path, TRAFFIC)
+    await page.goto(gw.console + "#/traffic")
+    await expect(page.get_by_role("heading", name="Live traffic")).to_be_visible()
+    stop = asyncio.Event()
+
+    async def load() -> None:  # bounded: ~20 requests a second until the charts have seen them
+        for _ in range(400):
+            if stop.is_set():
+                return
+            await http_request(gw.port, "GET", "/healthz", host="127.0.0.1")
+            await http_request(gw.port, "GET", "/limited", host="127.0.0.1")
+            await http_request(gw.port, "GET", "/cached", host="127.0.0.1")
+            await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(load())
     try:
-        page = await browser.new_page()
-        await page.goto(gw.console + "#/traffic")
-        await expect(page.get_by_role("heading", name="Live traffic")).to_be_visible()
-        stop = asyncio.Event()
-
-        async def load() -> None:  # bounded: ~20 requests a second until the charts have seen them
-            for _ in range(400):
-                if stop.is_set():
-                    return
-                await http_request(gw.port, "GET", "/healthz", host="127.0.0.1")
-                await http_request(gw.port, "GET", "/limited", host="127.0.0.1")
-                await asyncio.sleep(0.05)
-
-        task = asyncio.create_task(load())
-        try:
-            rps = page.locator("#chart-rps .now")
-            await expect(rps).to_have_text(re.compile(r"^([1-9]\d*|\d+\.\d*[1-9])\.?\d*/s$"), timeout=15_000)
-            row = page.locator("#route-traffic tr", has_text="limited")
-            await expect(row.locator(".statuses")).to_contain_text("429", timeout=10_000)
-            await expect(page.locator("#route-traffic tr", has_text="health").locator(".statuses")).to_contain_text(
-                "200"
-            )
-            limited = page.locator("#chart-limited .now")
-            await expect(limited).to_have_text(re.compile(r"^[1-9]"), timeout=10_000)
-            latency = page.locator("#chart-latency")
-            await expect(latency).to_contain_text(re.compile(r"p99: [\d.]+ ms"))
-            # The chart is drawn from one reading a second: three seconds make a line of three points.
-            line = page.locator("#chart-rps polyline")
-            await expect(line).to_have_attribute("points", re.compile(r"^\S+ \S+ \S+"), timeout=10_000)
-            await shots.take(page, "traffic")
-        finally:
-            stop.set()
-            await task
+        rps = page.locator("#chart-rps .now")
+        await expect(rps).to_have_text(re.compile(r"^([1-9]\d*|\d+\.\d*[1-9])\.?\d*/s$"), timeout=15_000)
+        row = page.locator("#route-traffic tr", has_text="limited")
+        await expect(row.locator(".statuses")).to_contain_text("429", timeout=10_000)
+        await expect(page.locator("#route-traffic tr", has_text="health").locator(".statuses")).to_contain_text("200")
+        limited = page.locator("#chart-limited .now")
+        await expect(limited).to_have_text(re.compile(r"^[1-9]"), timeout=10_000)
+        latency = page.locator("#chart-latency")
+        await expect(latency).to_contain_text(re.compile(r"p99: [\d.]+ ms"))
+        # Upstream latency by upstream, and the cache's hits (a 0.2 s TTL: some hits, some misses each second).
+        await expect(page.locator("#chart-upstream .legend")).to_contain_text(re.compile(r"backend: [\d.]+ ms"))
+        await expect(page.locator("#chart-cache .now")).to_have_text(re.compile(r"^[1-9]\d* %$"), timeout=10_000)
+        # The chart is drawn from one reading a second: three seconds make a line of three points.
+        line = page.locator("#chart-rps polyline")
+        await expect(line).to_have_attribute("points", re.compile(r"^\S+ \S+ \S+"), timeout=10_000)
+        await shots.take(page, "traffic")
     finally:
-        await gw.proc.stop()
+        stop.set()
+        await task
