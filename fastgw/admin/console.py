@@ -309,6 +309,7 @@ async def _delete_draft(api: AdminAPI, name: str, **_: Any) -> Answer:
 async def _info(api: AdminAPI, **_: Any) -> Answer:
     """Where the traffic port is (for invoke URLs), and whether writes need a token."""
     control = api.control
+    # The one-process Server's listeners; under `--workers N` the config's (the CLI chose a port 0 before serving).
     urls = control.urls() if hasattr(control, "urls") else ""
     server = control.loaded.config.server
     if not urls:

@@ -4,6 +4,7 @@ a function's code written to a folder of its own and test-invoked with its log l
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -160,3 +161,37 @@ async def test_the_live_counters_as_json(tmp_path: Path):
         assert len(rows[0]) == 7 + len(stats["buckets"]) + 1  # count, bytes in/out, sum, the buckets, +Inf
     finally:
         await server.shutdown(timeout=1.0)
+
+
+async def test_under_workers_the_supervisor_answers_with_the_traffic_port_and_its_own_test_pool(tmp_path: Path):
+    import re
+
+    from tests.integration.gwprocess import GatewayProcess
+
+    (tmp_path / "fn").mkdir()
+    (tmp_path / "fn" / "app.py").write_text("def main(event, context):\n    print('in', event)\n    return 7\n")
+    path = tmp_path / "gw.yaml"
+    path.write_text(
+        BASE.format(tokens="") + "functions:\n  f: {runtime: python, handler: app.main, code: fn}\n"
+        "  # no route calls it: the supervisor serves none, so the test runs in a pool of its own\n"
+    )
+    gw = await GatewayProcess(path, "--workers", "2").start()
+    try:
+        admin = 0
+        for _ in range(200):  # the supervisor starts its admin listener after it logs the workers' port
+            found = [int(m.group(1)) for line in gw.log if (m := re.search(r"admin API listening on .*:(\d+)", line))]
+            if found:
+                admin = found[0]
+                break
+            await asyncio.sleep(0.05)
+
+        async def call(method: str, target: str, body: bytes = b""):
+            headers = {"content-type": "application/json"} if body else {}
+            return await http_request(admin, method, target, headers=headers, body=body, host="127.0.0.1", timeout=30)
+
+        info = (await call("GET", "/console/api/info")).json()
+        assert info["traffic"] == f"http://127.0.0.1:{gw.port}"
+        out = (await call("POST", "/console/api/functions/f/invoke", b'{"x": 1}')).json()
+        assert out["ok"] is True and out["result"] == 7 and any("in {'x': 1}" in line for line in out["logs"])
+    finally:
+        await gw.stop()

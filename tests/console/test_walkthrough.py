@@ -91,3 +91,59 @@ async def test_the_walkthrough_in_a_browser(browser, gateway: Gateway, shots: Sh
     await expect(page.get_by_role("row").filter(has_text="my-rest-api")).to_contain_text(url)
     await shots.take(page, "5-apis")
     assert len(shots.taken) == 5 and all(p.stat().st_size > 1000 for p in shots.taken)
+
+
+async def test_an_http_api_is_a_draft_until_deployed_and_a_stage_is_deployed_again_with_new_variables(
+    browser, gateway: Gateway, shots: Shots
+) -> None:
+    from playwright.async_api import expect
+
+    from fastgw.client import http_request
+
+    async def traffic(path: str):
+        return await http_request(gateway.port, "GET", path, host="127.0.0.1")
+
+    page = await browser.new_page()
+    await page.goto(gateway.console + "#/apis")
+    await page.get_by_label("API name").fill("pets")
+    await page.get_by_label("API type").select_option("http")
+    await page.get_by_role("button", name="Create API").click()
+    await expect(page.locator("#undeployed")).to_contain_text("Not deployed yet")
+    await page.get_by_label("Resource path").fill("/pets")
+    await page.get_by_label("Method", exact=True).select_option("GET")
+    await page.get_by_label("Integration type").select_option("mock")
+    await page.get_by_label("Status").fill("200")
+    await page.get_by_label("Response body").fill('{"pets": ["rex"]}')
+    await page.get_by_role("button", name="Create method").click()
+    await expect(page.get_by_role("cell", name="Mock → 200")).to_be_visible()
+    assert (await traffic("/pets")).status == 404  # a draft serves nowhere
+
+    # Deployed to a new stage, $default (an HTTP API's, at the root), with a stage variable.
+    await page.get_by_label("Stage", exact=True).select_option(label="[New stage]")
+    await page.get_by_label("Stage name").fill("$default")
+    await page.get_by_label("Stage variables").fill("color=blue")
+    await page.get_by_label("Deployment description").fill("first pets")
+    await page.get_by_role("button", name="Deploy").click()
+    await expect(page.get_by_role("alert")).to_contain_text("Deployed pets to stage $default", timeout=20_000)
+    stage = page.get_by_role("row").filter(has_text="$default")
+    await expect(stage).to_contain_text(f"http://127.0.0.1:{gateway.port}/")
+    await expect(stage).to_contain_text("color=blue")
+    await expect(page.locator("#undeployed")).to_have_count(0)
+    got = await traffic("/pets")
+    assert got.status == 200 and got.json() == {"pets": ["rex"]}
+
+    # A change is a draft again; deploying to the existing stage serves it, with the variables changed.
+    await page.get_by_label("Resource path").fill("/cats")
+    await page.get_by_label("Method", exact=True).select_option("GET")
+    await page.get_by_label("Integration type").select_option("mock")
+    await page.get_by_label("Response body").fill("meow")
+    await page.get_by_role("button", name="Create method").click()
+    await expect(page.locator("#undeployed")).to_contain_text("Changes not deployed yet")
+    assert (await traffic("/cats")).status == 404 and (await traffic("/pets")).status == 200
+    await page.get_by_label("Stage", exact=True).select_option("$default")
+    await expect(page.get_by_label("Stage variables")).to_have_value("color=blue")
+    await page.get_by_label("Stage variables").fill("color=green")
+    await page.get_by_role("button", name="Deploy").click()
+    await expect(page.get_by_role("row").filter(has_text="$default")).to_contain_text("color=green", timeout=20_000)
+    assert (await traffic("/cats")).body == b"meow"
+    await shots.take(page, "http-api")

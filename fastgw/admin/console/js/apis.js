@@ -6,7 +6,8 @@ import { act, confirmDialog, copyText, field, go, h, page, select, showOk, table
 const METHODS = ["ANY", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 export function invokeUrl(api, stage) {
-  const base = info.traffic.replace(/\/$/, "");
+  // A gateway listening on every address is reached at the address the console was opened with.
+  const base = info.traffic.replace(/\/$/, "").replace(/\/\/(0\.0\.0\.0|\[::\])(?=:|$)/, `//${location.hostname}`);
   if (stage === "$default" || api.stage_prefix === false) return `${base}/`;
   return `${base}/${stage}`;
 }
