@@ -507,8 +507,9 @@ def _description(headers: dict[str, str]) -> str:
     return headers.get("x-fastgw-description", "")[:500]
 
 
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 400: "Bad Request",
+            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+            412: "Precondition Failed",
             413: "Payload Too Large", 415: "Unsupported Media Type", 428: "Precondition Required",
             500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
 

@@ -76,6 +76,8 @@ async def handle(api: AdminAPI, method: str, target: str, headers: dict[str, str
     if not path.startswith(API):
         if method != "GET":
             return _json(405, {"message": "Method Not Allowed"})
+        if path == PREFIX:  # the page's relative URLs (js/app.js) resolve under /console/ only
+            return 301, "text/plain", b"", {"location": PREFIX + "/"}
         return _asset(path)
     who = api.who(headers)  # the page is not secret; what it reads and does is, exactly as through the API
     if who is None:

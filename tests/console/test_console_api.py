@@ -5,9 +5,11 @@ a function's code written to a folder of its own and test-invoked with its log l
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import orjson
+import pytest
 
 from fastgw.client import http_request
 from fastgw.config.load import load_config
@@ -50,11 +52,13 @@ async def call(server: Server, method: str, path: str, body=None, token: str | N
 async def test_the_page_and_its_files_are_served_from_the_package(tmp_path: Path):
     server = await _serve(tmp_path)
     try:
-        page = await call(server, "GET", "/console")
+        moved = await call(server, "GET", "/console")
+        assert moved.status == 301 and moved.header("location") == "/console/"
+        page = await call(server, "GET", "/console/")
         assert page.status == 200 and page.header("content-type") == "text/html; charset=utf-8"
         assert b'<script type="module" src="js/app.js">' in page.body
         assert "default-src 'self'" in (page.header("content-security-policy") or "")
-        assert (await call(server, "GET", "/console/")).body == page.body
+        assert (await call(server, "GET", "/console/index.html")).body == page.body
         js = await call(server, "GET", "/console/js/app.js")
         assert js.status == 200 and js.header("content-type") == "text/javascript; charset=utf-8"
         assert (await call(server, "GET", "/console/nope.js")).status == 404
@@ -65,7 +69,7 @@ async def test_the_page_and_its_files_are_served_from_the_package(tmp_path: Path
         await server.shutdown(timeout=1.0)
 
 
-async def test_the_page_is_open_and_its_calls_need_the_apis_tokens(tmp_path: Path):
+async def test_the_page_is_open_and_its_calls_need_the_apis_tokens(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     server = await _serve(tmp_path, TOKENS)
     try:
         assert (await call(server, "GET", "/console/")).status == 200  # the page asks for the token itself
@@ -74,9 +78,14 @@ async def test_the_page_is_open_and_its_calls_need_the_apis_tokens(tmp_path: Pat
         assert info.status == 200 and info.json()["tokens"] is True
         assert info.json()["traffic"] == f"http://127.0.0.1:{server.port}"
         code = {"files": {"app.py": "def main(event, context):\n    return 1\n"}}
-        r = await call(server, "PUT", "/console/api/functions/f/code", code, token=READ)
+        with caplog.at_level(logging.INFO, logger="fastgw.audit"):
+            r = await call(server, "PUT", "/console/api/functions/f/code", code, token=READ)
         assert r.status == 403 and "read" in r.json()["message"]
-        assert (await call(server, "PUT", "/console/api/functions/f/code", code, token=WRITE)).status == 201
+        with caplog.at_level(logging.INFO, logger="fastgw.audit"):
+            assert (await call(server, "PUT", "/console/api/functions/f/code", code, token=WRITE)).status == 201
+        audited = [r.getMessage() for r in caplog.records if r.name == "fastgw.audit"]
+        assert "admin PUT /console/api/functions/f/code by ro from 127.0.0.1: 403" in audited
+        assert "admin PUT /console/api/functions/f/code by rw from 127.0.0.1: 201" in audited
     finally:
         await server.shutdown(timeout=1.0)
 

@@ -98,7 +98,7 @@ async def test_every_control_is_labelled_and_the_keyboard_reaches_it_with_visibl
     from playwright.async_api import expect
 
     page = await browser.new_page()
-    for hash_ in ("#/functions", "#/apis", "#/routes", "#/upstreams", "#/consumers"):
+    for hash_ in ("#/functions", "#/apis", "#/routes", "#/upstreams", "#/consumers", "#/deployments", "#/traffic"):
         await page.goto(gateway.console + hash_)
         await expect(page.locator("main h1")).to_be_focused()  # a new page moves focus to its heading
         assert await page.evaluate(UNLABELLED) == [], hash_
