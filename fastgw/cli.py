@@ -119,10 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     hp = sub.add_parser(
         "hash-password",
-        help="print a PBKDF2 hash for a basic-auth credential (reads the password from stdin)",
-        description="Read a password from stdin (one line) and print the pbkdf2_sha256$... hash to put in a "
-        "consumer's basic-auth credential as password_hash. Example: "
+        help="print a password hash for a basic-auth credential (argon2id by default; reads the password from stdin)",
+        description="Read a password from stdin (one line) and print the hash to put in a consumer's basic-auth "
+        "credential as password_hash: argon2id (recommended; needs the auth extra), bcrypt (the auth extra) or "
+        "pbkdf2 (fastgw's own format, needs nothing extra). Example: "
         "printf '%s' 's3cret' | fastgw hash-password",
+    )
+    hp.add_argument(
+        "--scheme",
+        choices=["argon2id", "bcrypt", "pbkdf2"],
+        default=None,
+        help="the hash (default: argon2id; pbkdf2 when --iterations is given)",
     )
     hp.add_argument("--iterations", type=int, default=None, help="PBKDF2 iterations (default: 600000)")
 
@@ -282,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(getattr(_clictl, args.command)(args))
     if args.command == "hash-password":
-        return _hash_password(args.iterations)
+        return _hash_password(args.iterations, args.scheme)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -435,14 +442,20 @@ def _deployments(args: argparse.Namespace) -> int:
     return _clictl.deployments(args)
 
 
-def _hash_password(iterations: int | None) -> int:
+def _hash_password(iterations: int | None, scheme: str | None) -> int:
     from fastgw.plugins.basic_auth import PBKDF2_ITERATIONS, hash_password
 
+    scheme = scheme or ("pbkdf2" if iterations else "argon2id")
     password = sys.stdin.readline().rstrip("\n")
     if not password:
         print("fastgw: no password on stdin", file=sys.stderr)
         return 2
-    print(hash_password(password, iterations or PBKDF2_ITERATIONS))
+    try:
+        print(hash_password(password, iterations or PBKDF2_ITERATIONS, scheme))
+    except ImportError:
+        print(f"fastgw: {scheme} needs the auth extra (pip install 'fastgw[auth]'), or use --scheme pbkdf2",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return 0
 
 

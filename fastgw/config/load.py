@@ -576,6 +576,11 @@ def _check(
     # Routes with the same host, path and methods share one router entry (the first one's index) when headers
     # tell them apart; the others are not added to the router.
     groups: dict[tuple[str, str, frozenset[str]], list[tuple[HeaderRule | None, int]]] = {}
+    # Such an entry ranks among constrained parameters by the highest priority of its routes.
+    top: dict[tuple[str, str, frozenset[str]], int] = {}
+    for entry in entries:
+        gkey = ((entry.route.host or "").lower(), entry.path, frozenset(entry.route.methods))
+        top[gkey] = max(top.get(gkey, entry.route.priority), entry.route.priority)
     for i, entry in enumerate(entries):
         route, at = entry.route, entry.at
         if route.name is not None:
@@ -609,7 +614,8 @@ def _check(
             except ValueError as exc:
                 key, message = exc.args
                 raise ConfigError(source, f"{at}.headers.{key}", message) from None
-        group = groups.setdefault(((route.host or "").lower(), entry.path, frozenset(route.methods)), [])
+        group_key = ((route.host or "").lower(), entry.path, frozenset(route.methods))
+        group = groups.setdefault(group_key, [])
         if group:
             first = entries[group[0][1]]
             same = [entries[j].at for r, j in group if (r.spec if r else None) == (rule.spec if rule else None)]
@@ -624,15 +630,16 @@ def _check(
                 continue
         group.append((rule, i))
         try:
-            router.add(i, route.methods, entry.path, host=route.host, name=label)
+            router.add(i, route.methods, entry.path, host=route.host, name=label, priority=top[group_key])
         except RouteConflict as exc:
             hint = " (routes told apart by headers must list the same methods)" if rule is not None else ""
             raise ConfigError(source, at, str(exc) + hint) from None
         except ValueError as exc:
             raise ConfigError(source, f"{at}.host", str(exc)) from None
     router.freeze()
-    # More conditions first; among equals, the config's order; the route without headers last.
-    order = lambda c: -len(c[0]) if c[0] is not None else 1  # noqa: E731
+    # More conditions first; among equals, the higher priority, then the config's order; the route without headers
+    # last (sorted() keeps the config's order among equal keys).
+    order = lambda c: (-len(c[0]), -entries[c[1]].route.priority) if c[0] is not None else (1, 0)  # noqa: E731
     header_routes = {g[0][1]: tuple(sorted(g, key=order)) for g in groups.values() if len(g) > 1 or g[0][0] is not None}
     return router, header_routes
 
