@@ -178,3 +178,30 @@ async def test_with_tokens_the_page_asks_for_one_and_a_python_functions_test_sho
         await shots.take(page, "python-test-logs")
     finally:
         await gw.proc.stop()
+
+
+async def test_an_edit_is_written_only_over_what_it_was_read_from(browser, gateway: Gateway, shots: Shots):
+    from playwright.async_api import expect
+
+    page = await browser.new_page()
+    await page.goto(gateway.console + "#/routes")
+    await page.get_by_role("button", name="Edit health").click()
+    await expect(page.get_by_label("Path")).to_have_value("/healthz")
+    # Someone else deploys meanwhile (another tab, curl, CI).
+    other = b'{"path": "/other", "integration": {"type": "mock", "body": "other"}}'
+    r = await http_request(gateway.admin, "PUT", "/routes/other", headers={"content-type": "application/json"},
+                           body=other, host="127.0.0.1")  # fmt: skip
+    assert r.status == 201, r.body
+    await page.get_by_label("Path").fill("/health")
+    await page.get_by_role("button", name="Save route").click()
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("HTTP 409")
+    await expect(alert).to_contain_text("is stale")
+    await expect(alert.get_by_role("link", name="Reload the page")).to_be_visible()
+    assert (await http_request(gateway.port, "GET", "/healthz", host="127.0.0.1")).status == 200  # nothing lost
+    assert (await http_request(gateway.port, "GET", "/other", host="127.0.0.1")).body == b"other"
+    # A new route is no edit: written over whatever serves.
+    await page.get_by_label("Route name").fill("fresh")
+    await page.get_by_label("Path").fill("/fresh")
+    await page.get_by_role("button", name="Save route").click()
+    await expect(alert).to_contain_text("Route fresh saved", timeout=20_000)

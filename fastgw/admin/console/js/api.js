@@ -58,13 +58,20 @@ export async function call(method, path, body, headers = {}) {
       continue;
     }
     if (!r.ok) throw new ApiError(r.status, data);
+    const etag = r.headers.get("etag");
+    if (etag && data && typeof data === "object") Object.defineProperty(data, "etag", { value: etag, enumerable: false });
     return data;
   }
 }
 
 export const get = (path) => call("GET", path);
-export const put = (path, body, description) =>
-  call("PUT", path, body, description ? { "x-fastgw-description": description } : {});
+/**
+ * PUT an item; `ifMatch` (the ETag of the read the form was filled from) makes it a compare-and-swap: if anyone
+ * deployed since, the API answers 409 and nothing changes.
+ */
+export const put = (path, body, description, ifMatch) =>
+  call("PUT", path, body, { ...(description ? { "x-fastgw-description": description } : {}),
+                            ...(ifMatch ? { "if-match": ifMatch } : {}) });
 export const del = (path) => call("DELETE", path);
 export const post = (path, body) => call("POST", path, body);
 export const enc = encodeURIComponent;

@@ -91,7 +91,8 @@ async function routes() {
       const route = { ...(base.name === n ? base : {}), name: n, path: path.value.trim(),
         methods: methods.value.split(",").map((m) => m.trim().toUpperCase()).filter(Boolean),
         integration, plugins: parseJson(plugins, "Plugins", {}) };
-      return put(`/routes/${enc(n)}`, route, `route ${n} from the console`);
+      // An edit is written only over what it was read from (If-Match); a new route over whatever serves.
+      return put(`/routes/${enc(n)}`, route, `route ${n} from the console`, base.name === n ? config.etag : undefined);
     });
     if (done) go("#/routes", `Route ${n} saved (deployment ${done.deployment}).`);
   });
@@ -144,7 +145,8 @@ async function upstreams() {
       return weight ? { url, weight: Number(weight) } : url;
     });
     const body = { ...(base.name === n ? base.item : {}), targets: list, balancer: balancer.value };
-    const done = await act(save, () => put(`/upstreams/${enc(n)}`, body, `upstream ${n} from the console`));
+    const done = await act(save, () => put(`/upstreams/${enc(n)}`, body, `upstream ${n} from the console`,
+      base.name === n ? config.etag : undefined));
     if (done) go("#/upstreams", `Upstream ${n} saved (deployment ${done.deployment}).`);
   });
   const fill = (n) => {
@@ -199,7 +201,7 @@ async function consumers() {
       if (key.value) credentials["key-auth"] = [...(credentials["key-auth"] || []), { key: key.value }];
       const body = { ...(base.name === n ? base.item : {}), credentials,
         groups: groups.value.split(",").map((g) => g.trim()).filter(Boolean) };
-      return put(`/consumers/${enc(n)}`, body, `consumer ${n} from the console`);
+      return put(`/consumers/${enc(n)}`, body, `consumer ${n} from the console`, base.name === n ? config.etag : undefined);
     });
     if (done) go("#/consumers", `Consumer ${n} saved (deployment ${done.deployment}).`);
   });

@@ -50,6 +50,7 @@ export function showError(err) {
   const status = err.status ? `HTTP ${err.status}: ` : "";
   box.append(h("strong", {}, "Error. "), status + (err.message || String(err)));
   if (err.path) box.append(" ", h("span", {}, "Key path: "), h("code", { class: "key-path" }, err.path));
+  if (err.status === 409) box.append(" ", h("a", { href: location.hash, onclick: () => location.reload() }, "Reload the page"), " to edit what serves now.");
 }
 
 export function showOk(text) {
