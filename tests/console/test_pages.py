@@ -205,3 +205,26 @@ async def test_an_edit_is_written_only_over_what_it_was_read_from(browser, gatew
     await page.get_by_label("Path").fill("/fresh")
     await page.get_by_role("button", name="Save route").click()
     await expect(alert).to_contain_text("Route fresh saved", timeout=20_000)
+
+
+async def test_a_failing_target_shows_out_of_rotation_with_its_breaker_open(browser, gateway: Gateway, shots: Shots):
+    from playwright.async_api import expect
+
+    async def put(path: str, body: bytes) -> None:
+        r = await http_request(gateway.admin, "PUT", path, headers={"content-type": "application/json"}, body=body,
+                               host="127.0.0.1")  # fmt: skip
+        assert r.status in (200, 201), r.body
+
+    # A target nothing listens on (port 1), with a breaker that opens on the first failure.
+    await put("/upstreams/flaky", b'{"targets": ["http://127.0.0.1:1"], "breaker": {"consecutive_failures": 1}}')
+    await put("/routes/flaky", b'{"path": "/flaky", "integration": {"type": "http", "upstream": "flaky"}}')
+    page = await browser.new_page()
+    await page.goto(gateway.console + "#/upstreams")
+    live = page.locator("#live-targets")
+    await expect(live.locator(".health")).to_contain_text("in rotation")
+    assert (await http_request(gateway.port, "GET", "/flaky", host="127.0.0.1")).status >= 500
+    # The page reads the live health again every 2 seconds, without a reload.
+    health = live.locator("tr", has_text="127.0.0.1:1").locator(".health")
+    await expect(health).to_contain_text("out of rotation", timeout=10_000)
+    await expect(health).to_contain_text("breaker open")
+    await shots.take(page, "upstream-health")
