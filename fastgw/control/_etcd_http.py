@@ -302,7 +302,8 @@ async def _messages(response: Any, first_within: float, idle_every: float) -> As
                 raise _Failed(f"no answer to the watch within {first_within} s", sent=True) from None
             yield {"idle": True}
             continue
-        except (aiohttp.ClientError, OSError) as e:
+        except (aiohttp.ClientError, OSError, RuntimeError) as e:
+            # NOTE: a response closed under a waiting readany (the store closed) raises RuntimeError, not ClientError.
             raise _Failed(f"the watch stream broke: {e or type(e).__name__}", sent=True) from None
         if not chunk:
             raise _Failed("etcd closed the watch stream", sent=True)
