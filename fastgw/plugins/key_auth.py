@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from fastgw.core import KeyAuthStep
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.consumers import Consumer
 
@@ -61,6 +62,23 @@ class KeyAuth(Plugin):
         # PERF: the usual configuration (keys in one header, left for the upstream) gets a path of its own.
         only = names[0] if len(names) == 1 and conf.in_header and not conf.hide_credentials else None
         return (conf, names, f'Key realm="{conf.realm}"', only)
+
+    def step(self, phase: str, prepared: Any) -> Any:
+        """The compiled step of the usual configurations (fastgw.core.steps.KeyAuthStep): a key met before, given
+        once, in the one header or in the query; anything else is `access`."""
+        conf, names, _, only = prepared
+        if conf.in_cookie or conf.hide_credentials:
+            return None
+        if only is not None:
+            return KeyAuthStep(self, prepared, self.access, only, frozenset(), (), conf.in_query)
+        if not conf.in_query:
+            return None
+        try:
+            wire = frozenset(w for n in names for w in (n.encode("latin-1"), n.replace("-", "_").encode("latin-1")))
+        except UnicodeEncodeError:
+            return None
+        return KeyAuthStep(self, prepared, self.access, None, wire if conf.in_header else frozenset(),
+                           tuple(conf.key_names), True)  # fmt: skip
 
     def access(self, ctx: Context, prepared: Any) -> Response | None:
         only = prepared[3]
