@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -64,6 +65,29 @@ def check_bind(conf: AdminConfig) -> None:
         raise AdminError(f"refusing to listen on {conf.host} (not a loopback address) without admin.token")
 
 
+def host_allowed(host: str, conf: AdminConfig) -> bool:
+    """Whether a request's `Host` names this listener: its own address (any loopback name when it listens on a
+    loopback address, any IP address when it listens on all of them), or a name in `admin.hosts`. The port is
+    not compared: a port forwarded elsewhere (a container's) is still this listener."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.rstrip(".")
+    if name in (h.lower().rstrip(".") for h in conf.hosts) or name == conf.host.lower():
+        return True
+    try:
+        addr: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(name)
+    except ValueError:
+        addr = None
+    if is_loopback(conf.host):
+        return name == "localhost" or (addr is not None and addr.is_loopback)
+    if conf.host in ("0.0.0.0", "::", ""):
+        return addr is not None  # every address of the machine is the listener's; a name needs admin.hosts
+    return False
+
+
 def mask(value: Any, key: str = "") -> Any:
     """The config as JSON, every secret replaced by a mask."""
     if isinstance(value, dict):
@@ -101,6 +125,30 @@ class AdminAPI:
             "/plugins": self.plugins,
         }
 
+    def refuse_browser(self, method: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes] | None:
+        """What keeps a web page from driving the API (issue 19, item 4): a page on another site can make a
+        browser send requests to 127.0.0.1:9901 (CSRF), and a host name it controls can be re-pointed at
+        127.0.0.1 (DNS rebinding) so that the page reads the answers too. Refused with 403: a `Host` that is not
+        the listener's own address (or `admin.hosts`), an `Origin` not in `admin.allow_origins`; a call that
+        changes state with a body that is not `application/json` is refused with 415 (a form or a `text/plain`
+        fetch is what a page can send without asking first). A call with no body and no content type passes, so
+        `curl -X POST http://127.0.0.1:9901/reload` works: a browser sends `Origin` on every cross-site POST,
+        PUT and DELETE, and the Host check covers a rebound name."""
+        host = headers.get("host")
+        if host is not None and not host_allowed(host, self.conf):
+            return _json(403, {"message": f"Host {host!r} is not this admin API's address (admin.hosts)"})
+        origin = headers.get("origin")
+        if origin is not None and origin.rstrip("/") not in self.conf.allow_origins:
+            return _json(403, {"message": f"Origin {origin!r} is not allowed (admin.allow_origins)"})
+        if method in ("POST", "PUT", "PATCH", "DELETE"):
+            ctype = headers.get("content-type")
+            if ctype is None:
+                if body:
+                    return _json(415, {"message": "a request body needs content-type: application/json"})
+            elif ctype.split(";", 1)[0].strip().lower() != "application/json":
+                return _json(415, {"message": f"expected content-type: application/json, got {ctype!r}"})
+        return None
+
     def authorized(self, headers: dict[str, str]) -> bool:
         if self._token is None:
             return True
@@ -110,6 +158,9 @@ class AdminAPI:
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token)
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        refused = self.refuse_browser(method, headers, body)
+        if refused is not None:
+            return refused
         if not self.authorized(headers):
             return _json(401, {"message": "Unauthorized"})
         path = path.split("?", 1)[0]
@@ -279,8 +330,10 @@ def _json(status: int, obj: Any) -> tuple[int, str, bytes]:
     return status, "application/json", orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Payload Too Large", 501: "Not Implemented", 500: "Internal Server Error"}  # fmt: skip
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
+            413: "Payload Too Large", 415: "Unsupported Media Type", 428: "Precondition Required",
+            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
 
 
 class AdminListener:
@@ -290,6 +343,7 @@ class AdminListener:
         self.api = api
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._extra: dict[int, dict[str, str]] = {}  # response headers of the request read from a reader
 
     async def start(self) -> None:
         conf = self.api.conf
@@ -310,14 +364,16 @@ class AdminListener:
         try:
             status, ctype, body = await asyncio.wait_for(self._read_and_handle(reader), READ_TIMEOUT)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            self._extra.pop(id(reader), None)
             writer.close()
             return
         except Exception:
             log.exception("admin API request failed")
             status, ctype, body = _json(500, {"message": "Internal server error"})
+        extra = "".join(f"{k}: {v}\r\n" for k, v in self._extra.pop(id(reader), {}).items())
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\ncontent-type: {ctype}\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n"
         )
         try:
             writer.write(head.encode("latin-1") + body)
@@ -348,4 +404,19 @@ class AdminListener:
         if length < 0 or length > MAX_BODY:
             return _json(413, {"message": "request body too large"})
         body = await reader.readexactly(length) if length else b""
-        return await self.api.handle(method, target, headers, body)
+        origin = headers.get("origin")
+        if origin is not None and origin.rstrip("/") in self.api.conf.allow_origins:
+            # A console served from an allowed origin reads the answers (CORS); any other origin was refused.
+            self._extra[id(reader)] = {
+                "access-control-allow-origin": origin.rstrip("/"),
+                "access-control-allow-methods": "GET, POST, PUT, DELETE",
+                "access-control-allow-headers": "authorization, content-type, if-match",
+                "access-control-expose-headers": "etag",
+                "vary": "origin",
+            }
+            if method == "OPTIONS" and self.api.refuse_browser("GET", headers, b"") is None:
+                return 204, "application/json", b""
+        answer = await self.api.handle(method, target, headers, body)
+        if len(answer) > 3:  # an answer with headers of its own (ETag, Location)
+            self._extra.setdefault(id(reader), {}).update(answer[3])
+        return answer[0], answer[1], answer[2]

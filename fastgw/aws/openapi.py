@@ -4,7 +4,7 @@ Read: `x-amazon-apigateway-integration` (`aws_proxy` to a function, its ARN mapp
 `http_proxy` to a URL, which becomes an upstream; `mock`), `x-amazon-apigateway-any-method`, greedy `{name+}`
 paths, the request validators with their models and required parameters (the `aws-request-validator` plugin of
 `fastgw.aws.validator`, which answers as API Gateway does), `x-amazon-apigateway-cors` (the `cors` plugin), and
-`x-amazon-apigateway-binary-media-types` (read, see docs/functions.md). Used for a SAM API's DefinitionBody or
+`x-amazon-apigateway-binary-media-types` (a REST API's `binary_media_types`). Used for a SAM API's DefinitionBody or
 DefinitionUri, a CloudFormation API's Body, and `apis.NAME.openapi: FILE` in fastgw's own config.
 """
 
@@ -97,6 +97,10 @@ def expand_config(data: dict[str, Any], source: str, base: Path) -> dict[str, An
         own = list(api.get("routes") or [])
         routes = own + [{k: v for k, v in r.items() if not k.startswith("_")} for r in result.routes]
         out_apis[name] = {**api, "routes": routes, "plugins": {**result.plugins, **(api.get("plugins") or {})}}
+        if result.binary_media_types and api.get("type", "rest") == "rest":
+            own_types = list(api.get("binary_media_types") or [])
+            extra = [t for t in result.binary_media_types if t not in own_types]
+            out_apis[name]["binary_media_types"] = own_types + extra
         modules += [m for m in result.plugin_modules if m not in modules]
     out = {**data, "apis": out_apis}
     if upstreams:
@@ -175,8 +179,8 @@ class _Reader:
     def operation(self, path: str, method: str, op: dict[str, Any], shared: list[Any], at: str) -> None:
         # An HTTP API's definition may share integrations: {$ref: "#/components/x-amazon-apigateway-integrations/x"}.
         integ = self.deref(op.get(INTEGRATION))
-        if path == "/$default":  # an HTTP API's catch-all route
-            paths = ["/", "/{proxy+}"]
+        if path == "/$default":  # an HTTP API's catch-all route (served at / and /{proxy+}: fastgw/config/load.py)
+            paths = ["$default"]
         else:
             if not path.startswith("/"):
                 raise ConfigError(

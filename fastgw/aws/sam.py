@@ -357,8 +357,8 @@ class _Template:
             conf = cors.sam_cors(given, kind, self.source, f"{pat}.{cors_key}")
             if conf is not None:
                 api["plugins"]["cors"] = conf
-        if "BinaryMediaTypes" in props:
-            api["_binary"] = self.value(props, "BinaryMediaTypes", pat)
+        if "BinaryMediaTypes" in props and kind == "rest":
+            self._binary_types(api, self.value(props, "BinaryMediaTypes", pat), f"{pat}.BinaryMediaTypes")
         if "Models" in props:
             models = self.value(props, "Models", pat)
             if not isinstance(models, dict):
@@ -376,6 +376,19 @@ class _Template:
             body, body_source, body_at = self._definition_uri(props, pat)
         if body is not None:
             self._openapi(name, api, body, body_source, body_at, kind)
+
+    def _binary_types(self, api: dict[str, Any], given: Any, at: str, source: str | None = None) -> None:
+        """A REST API's binary media types, added to those it has. SAM writes `image~1png` for `image/png` (a JSON
+        pointer's escape, as SAM documents it); CloudFormation and OpenAPI write `image/png`."""
+        if not isinstance(given, list) or not all(isinstance(t, str) for t in given):
+            raise ConfigError(
+                source or self.source, at, "expected a list of media types, e.g. ['image/png', 'image/*']"
+            )
+        have: list[str] = api.setdefault("binary_media_types", [])
+        for t in given:
+            t = t.replace("~1", "/")
+            if t not in have:
+                have.append(t)
 
     def _definition_uri(self, props: dict[str, Any], at: str) -> tuple[Any, str, str]:
         uri = self.value(props, "DefinitionUri", at)
@@ -398,6 +411,8 @@ class _Template:
         for route in result.routes:
             self._add_route(api, route, route.pop("_at"), source)
         api["plugins"] = {**result.plugins, **api["plugins"]}
+        if result.binary_media_types and kind == "rest":
+            self._binary_types(api, result.binary_media_types, f"{at}.x-amazon-apigateway-binary-media-types", source)
         self.upstreams.update(result.upstreams)
         self.plugin_modules += result.plugin_modules
 
@@ -420,7 +435,7 @@ class _Template:
             or {"Prod": {}}
         )
         if "BinaryMediaTypes" in props:
-            api["_binary"] = self.value(props, "BinaryMediaTypes", pat)
+            self._binary_types(api, self.value(props, "BinaryMediaTypes", pat), f"{pat}.BinaryMediaTypes")
         if "Body" in props:
             self._openapi(
                 name, api, self._resolve_body(props["Body"], f"{pat}.Body"), self.source, f"{pat}.Body", "rest"
@@ -644,7 +659,7 @@ def _template_key(path: str) -> str:
 def _route_key_routes(route_key: str, source: str, at: str) -> list[dict[str, Any]]:
     """An HTTP API route key ("GET /pets", "ANY /{proxy+}", "$default") as routes; `$default` catches every path."""
     if route_key == "$default":
-        return [{"path": "/", "methods": ["ANY"]}, {"path": "/{proxy+}", "methods": ["ANY"]}]
+        return [{"path": "$default", "methods": ["ANY"]}]  # served at / and /{proxy+} (fastgw/config/load.py)
     method, _, path = route_key.partition(" ")
     if not path.startswith("/"):
         raise ConfigError(source, at, f"expected '$default' or 'METHOD /path', got {route_key!r}")

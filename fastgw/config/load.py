@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
 from fastgw.aws import prepare as aws_prepare
 from fastgw.config.checks import (
@@ -34,6 +33,7 @@ from fastgw.config.checks import (
     check_upstreams,
 )
 from fastgw.config.errors import MSGSPEC_PATH, ConfigError, explain, name_key
+from fastgw.config.parse import parse_json, parse_yaml
 from fastgw.config.schema import (
     AggregateIntegration,
     Config,
@@ -105,6 +105,7 @@ class RouteEntry:
     api_id: str = ""
     stage: str | None = None
     stage_variables: dict[str, str] | None = None
+    binary_media_types: tuple[str, ...] = ()  # the API's (a REST API's: functions/integration.py)
 
 
 @dataclass(frozen=True)
@@ -351,21 +352,27 @@ def _with_usage_plans(config: Config, source: str) -> Config:
     return msgspec.structs.replace(config, consumers=consumers)
 
 
-def _parse(raw: bytes, source: str) -> Any:
-    if source.endswith(".json"):
-        try:
-            return msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            raise ConfigError(source, "$", f"invalid JSON: {exc}") from None
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" (line {mark.line + 1}, column {mark.column + 1})"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, "$", f"invalid YAML{where}: {problem}") from None
+def _parse(raw: bytes, source: str, as_json: bool = False) -> Any:
+    if as_json or source.endswith(".json"):
+        return parse_json(raw, source)
+    return parse_yaml(raw, source)
+
+
+def _route_paths(route: Route, api_type: str, source: str, at: str) -> tuple[str, ...]:
+    """The paths a route of an API is matched at: its own, or for an HTTP API's `path: $default` (AWS's catch-all
+    route) `/` and `/{proxy+}` with every method, so it takes what no other route of the API does; its events say
+    `$default` (functions/lambda_proxy.py)."""
+    if route.path == "$default":
+        if api_type != "http":
+            raise ConfigError(source, f"{at}.path", "'$default' is an HTTP API's catch-all route; a REST API has none")
+        if list(route.methods) != ["ANY"]:
+            raise ConfigError(source, f"{at}.methods", "the $default route takes every method: leave methods out")
+        return ("/", "/{proxy+}")
+    if not route.path.startswith("/"):
+        raise ConfigError(
+            source, f"{at}.path", f"expected a path starting with '/' (or '$default'), got {route.path!r}"
+        )
+    return (route.path,)
 
 
 def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], frozenset[str]]:
@@ -401,24 +408,24 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
                     rest_prefixes.add(prefix)
             for i, route in enumerate(api.routes):
                 at = f"$.apis.{api_name}.routes[{i}]"
-                if not route.path.startswith("/"):
-                    raise ConfigError(source, f"{at}.path", f"expected a path starting with '/', got {route.path!r}")
                 integ = _resolve_stage_variables(route.integration, stage_name, stage.variables, source, at)
-                path = prefix + route.path if prefix and route.path != "/" else (prefix or route.path)
-                entries.append(
-                    RouteEntry(
-                        route=route,
-                        integration=integ,
-                        path=path,
-                        label=f"{api_name}:{route.name or f'routes[{i}]'}@{stage_name}",
-                        at=at,
-                        api=api_name,
-                        api_type=api.type,
-                        api_id=api_id,
-                        stage=stage_name,
-                        stage_variables=dict(stage.variables),
+                for route_path in _route_paths(route, api.type, source, at):
+                    path = prefix + route_path if prefix and route_path != "/" else (prefix or route_path)
+                    entries.append(
+                        RouteEntry(
+                            route=route,
+                            integration=integ,
+                            path=path,
+                            label=f"{api_name}:{route.name or f'routes[{i}]'}@{stage_name}",
+                            at=at,
+                            api=api_name,
+                            api_type=api.type,
+                            api_id=api_id,
+                            stage=stage_name,
+                            stage_variables=dict(stage.variables),
+                            binary_media_types=tuple(api.binary_media_types),
+                        )
                     )
-                )
     return tuple(entries), frozenset(rest_prefixes)
 
 
@@ -483,7 +490,7 @@ def _check(
         route, at = entry.route, entry.at
         if route.name is not None:
             key = (entry.api, entry.stage, route.name)  # names are unique among top-level routes, and per API
-            if key in names:
+            if key in names and names[key] != at:  # the same route at two paths ($default) is one name
                 raise ConfigError(source, f"{at}.name", f"route name {route.name!r} is already used by {names[key]}")
             names[key] = at
         try:

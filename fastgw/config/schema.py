@@ -127,6 +127,12 @@ class AdminConfig(_Base, frozen=True):
     metrics: bool = True
     # Where deployments (every config that went live) are kept. Default: `<config file>.deployments/` beside it.
     deployments_dir: str | None = None
+    # Host names (beside the listener's own address, and localhost on a loopback one) a request's `Host` may
+    # give: any other is refused with 403, so a web page cannot reach the API through DNS rebinding.
+    hosts: list[Annotated[str, Meta(min_length=1, max_length=253)]] = field(default_factory=list)
+    # Origins (`https://console.example.com`) whose web pages may call the API; a request with any other
+    # `Origin` is refused with 403 (CSRF). Empty: no web page at all.
+    allow_origins: list[Annotated[str, Meta(pattern=r"^https?://[^/\s]+$")]] = field(default_factory=list)
 
 
 class PoolConfig(_Base, frozen=True):
@@ -419,6 +425,12 @@ class Api(_Base, frozen=True):
     # Stages other than `$default` are served under `/{stage}`; false serves the API's one stage at the root, as
     # `sam local start-api` does (the stage still named in `requestContext.stage`).
     stage_prefix: bool = True
+    # A REST API's binaryMediaTypes ("image/png", "image/*", "*/*"): a request body of such a Content-Type reaches a
+    # function base64-encoded, any other as text; a function's base64 body is decoded for a client whose first
+    # Accept type is one of them (docs/functions.md, Binary bodies). An HTTP API ignores them, as AWS does.
+    binary_media_types: list[Annotated[str, Meta(pattern=r"^[^/\s;,]+/[^/\s;,]+$", max_length=256)]] = field(
+        default_factory=list
+    )
 
 
 class Consumer(_Base, frozen=True):

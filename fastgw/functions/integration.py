@@ -27,7 +27,7 @@ class LambdaRoute(Route):
 
     kind = "lambda"
     __slots__ = ("pool", "version", "rest", "timeout", "resource", "methods", "stage", "stage_variables", "api_id",
-                 "target")  # fmt: skip
+                 "target", "binary_types", "catch_all")  # fmt: skip
 
     def __init__(self, entry: RouteEntry, integ: LambdaIntegration, pool: FunctionPool) -> None:
         super().__init__(entry.label)
@@ -41,12 +41,20 @@ class LambdaRoute(Route):
         self.stage_variables = entry.stage_variables or None
         self.api_id = entry.api_id or "local"
         self.target = f"function:{pool.name}"  # what answered, as the access log and the metrics name it
+        # A REST API's binary media types decide how bodies cross (lambda_proxy._body, decode_for); an HTTP API (and
+        # a route outside APIs) has none and follows its own rule (None).
+        self.binary_types = tuple(t.lower() for t in entry.binary_media_types) if self.rest else None
+        # An HTTP API's $default route: its events name no path parameters (the router's greedy one is its own).
+        self.catch_all = self.resource == lp.DEFAULT_ROUTE
 
     def event(self, call: lp.Call) -> dict[str, Any]:
         return lp.event_v1(call) if self.version == "1.0" else lp.event_v2(call)
 
-    def response(self, value: Any) -> tuple[int, lp.Headers, bytes]:
-        return lp.response_v1(value, self.rest) if self.version == "1.0" else lp.response_v2(value)
+    def response(self, value: Any, accept: bytes | None = None) -> tuple[int, lp.Headers, bytes]:
+        """The function's answer as the client gets it; `accept` (the request's Accept header) decides, on a REST
+        API, whether a base64 body is decoded (lambda_proxy.decode_for)."""
+        decode = lp.decode_for(self.binary_types, accept)
+        return lp.response_v1(value, self.rest, decode) if self.version == "1.0" else lp.response_v2(value, decode)
 
     def error(self) -> tuple[int, bytes]:
         return lp.REST_ERROR if self.rest else lp.HTTP_ERROR
@@ -91,13 +99,14 @@ async def _invoke(ex: Exchange, route: LambdaRoute, body: bytes) -> None:
         time_ns=time.time_ns(),
         resource=route.resource,
         methods=route.methods,
-        params=ex.params,
+        params={} if route.catch_all else ex.params,
         stage=route.stage,
         stage_variables=route.stage_variables,
         api_id=route.api_id,
         host=req.host,
         authorizer=_authorizer(ex, route.version == "2.0"),
         jwt=_jwt(ex),
+        binary_types=route.binary_types,
     )
     trace = ex.state.inspector
     try:
@@ -149,7 +158,8 @@ async def _invoke(ex: Exchange, route: LambdaRoute, body: bytes) -> None:
         _answer_error(ex, route.error(), request_id)
         return
     try:
-        status, headers, payload = route.response(outcome.value)
+        accept = next((v for k, v in req.headers if k == b"accept"), None) if route.binary_types is not None else None
+        status, headers, payload = route.response(outcome.value, accept)
     except lp.MalformedResponse as exc:
         log.error("%s %s route=%s request=%s: malformed Lambda proxy response from %s: %s",
                   req.method, req.path, route.name, request_id, route.pool.name, exc)  # fmt: skip

@@ -72,6 +72,11 @@ class Call:
     authorizer: dict[str, Any] | None = None
     # The claims and scopes of a JWT that jwt-auth validated.
     jwt: tuple[dict[str, Any], list[str]] | None = None
+    # A REST API's binary media types (its rule for the body: see `_body`); None: an HTTP API's rule.
+    binary_types: tuple[str, ...] | None = None
+
+
+DEFAULT_ROUTE = "$default"  # an HTTP API's catch-all route, as its routeKey and resource name it
 
 
 def request_time(time_ns: int) -> str:
@@ -79,11 +84,37 @@ def request_time(time_ns: int) -> str:
     return time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(time_ns // 1_000_000_000))
 
 
+def _media_type(value: bytes | str) -> str:
+    """`image/png` of `Image/PNG; q=1`: the type without parameters, lower-cased."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value.split(";", 1)[0].strip().lower()
+
+
+def binary_match(media_type: str, binary_types: tuple[str, ...]) -> bool:
+    """Whether a media type is one of an API's binary media types, as API Gateway matches them: exactly, or by a
+    wildcard in the list (`*/*` any type, `image/*` any image; a `*` in the media type itself is no wildcard)."""
+    if not media_type:
+        return "*/*" in binary_types
+    major = media_type.split("/", 1)[0]
+    return any(t in ("*/*", media_type) or (t.endswith("/*") and t[:-2] == major) for t in binary_types)
+
+
 def _body(call: Call) -> tuple[str | None, bool]:
-    """The body as API Gateway passes it: text as it is, anything else base64 with isBase64Encoded."""
+    """The body as API Gateway passes it to a Lambda proxy integration (docs/functions.md, Binary bodies).
+
+    A REST API (binary_types given) base64-encodes it when its Content-Type is one of the API's binary media types
+    (no Content-Type counts as application/json, API Gateway's default) and passes anything else as UTF-8 text, as
+    API Gateway does; an HTTP API, which has no binary media types, passes text types as they are and base64-encodes
+    the rest."""
     if not call.body:
         return None, False
     ctype = next((v for k, v in call.headers if k == b"content-type"), b"")
+    if call.binary_types is not None:
+        if binary_match(_media_type(ctype) or "application/json", call.binary_types):
+            return base64.b64encode(call.body).decode("ascii"), True
+        # NOTE: bytes that are not UTF-8 reach the function as U+FFFD, as they reach a REST API's Lambda.
+        return call.body.decode("utf-8", "replace"), False
     if not ctype or _TEXT_TYPES.match(ctype.strip()):
         try:
             return call.body.decode("utf-8"), False
@@ -170,7 +201,7 @@ def event_v1(call: Call) -> dict[str, Any]:
             "requestId": call.request_id,
             "requestTime": request_time(call.time_ns),
             "requestTimeEpoch": call.time_ns // 1_000_000,
-            "resourceId": _resource_id(call.resource),
+            "resourceId": DEFAULT_ROUTE if call.resource == DEFAULT_ROUTE else _resource_id(call.resource),
             "resourcePath": call.resource,
             "stage": call.stage,
             **({"authorizer": _authorizer_v1(call)} if call.authorizer else {}),
@@ -207,7 +238,10 @@ def event_v2(call: Call) -> dict[str, Any]:
             continue
         name, value = _s(k), _s(v)
         headers[name] = headers[name] + "," + value if name in headers else value
-    route_key = f"{'ANY' if 'ANY' in call.methods else call.method} {call.resource}"
+    if call.resource == DEFAULT_ROUTE:
+        route_key = DEFAULT_ROUTE  # AWS: the $default route's events say so, whatever the method and path
+    else:
+        route_key = f"{'ANY' if 'ANY' in call.methods else call.method} {call.resource}"
     domain, prefix = _domain(call)
     event: dict[str, Any] = {
         "version": "2.0",
@@ -291,7 +325,7 @@ def _status(value: dict[str, Any]) -> int:
     return status
 
 
-def _decode_body(value: dict[str, Any]) -> bytes:
+def _decode_body(value: dict[str, Any], decode: bool = True) -> bytes:
     body = value.get("body")
     if body is None:
         return b""
@@ -301,10 +335,14 @@ def _decode_body(value: dict[str, Any]) -> bytes:
     if not isinstance(b64, bool):
         raise MalformedResponse(f"isBase64Encoded must be a boolean, got {b64!r}")
     if b64:
+        # NOTE: checked even where it is passed on as text (decode false): a function that says base64 and sends
+        # something else is a bug to see locally, whatever the client's Accept header.
         try:
-            return base64.b64decode(body, validate=True)
+            raw = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise MalformedResponse("body is not valid base64 although isBase64Encoded is true") from None
+        if decode:
+            return raw
     return body.encode("utf-8", "surrogatepass")
 
 
@@ -315,8 +353,9 @@ def _finish(headers: Headers) -> Headers:
     return kept
 
 
-def response_v1(value: Any, rest: bool) -> tuple[int, Headers, bytes]:
-    """A 1.0 response: an object with statusCode and a string body; on REST APIs no other keys."""
+def response_v1(value: Any, rest: bool, decode: bool = True) -> tuple[int, Headers, bytes]:
+    """A 1.0 response: an object with statusCode and a string body; on REST APIs no other keys. With `decode`
+    false (a REST API whose client did not ask for a binary media type) a base64 body is sent as the text it is."""
     if not isinstance(value, dict):
         raise MalformedResponse(
             f"the function returned {_kind(value)}; payload format 1.0 needs an object with statusCode and body"
@@ -329,7 +368,7 @@ def response_v1(value: Any, rest: bool) -> tuple[int, Headers, bytes]:
                 + ", ".join(sorted(_V1_RESPONSE_KEYS))
             )
     status = _status(value)
-    body = _decode_body(value)
+    body = _decode_body(value, decode)
     merged: dict[str, list[str]] = {}
     multi = value.get("multiValueHeaders")
     if multi is not None:
@@ -360,7 +399,7 @@ def _single_headers(value: dict[str, Any]) -> Headers:
     return out
 
 
-def response_v2(value: Any) -> tuple[int, Headers, bytes]:
+def response_v2(value: Any, decode: bool = True) -> tuple[int, Headers, bytes]:
     """A 2.0 response: an object with statusCode is taken as a response; anything else is the body of a 200 with
     Content-Type application/json: a string as it is (AWS's own example: `"Hello from Lambda!"` becomes the body
     `Hello from Lambda!`), any other value as JSON."""
@@ -368,7 +407,7 @@ def response_v2(value: Any) -> tuple[int, Headers, bytes]:
         body = value.encode() if isinstance(value, str) else orjson.dumps(value)
         return 200, [("Content-Type", "application/json")], body
     status = _status(value)
-    body = _decode_body(value)
+    body = _decode_body(value, decode)
     headers = _single_headers(value)
     cookies = value.get("cookies")
     if cookies is not None:
@@ -377,6 +416,17 @@ def response_v2(value: Any) -> tuple[int, Headers, bytes]:
         for c in cookies:
             headers.append(("Set-Cookie", _header_value("cookies", c, "cookies")))
     return status, _finish(headers), body
+
+
+def decode_for(binary_types: tuple[str, ...] | None, accept: bytes | None) -> bool:
+    """Whether a function's base64 body (`isBase64Encoded: true`) is decoded to bytes for the client. An HTTP API
+    always decodes it; a REST API only when the first media type of the request's Accept header is one of its
+    binary media types (API Gateway: "uses the first Accept header from clients to determine if a response should
+    return binary media"), else the client gets the base64 text."""
+    if binary_types is None:
+        return True
+    first = accept.split(b",", 1)[0] if accept else b""
+    return binary_match(_media_type(first), binary_types)
 
 
 def _kind(value: Any) -> str:

@@ -3,7 +3,9 @@
 Passwords are stored as hashes only: PBKDF2-SHA256 (`pbkdf2_sha256$ITERATIONS$SALT$HASH`, made by
 `fastgw hash-password`) or bcrypt (`$2b$...`, needs the `auth` extra). Checking a hash is deliberately slow, so it
 runs in a thread, off the event loop; a successful check is remembered (by a digest of username and password, in
-a bounded table) so a client sending the same credentials again is answered without hashing again."""
+a bounded table) so a client sending the same credentials again is answered without hashing again. A request with
+two Authorization fields is refused with 400 (see `fastgw.plugins._credentials`); credentials that are not
+base64, not UTF-8 or without a `:` are a 401, never an error."""
 
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Awaitable
 from typing import Any
 
 import msgspec
 
+from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.consumers import Consumer
 
@@ -49,7 +53,9 @@ def verify_password(password: str, stored: str) -> bool:
         return hmac.compare_digest(got, _unb64(expected))
     import bcrypt  # checked at load when a bcrypt hash is configured
 
-    return bool(bcrypt.checkpw(password.encode(), stored.encode()))
+    # NOTE: bcrypt reads 72 bytes of a password and no more: the hashes htpasswd and bcrypt < 5 made of a longer
+    # one are of its first 72 bytes, and bcrypt 5 raises on a longer one instead of cutting it.
+    return bool(bcrypt.checkpw(password.encode()[:72], stored.encode()))
 
 
 class BasicAuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -62,6 +68,11 @@ class BasicCredential(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     password_hash: str
 
 
+# NOTE: also what makes "pw" and "pw\0" one password to PBKDF2: HMAC pads its key with zero bytes.
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
+
+
 def _check_hash(stored: str) -> None:
     if stored.startswith("pbkdf2_sha256$"):
         parts = stored.split("$")
@@ -72,6 +83,8 @@ def _check_hash(stored: str) -> None:
         if not ok:
             raise ValueError("password_hash: expected pbkdf2_sha256$ITERATIONS$SALT$HASH (see fastgw hash-password)")
     elif stored.startswith(("$2a$", "$2b$", "$2y$")):
+        if not _BCRYPT.match(stored):
+            raise ValueError("password_hash: a bcrypt hash is $2b$COST$ and 53 characters of ./A-Za-z0-9")
         try:
             import bcrypt  # noqa: F401
         except ImportError:
@@ -107,16 +120,21 @@ class BasicAuth(Plugin):
 
     def access(self, ctx: Context, prepared: Any) -> Response | Awaitable[Response | None] | None:
         conf, challenge = prepared
-        header = ctx.request.header("authorization")
+        fields = ctx.request.headers.get_all("authorization")
+        if len(fields) > 1:
+            return credentials.twice("Authorization header")
+        header = fields[0] if fields else None
         if header is None or header[:6].lower() != "basic ":
             return Response(401, MISSING, headers={"WWW-Authenticate": challenge})
         try:
-            username, sep, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(header[6:].strip(), validate=True)
+            username, sep, password = decoded.decode().partition(":")
+        except ValueError:  # not base64 (binascii.Error), not even ASCII, or not UTF-8 (UnicodeDecodeError)
             sep = ""
-        if not sep:
+        if not sep or _CONTROL.search(decoded):  # RFC 7617 2: no control characters in either
             return Response(401, BAD, headers={"WWW-Authenticate": challenge})
-        key = hashlib.sha256(f"{username}\0{password}".encode()).digest()
+        # NOTE: the digest of `username:password` as sent: a username holds no `:`, so no other pair has it.
+        key = hashlib.sha256(decoded).digest()
         consumer = self.remembered.get(key)
         if consumer is not None:
             self._passed(ctx, conf, consumer)

@@ -14,7 +14,10 @@ verified token is remembered until it expires, per route configuration (whose au
 against), so a client sending the same token again costs a dictionary lookup, not a signature check.
 
 Failures answer 401 with `WWW-Authenticate: Bearer ..., error="invalid_token"` (RFC 6750) or 403 with
-`error="insufficient_scope"`; the client learns no more than that, the gateway log says exactly why.
+`error="insufficient_scope"`; the client learns no more than that, the gateway log says exactly why. The dates
+`exp`, `nbf` and `iat` must be JSON numbers (PyJWT alone takes "123" and True), and nothing a client sends makes
+the plugin raise. A request that carries a token more than once (two fields of its header, a parameter or cookie
+named twice, a token in two places) is refused with 400: see `fastgw.plugins._credentials`.
 """
 
 from __future__ import annotations
@@ -23,16 +26,17 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import ssl
 import time
 from collections.abc import Awaitable
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
 
+from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.consumers import Consumer
 
@@ -209,7 +213,7 @@ class JwtAuth(Plugin):
             raise ValueError("issuer and algorithms go with the plugin's own key (secret, public_key, jwks_url...)")
         return (
             conf,
-            [n.lower() for n in conf.header_names],
+            _Sources(conf),
             base,
             base + ', error="invalid_token"',
             base + ', error="insufficient_scope", scope="' + " ".join(conf.scopes) + '"',
@@ -222,23 +226,29 @@ class JwtAuth(Plugin):
     # -- the request ---------------------------------------------------------------------------------------------
 
     def access(self, ctx: Context, prepared: Any) -> Response | Awaitable[Response | None] | None:
-        conf, headers, challenge, invalid, _, own, remembered = prepared
-        token, where, name = self._token(ctx, conf, headers)
+        conf, sources, challenge, invalid, _, own, remembered = prepared
+        found = sources.token(ctx.request)
+        if found is None:
+            return credentials.twice("token")
+        token, where, name = found
         if not token:
             return Response(401, UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
         digest = hashlib.sha256(token.encode()).digest()
         known = remembered.get(digest)
         if known is not None:
-            issuer, claims = known
+            issuer, claims, exp, nbf = known
             now = time.time()
-            if claims.get("exp", now + 1) + conf.leeway > now and claims.get("nbf", now) - conf.leeway <= now:
+            if exp + conf.leeway > now and nbf - conf.leeway <= now:
                 return self._passed(ctx, conf, prepared, issuer, claims, where, name)
             remembered.pop(digest, None)
         try:
             header = jwt.get_unverified_header(token)
             unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            return self._refuse(invalid, f"malformed token: {exc}")
+        except (jwt.PyJWTError, *_MALFORMED) as exc:
+            return self._refuse(invalid, f"malformed token: {type(exc).__name__}: {exc}")
+        why = _not_numeric_dates(unverified)
+        if why is not None:
+            return self._refuse(invalid, why)
         if own is not None:
             issuer = own
         else:
@@ -250,7 +260,7 @@ class JwtAuth(Plugin):
                 return self._refuse(invalid, f"no consumer credential has the {conf.key_claim_name} {pick!r}")
             issuer = found
         alg = header.get("alg")
-        if alg not in issuer.algorithms:
+        if not isinstance(alg, str) or alg not in issuer.algorithms:
             return self._refuse(invalid, f"alg {alg!r} is not allowed for {issuer.label}")
         if issuer.jwks_url is None:
             return self._verify(ctx, conf, prepared, token, digest, issuer, issuer.key, alg, where, name)
@@ -261,30 +271,6 @@ class JwtAuth(Plugin):
         if key is not None:
             return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg, where, name)
         return self._fetch_and_verify(ctx, conf, prepared, token, digest, issuer, jwks, kid, alg, where, name)
-
-    def _token(self, ctx: Context, conf: JwtAuthConfig, headers: list[str]) -> tuple[str | None, str, str]:
-        req = ctx.request
-        for n in headers:
-            value = req.header(n)
-            if value is not None:
-                scheme, _, token = value.strip().partition(" ")
-                if scheme.lower() == "bearer" and token.strip():
-                    return token.strip(), "header", n
-                if n != "authorization" and value.strip():
-                    return value.strip(), "header", n
-        for n in conf.query_names:
-            values = req.query.get(n)
-            if values and values[0]:
-                return values[0], "query", n
-        if conf.cookie_names:
-            raw = req.header("cookie")
-            if raw:
-                jar: SimpleCookie = SimpleCookie()
-                jar.load(raw)
-                for n in conf.cookie_names:
-                    if n in jar and jar[n].value:
-                        return jar[n].value, "cookie", n
-        return None, "", ""
 
     @staticmethod
     def _jwks_key(jwks: Jwks, kid: str | None) -> Any:
@@ -337,12 +323,13 @@ class JwtAuth(Plugin):
                 leeway=conf.leeway,
                 options={"require": list(conf.required_claims), "verify_aud": conf.audience is not None},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, *_MALFORMED) as exc:
             return self._refuse(prepared[3], f"{type(exc).__name__}: {exc} ({issuer.label})")
         remembered = prepared[6]
         if len(remembered) >= _REMEMBERED_MAX:
             remembered.pop(next(iter(remembered)))
-        remembered[digest] = (issuer, claims)
+        # The dates as floats: every one a finite number here (_not_numeric_dates), absent ones never binding.
+        remembered[digest] = (issuer, claims, float(claims.get("exp", math.inf)), float(claims.get("nbf", -math.inf)))
         return self._passed(ctx, conf, prepared, issuer, claims, where, name)
 
     def _passed(
@@ -366,12 +353,84 @@ class JwtAuth(Plugin):
                 up.headers.remove(name)
             elif where == "query":
                 up.query.pop(name, None)
+            else:
+                credentials.drop_cookie(up.headers, name)
         return None
 
     @staticmethod
     def _refuse(challenge: str, why: str) -> Response:
         log.info("jwt-auth: refused: %s", why)
         return Response(401, UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
+
+
+# What PyJWT (and the json, base64 and int parsing under it) may raise on a token a client made: PyJWTError for
+# what it checks, the others for what it does not (an `exp` of 1e400 reaches int(): OverflowError; a list: a
+# TypeError; JSON nested a few thousand deep: RecursionError). All of them mean a malformed token: 401.
+_MALFORMED: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError, RecursionError)
+
+# NumericDate claims (RFC 7519 2, 4.1.4-6): JSON numbers. PyJWT reads them with int(), which also takes "1e9", a
+# bool or a numeric string, and the remembered-token path then added a float to a string.
+_DATES = ("exp", "nbf", "iat")
+_DATE_LIMIT = 2.0**53  # beyond it a float is not even a whole number of seconds any more
+
+
+def _not_numeric_dates(claims: dict[str, Any]) -> str | None:
+    """Why a NumericDate claim of `claims` is not one (a number, not a bool, finite, within +-2**53), or None."""
+    for name in _DATES:
+        if name in claims:
+            value = claims[name]
+            if type(value) not in (int, float):
+                return f"claim {name!r} is not a number: {type(value).__name__}"
+            if not -_DATE_LIMIT <= value <= _DATE_LIMIT:  # NaN compares false: refused as well
+                return f"claim {name!r} is out of range: {value!r:.40}"
+    return None
+
+
+class _Sources:
+    """Where a route's configuration reads tokens: header fields, query parameters, cookies."""
+
+    __slots__ = ("headers", "wire", "query", "cookies")
+
+    def __init__(self, conf: JwtAuthConfig) -> None:
+        self.headers = frozenset(n.lower() for n in conf.header_names)
+        self.wire = credentials.header_names(self.headers)
+        self.query = frozenset(conf.query_names)
+        self.cookies = frozenset(conf.cookie_names)
+
+    def token(self, req: Any) -> tuple[str | None, str, str] | None:
+        """(token, where, name) of the one token the request carries, (None, "", "") without one, None when it
+        carries one more than once: a header named twice (whatever the values), or a token in two places."""
+        found: list[tuple[str | None, str, str]] = []
+        if self.wire:
+            fields = [(k, v) for k, v in req.headers.raw() if k in self.wire]
+            if len(fields) > 1 and len({credentials.same_name(k) for k, _ in fields}) < len(fields):
+                return None
+            for k, v in fields:
+                name = k.decode("latin-1")
+                if name not in self.headers:
+                    found.append((None, "header", name))  # the `_` spelling: not read here, read by some backends
+                    continue
+                value = credentials.text(v).strip()
+                if name == "authorization":
+                    scheme, _, token = value.partition(" ")
+                    if scheme.lower() == "bearer" and token.strip():
+                        found.append((token.strip(), "header", name))
+                    # Another scheme (Basic, ...) is no bearer token: a plugin of that scheme judges it.
+                elif value:
+                    found.append((value, "header", name))
+        query = req.query_string if self.query else ""
+        count = credentials.query_count(query, self.query) if query else 0
+        if count > 1:
+            return None
+        if count:
+            # NOTE: None when the one parameter is one only a backend reads (after a `;`): no token here.
+            given, named = next(((vs[0], n) for n in self.query if (vs := req.query.get(n))), (None, ""))
+            found.append((given or None, "query", named))
+        if self.cookies:
+            found += [(v or None, "cookie", n) for n, v in credentials.cookies(req.headers.raw(), self.cookies)]
+        if len(found) > 1:
+            return None
+        return found[0] if found else (None, "", "")
 
 
 def token_scopes(claims: dict[str, Any]) -> list[str]:

@@ -31,6 +31,7 @@ import msgspec
 
 from fastgw.functions import lambda_proxy as lp
 from fastgw.functions.pool import ACCOUNT_ID, REGION, Throttled
+from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.chain import loading
 from fastgw.plugins.consumers import Consumer
@@ -314,7 +315,10 @@ class LambdaAuthorizer(Plugin):
     def access(self, ctx: Context, prep: Prepared) -> Response | Awaitable[Response | None] | None:
         values = []
         for source in prep.sources:
-            value = _identity(ctx, source)
+            try:
+                value = _identity(ctx, source)
+            except _Twice:
+                return credentials.twice(f"{source.name!r} (an identity source of the authorizer)")
             if not value:
                 return prep.unauthorized  # a missing identity source: the function is not called
             values.append(value)
@@ -405,13 +409,23 @@ def _at(at: str, message: str) -> ValueError:
     return _ConfigAt(at, message)
 
 
+class _Twice(Exception):
+    """An identity source the request carries more than once (issue 19, item 5: refused, see _credentials)."""
+
+
 def _identity(ctx: Context, source: Source) -> str | None:
     where = source.where
     if where == "header":
-        return ctx.request.header(source.name)
+        wire = credentials.header_names((source.name,))
+        fields = [v for k, v in ctx.request.headers.raw() if k in wire]
+        if len(fields) > 1:
+            raise _Twice
+        return credentials.text(fields[0]) if fields else None
     if where == "query":
+        if credentials.query_count(ctx.request.query_string, (source.name,)) > 1:
+            raise _Twice
         values = ctx.request.query.get(source.name)
-        return values[-1] if values else None
+        return values[0] if values else None
     route = ctx.route
     if where == "stage":
         return route.stage_variables.get(source.name)
@@ -426,8 +440,10 @@ def _context_variable(ctx: Context, name: str) -> str:
         return req.path
     if name == "resourcePath":
         return str(route.path)
-    if name == "routeKey":
-        return f"{req.method} {route.path}"
+    if name == "routeKey":  # as the route's own Lambda events name it (fastgw.functions.lambda_proxy.event_v2)
+        if route.path == lp.DEFAULT_ROUTE:
+            return lp.DEFAULT_ROUTE
+        return f"{'ANY' if 'ANY' in route.methods else req.method} {route.path}"
     if name == "stage":
         return route.stage or "$default"
     if name == "apiId":

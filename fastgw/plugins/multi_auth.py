@@ -4,7 +4,9 @@ APISIX's shape: `multi-auth: {auth_plugins: [{key-auth: {...}}, {jwt-auth: {...}
 The plugins are tried in the order given; the first that lets the request through has named its consumer (as it
 would alone) and the rest are not tried. When every one refuses, the client gets the first plugin's answer
 (APISIX answers its own 401 instead; the first plugin's answer tells the client what the route expects first, e.g.
-its `WWW-Authenticate` challenge). A plugin that raises fails the request (500), as it would alone.
+its `WWW-Authenticate` challenge). A 400 from any of them (a malformed request, such as a credential sent twice)
+ends the trial at once: that request is refused, whatever another plugin would say. A plugin that raises fails the
+request (500), as it would alone.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class MultiAuth(Plugin):
             if result is None:
                 return None
             if result.__class__ is Response:
+                if result.status == 400:
+                    return result  # a malformed request (a credential sent twice): no other plugin may pass it
                 if first is None:
                     first = result
                 continue
@@ -91,6 +95,8 @@ class MultiAuth(Plugin):
                 return None
             if not isinstance(result, Response):
                 raise TypeError(f"{subs[i][2]} returned {type(result).__name__}, not None or a Response")
+            if result.status == 400:
+                return result
             if first is None:
                 first = result
             i += 1

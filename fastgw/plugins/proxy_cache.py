@@ -1,12 +1,17 @@
-"""`proxy-cache`: answer repeated requests from a cache (`memory`: an LRU bounded in bytes per worker; `redis`:
+r"""`proxy-cache`: answer repeated requests from a cache (`memory`: an LRU bounded in bytes per worker; `redis`:
 shared by every gateway), for every integration (http, lambda, mock).
 
-The key is printable: `route|method|host|path|sorted query|extra headers|consumer`, completed by the values of the
-request headers the response varies on (`Vary`). Every response of the route says `X-Cache-Status` (HIT, MISS,
-BYPASS, EXPIRED, STALE) and `Age`. Concurrent misses on one key make one upstream request; the others wait for it
-(at most `lock_timeout`, then they go themselves). A stale entry is served as STALE while one request refreshes
-it (`stale-while-revalidate`), or when the upstream fails (`stale-if-error`), as the response's Cache-Control
-allows.
+The key is printable: `route|method|host|path|?query|key headers|consumer`, completed by the request headers the
+response varies on (`Vary`). Two requests share an entry only when the backend would receive the same target: the
+path as normalized and forwarded, the query byte for byte as it came (never decoded, never sorted: `a=b%26c` is not
+`a=b&c`, and `a=1&b=2` is not `b=2&a=1`), and the upstream path or query an earlier plugin set; a header part holds
+every value the request carries for that name. The request's text goes in as its bytes read as Latin-1 (one
+character a byte), with `\` and `|` escaped as `\\` and `\|`, so that no part can be read as another.
+
+Every response of the route says `X-Cache-Status` (HIT, MISS, BYPASS, EXPIRED, STALE) and `Age`. Concurrent misses
+on one key make one upstream request; the others wait for it (at most `lock_timeout`, then they go themselves). A
+stale entry is served as STALE while one request refreshes it (`stale-while-revalidate`), or when the upstream
+fails (`stale-if-error`), as the response's Cache-Control allows.
 
 The cache answers from the access phase and fills from the response filters: a hit goes through the route's
 response filters as any response does (a response-transformer runs on hits too; what is stored is the response
@@ -20,10 +25,11 @@ import calendar
 import contextlib
 import email.utils
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import urlencode
 
 import msgspec
 from msgspec import Meta
@@ -41,6 +47,7 @@ _NOT_STORED = frozenset({"content-length", "transfer-encoding", "connection", "k
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9a-z-]+$")  # a header name (lower-case), as RFC 9110 5.1 spells it
 
 
 class ProxyCacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -64,13 +71,13 @@ class ProxyCacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 
 
 class Prepared:
-    __slots__ = ("conf", "methods", "statuses", "store", "remote", "inflight", "key_headers")
+    __slots__ = ("conf", "methods", "statuses", "store", "remote", "inflight", "key_header_names")
 
     def __init__(self, conf: ProxyCacheConfig, redis: redis_state.SharedRedis | None) -> None:
         self.conf = conf
         self.methods = frozenset(conf.methods)
         self.statuses = frozenset(conf.statuses)
-        self.key_headers = tuple(h.lower() for h in conf.key_headers)
+        self.key_header_names = tuple(h.lower().encode("latin-1") for h in conf.key_headers)
         self.store = MemoryStore(conf.memory_size)
         self.remote = RedisStore(redis) if redis is not None else None
         # Misses being fetched: base key -> (future resolved when the response is stored or not, deadline).
@@ -103,24 +110,55 @@ class Pending:
                 fut.set_result(None)
 
 
+def _esc(text: str) -> str:
+    """A part of the key as it came, with its separators escaped (`\\` -> `\\\\`, `|` -> `\\|`)."""
+    if "|" in text or "\\" in text:
+        return text.replace("\\", "\\\\").replace("|", "\\|")
+    return text
+
+
+def _query(raw: bytes | None) -> str:
+    """The query part: `?` and the query byte for byte (Latin-1), or "" without one (`/c?` is not `/c`)."""
+    return "" if raw is None else "?" + _esc(raw.decode("latin-1"))
+
+
+def headers_part(raw: list[tuple[bytes, bytes]], names: tuple[bytes, ...] | list[bytes]) -> str:
+    """`name=v1,v2` for each of `names` (lower-case wire names) the request carries, every value in order; the
+    bare `name` when it carries none (absent is not empty). `,` is escaped inside a value as `|` and `\\` are."""
+    parts = []
+    for name in names:
+        values = [v for k, v in raw if k == name]
+        text = _esc(name.decode("latin-1"))  # a token: no `=` or `,`, but `|` is one of its characters
+        if values:
+            text += "=" + ",".join(_esc(v.decode("latin-1")).replace(",", "\\,") for v in values)
+        parts.append(text)
+    return "|".join(parts)
+
+
 def base_key(ctx: Context, p: Prepared) -> str:
     req = ctx.request
     method = "GET" if req.method == "HEAD" else req.method
     route = ctx.route
-    parts = [f"{route.api}/{route.stage}/{route.name}" if route.api else route.name, method, req.host.lower(),
-             req.path]  # fmt: skip
-    query = req.query
-    parts.append("&".join(f"{k}={v}" for k in sorted(query) for v in query[k]))
-    for h in p.key_headers:
-        parts.append(req.header(h) or "")
+    key = (f"{route.api}/{route.stage}/{route.name}" if route.api else route.name) + "|" + method + "|"
+    # NOTE: the query as it came (`_raw_query`, None without a `?`), as Front reads it from the wire request.
+    key += _esc((req.host or "").lower()) + "|" + _esc(req.path) + "|" + _query(req._raw_query)
+    if p.key_header_names:
+        key += "|" + headers_part(req.headers.raw(), p.key_header_names)
     if p.conf.vary_by_consumer:
         c = ctx.consumer
-        parts.append(c.name if c is not None else "")
-    return "|".join(parts)
+        key += "|" + (c.name if c is not None else "")
+    # An earlier plugin that changed the upstream's path or query (request-transformer, a hidden query key)
+    # may have made them from headers or the consumer: what the backend is asked for completes the key.
+    up = ctx._upstream  # NOTE: read, never made here (ctx.upstream_request would make one)
+    if up is not None and (up.path is not None or up._query is not None):
+        changed = up._query
+        query = urlencode([(k, v) for k, vs in changed.items() for v in vs]) if changed is not None else ""
+        key += "|>" + _esc(up.path or "") + ("?" + query if changed is not None else "")
+    return key
 
 
 def vary_key(ctx: Context, base: str, names: list[str]) -> str:
-    return base + "|" + "|".join(f"{n}={ctx.request.header(n) or ''}" for n in names)
+    return base + "|" + headers_part(ctx.request.headers.raw(), [n.encode("latin-1") for n in names])
 
 
 def cache_control(value: str | None) -> dict[str, str]:
@@ -165,33 +203,6 @@ def encode_lines(item: Stored) -> tuple[bytes, bool]:
     return lines, any(k.lower() == "server" for k, _ in headers)
 
 
-_QUERIES: dict[bytes, str] = {}  # a raw query string -> its part of the key (sorted, decoded), bounded
-
-
-def _query_part(raw: bytes) -> str:
-    part = _QUERIES.get(raw)
-    if part is None:
-        query: dict[str, list[str]] = {}
-        for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
-            query.setdefault(k, []).append(v)
-        part = "&".join(f"{k}={v}" for k in sorted(query) for v in query[k])
-        if len(_QUERIES) >= 10_000:
-            _QUERIES.clear()
-        _QUERIES[raw] = part
-    return part
-
-
-def _header(raw: list[tuple[bytes, bytes]], name: bytes) -> str:
-    """`ctx.request.header(name)` over the request's wire headers (`name` lower-case), "" when absent."""
-    for k, v in raw:
-        if k == name:
-            try:
-                return v.decode("utf-8")
-            except UnicodeDecodeError:
-                return v.decode("latin-1")
-    return ""
-
-
 _HIT_LINE = b"x-cache-status: HIT\r\nage: %d\r\n"
 
 
@@ -204,12 +215,11 @@ class Front:
     decides it again. The access log still finds `cache_status` in `ex.ctx.vars`: a context is made for it when
     the log is on."""
 
-    __slots__ = ("p", "route_part", "key_headers", "authorization", "consumer_part", "quiet")
+    __slots__ = ("p", "route_part", "authorization", "consumer_part", "quiet")
 
     def __init__(self, p: Prepared) -> None:
         self.p = p
         self.route_part: str | None = None  # from the route's RouteInfo, on its first request
-        self.key_headers = tuple(h.encode("latin-1") for h in p.key_headers)
         self.authorization = not p.conf.cache_authorization  # a request that carries one is not answered here
         # Without an authentication plugin on the route no consumer is ever known: its part of the key is "".
         self.consumer_part = "|" if p.conf.vary_by_consumer else ""
@@ -223,19 +233,28 @@ class Front:
             return False
         raw = req.headers
         if self.authorization:
-            for k, v in raw:  # PERF: inline, not _header(): a Python frame less on every hit
+            for k, v in raw:  # PERF: inline, not a helper: a Python frame less on every hit
                 if k == b"authorization" and v:
                     return False
         part = self.route_part
         if part is None:
             info = ex.route.info
             part = self.route_part = f"{info.api}/{info.stage}/{info.name}" if info.api else info.name
+        # NOTE: the same key as base_key makes (no plugin ran before this, so nothing changed the upstream's).
+        # PERF: `in` tests inline, _esc() only for the rare part that holds a `|` or `\`.
+        host = (req.host or "").lower()
+        if "|" in host or "\\" in host:
+            host = _esc(host)
+        path = req.path
+        if "|" in path or "\\" in path:
+            path = _esc(path)
+        key = f"{part}|{'GET' if method == 'HEAD' else method}|{host}|{path}|"
         query = req.query
-        key = f"{part}|{'GET' if method == 'HEAD' else method}|{(req.host or '').lower()}|{req.path}|"
-        if query:
-            key += _query_part(query)
-        for h in self.key_headers:
-            key += "|" + _header(raw, h)
+        if query is not None:
+            text = query.decode("latin-1")
+            key += "?" + (_esc(text) if "|" in text or "\\" in text else text)
+        if p.key_header_names:
+            key += "|" + headers_part(raw, p.key_header_names)
         key += self.consumer_part
         now = time.time()
         items = p.store.items
@@ -244,7 +263,7 @@ class Front:
             return False
         if item.status == 0:  # the response varies on request headers: they complete the key
             items.move_to_end(key)
-            key += "|" + "|".join(f"{n}={_header(raw, n.encode('latin-1'))}" for n in item.vary or ())
+            key += "|" + headers_part(raw, [n.encode("latin-1") for n in item.vary or ()])
             item = items.get(key)
             if item is None or now >= item.fresh_until:
                 return False
@@ -401,8 +420,8 @@ class ProxyCache(Plugin):
             return None
         vary_raw = ",".join(headers.get_all("vary"))
         vary = sorted({v.strip().lower() for v in vary_raw.split(",") if v.strip()})
-        if "*" in vary:
-            return None
+        if "*" in vary or not all(_TOKEN.match(v) for v in vary):
+            return None  # Vary: * (RFC 9111 4.1), or a name no request header can have: never matched
         ttl, swr, sie = conf.ttl, 0.0, 0.0
         if conf.respect_cache_control:
             cc = cache_control(",".join(headers.get_all("cache-control")))

@@ -87,12 +87,20 @@ class MemoryStore:
         return len(keys)
 
 
+# The keys' namespace in Redis. NOTE: "2:" since the key holds the query as it came (before, decoded and sorted):
+# entries an older gateway stored under the old keys are never read by the new ones (a key made from a decoded
+# query could match another request's new key), and expire by themselves; a purge of everything removes them too.
+NAMESPACE = "cache:2:"
+
+
 class RedisStore:
-    """Items as msgpack under `<key_prefix>cache:<key>`, expiring when nothing of them can be served any more."""
+    """Items as msgpack under `<key_prefix>cache:2:<key>`, expiring when nothing of them can be served any more.
+    The key is the plugin's text as it is (the client's UTF-8 encodes it, one to one): escaped where it needed it
+    (`fastgw.plugins.proxy_cache`), never changed here."""
 
     def __init__(self, redis: SharedRedis) -> None:
         self.redis = redis
-        self.prefix = redis.prefix + "cache:"
+        self.prefix = redis.prefix + NAMESPACE
 
     async def get(self, key: str, now: float) -> Stored | None:
         raw = await self.redis.run(lambda c: c.get(self.prefix + key))
@@ -107,8 +115,9 @@ class RedisStore:
 
 
 async def purge_redis(redis: SharedRedis, prefix: str = "") -> int:
-    """Delete the cached items whose key starts with `prefix` (all of them for ""); returns how many."""
-    pattern = redis.prefix + "cache:" + _glob_escape(prefix) + "*"
+    """Delete the cached items whose key starts with `prefix` (all of them for "", those of older gateways'
+    namespaces too); returns how many. `prefix` is a key's text as the plugin makes it (its escapes included)."""
+    pattern = redis.prefix + (NAMESPACE + _glob_escape(prefix) if prefix else "cache:") + "*"
 
     async def purge(client: object) -> int:
         n = 0

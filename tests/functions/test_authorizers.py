@@ -14,7 +14,7 @@ import pytest
 from fastgw.cli import main
 from fastgw.config.errors import ConfigError
 from fastgw.config.load import load_config_bytes
-from fastgw.testing import http_request
+from fastgw.testing import RawConnection, http_request
 from tests.functions.conftest import ECHO_PY, needs_node, write
 from tests.plugins.conftest import TWICE
 
@@ -185,6 +185,23 @@ async def test_validation_expression_refuses_without_calling_the_function(fgw, t
         r = await http_request(srv.port, "GET", "/Prod/items/1", headers=bearer("Bearer abc"))
         assert r.status == 200
         assert seen(tmp_path)[-1]["authorizationToken"] == "Bearer abc" and len(seen(tmp_path)) == before + 1
+
+
+async def test_an_identity_source_sent_twice_is_refused_without_calling_the_function(fgw, tmp_path):
+    """Issue 19, item 5: the authorizer would judge one value while the route's backend may read the other."""
+    sources = "method.request.header.Authorization, method.request.querystring.tenant"
+    srv = await fgw(rest_config(tmp_path, {"function": "auth_request", "type": "request", "identity_source": sources}))
+    for _ in TWICE:
+        conn = await RawConnection.open(srv.port)
+        await conn.send(
+            b"GET /Prod/items/1?tenant=t1 HTTP/1.1\r\nHost: a\r\nAuthorization: ann\r\nAuthorization: bob\r\n\r\n"
+        )
+        r = await conn.response()
+        await conn.close()
+        assert r.status == 400 and "More than one" in r.json()["message"], r.body
+        r = await http_request(srv.port, "GET", "/Prod/items/1?tenant=t1&tenant=t2", headers=bearer("ann"))
+        assert r.status == 400 and "More than one" in r.json()["message"], r.body
+    assert seen(tmp_path) == []
 
 
 async def test_policy_resources_with_wildcards(fgw, tmp_path):

@@ -102,7 +102,9 @@ async def test_v1_root_resource_and_context(fgw, tmp_path):
 
 async def test_v1_proxy_params_repeated_query_and_headers_and_binary_body(fgw, tmp_path):
     write(tmp_path / "fn", "echo.py", ECHO_PY)
-    gw = await fgw(config("rest"))
+    cfg = config("rest")
+    cfg["apis"]["shop"]["binary_media_types"] = ["application/octet-stream"]  # a REST API's body is text unless
+    gw = await fgw(cfg)
     event, _ = await echo(gw.port, "GET", "/Prod/files/a/b/c.txt?x=1&x=2&y=hello%20world&empty=")
     assert event == expected_v1(
         event,

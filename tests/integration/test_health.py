@@ -273,7 +273,7 @@ async def test_the_admin_api_lists_targets_with_their_health(gateway):
         await a.stop()
         await _until(lambda: not up.targets[0].check_up)
         assert gw.admin is not None
-        r = await http_request(gw.admin.port, "GET", "/upstreams")
+        r = await http_request(gw.admin.port, "GET", "/upstreams", host="127.0.0.1")
         (backend,) = r.json().values()
         health = {t["url"]: (t["health"], t["healthy"], t["in_rotation"]) for t in backend["targets"]}
         assert health == {a.url: ("unhealthy", False, False), b.url: ("healthy", True, True)}

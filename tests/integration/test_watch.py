@@ -210,7 +210,7 @@ async def _reload_by(gw: GatewayProcess, how: str) -> None:
         gw.signal(signal.SIGHUP)
         return
     admin = next(int(m.group(1)) for line in gw.log if (m := re.search(r"admin API listening on .*:(\d+)", line)))
-    assert (await http_request(admin, "POST", "/reload")).status == 200
+    assert (await http_request(admin, "POST", "/reload", host="127.0.0.1")).status == 200
 
 
 @pytest.mark.asyncio

@@ -14,6 +14,8 @@ from fastgw.client import RawConnection, http_request
 from fastgw.config.load import load_config
 from fastgw.server.server import Server
 
+JSON = {"content-type": "application/json"}
+LOCAL = "127.0.0.1"
 MOCK = (
     "admin: {{host: 127.0.0.1, port: 0}}\nlogging: {{access_log: false}}\n"
     "routes:\n  - path: /v\n    integration: {{type: mock, body: {body}}}\n"
@@ -40,20 +42,22 @@ async def test_reloads_are_kept_listed_and_rolled_back_across_restarts(tmp_path:
         admin = server.admin.port
         path.write_text(MOCK.format(body="two"))
         second = deployment_id(path.read_bytes())
-        r = await http_request(admin, "POST", "/reload", body=orjson.dumps({"description": "ship two"}))
+        r = await http_request(
+            admin, "POST", "/reload", body=orjson.dumps({"description": "ship two"}), headers=JSON, host=LOCAL
+        )
         assert r.status == 200 and r.json()["deployment"] == second
-        listed = (await http_request(admin, "GET", "/deployments")).json()["deployments"]
+        listed = (await http_request(admin, "GET", "/deployments", host=LOCAL)).json()["deployments"]
         assert [(d["id"], d["description"], d["active"]) for d in listed] == [
             (second, "ship two", True),
             (first, "start", False),
         ]
         assert await _body(server) == b"two"
-        r = await http_request(admin, "POST", f"/deployments/{first}/rollback")
+        r = await http_request(admin, "POST", f"/deployments/{first}/rollback", host=LOCAL)
         assert r.status == 200 and r.json()["deployment"] == first
         assert await _body(server) == b"one"
         assert path.read_text() == MOCK.format(body="one")  # the file says what serves
-        assert (await http_request(admin, "POST", "/deployments/0123abcd/rollback")).status == 404
-        assert (await http_request(admin, "GET", f"/deployments/{first}/rollback")).status == 405
+        assert (await http_request(admin, "POST", "/deployments/0123abcd/rollback", host=LOCAL)).status == 404
+        assert (await http_request(admin, "GET", f"/deployments/{first}/rollback", host=LOCAL)).status == 405
     finally:
         await server.shutdown(timeout=1.0)
     # After a restart: the history is still there, and the CLI lists it.
@@ -82,9 +86,9 @@ async def test_a_rollback_to_a_config_that_no_longer_loads_changes_nothing(tmp_p
     try:
         assert server.admin is not None
         path.write_text(MOCK.format(body="two"))
-        assert (await http_request(server.admin.port, "POST", "/reload")).status == 200
+        assert (await http_request(server.admin.port, "POST", "/reload", host=LOCAL)).status == 200
         (tmp_path / "h.py").unlink()  # the old deployment's function code is gone
-        r = await http_request(server.admin.port, "POST", f"/deployments/{old}/rollback")
+        r = await http_request(server.admin.port, "POST", f"/deployments/{old}/rollback", host=LOCAL)
         assert r.status == 400 and "h.py" in r.json()["message"]
         assert path.read_text() == MOCK.format(body="two") and await _body(server) == b"two"
     finally:
@@ -123,7 +127,7 @@ async def test_a_reload_under_steady_load_fails_no_request(tmp_path: Path):
         for body in ("b", "c", "d", "e", "f"):
             await asyncio.sleep(0.05)
             path.write_text(MOCK.format(body=body))
-            assert (await http_request(server.admin.port, "POST", "/reload")).status == 200
+            assert (await http_request(server.admin.port, "POST", "/reload", host=LOCAL)).status == 200
         await asyncio.sleep(0.05)
         stop.set()
         await asyncio.gather(*clients)

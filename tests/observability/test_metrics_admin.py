@@ -34,8 +34,22 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def admin_get(port: int, path: str, token: str | None = None):
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    return await http_request(port, "GET", path, headers=headers, host="127.0.0.1")
+    return await admin_request(port, "GET", path, token=token)
+
+
+async def admin_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+):
+    """A call as an operator's client makes it: Host the listener's address, a JSON body said to be JSON."""
+    hdrs = {"authorization": f"Bearer {token}"} if token else {}
+    if body:
+        hdrs["content-type"] = "application/json"
+    return await http_request(port, method, path, headers={**hdrs, **(headers or {})}, body=body, host="127.0.0.1")
 
 
 async def test_metrics_count_known_traffic_by_route_method_and_status():
@@ -133,7 +147,7 @@ async def test_admin_config_masks_secrets_and_lists_routes_upstreams_plugins():
         assert by_name["key-auth"]["routes"] == 1 and by_name["cors"]["routes"] == 0
         assert (await admin_get(port, "/upstreams", token)).json() == {}
         assert (await admin_get(port, "/nothing", token)).status == 404
-        assert (await http_request(port, "POST", "/status", headers={"authorization": f"Bearer {token}"})).status == 405
+        assert (await admin_request(port, "POST", "/status", token=token)).status == 405
 
 
 async def test_admin_upstreams_list_targets():
@@ -168,15 +182,15 @@ async def test_admin_reload_applies_a_good_config_and_refuses_a_broken_one(tmp_p
         assert server.admin is not None
         port = server.admin.port
         path.write_text(MOCK.format(body="two"))
-        resp = await http_request(port, "POST", "/reload")
+        resp = await admin_request(port, "POST", "/reload")
         assert resp.status == 200 and resp.json()["reloaded"] is True and resp.json()["routes"] == 1
         assert (await http_request(server.port, "GET", "/v")).body == b"two"
         path.write_text(MOCK.format(body="three") + "  - path: 12\n")
-        resp = await http_request(port, "POST", "/reload")
+        resp = await admin_request(port, "POST", "/reload")
         assert resp.status == 400 and resp.json()["reloaded"] is False
         assert str(path) in resp.json()["message"] and "$.routes[1]" in resp.json()["message"]
         assert (await http_request(server.port, "GET", "/v")).body == b"two"  # the old config keeps serving
-        assert (await http_request(port, "GET", "/reload")).status == 405
+        assert (await admin_request(port, "GET", "/reload")).status == 405
     finally:
         await server.shutdown(timeout=1.0)
 
@@ -187,11 +201,11 @@ async def test_admin_invoke_runs_one_request_through_the_gateway():
     async with running_gateway(cfg) as server:
         assert server.admin is not None
         req = orjson.dumps({"method": "GET", "path": "/hello"})
-        resp = await http_request(server.admin.port, "POST", "/invoke", body=req)
+        resp = await admin_request(server.admin.port, "POST", "/invoke", req)
         assert resp.status == 200
         out = resp.json()
         assert out["status"] == 200 and out["route"] == "hello" and orjson.loads(out["body"]) == {"hi": 1}
-        bad = await http_request(server.admin.port, "POST", "/invoke", body=b"{not json")
+        bad = await admin_request(server.admin.port, "POST", "/invoke", b"{not json")
         assert bad.status == 400
 
 

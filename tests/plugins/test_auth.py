@@ -44,6 +44,7 @@ async def test_key_auth_header_query_cookie_and_hidden_credentials(upstream, gat
         ({}, "/x", 401, "No API key found in request"),
         ({"apikey": ""}, "/x", 401, "No API key found in request"),
         ({"apikey": "wrong"}, "/x", 401, "Invalid authentication credentials"),
+        ({"apikey": "ALICE-KEY"}, "/x", 401, "Invalid authentication credentials"),  # keys are case-sensitive
         ({"apikey": "alice-key x"}, "/x", 401, "Invalid authentication credentials"),
         ({}, "/x?apikey=nope", 401, "Invalid authentication credentials"),
     ],

@@ -69,6 +69,16 @@ async def test_when_none_passes_the_first_plugins_answer_is_sent(upstream, gatew
     assert upstream.received == []
 
 
+async def test_a_credential_sent_twice_is_refused_whatever_the_other_plugins_say(upstream, gateway, people):
+    """key-auth's 400 for two keys ends the trial: a good token beside them must not carry both keys upstream."""
+    gw = await gateway(route_config(upstream, MULTI, consumers=people))
+    for _ in TWICE:
+        r = await http_request(gw.port, "GET", "/x?apikey=bob-key", headers={"apikey": "alice-key", **token()})
+        assert r.status == 400, r.body
+        assert "More than one" in r.json()["message"]
+    assert upstream.received == []
+
+
 async def test_acl_after_multi_auth_sees_the_consumer(upstream, gateway, people):
     plugins = {**MULTI, "acl": {"allow": ["jwt-users"]}}
     gw = await gateway(route_config(upstream, plugins, consumers=people))

@@ -54,7 +54,7 @@ def test_good_config_loads():
         (b"server: {trusted_proxies: [not-an-ip]}", "$.server.trusted_proxies[0]", "CIDR"),
         (GOOD.replace(b"/v1/users/{id}", b"/v1/{nope}"), "$.routes[0].integration.path", "{nope} is not a parameter"),
         (b"routes: [{path: /a, host: 'a.*.com', integration: {type: mock}}]", "$.routes[0].host", "wildcard"),
-        (b"routes: [x: [", "$", "invalid YAML (line 1"),
+        (b"routes: [x: [", "$", "invalid YAML (line 2, column 1)"),
         (b"- just a list", "$", "expected a mapping"),
     ],
 )
@@ -385,3 +385,74 @@ def test_aggregate_backend_is_an_upstream_or_a_function():
     assert e.path == "$.routes[0].integration.backends[0].function" and "unknown function" in e.message
     e = err(AGG % b"{upstream: users}")
     assert e.path == "$.routes[0].integration.backends[0].path"
+
+
+DUPLICATE_PLUGINS = b"""\
+plugins:
+  key-auth: {}
+consumers:
+  alice: {credentials: {key-auth: [{key: k1}]}}
+routes:
+  - path: /a
+    integration: {type: mock}
+plugins:
+  cors: {}
+"""
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["libyaml", "pure-yaml"])
+def test_a_key_given_twice_in_yaml_is_refused_with_its_path_and_both_lines(monkeypatch, tmp_path, capsys, pure):
+    import yaml
+
+    from fastgw.config import parse
+
+    monkeypatch.setattr(parse, "_Loader", yaml.SafeLoader if pure else yaml.CSafeLoader)
+    # The issue's case: a second top-level `plugins:` silently dropped the global key-auth.
+    e = err(DUPLICATE_PLUGINS)
+    assert e.path == "$.plugins" and "given twice" in str(e) and "lines 1 and 8" in str(e)
+    e = err(b"routes:\n  - path: /a\n    integration: {type: mock}\n    plugins: {cors: {}, cors: {max_age: 5}}\n")
+    assert e.path == "$.routes[0].plugins.cors" and "lines 4 and 4" in str(e)
+    e = err(b"upstreams:\n  u:\n    targets: ['http://127.0.0.1:1']\n    targets: ['http://127.0.0.1:2']\n")
+    assert e.path == "$.upstreams.u.targets" and "lines 3 and 4" in str(e)
+    # What a merge key brings in is not a duplicate: the mapping's own key wins, as YAML says.
+    loaded = load_config_bytes(
+        b"routes:\n  - path: /a\n    integration: &m {type: mock, status: 201}\n"
+        b"  - path: /b\n    integration: {<<: *m, status: 202}\n",
+        "gw.yaml",
+    )
+    assert [r.integration.status for r in loaded.config.routes] == [201, 202]  # type: ignore[union-attr]
+    # fastgw check says so too.
+    path = tmp_path / "gw.yaml"
+    path.write_bytes(DUPLICATE_PLUGINS)
+    assert main(["check", str(path)]) == 1
+    assert "$.plugins: given twice in one mapping (lines 1 and 8)" in capsys.readouterr().err
+
+
+def test_yaml_anchors_merge_keys_and_scalars_load_as_safe_load_reads_them():
+    import yaml
+
+    from fastgw.config.parse import parse_yaml
+
+    raw = (
+        b"a: 1\nb: &x {c: 2, d: [1, 2]}\ne: *x\nf:\n  <<: *x\n  c: 3\n"
+        b"g: [yes, no, on, ~, null, 1.5, 0x1f, 2024-01-01, '1', !!str 5, 1_000, '', .inf]\nh: |\n  text\n"
+        b"i: {<<: [{a: 1}, {a: 2, b: 3}]}\n"
+    )
+    assert parse_yaml(raw, "x") == parse_yaml(raw, "x", yaml.SafeLoader) == yaml.safe_load(raw)
+    assert parse_yaml(b"# nothing\n", "x") is None
+    with pytest.raises(ConfigError, match="one YAML document"):
+        parse_yaml(b"a: 1\n---\nb: 2\n", "x")
+
+
+def test_a_key_given_twice_in_json_is_refused_with_its_path(tmp_path):
+    p = tmp_path / "gw.json"
+    p.write_text('{"routes": [{"path": "/", "integration": {"type": "mock", "status": 200, "status": 201}}]}')
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert info.value.path == "$.routes[0].integration.status" and "given twice" in str(info.value)
+    p.write_text(
+        '{"plugins": {"key-auth": {}}, "routes": [{"path": "/", "integration": {"type": "mock"}}], "plugins": {}}'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert info.value.path == "$.plugins"
