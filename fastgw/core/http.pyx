@@ -7,6 +7,8 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
+from cpython.dict cimport PyDict_GetItem
+from cpython.ref cimport PyObject
 
 from fastgw.core.http import (
     PATH_BACKSLASH_SEPARATOR,
@@ -47,11 +49,16 @@ cdef inline bytes _lower(bytes b):
     return out
 
 
+cdef dict _STATUS_LINES = HTTP_STATUS_LINES  # (the twin's table itself: a line it adds is seen here)
+
+
 cdef inline bytes _status_line(int status):
-    line = HTTP_STATUS_LINES.get(status)
-    if line is None:
+    # PERF: a typed dict's lookup, where `.get` on the module global was an attribute lookup and a call per
+    # response (~200 instructions; callgrind showed it under every head built).
+    cdef PyObject* line = PyDict_GetItem(_STATUS_LINES, status)
+    if line == NULL:
         return _status_line_spec(status)
-    return <bytes>line
+    return <bytes><object>line
 
 
 cdef inline bint _keep_alive(Request req, bint closing, bint whole):
