@@ -9,6 +9,7 @@ from cpython.list cimport PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
+from libc.string cimport memcpy
 
 from fastgw.core.http import (
     PATH_BACKSLASH_SEPARATOR,
@@ -112,16 +113,20 @@ cdef class Request:
         return self.method in _IDEMPOTENT and not self.chunked and not self.content_length
 
     def upstream_head(self, bytes target_uri, bytes host, bint trusted, bytes peer_ip, bint via, bytes proto=b"http"):
-        cdef list parts = [self.method_b, b" ", target_uri, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+        # PERF: two passes over the headers, the first deciding and measuring, the second copying into one
+        # allocation, where a list of four parts per header and a join cost ~2,500 instructions more a request on
+        # the plain proxy (bench/instructions.py). Both passes make the same decisions (`_passes`).
         cdef tuple item
-        cdef bytes name, value
+        cdef bytes name, value, xff = None, xfp = None, xfh = None, via_in = None, via_out = None, length = None
         cdef bint real_ip = False
+        cdef frozenset skip = _REQUEST_SKIP
         skip_named = self.conn_tokens
-        xff = xfp = xfh = via_in = None
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(self.method_b) + PyBytes_GET_SIZE(target_uri) + 18
+        size += PyBytes_GET_SIZE(host) + 2
         for item in self.headers:
             name = <bytes>item[0]
             value = <bytes>item[1]
-            if name in REQUEST_SKIP:
+            if name in skip:
                 if name == b"via":
                     via_in = value
                 elif trusted:
@@ -132,46 +137,95 @@ cdef class Request:
                     elif name == b"x-forwarded-host":
                         xfh = value
                     elif name == b"x-real-ip" or name == b"forwarded":
-                        parts.append(name)
-                        parts.append(b": ")
-                        parts.append(value)
-                        parts.append(b"\r\n")
+                        size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
                 elif name == b"x-real-ip" and not real_ip:
                     real_ip = True
-                    parts.append(b"x-real-ip: ")
-                    parts.append(peer_ip)
-                    parts.append(b"\r\n")
+                    size += 13 + PyBytes_GET_SIZE(peer_ip)
                 continue
             if skip_named is not None and name in skip_named:
                 continue
-            parts.append(name)
-            parts.append(b": ")
-            parts.append(value)
-            parts.append(b"\r\n")
-        parts.append(b"x-forwarded-for: ")
-        parts.append(xff + b", " + peer_ip if xff else peer_ip)
-        parts.append(b"\r\nx-forwarded-proto: ")
-        parts.append(xfp or proto)
-        parts.append(b"\r\n")
+            size += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
+        xff = xff + b", " + peer_ip if xff else peer_ip
+        xfp = xfp or proto
         xfh = xfh or self.host_raw
-        if xfh:
-            parts.append(b"x-forwarded-host: ")
-            parts.append(xfh)
-            parts.append(b"\r\n")
         if via:
-            parts.append(b"via: ")
-            parts.append(via_in + b", " + VIA if via_in else VIA)
-            parts.append(b"\r\n")
+            via_out = via_in + b", " + VIA if via_in else VIA
         elif via_in:
-            parts.append(b"via: ")
-            parts.append(via_in)
-            parts.append(b"\r\n")
+            via_out = via_in
         if self.chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
+            length = b"transfer-encoding: chunked\r\n"
         elif self.content_length is not None:
-            parts.append(b"content-length: %d\r\n" % self.content_length)
-        parts.append(b"\r\n")
-        return b"".join(parts)
+            length = b"content-length: %d\r\n" % self.content_length
+        size += 17 + PyBytes_GET_SIZE(xff) + 21 + PyBytes_GET_SIZE(xfp) + 2
+        if xfh:
+            size += 18 + PyBytes_GET_SIZE(xfh) + 2
+        if via_out is not None:
+            size += 5 + PyBytes_GET_SIZE(via_out) + 2
+        if length is not None:
+            size += PyBytes_GET_SIZE(length)
+        size += 2
+        out = PyBytes_FromStringAndSize(NULL, size)
+        cdef char* q = PyBytes_AS_STRING(out)
+        cdef Py_ssize_t at = 0
+        at = _hcp(q, at, self.method_b)
+        q[at] = 32
+        at += 1
+        at = _hcp(q, at, target_uri)
+        at = _hlit(q, at, b" HTTP/1.1\r\nhost: ", 17)
+        at = _hcp(q, at, host)
+        at = _hlit(q, at, b"\r\n", 2)
+        real_ip = False
+        for item in self.headers:
+            name = <bytes>item[0]
+            if name in skip:
+                if name == b"via":
+                    pass
+                elif trusted:
+                    if name == b"x-real-ip" or name == b"forwarded":
+                        at = _hline(q, at, name, <bytes>item[1])
+                elif name == b"x-real-ip" and not real_ip:
+                    real_ip = True
+                    at = _hline(q, at, name, peer_ip)
+                continue
+            if skip_named is not None and name in skip_named:
+                continue
+            at = _hline(q, at, name, <bytes>item[1])
+        at = _hline(q, at, b"x-forwarded-for", xff)
+        at = _hline(q, at, b"x-forwarded-proto", xfp)
+        if xfh:
+            at = _hline(q, at, b"x-forwarded-host", xfh)
+        if via_out is not None:
+            at = _hline(q, at, b"via", via_out)
+        if length is not None:
+            at = _hcp(q, at, length)
+        at = _hlit(q, at, b"\r\n", 2)
+        assert at == size
+        return out
+
+
+cdef frozenset _REQUEST_SKIP = REQUEST_SKIP
+
+
+cdef inline Py_ssize_t _hcp(char* q, Py_ssize_t at, bytes b) noexcept:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    memcpy(q + at, PyBytes_AS_STRING(b), n)
+    return at + n
+
+
+cdef inline Py_ssize_t _hlit(char* q, Py_ssize_t at, const char* s, Py_ssize_t n) noexcept:
+    memcpy(q + at, s, n)
+    return at + n
+
+
+cdef inline Py_ssize_t _hline(char* q, Py_ssize_t at, bytes name, bytes value) noexcept:
+    """`name: value` and CRLF."""
+    at = _hcp(q, at, name)
+    q[at] = 58  # :
+    q[at + 1] = 32
+    at = _hcp(q, at + 2, value)
+    q[at] = 13
+    q[at + 1] = 10
+    return at + 2
 
 
 cdef _special_header(Request req, bytes name, bytes value):
