@@ -8,9 +8,11 @@ when the exchange is done. The calls run in parallel; a call whose path uses an 
 
 Status policy: every backend answered 2xx with JSON -> 200 and `X-Fastgw-Completed: true`; some failed (another
 status, no JSON, a timeout, an error) -> what succeeded, with `partial_status` (200 by default, or 502) and
-`X-Fastgw-Completed: false`; all failed -> 502 `{"message": "Bad Gateway"}`. With a single backend its answer
-passes through as it came: status, headers and body. The client's request headers go to each backend (the
-hop-by-hop ones and the body's framing excepted); its body does not. The merged answer is a response made in the
+`X-Fastgw-Completed: false`; all failed -> 502 `{"message": "Bad Gateway"}`. With `return_error_details: KEY` the
+merged answer (or the 502) also carries, under KEY, each failed backend's status and why (KrakenD's option of that
+name). With a single backend its answer passes through as it came: status, headers and body. The client's request
+headers go to each backend (the hop-by-hop ones and the body's framing excepted); its body goes, whole, to the
+backends whose `method` carries one (POST, PUT, PATCH; GET by default). The merged answer is a response made in the
 gateway, so the route's plugins filter it as any other.
 """
 
@@ -29,6 +31,7 @@ from fastgw.config.load import RouteEntry
 from fastgw.config.schema import HttpIntegration, LambdaIntegration
 from fastgw.core import Request
 from fastgw.functions.integration import LambdaRoute
+from fastgw.pipeline.body import BodyCollector
 from fastgw.pipeline.exchange import Exchange, Route, Worker
 from fastgw.proxy.route import HttpRoute
 
@@ -43,6 +46,9 @@ log = logging.getLogger("fastgw.aggregate")
 _NOT_FORWARDED = frozenset({b"content-length", b"transfer-encoding", b"expect", b"accept-encoding"})
 _NOT_PASSED = frozenset({"content-length", "transfer-encoding", "date", "connection", "keep-alive"})
 _BAD_GATEWAY = {"message": "Bad Gateway"}
+# The methods whose backend calls carry the client's body (DELETE and OPTIONS bodies have no defined meaning).
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_DETAIL_BODY_MAX = 4096  # bytes of a failed backend's body shown in the error details
 
 
 class Collector:
@@ -117,15 +123,43 @@ class Failed(Exception):
     pass
 
 
+class Miss:
+    """A backend call that failed: the status it answered (504 when it timed out, 502 when there was no answer to
+    read) and why; the answer, when there was one."""
+
+    __slots__ = ("status", "why", "answer")
+
+    def __init__(self, why: str, status: int = 502, answer: Answer | None = None) -> None:
+        self.why = why
+        self.status = status
+        self.answer = answer
+
+    def detail(self) -> dict[str, Any]:
+        """What `return_error_details` shows of it: status, message and, when it answered, its body (JSON as
+        JSON; other bodies as text, cut at 4 KiB)."""
+        out: dict[str, Any] = {"status": self.status, "message": self.why}
+        if self.answer is not None and self.answer.body:
+            raw = bytes(self.answer.body)
+            try:
+                out["body"] = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                out["body"] = raw[:_DETAIL_BODY_MAX].decode("utf-8", "replace")
+        return out
+
+
 class Backend:
     """One backend of an aggregate route, resolved at load: its http route and its path template."""
 
-    __slots__ = ("index", "conf", "route", "pieces", "needs")
+    __slots__ = ("index", "conf", "route", "pieces", "needs", "name", "method", "method_b", "with_body")
 
     def __init__(self, index: int, conf: AggregateBackend, route: Route) -> None:
         self.index = index
         self.conf = conf
         self.route = route
+        self.name = conf.group or f"backends[{index}]"  # its key in the error details
+        self.method = conf.method
+        self.method_b = conf.method.encode("ascii")
+        self.with_body = conf.method in _WITH_BODY
         # "/orders?user={id}" -> ["/orders?user=", "id", ""]: literals at even indices, references at odd ones.
         # None: the client's path (a function backend without a path of its own).
         self.pieces = _split(conf.path) if conf.path is not None else None
@@ -173,8 +207,7 @@ def _walk(value: Any, path: str) -> Any:
 
 class AggregateRoute(Route):
     kind = "aggregate"
-    reads_body = False  # backends get no body: one on its way is not read
-    __slots__ = ("backends", "partial_status")
+    __slots__ = ("backends", "partial_status", "error_details", "body_to")
 
     def __init__(
         self,
@@ -187,6 +220,7 @@ class AggregateRoute(Route):
     ) -> None:
         super().__init__(entry.label)
         self.partial_status = integ.partial_status
+        self.error_details = integ.return_error_details
         self.backends = []
         for i, b in enumerate(integ.backends):
             label = f"{entry.label} backends[{i}]"
@@ -202,9 +236,27 @@ class AggregateRoute(Route):
                                  entry.stage, entry.stage_variables)  # fmt: skip
                 route = LambdaRoute(sub, lam, functions[b.function])
             self.backends.append(Backend(i, b, route))
+        self.body_to = any(b.with_body for b in self.backends)
+
+    # a class constant elsewhere: here it depends on the backends' methods
+    @property
+    def reads_body(self) -> bool:  # type: ignore[override]
+        """Only a route with a backend that sends the client's body reads one (and answers 100-continue)."""
+        return self.body_to
 
     def start(self, ex: Exchange) -> None:
-        run = AggregateRun(self, ex)
+        req = ex.req
+        if not self.body_to or req.complete:
+            self._run(ex, b"".join(req.body) if self.body_to else b"")
+            return
+        # The backends get the body whole (each a copy): collect what is still on its way first.
+        req.upstream = BodyCollector(req, lambda chunks: self._run(ex, b"".join(chunks)))
+        ex.body_drained()
+
+    def _run(self, ex: Exchange, body: bytes) -> None:
+        if ex.gone:
+            return
+        run = AggregateRun(self, ex, body)
         ex.req.upstream = run  # a client going away reaches the backend calls through it
         run.task = ex.state.loop.create_task(run.run())
 
@@ -212,9 +264,10 @@ class AggregateRoute(Route):
 class AggregateRun:
     """One aggregate request: its backend calls in flight. Stands in `req.upstream` of the client's request."""
 
-    def __init__(self, route: AggregateRoute, ex: Exchange) -> None:
+    def __init__(self, route: AggregateRoute, ex: Exchange, body: bytes) -> None:
         self.route = route
         self.ex = ex
+        self.body = body  # the client's, for the backends whose method carries one
         self.calls: dict[int, Exchange] = {}
         self.task: asyncio.Task[None] | None = None
         self.json: dict[int, Any] = {}  # the backends' answers, parsed (what {respN...} and the merge read)
@@ -226,7 +279,7 @@ class AggregateRun:
     # -- what the client's request sees in req.upstream ---------------------------------------------------------
 
     def send_body(self, chunk: bytes) -> None:
-        pass  # backends get no body
+        pass  # the body the backends get was collected before the calls started
 
     def end_body(self) -> None:
         pass
@@ -265,33 +318,40 @@ class AggregateRun:
             if isinstance(answer, Answer):
                 headers = [(k, v) for k, v in answer.headers if k.lower() not in _NOT_PASSED]
                 ex.respond(answer.status, headers, bytes(answer.body))
-            elif answer.startswith("timed out"):
-                ex.fail(504, "Endpoint request timed out", f"backends[0] {answer}")
+            elif answer.status == 504:
+                ex.fail(504, "Endpoint request timed out", f"backends[0] {answer.why}")
             else:
-                ex.fail(502, "Bad Gateway", f"backends[0]: {answer}")
+                ex.fail(502, "Bad Gateway", f"backends[0]: {answer.why}")
             return
         merged: dict[str, Any] = {}
-        failed = []
+        failed: list[tuple[Backend, Miss]] = []
         for backend in backends:
             result = results[backend.index]
-            if isinstance(result, str):
-                failed.append(f"backends[{backend.index}]: {result}")
+            if isinstance(result, Miss):
+                failed.append((backend, result))
                 continue
             try:
                 _merge(merged, backend, self.json[backend.index])
             except Failed as exc:
-                failed.append(f"backends[{backend.index}]: {exc}")
+                failed.append((backend, Miss(str(exc), result.status, result)))
         if failed:
-            log.warning("aggregate %s %s route=%s: %s", ex.req.method, ex.req.path, self.route.name, "; ".join(failed))
+            why = "; ".join(f"backends[{b.index}]: {miss.why}" for b, miss in failed)
+            log.warning("aggregate %s %s route=%s: %s", ex.req.method, ex.req.path, self.route.name, why)
         completed = [("x-fastgw-completed", "false" if failed else "true")]
+        key = self.route.error_details
         if len(failed) == len(backends):
-            ex.respond_json(502, _BAD_GATEWAY, completed)
+            out: dict[str, Any] = dict(_BAD_GATEWAY)
+            if key is not None:
+                out[key] = {b.name: miss.detail() for b, miss in failed}
+            ex.respond_json(502, out, completed)
         else:
+            if failed and key is not None:
+                merged[key] = {b.name: miss.detail() for b, miss in failed}  # NOTE: set last, over any field
             ex.respond_json(self.route.partial_status if failed else 200, merged, completed)
 
-    async def _gather(self) -> list[Answer | str]:
+    async def _gather(self) -> list[Answer | Miss]:
         backends = self.route.backends
-        tasks: dict[int, asyncio.Task[Answer | str]] = {}
+        tasks: dict[int, asyncio.Task[Answer | Miss]] = {}
         loop = self.ex.state.loop
         for backend in backends:
             tasks[backend.index] = loop.create_task(self._call(backend, tasks))
@@ -302,21 +362,22 @@ class AggregateRun:
                 t.cancel()
             raise
 
-    async def _call(self, backend: Backend, tasks: dict[int, asyncio.Task[Answer | str]]) -> Answer | str:
+    async def _call(self, backend: Backend, tasks: dict[int, asyncio.Task[Answer | Miss]]) -> Answer | Miss:
         """One backend's answer, or why it failed."""
         for n in backend.needs:
             result = await tasks[n]
-            if isinstance(result, str) or n not in self.json:
-                return f"needs backends[{n}]'s answer, which failed"
+            if isinstance(result, Miss) or n not in self.json:
+                return Miss(f"needs backends[{n}]'s answer, which failed")
         ex = self.ex
         try:
             target = backend.target(ex.req, ex.params, self.json)
         except Failed as exc:
-            return str(exc)
+            return Miss(str(exc))
         loop = ex.state.loop
         done: asyncio.Future[None] = loop.create_future()
         leg = Collector(self.state, ex.peer, done)
-        call = Exchange(leg, ex.gw, _backend_request(ex.req, target), backend.route, ex.params, None)
+        req = _backend_request(ex.req, target, backend, self.body)
+        call = Exchange(leg, ex.gw, req, backend.route, ex.params, None)
         self.calls[backend.index] = call
         timeout = backend.conf.timeout
         try:
@@ -324,35 +385,44 @@ class AggregateRun:
             await asyncio.wait_for(asyncio.shield(done), timeout)
         except asyncio.TimeoutError:
             call.client_gone()
-            return f"timed out after {timeout:g}s"
+            return Miss(f"timed out after {timeout:g}s", 504)
         finally:
             self.calls.pop(backend.index, None)
         if leg.cut:
-            return "its answer was cut off"
+            return Miss("its answer was cut off")
         try:
             answer = Answer.parse(b"".join(leg.chunks))
         except HttpParserError as exc:
-            return f"unreadable answer: {exc}"
+            return Miss(f"unreadable answer: {exc}")
         if len(self.route.backends) > 1 or backend.needs:
             if not 200 <= answer.status < 300:
-                return f"answered {answer.status}"
+                return Miss(f"answered {answer.status}", answer.status, answer)
             try:
                 self.json[backend.index] = orjson.loads(bytes(answer.body))
             except orjson.JSONDecodeError:
-                return "answered something that is not JSON"
+                return Miss("answered something that is not JSON", answer.status, answer)
         return answer
 
 
-def _backend_request(client: Request, target: str) -> Request:
-    """The request of one backend call: GET `target`, with the client's headers."""
+def _backend_request(client: Request, target: str, backend: Backend, body: bytes) -> Request:
+    """The request of one backend call: the backend's method to `target`, with the client's headers, and the
+    client's body when the method carries one."""
     req = Request()
-    req.method = "GET"
-    req.method_b = b"GET"
+    req.method = backend.method
+    req.method_b = backend.method_b
     path, _, query = target.partition("?")
     req.path = path
     req.query = query.encode("latin-1") if query else None
     req.url = target.encode("latin-1")
-    req.headers = [(n, v) for n, v in client.headers if n not in _NOT_FORWARDED]
+    if backend.with_body:
+        req.headers = [(n, v) for n, v in client.headers if n not in _NOT_FORWARDED]
+        req.content_length = len(body)
+        if body:
+            req.body = [body]
+            req.body_size = req.buffered = len(body)
+    else:
+        # NOTE: no body, so none of its description either (a GET that says `content-type: application/json`).
+        req.headers = [(n, v) for n, v in client.headers if n not in _NOT_FORWARDED and n != b"content-type"]
     req.host_raw = client.host_raw
     req.host = client.host
     req.conn_tokens = client.conn_tokens

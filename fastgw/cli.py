@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level (config: logging.level)"
     )
+    serve.add_argument(
+        "--pid-file", help="write the gateway's pid here (default: CONFIG.pid beside CONFIG; `fastgw stop` reads it)"
+    )
+    serve.add_argument(
+        "--store", metavar="URL", help="keep deployments in etcd and join its fleet: etcd://HOST:PORT[,...]/PREFIX "
+        "(config: store.etcd; FASTGW_STORE)",
+    )  # fmt: skip
     _template_flags(serve)
 
     check = sub.add_parser("check", help="validate a config without serving it")
@@ -112,10 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     hp = sub.add_parser(
         "hash-password",
-        help="print a PBKDF2 hash for a basic-auth credential (reads the password from stdin)",
-        description="Read a password from stdin (one line) and print the pbkdf2_sha256$... hash to put in a "
-        "consumer's basic-auth credential as password_hash. Example: "
+        help="print a password hash for a basic-auth credential (argon2id by default; reads the password from stdin)",
+        description="Read a password from stdin (one line) and print the hash to put in a consumer's basic-auth "
+        "credential as password_hash: argon2id (recommended; needs the auth extra), bcrypt (the auth extra) or "
+        "pbkdf2 (fastgw's own format, needs nothing extra). Example: "
         "printf '%s' 's3cret' | fastgw hash-password",
+    )
+    hp.add_argument(
+        "--scheme",
+        choices=["argon2id", "bcrypt", "pbkdf2"],
+        default=None,
+        help="the hash (default: argon2id; pbkdf2 when --iterations is given)",
     )
     hp.add_argument("--iterations", type=int, default=None, help="PBKDF2 iterations (default: 600000)")
 
@@ -132,15 +146,60 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--prefix", help="only entries whose key starts with this")
     dep = sub.add_parser(
         "deployments",
-        help="list the deployments of a config (every version that went live), or roll back to one",
-        description="List the deployments kept beside CONFIG (admin.deployments_dir, default CONFIG.deployments/): "
-        "id (a hash of the file), time, what made it live; the first is the one serving. With --rollback ID the "
-        "config file is replaced by that deployment's; a running gateway applies it on SIGHUP (or use the admin "
-        "API's POST /deployments/ID/rollback, which does both).",
+        help="list the deployments of a config (every version that went live), or roll a running gateway back",
+        description="List the deployments kept for CONFIG (admin.deployments_dir, default CONFIG.deployments/): "
+        "id (a hash of the config), time, what made it; the first is the newest. With --rollback ID the running "
+        "gateway (its admin API) serves that deployment again, as a new deployment; the file is not written.",
     )
     dep.add_argument("config", help="YAML or JSON config file")
-    dep.add_argument("--rollback", metavar="ID", help="write this deployment's config back to CONFIG")
+    dep.add_argument("--rollback", metavar="ID", help="make the running gateway serve this deployment again")
     dep.add_argument("--json", action="store_true", help="print the list as JSON")
+    _admin_flags(dep)
+
+    rl = sub.add_parser(
+        "reload",
+        help="reload a running gateway's config file; answers once every worker serves it",
+        description="Ask the gateway serving CONFIG to deploy its file again: through its admin API when CONFIG "
+        "has an admin section (the answer comes once every worker serves the new deployment, or says why none "
+        "does), else with SIGHUP to the process in its pid file. Exit status 1 when the reload was refused.",
+    )
+    rl.add_argument("config", help="the config file the gateway serves")
+    rl.add_argument("--pid-file", help="default: CONFIG.pid")
+    rl.add_argument("-m", "--description", default="", help="kept with the deployment")
+    _admin_flags(rl)
+
+    stop = sub.add_parser(
+        "stop",
+        help="stop a running gateway (SIGTERM to the process in its pid file), and wait until it has",
+        description="Send SIGTERM to the gateway whose pid file is CONFIG.pid (or --pid-file): it stops "
+        "accepting, finishes the requests in flight (server.shutdown_timeout) and exits.",
+    )
+    stop.add_argument("config", nargs="?", help="the config file the gateway serves (its pid file is CONFIG.pid)")
+    stop.add_argument("--pid-file", help="default: CONFIG.pid")
+    stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit (default 60)")
+
+    deploy = sub.add_parser(
+        "deploy",
+        help="deploy a config file to a running gateway through its admin API (PUT /config)",
+        description="Check FILE and make it what the running gateway serves, as one deployment on every worker "
+        "(PUT /config of the admin API named by FILE's admin section, or --admin). The gateway's own config file is "
+        "not written: the deployment is kept in its deployment store. Exit status 1 when it was refused.",
+    )
+    deploy.add_argument("file", help="YAML or JSON config file")
+    deploy.add_argument("-m", "--description", default="", help="kept with the deployment")
+    deploy.add_argument("--if-match", metavar="ID", help="refuse (409) unless deployment ID is what serves now")
+    _admin_flags(deploy)
+
+    df = sub.add_parser(
+        "diff",
+        help="show how a config file differs from what a running gateway serves",
+        description="Compare FILE with the config the running gateway serves (GET /config), key path by key "
+        "path: '+ path: value' only in FILE, '- path: value' only in what serves, '~ path: serving -> FILE'. "
+        "Secrets are compared masked. Exit status 0: the same, 1: they differ, 2: an error.",
+    )
+    df.add_argument("file", help="YAML or JSON config file")
+    df.add_argument("--json", action="store_true", help="print the changes as JSON")
+    _admin_flags(df)
 
     inv = sub.add_parser(
         "invoke",
@@ -225,8 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cache_purge(args.config, args.route, args.prefix)
     if args.command == "deployments":
         return _deployments(args)
+    if args.command in ("reload", "stop", "deploy", "diff"):
+        from fastgw import _clictl
+
+        return int(getattr(_clictl, args.command)(args))
     if args.command == "hash-password":
-        return _hash_password(args.iterations)
+        return _hash_password(args.iterations, args.scheme)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -367,47 +430,32 @@ def _plugins(config: str | None) -> int:
     return 0
 
 
+def _admin_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--admin", metavar="URL", help="the admin API, e.g. http://127.0.0.1:9901 (default: the config's "
+                   "admin section)")  # fmt: skip
+    p.add_argument("--token", help="admin token (default: FASTGW_ADMIN_TOKEN, else the config's admin.token)")
+
+
 def _deployments(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from fastgw import _clictl
 
-    from fastgw.admin.deployments import DeploymentStore, default_dir, restore
-
-    loaded = _load(args.config)
-    if loaded is None:
-        return 1
-    admin = loaded.config.admin
-    where = admin.deployments_dir if admin is not None and admin.deployments_dir else None
-    store = DeploymentStore(Path(where) if where else default_dir(args.config))
-    if args.rollback:
-        try:
-            restore(store, args.rollback, args.config)
-        except KeyError:
-            print(f"fastgw: no deployment {args.rollback} in {store.dir}", file=sys.stderr)
-            return 1
-        print(f"{args.config}: now deployment {args.rollback}; send the gateway SIGHUP to serve it")
-        return 0
-    history = store.history()
-    if args.json:
-        import orjson
-
-        sys.stdout.write(orjson.dumps(history, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
-    if not history:
-        print(f"no deployments in {store.dir} (kept by a gateway serving this config with an admin section)")
-        return 0
-    for e in history:
-        print(f"{'*' if e['active'] else ' '} {e['id']}  {e['time']}  {e['description']}")
-    return 0
+    return _clictl.deployments(args)
 
 
-def _hash_password(iterations: int | None) -> int:
+def _hash_password(iterations: int | None, scheme: str | None) -> int:
     from fastgw.plugins.basic_auth import PBKDF2_ITERATIONS, hash_password
 
+    scheme = scheme or ("pbkdf2" if iterations else "argon2id")
     password = sys.stdin.readline().rstrip("\n")
     if not password:
         print("fastgw: no password on stdin", file=sys.stderr)
         return 2
-    print(hash_password(password, iterations or PBKDF2_ITERATIONS))
+    try:
+        print(hash_password(password, iterations or PBKDF2_ITERATIONS, scheme))
+    except ImportError:
+        print(f"fastgw: {scheme} needs the auth extra (pip install 'fastgw[auth]'), or use --scheme pbkdf2",
+              file=sys.stderr)  # fmt: skip
+        return 2
     return 0
 
 
@@ -476,6 +524,11 @@ def _serve(args: argparse.Namespace) -> int:
         elif os.environ.get(env):
             env_value = os.environ[env] if key in ("server.host", "logging.level") else _env_int(env)
             overrides.append(Override(key, env_value, env))
+    store = _store_override(args.store or os.environ.get("FASTGW_STORE"), "--store" if args.store else "FASTGW_STORE")
+    if store is False:
+        return 2
+    if isinstance(store, Override):
+        overrides.append(store)
     loaded = _load(path, overrides, to_serve=True, path_from=path_from)
     if loaded is None:
         return 1
@@ -507,6 +560,9 @@ def _serve(args: argparse.Namespace) -> int:
             else "Install a C compiler and the Python headers (apt-get install -y gcc python3-dev), then reinstall: "
             "pip install --force-reinstall --no-cache-dir --no-deps fastgw",
         )
+    from fastgw import _clictl
+
+    pid_file = _clictl.write_pid_file(args.pid_file, args.config or os.environ.get("FASTGW_CONFIG"))
     try:
         if workers == 1:
             run_worker(loaded, host, port, watch="all" if args.watch else "")
@@ -515,6 +571,25 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"fastgw: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    finally:
+        _clictl.remove_pid_file(pid_file)
+
+
+def _store_override(url: str | None, origin: str) -> Override | None | bool:
+    """`--store etcd://...` as the config's `store.etcd` (False: the URL is wrong, and said so)."""
+    if not url:
+        return None
+    import msgspec
+
+    from fastgw.config.load import Override
+    from fastgw.control.etcd_config import store_config_from_url
+
+    try:
+        conf = store_config_from_url(url)
+    except ValueError as exc:
+        print(f"fastgw: {origin}: {exc}", file=sys.stderr)
+        return False
+    return Override("store.etcd", msgspec.to_builtins(conf), origin)
 
 
 def _free_port(host: str) -> int:

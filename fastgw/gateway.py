@@ -95,7 +95,7 @@ class Gateway:
                 route.chain.consumer_keys = self.consumer_headers
         if loaded.header_routes:  # the router's entry of routes told apart by headers is their switch
             for first, members in loaded.header_routes.items():
-                routes[first] = HeaderSwitch(routes[first].name, [(rule, routes[i]) for rule, i in members])
+                routes[first] = HeaderSwitch(routes[first].name, [(rule, routes[i]) for rule, i in members], first)
             self.routes = tuple(routes)
 
     def _pool(self, name: str, loaded: LoadedConfig, previous: Gateway | None) -> FunctionPool:

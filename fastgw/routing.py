@@ -22,8 +22,9 @@ from fastgw.core import (
     normalize_path,
     parse_template,
 )
+from fastgw.core.router import GREEDY, LITERAL
 
-__all__ = ["MISSING_TOKEN", "HeaderRule", "RouteTable", "policy_flags"]
+__all__ = ["MISSING_TOKEN", "HeaderRule", "RouteTable", "plain_template", "policy_flags"]
 
 _SLASHES = {"reject": PATH_SLASHES_REJECT, "keep": PATH_SLASHES_KEEP, "decode": PATH_SLASHES_DECODE}
 _JSON = ("content-type", "application/json")
@@ -41,6 +42,17 @@ def policy_flags(escaped_slashes: str | None, backslash: str | None) -> int:
     """The core's policy int for a path policy's two fields (None: the safe default)."""
     flags = _SLASHES[escaped_slashes or "reject"]
     return flags | PATH_BACKSLASH_SEPARATOR if backslash == "separator" else flags
+
+
+def plain_template(path: str) -> str:
+    """A route template with its parameters' constraints left out (`/users/{id:[0-9]+}` -> `/users/{id}`): the
+    resource a Lambda event names, as AWS would show it (API Gateway has no constraints)."""
+    if ":" not in path:
+        return path
+    shape, names = parse_template(path)
+    params = iter(names)
+    out = [text if kind == LITERAL else f"{{{next(params)}{'+' if kind == GREEDY else ''}}}" for kind, text in shape]
+    return "/" + "/".join(out)
 
 
 def _first_segment(path: str) -> str:
@@ -144,6 +156,28 @@ class RouteTable:
             # of the method it asks about; anything else under the stage answers Missing Authentication Token.
             return None, ()
         return found
+
+    def fall_through(self, method: str, host: str, path: str, skip: set[int]) -> tuple[int, dict[str, str]] | None:
+        """The route a request goes on to when none of the routes told apart by headers in router entry `skip`
+        (one index, or more after falling through several) takes it: the next less specific one that matches, as
+        `match` would answer were those entries not there. None: no route at all (a miss, answered 404).
+
+        Only a route that reads paths under the same policy qualifies (`path` was normalized under it), and under a
+        REST API the resource rule stands: a request never falls through to a less specific resource."""
+        policy = self.policy_of[next(iter(skip))] if self.policy_of else None
+        while True:
+            found = self.router.match_past(method, host, path, frozenset(skip))
+            if found is None or found[0] is None:
+                return None
+            i = cast(int, found[0])
+            if policy is not None and self.policy_of[i] != policy:
+                skip.add(i)
+                continue
+            if self.resources is not None:
+                found = self._resource_first(method, host, path, found)
+                if found is None or found[0] is None:
+                    return None
+            return i, cast(dict[str, str], found[1])
 
     def miss(self, host: str, path: str, found: Found) -> tuple[int, list[tuple[str, str]], bytes]:
         """The answer to a request no route takes: (status, headers, body)."""

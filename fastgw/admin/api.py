@@ -2,8 +2,10 @@
 API). One request per connection (`Connection: close`): an operator's curl and a scraper are its only clients, so
 keep-alive would buy nothing and cost code.
 
-What it reports and does goes through a `Control` (the single-worker `Server`, or the supervisor with
-`--workers N`), so this module never imports the server."""
+It reads what serves and writes new deployments (docs/admin-api.md): every write goes through the control plane
+(fastgw.control.plane), in a thread, so the serving loop never parses nor checks a config. What it reports and
+does goes through a `Control` (the single-worker `Server`, or the supervisor with `--workers N`), so this module
+never imports the server."""
 
 from __future__ import annotations
 
@@ -15,27 +17,33 @@ import os
 import re
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 import orjson
 
+from fastgw.admin import writes
 from fastgw.config.checks import is_loopback
+from fastgw.control import deployment as dep
+from fastgw.control.plane import Refused
 
 if TYPE_CHECKING:
-    from fastgw.admin.deployments import DeploymentStore
     from fastgw.config.load import LoadedConfig
     from fastgw.config.schema import AdminConfig
+    from fastgw.control.plane import ControlPlane
 
 log = logging.getLogger("fastgw.admin")
+audit = logging.getLogger("fastgw.audit")
 
 MAX_HEAD = 16 * 1024
-MAX_BODY = 1024 * 1024
-READ_TIMEOUT = 10.0
-MASK = "********"
+MAX_BODY = 32 * 1024 * 1024  # a whole config (PUT /config): 10,000 routes are ~2 MiB of JSON
+READ_TIMEOUT = 60.0  # a deployment of a large config, on every worker, is answered within this
+MASK = writes.MASK
 # Keys whose string values are secrets wherever they stand in a config (credentials, the admin token...).
-_ROLLBACK = re.compile(r"^/deployments/([0-9a-f]{1,64})/rollback$")
 _SECRET_KEY = re.compile(r"(secret|password|token|key|credentials?)$", re.I)
+_ID = r"([0-9a-f]{1,64})"
+_NAME = r"([A-Za-z0-9_.~-]{1,128})"
 
 
 class Control(Protocol):
@@ -43,16 +51,16 @@ class Control(Protocol):
 
     workers: int
     started: float
-    deployments: DeploymentStore | None  # None: the config is not a file, nothing is kept
+    plane: ControlPlane | None
 
     @property
     def loaded(self) -> LoadedConfig: ...
 
     def metrics(self) -> dict[str, Any] | None: ...  # summed counters (fastgw.observability.metrics.merge)
-    # The two answer None when the new config serves, else why it was refused.
-    def admin_reload(self, description: str = "") -> str | None: ...
-    def rollback(self, deployment: str) -> str | None: ...  # the deployment's config back in the file, reloaded
     def invoke(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Awaitable[dict[str, Any]]: ...
+
+
+Answer = tuple[int, str, bytes, dict[str, str]]  # status, content type, body, headers of its own
 
 
 class AdminError(Exception):
@@ -61,7 +69,7 @@ class AdminError(Exception):
 
 def check_bind(conf: AdminConfig) -> None:
     """The rule the config loader also checks, enforced again where the socket is bound."""
-    if not conf.token and not is_loopback(conf.host):
+    if not conf.token and not conf.tokens and not is_loopback(conf.host):
         raise AdminError(f"refusing to listen on {conf.host} (not a loopback address) without admin.token")
 
 
@@ -111,21 +119,59 @@ def mask_all(value: Any) -> Any:
 
 
 class AdminAPI:
-    """The handlers. `handle` takes a parsed request and returns (status, content type, body)."""
+    """The handlers. `handle` takes a parsed request and returns (status, content type, body[, headers])."""
 
     def __init__(self, control: Control, conf: AdminConfig) -> None:
         self.control = control
         self.conf = conf
-        self._token = conf.token.encode() if conf.token else None
-        self._get: dict[str, Callable[[], Any]] = {
-            "/status": self.status,
-            "/config": self.config,
-            "/routes": self.routes,
-            "/upstreams": self.upstreams,
-            "/plugins": self.plugins,
-        }
+        # Token -> (its name for the audit log, may it write). `admin.token` is a write token named "admin".
+        self._tokens: list[tuple[bytes, str, bool]] = [
+            (t.token.encode(), t.name, t.role == "write") for t in conf.tokens
+        ]
+        if conf.token:
+            self._tokens.append((conf.token.encode(), "admin", True))
+        # (method, path pattern, handler, path template of the OpenAPI file, writes?)
+        self.table: list[tuple[str, re.Pattern[str], Callable[..., Awaitable[Answer]], str, bool]] = []
+        routes: list[tuple[str, str, Any, bool]] = [
+            ("/status", "GET", self.status, False),
+            ("/config", "GET", self.get_config, False),
+            ("/config", "PUT", self.put_config, True),
+            ("/routes", "GET", self.routes, False),
+            ("/upstreams", "GET", self.upstreams, False),
+            ("/plugins", "GET", self.plugins, False),
+            ("/metrics", "GET", self.metrics, False),
+            ("/reload", "POST", self.reload, True),
+            ("/invoke", "POST", self.invoke, True),
+            ("/deployments", "GET", self.deployments, False),
+            ("/deployments/{id}", "GET", self.deployment, False),
+            ("/deployments/{id}/diff/{other}", "GET", self.diff, False),
+            ("/deployments/{id}/rollback", "POST", self.rollback, True),
+            *[(f"/{s}/{{name}}", m, partial(h, section=s), w) for s in writes.SECTIONS
+              for m, h, w in (("GET", self.get_item, False), ("PUT", self.put_item, True),
+                              ("DELETE", self.delete_item, True))],
+        ]  # fmt: skip
+        for template, method, handler, writing in routes:
+            pattern = "^" + template.replace("{id}", _ID).replace("{other}", _ID).replace("{name}", _NAME) + "$"
+            self.table.append((method, re.compile(pattern), handler, template, writing))
 
-    def refuse_browser(self, method: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes] | None:
+    def who(self, headers: dict[str, str]) -> tuple[str, bool] | None:
+        """The caller's token's name and whether it may write; None when refused (401). With no token configured
+        (a loopback listener) everyone may do everything, as "-"."""
+        if not self._tokens:
+            return "-", True
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        given = token.strip().encode()
+        found = None
+        for secret, name, write in self._tokens:
+            # NOTE: compared in constant time, and against every token whatever matched: the answer's timing says
+            # nothing of how much of a guess was right, nor of which token it was close to.
+            if hmac.compare_digest(given, secret) and found is None:
+                found = (name, write)
+        return found
+
+    def refuse_browser(self, method: str, headers: dict[str, str], body: bytes) -> Answer | None:
         """What keeps a web page from driving the API (issue 19, item 4): a page on another site can make a
         browser send requests to 127.0.0.1:9901 (CSRF), and a host name it controls can be re-pointed at
         127.0.0.1 (DNS rebinding) so that the page reads the answers too. Refused with 403: a `Host` that is not
@@ -149,69 +195,70 @@ class AdminAPI:
                 return _json(415, {"message": f"expected content-type: application/json, got {ctype!r}"})
         return None
 
-    def authorized(self, headers: dict[str, str]) -> bool:
-        if self._token is None:
-            return True
-        given = headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        # NOTE: compared in constant time, so the answer's timing says nothing of how much of a guess was right.
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._token)
-
-    async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+    async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes, peer: str = "") -> Answer:
         refused = self.refuse_browser(method, headers, body)
         if refused is not None:
             return refused
-        if not self.authorized(headers):
+        who = self.who(headers)
+        if who is None:
             return _json(401, {"message": "Unauthorized"})
         path = path.split("?", 1)[0]
-        if path == "/metrics" and method == "GET":
-            return self.metrics()
-        get = self._get.get(path)
-        if get is not None:
-            return _json(200, get()) if method == "GET" else _json(405, {"message": "Method Not Allowed"})
-        if path == "/reload":
-            if method != "POST":
-                return _json(405, {"message": "Method Not Allowed"})
-            try:
-                description = str((orjson.loads(body) if body else {}).get("description") or "")
-            except (orjson.JSONDecodeError, AttributeError):
-                return _json(400, {"message": 'the body is not {"description": "..."}'})
-            error = self.control.admin_reload(description or "POST /reload")
-            return self._reloaded(error)
-        if path == "/deployments":
-            if method != "GET":
-                return _json(405, {"message": "Method Not Allowed"})
-            store = self.control.deployments
-            return _json(200, {"deployments": store.history() if store is not None else []})
-        m = _ROLLBACK.match(path)
-        if m is not None:
-            if method != "POST":
-                return _json(405, {"message": "Method Not Allowed"})
-            if self.control.deployments is None or self.control.deployments.config(m.group(1)) is None:
-                return _json(404, {"message": f"no deployment {m.group(1)}"})
-            return self._reloaded(self.control.rollback(m.group(1)))
-        if path == "/invoke":
-            if method != "POST":
-                return _json(405, {"message": "Method Not Allowed"})
-            return await self.invoke(body)
+        allowed = []
+        for m, pattern, handler, _template, writing in self.table:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            if m != method:
+                allowed.append(m)
+                continue
+            if writing and not who[1]:
+                self._audit(who[0], peer, method, path, 403, "")
+                return _json(403, {"message": "this token may only read (role: read)"})
+            answer = await handler(*match.groups(), headers=headers, body=body, author=who[0])
+            if writing:
+                did = orjson.loads(answer[2]).get("deployment", "") if answer[1] == "application/json" else ""
+                self._audit(who[0], peer, method, path, answer[0], did if isinstance(did, str) else "")
+            return answer
+        if allowed:
+            return _json(405, {"message": "Method Not Allowed"}, {"allow": ", ".join(allowed)})
         return _json(404, {"message": "Not Found"})
 
-    def _reloaded(self, error: str | None) -> tuple[int, str, bytes]:
-        if error is not None:
-            return _json(400, {"reloaded": False, "message": error})
-        store = self.control.deployments
-        history = store.history() if store is not None else []
-        return _json(
-            200,
-            {"reloaded": True, "routes": len(self.control.loaded.entries),
-             "deployment": history[0]["id"] if history else None},
-        )  # fmt: skip
+    def _audit(self, who: str, peer: str, method: str, path: str, status: int, deployment: str) -> None:
+        """One line per write, whatever its outcome: who (the token's name), from where, what, and the deployment
+        it made."""
+        audit.info("admin %s %s by %s from %s: %d%s", method, path, who, peer or "-", status,
+                   f" deployment {deployment}" if deployment else "")  # fmt: skip
 
-    def status(self) -> dict[str, Any]:
+    # -- running the control plane off the loop -------------------------------------------------------------------
+
+    async def _plane(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Answer:
+        """Call the control plane in a thread (it parses, checks and waits for every worker); its answer, or its
+        refusal, as JSON with the deployment as ETag."""
+        plane = self.control.plane
+        if plane is None:
+            return _json(404, {"message": "this gateway keeps no deployments"})
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args, **kw))
+        except Refused as exc:
+            return _json(exc.status, {"message": exc.message, **exc.extra})
+        status = 200
+        if isinstance(out, tuple):  # an edit: (created?, answer)
+            created, out = out
+            status = 201 if created else 200
+        return _json(status, out, {"etag": f'"{out["deployment"]}"'})
+
+    def _etag(self) -> dict[str, str]:
+        plane = self.control.plane
+        return {"etag": f'"{plane.id}"'} if plane is not None and plane.id else {}
+
+    # -- reads --------------------------------------------------------------------------------------------------
+
+    async def status(self, **_: Any) -> Answer:
         from fastgw import core
 
         loaded = self.control.loaded
-        return {
+        plane = self.control.plane
+        return _json(200, {
             "status": "serving",
             "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.control.started, 3),
@@ -219,12 +266,122 @@ class AdminAPI:
             "config": loaded.source,
             "routes": len(loaded.entries),
             "core": "compiled" if core.COMPILED else "pure",
-        }
+            "deployment": plane.id if plane is not None else None,
+            "serving": plane.workers.serving() if plane is not None else [],
+        }, self._etag())  # fmt: skip
 
-    def config(self) -> Any:
-        return mask(msgspec.to_builtins(self.control.loaded.config))
+    async def _serving(self) -> dict[str, Any]:
+        """The serving config as data (a copy), made in a thread: for a large config it takes tens of ms."""
+        plane = self.control.plane
+        if plane is None:
+            return msgspec.to_builtins(self.control.loaded.config)
+        return await asyncio.get_running_loop().run_in_executor(None, plane.config)
 
-    def routes(self) -> list[dict[str, Any]]:
+    async def get_config(self, **_: Any) -> Answer:
+        data = await self._serving()
+        return _json(200, mask(data), self._etag())
+
+    async def get_item(self, name: str, *, section: str, **_: Any) -> Answer:
+        data = await self._serving()
+        try:
+            item = writes.get_item(data, section, name)
+        except Refused as exc:
+            return _json(exc.status, {"message": exc.message})
+        return _json(200, mask(item), self._etag())
+
+    async def deployments(self, **_: Any) -> Answer:
+        plane = self.control.plane
+        if plane is None:
+            return _json(200, {"deployments": []})
+        history = await asyncio.get_running_loop().run_in_executor(None, plane.history, 100)
+        listed = [{**dep.summary(s.deployment, s.revision), "active": s.deployment.id == plane.id and i == 0}
+                  for i, s in enumerate(history)]  # fmt: skip
+        return _json(200, {"deployments": listed, "active": plane.id}, self._etag())
+
+    async def deployment(self, did: str, **_: Any) -> Answer:
+        plane = self.control.plane
+        found = await asyncio.get_running_loop().run_in_executor(None, plane.get, did) if plane else None
+        if found is None:
+            return _json(404, {"message": f"no deployment {did}"})
+        return _json(200, {**dep.summary(found.deployment, found.revision), "config": mask(found.deployment.config)})
+
+    async def diff(self, a: str, b: str, **_: Any) -> Answer:
+        plane = self.control.plane
+        if plane is None:
+            return _json(404, {"message": "this gateway keeps no deployments"})
+        loop = asyncio.get_running_loop()
+        found = [await loop.run_in_executor(None, plane.get, d) for d in (a, b)]
+        for did, f in zip((a, b), found, strict=True):
+            if f is None or not f.deployment.config:
+                return _json(404, {"message": f"no deployment {did}"})
+        before, after = (mask(f.deployment.config) for f in found)  # type: ignore[union-attr]
+        return _json(200, {"from": a, "to": b, "changes": dep.diff(before, after)})
+
+    # -- writes -------------------------------------------------------------------------------------------------
+
+    async def reload(self, *, body: bytes, author: str, **_: Any) -> Answer:
+        try:
+            description = str((orjson.loads(body) if body else {}).get("description") or "")
+        except (orjson.JSONDecodeError, AttributeError):
+            return _json(400, {"message": 'the body is not {"description": "..."}'})
+        plane = self.control.plane
+        if plane is None:
+            return _json(400, {"reloaded": False, "message": "this gateway keeps no deployments"})
+        status, _ctype, out, _headers = await self._plane(plane.reload_file, description or "POST /reload", author)
+        result = orjson.loads(out)
+        result["reloaded"] = status == 200
+        return _json(status, result, self._etag())
+
+    async def rollback(self, did: str, *, headers: dict[str, str], author: str, **_: Any) -> Answer:
+        plane = self.control.plane
+        if plane is None:
+            return _json(404, {"message": f"no deployment {did}"})
+        answer = await self._plane(plane.rollback, did, author, headers.get("if-match"))
+        if answer[0] == 200:
+            out = orjson.loads(answer[2])
+            out["reloaded"] = True
+            return _json(200, out, answer[3])
+        return answer
+
+    async def put_config(self, *, headers: dict[str, str], body: bytes, author: str, **_: Any) -> Answer:
+        data = _body(body)
+        if not isinstance(data, dict):
+            return _json(400, {"message": "$: the body is not a JSON object (a whole config)", "path": "$"})
+        plane = self.control.plane
+        if plane is None:
+            return _json(404, {"message": "this gateway keeps no deployments"})
+        data = writes.unmask(data, await self._serving())
+        source = headers.get("x-fastgw-source") or "admin API"  # `fastgw deploy` says it is itself
+        return await self._plane(plane.apply, data, source=source[:200], description=_description(headers),
+                                 author=author, if_match=headers.get("if-match"))  # fmt: skip
+
+    async def put_item(
+        self, name: str, *, section: str, headers: dict[str, str], body: bytes, author: str, **_: Any
+    ) -> Answer:
+        value = _body(body)
+        if value is _BAD:
+            return _json(400, {"message": "$: the body is not JSON", "path": "$"})
+        plane = self.control.plane
+        if plane is None:
+            return _json(404, {"message": "this gateway keeps no deployments"})
+        return await self._plane(
+            plane.edit, lambda cfg: writes.put_item(cfg, section, name, value), source=f"PUT /{section}/{name}",
+            description=_description(headers), author=author, if_match=headers.get("if-match"),
+        )  # fmt: skip
+
+    async def delete_item(self, name: str, *, section: str, headers: dict[str, str], author: str, **_: Any) -> Answer:
+        plane = self.control.plane
+        if plane is None:
+            return _json(404, {"message": "this gateway keeps no deployments"})
+        return await self._plane(
+            plane.edit, lambda cfg: writes.delete_item(cfg, section, name), source=f"DELETE /{section}/{name}",
+            description=_description(headers), author=author, if_match=headers.get("if-match"),
+        )  # fmt: skip
+
+    async def routes(self, **_: Any) -> Answer:
+        return _json(200, self.route_table())
+
+    def route_table(self) -> list[dict[str, Any]]:
         out = []
         for entry in self.control.loaded.entries:
             out.append(
@@ -242,7 +399,10 @@ class AdminAPI:
             )
         return out
 
-    def upstreams(self) -> dict[str, Any]:
+    async def upstreams(self, **_: Any) -> Answer:
+        return _json(200, self.upstream_table())
+
+    def upstream_table(self) -> dict[str, Any]:
         """Each upstream's targets as this process sees them now: `health` is `healthy` while the target is in
         rotation (active checks passing, not ejected, breaker not open) and `unhealthy` otherwise, with the details
         (`proxy.pool.Target.status`). NOTE: under `--workers N` each worker keeps its own view of its targets and
@@ -268,7 +428,10 @@ class AdminAPI:
             }
         return out
 
-    def plugins(self) -> dict[str, Any]:
+    async def plugins(self, **_: Any) -> Answer:
+        return _json(200, self.plugin_table())
+
+    def plugin_table(self) -> dict[str, Any]:
         from fastgw.plugins.chain import PluginError, Registry, phases_of
 
         cfg = self.control.loaded.config
@@ -287,7 +450,7 @@ class AdminAPI:
         ]  # fmt: skip
         return {"global": sorted(cfg.plugins), "available": available}
 
-    def metrics(self) -> tuple[int, str, bytes]:
+    async def metrics(self, **_: Any) -> Answer:
         if self.control.metrics() is None:
             return _json(404, {"message": "metrics are off (admin.metrics: false)"})
         try:
@@ -298,9 +461,9 @@ class AdminAPI:
             body, ctype = exposition(lambda: self.control.metrics() or {})
         except ImportError:
             return _json(501, {"message": "metrics need prometheus-client: pip install 'fastgw[metrics]'"})
-        return 200, ctype, body
+        return 200, ctype, body, {}
 
-    async def invoke(self, body: bytes) -> tuple[int, str, bytes]:
+    async def invoke(self, *, body: bytes, **_: Any) -> Answer:
         try:
             req = orjson.loads(body or b"{}")
         except orjson.JSONDecodeError as exc:
@@ -326,8 +489,22 @@ def _plugins_of(cfg: Any, entry: Any) -> set[str]:
     return names
 
 
-def _json(status: int, obj: Any) -> tuple[int, str, bytes]:
-    return status, "application/json", orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+def _json(status: int, obj: Any, headers: dict[str, str] | None = None) -> Answer:
+    return status, "application/json", orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS), headers or {}
+
+
+_BAD = object()
+
+
+def _body(body: bytes) -> Any:
+    try:
+        return orjson.loads(body) if body else _BAD
+    except orjson.JSONDecodeError:
+        return _BAD
+
+
+def _description(headers: dict[str, str]) -> str:
+    return headers.get("x-fastgw-description", "")[:500]
 
 
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -343,7 +520,6 @@ class AdminListener:
         self.api = api
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._extra: dict[int, dict[str, str]] = {}  # response headers of the request read from a reader
 
     async def start(self) -> None:
         conf = self.api.conf
@@ -362,15 +538,16 @@ class AdminListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            status, ctype, body = await asyncio.wait_for(self._read_and_handle(reader), READ_TIMEOUT)
+            status, ctype, body, headers = await asyncio.wait_for(
+                self._read_and_handle(reader, _peer(writer)), READ_TIMEOUT
+            )
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
-            self._extra.pop(id(reader), None)
             writer.close()
             return
         except Exception:
             log.exception("admin API request failed")
-            status, ctype, body = _json(500, {"message": "Internal server error"})
-        extra = "".join(f"{k}: {v}\r\n" for k, v in self._extra.pop(id(reader), {}).items())
+            status, ctype, body, headers = _json(500, {"message": "Internal server error"})
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\ncontent-type: {ctype}\r\n"
             f"content-length: {len(body)}\r\n{extra}connection: close\r\n\r\n"
@@ -383,7 +560,7 @@ class AdminListener:
         finally:
             writer.close()
 
-    async def _read_and_handle(self, reader: asyncio.StreamReader) -> tuple[int, str, bytes]:
+    async def _read_and_handle(self, reader: asyncio.StreamReader, peer: str = "") -> Answer:
         raw = await reader.readuntil(b"\r\n\r\n")
         if len(raw) > MAX_HEAD:
             return _json(400, {"message": "request head too large"})
@@ -404,10 +581,11 @@ class AdminListener:
         if length < 0 or length > MAX_BODY:
             return _json(413, {"message": "request body too large"})
         body = await reader.readexactly(length) if length else b""
+        cors: dict[str, str] = {}
         origin = headers.get("origin")
         if origin is not None and origin.rstrip("/") in self.api.conf.allow_origins:
             # A console served from an allowed origin reads the answers (CORS); any other origin was refused.
-            self._extra[id(reader)] = {
+            cors = {
                 "access-control-allow-origin": origin.rstrip("/"),
                 "access-control-allow-methods": "GET, POST, PUT, DELETE",
                 "access-control-allow-headers": "authorization, content-type, if-match",
@@ -415,8 +593,11 @@ class AdminListener:
                 "vary": "origin",
             }
             if method == "OPTIONS" and self.api.refuse_browser("GET", headers, b"") is None:
-                return 204, "application/json", b""
-        answer = await self.api.handle(method, target, headers, body)
-        if len(answer) > 3:  # an answer with headers of its own (ETag, Location)
-            self._extra.setdefault(id(reader), {}).update(answer[3])
-        return answer[0], answer[1], answer[2]
+                return 204, "application/json", b"", cors
+        status, ctype, out, own = await self.api.handle(method, target, headers, body, peer)
+        return status, ctype, out, {**own, **cors}
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""

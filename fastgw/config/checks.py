@@ -175,6 +175,12 @@ def check_aggregate(config: Config, integ: AggregateIntegration, params: tuple[s
                     source, f"{here}.group", f"group {backend.group!r} is backends[{groups[backend.group]}]'s too"
                 )
             groups[backend.group] = i
+    if integ.return_error_details is not None and integ.return_error_details in groups:
+        raise ConfigError(
+            source,
+            f"{at}.return_error_details",
+            f"{integ.return_error_details!r} is backends[{groups[integ.return_error_details]}]'s group too",
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -188,7 +194,7 @@ def is_loopback(host: str) -> bool:
 
 def check_admin(config: Config, source: str) -> None:
     admin = config.admin
-    if admin is not None and not admin.token and not is_loopback(admin.host):
+    if admin is not None and not admin.token and not admin.tokens and not is_loopback(admin.host):
         raise ConfigError(
             source,
             "$.admin.token",

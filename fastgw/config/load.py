@@ -8,12 +8,14 @@ reload may change, are here too.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -133,6 +135,8 @@ class LoadedConfig:
     # The file's stamp taken just before it was read (None: not from a file): `serve --watch` knows from it that
     # the running config already serves a change, whoever reloaded it (SIGHUP, POST /reload, a rollback).
     stamp: FileStamp | None = None
+    # The config as given (the file's schema as data, before overrides): what a deployment keeps.
+    data: dict[str, Any] | None = None
 
 
 def default_config_path() -> Path:
@@ -153,19 +157,62 @@ def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> LoadedC
 
 
 def load_config_bytes(
-    raw: bytes, source: str = "<config>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
+    raw: bytes,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    overrides: Sequence[Override] = (),
+    *,
+    as_json: bool = False,
 ) -> LoadedConfig:
-    # A SAM/CloudFormation template, or a config naming OpenAPI files, is read into a config here (fastgw.aws).
-    data, file_overrides = aws_prepare(raw, source, base_dir, overrides, _parse)
+    with paused_gc():
+        return load_config_data(config_data(raw, source, base_dir, overrides, as_json=as_json), source, base_dir,
+                                overrides)  # fmt: skip
+
+
+def config_data(
+    raw: bytes, source: str, base_dir: Path | None = None, overrides: Sequence[Override] = (), *, as_json: bool = False
+) -> Any:
+    """The config a file holds, as data in fastgw's schema (what a deployment keeps): a fastgw config as parsed, a
+    SAM/CloudFormation template read into one, OpenAPI files named by `apis` read in (fastgw.aws)."""
+    data, _ = aws_prepare(raw, source, base_dir, overrides, lambda r, s: _parse(r, s, as_json))
+    return data
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a config is built: the hundreds of thousands of objects a large one
+    makes set off full collections that find nothing to free (10,000 routes: `fastgw check` takes 1.95 s of CPU
+    with them, 1.2 s without)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def load_config_data(
+    data: Any, source: str = "<config>", base_dir: Path | None = None, overrides: Sequence[Override] = ()
+) -> LoadedConfig:
+    """Check a config given as data in fastgw's schema (a parsed file, a deployment, an admin API write). `data`
+    is not changed (the overrides are set in copies); it is kept as `LoadedConfig.data`."""
+    with paused_gc():
+        return _load_config_data(data, source, base_dir, overrides)
+
+
+def _load_config_data(data: Any, source: str, base_dir: Path | None, overrides: Sequence[Override]) -> LoadedConfig:
     if data is None:
         raise ConfigError(
             source, "$", "the config is empty: it needs at least one route (see fastgw serve's quickstart)"
         )
     if not isinstance(data, dict):
         raise ConfigError(source, "$", f"expected a mapping at the top level, got {type(data).__name__}")
-    given = _apply_overrides(data, file_overrides)
+    given_data = data
+    # The template options (`aws.*`) were the SAM reader's (config_data); the others are set in the config.
+    data, given = _apply_overrides(data, [o for o in overrides if not o.key.startswith("aws.")])
     try:
-        config = msgspec.convert(data, Config, strict=True)
+        config = _convert(data)
     except msgspec.ValidationError as exc:
         m = MSGSPEC_PATH.match(str(exc))
         assert m is not None
@@ -207,7 +254,28 @@ def load_config_bytes(
         paths=_route_table(config, entries, router, rest_prefixes, header_routes, source),
         overrides=tuple(overrides),
         header_routes=header_routes,
+        data=given_data,
     )
+
+
+_CHUNK = 500  # routes converted per call
+
+
+def _convert(data: dict[str, Any]) -> Config:
+    """`msgspec.convert(data, Config)`, the routes a few hundred at a time: one call over 10,000 routes holds the
+    GIL for ~90 ms, a stall of the serving loop when a deployment is built beside it (control.plane). An invalid
+    config is converted again whole, so its error names the path msgspec gives for it."""
+    routes = data.get("routes")
+    if not isinstance(routes, list) or len(routes) <= _CHUNK:
+        return msgspec.convert(data, Config, strict=True)
+    try:
+        head = msgspec.convert({k: v for k, v in data.items() if k != "routes"}, Config, strict=True)
+        converted: list[Route] = []
+        for i in range(0, len(routes), _CHUNK):
+            converted += msgspec.convert(routes[i : i + _CHUNK], list[Route], strict=True)
+    except msgspec.ValidationError:
+        return msgspec.convert(data, Config, strict=True)
+    return msgspec.structs.replace(head, routes=converted)
 
 
 def require_routes(loaded: LoadedConfig) -> LoadedConfig:
@@ -223,7 +291,21 @@ def reload_config(running: LoadedConfig) -> tuple[LoadedConfig, list[str]]:
     """Load `running`'s file again, with the same overrides, for a running gateway (SIGHUP). The settings it cannot
     change while running (RESTART_ONLY) keep their running values, so the rest of the new config serves as meant;
     the second value names each one the file changed, as `key: running -> in the file`. Raises ConfigError."""
-    fresh = require_routes(load_config(running.source, running.overrides))
+    stamp = file_stamp(running.source)
+    try:
+        raw = Path(running.source).read_bytes()
+    except OSError as exc:
+        raise ConfigError(running.source, "$", f"cannot read the file: {exc.strerror or exc}") from None
+    data = config_data(raw, running.source, running.base_dir, running.overrides)
+    loaded, changed = reconfigure(running, data, running.source)
+    return dataclasses.replace(loaded, stamp=stamp), changed
+
+
+def reconfigure(running: LoadedConfig, data: Any, source: str | None = None) -> tuple[LoadedConfig, list[str]]:
+    """Check `data` (the file's schema as data) as the next config of a running gateway: its overrides apply, and
+    the settings only a restart changes keep their running values (see `reload_config`). Raises ConfigError."""
+    source = source if source is not None else running.source
+    fresh = require_routes(load_config_data(data, source, running.base_dir, running.overrides))
     changed = []
     pinned = list(running.overrides)
     for key in RESTART_ONLY:
@@ -235,7 +317,7 @@ def reload_config(running: LoadedConfig) -> tuple[LoadedConfig, list[str]]:
     if not changed:
         return fresh, changed
     # Loaded again with those pinned, so that `${server.port}` and the like still say where the gateway listens.
-    kept = load_config(running.source, pinned)
+    kept = load_config_data(data, source, running.base_dir, pinned)
     return dataclasses.replace(kept, overrides=running.overrides), changed
 
 
@@ -285,18 +367,26 @@ def _tls_listener_changes(running: Config, fresh: Config, pinned: list[Override]
     return []
 
 
-def _apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> dict[str, Override]:
-    """Set each override in the parsed file; returns them by key path, to name them in errors."""
+def _apply_overrides(data: dict[str, Any], overrides: Sequence[Override]) -> tuple[dict[str, Any], dict[str, Override]]:
+    """The config with each override set (in copies of the tables it changes: `data` stays as given); and the
+    overrides by key path, to name them in errors."""
     given = {}
+    if overrides:
+        data = dict(data)
     for o in overrides:
         *sections, name = o.key.split(".")  # "server.port", or "server.tls.port"
         table: Any = data
         for section in sections:
-            table = table.setdefault(section, {}) if isinstance(table, dict) else None
+            if not isinstance(table, dict):
+                table = None
+                break
+            inner = table.get(section, {})
+            table[section] = inner = dict(inner) if isinstance(inner, dict) else inner
+            table = inner
         if isinstance(table, dict):  # anything else is the file's own error, reported as such
             table[name] = o.value
             given[f"$.{o.key}"] = o
-    return given
+    return data, given
 
 
 def _resolve_server_refs(config: Config) -> Config:
@@ -486,6 +576,11 @@ def _check(
     # Routes with the same host, path and methods share one router entry (the first one's index) when headers
     # tell them apart; the others are not added to the router.
     groups: dict[tuple[str, str, frozenset[str]], list[tuple[HeaderRule | None, int]]] = {}
+    # Such an entry ranks among constrained parameters by the highest priority of its routes.
+    top: dict[tuple[str, str, frozenset[str]], int] = {}
+    for entry in entries:
+        gkey = ((entry.route.host or "").lower(), entry.path, frozenset(entry.route.methods))
+        top[gkey] = max(top.get(gkey, entry.route.priority), entry.route.priority)
     for i, entry in enumerate(entries):
         route, at = entry.route, entry.at
         if route.name is not None:
@@ -519,7 +614,8 @@ def _check(
             except ValueError as exc:
                 key, message = exc.args
                 raise ConfigError(source, f"{at}.headers.{key}", message) from None
-        group = groups.setdefault(((route.host or "").lower(), entry.path, frozenset(route.methods)), [])
+        group_key = ((route.host or "").lower(), entry.path, frozenset(route.methods))
+        group = groups.setdefault(group_key, [])
         if group:
             first = entries[group[0][1]]
             same = [entries[j].at for r, j in group if (r.spec if r else None) == (rule.spec if rule else None)]
@@ -534,15 +630,16 @@ def _check(
                 continue
         group.append((rule, i))
         try:
-            router.add(i, route.methods, entry.path, host=route.host, name=label)
+            router.add(i, route.methods, entry.path, host=route.host, name=label, priority=top[group_key])
         except RouteConflict as exc:
             hint = " (routes told apart by headers must list the same methods)" if rule is not None else ""
             raise ConfigError(source, at, str(exc) + hint) from None
         except ValueError as exc:
             raise ConfigError(source, f"{at}.host", str(exc)) from None
     router.freeze()
-    # More conditions first; among equals, the config's order; the route without headers last.
-    order = lambda c: -len(c[0]) if c[0] is not None else 1  # noqa: E731
+    # More conditions first; among equals, the higher priority, then the config's order; the route without headers
+    # last (sorted() keeps the config's order among equal keys).
+    order = lambda c: (-len(c[0]), -entries[c[1]].route.priority) if c[0] is not None else (1, 0)  # noqa: E731
     header_routes = {g[0][1]: tuple(sorted(g, key=order)) for g in groups.values() if len(g) > 1 or g[0][0] is not None}
     return router, header_routes
 

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct, field
 
+from fastgw.control.etcd_config import EtcdConfig
+
 Seconds = Annotated[float, Meta(gt=0, le=86_400, description="seconds")]
 Port = Annotated[int, Meta(ge=0, le=65_535)]
 Name = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)]
@@ -116,17 +118,30 @@ class TracingConfig(_Base, frozen=True):
     max_queue: Annotated[int, Meta(ge=1)] = 2048  # spans held for export; more are dropped (never waited for)
 
 
+class AdminToken(_Base, frozen=True):
+    """A bearer token of the admin API: `read` may call every GET, `write` everything (docs/admin-api.md)."""
+
+    name: Name  # who it is in the audit log ("ci", "alice")
+    token: Annotated[str, Meta(min_length=16, max_length=4096)]
+    role: Literal["read", "write"] = "read"
+
+
 class AdminConfig(_Base, frozen=True):
     """The admin API's own listener (docs/admin-api.md). A non-loopback host needs a token."""
 
     host: str = "127.0.0.1"
     port: Port = 9901
-    # Sent as `Authorization: Bearer <token>`; with one set, every admin request must carry it.
+    # Sent as `Authorization: Bearer <token>`; with one set, every admin request must carry it. `token` is a
+    # write token named "admin" in the audit log; `tokens` gives named ones with a role.
     token: str | None = None
+    tokens: list[AdminToken] = field(default_factory=list)
     # /metrics (Prometheus), which needs the `metrics` extra; false: no counters are kept at all.
     metrics: bool = True
     # Where deployments (every config that went live) are kept. Default: `<config file>.deployments/` beside it.
     deployments_dir: str | None = None
+    # Seconds every worker has to load a new deployment (`--workers N`); one that has not by then fails the
+    # deployment, and every worker keeps the previous one.
+    deploy_timeout: Annotated[float, Meta(gt=0, le=3600)] = 120.0
     # Host names (beside the listener's own address, and localhost on a loopback one) a request's `Host` may
     # give: any other is refused with 403, so a web page cannot reach the API through DNS rebinding.
     hosts: list[Annotated[str, Meta(min_length=1, max_length=253)]] = field(default_factory=list)
@@ -199,7 +214,8 @@ class PassiveCheck(_Base, frozen=True):
     """Envoy's outlier detection, on by default as nginx's `max_fails` is: a target that fails (what `failures`
     lists) `consecutive_failures` times in a row, or whose failure ratio over `min_requests` answers reaches
     `failure_ratio`, is ejected for `base_ejection` times the number of its ejections so far (at most
-    `max_ejection`). Only on upstreams with more than one target: the only one is never ejected."""
+    `max_ejection`). Only on upstreams with more than one target: the only one is never ejected. With active checks
+    configured, a passing active check ends an ejection early (`uneject_on_active_check`)."""
 
     consecutive_failures: Annotated[int, Meta(ge=1, le=10_000)] | None = 3
     failure_ratio: Annotated[float, Meta(gt=0, le=1)] | None = None
@@ -213,6 +229,9 @@ class PassiveCheck(_Base, frozen=True):
     max_ejection: Seconds = 300.0
     # No more than this share of the targets is ejected at once (one may always be).
     max_ejected: Ratio = 0.5
+    # With active checks on, a passing check ends an ejection at once (Envoy's
+    # successful_active_health_check_uneject_host, on by default); false waits out the ejection time.
+    uneject_on_active_check: bool = True
 
 
 class HealthConfig(_Base, frozen=True):
@@ -308,14 +327,21 @@ class LambdaIntegration(_Base, frozen=True, tag="lambda"):
 JsonPath = Annotated[str, Meta(pattern=r"^[^.\s]+(\.[^.\s]+)*$")]
 
 
+AggregateMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
 class AggregateBackend(_Base, frozen=True):
     """One call of an aggregate: an upstream and the path sent to it, or a function (invoked with the event of a
-    GET of `path`, the client's path by default). `{name}` in the path is a route parameter; `{respN.a.b}` a
+    request to `path`, the client's path by default). `{name}` in the path is a route parameter; `{respN.a.b}` a
     field of the answer of backend N (an earlier one: this call then waits for it)."""
 
     upstream: str | None = None
     function: str | None = None
     path: str | None = None
+    # The method of the call, whatever the client's (as KrakenD's backend `method`); POST, PUT and PATCH carry the
+    # client's body (and its Content-Type), the others none. GET by default: a client's write is never fanned out
+    # to backends unless a backend says so.
+    method: AggregateMethod = "GET"
     # Where its answer goes in the merged object (`{group: answer}`); none: its fields are merged at the top.
     group: Annotated[str, Meta(min_length=1)] | None = None
     # Only this part of its answer is taken (a JSON path into it).
@@ -335,6 +361,9 @@ class AggregateIntegration(_Base, frozen=True, tag="aggregate"):
     # The status of a merged answer when some backends failed (it carries what succeeded, and
     # `X-Fastgw-Completed: false`). When all failed: 502 {"message": "Bad Gateway"}.
     partial_status: Literal[200, 502] = 200
+    # KrakenD's `return_error_details`: the merged answer carries, under this key, what went wrong with each failed
+    # backend (`{group or "backends[N]": {status, message, body}}`); none: failures are only logged.
+    return_error_details: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
 
 
 Integration = HttpIntegration | MockIntegration | LambdaIntegration | AggregateIntegration
@@ -372,6 +401,9 @@ class Route(_Base, frozen=True):
     # Routes with the same path, host and methods may differ only by these (canary releases, API versions): the
     # one with the most conditions that all hold takes the request, and one without `headers` takes the rest.
     headers: dict[HeaderName, str | list[str] | HeaderMatch] | None = None
+    # Higher first among routes path specificity leaves tied: constrained parameters at one position, routes told
+    # apart by headers with as many conditions (docs/configuration.md, Routing). Never above specificity.
+    priority: Annotated[int, Meta(ge=-1_000_000, le=1_000_000)] = 0
     plugins: Plugins = field(default_factory=dict)
     path_policy: PathPolicy | None = None  # fields left out: the API's, then the top-level policy's
     # `Upgrade: websocket` requests are tunnelled to the target (http integrations only); true: the defaults.
@@ -506,6 +538,13 @@ class UsagePlan(_Base, frozen=True):
     on_redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"
 
 
+class StoreConfig(_Base, frozen=True):
+    """Where deployments are kept (docs/operations.md): `etcd` for a fleet of gateways sharing them. No `store`:
+    a folder beside the config file (`admin.deployments_dir`)."""
+
+    etcd: EtcdConfig | None = None
+
+
 class Config(_Base, frozen=True):
     routes: list[Route] = field(default_factory=list)
     # Plugins on every route (a route's or its API's own configuration of the same plugin replaces this one).
@@ -525,4 +564,5 @@ class Config(_Base, frozen=True):
     redis: RedisConfig | None = None
     usage_plans: dict[Name, UsagePlan] = field(default_factory=dict)
     admin: AdminConfig | None = None  # no admin listener unless configured
+    store: StoreConfig | None = None  # deployments in etcd (a fleet); none: a folder beside the config file
     tracing: TracingConfig | None = None  # no span export unless configured

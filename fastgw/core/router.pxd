@@ -12,6 +12,8 @@ cdef class _Entry:
 
 cdef class _Node:
     cdef dict literals
+    cdef list constrained  # children under a constraint, in the order they are tried (before `param`)
+    cdef object fullmatch  # this node's constraint's `fullmatch` (a constrained child), else None
     cdef _Node param
     cdef list entries
     cdef list greedy_entries
@@ -21,4 +23,4 @@ cdef class Router:
     cdef _Node _root
     cdef dict _static
     cdef public bint frozen
-    cdef _match(self, str method, str host, str path)
+    cdef _match(self, str method, str host, str path, frozenset skip)

@@ -33,6 +33,8 @@ cdef class _Entry:
 cdef class _Node:
     def __cinit__(self):
         self.literals = {}
+        self.constrained = []
+        self.fullmatch = None
         self.param = None
         self.entries = []
         self.greedy_entries = []
@@ -46,11 +48,14 @@ cdef inline bint _host_ok(_Entry e, str host):
     return len(host) > len(e.host) and host.endswith(e.host)
 
 
-cdef _Entry _pick(list entries, str method, str host, set allowed):
+cdef _Entry _pick(list entries, str method, str host, set allowed, frozenset skip):
     # `allowed` is None on the first walk (a hit needs no 405 bookkeeping); a miss walks again to collect it.
+    # `skip` is None but when a request falls through routes told apart by headers (Router.match_past).
     cdef _Entry e
     for e in entries:
         if not _host_ok(e, host):
+            continue
+        if skip is not None and e.route in skip:
             continue
         if e.any_method or method in e.methods:
             return e
@@ -60,28 +65,38 @@ cdef _Entry _pick(list entries, str method, str host, set allowed):
 
 
 cdef _Entry _walk(_Node node, list segs, Py_ssize_t i, Py_ssize_t n, str method, str host, list params,
-                  set allowed):
+                  set allowed, frozenset skip):
     # Each trie edge consumes exactly one segment, so a node is only ever tried at one depth: the walk visits
     # each node at most once and its cost is bounded by the size of the trie, whatever the path.
     cdef _Node child
     cdef _Entry found
+    cdef str seg
     if i == n:
         if node.entries:
-            return _pick(node.entries, method, host, allowed)
+            return _pick(node.entries, method, host, allowed, skip)
         return None
-    child = node.literals.get(segs[i])
+    seg = segs[i]
+    child = node.literals.get(seg)
     if child is not None:
-        found = _walk(child, segs, i + 1, n, method, host, params, allowed)
+        found = _walk(child, segs, i + 1, n, method, host, params, allowed, skip)
         if found is not None:
             return found
+    if node.constrained:
+        for child in node.constrained:  # NOTE: a constraint matches the whole segment, never more than one
+            if child.fullmatch(seg) is not None:
+                params.append(seg)
+                found = _walk(child, segs, i + 1, n, method, host, params, allowed, skip)
+                if found is not None:
+                    return found
+                params.pop()
     if node.param is not None:
-        params.append(segs[i])
-        found = _walk(node.param, segs, i + 1, n, method, host, params, allowed)
+        params.append(seg)
+        found = _walk(node.param, segs, i + 1, n, method, host, params, allowed, skip)
         if found is not None:
             return found
         params.pop()
     if node.greedy_entries:
-        found = _pick(node.greedy_entries, method, host, allowed)
+        found = _pick(node.greedy_entries, method, host, allowed, skip)
         if found is not None:
             params.append("/".join(segs[i:]))
             return found
@@ -104,8 +119,8 @@ cdef class Router:
     def __len__(self):
         return len(self._spec)
 
-    def add(self, route, methods, str path, host=None, name=None):
-        self._spec.add(route, methods, path, host, name)
+    def add(self, route, methods, str path, host=None, name=None, int priority=0):
+        self._spec.add(route, methods, path, host, name, priority)
 
     def freeze(self):
         spec = self._spec
@@ -119,7 +134,11 @@ cdef class Router:
         return self._spec.dump()
 
     def match(self, str method, str host, str path):
-        return self._match(method, host, path)
+        return self._match(method, host, path, None)
+
+    def match_past(self, str method, str host, str path, frozenset skip):
+        """See `fastgw.core.router.Router.match_past`: the match as if the routes in `skip` were not there."""
+        return self._match(method, host, path, skip)
 
     def route(self, Request req, int policy=0):
         """See `fastgw.core.router.Router.route`: the request target's split, path policy and match in one call."""
@@ -143,9 +162,9 @@ cdef class Router:
         if path is None:
             return False
         req.path = path
-        return self._match(req.method, req.host, path)
+        return self._match(req.method, req.host, path, None)
 
-    cdef _match(self, str method, str host, str path):
+    cdef _match(self, str method, str host, str path, frozenset skip):
         cdef _Entry e
         cdef list entries, segs, params
         cdef set allowed
@@ -157,17 +176,19 @@ cdef class Router:
         if entries is not None:
             for e in entries:
                 if _host_ok(e, host) and (e.any_method or method in e.methods):
+                    if skip is not None and e.route in skip:
+                        continue
                     return e.route, {}
         segs = [s for s in path.split("/") if s]
         params = []
-        e = _walk(self._root, segs, 0, len(segs), method, host, params, None)
+        e = _walk(self._root, segs, 0, len(segs), method, host, params, None, skip)
         if e is not None:
             found = {}
             for i in range(len(params)):
                 found[e.param_names[i]] = params[i]
             return e.route, found
         allowed = set()
-        _walk(self._root, segs, 0, len(segs), method, host, [], allowed)
+        _walk(self._root, segs, 0, len(segs), method, host, [], allowed, skip)
         if allowed:
             return None, tuple(sorted(allowed))
         return None
@@ -184,6 +205,8 @@ cdef _Entry _copy_entry(e, dict made):
 cdef _Node _copy_node(node, dict made):
     cdef _Node c = _Node()
     c.literals = {lit: _copy_node(child, made) for lit, child in node.literals.items()}
+    c.constrained = [_copy_node(child, made) for child in node.constrained]  # frozen: in the order to try them
+    c.fullmatch = node.pattern.fullmatch if node.pattern is not None else None
     c.param = _copy_node(node.param, made) if node.param is not None else None
     c.entries = [_copy_entry(e, made) for e in node.entries]
     c.greedy_entries = [_copy_entry(e, made) for e in node.greedy_entries]

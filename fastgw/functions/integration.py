@@ -13,6 +13,7 @@ from fastgw.functions import lambda_proxy as lp
 from fastgw.functions.pool import FunctionPool, Outcome, Throttled
 from fastgw.pipeline.body import BodyCollector
 from fastgw.pipeline.exchange import Route
+from fastgw.routing import plain_template
 
 if TYPE_CHECKING:
     from fastgw.config.load import RouteEntry
@@ -35,7 +36,7 @@ class LambdaRoute(Route):
         self.version = integ.payload_format or ("1.0" if entry.api_type == "rest" else "2.0")
         self.rest = entry.api_type == "rest"
         self.timeout = integ.timeout
-        self.resource = entry.route.path
+        self.resource = plain_template(entry.route.path)  # as AWS shows it: API Gateway has no constraints
         self.methods = tuple(entry.route.methods)
         self.stage = entry.stage or "$default"
         self.stage_variables = entry.stage_variables or None

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
-from fastgw.core import PluginFailed, finish_head, keep_alive, run_phases
+from fastgw.core import PluginFailed, finish_head, keep_alive, new_context, run_phases
 from fastgw.core import filter_head as _filter_head
 from fastgw.core.http import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
+from fastgw.pipeline.background import Discard, request_copy
 from fastgw.pipeline.body import BodyCollector
 from fastgw.pipeline.head import DATE, encode_lines, gateway_head, without_fields
 from fastgw.pipeline.leg import PAUSE_UPSTREAM_BUSY
@@ -233,6 +234,8 @@ class Exchange:
             # NOTE: answered before a body still on its way was read: the connection closes after the answer (and
             # 100 Continue was never sent, so an expecting client sends no body).
             self.respond(result.status, result.headers, result.body)
+            if result.refresh is not None:
+                self.refresh(i, result.refresh)
         elif inspect.isawaitable(result):
             self.state.loop.create_task(self._resume_phases(i, name, result))
         else:
@@ -250,8 +253,35 @@ class Exchange:
             self.request_phases(i + 1)
         elif isinstance(result, Response):
             self.respond(result.status, result.headers, result.body)
+            if result.refresh is not None:
+                self.refresh(i, result.refresh)
         else:
             self._plugin_failed(name, f"returned {type(result).__name__}, not None or a Response")
+
+    def refresh(self, i: int, more_vars: dict[str, Any]) -> None:
+        """The phase `i` answered with a Response that asks for a refresh (`Response.refresh`): the phases after
+        it and the integration run again for a copy of the request (fastgw.pipeline.background), in the
+        background, with this context's consumer, credential, upstream changes and vars (and `more_vars`); the
+        response goes through the route's filters (a cache stores it there) and nowhere else. No access log line;
+        the log phases run as for any exchange."""
+        ctx = self.ctx
+        assert ctx is not None
+        state = self.state
+        worker = Worker(state.loop, state.gateway, None)
+        worker.closing = state.closing
+        req = request_copy(self.req)
+        bg = new_context(req, ctx.request.client_ip, self.params, ctx.route, ctx.chain)
+        bg._consumer = ctx._consumer  # NOTE: not `consumer =`: the chain is already the consumer's, if it has one
+        bg.credential = ctx.credential
+        bg.vars = {**ctx.vars, **more_vars}
+        bg._upstream = ctx._upstream  # the answered request is done with it
+        bg._upstream_sets = list(ctx._upstream_sets) if ctx._upstream_sets is not None else None
+        # NOTE: not the reply headers: they were the answer's (a cache's Age and X-Cache-Status among them).
+        ex = Exchange(Discard(worker, self.peer), self.gw, req, self.route, self.params, bg)
+        try:
+            ex.request_phases(i + 1)
+        except Exception:  # noqa: BLE001 - the client has its answer; a refresh that cannot start only is logged
+            log.exception("background refresh of %s %s failed to start", req.method, req.path)
 
     def _plugin_failed(self, name: str, why: str | None = None, exc: BaseException | None = None) -> None:
         req = self.req

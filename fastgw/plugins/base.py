@@ -132,9 +132,13 @@ class RouteInfo:
 class Response:
     """A phase's answer: `Response(401, {"message": "Unauthorized"}, headers={"WWW-Authenticate": "Basic"})`.
 
-    A dict or list body is sent as JSON, a str as UTF-8 text, bytes as they are; `content_type` overrides."""
+    A dict or list body is sent as JSON, a str as UTF-8 text, bytes as they are; `content_type` overrides.
 
-    __slots__ = ("status", "headers", "body")
+    `refresh`: None (the request ends with this answer), or `ctx.vars` for a background run of the rest of the
+    request (the phases after this one, the integration, the response filters) whose response reaches no client:
+    how proxy-cache refreshes the stale entry it answered with (stale-while-revalidate)."""
+
+    __slots__ = ("status", "headers", "body", "refresh")
 
     def __init__(
         self,
@@ -159,3 +163,4 @@ class Response:
         if data and not any(k.lower() == "content-type" for k, _ in items):
             items.append(("content-type", ctype))
         self.headers = items
+        self.refresh: dict[str, Any] | None = None

@@ -8,8 +8,12 @@ token is verified against it and no consumer is looked up, as AWS HTTP API JWT a
 "tokens from our identity provider"; the claims reach later plugins and functions, and no consumer is set.
 
 The token's `alg` must be one of that issuer's algorithms, and HMAC algorithms are only ever allowed with a secret,
-asymmetric ones only with a public key or JWKS: no `none`, no HS/RS key confusion. JWKS are fetched asynchronously,
-cached, and fetched again when a token names an unknown `kid` (at most once per `jwks_min_refresh` seconds). A
+asymmetric ones only with a public key or JWKS: no `none`, no HS/RS key confusion. JWKS are fetched on the event
+loop with aiohttp (redirects followed, never from https to http; HTTP(S)_PROXY / NO_PROXY honoured; a timeout),
+kept for the response's `Cache-Control: max-age` (at most `jwks_max_age`), and fetched again when a token names an
+unknown `kid` (at most once per `jwks_min_refresh` seconds); when a fetch fails the keys fetched last keep
+working. PyJWT's PyJWKClient is not used: it is synchronous (a thread per fetch), refuses redirects and does not
+read Cache-Control. A
 verified token is remembered until it expires, per route configuration (whose audience and keys it was checked
 against), so a client sending the same token again costs a dictionary lookup, not a signature check.
 
@@ -24,10 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import math
-import ssl
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -75,7 +77,10 @@ class JwtAuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hide_credentials: bool = False
     realm: str = "fastgw"
     jwks_min_refresh: Annotated[float, msgspec.Meta(ge=0)] = 10.0  # at most one JWKS fetch per URL this often
-    jwks_max_age: Annotated[float, msgspec.Meta(gt=0)] = 3600.0  # a cached JWKS is fetched again after this
+    # A fetched JWKS is used for its Cache-Control max-age, at most this long (this long without one), then fetched
+    # again when a token needs it.
+    jwks_max_age: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    jwks_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 5.0  # one JWKS fetch, redirects included
     # Which claim picks the consumer credential (its `key`, or without one its `issuer`): a claim of the payload,
     # or a field of the token's JOSE header (e.g. "kid").
     key_claim_name: Annotated[str, msgspec.Meta(min_length=1)] = "iss"
@@ -115,16 +120,22 @@ class Issuer:
 
 
 class Jwks:
-    """One JWKS URL's keys by kid, with when they were fetched and the fetch in flight (if any)."""
+    """One JWKS URL's keys by kid, with when they were fetched, for how long the server said to keep them, and the
+    fetch in flight (if any)."""
 
-    __slots__ = ("url", "keys", "fetched_at", "attempted_at", "inflight")
+    __slots__ = ("url", "keys", "fetched_at", "max_age", "attempted_at", "inflight")
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.keys: dict[str | None, Any] = {}
-        self.fetched_at = 0.0
+        self.fetched_at = -1e9
+        self.max_age: float | None = None  # the last answer's Cache-Control max-age
         self.attempted_at = -1e9
         self.inflight: asyncio.Future[None] | None = None
+
+    def fresh(self, conf: JwtAuthConfig) -> bool:
+        age = conf.jwks_max_age if self.max_age is None else min(self.max_age, conf.jwks_max_age)
+        return time.monotonic() - self.fetched_at < age
 
 
 _KEY_FIELDS = ("secret", "public_key", "public_key_file", "jwks_url")
@@ -147,6 +158,12 @@ def _load_key(cred: JwtCredential, label: str) -> Any:
     if cred.jwks_url is not None:
         if urlsplit(cred.jwks_url).scheme not in ("http", "https"):
             raise ValueError(f"{label}: jwks_url must be http:// or https://")
+        try:
+            import aiohttp  # noqa: F401  # what fetches it
+        except ImportError:
+            raise ValueError(
+                f"{label}: jwks_url needs aiohttp: install the auth extra (pip install 'fastgw[auth]')"
+            ) from None
         return None
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -266,8 +283,7 @@ class JwtAuth(Plugin):
             return self._verify(ctx, conf, prepared, token, digest, issuer, issuer.key, alg, where, name)
         jwks = self.jwks[issuer.jwks_url]
         kid = header.get("kid")
-        fresh = time.monotonic() - jwks.fetched_at < conf.jwks_max_age
-        key = self._jwks_key(jwks, kid) if fresh else None
+        key = self._jwks_key(jwks, kid) if jwks.fresh(conf) else None
         if key is not None:
             return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg, where, name)
         return self._fetch_and_verify(ctx, conf, prepared, token, digest, issuer, jwks, kid, alg, where, name)
@@ -299,9 +315,10 @@ class JwtAuth(Plugin):
         jwks.attempted_at = now
         jwks.inflight = asyncio.get_running_loop().create_future()
         try:
-            data = await fetch_json(jwks.url)
+            data, max_age = await fetch_jwks(jwks.url, conf.jwks_timeout)
             jwks.keys = parse_jwks(data)
             jwks.fetched_at = time.monotonic()
+            jwks.max_age = max_age
             log.info("jwt-auth: fetched %d key(s) from %s", len(jwks.keys), jwks.url)
         except Exception as exc:  # noqa: BLE001 - keep the keys we had; the request is judged with them
             log.warning("jwt-auth: cannot fetch the JWKS %s: %s", jwks.url, exc)
@@ -460,51 +477,47 @@ def parse_jwks(data: Any) -> dict[str | None, Any]:
     return keys
 
 
-async def fetch_json(url: str, timeout: float = 5.0) -> Any:
-    """GET `url` (http or https) and decode its JSON body: a small client on asyncio streams and httptools."""
-    from httptools import HttpResponseParser
+_JWKS_MAX_BYTES = 1 << 20
+_MAX_REDIRECTS = 5
 
-    parts = urlsplit(url)
-    tls = parts.scheme == "https"
-    host = parts.hostname or ""
-    port = parts.port or (443 if tls else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
-    class Sink:
-        def __init__(self) -> None:
-            self.body = bytearray()
-            self.done = False
+def max_age(cache_control: str) -> float | None:
+    """The max-age of a Cache-Control value, in seconds (0 for no-store / no-cache), or None without one."""
+    found = None
+    for part in cache_control.split(","):
+        name, _, value = part.strip().partition("=")
+        name = name.strip().lower()
+        if name in ("no-store", "no-cache"):
+            return 0.0
+        if name == "max-age":
+            try:
+                found = float(max(0, int(value.strip().strip('"'))))
+            except ValueError:
+                return 0.0  # RFC 9111 4.2.1: an invalid freshness lifetime is stale
+    return found
 
-        def on_body(self, chunk: bytes) -> None:
-            self.body += chunk
-            if len(self.body) > 1 << 20:
+
+async def fetch_jwks(url: str, timeout: float = 5.0) -> tuple[Any, float | None]:
+    """GET a JWKS document with aiohttp: its JSON, and its Cache-Control max-age (None without one).
+
+    Redirects are followed (at most 5), never from https to http; proxies come from the environment
+    (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), as curl and requests read them; `timeout` bounds the whole fetch."""
+    import aiohttp
+
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout), trust_env=True, headers={"User-Agent": "fastgw"}
+    )
+    async with session, session.get(url, headers={"Accept": "application/json"}, max_redirects=_MAX_REDIRECTS) as resp:
+        if url.startswith("https:") and any(r.url.scheme != "https" for r in (*resp.history, resp)):
+            raise ValueError(f"redirected from https to {resp.url}: refused")
+        if resp.status != 200:
+            raise ValueError(f"HTTP {resp.status}")
+        body = bytearray()
+        async for chunk in resp.content.iter_any():
+            body += chunk
+            if len(body) > _JWKS_MAX_BYTES:
                 raise ValueError("JWKS larger than 1 MiB")
-
-        def on_message_complete(self) -> None:
-            self.done = True
-
-    async def get() -> Any:
-        reader, writer = await asyncio.open_connection(host, port, ssl=ssl.create_default_context() if tls else None)
-        try:
-            writer.write(
-                f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n"
-                "Connection: close\r\nUser-Agent: fastgw\r\n\r\n".encode("latin-1")
-            )
-            sink = Sink()
-            parser = HttpResponseParser(sink)
-            while not sink.done:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                parser.feed_data(data)
-            status = parser.get_status_code()
-            if status != 200:
-                raise ValueError(f"HTTP {status}")
-            return json.loads(bytes(sink.body))
-        finally:
-            writer.close()
-
-    return await asyncio.wait_for(get(), timeout)
+        return msgspec.json.decode(body), max_age(",".join(resp.headers.getall("Cache-Control", [])))
 
 
 PLUGINS = (JwtAuth,)

@@ -35,6 +35,7 @@ from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.chain import loading
 from fastgw.plugins.consumers import Consumer
+from fastgw.routing import plain_template
 
 log = logging.getLogger("fastgw.plugins.lambda_authorizer")
 
@@ -438,12 +439,12 @@ def _context_variable(ctx: Context, name: str) -> str:
         return req.method
     if name == "path":
         return req.path
-    if name == "resourcePath":
-        return str(route.path)
+    if name == "resourcePath":  # as AWS shows it: without the template's constraints (API Gateway has none)
+        return plain_template(str(route.path))
     if name == "routeKey":  # as the route's own Lambda events name it (fastgw.functions.lambda_proxy.event_v2)
         if route.path == lp.DEFAULT_ROUTE:
             return lp.DEFAULT_ROUTE
-        return f"{'ANY' if 'ANY' in route.methods else req.method} {route.path}"
+        return f"{'ANY' if 'ANY' in route.methods else req.method} {plain_template(str(route.path))}"
     if name == "stage":
         return route.stage or "$default"
     if name == "apiId":
@@ -486,7 +487,7 @@ def build_event(ctx: Context, prep: Prepared, values: tuple[str, ...], arn: str)
         http10=False,
         request_id=str(uuid.uuid4()),
         time_ns=time.time_ns(),
-        resource=route.path,
+        resource=plain_template(str(route.path)),
         methods=tuple(route.methods),
         params=dict(req.params),
         stage=_stage(ctx),

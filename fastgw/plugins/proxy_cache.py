@@ -10,8 +10,11 @@ character a byte), with `\` and `|` escaped as `\\` and `\|`, so that no part ca
 
 Every response of the route says `X-Cache-Status` (HIT, MISS, BYPASS, EXPIRED, STALE) and `Age`. Concurrent misses
 on one key make one upstream request; the others wait for it (at most `lock_timeout`, then they go themselves). A
-stale entry is served as STALE while one request refreshes it (`stale-while-revalidate`), or when the upstream
-fails (`stale-if-error`), as the response's Cache-Control allows.
+stale entry is served as STALE while it is refreshed in the background (`stale-while-revalidate`: the request
+that finds it stale is answered at once, as nginx's `proxy_cache_background_update` does, and the rest of its way,
+the route's later phases and integration, runs again for a copy of it, whose answer is stored and reaches no
+client; one refresh per key at a time, at most `max_background_refreshes` at once), or when the upstream fails
+(`stale-if-error`), as the response's Cache-Control allows.
 
 The cache answers from the access phase and fills from the response filters: a hit goes through the route's
 response filters as any response does (a response-transformer runs on hits too; what is stored is the response
@@ -65,13 +68,19 @@ class ProxyCacheConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     max_item_size: Annotated[int, Meta(ge=1)] = 1024 * 1024  # bigger responses stream through, uncached
     memory_size: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024  # bytes per worker (memory backend)
     lock_timeout: Annotated[float, Meta(gt=0, le=60)] = 5.0  # the longest a miss waits for the same miss
+    # stale-while-revalidate: the stale entry answers at once and is refreshed in the background (false: the
+    # first request after expiry waits for the upstream, the others get the stale entry meanwhile).
+    background_update: bool = True
+    # Background refreshes at once (per worker and plugin configuration); past it the request refreshes the entry
+    # itself and waits. A refresh counts until it is stored or its lock_timeout passed.
+    max_background_refreshes: Annotated[int, Meta(ge=1, le=10_000)] = 32
     # AWS's behaviour: `Cache-Control: max-age=0` from an authenticated consumer refreshes the entry.
     allow_refresh: bool = False
     on_redis_failure: Literal["fail_open", "fail_closed"] = "fail_open"  # fail_open: go upstream, uncached
 
 
 class Prepared:
-    __slots__ = ("conf", "methods", "statuses", "store", "remote", "inflight", "key_header_names")
+    __slots__ = ("conf", "methods", "statuses", "store", "remote", "inflight", "key_header_names", "refreshing")
 
     def __init__(self, conf: ProxyCacheConfig, redis: redis_state.SharedRedis | None) -> None:
         self.conf = conf
@@ -82,6 +91,17 @@ class Prepared:
         self.remote = RedisStore(redis) if redis is not None else None
         # Misses being fetched: base key -> (future resolved when the response is stored or not, deadline).
         self.inflight: dict[str, tuple[asyncio.Future[None], float]] = {}
+        # Background refreshes on their way: base key -> their deadline (time.monotonic()).
+        self.refreshing: dict[str, float] = {}
+
+    def may_refresh(self) -> bool:
+        """Room for one more background refresh (those past their deadline no longer count)."""
+        limit = self.conf.max_background_refreshes
+        if len(self.refreshing) >= limit:
+            now = time.monotonic()
+            for key in [k for k, deadline in self.refreshing.items() if deadline <= now]:
+                del self.refreshing[key]
+        return len(self.refreshing) < limit
 
 
 class Pending:
@@ -108,6 +128,7 @@ class Pending:
                 del self.p.inflight[self.base]
             if not fut.done():
                 fut.set_result(None)
+            self.p.refreshing.pop(self.base, None)
 
 
 def _esc(text: str) -> str:
@@ -330,12 +351,26 @@ class ProxyCache(Plugin):
             if now < entry.fresh_until:
                 return self._hit(ctx, entry, now, "HIT")
             busy = p.inflight.get(base)
-            if busy is not None and now < entry.stale_until and time.monotonic() < busy[1]:
-                return self._hit(ctx, entry, now, "STALE")  # another request is refreshing it
+            if now < entry.stale_until:
+                if busy is not None and time.monotonic() < busy[1]:
+                    return self._hit(ctx, entry, now, "STALE")  # another request is refreshing it
+                if p.conf.background_update and p.may_refresh():
+                    return self._refresh(ctx, p, base, entry, now)
         busy = p.inflight.get(base)
         if busy is not None and time.monotonic() < busy[1]:
             return self._wait(ctx, p, base, busy, entry)
         return self._go(ctx, p, base, entry)
+
+    def _refresh(self, ctx: Context, p: Prepared, base: str, entry: Stored, now: float) -> Response:
+        """The stale entry answers now; the rest of the request runs again in the background (Response.refresh),
+        with a Pending of its own that stores its answer, and holds the key's lock meanwhile."""
+        fut = asyncio.get_running_loop().create_future()
+        deadline = time.monotonic() + p.conf.lock_timeout
+        p.inflight[base] = (fut, deadline)
+        p.refreshing[base] = deadline
+        resp = self._hit(ctx, entry, now, "STALE")
+        resp.refresh = {"proxy-cache": Pending(p, base, entry, fut)}
+        return resp
 
     def _go(self, ctx: Context, p: Prepared, base: str, stale: Stored | None) -> None:
         fut = asyncio.get_running_loop().create_future()

@@ -36,6 +36,7 @@ class Target(Protocol):
     check_up: bool
     ssl: ssl.SSLContext | None
     server_hostname: str | None
+    watch: TargetWatch | None
 
 
 class Upstream(Protocol):
@@ -95,6 +96,16 @@ class Outlier:
         self.ejected_until = now + span
         self.in_row = self.answers = self.failures = 0
         return span
+
+    def uneject(self, now: float) -> bool:
+        """End an ejection early (an active check passed); True if it was ejected. The count of ejections stays,
+        so a target that fails again is ejected for longer, as when its ejection runs out."""
+        if not self.ejected_until:
+            return False
+        self.ejected_until = 0.0
+        self.calm_since = now
+        self.in_row = self.answers = self.failures = 0
+        return True
 
     def tick(self, now: float) -> bool:
         """True when an ejection just ended."""
@@ -169,6 +180,13 @@ class TargetWatch:
         if self.breaker is not None:
             self.breaker.tick(now)
 
+    def active_passed(self) -> None:
+        """An active check passed: as Envoy's `successful_active_health_check_uneject_host` (on by default), a
+        target ejected by the passive checks is back in rotation at once, not when its ejection time runs out."""
+        outlier = self.outlier
+        if outlier is not None and outlier.conf.uneject_on_active_check and outlier.uneject(time.monotonic()):
+            self.upstream.changed(self.target, "back in rotation: an active check passed during its ejection")
+
     def _breaker_changed(self, state: str, why: str) -> None:
         self.upstream.changed(self.target, f"circuit breaker {state} ({why})")
 
@@ -213,6 +231,8 @@ class ActiveChecker:
             ok, what = await self.check(target)
             if ok:
                 ok_in_row, fail_in_row = ok_in_row + 1, 0
+                if target.watch is not None:
+                    target.watch.active_passed()
                 if not target.check_up and ok_in_row >= conf.healthy_threshold:
                     target.check_up = True
                     self.upstream.changed(target, f"healthy: {ok_in_row} checks passed")

@@ -1,5 +1,7 @@
 """The supervisor of `fastgw serve --workers N`: it forks the workers, restarts any that dies, passes signals on,
-follows the config file under `--watch`, and runs the admin API of the whole gateway (`SupervisorControl`)."""
+follows the config file under `--watch`, runs the control plane (a reload is parsed and checked here, never on a
+worker's loop, and handed to every worker as one deployment: `SupervisorWorkers`), and the admin API of the whole
+gateway (`SupervisorControl`)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from fastgw.admin.api import AdminAPI, AdminListener
-from fastgw.admin.deployments import record, store_for
-from fastgw.admin.deployments import rollback as rollback_to
-from fastgw.config.load import ConfigError, LoadedConfig, reload_config
+from fastgw.config.load import LoadedConfig
+from fastgw.control import channel
+from fastgw.control.plane import ControlPlane, Refused
+from fastgw.control.store import Deployment
 from fastgw.observability.metrics import merge, read_snapshots
 from fastgw.server.server import describe_core, run_worker
 from fastgw.server.tls import listener_urls
@@ -48,7 +51,10 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
     stopping = False
     reload_requested = False
     children: dict[int, float] = {}  # pid -> start time
-    control = SupervisorControl(loaded, workers, children) if loaded.config.admin is not None else None
+    workers_ = SupervisorWorkers(children)
+    plane = ControlPlane(loaded, workers_)
+    loaded = plane.start()  # the file, or the store's newest deployment made over it
+    control = SupervisorControl(plane, workers, children) if loaded.config.admin is not None else None
     if control is not None:
         control.start()
 
@@ -70,72 +76,84 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
     signal.signal(signal.SIGUSR1, on_usr1)
 
     def spawn() -> None:
-        pid = os.fork()
-        if pid == 0:  # the worker
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-                signal.signal(sig, signal.SIG_DFL)
-            for holder in holders:
-                holder.close()
-            metrics_dir = None
-            if control is not None:
-                control.forget()
-                metrics_dir = control.metrics_dir
-            code = 0
-            try:
-                run_worker(
-                    loaded, host, port, tls_port=tls_port, reuse_port=True, announce=False, metrics_dir=metrics_dir,
-                    watch="code" if watch else "",
-                )  # fmt: skip
-            except BaseException:
-                log.exception("worker %d failed", os.getpid())
-                code = 1
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children[pid] = time.monotonic()
+        # NOTE: under the plane's lock, so a worker never starts between a deployment's prepare and its commit:
+        # it starts with what every other worker serves, from the supervisor's memory (no file is read).
+        with plane.lock:
+            mine, theirs = socket.socketpair()
+            serving = plane.loaded
+            pid = os.fork()
+            if pid == 0:  # the worker
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+                    signal.signal(sig, signal.SIG_DFL)
+                for holder in holders:
+                    holder.close()
+                mine.close()
+                for other in workers_.channels.values():
+                    other.close()
+                metrics_dir = workers_.metrics_dir
+                if control is not None:
+                    control.forget()
+                code = 0
+                try:
+                    run_worker(
+                        serving, host, port, tls_port=tls_port, reuse_port=True, announce=False,
+                        metrics_dir=metrics_dir, watch="code" if watch else "", channel_sock=theirs,
+                    )  # fmt: skip
+                except BaseException:
+                    log.exception("worker %d failed", os.getpid())
+                    code = 1
+                finally:
+                    logging.shutdown()
+                    os._exit(code)
+            theirs.close()
+            children[pid] = time.monotonic()
+            workers_.channels[pid] = mine
+            workers_.served[pid] = plane.id
+
+    def reload(cause: str) -> None:
+        try:
+            plane.reload_file(cause)
+        except Refused as exc:
+            log.debug("%s: refused, every worker keeps deployment %s: %s", cause, plane.id, exc.message)
+        except Exception:  # noqa: BLE001 - a reload that breaks must not take the supervisor down
+            log.exception("reload failed")
 
     for _ in range(workers):
         spawn()
+    plane.watch()  # a fleet's store: what other gateways deploy is handed to every worker here too
     restart_at: list[float] = []
     watcher = Watcher(loaded.source, loaded_from=loaded.stamp) if watch and not loaded.source.startswith("<") else None
+    workers_.watcher = watcher
     next_poll = time.monotonic() + WATCH_INTERVAL
-    cause = "SIGHUP"
+    reloading: threading.Thread | None = None
+    pending: str | None = None
     while not stopping:
-        from_admin = control is not None and control.reload_requested
-        if from_admin:
-            control.reload_requested = False  # type: ignore[union-attr]
-            reload_requested = True
-        # A reload already asked for (SIGHUP, POST /reload) goes first: the poll after it sees that file state applied.
-        if watcher is not None and time.monotonic() >= next_poll and not reload_requested:
+        # A reload already asked for (SIGHUP) goes first: the poll after it sees that file state applied.
+        if watcher is not None and time.monotonic() >= next_poll and not reload_requested and pending is None:
             next_poll = time.monotonic() + WATCH_INTERVAL
-            if watcher.poll().config:
+            changes = watcher.poll()
+            if watcher.wants_reload(changes):
                 log.info("watch: %s changed; reloading it", loaded.source)
-                reload_requested, cause = True, "watch"
+                pending = "watch"
         if reload_requested:
             reload_requested = False
-            for pid in children:
-                os.kill(pid, signal.SIGHUP)
-            # The supervisor loads it too, so a worker started later (after one died) serves what the others do.
-            if not loaded.source.startswith("<"):
-                try:
-                    loaded, _ = reload_config(loaded)
-                    if watcher is not None:
-                        watcher.applied(loaded.stamp)  # a SIGHUP or POST /reload: the watch does not repeat it
-                    if control is not None:
-                        control.current = loaded
-                        if not from_admin:  # the admin API kept it when it checked it
-                            record(control.deployments, loaded, cause)
-                except ConfigError as exc:
-                    log.error(
-                        "supervisor: reload refused, workers started from now on keep the previous config: %s", exc
-                    )
-            cause = "SIGHUP"
+            pending = "SIGHUP"
+        if (
+            pending is not None
+            and (reloading is None or not reloading.is_alive())
+            and not loaded.source.startswith("<")
+        ):
+            # In a thread: the supervisor goes on reaping and restarting workers while the file is checked.
+            reloading = threading.Thread(target=reload, args=(pending,), name="fastgw-reload", daemon=True)
+            reloading.start()
+            pending = None
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             pid, status = 0, 0
         if pid and pid in children:
             started = children.pop(pid)
+            workers_.gone(pid)
             log.error("worker %d exited (%s); starting a new one", pid, _wait_status(status))
             # Back off when workers die right after start, so a broken environment does not spin the CPU.
             delay = 1.0 if time.monotonic() - started < 1.0 else 0.0
@@ -165,25 +183,115 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
         holder.close()
     if control is not None:
         control.stop()
+    plane.close()
+    workers_.close()
     return 0
+
+
+class SupervisorWorkers:
+    """The supervisor's workers as the control plane sees them (fastgw.control.plane.Workers): each one is sent
+    the deployment over its channel, loads it in a thread beside its serving loop and says when it is ready; then
+    all swap it in. One that cannot (or does not answer in time) fails the deployment everywhere."""
+
+    PREPARE_TIMEOUT = 120.0  # seconds for every worker to load a deployment (10,000 routes: ~1-2 s)
+    COMMIT_TIMEOUT = 30.0
+
+    def __init__(self, children: dict[int, float]) -> None:
+        import tempfile
+
+        self.children = children
+        self.channels: dict[int, socket.socket] = {}
+        self.served: dict[int, str] = {}  # pid -> the deployment it serves
+        self.watcher: Watcher | None = None
+        self._tmp = tempfile.mkdtemp(prefix="fastgw-metrics-")
+        self.metrics_dir = Path(self._tmp)  # where the workers write their counters
+
+    def gone(self, pid: int) -> None:
+        sock = self.channels.pop(pid, None)
+        if sock is not None:
+            sock.close()
+        self.served.pop(pid, None)
+
+    def _ask(self, header: dict[str, Any], payload: bytes, answer: str, timeout: float) -> dict[int, str]:
+        """Send to every worker; wait for each one's answer; the workers that failed, with why."""
+        failed: dict[int, str] = {}
+        asked = []
+        for pid, sock in list(self.channels.items()):
+            try:
+                channel.send(sock, header, payload)
+                asked.append(pid)
+            except OSError as exc:
+                failed[pid] = f"cannot reach it: {exc.strerror or exc}"
+        deadline = time.monotonic() + timeout
+        for pid in asked:
+            sock = self.channels[pid]
+            while True:
+                try:
+                    got, _ = channel.recv(sock, deadline)
+                except TimeoutError:
+                    failed[pid] = f"no answer in {timeout:.0f}s"
+                    break
+                except (EOFError, OSError):
+                    failed[pid] = "it exited"
+                    break
+                if got.get("op") == answer and got.get("id") == header["id"]:  # older answers are skipped
+                    if got.get("error"):
+                        failed[pid] = str(got["error"])
+                    break
+        return failed
+
+    @staticmethod
+    def _names(failed: dict[int, str]) -> dict[str, str]:
+        return {f"pid {pid}": why for pid, why in failed.items()}
+
+    def prepare(self, d: Deployment, payload: bytes, loaded: LoadedConfig) -> dict[str, str]:
+        header = {"op": "prepare", "id": d.id, "time": d.time, "source": d.source, "author": d.author,
+                  "description": d.description}  # fmt: skip
+        admin = loaded.config.admin
+        timeout = admin.deploy_timeout if admin is not None else self.PREPARE_TIMEOUT
+        return self._names(self._ask(header, payload, "prepared", timeout))
+
+    def commit(self, d: Deployment, loaded: LoadedConfig, changed: list[str]) -> dict[str, str]:
+        failed = self._ask({"op": "commit", "id": d.id, "changed": changed}, b"", "committed", self.COMMIT_TIMEOUT)
+        for pid in self.channels:
+            if pid not in failed:
+                self.served[pid] = d.id
+        return self._names(failed)
+
+    def abort(self, deployment_id: str) -> None:
+        for sock in self.channels.values():
+            with contextlib.suppress(OSError):
+                channel.send(sock, {"op": "abort", "id": deployment_id})
+
+    def serving(self) -> list[dict[str, Any]]:
+        return [
+            {"worker": f"pid {pid}", "pid": pid, "deployment": self.served.get(pid)} for pid in sorted(self.children)
+        ]
+
+    def file_applied(self, stamp: Any) -> None:
+        if self.watcher is not None:
+            self.watcher.applied(stamp)
+
+    def close(self) -> None:
+        import shutil
+
+        for sock in self.channels.values():
+            sock.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 class SupervisorControl:
     """The admin API of a gateway with `--workers N`: it runs in a thread of the supervisor, with its own event
     loop, and sums the counters the workers write to `metrics_dir` (fastgw.observability.metrics says why files).
-    A reload it is asked for is checked here first, so the caller hears why a broken config is refused; the
-    supervisor's loop then sends SIGHUP to every worker, as for a SIGHUP of its own."""
+    Its writes and reloads go through the supervisor's control plane."""
 
-    def __init__(self, loaded: LoadedConfig, workers: int, children: dict[int, float]) -> None:
-        import tempfile
-
-        self.current = loaded
+    def __init__(self, plane: ControlPlane, workers: int, children: dict[int, float]) -> None:
+        self.plane: ControlPlane | None = plane
         self.workers = workers
         self.children = children
         self.started = time.time()
-        self.reload_requested = False
-        self.metrics_dir = Path(tempfile.mkdtemp(prefix="fastgw-metrics-"))
-        self.deployments = store_for(loaded)
+        assert isinstance(plane.workers, SupervisorWorkers)
+        self.metrics_dir = plane.workers.metrics_dir
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: AdminListener | None = None
         self._thread: threading.Thread | None = None
@@ -191,36 +299,22 @@ class SupervisorControl:
 
     @property
     def loaded(self) -> LoadedConfig:
-        return self.current
+        assert self.plane is not None
+        return self.plane.loaded
 
     def metrics(self) -> dict[str, Any] | None:
-        admin = self.current.config.admin
+        admin = self.loaded.config.admin
         if admin is None or not admin.metrics:
             return None
         return merge(read_snapshots(self.metrics_dir, set(self.children)))
 
-    def admin_reload(self, description: str = "") -> str | None:
-        if self.current.source.startswith("<"):
-            return "the config did not come from a file: nothing to reload"
-        try:
-            fresh, _ = reload_config(self.current)
-        except ConfigError as exc:
-            log.error("reload refused, still serving the previous config: %s", exc)
-            return str(exc)
-        self.reload_requested = True
-        record(self.deployments, fresh, description or "POST /reload")
-        return None
-
-    def rollback(self, deployment: str) -> str | None:
-        return rollback_to(self, deployment)
-
     async def invoke(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         from fastgw.server.invoke import invoke
 
-        return (await invoke(self.current, method, path, headers, body)).to_json()
+        return (await invoke(self.loaded, method, path, headers, body)).to_json()
 
     def start(self) -> None:
-        conf = self.current.config.admin
+        conf = self.loaded.config.admin
         assert conf is not None
         ready = threading.Event()
         failed: list[BaseException] = []
@@ -240,8 +334,6 @@ class SupervisorControl:
             loop.run_until_complete(self._listener.close())
             loop.close()
 
-        record(self.deployments, self.current, "start")
-
         self._thread = threading.Thread(target=run, name="fastgw-admin", daemon=True)
         self._thread.start()
         ready.wait()
@@ -255,12 +347,9 @@ class SupervisorControl:
                 os.close(fd)
 
     def stop(self) -> None:
-        import shutil
-
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
 
 def _hold(host: str, port: int) -> socket.socket:

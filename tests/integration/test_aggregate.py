@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
 
-from fastgw.testing import http_request
+from fastgw.config.errors import ConfigError
+from fastgw.config.load import load_config_bytes
+from fastgw.testing import RawConnection, http_request
 from tests.integration.targets import FlakyTarget, refused_port
 
 pytestmark = pytest.mark.asyncio
@@ -170,3 +173,115 @@ async def test_a_function_backend_beside_an_upstream(gateway, upstream, tmp_path
     r = await http_request(gw.port, "GET", "/profile/5", timeout=20)
     assert r.status == 200, r.body
     assert r.json() == {"user": {"path": "/users/5"}, "quota": {"user": "5", "left": 7, "path": "/profile/5"}}
+
+
+async def test_a_function_backend_called_with_post_gets_the_body(gateway, upstream, tmp_path):
+    (tmp_path / "audit.py").write_text(
+        "import json\n"
+        "def handler(event, context):\n"
+        "    return {'statusCode': 200, 'body': json.dumps({'method': event['requestContext']['http']['method'],\n"
+        "                                                   'body': event['body']})}\n"
+    )
+    backends = [
+        {"upstream": "users", "path": "/users/{id}", "group": "user", "allow": ["method"]},
+        {"function": "audit", "method": "POST", "group": "audit"},
+    ]
+    cfg = aggregate_config({"users": upstream.url}, backends)
+    cfg["functions"] = {"audit": {"runtime": "python", "handler": "audit.handler", "warm": 0}}
+    gw = await gateway(cfg, base_dir=tmp_path)
+    r = await http_request(gw.port, "PUT", "/profile/5", body=b'{"seen": true}', timeout=20)
+    assert r.status == 200, r.body
+    assert r.json() == {"user": {"method": "GET"}, "audit": {"method": "POST", "body": '{"seen": true}'}}
+
+
+async def test_return_error_details_names_each_failed_backend(gateway, upstream):
+    # KrakenD's return_error_details: each failed backend's status and why, under the key given (issue 23)
+    backends = [
+        {"upstream": "users", "path": "/users/{id}", "group": "user", "allow": ["path"]},
+        {"upstream": "users", "path": "/status/503", "group": "orders"},
+        {"upstream": "down", "path": "/billing"},
+        {"upstream": "users", "path": "/sleep/1000", "group": "slow", "timeout": 0.2},
+    ]
+    refused = f"http://127.0.0.1:{refused_port()}"
+    cfg = aggregate_config({"users": upstream.url, "down": refused}, backends, return_error_details="errors")
+    gw = await gateway(cfg)
+    r = await http_request(gw.port, "GET", "/profile/7")
+    assert r.status == 200 and r.header("x-fastgw-completed") == "false"
+    body = r.json()
+    assert body["user"] == {"path": "/users/7"}
+    errors = body["errors"]
+    assert set(errors) == {"orders", "backends[2]", "slow"}  # by group, else by index
+    assert errors["orders"]["status"] == 503 and errors["orders"]["message"] == "answered 503"
+    assert errors["orders"]["body"]["path"] == "/status/503"  # the backend's own answer, JSON as JSON
+    assert errors["backends[2]"]["status"] == 502 and errors["backends[2]"]["message"] == "answered 502"
+    assert errors["slow"] == {"status": 504, "message": "timed out after 0.2s"}
+
+
+async def test_return_error_details_when_all_failed(gateway, upstream):
+    backends = [
+        {"upstream": "users", "path": "/status/404", "group": "a"},
+        {"upstream": "users", "path": "/status/500"},
+    ]
+    gw = await gateway(aggregate_config({"users": upstream.url}, backends, return_error_details="why"))
+    r = await http_request(gw.port, "GET", "/profile/7")
+    assert r.status == 502
+    body = r.json()
+    assert body["message"] == "Bad Gateway"
+    assert {k: v["status"] for k, v in body["why"].items()} == {"a": 404, "backends[1]": 500}
+    # without the option nothing of the backends' answers reaches the client
+    gw = await gateway(aggregate_config({"users": upstream.url}, backends))
+    assert (await http_request(gw.port, "GET", "/profile/7")).json() == {"message": "Bad Gateway"}
+
+
+async def test_return_error_details_key_may_not_be_a_group(upstream):
+    backends = [{"upstream": "users", "path": "/a", "group": "errors"}, {"upstream": "users", "path": "/b"}]
+    cfg = aggregate_config({"users": upstream.url}, backends, return_error_details="errors")
+    with pytest.raises(ConfigError) as err:
+        load_config_bytes(orjson.dumps(cfg), "gw.json")
+    assert "$.routes[0].integration.return_error_details" in str(err.value)
+    assert "backends[0]'s group" in str(err.value)
+
+
+async def test_backends_call_with_their_method_and_the_client_body(gateway, upstream):
+    # KrakenD's backend `method`: POST, PUT and PATCH carry the client's body; GET (the default) carries none
+    backends = [
+        {"upstream": "users", "path": "/users/{id}", "method": "POST", "group": "created", "allow": ["method", "body"]},
+        {"upstream": "users", "path": "/audit/{id}", "method": "PUT", "group": "audit", "allow": ["method", "body"]},
+        {"upstream": "users", "path": "/users/{id}", "group": "read", "allow": ["method", "body"]},
+        {"upstream": "users", "path": "/cache/{id}", "method": "DELETE", "group": "purge", "allow": ["method"]},
+    ]
+    gw = await gateway(aggregate_config({"users": upstream.url}, backends))
+    payload = b'{"name": "ada"}'
+    r = await http_request(gw.port, "POST", "/profile/7", body=payload, headers={"content-type": "application/json"})
+    assert r.status == 200 and r.header("x-fastgw-completed") == "true"
+    body = r.json()
+    assert body["created"] == {"method": "POST", "body": payload.decode()}
+    assert body["audit"] == {"method": "PUT", "body": payload.decode()}
+    assert body["read"] == {"method": "GET", "body": ""}
+    assert body["purge"] == {"method": "DELETE"}
+    seen = {(rq.method, rq.path): rq for rq in upstream.received}
+    assert seen[("POST", "/users/7")].header("content-type") == "application/json"
+    assert seen[("POST", "/users/7")].header("content-length") == str(len(payload))
+    assert seen[("GET", "/users/7")].header("content-type") is None  # no body, no description of one
+    assert seen[("DELETE", "/cache/7")].body == b""
+
+
+async def test_a_body_still_on_its_way_is_collected_for_the_backends(gateway, upstream):
+    backends = [
+        {"upstream": "users", "path": "/users/{id}", "method": "PATCH", "group": "a", "allow": ["body"]},
+        {"upstream": "users", "path": "/orders/{id}", "method": "POST", "group": "b", "allow": ["body"]},
+    ]
+    gw = await gateway(aggregate_config({"users": upstream.url}, backends))
+    conn = await RawConnection.open(gw.port)
+    # Expect: 100-continue, then the body in chunks after the gateway said to go on
+    await conn.send(
+        b"PATCH /profile/3 HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\nexpect: 100-continue\r\n\r\n"
+    )
+    cont = await conn.response(head_only=True)
+    assert cont.status == 100
+    await conn.send(b"5\r\nhello\r\n")
+    await asyncio.sleep(0.05)
+    await conn.send(b"6\r\n world\r\n0\r\n\r\n")
+    r = await conn.response()
+    await conn.close()
+    assert r.status == 200 and r.json() == {"a": {"body": "hello world"}, "b": {"body": "hello world"}}

@@ -20,6 +20,10 @@ def _mock(body: str) -> dict:
     return {"type": "mock", "body": {"served": body}}
 
 
+def _http(upstream: str, path: str | None = None) -> dict:
+    return {"type": "http", "upstream": upstream, **({"path": path} if path else {})}
+
+
 @pytest.mark.asyncio
 async def test_the_most_specific_route_whose_headers_hold_takes_the_request(gateway):
     gw = await gateway(
@@ -290,3 +294,108 @@ def test_header_values_are_compared_as_utf8():
     assert rule.matches([(b"x-team", "café".encode()), (b"x-re", "日本語".encode())])
     assert not rule.matches([(b"x-team", "café".encode("latin-1")), (b"x-re", "日本語".encode())])
     load_config_bytes(ROUTES.replace("%s", "headers: {X-Team: café}").encode(), "gw.yaml")  # loads, no crash
+
+
+@pytest.mark.asyncio
+async def test_when_no_condition_holds_the_request_falls_through_to_a_less_specific_route(gateway):
+    async with EchoUpstream() as v2, EchoUpstream() as users, EchoUpstream() as everything:
+        gw = await gateway(
+            {
+                "logging": {"access_log": False},
+                "upstreams": {
+                    "v2": {"targets": [v2.url]},
+                    "users": {"targets": [users.url]},
+                    "everything": {"targets": [everything.url]},
+                },
+                "routes": [
+                    {"path": "/users/me", "headers": {"X-Version": "v2"}, "integration": _http("v2", "/me-v2")},
+                    {"path": "/users/{id}", "headers": {"X-Version": "v2"}, "integration": _http("v2", "/v2/{id}")},
+                    # The next less specific template is itself told apart by headers: its own conditions decide.
+                    {
+                        "path": "/users/{id}/{proxy+}",
+                        "headers": {"X-Tenant": "a"},
+                        "integration": _http("users", "/tenant-a/{id}/{proxy}"),
+                        "plugins": {"request-transformer": {"add": {"headers": {"X-Route": "tenant-a"}}}},
+                    },
+                    {"path": "/users/{proxy+}", "integration": _http("users", "/all/{proxy}")},
+                    {"path": "/{proxy+}", "integration": _http("everything")},
+                ],
+            }
+        )
+        for _ in range(2):  # twice: nothing may leak from one request to the next
+            sent = [
+                ("/users/me", {"X-Version": "v2"}),
+                ("/users/me", {}),  # the static path's routes: no condition holds -> /users/{proxy+}
+                ("/users/7", {"X-Version": "v2"}),
+                ("/users/7", {"X-Version": "v3"}),  # -> /users/{proxy+}
+                ("/users/7/orders", {"X-Tenant": "a"}),
+                ("/users/7/orders", {"X-Tenant": "b"}),  # -> /users/{proxy+}: its params, not the switch's
+                ("/other", {}),
+            ]
+            for path, headers in sent:
+                r = await http_request(gw.port, "GET", path, headers=headers)
+                assert r.status == 200, (path, headers, r.body)
+        assert [r.target for r in v2.received] == ["/me-v2", "/v2/7"] * 2
+        assert [r.target for r in users.received] == ["/all/me", "/all/7", "/tenant-a/7/orders", "/all/7/orders"] * 2
+        assert [r.header("x-route") for r in users.received] == [None, None, "tenant-a", None] * 2
+        assert [r.target for r in everything.received] == ["/other"] * 2
+
+
+@pytest.mark.asyncio
+async def test_falling_through_reaches_the_any_host_route_of_the_same_template(gateway):
+    gw = await gateway(
+        {
+            "logging": {"access_log": False},
+            "routes": [
+                {"path": "/p/{id}", "host": "api.example.com", "headers": {"X-A": "1"}, "integration": _mock("host")},
+                {"path": "/p/{id}", "integration": _mock("any-host")},
+            ],
+        }
+    )
+    r = await http_request(gw.port, "GET", "/p/1", host="api.example.com", headers={"X-A": "1"})
+    assert r.json() == {"served": "host"}
+    r = await http_request(gw.port, "GET", "/p/1", host="api.example.com")
+    assert r.json() == {"served": "any-host"}
+
+
+@pytest.mark.asyncio
+async def test_priority_orders_routes_with_as_many_conditions(gateway):
+    def cfg(beta_priority: int) -> dict:
+        return {
+            "logging": {"access_log": False},
+            "routes": [
+                {"path": "/q", "headers": {"X-Version": "v2"}, "integration": _mock("v2")},
+                {"path": "/q", "headers": {"X-Beta": "1"}, "priority": beta_priority, "integration": _mock("beta")},
+                # More conditions stay first whatever the priorities: specificity decides before priority.
+                {"path": "/q", "headers": {"X-Version": "v2", "X-Beta": "1", "X-C": "1"}, "integration": _mock("3")},
+            ],
+        }
+
+    both = {"X-Version": "v2", "X-Beta": "1"}
+    gw = await gateway(cfg(0))
+    assert (await http_request(gw.port, "GET", "/q", headers=both)).json() == {"served": "v2"}  # config order
+    gw = await gateway(cfg(5))
+    assert (await http_request(gw.port, "GET", "/q", headers=both)).json() == {"served": "beta"}
+    r = await http_request(gw.port, "GET", "/q", headers={**both, "X-C": "1"})
+    assert r.json() == {"served": "3"}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("api_type", "status"), [("rest", 403), ("http", 200)])
+async def test_under_a_rest_api_the_most_specific_resource_still_decides(gateway, api_type: str, status: int):
+    # API Gateway picks a REST API's resource before anything else, so a request whose headers hold for no route
+    # of `/items/{id}` does not reach `/{proxy+}`: it is the API's miss. An HTTP API falls through as plain routes.
+    routes = [
+        {"path": "/items/{id}", "methods": ["GET"], "headers": {"X-A": "1"}, "integration": _mock("a")},
+        {"path": "/{proxy+}", "methods": ["GET"], "integration": _mock("rest")},
+    ]
+    api = {"type": api_type, "routes": routes, "stages": {"Prod": {}}}
+    gw = await gateway({"logging": {"access_log": False}, "apis": {"shop": api}})
+    r = await http_request(gw.port, "GET", "/Prod/items/1", headers={"X-A": "1"})
+    assert r.json() == {"served": "a"}
+    r = await http_request(gw.port, "GET", "/Prod/items/1")
+    assert r.status == status, r.body
+    if status == 200:
+        assert r.json() == {"served": "rest"}
+    else:
+        assert r.json() == {"message": "Missing Authentication Token"}

@@ -52,6 +52,48 @@ async def test_passive_checks_eject_a_failing_target_and_let_it_back(gateway, ca
         assert {await _who(gw.port) for _ in range(4)} == {"a", "b"}
 
 
+def _checks(t: FlakyTarget) -> int:
+    return sum(1 for m, p, _ in t.requests if p == "/hc")
+
+
+async def test_a_passing_active_check_ends_a_passive_ejection(gateway, caplog):
+    # Envoy re-admits an outlier-ejected host on its next passing active check (issue 23)
+    caplog.set_level(logging.WARNING, "fastgw.upstream")
+    async with FlakyTarget("a") as a, FlakyTarget("b") as b:
+        # unhealthy_threshold high: only the passive checks take `a` out while it resets
+        active = {"interval": 0.2, "timeout": 0.1, "unhealthy_threshold": 100, "path": "/hc"}
+        passive = {"consecutive_failures": 2, "base_ejection": 30}
+        gw = await gateway(upstream_config([a.url, b.url], health={"active": active, "passive": passive}))
+        up = gw.gateway.upstreams["backend"]
+        a.mode = "reset"
+        assert [await _who(gw.port) for _ in range(6)] == ["b"] * 6  # a's resets retried on b
+        st = up.status()["targets"][0]
+        assert st["in_rotation"] is False and st["ejected_for"] > 25 and st["ejections"] == 1
+        a.mode = "ok"
+        checks = _checks(a)
+        await _until(lambda: up.targets[0].available, 3)  # long before its 30 s are out
+        assert _checks(a) > checks  # brought back by a check, not by a request
+        assert "back in rotation: an active check passed" in caplog.text
+        st = up.status()["targets"][0]
+        assert st["in_rotation"] is True and st["ejected_for"] == 0 and st["ejections"] == 1
+        assert {await _who(gw.port) for _ in range(4)} == {"a", "b"}
+
+
+async def test_uneject_on_active_check_false_waits_out_the_ejection(gateway):
+    async with FlakyTarget("a") as a, FlakyTarget("b") as b:
+        active = {"interval": 0.1, "timeout": 0.05, "unhealthy_threshold": 100, "path": "/hc"}
+        passive = {"consecutive_failures": 2, "base_ejection": 30, "uneject_on_active_check": False}
+        gw = await gateway(upstream_config([a.url, b.url], health={"active": active, "passive": passive}))
+        up = gw.gateway.upstreams["backend"]
+        a.mode = "reset"
+        assert [await _who(gw.port) for _ in range(6)] == ["b"] * 6
+        a.mode = "ok"
+        checks = _checks(a)
+        await _until(lambda: _checks(a) >= checks + 3)
+        assert up.targets[0].check_up and not up.targets[0].available
+        assert [await _who(gw.port) for _ in range(4)] == ["b"] * 4
+
+
 async def test_passive_ejection_never_takes_the_last_targets(gateway):
     async with FlakyTarget("a") as a, FlakyTarget("b") as b:
         a.mode = b.mode = "status:500"

@@ -219,3 +219,59 @@ async def test_basic_auth_with_a_bcrypt_hash(upstream, gateway):
         assert r.status == 200 and upstream.received[-1].header("x-consumer-username") == "erin"
         r = await http_request(gw.port, "GET", "/x", headers=basic("erin", "open sesame!"))
         assert r.status == 401
+
+
+async def test_basic_auth_with_an_argon2id_hash(upstream, gateway, monkeypatch, capsys):
+    # argon2id, the recommended hash (issue 23), as `fastgw hash-password` prints it by default
+    import io
+
+    from fastgw.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("open sesame\n"))
+    assert main(["hash-password"]) == 0
+    stored = capsys.readouterr().out.strip()
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    consumers = {"erin": {"credentials": {"basic-auth": [{"username": "erin", "password_hash": stored}]}}}
+    gw = await gateway(route_config(upstream, {"basic-auth": {}}, consumers=consumers))
+    for _ in TWICE:
+        r = await http_request(gw.port, "GET", "/x", headers=basic("erin", "open sesame"))
+        assert r.status == 200 and upstream.received[-1].header("x-consumer-username") == "erin"
+        r = await http_request(gw.port, "GET", "/x", headers=basic("erin", "open sesame!"))
+        assert r.status == 401 and r.json() == {"message": "Invalid authentication credentials"}
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ",  # no hash part
+        "$argon2id$v=19$m=lots,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2g",
+        "$argon2x$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2g",
+        "$2b$12$tooshort",
+        "pbkdf2_sha256$many$c2FsdA$aGFzaA",
+    ],
+)
+def test_a_malformed_hash_is_a_config_error_at_its_credential(stored):
+    from fastgw.config.load import ConfigError, load_config_bytes
+
+    yaml = (
+        "consumers:\n  a: {credentials: {basic-auth: [{username: b, password_hash: x}, "
+        f"{{username: a, password_hash: '{stored}'}}]}}}}\n"
+        "routes: [{path: /, integration: {type: mock}, plugins: {basic-auth: {}}}]\n"
+    ).replace("password_hash: x", f"password_hash: '{hash_password('pw', iterations=1000)}'")
+    with pytest.raises(ConfigError) as err:
+        load_config_bytes(yaml.encode(), "gw.yaml")
+    assert str(err.value).startswith("gw.yaml: $.consumers.a.credentials.basic-auth[1]: password_hash: ")
+
+
+def test_hash_password_schemes_verify(monkeypatch, capsys):
+    import io
+
+    from fastgw.cli import main
+    from fastgw.plugins.basic_auth import verify_password
+
+    for scheme, prefix in (("bcrypt", "$2b$12$"), ("pbkdf2", "pbkdf2_sha256$600000$"), ("argon2id", "$argon2id$")):
+        monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+        assert main(["hash-password", "--scheme", scheme]) == 0
+        stored = capsys.readouterr().out.strip()
+        assert stored.startswith(prefix), stored
+        assert verify_password("correct horse", stored) and not verify_password("correct horse!", stored)

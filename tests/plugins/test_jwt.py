@@ -199,13 +199,23 @@ class JwksServer:
         self.keys: list[dict[str, Any]] = []
         self.hits = 0
         self.port = 0
+        self.paths: list[str] = []  # every path asked for, redirects included
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
+        self.cache_control: str | None = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        self.hits += 1
-        body = json.dumps({"keys": self.keys}).encode()
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
-            len(body), body))  # fmt: skip
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ", 2)[1].decode()
+        self.paths.append(path)
+        if path in self.redirects:
+            writer.write(b"HTTP/1.1 302 Found\r\nlocation: %s\r\ncontent-length: 0\r\n\r\n" % (
+                self.redirects[path].encode()))  # fmt: skip
+        else:
+            self.hits += 1
+            body = json.dumps({"keys": self.keys}).encode()
+            cc = b"cache-control: %s\r\n" % self.cache_control.encode() if self.cache_control else b""
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n%scontent-length: %d\r\n\r\n%s" % (
+                cc, len(body), body))  # fmt: skip
         await writer.drain()
         writer.close()
 
@@ -215,6 +225,7 @@ async def jwks_server() -> AsyncIterator[JwksServer]:
     srv = JwksServer()
     server = await asyncio.start_server(srv._serve, "127.0.0.1", 0)
     srv.port = server.sockets[0].getsockname()[1]
+    srv.server = server  # type: ignore[attr-defined]  # a test may stop it (the identity provider is down)
     try:
         yield srv
     finally:
@@ -257,6 +268,72 @@ async def test_unknown_kids_do_not_make_a_fetch_per_request(upstream, gateway, k
         token = sign("RS256", "rsa", keys, claims("https://idp"), headers={"kid": f"nope-{i}"})
         assert (await http_request(gw.port, "GET", "/x", headers=bearer(token))).status == 401
     assert jwks_server.hits == 1
+
+
+async def test_a_jwks_redirect_is_followed(upstream, gateway, keys, jwks_server):
+    # identity providers move their JWKS (issue 23: the hand-written client followed no redirect)
+    jwks_server.keys = [jwk(keys["rsa"], "k1", "RS256")]
+    jwks_server.redirects = {"/old/jwks": "/v2/jwks"}
+    url = f"http://127.0.0.1:{jwks_server.port}/old/jwks"
+    consumers = {"idp": {"credentials": {"jwt-auth": [{"issuer": "https://idp", "jwks_url": url}]}}}
+    gw = await gateway(route_config(upstream, {"jwt-auth": {}}, consumers=consumers))
+    token = sign("RS256", "rsa", keys, claims("https://idp"), headers={"kid": "k1"})
+    assert (await http_request(gw.port, "GET", "/x", headers=bearer(token))).status == 200
+    assert jwks_server.paths == ["/old/jwks", "/v2/jwks"]
+
+
+async def test_jwks_cache_control_max_age_is_honoured_and_the_last_keys_outlive_the_server(
+    upstream, gateway, keys, jwks_server, caplog
+):
+    jwks_server.keys = [jwk(keys["rsa"], "k1", "RS256")]
+    jwks_server.cache_control = "public, max-age=1"
+    url = f"http://127.0.0.1:{jwks_server.port}/jwks"
+    consumers = {"idp": {"credentials": {"jwt-auth": [{"issuer": "https://idp", "jwks_url": url}]}}}
+    conf = {"jwt-auth": {"jwks_min_refresh": 0, "jwks_max_age": 3600}}
+    gw = await gateway(route_config(upstream, conf, consumers=consumers))
+
+    def token() -> str:  # a new one each time, so none is answered from the remembered tokens
+        return sign("RS256", "rsa", keys, claims("https://idp", jti=str(time.time_ns())), headers={"kid": "k1"})
+
+    assert (await http_request(gw.port, "GET", "/x", headers=bearer(token()))).status == 200
+    assert (await http_request(gw.port, "GET", "/x", headers=bearer(token()))).status == 200
+    assert jwks_server.hits == 1  # within its max-age: cached
+    await asyncio.sleep(1.1)
+    assert (await http_request(gw.port, "GET", "/x", headers=bearer(token()))).status == 200
+    assert jwks_server.hits == 2  # past max-age (not jwks_max_age): fetched again
+    # The identity provider goes away: the keys fetched last keep working
+    jwks_server.server.close()  # type: ignore[attr-defined]
+    await jwks_server.server.wait_closed()  # type: ignore[attr-defined]
+    await asyncio.sleep(1.1)
+    caplog.set_level(logging.WARNING, "fastgw.plugins.jwt")
+    for _ in TWICE:
+        assert (await http_request(gw.port, "GET", "/x", headers=bearer(token()))).status == 200
+    assert "cannot fetch the JWKS" in caplog.text
+
+
+async def test_the_jwks_fetch_goes_through_the_proxy_the_environment_names(
+    upstream, gateway, keys, jwks_server, monkeypatch
+):
+    # HTTP_PROXY as curl and requests read it: the JWKS server stands in for the proxy, asked in absolute form
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{jwks_server.port}")
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    jwks_server.keys = [jwk(keys["rsa"], "k1", "RS256")]
+    consumers = {"idp": {"credentials": {"jwt-auth": [{"issuer": "https://idp", "jwks_url": "http://idp.test/jwks"}]}}}
+    gw = await gateway(route_config(upstream, {"jwt-auth": {}}, consumers=consumers))
+    token = sign("RS256", "rsa", keys, claims("https://idp"), headers={"kid": "k1"})
+    assert (await http_request(gw.port, "GET", "/x", headers=bearer(token))).status == 200
+    assert jwks_server.paths == ["http://idp.test/jwks"]
+
+
+def test_max_age_of_a_cache_control_value():
+    from fastgw.plugins.jwt_auth import max_age
+
+    assert max_age("public, max-age=300, must-revalidate") == 300.0
+    assert max_age('max-age="60"') == 60.0
+    assert max_age("no-store") == 0.0 and max_age("max-age=soon") == 0.0
+    assert max_age("") is None and max_age("public") is None
 
 
 @pytest.mark.parametrize(

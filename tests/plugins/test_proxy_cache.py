@@ -20,11 +20,14 @@ from tests.plugins.conftest import TWICE, route_config
 
 
 class Scripted:
-    """An upstream whose answer the test sets: `answer = (status, headers, body)`, after `delay` seconds."""
+    """An upstream whose answer the test sets: `answer = (status, headers, body)`, after `delay` seconds, and only
+    once `gate` (when set) is open; `waiting` counts the requests held at the gate."""
 
     def __init__(self) -> None:
         self.answer: tuple[int, list[tuple[str, str]], bytes] = (200, [], b"one")
         self.delay = 0.0
+        self.gate: asyncio.Event | None = None
+        self.waiting = 0
         self.hits = 0
         self.port = 0
         self._server: asyncio.AbstractServer | None = None
@@ -50,6 +53,10 @@ class Scripted:
                 status, headers, body = self.answer
                 if self.delay:
                     await asyncio.sleep(self.delay)
+                if self.gate is not None:
+                    self.waiting += 1
+                    await self.gate.wait()
+                    self.waiting -= 1
                 head = f"HTTP/1.1 {status} X\r\ncontent-length: {len(body)}\r\n"
                 head += "".join(f"{k}: {v}\r\n" for k, v in headers)
                 writer.write(head.encode() + b"\r\n" + body)
@@ -194,10 +201,90 @@ async def test_coalescing_waits_are_bounded(gateway):
         assert time.monotonic() - t0 < 1.5
 
 
-async def test_stale_while_revalidate_and_stale_if_error(gateway):
+async def test_stale_while_revalidate_in_the_background(gateway):
+    # nginx's proxy_cache_background_update (issue 23): the request that finds the entry stale is answered at once
+    async with Scripted() as up:
+        up.answer = (200, [("cache-control", "max-age=1, stale-while-revalidate=30")], b"v1")
+        srv = await gateway(route_config(up, {"proxy-cache": {}, "request-id": {}}))  # type: ignore[arg-type]
+        assert (await get(srv, "/r")).header("x-cache-status") == "MISS"
+        await asyncio.sleep(1.1)
+        up.gate, up.answer = asyncio.Event(), (200, up.answer[1], b"v2")  # the upstream holds its answers
+        first = await http_request(srv.port, "GET", "/r", timeout=3)
+        # answered while the refresh is still held at the upstream
+        assert first.header("x-cache-status") == "STALE" and first.body == b"v1" and up.waiting == 1
+        assert int(first.header("age")) >= 1 and first.header("x-request-id")
+        for _ in TWICE:  # one refresh per key: the others are answered stale, nothing more reaches the upstream
+            r = await get(srv, "/r")
+            assert r.header("x-cache-status") == "STALE" and r.body == b"v1"
+        head = await get(srv, "/r", method="HEAD")
+        assert head.header("x-cache-status") == "STALE" and up.hits == 2
+        up.gate.set()  # the refresh answers: stored, and the next request is a hit of the new body
+        for _ in range(100):
+            r = await get(srv, "/r")
+            if r.header("x-cache-status") == "HIT":
+                break
+            assert r.body == b"v1"
+            await asyncio.sleep(0.02)
+        assert r.header("x-cache-status") == "HIT" and r.body == b"v2" and up.hits == 2
+
+
+async def test_background_refreshes_are_bounded(gateway):
+    async with Scripted() as up:
+        up.answer = (200, [("cache-control", "max-age=1, stale-while-revalidate=30")], b"v1")
+        plugins = {"proxy-cache": {"max_background_refreshes": 1}}
+        srv = await gateway(route_config(up, plugins))  # type: ignore[arg-type]
+        for path in ("/a", "/b"):
+            assert (await get(srv, path)).header("x-cache-status") == "MISS"
+        await asyncio.sleep(1.1)
+        up.gate, up.answer = asyncio.Event(), (200, up.answer[1], b"v2")
+        assert (await get(srv, "/a")).header("x-cache-status") == "STALE"  # its refresh takes the one place
+        b = asyncio.ensure_future(get(srv, "/b"))  # no room: /b refreshes itself, and waits for the upstream
+        for _ in range(100):
+            if up.waiting == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert up.waiting == 2 and not b.done()
+        up.gate.set()
+        r = await b
+        assert r.header("x-cache-status") == "EXPIRED" and r.body == b"v2"
+
+
+async def test_a_background_refresh_runs_the_later_phases(gateway, upstream):
+    # The refresh is the request's own way again from the phase after the cache (a transform at a lower priority
+    # sees it; an auth plugin before the cache does not run again), with the consumer that authenticated.
+    consumers = {"alice": {"credentials": {"key-auth": [{"key": "alice-key"}]}}}
+    path = hdrs(cache_control="max-age=1, stale-while-revalidate=30")
+    plugins = {
+        "key-auth": {},
+        "proxy-cache": {"vary_by_consumer": True},
+        "request-transformer": {"add": {"headers": {"x-via-transform": "yes"}}},
+    }
+    srv = await gateway(route_config(upstream, plugins, consumers=consumers))
+    key = {"apikey": "alice-key"}
+    assert (await get(srv, path, headers=key)).header("x-cache-status") == "MISS"
+    await asyncio.sleep(1.1)
+    r = await get(srv, path, headers=key)
+    assert r.header("x-cache-status") == "STALE"
+    for _ in range(100):
+        if len(upstream.received) == 2:
+            break
+        await asyncio.sleep(0.02)
+    refresh = upstream.received[1]
+    assert refresh.method == "GET" and refresh.header("x-via-transform") == "yes"
+    assert refresh.header("x-consumer-username") == "alice"
+    for _ in range(100):
+        r = await get(srv, path, headers=key)
+        if r.header("x-cache-status") == "HIT":
+            break
+        await asyncio.sleep(0.02)
+    assert r.header("x-cache-status") == "HIT" and len(upstream.received) == 2
+
+
+async def test_stale_while_revalidate_in_the_foreground_and_stale_if_error(gateway):
     async with Scripted() as up:
         up.answer = (200, [("cache-control", "max-age=1, stale-while-revalidate=30, stale-if-error=60")], b"v1")
-        plugins = {"proxy-cache": {}, "request-id": {}}
+        # background_update: false, the way before issue 23 (and nginx's default): the first request waits
+        plugins = {"proxy-cache": {"background_update": False}, "request-id": {}}
         srv = await gateway(route_config(up, plugins))  # type: ignore[arg-type]
         assert (await get(srv, "/r")).header("x-cache-status") == "MISS"
         await asyncio.sleep(1.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from fastgw.cli import main
@@ -456,3 +457,13 @@ def test_a_key_given_twice_in_json_is_refused_with_its_path(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(p)
     assert info.value.path == "$.plugins"
+
+
+def test_a_large_config_converted_in_pieces_names_the_same_paths():
+    routes = [{"path": f"/r{i}", "integration": {"type": "mock"}} for i in range(1200)]
+    loaded = load_config_bytes(orjson.dumps({"routes": routes}), "gw.json")
+    assert len(loaded.config.routes) == 1200 and loaded.config.routes[1199].path == "/r1199"
+    routes[1050]["methods"] = ["FETCH"]
+    with pytest.raises(ConfigError) as info:
+        load_config_bytes(orjson.dumps({"routes": routes}), "gw.json")
+    assert info.value.path == "$.routes[1050].methods[0]"

@@ -87,3 +87,22 @@ def test_a_stalled_loop_reads_what_arrived_in_time_before_it_judges() -> None:
         d.close()
 
     _run(body)
+
+
+def test_a_timer_that_fires_a_hair_early_is_on_time_not_armed_again() -> None:
+    """uvloop counts timers in whole milliseconds and fires many up to 1 ms early: each such deadline was armed
+    again and again until the clock passed it (a busy spin of dozens of timers per deadline)."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        readers = []
+        for i in range(50):
+            r = Reader(loop, 0.05)
+            r.set_deadline(loop.time() + 0.0123 + i * 0.0001)
+            readers.append(r)
+        await asyncio.sleep(0.1)
+        assert all(len(r.expired) == 1 for r in readers)
+        assert all(r.expired[0] >= r.deadline for r in readers)
+        assert max(r.armed for r in readers) <= 2, [r.armed for r in readers]
+
+    _run(body)

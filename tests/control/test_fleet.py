@@ -1,0 +1,113 @@
+"""Two gateways on one etcd (`store: {etcd: ...}`), on a real etcd: the store's deployment serves on both, a write
+through either one's admin API is served by the other within a second, a write based on a stale deployment is
+refused, and one that does not load on a gateway leaves it serving the last good one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from fastgw.client import http_request
+from fastgw.config.load import load_config
+from fastgw.server.server import Server
+from tests.etcdproc import EtcdCluster, etcd_binary
+
+CONFIG = """\
+admin: {{host: 127.0.0.1, port: 0}}
+logging: {{access_log: false}}
+store: {{etcd: {{endpoints: ['{endpoint}'], prefix: '{prefix}'}}}}
+routes:
+  - name: v
+    path: /v
+    integration: {{type: mock, body: {body}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[EtcdCluster]:
+    etcd_binary()
+    cluster = EtcdCluster(1).start()
+    yield cluster
+    cluster.stop()
+
+
+async def _gateway(tmp_path: Path, name: str, node: EtcdCluster, prefix: str, body: str) -> Server:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(CONFIG.format(endpoint=node.endpoints[0], prefix=prefix, body=body))
+    server = Server(load_config(path), "127.0.0.1", 0)
+    await server.start()
+    return server
+
+
+async def _put(server: Server, path: str, body: object, **headers: str):
+    assert server.admin is not None
+    hdrs = {"content-type": "application/json", **{k.replace("_", "-"): v for k, v in headers.items()}}
+    return await http_request(server.admin.port, "PUT", path, headers=hdrs, body=orjson.dumps(body), host="127.0.0.1")
+
+
+async def _until_body(server: Server, path: str, body: bytes, timeout: float = 5.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if (await http_request(server.port, "GET", path)).body == body:
+            return time.monotonic() - start
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{path} never answered {body!r}")
+
+
+async def test_two_gateways_share_their_deployments(tmp_path: Path, node: EtcdCluster):
+    prefix = f"/t-{uuid.uuid4().hex[:8]}"
+    a = await _gateway(tmp_path, "a", node, prefix, "from-a")
+    # The second one's file says otherwise: the store already holds a deployment, and it wins.
+    b = await _gateway(tmp_path, "b", node, prefix, "from-b-file")
+    try:
+        assert (await http_request(b.port, "GET", "/v")).body == b"from-a"
+        # A write through A reaches B.
+        r = await _put(a, "/routes/w", {"path": "/w", "integration": {"type": "mock", "body": "written-on-a"}})
+        assert r.status == 201, r.body
+        took = await _until_body(b, "/w", b"written-on-a")
+        assert took < 1.5
+        assert b.plane is not None and b.plane.id == r.json()["deployment"]
+        # And the other way; a write based on what no longer serves is refused.
+        stale = r.header("etag")
+        r = await _put(b, "/routes/w", {"path": "/w", "integration": {"type": "mock", "body": "written-on-b"}})
+        assert r.status == 200
+        await _until_body(a, "/w", b"written-on-b")
+        r = await _put(a, "/routes/w", {"path": "/w", "integration": {"type": "mock"}}, if_match=stale or "")
+        assert r.status == 409
+        assert (await http_request(b.port, "GET", "/w")).body == b"written-on-b"
+    finally:
+        await a.shutdown(timeout=1.0)
+        await b.shutdown(timeout=1.0)
+
+
+async def test_serve_store_joins_a_fleet_with_its_workers(tmp_path: Path, node: EtcdCluster):
+    from tests.integration.gwprocess import GatewayProcess
+
+    prefix = f"/t-{uuid.uuid4().hex[:8]}"
+    a = await _gateway(tmp_path, "a", node, prefix, "from-a")
+    plain = tmp_path / "plain.yaml"  # no store section: --store gives it
+    plain.write_text("logging: {access_log: false}\nroutes:\n  - path: /v\n    integration: {type: mock, body: own}\n")
+    url = f"etcd://{node.endpoints[0].removeprefix('http://')}{prefix}"
+    gw = await GatewayProcess(plain, "--workers", "2", "--store", url).start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum("ready on port" in line for line in gw.log) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert {(await http_request(gw.port, "GET", "/v")).body for _ in range(10)} == {b"from-a"}
+        r = await _put(a, "/routes/v", {"path": "/v", "integration": {"type": "mock", "body": "second"}})
+        assert r.status == 200, r.body
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            if {(await http_request(gw.port, "GET", "/v")).body for _ in range(10)} == {b"second"}:
+                break
+            await asyncio.sleep(0.05)
+        assert {(await http_request(gw.port, "GET", "/v")).body for _ in range(20)} == {b"second"}, gw.log
+    finally:
+        await gw.stop()
+        await a.shutdown(timeout=1.0)
