@@ -462,7 +462,9 @@ def test_cli_check_routes_and_invoke_take_a_template_and_its_flags(tmp_path):
     assert r.returncode == 1 and "is for SAM/CloudFormation templates" in r.stderr
 
 
-@pytest.mark.parametrize("module", ["fastgw.aws", "fastgw.aws.sam", "fastgw.aws.openapi", "fastgw.aws.validator"])
+@pytest.mark.parametrize(
+    "module", ["fastgw.aws", "fastgw.aws.sam", "fastgw.aws.sam_functions", "fastgw.aws.openapi", "fastgw.aws.validator"]
+)
 def test_each_module_imports_first_in_a_fresh_interpreter(module):
     # fastgw.config's package imports the loader, which imports fastgw.aws: no order of imports may be circular.
     r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
