@@ -120,7 +120,6 @@ def sam_authorizers(
     source: str,
     at: str,
     function_of_arn: Callable[[str], str | None],
-    warn: Callable[[str], None],
 ) -> tuple[dict[str, Authorizer], str | None]:
     """A SAM Api's or HttpApi's `Auth`: its authorizers by name, and the default one's name (None: none)."""
     if auth is None:
@@ -210,9 +209,8 @@ def event_authorizers(
 
 
 def openapi_authorizers(
-    doc: dict[str, Any], source: str, at: str, api_type: str, functions: Callable[[str], str | None],
-    warn: Callable[[str], None],
-) -> dict[str, Authorizer]:  # fmt: skip
+    doc: dict[str, Any], source: str, at: str, api_type: str, functions: Callable[[str], str | None]
+) -> dict[str, Authorizer]:
     """`securitySchemes` (OpenAPI 3) or `securityDefinitions` (Swagger 2) with `x-amazon-apigateway-authorizer`."""
     if "securityDefinitions" in doc:
         schemes, sat = doc.get("securityDefinitions") or {}, f"{at}.securityDefinitions"

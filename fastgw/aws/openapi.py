@@ -172,7 +172,7 @@ class _Reader:
         self.validators = doc.get("x-amazon-apigateway-request-validators") or {}
         self.default_validator = doc.get("x-amazon-apigateway-request-validator")
         self.swagger = str(doc.get("swagger", "")).startswith("2.")
-        self.authorizers = auth.openapi_authorizers(doc, source, at, api_type, functions, warn_once)
+        self.authorizers = auth.openapi_authorizers(doc, source, at, api_type, functions)
 
     def operation(self, path: str, method: str, op: dict[str, Any], shared: list[Any], at: str) -> None:
         # An HTTP API's definition may share integrations: {$ref: "#/components/x-amazon-apigateway-integrations/x"}.

@@ -145,7 +145,7 @@ class _Template(FunctionResources):
             api["_models"] = models
         if "Auth" in props:
             api["_authorizers"], api["_default_auth"] = auth.sam_authorizers(
-                self.value(props, "Auth", pat), kind, self.source, f"{pat}.Auth", self.function_of_arn, warn_once
+                self.value(props, "Auth", pat), kind, self.source, f"{pat}.Auth", self.function_of_arn
             )
         body, body_at, body_source = None, "", self.source
         if "DefinitionBody" in props:
