@@ -136,6 +136,11 @@ class ControlPlane:
         # store's newest deployment wins over the file, which only seeds an empty store.
         self.shared = not isinstance(self.store, (FileStore, MemoryStore))
         self._watching: Any = None
+        # `fastgw serve --store URL` with no CONFIG: the built-in quickstart only gives the listeners; it is never
+        # written into a store a fleet shares, at start (`_start_waiting`) nor by a reload (there is no file).
+        self.joining = self.shared and self.file is not None and Path(self.file) == default_config_path()
+        if self.joining:
+            self.file = None
 
     # -- the store, whatever its kind -------------------------------------------------------------------------
 
@@ -227,7 +232,7 @@ class ControlPlane:
                 else:
                     log.info("deployment %s live (start, from the store)", latest.deployment.id)
                 return loaded
-        if self.file is not None and Path(self.file) == default_config_path():
+        if self.joining:
             return self._start_waiting(data)
         d = dep.make(data, self.file or self.loaded.source, description="start", meta={"file": file_id})
         try:
@@ -291,6 +296,10 @@ class ControlPlane:
 
     def reload_file(self, description: str = "SIGHUP", author: str = "") -> dict[str, Any]:
         """Deploy the config file if it changed since the deployment serving now derives from it."""
+        if self.joining:
+            log.warning("reload: no CONFIG was given, this gateway serves its fleet's store: nothing to reload "
+                        "(fastgw deploy FILE --store URL changes what the fleet serves)")  # fmt: skip
+            raise Refused(400, "no CONFIG was given: this gateway serves its fleet's store, nothing to reload")
         if self.file is None:
             raise Refused(400, "the config did not come from a file: nothing to reload")
         with self.lock:
