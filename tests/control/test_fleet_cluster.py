@@ -256,8 +256,10 @@ async def test_two_writes_racing_through_two_gateways(tmp_path: Path, node: Etcd
     try:
         await _serves([a, b], "/v", b"from-file", within=5)
         for round_ in range(3):
-            etag = await a.etag()
-            assert etag and etag == await b.etag()
+            deadline = time.monotonic() + 1.0
+            while (etag := await a.etag()) != await b.etag():  # both have recorded the same deployment
+                assert time.monotonic() < deadline, "the two gateways never agreed"
+                await asyncio.sleep(0.01)
             results = await asyncio.gather(
                 a.put(f"/routes/ra{round_}", _route(f"a{round_}", f"/ra{round_}"), if_match=etag),
                 b.put(f"/routes/rb{round_}", _route(f"b{round_}", f"/rb{round_}"), if_match=etag),
