@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the gateway",
-        description="Run the gateway. With no CONFIG it serves the built-in quickstart on http://127.0.0.1:8000/. "
+        description="Run the gateway. With no CONFIG it serves the built-in quickstart on http://127.0.0.1:8000/ "
+        "(with --store, the fleet's newest deployment; 503 until the store holds one). "
         "SIGTERM/SIGINT stop it gracefully; SIGHUP reloads CONFIG (a broken config is refused, the old one stays).",
         epilog=_ENV_HELP + " (flags win over the environment, which wins over the config file)",
     )
@@ -187,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("file", help="YAML or JSON config file")
     deploy.add_argument("-m", "--description", default="", help="kept with the deployment")
-    deploy.add_argument("--if-match", metavar="ID", help="refuse (409) unless deployment ID is what serves now")
+    deploy.add_argument("--if-match", metavar="ID", help="refuse (409) unless deployment ID is what serves now "
+                        "(with --store: the store's newest)")  # fmt: skip
+    deploy.add_argument("--store", metavar="URL", help="write FILE straight into the etcd store of a fleet "
+                        "(etcd://HOST:PORT[,...]/PREFIX), no gateway needed: compare-and-swap on the newest "
+                        "deployment's revision; every gateway watching it serves FILE")  # fmt: skip
     _admin_flags(deploy)
 
     df = sub.add_parser(
@@ -199,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     df.add_argument("file", help="YAML or JSON config file")
     df.add_argument("--json", action="store_true", help="print the changes as JSON")
+    df.add_argument("--store", metavar="URL", help="compare with the newest deployment in the etcd store of a fleet "
+                    "(etcd://HOST:PORT[,...]/PREFIX) instead of a running gateway")  # fmt: skip
     _admin_flags(df)
 
     inv = sub.add_parser(
