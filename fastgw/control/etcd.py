@@ -260,6 +260,9 @@ class EtcdStore:
             responses = answer.get("responses") or [{}, {}, {}]
             if int(responses[-1].get("response_range", {}).get("count") or 0) > self.conf.history:
                 await self._prune()
+            # The writer holds the newest deployment too: its local copy must not wait for another write to come
+            # back on a watch (a gateway that seeded an empty store had none).
+            await self._deliver(Stored(revision, deployment))
             return revision
         kvs = (answer.get("responses") or [{}])[0].get("response_range", {}).get("kvs", [])
         actual = int(kvs[0]["mod_revision"]) if kvs else 0

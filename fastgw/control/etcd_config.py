@@ -44,7 +44,8 @@ class EtcdConfig(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     # A lost watch is opened again after a pause doubling from 0.05 s up to this.
     backoff_max: Annotated[float, Meta(gt=0, le=300)] = 2.0
     # The newest deployment the store delivered, kept in this file (replaced atomically) so that a gateway
-    # restarted while etcd is away still has something to serve. None: no local copy.
+    # restarted while etcd is away still has something to serve. None: none for the store alone; a gateway then
+    # keeps one in its state folder (fastgw.control.plane.default_local_copy), and "" switches that off.
     local_copy: str | None = None
 
 

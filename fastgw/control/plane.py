@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import math
+import os
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -94,14 +96,28 @@ class Workers(Protocol):
         """Each worker and the deployment it serves: `{"worker", "pid", "deployment"}`."""
 
 
+def default_local_copy(endpoints: Sequence[str], prefix: str) -> str:
+    """Where a gateway keeps its local copy of a fleet's newest deployment when the config names no file:
+    `$XDG_STATE_HOME/fastgw/` (`~/.local/state/fastgw/`), one file per store (its endpoints and prefix)."""
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    key = hashlib.sha256("\0".join([prefix, *sorted(endpoints)]).encode()).hexdigest()[:16]
+    return os.path.join(state, "fastgw", f"etcd-{key}.json")
+
+
 def open_store(loaded: LoadedConfig) -> Any:
     """The store of `loaded`'s deployments: etcd (`store: {etcd: ...}`, a fleet), else the folder beside its file,
     or memory for a config not from a file."""
     store = loaded.config.store
     if store is not None and store.etcd is not None:
+        import msgspec
+
         from fastgw.control.etcd import store_from_config
 
-        return store_from_config(store.etcd)
+        conf = store.etcd
+        # A gateway always keeps a local copy (issue 20: it serves the last good deployment across a restart while
+        # etcd is away), in the user's state folder unless `local_copy` names a file; "" switches it off.
+        copy = default_local_copy(conf.endpoints, conf.prefix) if conf.local_copy is None else conf.local_copy or None
+        return store_from_config(msgspec.structs.replace(conf, local_copy=copy))
     admin = loaded.config.admin
     if admin is not None and admin.deployments_dir:
         return FileStore(Path(admin.deployments_dir))

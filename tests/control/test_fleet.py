@@ -208,3 +208,37 @@ def test_deploy_and_diff_against_the_store_without_a_gateway(tmp_path: Path, nod
 
     r = _fastgw("deploy", str(f), "--store", "etcd://127.0.0.1:1/x")
     assert r.returncode == 2 and "unavailable" in r.stderr, r.stderr
+
+
+async def test_a_gateway_keeps_a_local_copy_by_default(tmp_path: Path, node: EtcdCluster, monkeypatch):
+    """Without `local_copy` a gateway still keeps the fleet's newest deployment in its state folder (readable by its
+    owner only), so a restart while etcd is away has something to serve; `local_copy: ""` keeps none."""
+    from fastgw.control.plane import default_local_copy
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    prefix = f"/t-{uuid.uuid4().hex[:8]}"
+    gw = await _gateway(tmp_path, "a", node, prefix, "kept")
+    try:
+        copy = Path(default_local_copy(node.endpoints, prefix))
+        assert copy.parent == tmp_path / "state" / "fastgw"
+        deadline = time.monotonic() + 5
+        while not copy.exists():
+            assert time.monotonic() < deadline, "no local copy was written"
+            await asyncio.sleep(0.02)
+        assert copy.stat().st_mode & 0o777 == 0o600
+        assert b"kept" in copy.read_bytes()
+    finally:
+        await gw.shutdown(timeout=1.0)
+    off = tmp_path / "off.yaml"
+    off.write_text(
+        CONFIG.format(endpoint=node.endpoints[0], prefix=prefix + "x", body="none").replace(
+            "prefix: '" + prefix + "x'", "prefix: '" + prefix + "x', local_copy: ''"
+        )
+    )
+    gw = Server(load_config(off), "127.0.0.1", 0)
+    await gw.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert not Path(default_local_copy(node.endpoints, prefix + "x")).exists()
+    finally:
+        await gw.shutdown(timeout=1.0)
