@@ -464,8 +464,10 @@ class ControlPlane:
         except StoreUnavailable as exc:
             self.workers.abort(d.id)
             raise Refused(503, f"the deployment store is unavailable: {exc}") from None
-        failed = self.workers.commit(d, loaded, changed)
+        # NOTE: recorded before the swap, so that no client can see the new deployment served and still read the
+        # old one's ETag (a write on it was refused with 409 for that moment).
         self.current, self.loaded = Stored(revision, d), loaded
+        failed = self.workers.commit(d, loaded, changed)
         settle = getattr(self.workers, "settle", None)
         if settle is not None:  # the workers free what they replaced, off their loop
             settle()
