@@ -273,13 +273,14 @@ async def test_a_stalled_body_gets_408_and_never_counts_against_the_target(gatew
         up = gw.gateway.upstreams["backend"]
         for _ in range(4):  # more stalls than any threshold
             conn = await RawConnection.open(gw.port)
+            started = time.perf_counter()  # (before the send: the gateway, in this loop, may read it before we go on)
             await conn.send(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
-            started = time.perf_counter()
             r = await conn.response(timeout=5)
             took = time.perf_counter() - started
             assert r.status == 408 and r.json() == {"message": "Request Timeout"}
             assert r.header("connection") == "close" and await conn.closed(5)
-            assert 0.3 <= took < 0.35, took
+            # On time (the 0.25 s tick it replaced took 0.55 s and more), with room for a loaded 2-core machine.
+            assert 0.3 <= took < 0.45, took
             await conn.close()
         assert a.connections + b.connections == 4
         for _ in range(50):  # the upstream connections are dropped too
