@@ -150,7 +150,8 @@ class ClientProtocol(Deadline, asyncio.Protocol):
                 if not req.headers_done:
                     return
                 self.active = True
-                if not req.complete:
+                if not req.complete and not req.expect_continue:
+                    # (An expecting client sends its body once told to: its clock starts then, in continue_sent.)
                     self._body_deadline_starts()
                 try:
                     dispatch(self, req)
@@ -193,6 +194,13 @@ class ClientProtocol(Deadline, asyncio.Protocol):
 
     def abort(self) -> None:
         self.transport.abort()
+
+    def continue_sent(self) -> None:
+        """100 Continue went out: the client now owes its body, and `body_timeout` bounds it from here, not from
+        the dispatch (the time the gateway spent before asking, an access phase or a cache lock, is not the
+        client's)."""
+        if self.active and not self.closed:
+            self._body_deadline_starts()
 
     def body_drained(self, req: Request) -> None:
         req.body = []

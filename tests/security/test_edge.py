@@ -308,6 +308,30 @@ async def test_a_slow_but_steady_body_is_not_timed_out(gateway, upstream):
     assert r.status == 200 and upstream.received[0].body == b"x" * 8
 
 
+async def test_the_body_timeout_of_an_expecting_client_starts_at_100_continue(gateway, upstream):
+    # The gateway's own access phase takes 1 s before it asks for the body: that is not the client's idle time.
+    cfg = upstream_config([upstream.url], route=None)
+    cfg["plugin_modules"] = ["tests.security.slow_access:SlowAccess"]
+    cfg["routes"][0]["plugins"] = {"slow-access": {"seconds": 1.0}}
+    cfg["limits"] = {"body_timeout": 0.3}
+    gw = await gateway(cfg)
+    conn = await RawConnection.open(gw.port)
+    await conn.send(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+    interim, took = await _timed(conn.response(timeout=5, head_only=True))
+    assert interim.status == 100 and took >= 1.0, (interim.status, took)  # type: ignore[attr-defined]
+    await conn.send(b"abcd")
+    r = await conn.response(timeout=5)
+    assert r.status == 200 and upstream.received[0].body == b"abcd"
+    await conn.close()
+    # Told to go on, a client that then sends nothing gets 408 one body_timeout later (its clock starts there).
+    conn = await RawConnection.open(gw.port)
+    await conn.send(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+    assert (await conn.response(timeout=5, head_only=True)).status == 100
+    r, took = await _timed(conn.response(timeout=5))
+    assert r.status == 408 and 0.3 <= took < 0.45, took  # type: ignore[attr-defined]
+    await conn.close()
+
+
 # -- item 7: retries and ejection by default ---------------------------------------------------------------------
 
 
