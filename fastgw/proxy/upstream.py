@@ -327,14 +327,32 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
             self.set_deadline(self.loop.time() + self.target.head_timeout)
 
     def pause_reading(self) -> None:
+        """The client is not taking the response as fast as it comes (Exchange.client_slow): stop reading, and
+        suspend this try's deadline, which would blame the target for the client's pace (the client's own bound is
+        limits.send_timeout, on its connection)."""
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
+            self.deadline = 0.0
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
+            if self.ex is not None:
+                self._deadline_again()
+
+    def _deadline_again(self) -> None:
+        """Reading resumes mid-exchange: the deadline suspended while the client was slow runs again, whole."""
+        req = self.req
+        target = self.target
+        if self._write_paused:
+            timeout = target.send_timeout
+        elif req is not None and req.response_started:
+            timeout = target.read_timeout
+        else:
+            timeout = target.head_timeout  # (a request still on its way is the client's: check_deadline knows)
+        self.set_deadline(self.loop.time() + timeout)
 
     def abandon(self) -> None:
         """The client went away mid-exchange: this connection is in an unknown state, close it."""
@@ -345,6 +363,10 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         ex = self.ex
         req = self.req
         if ex is None or req is None:
+            return
+        if self._reading_paused:
+            # NOTE: suspended, not passed: reading waits for a slow client (a deadline set since, by the feed that
+            # filled the client's buffer, is not the target's). resume_reading sets it again.
             return
         target = self.target
         if not self._req_done and not self._write_paused and not req.response_started:
