@@ -492,6 +492,30 @@ async def test_route_timeout_fires_on_time(gateway):
         assert r.status == 504 and r.json() == {"message": "Endpoint request timed out"} and 0.5 <= took < 0.55
 
 
+async def test_route_timeout_spans_a_slow_body_and_a_retry(gateway):
+    # The route's total timeout is judged by the upstream connection's own deadline (no timer per request): it
+    # still bounds a body the client sends slowly, and a second try after the first target reset the connection.
+    async with FlakyTarget("a") as a, FlakyTarget("b") as b:
+        a.mode, b.mode = "reset", "hang"
+        gw = await gateway(upstream_config([a.url, b.url], route={"timeout": 0.5}, health={"passive": None}))
+        conn = await RawConnection.open(gw.port)
+        await conn.send(b"POST /orders HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n")
+        answer = asyncio.ensure_future(_timed(conn.response(timeout=5)))
+        for _ in range(4):  # 0.8 s of a steady body, never idle for body_timeout
+            await asyncio.sleep(0.2)
+            if answer.done():
+                break
+            await conn.send(b"x")
+        r, took = await answer
+        assert r.status == 504 and r.json() == {"message": "Endpoint request timed out"}  # type: ignore[attr-defined]
+        assert 0.5 <= took < 0.6, took
+        await conn.close()
+        for _ in range(2):  # GETs: the first try's reset goes on to the hanging target, within the same 0.5 s
+            r, took = await _timed(http_request(gw.port, "GET", "/"))
+            assert r.status == 504 and 0.5 <= took < 0.6, took  # type: ignore[attr-defined]
+        assert a.hits >= 1 and b.hits >= 2  # (round robin: some tries went to `a` first)
+
+
 async def test_aggregate_backend_timeouts_fire_on_time(gateway):
     async with FlakyTarget("a") as a:
         a.mode = "hang"
