@@ -197,8 +197,79 @@ def stop(args: argparse.Namespace) -> int:
     return _run(run, args)
 
 
+# -- the store, without a gateway (GitOps) ------------------------------------------------------------------
+
+
+def _check_file(path: str) -> dict[str, Any]:
+    """FILE checked exactly as `fastgw check` and a gateway's start check it, as the data a deployment keeps."""
+    from fastgw.config.load import load_config
+
+    data = _read_config(path)
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        raise CommandError(f"invalid config: {exc}") from None
+    return data
+
+
+def _store_call(url: str, work: Any) -> Any:
+    """Run `work(store)` against the etcd store of `url` (its own short-lived loop), closing the store after."""
+    import asyncio
+
+    from fastgw.control.etcd import store_from_url
+    from fastgw.control.store import StoreUnavailable
+
+    try:
+        store = store_from_url(url)
+    except ValueError as exc:
+        raise CommandError(f"--store: {exc}") from None
+
+    async def go() -> Any:
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(go())
+    except StoreUnavailable as exc:
+        raise CommandError(f"the deployment store {url.split('?')[0]} is unavailable: {exc}") from None
+
+
+def _deploy_to_store(args: argparse.Namespace) -> int:
+    """`fastgw deploy FILE --store URL`: FILE becomes the store's newest deployment, compare-and-swap on the
+    revision read just before (or refused when --if-match names another than the newest); every gateway watching
+    the store serves it. No gateway is needed: what a CI job of a GitOps repository runs."""
+    from fastgw.control import deployment as dep
+    from fastgw.control.store import Conflict
+
+    data = _check_file(args.file)
+    payload = dep.canonical(data)
+    d = dep.make(orjson.loads(payload), f"fastgw deploy {args.file}", author=os.environ.get("USER", ""),
+                 description=args.description)  # fmt: skip
+
+    async def work(store: Any) -> tuple[int, str]:
+        latest = await store.latest()
+        newest = latest.deployment.id if latest is not None else ""
+        if args.if_match and args.if_match.strip('"') not in ("*", newest):
+            return 1, f"refused (409): --if-match {args.if_match} is stale: deployment {newest or '(none)'} is newest"
+        if latest is not None and latest.deployment.id == d.id:
+            return 0, f"{args.file}: deployment {d.id} is already the newest (revision {latest.revision}), unchanged"
+        try:
+            revision = await store.put(d, expect_revision=latest.revision if latest is not None else 0)
+        except Conflict as exc:
+            return 1, f"refused (409): the store moved on (revision {exc.actual}) while deploying: read and try again"
+        return 0, f"{args.file}: deployment {d.id} stored (revision {revision}, was {newest or 'none'})"
+
+    status, message = _store_call(args.store, work)
+    print(message if status == 0 else f"fastgw: {message}", file=sys.stdout if status == 0 else sys.stderr)
+    return status
+
+
 def deploy(args: argparse.Namespace) -> int:
     def run(args: argparse.Namespace) -> int:
+        if getattr(args, "store", None):
+            return _deploy_to_store(args)
         config = _read_config(args.file)
         where = _admin_of(args, config)
         headers = {"x-fastgw-source": f"fastgw deploy {args.file}"}
@@ -222,16 +293,23 @@ def diff(args: argparse.Namespace) -> int:
 
     def run(args: argparse.Namespace) -> int:
         config = _read_config(args.file)
-        status, serving, headers = call(_admin_of(args, config), "GET", "/config")
-        if status != 200:
-            _say(status, serving)
-            return 2
+        if getattr(args, "store", None):
+            latest = _store_call(args.store, lambda store: store.latest())
+            serving = mask(latest.deployment.config) if latest is not None else {}
+            deployment = latest.deployment.id if latest is not None else "(none: the store is empty)"
+            what = "the store's newest"
+        else:
+            status, serving, headers = call(_admin_of(args, config), "GET", "/config")
+            if status != 200:
+                _say(status, serving)
+                return 2
+            deployment = headers.get("etag", "").strip('"')
+            what = "serving"
         changes = changes_of(serving, mask(orjson.loads(orjson.dumps(config, option=orjson.OPT_NON_STR_KEYS))))
-        deployment = headers.get("etag", "").strip('"')
         if args.json:
             sys.stdout.write(orjson.dumps({"deployment": deployment, "changes": changes}).decode() + "\n")
         elif changes:
-            print(f"--- serving: deployment {deployment}\n+++ {args.file}")
+            print(f"--- {what}: deployment {deployment}\n+++ {args.file}")
             print(render(changes))
         return 1 if changes else 0
 

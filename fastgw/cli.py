@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="run the gateway",
-        description="Run the gateway. With no CONFIG it serves the built-in quickstart on http://127.0.0.1:8000/. "
+        description="Run the gateway. With no CONFIG it serves the built-in quickstart on http://127.0.0.1:8000/ "
+        "(with --store, the fleet's newest deployment; 503 until the store holds one). "
         "SIGTERM/SIGINT stop it gracefully; SIGHUP reloads CONFIG (a broken config is refused, the old one stays).",
         epilog=_ENV_HELP + " (flags win over the environment, which wins over the config file)",
     )
@@ -187,7 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deploy.add_argument("file", help="YAML or JSON config file")
     deploy.add_argument("-m", "--description", default="", help="kept with the deployment")
-    deploy.add_argument("--if-match", metavar="ID", help="refuse (409) unless deployment ID is what serves now")
+    deploy.add_argument("--if-match", metavar="ID", help="refuse (409) unless deployment ID is what serves now "
+                        "(with --store: the store's newest)")  # fmt: skip
+    deploy.add_argument("--store", metavar="URL", help="write FILE straight into the etcd store of a fleet "
+                        "(etcd://HOST:PORT[,...]/PREFIX), no gateway needed: compare-and-swap on the newest "
+                        "deployment's revision; every gateway watching it serves FILE")  # fmt: skip
     _admin_flags(deploy)
 
     df = sub.add_parser(
@@ -199,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     df.add_argument("file", help="YAML or JSON config file")
     df.add_argument("--json", action="store_true", help="print the changes as JSON")
+    df.add_argument("--store", metavar="URL", help="compare with the newest deployment in the etcd store of a fleet "
+                    "(etcd://HOST:PORT[,...]/PREFIX) instead of a running gateway")  # fmt: skip
     _admin_flags(df)
 
     inv = sub.add_parser(
@@ -236,6 +243,11 @@ def _template_flags(parser: argparse.ArgumentParser) -> None:
         "--stage-prefix", action="store_true",
         help="serve each API under /{StageName} as the deployed API answers (default: at the root, as sam local)",
     )  # fmt: skip
+    group.add_argument(
+        "--unenforced-auth", choices=("closed", "open"), default="closed",
+        help="routes behind authorizers fastgw does not run (Cognito, IAM, API keys): closed answers 401 (default), "
+        "open serves them without authorization as sam local does; listed once at start either way",
+    )  # fmt: skip
 
 
 def _template_overrides(args: argparse.Namespace) -> list[Override]:
@@ -261,6 +273,8 @@ def _template_overrides(args: argparse.Namespace) -> list[Override]:
         out.append(Override("aws.env_vars", os.path.abspath(args.env_vars), "--env-vars"))
     if args.stage_prefix:
         out.append(Override("aws.stage_prefix", True, "--stage-prefix"))
+    if args.unenforced_auth != "closed":
+        out.append(Override("aws.unenforced_auth", args.unenforced_auth, "--unenforced-auth"))
     return out
 
 

@@ -19,7 +19,7 @@ from fastgw.config.schema import (
 )
 from fastgw.core import Router
 from fastgw.functions.integration import LambdaRoute
-from fastgw.functions.pool import FunctionPool
+from fastgw.functions.pool import ACCOUNT_ID, REGION, FunctionPool
 from fastgw.pipeline.exchange import Route
 from fastgw.pipeline.mock import MockRoute
 from fastgw.pipeline.switch import HeaderSwitch
@@ -27,6 +27,7 @@ from fastgw.plugins.base import RouteInfo
 from fastgw.proxy.pool import Upstream
 from fastgw.proxy.route import HttpRoute
 from fastgw.proxy.websocket import WebSocketRoute
+from fastgw.routing import plain_template
 
 
 class Gateway:
@@ -74,7 +75,9 @@ class Gateway:
             route.chain = chain
             route.info = RouteInfo(
                 entry.label, entry.route.path, tuple(entry.route.methods), entry.api, entry.stage,
-                entry.stage_variables, entry.api_id or "local", self.functions,
+                entry.stage_variables, entry.api_id or "local", self.functions, entry.prefix,
+                plain_template(entry.route.path),
+                f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{entry.api_id or 'local'}/{entry.stage or '$default'}/",
             ) if chain is not None else None  # fmt: skip
         self.routes = tuple(routes)
         self.consumers = setup.consumers if setup is not None else {}

@@ -27,6 +27,9 @@ def prepare(
     `Override`s; those with keys under `aws.` are options of the template."""
     options = {o.key[4:]: o for o in overrides if o.key.startswith("aws.")}
     rest = [o for o in overrides if not o.key.startswith("aws.")]
+    # Templates and a config's OpenAPI files alike: what to do with routes behind authorizers fastgw does not run.
+    unenforced = options.pop("unenforced_auth", None)
+    mode = str(unenforced.value) if unenforced is not None else "closed"
     base = base_dir if base_dir is not None else Path.cwd()
     if _TEMPLATE.search(raw):
         from fastgw.aws import intrinsics, sam
@@ -37,7 +40,7 @@ def prepare(
                 config = sam.translate(doc, source, base, {k: o.value for k, o in options.items()})
             except (AttributeError, TypeError, KeyError, ValueError) as exc:
                 raise _unreadable(source, "a SAM/CloudFormation template", exc) from None
-            return _unenforced_authorizers(config, source), rest
+            return close_unenforced(config, source, mode), rest
         data = doc
     else:
         data = parse(raw, source)
@@ -55,7 +58,7 @@ def prepare(
             data = openapi.expand_config(data, source, base)
         except (AttributeError, TypeError, KeyError, ValueError) as exc:
             raise _unreadable(source, "an OpenAPI definition it names", exc) from None
-        data = _unenforced_authorizers(data, source)
+        data = close_unenforced(data, source, mode)
     return data, rest
 
 
@@ -67,31 +70,56 @@ def _unreadable(source: str, what: str, exc: Exception) -> Exception:
     return ConfigError(source, "$", f"cannot read {what}: {type(exc).__name__}: {exc}")
 
 
-def _unenforced_authorizers(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Authorizers read from a template or definition need the `lambda-authorizer` and `multi-auth` plugins; an
-    installation without them serves those routes without the authorizer, saying so once (as `sam local` did before
-    it ran authorizers), rather than refusing the template."""
+UNENFORCED_MODES = ("closed", "open")
+
+
+def close_unenforced(data: dict[str, Any], source: str, mode: str) -> dict[str, Any]:
+    """Routes guarded by authorizers fastgw does not run (Cognito user pools, IAM, API keys: auth.UNENFORCED).
+
+    `closed` (the default): such an authorizer admits nobody; a route that only it guards answers 401
+    `{"message":"Unauthorized"}` (a mock integration: nothing reaches the function), and where it is one of several
+    any of which admits a request (multi-auth), the others still do. `open` (`--unenforced-auth open`): such an
+    authorizer admits everyone, as `sam local` ignores them, so its routes are served without authorization. Either
+    way the routes are listed once at start."""
     from fastgw.aws import auth
     from fastgw.aws._log import warn_once
-    from fastgw.plugins.chain import PluginError, Registry
 
-    wanted = {auth.LAMBDA, auth.MULTI}
-    routes = [r for a in (data.get("apis") or {}).values() if isinstance(a, dict) for r in a.get("routes") or []]
-    used = {n for r in routes if isinstance(r, dict) and isinstance(r.get("plugins"), dict) for n in r["plugins"]}
-    if not used & wanted:
-        return data
-    try:
-        available = set(Registry.load(list(data.get("plugin_modules") or [])).classes)
-    except PluginError:
-        return data  # the config's own plugin_modules are broken: its load says so
-    missing = (used & wanted) - available
-    if not missing:
-        return data
-    warn_once(
-        f"{source}: authorizers are not enforced: this fastgw has no {' or '.join(sorted(missing))} plugin; "
-        "their routes are served without authorization"
-    )
-    for r in routes:
-        if isinstance(r, dict) and isinstance(r.get("plugins"), dict):
-            r["plugins"] = {k: v for k, v in r["plugins"].items() if k not in missing}
+    touched: list[str] = []
+    for api_name, api in (data.get("apis") or {}).items():
+        if not isinstance(api, dict):
+            continue
+        for route in api.get("routes") or []:
+            plugins = route.get("plugins") if isinstance(route, dict) else None
+            if not isinstance(plugins, dict):
+                continue
+            multi: Any = plugins.get(auth.MULTI)
+            alternatives = multi.get("auth_plugins") if isinstance(multi, dict) else None
+            if auth.UNENFORCED in plugins:
+                whats = [plugins.pop(auth.UNENFORCED)["what"]]
+                kept: list[Any] = []
+            elif isinstance(alternatives, list) and any(auth.UNENFORCED in a for a in alternatives):
+                whats = [a[auth.UNENFORCED]["what"] for a in alternatives if auth.UNENFORCED in a]
+                kept = [a for a in alternatives if auth.UNENFORCED not in a]
+            else:
+                continue
+            methods = ",".join(route.get("methods") or ["ANY"])
+            touched.append(f"{api_name} {methods} {route.get('path')} ({'; '.join(whats)})")
+            if mode == "open":
+                plugins.pop(auth.MULTI, None)  # one of its alternatives admits anyone
+            elif len(kept) > 1:
+                plugins[auth.MULTI] = {**multi, "auth_plugins": kept}
+            elif kept:
+                plugins.pop(auth.MULTI, None)
+                ((name, conf),) = kept[0].items()
+                plugins[name] = conf
+            else:
+                plugins.pop(auth.MULTI, None)
+                route["integration"] = {"type": "mock", "status": 401, "body": {"message": "Unauthorized"}}
+    if touched:
+        if mode == "open":
+            said = "served WITHOUT authorization (--unenforced-auth open, as sam local ignores them)"
+        else:
+            said = "refused with 401 where no other authorizer admits the request (--unenforced-auth open serves them)"
+        warn_once(f"{source}: authorizers fastgw does not run (Cognito, IAM, API keys); their routes are {said}: "
+                  + ", ".join(touched))  # fmt: skip
     return data

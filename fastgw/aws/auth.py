@@ -24,6 +24,15 @@ DEFAULT_TTL = 300
 # One authorizer as a plugin: (plugin name, its configuration).
 Authorizer = tuple[str, dict[str, Any]]
 
+# An authorizer fastgw does not run (Cognito user pools, IAM, API keys, other x-amazon-apigateway-authorizer types):
+# a marker in a route's plugins that fastgw.aws.close_unenforced settles once the whole config is read (401 unless
+# the user asked for such routes open); it never reaches the plugin registry.
+UNENFORCED = "aws-unenforced"
+
+
+def unenforced(what: str) -> Authorizer:
+    return UNENFORCED, {"what": what}
+
 
 def plugins_for(authorizers: list[Authorizer]) -> dict[str, Any]:
     """A route's plugins for authorizers any one of which admits a request."""
@@ -111,7 +120,6 @@ def sam_authorizers(
     source: str,
     at: str,
     function_of_arn: Callable[[str], str | None],
-    warn: Callable[[str], None],
 ) -> tuple[dict[str, Authorizer], str | None]:
     """A SAM Api's or HttpApi's `Auth`: its authorizers by name, and the default one's name (None: none)."""
     if auth is None:
@@ -165,9 +173,11 @@ def sam_authorizers(
             header = http_source(id_source).removeprefix("method.request.header.")
             out[name] = jwt(issuer, [str(a) for a in audience] if audience else None, [header.lower()])
         else:
-            warn(f"{source}: {sat}: only Lambda and JWT authorizers are run (Cognito and IAM are not); not enforced")
+            out[name] = unenforced(f"{sat} (a Cognito or IAM authorizer)")
     default = auth.get("DefaultAuthorizer")
-    if default is not None and default != "AWS_IAM" and default not in out:
+    if default == "AWS_IAM":
+        out.setdefault("AWS_IAM", unenforced(f"{at}.DefaultAuthorizer (AWS_IAM)"))
+    if default is not None and default not in out:
         known = ", ".join(sorted(out)) or "none"
         raise ConfigError(source, f"{at}.DefaultAuthorizer", f"no authorizer {default!r} (its authorizers: {known})")
     return out, default if default in out else None
@@ -185,8 +195,8 @@ def event_authorizers(
         scopes = event_auth.get("AuthorizationScopes")
     if name is None or name == "NONE":
         return []
-    if name == "AWS_IAM":
-        return []
+    if name == "AWS_IAM" and name not in authorizers:
+        return [unenforced(f"{at}.Auth.Authorizer (AWS_IAM)")]
     if name not in authorizers:
         known = ", ".join(sorted(authorizers)) or "none"
         raise ConfigError(
@@ -199,9 +209,8 @@ def event_authorizers(
 
 
 def openapi_authorizers(
-    doc: dict[str, Any], source: str, at: str, api_type: str, functions: Callable[[str], str | None],
-    warn: Callable[[str], None],
-) -> dict[str, Authorizer]:  # fmt: skip
+    doc: dict[str, Any], source: str, at: str, api_type: str, functions: Callable[[str], str | None]
+) -> dict[str, Authorizer]:
     """`securitySchemes` (OpenAPI 3) or `securityDefinitions` (Swagger 2) with `x-amazon-apigateway-authorizer`."""
     if "securityDefinitions" in doc:
         schemes, sat = doc.get("securityDefinitions") or {}, f"{at}.securityDefinitions"
@@ -211,7 +220,7 @@ def openapi_authorizers(
     for name, scheme in schemes.items():
         spec = scheme.get("x-amazon-apigateway-authorizer") if isinstance(scheme, dict) else None
         if not isinstance(spec, dict):
-            warn(f"{source}: {sat}.{name}: not an x-amazon-apigateway-authorizer (API keys, IAM); not enforced")
+            out[name] = unenforced(f"{sat}.{name} (not an x-amazon-apigateway-authorizer: API keys, IAM)")
             continue
         kind = str(spec.get("type", "token")).lower()
         xat = f"{sat}.{name}.x-amazon-apigateway-authorizer"
@@ -225,7 +234,7 @@ def openapi_authorizers(
                             [header.removeprefix("method.request.header.").lower()])  # fmt: skip
             continue
         if kind not in ("token", "request"):
-            warn(f"{source}: {xat}: authorizer type {kind!r} is not run (token, request and jwt are); not enforced")
+            out[name] = unenforced(f"{xat} (type {kind!r}: token, request and jwt are run)")
             continue
         uri = spec.get("authorizerUri")
         fname = functions(uri) if isinstance(uri, str) else None

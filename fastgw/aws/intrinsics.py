@@ -12,9 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import yaml
-
 from fastgw.config.errors import ConfigError
+from fastgw.config.parse import parse_yaml
 
 # Defaults of `sam local`: its region and account id when none are configured (--parameter-overrides
 # AWS::Region=... changes them, as it does for sam).
@@ -41,18 +40,10 @@ class Unresolved(Exception):
         self.message = message
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader plus CloudFormation's short forms (`!Ref X` is `{"Ref": "X"}`, `!GetAtt A.B` is
-    `{"Fn::GetAtt": ["A", "B"]}`, `!Sub`, `!If`... are `{"Fn::Sub": ...}`...)."""
-
-
-def _construct(loader: _Loader, suffix: str, node: yaml.Node) -> Any:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
+def short_form(tag: str, value: Any) -> Any:
+    """CloudFormation's short forms as their long ones: `!Ref X` is `{"Ref": "X"}`, `!GetAtt A.B` is
+    `{"Fn::GetAtt": ["A", "B"]}`, `!Sub`, `!If`... are `{"Fn::Sub": ...}`... (on a scalar, a sequence or a mapping)."""
+    suffix = tag[1:]
     if suffix == "Ref":
         return {"Ref": value}
     if suffix == "Condition":
@@ -63,17 +54,10 @@ def _construct(loader: _Loader, suffix: str, node: yaml.Node) -> Any:
     return {f"Fn::{suffix}": value}
 
 
-_Loader.add_multi_constructor("!", _construct)
-
-
 def load_yaml(raw: bytes, source: str) -> Any:
-    try:
-        return yaml.load(raw, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, "$", f"invalid YAML{where}: {problem}") from None
+    """A template or OpenAPI file in YAML: fastgw's own reader (a key given twice is an error naming its key path and
+    both lines, issue 19 item 9), with CloudFormation's short tags."""
+    return parse_yaml(raw, source, tags=short_form)
 
 
 def integer(value: Any, source: str, at: str) -> int:

@@ -52,16 +52,14 @@ def function_name(arn: str) -> str | None:
 def read_file(path: Path, source: str, at: str) -> Any:
     """An OpenAPI file (YAML, with CloudFormation's short tags allowed, or JSON); errors name `source` and `at`."""
     from fastgw.aws.intrinsics import load_yaml
+    from fastgw.config.parse import parse_json
 
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(source, at, f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     if path.suffix == ".json":
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise ConfigError(str(path), "$", f"invalid JSON: {exc}") from None
+        return parse_json(raw, str(path))  # fastgw's reader: a key given twice is an error, as in YAML
     return load_yaml(raw, str(path))
 
 
@@ -174,7 +172,7 @@ class _Reader:
         self.validators = doc.get("x-amazon-apigateway-request-validators") or {}
         self.default_validator = doc.get("x-amazon-apigateway-request-validator")
         self.swagger = str(doc.get("swagger", "")).startswith("2.")
-        self.authorizers = auth.openapi_authorizers(doc, source, at, api_type, functions, warn_once)
+        self.authorizers = auth.openapi_authorizers(doc, source, at, api_type, functions)
 
     def operation(self, path: str, method: str, op: dict[str, Any], shared: list[Any], at: str) -> None:
         # An HTTP API's definition may share integrations: {$ref: "#/components/x-amazon-apigateway-integrations/x"}.

@@ -107,6 +107,7 @@ class RouteEntry:
     api_id: str = ""
     stage: str | None = None
     stage_variables: dict[str, str] | None = None
+    prefix: str = ""  # the stage prefix `path` is served under ("/Prod"), or "" (stage_prefix false, $default)
     binary_media_types: tuple[str, ...] = ()  # the API's (a REST API's: functions/integration.py)
 
 
@@ -513,6 +514,7 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
                             api_id=api_id,
                             stage=stage_name,
                             stage_variables=dict(stage.variables),
+                            prefix=prefix,
                             binary_media_types=tuple(api.binary_media_types),
                         )
                     )

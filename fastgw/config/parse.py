@@ -9,12 +9,18 @@ a key given twice in a mapping is an error naming its key path and both lines (`
 without a word: a second top-level `plugins:` dropped a global key-auth, issue 19 item 9), and a collection with
 an explicit tag other than `!!map`/`!!seq` (`!!set`, `!!omap`, `!!pairs`) is refused as no config needs one.
 
-JSON goes through the standard library's decoder with a hook that sees every object's pairs, for the same check.
+`tags`: a hook for local tags (`!Name`) on scalars, sequences and mappings, called with the tag and the value built
+from the node (a str, a list, a dict): what CloudFormation's short forms (`!Ref X`, `!GetAtt A.B`, `!Sub`, `!If`...)
+need in a SAM template or an OpenAPI file (fastgw.aws.intrinsics), read with the same duplicate-key check.
+
+JSON goes through the standard library's decoder with a hook that sees every object's pairs, for the same check; a
+key given twice is found again through the YAML reader (JSON is YAML's flow style) to name both lines.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -51,11 +57,14 @@ class _Merge:
 _MERGE_KEY = _Merge()
 
 
-def parse_yaml(raw: bytes, source: str, loader: Any = None) -> Any:
+Tags = Callable[[str, Any], Any]
+
+
+def parse_yaml(raw: bytes, source: str, loader: Any = None, tags: Tags | None = None) -> Any:
     """The document in `raw` (None for an empty one). Raises ConfigError."""
     ld = (loader or _Loader)(raw)
     try:
-        return _build(ld, source)
+        return _build(ld, source, tags)
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -71,7 +80,11 @@ def _key_path(path: str, key: Any) -> str:
     return f"{path}.{key}"
 
 
-def _build(ld: Any, source: str) -> Any:
+def _local(tag: str | None) -> bool:
+    return tag is not None and tag.startswith("!") and not tag.startswith("!!") and tag != "!"
+
+
+def _build(ld: Any, source: str, tags: Tags | None = None) -> Any:
     get = ld.get_event
     ev = get()
     assert isinstance(ev, StreamStartEvent)
@@ -105,10 +118,13 @@ def _build(ld: Any, source: str) -> Any:
             return out
         if tag == _STR:
             return value
+        if tags is not None and _local(tag):
+            return tags(tag, value)
         node = ScalarNode(tag, value, ev.start_mark, ev.end_mark, ev.style)
         return ld.construct_object(node, deep=True)  # an explicit tag: safe_load's constructor, or its error
 
-    # Each open collection: [container, path, key waiting for its value (mappings), lines of keys, merges].
+    # Each open collection: [container, path, key waiting for its value (mappings), lines of keys, merges, line,
+    # a local tag for `tags` (or None), its anchor when tagged (what the alias names is the hook's value)].
     stack: list[list[Any]] = []
     root: Any = None
 
@@ -146,6 +162,15 @@ def _build(ld: Any, source: str) -> Any:
             return
         container[key] = value
 
+    def _tagged(top: list[Any]) -> Any:
+        if top[6] is None:
+            return top[0]
+        assert tags is not None
+        out = tags(top[6], top[0])
+        if top[7] is not None:
+            anchors[top[7]] = out
+        return out
+
     def path_of_next() -> str:
         if not stack:
             return "$"
@@ -163,19 +188,23 @@ def _build(ld: Any, source: str) -> Any:
                 anchors[ev.anchor] = value
             add(value, ev.start_mark.line + 1)
         elif cls is MappingStartEvent:
-            if ev.tag not in _MAP_TAGS:
+            hooked = tags is not None and _local(ev.tag)
+            if ev.tag not in _MAP_TAGS and not hooked:
                 raise ConfigError(source, path_of_next(), f"the tag {ev.tag} is not supported in a config")
             d: dict[Any, Any] = {}
-            if ev.anchor is not None:
+            if ev.anchor is not None and not hooked:
                 anchors[ev.anchor] = d
-            stack.append([d, path_of_next(), _NO_KEY, {}, [], ev.start_mark.line + 1])
+            stack.append([d, path_of_next(), _NO_KEY, {}, [], ev.start_mark.line + 1, ev.tag if hooked else None,
+                          ev.anchor])  # fmt: skip
         elif cls is SequenceStartEvent:
-            if ev.tag not in _SEQ_TAGS:
+            hooked = tags is not None and _local(ev.tag)
+            if ev.tag not in _SEQ_TAGS and not hooked:
                 raise ConfigError(source, path_of_next(), f"the tag {ev.tag} is not supported in a config")
             seq: list[Any] = []
-            if ev.anchor is not None:
+            if ev.anchor is not None and not hooked:
                 anchors[ev.anchor] = seq
-            stack.append([seq, path_of_next(), None, None, None, ev.start_mark.line + 1])
+            stack.append([seq, path_of_next(), None, None, None, ev.start_mark.line + 1, ev.tag if hooked else None,
+                          ev.anchor])  # fmt: skip
         elif cls is MappingEndEvent:
             top = stack.pop()
             d = top[0]
@@ -183,10 +212,10 @@ def _build(ld: Any, source: str) -> Any:
                 for k, v in merged.items():
                     if k not in d:
                         d[k] = v
-            add(d, top[5])
+            add(_tagged(top), top[5])
         elif cls is SequenceEndEvent:
             top = stack.pop()
-            add(top[0], top[5])
+            add(_tagged(top), top[5])
         elif cls is AliasEvent:
             if ev.anchor not in anchors:
                 raise ConfigError(source, path_of_next(), f"found undefined alias {ev.anchor!r}")
@@ -230,6 +259,11 @@ def parse_json(raw: bytes, source: str) -> Any:
         raise ConfigError(source, "$", f"invalid JSON: {exc}") from None
     if twice:
         path, key = _find_twice(data, "$")  # type: ignore[misc]
+        try:  # JSON is YAML's flow style: its reader names both lines (a file it cannot read keeps this message)
+            parse_yaml(raw, source)
+        except ConfigError as exc:
+            if exc.path == _key_path(path, key) and "given twice" in exc.message:
+                raise ConfigError(source, exc.path, exc.message.replace("mapping", "object")) from None
         raise ConfigError(
             source, _key_path(path, key), "given twice in one object: the second would replace the first; keep one"
         )

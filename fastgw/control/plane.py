@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from fastgw.config.errors import ConfigError
-from fastgw.config.load import config_data, file_stamp, reconfigure
+from fastgw.config.load import config_data, default_config_path, file_stamp, reconfigure
 from fastgw.control import deployment as dep
 from fastgw.control.filestore import FileStore, MemoryStore, default_dir
 from fastgw.control.store import Conflict, Deployment, Store, Stored, StoreUnavailable
@@ -136,6 +136,11 @@ class ControlPlane:
         # store's newest deployment wins over the file, which only seeds an empty store.
         self.shared = not isinstance(self.store, (FileStore, MemoryStore))
         self._watching: Any = None
+        # `fastgw serve --store URL` with no CONFIG: the built-in quickstart only gives the listeners; it is never
+        # written into a store a fleet shares, at start (`_start_waiting`) nor by a reload (there is no file).
+        self.joining = self.shared and self.file is not None and Path(self.file) == default_config_path()
+        if self.joining:
+            self.file = None
 
     # -- the store, whatever its kind -------------------------------------------------------------------------
 
@@ -220,8 +225,15 @@ class ControlPlane:
                           latest.deployment.id, exc)  # fmt: skip
             else:
                 self.current, self.loaded = latest, loaded
-                log.info("deployment %s live (start, from the store)", latest.deployment.id)
+                if getattr(latest, "local", False):
+                    log.warning("deployment %s live (start, from the local copy saved %s: the store is unreachable; "
+                                "it is followed from revision %d once it answers)", latest.deployment.id,
+                                getattr(latest, "saved", "") or "earlier", latest.revision)  # fmt: skip
+                else:
+                    log.info("deployment %s live (start, from the store)", latest.deployment.id)
                 return loaded
+        if self.joining:
+            return self._start_waiting(data)
         d = dep.make(data, self.file or self.loaded.source, description="start", meta={"file": file_id})
         try:
             self.current = Stored(self._store("put", d, expect_revision=0 if latest is None else None), d)
@@ -230,6 +242,25 @@ class ControlPlane:
             self.current = Stored(0, d)
         log.info("deployment %s live (start)", d.id)
         return self.loaded
+
+    def _start_waiting(self, data: dict[str, Any]) -> LoadedConfig:
+        """`fastgw serve --store URL` with no CONFIG joins a fleet whose store holds no deployment yet: it never
+        writes the built-in quickstart into a store others share (it would serve as every gateway's config), but
+        listens and answers every request 503 `{"message": "No deployment yet"}` until the first deployment
+        comes (from `fastgw deploy FILE --store URL` or another gateway), as a Kong data plane that has not had
+        its config reports not ready. Nothing of this placeholder is written to the store."""
+        waiting: dict[str, Any] = {key: data[key] for key in ("server", "logging") if key in data}
+        answer = {"type": "mock", "status": 503, "body": {"message": "No deployment yet"}}
+        waiting["routes"] = [
+            {"name": "no-deployment-yet", "methods": ["ANY"], "path": "/", "integration": answer},
+            {"name": "no-deployment-yet-any", "methods": ["ANY"], "path": "/{proxy+}", "integration": answer},
+        ]
+        loaded, _ = reconfigure(self.loaded, waiting)
+        d = dep.make(waiting, "waiting for the store's first deployment", description="start")
+        self.current, self.loaded = Stored(0, d), loaded
+        log.warning("no deployment in the store yet and no CONFIG given: answering 503 until one is deployed "
+                    "(fastgw deploy FILE --store URL, or any gateway of the fleet)")  # fmt: skip
+        return loaded
 
     def watch(self) -> None:
         """With a shared store: follow it from the revision serving now, in the background; each deployment
@@ -265,6 +296,10 @@ class ControlPlane:
 
     def reload_file(self, description: str = "SIGHUP", author: str = "") -> dict[str, Any]:
         """Deploy the config file if it changed since the deployment serving now derives from it."""
+        if self.joining:
+            log.warning("reload: no CONFIG was given, this gateway serves its fleet's store: nothing to reload "
+                        "(fastgw deploy FILE --store URL changes what the fleet serves)")  # fmt: skip
+            raise Refused(400, "no CONFIG was given: this gateway serves its fleet's store, nothing to reload")
         if self.file is None:
             raise Refused(400, "the config did not come from a file: nothing to reload")
         with self.lock:

@@ -82,3 +82,33 @@ def drop_cookie(headers: Any, name: str) -> None:
     headers.remove("cookie")
     for value in kept:
         headers.add("cookie", value)
+
+
+def remove(
+    ctx: Any, headers: Collection[bytes], query: Collection[str], cookie_names: Collection[str], scheme: str = ""
+) -> None:
+    """Take a credential out of the upstream request wherever a plugin reads it: the header fields `headers` (wire
+    names, `_` spellings too; an `authorization` field only when it is of the plugin's `scheme`, e.g. `bearer`, as
+    another scheme is another plugin's), the query parameters `query` and the cookies `cookie_names` the client
+    sent. What the plugins' `hide_credentials` does, for the plugin that passed and, in multi-auth, the others."""
+    up = ctx.upstream_request
+    for wire in headers:
+        name = wire.decode("latin-1")
+        if scheme and name == "authorization":
+            values = up.headers.get_all(name)
+            kept = [v for v in values if v.strip()[: len(scheme) + 1].lower() != scheme + " "]
+            if len(kept) != len(values):
+                up.headers.remove(name)
+                for value in kept:
+                    up.headers.add(name, value)
+        else:
+            up.headers.remove(name)
+    req = ctx.request
+    if query and req.query_string:
+        given = req.query
+        for name in query:
+            if name in given:
+                up.query.pop(name, None)
+    if cookie_names and any(k == b"cookie" for k, _ in req.headers.raw()):
+        for name in cookie_names:
+            drop_cookie(up.headers, name)

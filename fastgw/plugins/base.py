@@ -63,6 +63,14 @@ class Plugin:
         limit); None (the default): the chain always runs."""
         return None
 
+    def step(self, phase: str, conf: Any) -> Any:
+        """Called once per phase the class defines and configuration (prepared) when a chain is built: a compiled
+        step of the core (`fastgw.core.steps`: `KeyAuthStep`, `HeaderStep`...) that stands in for this phase, run
+        by the phase loop without a Python frame, or None (the default): the phase runs as it is. The built-in
+        plugins give one for the configurations their steps cover; a step hands what it does not cover to the
+        phase itself, so both always give the same answers (tests/property/test_steps_twins.py)."""
+        return None
+
     def uses(self, phase: str, conf: Any) -> bool:
         """Called once per phase the class defines and configuration (prepared): False leaves the phase out of
         the chains of that configuration (a body_filter that is not needed makes the gateway hold bodies)."""
@@ -96,7 +104,8 @@ Plugin.Config = EmptyConfig
 class RouteInfo:
     """What a plugin may know of the route that matched."""
 
-    __slots__ = ("name", "path", "methods", "api", "stage", "stage_variables", "api_id", "functions")
+    __slots__ = ("name", "path", "methods", "api", "stage", "stage_variables", "api_id", "functions", "prefix",
+                 "resource", "arn_base")  # fmt: skip
 
     def __init__(
         self,
@@ -108,6 +117,9 @@ class RouteInfo:
         stage_variables: dict[str, str] | None,
         api_id: str = "local",
         functions: Mapping[str, Any] | None = None,
+        prefix: str = "",
+        resource: str | None = None,
+        arn_base: str = "",
     ) -> None:
         self.name = name
         self.path = path  # the template, without the stage
@@ -119,6 +131,12 @@ class RouteInfo:
         # The function pools (fastgw.functions.pool.FunctionPool) of the gateway serving the route, by name: what a
         # plugin that invokes functions (lambda-authorizer) invokes, through the same workers the routes use.
         self.functions: Mapping[str, Any] = functions or {}
+        # The stage prefix the route is served under ("/Prod"), or "" (an API served at the root, as `sam local`
+        # serves a template, or a $default stage): what a request's path starts with that is not the resource's.
+        self.prefix = prefix
+        self.resource = path if resource is None else resource  # the template as AWS shows it (no constraints)
+        # `arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/`: the fixed part of the route's method ARNs.
+        self.arn_base = arn_base
 
 
 class Response:

@@ -31,6 +31,7 @@ from fastgw.plugins.consumers import Consumer
 BAD = {"message": "Invalid authentication credentials"}
 MISSING = {"message": "Unauthorized"}
 PBKDF2_ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
+_AUTHORIZATION = frozenset({b"authorization"})
 _REMEMBERED_MAX = 10_000
 
 
@@ -212,7 +213,12 @@ class BasicAuth(Plugin):
     def _passed(self, ctx: Context, conf: BasicAuthConfig, consumer: Consumer) -> None:
         ctx.consumer = consumer
         if conf.hide_credentials:
-            ctx.upstream_request.headers.remove("authorization")
+            self.remove_credential(ctx, None)
+
+    def remove_credential(self, ctx: Context, prepared: Any) -> None:
+        """Take a Basic Authorization field out of the upstream request: hide_credentials, and in multi-auth also when
+        another plugin passed."""
+        credentials.remove(ctx, _AUTHORIZATION, (), (), "basic")
 
 
 PLUGINS = (BasicAuth,)

@@ -41,6 +41,7 @@ import msgspec
 from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.consumers import Consumer
+from fastgw.plugins.proxy_cache import cache_control
 
 # PyJWT (and cryptography under it) is imported when jwt-auth is first configured, not whenever the plugin
 # registry loads: a gateway that does not use JWTs does not pay ~10 MiB of memory for them.
@@ -365,14 +366,14 @@ class JwtAuth(Plugin):
         ctx.vars["jwt_claims"] = claims
         ctx.vars["jwt_scopes"] = scopes
         if conf.hide_credentials:
-            up = ctx.upstream_request
-            if where == "header":
-                up.headers.remove(name)
-            elif where == "query":
-                up.query.pop(name, None)
-            else:
-                credentials.drop_cookie(up.headers, name)
+            self.remove_credential(ctx, prepared)
         return None
+
+    def remove_credential(self, ctx: Context, prepared: Any) -> None:
+        """Take this configuration's token out of the upstream request, wherever it reads one (an Authorization field
+        only when it is a Bearer one): hide_credentials, and in multi-auth also when another plugin passed."""
+        sources: _Sources = prepared[1]
+        credentials.remove(ctx, sources.wire, sources.query, sources.cookies, "bearer")
 
     @staticmethod
     def _refuse(challenge: str, why: str) -> Response:
@@ -481,20 +482,19 @@ _JWKS_MAX_BYTES = 1 << 20
 _MAX_REDIRECTS = 5
 
 
-def max_age(cache_control: str) -> float | None:
-    """The max-age of a Cache-Control value, in seconds (0 for no-store / no-cache), or None without one."""
-    found = None
-    for part in cache_control.split(","):
-        name, _, value = part.strip().partition("=")
-        name = name.strip().lower()
-        if name in ("no-store", "no-cache"):
-            return 0.0
-        if name == "max-age":
-            try:
-                found = float(max(0, int(value.strip().strip('"'))))
-            except ValueError:
-                return 0.0  # RFC 9111 4.2.1: an invalid freshness lifetime is stale
-    return found
+def max_age(value: str) -> float | None:
+    """The max-age of a Cache-Control value, in seconds (0 for no-store / no-cache), or None without one; read by
+    proxy-cache's Cache-Control parser, one reading of the header for the gateway."""
+    directives = cache_control(value)
+    if "no-store" in directives or "no-cache" in directives:
+        return 0.0
+    given = directives.get("max-age")
+    if given is None:
+        return None
+    try:
+        return float(max(0, int(given)))
+    except ValueError:
+        return 0.0  # RFC 9111 4.2.1: an invalid freshness lifetime is stale
 
 
 async def fetch_jwks(url: str, timeout: float = 5.0) -> tuple[Any, float | None]:

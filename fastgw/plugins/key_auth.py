@@ -11,6 +11,7 @@ from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
+from fastgw.core import KeyAuthStep
 from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.consumers import Consumer
@@ -79,6 +80,18 @@ class KeyAuth(Plugin):
                          credentials.header_names(names) if conf.in_header else frozenset(),
                          frozenset(conf.key_names), conf.in_query)  # fmt: skip
 
+    def step(self, phase: str, prepared: _Prepared) -> Any:
+        """The compiled step of the usual configurations (fastgw.core.steps.KeyAuthStep): a key met before, given
+        once, in the one header or in a query with nothing to decode; anything else is `access`."""
+        conf = prepared.conf
+        if conf.in_cookie or conf.hide_credentials:
+            return None
+        if prepared.only is not None:
+            return KeyAuthStep(self, prepared, self.access, prepared.only, frozenset(), (), conf.in_query)
+        if not conf.in_query:
+            return None
+        return KeyAuthStep(self, prepared, self.access, None, prepared.wire, tuple(conf.key_names), True)
+
     def access(self, ctx: Context, prepared: _Prepared) -> Response | None:
         req = ctx.request
         only = prepared.only
@@ -107,19 +120,19 @@ class KeyAuth(Plugin):
         if len(fields) + in_query + len(in_cookie) > 1:
             return credentials.twice("API key")
         key: str | None = None
-        where = name = ""
+        name = ""
         if fields:
             k, v = fields[0]
             if k.decode("latin-1") in prepared.names:  # not the `_` spelling, which only a backend reads
-                key, where, name = credentials.text(v), "header", k.decode("latin-1")
+                key, name = credentials.text(v), k.decode("latin-1")
         elif in_query:
             for n in conf.key_names:
                 given = req.query.get(n)
                 if given:
-                    key, where, name = given[0], "query", n
+                    key, name = given[0], n
                     break
         elif in_cookie:
-            (name, key), where = in_cookie[0], "cookie"
+            name, key = in_cookie[0]
         if not key:
             return Response(401, NO_KEY, headers={"WWW-Authenticate": prepared.challenge})
         # NOTE: keys are compared as SHA-256 digests (a dict lookup). The time a lookup takes depends only on
@@ -137,14 +150,15 @@ class KeyAuth(Plugin):
         ctx.consumer = consumer
         ctx.credential = name
         if conf.hide_credentials:
-            up = ctx.upstream_request
-            if where == "header":
-                up.headers.remove(name)
-            elif where == "query":
-                up.query.pop(name, None)
-            else:
-                credentials.drop_cookie(up.headers, name)
+            self.remove_credential(ctx, prepared)
         return None
+
+    def remove_credential(self, ctx: Context, prepared: _Prepared) -> None:
+        """Take this configuration's key out of the upstream request, wherever it reads one (hide_credentials; in
+        multi-auth, also when another plugin passed the request)."""
+        conf = prepared.conf
+        credentials.remove(ctx, prepared.wire, prepared.query_names if conf.in_query else (),
+                           prepared.query_names if conf.in_cookie else ())  # fmt: skip
 
 
 PLUGINS = (KeyAuth,)

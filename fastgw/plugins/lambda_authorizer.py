@@ -30,12 +30,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from fastgw.functions import lambda_proxy as lp
-from fastgw.functions.pool import ACCOUNT_ID, REGION, Throttled
+from fastgw.functions.pool import Throttled
 from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
-from fastgw.plugins.chain import loading
-from fastgw.plugins.consumers import Consumer
-from fastgw.routing import plain_template
+from fastgw.plugins.chain import ConfigAt, loading
+from fastgw.plugins.consumers import Consumer, unsafe_in_header
 
 log = logging.getLogger("fastgw.plugins.lambda_authorizer")
 
@@ -96,12 +95,14 @@ class PrincipalCredential(msgspec.Struct, frozen=True, forbid_unknown_fields=Tru
 class Source:
     """One identity source: where its value is read from."""
 
-    __slots__ = ("where", "name", "text")
+    __slots__ = ("where", "name", "text", "wire")
 
     def __init__(self, where: str, name: str, text: str) -> None:
         self.where = where  # header | query | stage | context
         self.name = name
         self.text = text
+        # A header source's names on the wire (its `_` spelling too, counted as the same header), made once.
+        self.wire = credentials.header_names((name,)) if where == "header" else frozenset()
 
 
 _SOURCE = re.compile(
@@ -131,7 +132,7 @@ class Prepared:
     """One configuration of the authorizer, checked, with its answers' cache."""
 
     __slots__ = ("conf", "function", "rest", "token", "v2", "simple", "sources", "pattern", "ttl_ns", "cache",
-                 "headers", "unauthorized", "error")  # fmt: skip
+                 "headers", "header_keys", "unauthorized", "error")  # fmt: skip
 
     def __init__(self, conf: LambdaAuthorizerConfig, sources: list[Source], pattern: re.Pattern[str] | None) -> None:
         self.conf = conf
@@ -145,6 +146,7 @@ class Prepared:
         self.ttl_ns = conf.ttl * 1_000_000_000
         self.cache: dict[tuple[str, ...], tuple[int, Verdict]] = {}
         self.headers = list(conf.upstream_headers.items())
+        self.header_keys = frozenset(key for _, key in self.headers if key != "principalId")
         self.unauthorized = REST_UNAUTHORIZED if self.rest else HTTP_UNAUTHORIZED
         self.error = REST_ERROR if self.rest else HTTP_ERROR
 
@@ -226,6 +228,13 @@ def read_answer(value: Any, prep: Prepared) -> Verdict:
         for k, v in context.items():
             if not isinstance(v, (str, int, float, bool)):
                 raise Malformed(f"context.{k} must be a string, a number or a boolean, got {lp._kind(v)}")
+    # NOTE: the principal becomes the consumer's name (X-Consumer-Username) and, like a context value that
+    # upstream_headers names, a header value: a control character in it would split the upstream request (a header,
+    # a request smuggled behind it on a pooled connection). API Gateway answers 500 to an answer it cannot use.
+    for k in prep.header_keys:
+        v = context.get(k)
+        if v is not None and unsafe_in_header(_as_string(v)):
+            raise Malformed(f"context.{k} (an upstream header) holds a control character")
     if prep.simple:
         allowed = value.get("isAuthorized")
         if not isinstance(allowed, bool):
@@ -234,6 +243,8 @@ def read_answer(value: Any, prep: Prepared) -> Verdict:
     principal = value.get("principalId")
     if not isinstance(principal, str):
         raise Malformed(f"principalId must be a string, got {lp._kind(principal)}")
+    if unsafe_in_header(principal):
+        raise Malformed(f"principalId {principal!r} holds a control character")
     doc = value.get("policyDocument")
     if not isinstance(doc, dict):
         raise Malformed(f"policyDocument must be an object, got {lp._kind(doc)}")
@@ -278,13 +289,13 @@ class LambdaAuthorizer(Plugin):
         functions = loading().config.functions
         if conf.function not in functions:
             known = ", ".join(sorted(functions)) or "none"
-            raise _at(".function", f"no function named {conf.function!r} in functions: (defined: {known})")
+            raise ConfigAt(".function", f"no function named {conf.function!r} in functions: (defined: {known})")
         if conf.api == "http" and conf.type == "token":
-            raise _at(".type", "HTTP API authorizers are of type request (give identity_source for the token)")
+            raise ConfigAt(".type", "HTTP API authorizers are of type request (give identity_source for the token)")
         if conf.simple_responses and not (conf.api == "http" and conf.payload_format == "2.0"):
-            raise _at(".simple_responses", "simple responses are for HTTP API authorizers with payload_format 2.0")
+            raise ConfigAt(".simple_responses", "simple responses are for HTTP API authorizers with payload_format 2.0")
         if conf.validation_expression is not None and conf.type != "token":
-            raise _at(".validation_expression", "a validation expression applies to token authorizers only")
+            raise ConfigAt(".validation_expression", "a validation expression applies to token authorizers only")
         texts = conf.identity_source
         if isinstance(texts, str):
             texts = [t.strip() for t in texts.split(",") if t.strip()]
@@ -295,22 +306,22 @@ class LambdaAuthorizer(Plugin):
             try:
                 sources.append(parse_source(text))
             except ValueError as exc:
-                raise _at(f".identity_source[{i}]", str(exc)) from None
+                raise ConfigAt(f".identity_source[{i}]", str(exc)) from None
         if conf.type == "token" and (len(sources) != 1 or sources[0].where != "header"):
-            raise _at(".identity_source", "a token authorizer reads its token from one header")
+            raise ConfigAt(".identity_source", "a token authorizer reads its token from one header")
         if conf.ttl and not sources:
-            raise _at(".identity_source", "caching (ttl > 0) needs at least one identity source: they are its key")
+            raise ConfigAt(".identity_source", "caching (ttl > 0) needs at least one identity source: they are its key")
         pattern = None
         if conf.validation_expression is not None:
             try:
                 pattern = re.compile(conf.validation_expression)
             except re.error as exc:
-                raise _at(".validation_expression", f"not a valid regular expression: {exc}") from None
+                raise ConfigAt(".validation_expression", f"not a valid regular expression: {exc}") from None
         for header, key in conf.upstream_headers.items():
             if not _HEADER_NAME.match(header):
-                raise _at(f".upstream_headers.{header}", "not a valid header name")
+                raise ConfigAt(f".upstream_headers.{header}", "not a valid header name")
             if not key:
-                raise _at(f".upstream_headers.{header}", "name principalId or a key of the authorizer's context")
+                raise ConfigAt(f".upstream_headers.{header}", "name principalId or a key of the authorizer's context")
         return Prepared(conf, sources, pattern)
 
     def access(self, ctx: Context, prep: Prepared) -> Response | Awaitable[Response | None] | None:
@@ -326,14 +337,15 @@ class LambdaAuthorizer(Plugin):
         if prep.pattern is not None and not prep.pattern.fullmatch(values[0]):
             return prep.unauthorized
         key = tuple(values)
-        arn = method_arn(ctx)
         if prep.ttl_ns:
             hit = prep.cache.get(key)
             if hit is not None:
                 if hit[0] > time.monotonic_ns():
-                    return self._apply(ctx, prep, hit[1], arn, 0)
+                    verdict = hit[1]
+                    # A simple response decides without a policy: no method ARN to build for it.
+                    return self._apply(ctx, prep, verdict, method_arn(ctx) if verdict.allowed is None else "", 0)
                 del prep.cache[key]
-        return self._invoke(ctx, prep, key, arn)
+        return self._invoke(ctx, prep, key, method_arn(ctx))
 
     async def _invoke(self, ctx: Context, prep: Prepared, key: tuple[str, ...], arn: str) -> Response | None:
         pool = ctx.route.functions.get(prep.function)
@@ -394,20 +406,8 @@ class LambdaAuthorizer(Plugin):
             value = verdict.principal if key == "principalId" else verdict.context.get(key)
             if value is None:
                 continue
-            text = _as_string(value)
-            if "\r" not in text and "\n" not in text and "\0" not in text:
-                ctx.set_upstream_header(header, text)
+            ctx.set_upstream_header(header, _as_string(value))  # read_answer refused control characters
         return None
-
-
-class _ConfigAt(ValueError):
-    def __init__(self, at: str, message: str) -> None:
-        super().__init__(message)
-        self.at = at
-
-
-def _at(at: str, message: str) -> ValueError:
-    return _ConfigAt(at, message)
 
 
 class _Twice(Exception):
@@ -417,7 +417,7 @@ class _Twice(Exception):
 def _identity(ctx: Context, source: Source) -> str | None:
     where = source.where
     if where == "header":
-        wire = credentials.header_names((source.name,))
+        wire = source.wire
         fields = [v for k, v in ctx.request.headers.raw() if k in wire]
         if len(fields) > 1:
             raise _Twice
@@ -440,11 +440,11 @@ def _context_variable(ctx: Context, name: str) -> str:
     if name == "path":
         return req.path
     if name == "resourcePath":  # as AWS shows it: without the template's constraints (API Gateway has none)
-        return plain_template(str(route.path))
+        return route.resource
     if name == "routeKey":  # as the route's own Lambda events name it (fastgw.functions.lambda_proxy.event_v2)
         if route.path == lp.DEFAULT_ROUTE:
             return lp.DEFAULT_ROUTE
-        return f"{'ANY' if 'ANY' in route.methods else req.method} {plain_template(str(route.path))}"
+        return f"{'ANY' if 'ANY' in route.methods else req.method} {route.resource}"
     if name == "stage":
         return route.stage or "$default"
     if name == "apiId":
@@ -459,16 +459,17 @@ def _stage(ctx: Context) -> str:
 
 
 def method_arn(ctx: Context) -> str:
-    """`arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/{METHOD}/{path without the stage, no leading /}`."""
-    stage = _stage(ctx)
+    """`arn:aws:execute-api:{region}:{account}:{apiId}/{stage}/{METHOD}/{path without the stage, no leading /}`.
+
+    NOTE: only the prefix the route is actually served under is removed (RouteInfo.prefix): an API served at the
+    root (stage_prefix false, as `sam local` serves a template) has none, and `/Prod/public/x` there is the resource
+    path `Prod/public/x`, not `public/x` (which a policy for GET/public/* would admit)."""
+    route = ctx.route
     path = ctx.request.path
-    if stage != "$default":
-        prefix = "/" + stage
-        if path == prefix:
-            path = "/"
-        elif path.startswith(prefix + "/"):
-            path = path[len(prefix) :]
-    return f"arn:aws:execute-api:{REGION}:{ACCOUNT_ID}:{ctx.route.api_id}/{stage}/{ctx.request.method}/{path[1:]}"
+    prefix = route.prefix
+    if prefix:  # the router matched under it: the path is the prefix, or starts with it and a slash
+        path = path[len(prefix) :] or "/"
+    return f"{route.arn_base}{ctx.request.method}/{path[1:]}"
 
 
 def build_event(ctx: Context, prep: Prepared, values: tuple[str, ...], arn: str) -> dict[str, Any]:
@@ -487,7 +488,7 @@ def build_event(ctx: Context, prep: Prepared, values: tuple[str, ...], arn: str)
         http10=False,
         request_id=str(uuid.uuid4()),
         time_ns=time.time_ns(),
-        resource=plain_template(str(route.path)),
+        resource=route.resource,
         methods=tuple(route.methods),
         params=dict(req.params),
         stage=_stage(ctx),

@@ -183,6 +183,8 @@ def vary_key(ctx: Context, base: str, names: list[str]) -> str:
 
 
 def cache_control(value: str | None) -> dict[str, str]:
+    """A Cache-Control value's directives, lower-cased, each with its argument unquoted ("" without one): what
+    proxy-cache and jwt-auth (a JWKS's max-age) read."""
     out: dict[str, str] = {}
     for part in (value or "").split(","):
         name, _, arg = part.strip().partition("=")

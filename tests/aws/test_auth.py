@@ -1,7 +1,7 @@
 """Authorizers of templates and OpenAPI definitions translated into the `lambda-authorizer`, `jwt-auth` and
 `multi-auth` plugins' configuration (issue 21, item 3). The translation is checked on the config it produces; the
-TOKEN-authorizer template is also served end to end: with the lambda-authorizer plugin installed it must guard its
-routes, and without it the routes are served with a warning saying they are not guarded."""
+TOKEN-authorizer template is also served end to end. Authorizers fastgw does not run (Cognito, IAM, API keys) fail
+closed: their routes answer 401 unless --unenforced-auth open serves them as sam local does."""
 
 from __future__ import annotations
 
@@ -16,13 +16,11 @@ from fastgw.aws import sam
 from fastgw.aws.intrinsics import load_yaml
 from fastgw.config.errors import ConfigError
 from fastgw.config.load import load_config
-from fastgw.plugins.chain import Registry
 from fastgw.testing import http_request
 from tests.aws.conftest import ECHO_PY, TEMPLATES, serving, write
 from tests.functions.conftest import needs_node
 
 TOKEN = TEMPLATES / "token-authorizer" / "template.yaml"
-HAS_AUTHORIZER = "lambda-authorizer" in Registry.load([]).classes
 
 
 def _translate(template: Path) -> dict:
@@ -252,13 +250,6 @@ async def test_token_authorizer_template_end_to_end(caplog):
         async with serving(TOKEN) as srv:
             r = await http_request(srv.port, "GET", "/public")
             assert (r.status, json.loads(r.body)["message"]) == (200, "hello")
-            if not HAS_AUTHORIZER:
-                # The branch with the lambda-authorizer plugin is not merged: the route is served unguarded, and the
-                # log says so.
-                r = await http_request(srv.port, "GET", "/")
-                assert r.status == 200
-                assert any("authorizers are not enforced" in rec.getMessage() for rec in caplog.records)
-                return
             r = await http_request(srv.port, "GET", "/")
             assert (r.status, r.body) == (401, b'{"message":"Unauthorized"}')
             r = await http_request(srv.port, "GET", "/", headers={"Authorization": "Bearer unauthorized"})
@@ -389,3 +380,110 @@ async def test_openapi_any_of_two_lambda_authorizers_end_to_end(tmp_path):
         assert r.status in (401, 403)
         r = await http_request(srv.port, "GET", "/v1/either")
         assert r.status == 401
+
+
+UNENFORCED = """
+Resources:
+  Api:
+    Type: AWS::Serverless::Api
+    Properties:
+      StageName: dev
+      Auth:
+        DefaultAuthorizer: Pool
+        Authorizers:
+          Pool: {UserPoolArn: arn:aws:cognito-idp:us-east-1:1:userpool/x}
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: src
+      Handler: app.handler
+      Runtime: python3.12
+      Events:
+        Pool: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /pool, Method: get}}
+        Iam: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /iam, Method: get, Auth: {Authorizer: AWS_IAM}}}
+        Open: {Type: Api, Properties: {RestApiId: !Ref Api, Path: /open, Method: get, Auth: {Authorizer: NONE}}}
+  IamApi:
+    Type: AWS::Serverless::Api
+    Properties: {StageName: dev, Auth: {DefaultAuthorizer: AWS_IAM}}
+  Fn2:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: src
+      Handler: app.handler
+      Runtime: python3.12
+      Events:
+        Def: {Type: Api, Properties: {RestApiId: !Ref IamApi, Path: /default-iam, Method: get}}
+"""
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+async def test_authorizers_fastgw_does_not_run_fail_closed_unless_asked_open(tmp_path, caplog, mode):
+    """Cognito, an event's AWS_IAM and an API's DefaultAuthorizer AWS_IAM were served with no auth at all: now 401
+    (nothing reaches the function) unless --unenforced-auth open, and listed once at start either way."""
+    template = _template(tmp_path, UNENFORCED)
+    given = {"unenforced_auth": "open"} if mode == "open" else {}
+    with caplog.at_level(logging.WARNING, logger="fastgw.aws"):
+        async with serving(template, **given) as srv:
+            for path in ("/pool", "/iam", "/default-iam"):
+                r = await http_request(srv.port, "GET", path)
+                if mode == "closed":
+                    assert (r.status, r.body) == (401, b'{"message":"Unauthorized"}'), path
+                else:
+                    assert r.status == 200, (path, r.body)
+            r = await http_request(srv.port, "GET", "/open")
+            assert r.status == 200
+    said = [rec.getMessage() for rec in caplog.records if "does not run" in rec.getMessage()]
+    assert len(said) == 1 and all(p in said[0] for p in ("GET /pool", "GET /iam", "GET /default-iam"))
+    assert ("WITHOUT authorization" in said[0]) == (mode == "open")
+
+
+def test_an_openapi_alternative_fastgw_does_not_run_admits_nobody_but_leaves_the_others(tmp_path):
+    write(tmp_path, "auth/auth.py", "def handler(event, context):\n    return {}\n")
+    write(
+        tmp_path,
+        "api.yaml",
+        """
+        openapi: 3.0.1
+        components:
+          securitySchemes:
+            key: {type: apiKey, name: x-api-key, in: header}
+            fn:
+              type: apiKey
+              name: Authorization
+              in: header
+              x-amazon-apigateway-authorizer:
+                type: token
+                authorizerUri: arn:aws:lambda:us-east-1:1:function:auth
+        paths:
+          /either:
+            get:
+              security: [{key: []}, {fn: []}]
+              x-amazon-apigateway-integration: {type: mock, requestTemplates: {application/json: '{"statusCode": 200}'}}
+          /key:
+            get:
+              security: [{key: []}]
+              x-amazon-apigateway-integration: {type: mock, requestTemplates: {application/json: '{"statusCode": 200}'}}
+    """,
+    )
+    config = write(
+        tmp_path,
+        "fastgw.yaml",
+        """
+        functions: {auth: {runtime: python, code: auth, handler: auth.handler}}
+        apis: {a: {type: rest, openapi: api.yaml, stages: {v1: {}}}}
+    """,
+    )
+    routes = {r.path: r for r in (e.route for e in load_config(config).entries)}
+    assert set(routes["/either"].plugins) == {"lambda-authorizer"}  # the API key alternative admits nobody
+    assert routes["/key"].integration.status == 401 and not routes["/key"].plugins
+
+
+def test_the_unenforced_auth_flag_on_the_command_line(tmp_path, capsys):
+    from fastgw.cli import main
+
+    template = _template(tmp_path, UNENFORCED)
+    main(["invoke", str(template), "GET", "/pool", "--json"])
+    assert json.loads(capsys.readouterr().out)["status"] == 401
+    assert main(["invoke", str(template), "GET", "/pool", "--json", "--unenforced-auth", "open"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == 200
+    assert main(["check", str(template), "--unenforced-auth", "open"]) == 0

@@ -290,3 +290,42 @@ async def test_http_api_definition_with_shared_integrations_and_default_route(tm
             r = await http_request(srv.port, "PUT", path)
             assert r.status == 200
             assert json.loads(r.body)["event"]["rawPath"] == path
+
+
+OPENAPI_TWICE_YAML = """openapi: 3.0.1
+paths:
+  /admin:
+    get:
+      security: [{key: []}]
+      x-amazon-apigateway-integration: {type: http_proxy, httpMethod: GET, uri: "http://127.0.0.1:9/x"}
+      security: []
+"""
+OPENAPI_TWICE_JSON = """{
+  "openapi": "3.0.1",
+  "paths": {
+    "/admin": {
+      "get": {
+        "security": [{"key": []}],
+        "x-amazon-apigateway-integration": {"type": "http_proxy", "httpMethod": "GET", "uri": "http://127.0.0.1:9/x"},
+        "security": []
+      }
+    }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(("name", "text", "lines"), [("api.yaml", OPENAPI_TWICE_YAML, (5, 7)),
+                                                     ("api.json", OPENAPI_TWICE_JSON, (6, 8))])  # fmt: skip
+def test_an_openapi_file_with_a_key_given_twice_is_a_config_error(tmp_path, name, text, lines):
+    """Issue 19, item 9: a second `security:` on an operation would silently replace the first (and open the route)."""
+    (tmp_path / name).write_text(text)
+    config = write(tmp_path, "fastgw.yaml", f"apis: {{a: {{type: http, openapi: {name}}}}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    assert err.value.source == str(tmp_path / name)
+    assert err.value.path == "$.paths./admin.get.security"
+    assert (
+        f"given twice in one {'mapping' if name.endswith('yaml') else 'object'} (lines {lines[0]} and {lines[1]})"
+        in (err.value.message)
+    )

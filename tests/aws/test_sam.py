@@ -462,7 +462,9 @@ def test_cli_check_routes_and_invoke_take_a_template_and_its_flags(tmp_path):
     assert r.returncode == 1 and "is for SAM/CloudFormation templates" in r.stderr
 
 
-@pytest.mark.parametrize("module", ["fastgw.aws", "fastgw.aws.sam", "fastgw.aws.openapi", "fastgw.aws.validator"])
+@pytest.mark.parametrize(
+    "module", ["fastgw.aws", "fastgw.aws.sam", "fastgw.aws.sam_functions", "fastgw.aws.openapi", "fastgw.aws.validator"]
+)
 def test_each_module_imports_first_in_a_fresh_interpreter(module):
     # fastgw.config's package imports the loader, which imports fastgw.aws: no order of imports may be circular.
     r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
@@ -679,3 +681,61 @@ def test_an_unexpected_shape_is_a_config_error_not_a_traceback(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(template)
     assert err.value.path == "$" and err.value.message.startswith("cannot read a SAM/CloudFormation template")
+
+
+def test_a_template_with_a_key_given_twice_is_a_config_error(tmp_path):
+    """Issue 19, item 9: a second `Auth:` on an event would silently replace the first (and open the route); the
+    short tags (`!Ref`, `!Sub` on a scalar, a sequence or a mapping) read as before around it."""
+    template = _echo_template(
+        tmp_path,
+        """
+        Hello:
+          Type: AWS::Serverless::Function
+          Properties:
+            CodeUri: !Sub "${Here}"
+            Handler: app.handler
+            Runtime: python3.12
+            Environment: {Variables: {A: !Ref Here, B: !Join ["-", [x, !Select [1, [a, b]]]]}}
+            Events:
+              Hello:
+                Type: Api
+                Properties:
+                  Path: /hello
+                  Method: get
+                  Auth: {Authorizer: Gate}
+                  Auth: {Authorizer: NONE}
+        """,
+        extra="Parameters: {Here: {Type: String, Default: src}}",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(template)
+    assert (err.value.source, err.value.path) == (
+        str(template),
+        "$.Resources.Hello.Properties.Events.Hello.Properties.Auth",
+    )
+    assert "given twice in one mapping (lines 18 and 19)" in err.value.message
+    text = "".join(line for line in template.read_text().splitlines(True) if "Gate" not in line)
+    template.write_text(text.replace("Auth: {Authorizer: NONE}", "Auth: {Authorizer: NONE, ApiKeyRequired: false}"))
+    loaded = load_config(template)  # the same template with one Auth: the tags as before
+    assert any(e.path == "/hello" for e in loaded.entries)
+    assert loaded.config.functions["Hello"].environment == {"A": "src", "B": "x-b", "AWS_SAM_LOCAL": "true"}
+
+
+def test_a_json_template_with_a_key_given_twice_is_a_config_error(tmp_path):
+    write(tmp_path, "src/app.py", ECHO_PY)
+    template = tmp_path / "template.json"
+    template.write_text(
+        '{"Transform": "AWS::Serverless-2016-10-31",\n'
+        ' "Resources": {"Hello": {"Type": "AWS::Serverless::Function",\n'
+        '   "Properties": {"CodeUri": "src", "Handler": "app.handler", "Runtime": "python3.12",\n'
+        '     "Events": {"Hello": {"Type": "Api", "Properties": {"Path": "/hello", "Method": "get",\n'
+        '       "Auth": {"Authorizer": "Gate"},\n'
+        '       "Auth": {"Authorizer": "NONE"}}}}}}}}\n'
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(template)
+    assert (err.value.source, err.value.path) == (
+        str(template),
+        "$.Resources.Hello.Properties.Events.Hello.Properties.Auth",
+    )
+    assert "given twice in one object (lines 5 and 6)" in err.value.message

@@ -5,6 +5,10 @@ refused, and one that does not load on a gateway leaves it serving the last good
 from __future__ import annotations
 
 import asyncio
+import base64
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -72,7 +76,12 @@ async def test_two_gateways_share_their_deployments(tmp_path: Path, node: EtcdCl
         assert r.status == 201, r.body
         took = await _until_body(b, "/w", b"written-on-a")
         assert took < 1.5
-        assert b.plane is not None and b.plane.id == r.json()["deployment"]
+        # NOTE: the workers swap a deployment in a moment before the plane records it (a write on the ETag read in
+        # between is refused with 409, never lost): the plane's record follows within that moment.
+        deadline = time.monotonic() + 1.0
+        while b.plane is None or b.plane.id != r.json()["deployment"]:
+            assert time.monotonic() < deadline, (b.plane and b.plane.id, r.json()["deployment"])
+            await asyncio.sleep(0.01)
         # And the other way; a write based on what no longer serves is refused.
         stale = r.header("etag")
         r = await _put(b, "/routes/w", {"path": "/w", "integration": {"type": "mock", "body": "written-on-b"}})
@@ -111,3 +120,91 @@ async def test_serve_store_joins_a_fleet_with_its_workers(tmp_path: Path, node: 
     finally:
         await gw.stop()
         await a.shutdown(timeout=1.0)
+
+
+def _fastgw(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fastgw", *args], capture_output=True, text=True, timeout=60)
+
+
+def _newest(node: EtcdCluster, prefix: str) -> list[dict[str, object]]:
+    key = base64.b64encode(f"{prefix}/newest".encode()).decode()
+    return list(node.call("/v3/kv/range", {"key": key}).get("kvs", []))
+
+
+async def test_serve_store_without_config_waits_for_the_first_deployment(tmp_path: Path, node: EtcdCluster):
+    """A gateway joining an empty store with no CONFIG answers 503 and writes nothing (the quickstart is not a
+    fleet's config); `fastgw deploy FILE --store URL` with no gateway at hand then reaches it."""
+    from tests.integration.gwprocess import GatewayProcess
+
+    prefix = f"/t-{uuid.uuid4().hex[:8]}"
+    url = f"etcd://{node.endpoints[0].removeprefix('http://')}{prefix}"
+    gw = await GatewayProcess(None, "--store", url).start()
+    try:
+        for path in ("/", "/health", "/api/users/42"):
+            r = await http_request(gw.port, "GET", path)
+            assert (r.status, r.json()) == (503, {"message": "No deployment yet"}), path
+        assert any("answering 503 until one is deployed" in line for line in gw.log)
+        gw.signal(signal.SIGHUP)  # a reload has no file to read: the quickstart does not go into the store either
+        deadline = time.monotonic() + 5
+        while not any("nothing to reload" in line for line in gw.log):
+            assert time.monotonic() < deadline, gw.log
+            await asyncio.sleep(0.05)
+        assert _newest(node, prefix) == []
+
+        f = tmp_path / "fleet.yaml"
+        f.write_text(
+            "logging: {access_log: false}\nroutes:\n  - {name: v, path: /v, integration: {type: mock, body: one}}\n"
+        )
+        r = await asyncio.to_thread(_fastgw, "deploy", str(f), "--store", url)
+        assert r.returncode == 0, r.stderr
+        assert len(_newest(node, prefix)) == 1
+        await _until_status(gw.port, "/v", b"one")
+        assert (await http_request(gw.port, "GET", "/health")).status == 404
+    finally:
+        await gw.stop()
+
+
+async def _until_status(port: int, path: str, body: bytes, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (await http_request(port, "GET", path)).body == body:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{path} never answered {body!r}")
+
+
+def test_deploy_and_diff_against_the_store_without_a_gateway(tmp_path: Path, node: EtcdCluster):
+    prefix = f"/t-{uuid.uuid4().hex[:8]}"
+    url = f"etcd://{node.endpoints[0].removeprefix('http://')}{prefix}"
+    f = tmp_path / "fleet.yaml"
+    f.write_text("routes:\n  - {name: v, path: /v, integration: {type: mock, body: one}}\n")
+    r = _fastgw("diff", str(f), "--store", url)
+    assert r.returncode == 1 and "store is empty" in r.stdout and "+ $.routes" in r.stdout, r
+    r = _fastgw("deploy", str(f), "--store", url, "-m", "from CI")
+    assert r.returncode == 0, r.stderr
+    first = _newest(node, prefix)[0]
+    first_id = base64.b64decode(str(first["value"])).decode()
+    assert first_id in r.stdout
+    assert _fastgw("diff", str(f), "--store", url).returncode == 0
+    assert "unchanged" in _fastgw("deploy", str(f), "--store", url).stdout
+
+    # A broken file is refused before the store is touched, with its key path.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("routes:\n  - {name: v, path: /v, integration: {type: mock, status: 99}}\n")
+    r = _fastgw("deploy", str(bad), "--store", url)
+    assert r.returncode == 2 and "$.routes[0]" in r.stderr, r.stderr
+
+    f.write_text("routes:\n  - {name: v, path: /v, integration: {type: mock, body: two}}\n")
+    r = _fastgw("diff", str(f), "--store", url)
+    assert r.returncode == 1 and '~ $.routes[name=v].integration.body: "one" -> "two"' in r.stdout, r.stdout
+    # --if-match pins what the deploy was based on: a stale one writes nothing.
+    r = _fastgw("deploy", str(f), "--store", url, "--if-match", "0123456789abcdef")
+    assert r.returncode == 1 and "409" in r.stderr, r.stderr
+    assert _newest(node, prefix)[0]["mod_revision"] == first["mod_revision"]
+    r = _fastgw("deploy", str(f), "--store", url, "--if-match", first_id)
+    assert r.returncode == 0, r.stderr
+    assert _newest(node, prefix)[0]["mod_revision"] != first["mod_revision"]
+    assert _fastgw("diff", str(f), "--store", url).returncode == 0
+
+    r = _fastgw("deploy", str(f), "--store", "etcd://127.0.0.1:1/x")
+    assert r.returncode == 2 and "unavailable" in r.stderr, r.stderr

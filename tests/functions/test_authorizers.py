@@ -42,6 +42,22 @@ def token(event, context):
         return {"principalId": "x"}
     if tok == "nested":
         return _policy("x", "Allow", arn, user={"id": 1})
+    if tok == "smuggle":
+        return _policy("alice\\r\\nx-admin: true\\r\\n\\r\\nGET /internal HTTP/1.1", "Allow", arn)
+    if tok == "smuggle-nul":
+        return _policy("alice\\0", "Allow", arn)
+    if tok == "smuggle-context":
+        return _policy("carol", "Allow", arn, tenant="acme\\r\\nx-admin: true")
+    if tok in ("public", "not-prod"):
+        base = arn.split("/", 1)[0]
+        if tok == "public":
+            return _policy("user-public", "Allow", base + "/*/GET/public/*")
+        doc = _policy("user-not-prod", "Allow", base + "/*/GET/*")
+        doc["policyDocument"]["Statement"].append(
+            {"Action": "execute-api:Invoke", "Effect": "Deny", "Resource": base + "/*/GET/Prod/*"})
+        return doc
+    if tok == "tab":
+        return _policy("tab\\tbed", "Allow", arn, tenant="a\\tb")
     if tok == "deny":
         return _policy("user-deny", "Deny", arn)
     if tok == "elsewhere":
@@ -172,6 +188,31 @@ async def test_token_authorizer_allows_denies_and_fails_as_api_gateway(fgw, tmp_
         r = await http_request(srv.port, "GET", "/Prod/", headers=bearer("root"))
         assert r.status == 200 and seen(tmp_path)[-1]["methodArn"] == arn("GET", "")
         assert len(seen(tmp_path)) == before + 8  # ttl 0: every request asked the function
+
+
+@pytest.mark.parametrize("stage_prefix", [True, False])
+async def test_the_method_arn_loses_only_the_prefix_the_route_is_served_under(fgw, tmp_path, stage_prefix):
+    """Served under /Prod, /Prod/public/x is the resource public/x; served at the root (stage_prefix false, as `sam
+    local` serves a template), /Prod/public/x is the resource Prod/public/x, which a policy for GET/public/* does not
+    admit and a Deny of GET/Prod/* refuses."""
+    cfg = rest_config(tmp_path, {"function": "auth", "ttl": 0})
+    cfg["apis"]["shop"]["stage_prefix"] = stage_prefix
+    cfg["apis"]["shop"]["routes"] = [
+        {"path": "/{proxy+}", "methods": ["GET"], "integration": {"type": "lambda", "function": "echo"}}
+    ]
+    srv = await fgw(cfg)
+    root = "/Prod" if stage_prefix else ""
+    for _ in TWICE:
+        r = await http_request(srv.port, "GET", root + "/public/x", headers=bearer("public"))
+        assert r.status == 200, r.body
+        assert seen(tmp_path)[-1]["methodArn"] == arn("GET", "public/x")
+        r = await http_request(srv.port, "GET", root + "/Prod/public/x", headers=bearer("public"))
+        assert (r.status, r.body) == (403, NOT_ALLOWED)
+        assert seen(tmp_path)[-1]["methodArn"] == arn("GET", "Prod/public/x")
+        r = await http_request(srv.port, "GET", root + "/Prod/x", headers=bearer("not-prod"))
+        assert (r.status, r.body) == (403, EXPLICIT_DENY)
+        r = await http_request(srv.port, "GET", root + "/x", headers=bearer("not-prod"))
+        assert r.status == 200, r.body
 
 
 async def test_validation_expression_refuses_without_calling_the_function(fgw, tmp_path):
@@ -353,6 +394,29 @@ async def test_principal_and_context_reach_an_http_upstream(fgw, tmp_path, upstr
         assert r.status == 403 and len(upstream.received) == 1
 
 
+async def test_a_principal_or_header_context_with_a_control_character_is_a_malformed_answer(fgw, tmp_path, upstream):
+    """A principal no consumer claims names the consumer (X-Consumer-Username) and a context value upstream_headers
+    names becomes a header: CR/LF/NUL in either would smuggle a header, or a second request onto the pooled
+    upstream connection. API Gateway answers 500 to an answer it cannot use; the upstream receives nothing."""
+    cfg = rest_config(tmp_path, {"function": "auth", "ttl": 0, "upstream_headers": {"X-Tenant": "tenant"}})
+    cfg["consumers"] = {"zed": {}}  # with consumers, the upstream receives X-Consumer-Username
+    cfg["upstreams"] = {"backend": {"targets": [upstream.url]}}
+    cfg["apis"]["shop"]["routes"].append(
+        {"path": "/proxied", "methods": ["GET"], "integration": {"type": "http", "upstream": "backend"}}
+    )
+    srv = await fgw(cfg)
+    for _ in TWICE:
+        upstream.received.clear()
+        for token in ("smuggle", "smuggle-nul", "smuggle-context"):
+            r = await http_request(srv.port, "GET", "/Prod/proxied", headers=bearer(token))
+            assert (r.status, r.body) == (500, b'{"message": null}'), token
+        assert upstream.received == []
+        r = await http_request(srv.port, "GET", "/Prod/proxied", headers=bearer("tab"))  # a tab is a header's own
+        assert r.status == 200
+        (got,) = upstream.received
+        assert got.header("x-consumer-username") == "tab\tbed" and got.header("x-tenant") == "a\tb"
+
+
 async def test_the_principal_is_the_consumer_rate_limits_count(fgw, tmp_path):
     cfg = rest_config(tmp_path, {"function": "auth"})
     cfg["apis"]["shop"]["plugins"]["rate-limit"] = {"rate": 1, "burst": 1, "period": 60, "key": "consumer"}
@@ -471,3 +535,24 @@ def test_two_consumers_cannot_claim_one_principal():
     )
     with pytest.raises(ConfigError, match="claim the same principal 'p'"):
         load_config_bytes(raw, "gw.json")
+
+
+def test_per_request_work_is_done_once_at_load(tmp_path):
+    """A header identity source knows its wire names, and a route its resource and ARN prefix, from load on: the
+    request path no longer rebuilds them (header_names, plain_template, the ARN's fixed part)."""
+    from fastgw.gateway import Gateway
+    from fastgw.plugins.lambda_authorizer import parse_source
+
+    assert parse_source("$request.header.X-Token").wire == {b"x-token", b"x_token"}
+    assert parse_source("method.request.querystring.t").wire == frozenset()
+    cfg = rest_config(tmp_path, {"function": "auth"})
+    cfg["apis"]["shop"]["routes"].append(
+        {"path": "/n/{id:[0-9]+}", "methods": ["GET"], "integration": {"type": "lambda", "function": "echo"}}
+    )
+    gw = Gateway(load_config_bytes(orjson.dumps(cfg), str(tmp_path / "gw.json"), tmp_path))
+    try:
+        info = next(r.info for r in gw.routes if r.info is not None and r.info.path == "/n/{id:[0-9]+}")
+        assert (info.resource, info.prefix) == ("/n/{id}", "/Prod")
+        assert info.arn_base == "arn:aws:execute-api:local:000000000000:abc123/Prod/"
+    finally:
+        gw.close()

@@ -97,6 +97,9 @@ async def test_acl_after_multi_auth_sees_the_consumer(upstream, gateway, people)
         ({"auth_plugins": [{"key-auth": {}, "jwt-auth": {}}, {"key-auth": {}}]}, ".auth_plugins[0]", "one plugin"),
         ({"auth_plugins": [{"key-auth": {"realm": 1}}, {"jwt-auth": {}}]}, ".auth_plugins[0].key-auth.realm",
          "Expected `str`"),
+        # The same explanation as a plugin configured alone (fastgw.plugins.chain.prepare_plugin).
+        ({"auth_plugins": [{"key-auth": {"key_name": ["x"]}}, {"jwt-auth": {}}]}, ".auth_plugins[0].key-auth",
+         "unknown field `key_name` (did you mean 'key_names'?)"),
         ({"auth_plugins": [{"key-auth": {}}, {"lambda-authorizer": {"function": "f"}}]},
          ".auth_plugins[1].lambda-authorizer.function", "no function named 'f'"),
     ],
@@ -107,3 +110,31 @@ def test_config_errors_name_the_key(conf, path, message):
         load_config_bytes(raw, "gw.json")
     assert err.value.path == "$.routes[0].plugins.multi-auth" + path
     assert message in str(err.value)
+
+
+async def test_a_refused_credential_is_hidden_when_its_plugin_says_hide_credentials(upstream, gateway, people):
+    """A wrong apikey beside a valid token: the request passes (jwt-auth), and key-auth's hide_credentials still keeps
+    the guessed key from the upstream (and the other way round: a token jwt-auth refused, with a good key)."""
+    hide_key = {"multi-auth": {"auth_plugins": [{"key-auth": {"hide_credentials": True}}, {"jwt-auth": {}}]}}
+    gw = await gateway(route_config(upstream, hide_key, consumers=people))
+    for _ in TWICE:
+        upstream.received.clear()
+        r = await http_request(gw.port, "GET", "/a?apikey=wrong", headers=token())
+        assert r.status == 200, r.body
+        r = await http_request(gw.port, "GET", "/b", headers={"apikey": "wrong", "x-other": "kept", **token()})
+        assert r.status == 200, r.body
+        a, b = upstream.received
+        assert a.target == "/a" and a.header("authorization").startswith("Bearer ")  # jwt-auth's own: not hidden
+        assert b.header("apikey") is None and b.header("x-other") == "kept"
+        assert b.header("x-consumer-username") == "carol"
+    hide_token = {"multi-auth": {"auth_plugins": [{"jwt-auth": {"hide_credentials": True}}, {"basic-auth": {}},
+                                                  {"key-auth": {}}]}}  # fmt: skip
+    gw = await gateway(route_config(upstream, hide_token, consumers=people))
+    for _ in TWICE:
+        upstream.received.clear()
+        bad = token(secret="not-the-secret" * 4)
+        r = await http_request(gw.port, "GET", "/c", headers={"apikey": "alice-key", **bad})
+        assert r.status == 200, r.body
+        (c,) = upstream.received
+        assert c.header("authorization") is None and c.header("apikey") == "alice-key"
+        assert c.header("x-consumer-username") == "alice"

@@ -120,3 +120,30 @@ def test_no_client_input_makes_an_auth_plugin_raise(fields: list[tuple[bytes, by
         assert answer is None or (isinstance(answer, Response) and answer.status in (400, 401, 403)), answer
         if answer is None:
             ctx.upstream_request.apply(ctx.request._req)  # what goes upstream can be built
+
+
+PRINCIPAL = st.text(max_size=12) | st.sampled_from(["alice\r\nx-admin: true\r\n\r\nGET /internal HTTP/1.1", "a\0b"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(principal=PRINCIPAL, tenant=PRINCIPAL)
+def test_no_authorizer_answer_puts_a_control_character_into_a_header(principal: str, tenant: str) -> None:
+    """A Lambda authorizer's principalId becomes the consumer's name (X-Consumer-Username) and, like a context value
+    upstream_headers names, a header value: one with a control character (tab aside) is a malformed answer (500),
+    and a consumer cannot be named so."""
+    from fastgw.plugins.lambda_authorizer import LambdaAuthorizerConfig, Malformed, Prepared, read_answer
+
+    prep = Prepared(LambdaAuthorizerConfig(function="f", upstream_headers={"X-Tenant": "tenant"}), [], None)
+    policy = {"Statement": [{"Effect": "Allow", "Action": "execute-api:Invoke", "Resource": "*"}]}
+    answer = {"principalId": principal, "context": {"tenant": tenant}, "policyDocument": policy}
+    unsafe = any((ord(c) < 32 and c != "\t") or c == "\x7f" for c in principal + tenant)
+    try:
+        verdict = read_answer(answer, prep)
+    except Malformed:
+        assert unsafe
+    else:
+        assert not unsafe and Consumer(verdict.principal or "", (), {}).name_b == principal.encode()
+    try:
+        Consumer(principal, (), {})
+    except ValueError:
+        assert any((ord(c) < 32 and c != "\t") or c == "\x7f" for c in principal)

@@ -467,3 +467,26 @@ def test_a_large_config_converted_in_pieces_names_the_same_paths():
     with pytest.raises(ConfigError) as info:
         load_config_bytes(orjson.dumps({"routes": routes}), "gw.json")
     assert info.value.path == "$.routes[1050].methods[0]"
+
+
+def test_parse_yaml_hands_local_tags_to_a_hook_and_still_refuses_a_key_twice():
+    """fastgw.aws reads templates with CloudFormation's short tags through fastgw's own reader (issue 19, item 9)."""
+    from fastgw.config.parse import parse_yaml
+
+    def hook(tag, value):
+        return {tag: value}
+
+    raw = b"a: !Ref X\nb: !Join [-, [x, y]]\nc: !Thing {k: 1}\nd: &n !Sub {s: 2}\ne: *n\nf: !!str 3\n"
+    assert parse_yaml(raw, "t.yaml", tags=hook) == {
+        "a": {"!Ref": "X"},
+        "b": {"!Join": ["-", ["x", "y"]]},
+        "c": {"!Thing": {"k": 1}},
+        "d": {"!Sub": {"s": 2}},
+        "e": {"!Sub": {"s": 2}},
+        "f": "3",
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_yaml(b"a: !Sub\n  k: 1\n  k: 2\n", "t.yaml", tags=hook)
+    assert err.value.path == "$.a.k" and "lines 2 and 3" in err.value.message
+    with pytest.raises(ConfigError, match="the tag !Thing is not supported"):
+        parse_yaml(b"c: !Thing {k: 1}\n", "t.yaml")  # no hook: as before
