@@ -19,6 +19,8 @@ Counts are not time: a cache miss costs more than an addition. Compare versions 
 - `chain`: issue 22's chain as `bench/run.py --scenario chain` configures it: key-auth (the key in the query
   string, which every request of this scenario carries), request-id, request-transformer (adding a header) and the
   JSON access log (to /dev/null, as `log`);
+- `timeout`: the plain route with a total `timeout` (30 s) on its integration (issue 19's route timeout: the
+  guarded start and the deadline it keeps, against `loop`);
 - `loop`: the plain route in the loop of the ones above, their baseline (the event loop turns once per batch of
   50 exchanges, so that what exchanges schedule with call_soon, the log phases, runs and is counted).
 
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FEW, MANY = 1_000, 11_000
 SCENARIOS = (
     "proxy", "plugins", "loop", "ratelimit-local", "ratelimit-redis", "cache-hit", "cache-miss", "log", "metrics",
-    "observed", "chain",
+    "observed", "chain", "timeout",
 )  # fmt: skip
 
 _LOOP = """
@@ -96,6 +98,8 @@ async def main():
         top = "consumers:\\n  bench: {credentials: {key-auth: [{key: %s}]}}\\n" % run.BENCH_KEY
     route = "    integration: {type: http, upstream: backend}\\n"
     config = hotpath.CONFIG.decode().replace(route, route + plugins) + top
+    if scenario == "timeout":
+        config = config.replace(route, "    integration: {type: http, upstream: backend, timeout: 30}\\n")
     loaded = load_config_bytes(config.encode(), "<instructions>.yaml")
     log = counters = None
     if scenario in ("log", "observed", "chain"):

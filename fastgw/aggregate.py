@@ -77,6 +77,9 @@ class Collector:
     def request_done(self, req: Request) -> None:
         self._resolve()
 
+    def continue_sent(self) -> None:
+        pass  # a backend call's body is whole
+
     def body_drained(self, req: Request) -> None:
         req.body = []
         req.buffered = 0

@@ -157,14 +157,19 @@ class RouteTable:
             return None, ()
         return found
 
-    def fall_through(self, method: str, host: str, path: str, skip: set[int]) -> tuple[int, dict[str, str]] | None:
-        """The route a request goes on to when none of the routes told apart by headers in router entry `skip`
-        (one index, or more after falling through several) takes it: the next less specific one that matches, as
-        `match` would answer were those entries not there. None: no route at all (a miss, answered 404).
+    def fall_through(
+        self, method: str, host: str, path: str, skip: set[int], origin: int
+    ) -> tuple[int, dict[str, str]] | None:
+        """The route a request goes on to when none of the routes told apart by headers in router entry `origin`
+        takes it: the next less specific one that matches, as `match` would answer were the entries in `skip`
+        (`origin`, and more after falling through several) not there. None: no route at all (a miss, answered 404).
 
-        Only a route that reads paths under the same policy qualifies (`path` was normalized under it), and under a
-        REST API the resource rule stands: a request never falls through to a less specific resource."""
-        policy = self.policy_of[next(iter(skip))] if self.policy_of else None
+        Only a route that reads paths under `origin`'s policy qualifies (`path` was normalized under it), and under a
+        REST API the resource rule stands: a request never falls through to a less specific resource.
+
+        NOTE: `origin` is named, not read off `skip`: after one fall-through `skip` also holds entries passed over
+        for another policy, and a set of ints iterates from its lowest, which may be one of those."""
+        policy = self.policy_of[origin] if self.policy_of else None
         while True:
             found = self.router.match_past(method, host, path, frozenset(skip))
             if found is None or found[0] is None:

@@ -79,6 +79,9 @@ class Limits(_Base, frozen=True):
     # Longest wait for the next bytes of a request body on its way; past it the client gets 408 and is closed, and
     # the upstream connection is dropped without counting against the target (docs/security.md).
     body_timeout: Seconds = 30.0
+    # Longest wait for a client to take any of the response bytes written to it (nginx's send_timeout); past it
+    # the connection is cut and the upstream connection dropped without counting against the target.
+    send_timeout: Seconds = 60.0
 
 
 class PathPolicy(_Base, frozen=True):

@@ -36,6 +36,9 @@ class Discard:
     def request_done(self, req: Request) -> None:
         self.closed = True
 
+    def continue_sent(self) -> None:
+        pass  # a copy has its body whole
+
     def body_drained(self, req: Request) -> None:
         req.body = []
         req.buffered = 0

@@ -51,9 +51,6 @@ class BodyCollector:
     def abandon(self) -> None:
         self.abandoned = True
 
-    def check_deadline(self, now: float) -> None:  # NOTE: nothing bounds a slow body yet but the server's limits
-        pass
-
     def pause_reading(self) -> None:  # the answer is written at once, later: nothing to pause
         pass
 

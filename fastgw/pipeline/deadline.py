@@ -16,7 +16,6 @@ move the deadline first.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 INF = float("inf")
 STALL = 0.02  # seconds: a timer this late suggests a stalled loop (see the NOTE above)
@@ -62,7 +61,7 @@ class Deadline:
     def _fire(self, confirm: bool) -> None:
         self.timer = None
         self.timer_at = INF
-        at = self.deadline
+        at = self.due()
         if not at:
             return
         now = self.loop.time()
@@ -76,21 +75,11 @@ class Deadline:
             return
         self.check_deadline(now)
 
+    def due(self) -> float:
+        """When the object is to be judged: its deadline (0: none). An object with a second deadline that does not
+        move (an upstream connection, its route's total timeout) answers the earlier one, and arms the timer for
+        it when it sets it: the timer is never armed later than it."""
+        return self.deadline
+
     def check_deadline(self, now: float) -> None:
         raise NotImplementedError
-
-
-def call_at_deadline(loop: asyncio.AbstractEventLoop, at: float, fn: Callable[..., object], *args: object) -> (
-    asyncio.TimerHandle
-):  # fmt: skip
-    """A one-off timer for a deadline that never moves (a route's total timeout): `fn(*args)` at `at`, with the
-    same stall rule as `Deadline`. Cancel the handle returned when the deadline no longer matters."""
-    return loop.call_at(at, _judge, loop, at, fn, args)
-
-
-def _judge(loop: asyncio.AbstractEventLoop, at: float, fn: Callable[..., object], args: tuple[object, ...]) -> None:
-    now = loop.time()
-    if now - at > STALL:
-        loop.call_at(now + _AGAIN, fn, *args)  # (not cancelled with the first handle: `fn` checks it still matters)
-        return
-    fn(*args)

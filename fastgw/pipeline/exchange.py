@@ -35,6 +35,7 @@ from fastgw.core import filter_head as _filter_head
 from fastgw.core.http import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
 from fastgw.pipeline.background import Discard, request_copy
 from fastgw.pipeline.body import BodyCollector
+from fastgw.pipeline.deadline import INF
 from fastgw.pipeline.head import DATE, encode_lines, gateway_head, without_fields
 from fastgw.pipeline.leg import PAUSE_UPSTREAM_BUSY
 from fastgw.plugins.base import Response
@@ -72,6 +73,7 @@ class ClientLeg(Protocol):
     def write(self, data: bytes) -> None: ...
     def abort(self) -> None: ...
     def request_done(self, req: Request) -> None: ...
+    def continue_sent(self) -> None: ...
     def body_drained(self, req: Request) -> None: ...
     def pause_reading_for(self, reason: int) -> None: ...
     def resume_reading_for(self, reason: int) -> None: ...
@@ -140,9 +142,10 @@ class Exchange:
     # sent, upstream, upstream_at, upstream_s: what observability reads once it is done (bytes written to the
     # client; set by the integration: the target or `function:NAME` that answered, when the request went to it
     # (perf_counter) and how long its answer took to come, in seconds; `upstream_at` is only set with `upstream`).
-    # timer: the route's total timeout (fastgw.proxy.route), when it has one; cancelled when the exchange ends.
+    # until: the loop time by which the response must have begun (a route's total timeout, fastgw.proxy.route;
+    # INF: none). The upstream connection carrying the exchange judges it with its own deadline: no timer of its own.
     __slots__ = ("leg", "gw", "req", "route", "params", "ctx", "peer", "write", "paused", "sent", "upstream",
-                 "upstream_at", "upstream_s", "timer")  # fmt: skip
+                 "upstream_at", "upstream_s", "until")  # fmt: skip
 
     def __init__(
         self, leg: ClientLeg, gw: Served, req: Request, route: Route | None, params: Any, ctx: Context | None
@@ -158,7 +161,7 @@ class Exchange:
         self.paused = leg.write_paused  # the client is not reading as fast as the response comes
         self.sent = 0
         self.upstream: Any = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.until = INF
         self.upstream_at: float  # (set with `upstream`)
         self.upstream_s: float
         leg.exchange = self
@@ -177,6 +180,7 @@ class Exchange:
         assert route is not None
         if req.expect_continue and not req.complete and route.reads_body:
             self.write(_CONTINUE)
+            self.leg.continue_sent()  # the client's body clock starts now
         route.start(self)
 
     def run(self, chain: PhaseChain) -> None:
@@ -424,8 +428,6 @@ class Exchange:
         if req.finished or leg.closed:
             return
         req.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
         state = leg.state
         if state.access_log is not None:
             try:
@@ -445,8 +447,6 @@ class Exchange:
         leg = self.leg
         req = self.req
         req.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
         state = leg.state
         if state.access_log is not None:
             try:
@@ -498,8 +498,6 @@ class Exchange:
         """The client connection closed: whatever the integration holds for this request is let go."""
         req = self.req
         req.finished = True
-        if self.timer is not None:
-            self.timer.cancel()
         up = req.upstream
         if up is not None:
             up.abandon()

@@ -65,7 +65,7 @@ class HeaderSwitch(Route):
         gw = ex.gw
         skip = {self.index}
         while True:
-            found = gw.paths.fall_through(req.method, req.host, req.path, skip)
+            found = gw.paths.fall_through(req.method, req.host, req.path, skip, self.index)
             if found is None:
                 return None
             index, params = found

@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from httptools import HttpParserError, HttpResponseParser
 
 from fastgw.core import PluginFailed, ResponseSink, filter_head
-from fastgw.pipeline.deadline import Deadline
+from fastgw.pipeline.deadline import INF, Deadline
 from fastgw.pipeline.exchange import FILTER_HEAD, HOLD_BODY
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
@@ -91,6 +91,14 @@ async def connect_and_start(ex: Exchange, target: Target, head: bytes, attempt: 
         attempt.begin(conn, ex.req)
     conn.start(ex, head)
     conn.filtering |= route.head_checks
+    arm_until(conn, ex)
+
+
+def arm_until(conn: Any, ex: Exchange) -> None:
+    """`conn` (an UpstreamConnection; the pool's type of it knows no timer) just started `ex`, which has a total
+    deadline (`ex.until`, a route's timeout): its timer goes off by then (UpstreamConnection.due judges it)."""
+    if ex.until < conn.timer_at:
+        conn.arm(ex.until)
 
 
 def try_failed(
@@ -128,6 +136,7 @@ def _launch(ex: Exchange, target: Target, attempt: Attempt) -> None:
         attempt.begin(conn, req)
         conn.start(ex, head)
         conn.filtering |= route.head_checks
+        arm_until(conn, ex)
     else:
         target.connecting += 1
         ex.state.loop.create_task(connect_and_start(ex, target, head, attempt))
@@ -255,7 +264,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self.set_deadline(self.loop.time() + self.target.send_timeout)
+        self.set_deadline(self._until(self.loop.time() + self.target.send_timeout))
         if self.ex is not None:
             self.ex.pause_client()
 
@@ -324,17 +333,51 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         if req is not None and not req.response_started and not self._write_paused:
             # The wait for the response head starts when the request is whole (the client's pace is not the
             # target's: until now the body timeout bounded it).
-            self.set_deadline(self.loop.time() + self.target.head_timeout)
+            self.set_deadline(self._until(self.loop.time() + self.target.head_timeout))
 
     def pause_reading(self) -> None:
+        """The client is not taking the response as fast as it comes (Exchange.client_slow): stop reading, and
+        suspend this try's deadline, which would blame the target for the client's pace (the client's own bound is
+        limits.send_timeout, on its connection)."""
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
+            self.deadline = 0.0
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
+            if self.ex is not None:
+                self._deadline_again()
+
+    def _deadline_again(self) -> None:
+        """Reading resumes mid-exchange: the deadline suspended while the client was slow runs again, whole."""
+        req = self.req
+        target = self.target
+        if self._write_paused:
+            timeout = target.send_timeout
+        elif req is not None and req.response_started:
+            timeout = target.read_timeout
+        else:
+            timeout = target.head_timeout  # (a request still on its way is the client's: check_deadline knows)
+        self.set_deadline(self._until(self.loop.time() + timeout))
+
+    # -- the route's total timeout (`ex.until`): a second deadline, judged by this one's timer ------------------
+
+    def due(self) -> float:
+        at = self.deadline
+        ex = self.ex
+        if ex is not None and ex.until < (at or INF) and not self._reading_paused and not ex.req.response_started:
+            return ex.until
+        return at
+
+    def _until(self, at: float) -> float:
+        """`at`, or the route's total deadline if that comes first (until the response begins)."""
+        ex = self.ex
+        if ex is None or ex.until >= at or ex.req.response_started:
+            return at
+        return ex.until
 
     def abandon(self) -> None:
         """The client went away mid-exchange: this connection is in an unknown state, close it."""
@@ -346,11 +389,19 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         req = self.req
         if ex is None or req is None:
             return
+        if self._reading_paused:
+            # NOTE: suspended, not passed: reading waits for a slow client (a deadline set since, by the feed that
+            # filled the client's buffer, is not the target's). resume_reading sets it again.
+            return
+        if now >= ex.until and not req.response_started:
+            route: Proxied = ex.route  # type: ignore[assignment]
+            self.time_out(f"route {ex.route.name} timed out after {route.timeout:g}s")  # type: ignore[union-attr]
+            return
         target = self.target
         if not self._req_done and not self._write_paused and not req.response_started:
             # The target has taken all the body the client sent so far and waits for the rest: that wait is the
             # client's, bounded by limits.body_timeout (which lets this connection go without blaming the target).
-            self.set_deadline(now + target.head_timeout)
+            self.set_deadline(self._until(now + target.head_timeout))
             return
         if self._write_paused:
             what, timeout = "accept the request", target.send_timeout
@@ -361,8 +412,8 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         self._try_failed("timeout", 504, TIMED_OUT, f"upstream {target.url} did not {what} within {timeout:g}s")
 
     def time_out(self, reason: str) -> None:
-        """The route's total timeout passed before the response head (fastgw.proxy.route): not the target's
-        fault alone, so its watch does not hear of it."""
+        """The route's total timeout (`ex.until`) passed before the response head: not the target's fault alone,
+        so its watch does not hear of it."""
         self._fail(504, TIMED_OUT, reason)
 
     def close(self) -> None:
@@ -386,7 +437,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         req = self.req
         assert req is not None
         if not req.response_started:
-            self.set_deadline(self.loop.time() + self.target.read_timeout)  # still the head (or a 1xx)
+            self.set_deadline(self._until(self.loop.time() + self.target.read_timeout))  # still the head (or a 1xx)
             return False
         if self.filtering & CHECK:
             self.filtering &= ~CHECK

@@ -10,7 +10,11 @@ reaches an integration: then `fastgw.pipeline.dispatch` routes it and its `Excha
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
+import struct
+import termios
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -27,17 +31,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw.server")
 
-DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE, DEADLINE_BODY = 0, 1, 2, 3
+# The kernel's count of bytes sent on a socket and not yet taken (acknowledged) by the peer (Linux; None elsewhere).
+_OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
+
+DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE, DEADLINE_BODY, DEADLINE_SEND = 0, 1, 2, 3, 4
 
 
 class ClientProtocol(Deadline, asyncio.Protocol):
     """A client connection. Its deadline (fastgw.pipeline.deadline) is one of: the request head's
-    (`header_timeout`, 408), the idle keep-alive wait's (`keepalive_timeout`, closed), or, while a request body is
-    on its way, the wait for its next bytes (`body_timeout`, 408)."""
+    (`header_timeout`, 408), the idle keep-alive wait's (`keepalive_timeout`, closed), while a request body is on
+    its way, the wait for its next bytes (`body_timeout`, 408), or, while the client is not taking what was written
+    to it (its transport's buffer over the high-water mark: writing paused), the wait for it to take any
+    (`send_timeout`, cut; it stands before the others, which resume_writing sets again)."""
 
     __slots__ = (
         "state", "transport", "write", "sink", "parser", "queue", "active", "closed", "broken",
-        "write_paused", "_paused", "_starting", "deadline_kind", "peer", "limits", "exchange",
+        "write_paused", "_paused", "_starting", "deadline_kind", "peer", "limits", "exchange", "send_left",
     )  # fmt: skip
 
     def __init__(self, state: Worker) -> None:
@@ -67,6 +76,7 @@ class ClientProtocol(Deadline, asyncio.Protocol):
         self.deadline_kind = DEADLINE_NONE
         self.peer = Peer("")
         self.exchange: Exchange | None = None  # the exchange of the request in flight
+        self.send_left = 0  # bytes the client had still to take when the send deadline was last (re)armed
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -121,11 +131,17 @@ class ClientProtocol(Deadline, asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        # The client has send_timeout to take any of what it was sent (nginx's send_timeout).
+        self.deadline_kind = DEADLINE_SEND
+        self.send_left = self._unsent()
+        self.set_deadline(self.loop.time() + self.limits.send_timeout)
         if self.exchange is not None:
             self.exchange.client_slow()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.deadline_kind == DEADLINE_SEND:
+            self._after_send_wait()
         if self.exchange is not None:
             self.exchange.client_ready()
 
@@ -150,7 +166,8 @@ class ClientProtocol(Deadline, asyncio.Protocol):
                 if not req.headers_done:
                     return
                 self.active = True
-                if not req.complete:
+                if not req.complete and not req.expect_continue:
+                    # (An expecting client sends its body once told to: its clock starts then, in continue_sent.)
                     self._body_deadline_starts()
                 try:
                     dispatch(self, req)
@@ -175,10 +192,11 @@ class ClientProtocol(Deadline, asyncio.Protocol):
             self.close()
             return
         if not queue:
-            self.deadline_kind = DEADLINE_IDLE
-            at = self.deadline = self.loop.time() + self.limits.keepalive_timeout
-            if at < self.timer_at:
-                self.arm(at)
+            if not self.write_paused:  # (else the send deadline stands: what was sent is still to be taken)
+                self.deadline_kind = DEADLINE_IDLE
+                at = self.deadline = self.loop.time() + self.limits.keepalive_timeout
+                if at < self.timer_at:
+                    self.arm(at)
             if self._paused:
                 self.resume_reading_for(PAUSE_PIPELINE)
             return
@@ -193,6 +211,13 @@ class ClientProtocol(Deadline, asyncio.Protocol):
 
     def abort(self) -> None:
         self.transport.abort()
+
+    def continue_sent(self) -> None:
+        """100 Continue went out: the client now owes its body, and `body_timeout` bounds it from here, not from
+        the dispatch (the time the gateway spent before asking, an access phase or a cache lock, is not the
+        client's)."""
+        if self.active and not self.closed:
+            self._body_deadline_starts()
 
     def body_drained(self, req: Request) -> None:
         req.body = []
@@ -257,11 +282,17 @@ class ClientProtocol(Deadline, asyncio.Protocol):
 
     def _header_deadline(self) -> None:
         """From now on, the next request has `header_timeout` to arrive whole (or it gets a 408)."""
+        if self.write_paused:
+            return  # the send deadline stands; resume_writing sets this one
         self.deadline_kind = DEADLINE_HEADER
         self.set_deadline(self.loop.time() + self.limits.header_timeout)
 
     def check_deadline(self, now: float) -> None:
         """The deadline passed (`now` >= it): what it bounded decides."""
+        if self.deadline_kind == DEADLINE_SEND:
+            # (Before `closed`: a connection closed gracefully still waits for the client to take what is left.)
+            self._send_deadline(now)
+            return
         if self.closed:
             return
         if self.active:
@@ -276,6 +307,8 @@ class ClientProtocol(Deadline, asyncio.Protocol):
 
     def _body_deadline_starts(self) -> None:
         """A request whose body is on its way goes in: the client has `body_timeout` to send each next part."""
+        if self.write_paused:
+            return  # the send deadline stands; resume_writing sets this one
         self.deadline_kind = DEADLINE_BODY
         self.set_deadline(self.loop.time() + self.limits.body_timeout)
 
@@ -302,6 +335,58 @@ class ClientProtocol(Deadline, asyncio.Protocol):
             up.abandon()
         ex.fail(408, "Request Timeout", f"the client sent no request body bytes for {timeout:g}s")
         self.close()
+
+    def _after_send_wait(self) -> None:
+        """The client takes what it is sent again: the deadline of what the connection waits for now, whole."""
+        ex = self.exchange
+        if self.active:
+            req = ex.req if ex is not None else None
+            if req is not None and not req.complete:
+                self._body_deadline_starts()
+            else:
+                self.deadline_kind = DEADLINE_NONE
+                self.deadline = 0.0
+        elif self.queue:
+            self._header_deadline()
+        else:
+            self.deadline_kind = DEADLINE_IDLE
+            self.set_deadline(self.loop.time() + self.limits.keepalive_timeout)
+
+    def _unsent(self) -> int:
+        """Bytes written to the client that it has not taken: in the transport's buffer and, where the kernel
+        tells, in the socket's send queue (which can hold megabytes a reader drains before the buffer moves)."""
+        left = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if _OUTQ is not None and sock is not None:
+            with contextlib.suppress(OSError, ValueError):  # (a socket closed meanwhile: the buffer tells enough)
+                left += struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0"))[0]
+        return left
+
+    def _send_deadline(self, now: float) -> None:
+        if self.transport.get_protocol() is not self:
+            return  # a tunnel now (Exchange.hand_over): its own deadline bounds it
+        timeout = self.limits.send_timeout
+        left = self._unsent()
+        if left < self.send_left:  # it took some since: a slow reader, not a stalled one
+            self.send_left = left
+            self.set_deadline(now + timeout)
+            return
+        # The client took no response bytes for send_timeout. Its doing, not the target's: the upstream leg is let
+        # go without a word to the target's health, breaker or metrics, and the connection is cut (a graceful close
+        # would wait for the client to read what is buffered, which it does not).
+        self.deadline_kind = DEADLINE_NONE
+        self.broken = True
+        ex = self.exchange
+        if ex is not None:
+            req = ex.req
+            route = ex.route.name if ex.route is not None else "-"
+            log.warning("%s %s route=%s: client took no response bytes for %gs, connection cut", req.method,
+                        req.path, route, timeout)  # fmt: skip
+            up = req.upstream
+            if up is not None:
+                req.upstream = None
+                up.abandon()
+        self.transport.abort()
 
     def shutdown(self) -> None:
         """Graceful stop: close now if idle; a request in flight finishes and its response says close."""

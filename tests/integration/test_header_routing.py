@@ -399,3 +399,32 @@ async def test_under_a_rest_api_the_most_specific_resource_still_decides(gateway
         assert r.json() == {"served": "rest"}
     else:
         assert r.json() == {"message": "Missing Authentication Token"}
+
+
+@pytest.mark.asyncio
+async def test_falling_through_twice_stays_under_the_first_routes_path_policy(gateway):
+    # Router entries in config order: 0 and 3 read paths under `escaped_slashes: keep`, the rest under the default
+    # (reject). `/a/b/c` matches the switch at 1; no condition holds, so it passes 2 (another policy) and reaches the
+    # switch at 4, whose condition does not hold either; the second fall-through must still judge by the policy of
+    # 1, not by that of 0 (the lowest entry passed over): the keep route at 3 is not for it, `/{proxy+}` is.
+    keep = {"escaped_slashes": "keep"}
+    gw = await gateway(
+        {
+            "logging": {"access_log": False},
+            "routes": [
+                {"path": "/a/b/{y}", "path_policy": keep, "integration": _mock("keep-1")},
+                {"path": "/a/b/c", "headers": {"X-A": "1"}, "integration": _mock("switch-1")},
+                {"path": "/a/{x}/c", "path_policy": keep, "integration": _mock("keep-2")},
+                {"path": "/a/{x}/{z}", "headers": {"X-B": "1"}, "integration": _mock("switch-2")},
+                {"path": "/a/{proxy+}", "path_policy": keep, "integration": _mock("keep-3")},
+                {"path": "/{proxy+}", "integration": _mock("catch-all")},
+            ],
+        }
+    )
+    for _ in range(2):
+        assert (await http_request(gw.port, "GET", "/a/b/c", headers={"X-A": "1"})).json() == {"served": "switch-1"}
+        assert (await http_request(gw.port, "GET", "/a/b/c", headers={"X-B": "1"})).json() == {"served": "switch-2"}
+        r = await http_request(gw.port, "GET", "/a/b/c")
+        assert r.status == 200 and r.json() == {"served": "catch-all"}, r.body
+        # A path only the keep policy reads still reaches its own routes.
+        assert (await http_request(gw.port, "GET", "/a/b/x%2Fy")).json() == {"served": "keep-1"}
