@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw")
 
-# Left in the package by setup.py when the compiled core could not be built at install time (its reason inside).
-MISSING_MARKER = "_core_missing.txt"
 _ENV_HELP = "environment: FASTGW_CONFIG, FASTGW_HOST, FASTGW_PORT, FASTGW_WORKERS, FASTGW_LOG_LEVEL"
 
 
@@ -33,36 +31,16 @@ def _env_int(name: str) -> int | None:
 
 
 class _Version(argparse.Action):
-    """`fastgw --version`, with the core: a pure-Python installation should be visible at a glance."""
+    """`fastgw --version`, with the core as a fact: a pure-Python installation should be visible at a glance."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        print(f"fastgw {__version__} ({_core_summary()})")
+        from fastgw import core
+
+        print(f"fastgw {__version__}\ncore: {core.describe()}")
         parser.exit()
-
-
-def _core_summary() -> str:
-    from fastgw import core
-
-    return "compiled core" if core.COMPILED else f"PURE-PYTHON core: {_fallback_reason()}"
-
-
-def _fallback_reason() -> str:
-    """Why the compiled core is not running, including why it was not built when fastgw was installed."""
-    from importlib import resources
-
-    from fastgw import core
-
-    marker = resources.files("fastgw") / MISSING_MARKER
-    if not _no_extensions() and marker.is_file():
-        return f"it was not built when fastgw was installed: {marker.read_text().strip()}"
-    return core.FALLBACK_REASON or "unknown"
-
-
-def _no_extensions() -> bool:
-    return os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0")  # the rule fastgw.core applies
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -551,15 +529,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from fastgw import core
 
-    if not core.COMPILED:
-        log.warning(
-            "RUNNING ON THE PURE-PYTHON CORE: routing and rate limiting are several times slower. Why: %s. %s",
-            _fallback_reason(),
-            "Unset FASTGW_NO_EXTENSIONS to use the compiled core."
-            if _no_extensions()
-            else "Install a C compiler and the Python headers (apt-get install -y gcc python3-dev), then reinstall: "
-            "pip install --force-reinstall --no-cache-dir --no-deps fastgw",
-        )
+    notice = core.fallback_notice()
+    if notice is not None:
+        log.warning("%s", notice)
     from fastgw import _clictl
 
     pid_file = _clictl.write_pid_file(args.pid_file, args.config or os.environ.get("FASTGW_CONFIG"))

@@ -485,7 +485,8 @@ class LocalWorkers:
 def describe_core() -> str:
     from fastgw import core
 
-    return "compiled" if core.COMPILED else f"PURE PYTHON ({core.FALLBACK_REASON})"
+    # Short: on the pure core, `fastgw serve` has said why once already (core.fallback_notice).
+    return "compiled" if core.COMPILED else "pure-Python"
 
 
 def run_worker(
