@@ -523,9 +523,16 @@ def run_worker(
         await server.start()
         if channel_sock is not None:
             server._following = loop.create_task(server.follow(channel_sock))
-        stop = lambda: loop.create_task(server.shutdown())  # noqa: E731
-        loop.add_signal_handler(signal.SIGTERM, stop)
-        loop.add_signal_handler(signal.SIGINT, stop)
+
+        def stop(sig: signal.Signals) -> None:
+            state = server.state
+            if state is not None and not state.closing:
+                # An operator stopping the gateway should see it start, and how much it waits for.
+                log.info("shutting down (signal %s), %d connections draining", sig.name, len(state.connections))
+            loop.create_task(server.shutdown())
+
+        loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, stop, signal.SIGINT)
         if metrics_dir is not None:  # under a supervisor: deployments come from it, over the channel
             loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored: send it to the supervisor"))
         elif not loaded.source.startswith("<"):
@@ -542,6 +549,10 @@ def run_worker(
         else:
             log.info("worker pid %d ready on port %d", os.getpid(), server.port)
         await server.wait_stopped()
+        if metrics_dir is None:
+            log.info("stopped")
+        else:  # a worker: the supervisor says "stopped" for the gateway once all are
+            log.info("worker pid %d stopped", os.getpid())
 
     try:
         loop.run_until_complete(main())

@@ -58,9 +58,12 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
     if control is not None:
         control.start()
 
+    stop_signal = ""
+
     def on_stop(signum: int, frame: object) -> None:
-        nonlocal stopping
+        nonlocal stopping, stop_signal
         stopping = True
+        stop_signal = stop_signal or signal.Signals(signum).name
 
     def on_hup(signum: int, frame: object) -> None:
         nonlocal reload_requested
@@ -164,7 +167,8 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
             spawn()
         time.sleep(0.05)
 
-    log.info("supervisor: stopping %d workers", len(children))
+    # Each worker says how many connections it drains (its own "shutting down" line); this says the whole.
+    log.info("shutting down (signal %s), %d workers draining their connections", stop_signal, len(children))
     for pid in children:
         _kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + loaded.config.server.shutdown_timeout + 5
@@ -185,6 +189,7 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
         control.stop()
     plane.close()
     workers_.close()
+    log.info("stopped")
     return 0
 
 
