@@ -101,7 +101,11 @@ def exchanges(draw):
     req.headers = draw(st.permutations(headers))
     t0 = draw(st.floats(1000.0, 2000.0))
     req.t0 = draw(st.sampled_from([0.0, t0]))
-    now = t0 + draw(st.one_of(st.floats(0.0, 20.0), st.sampled_from([0.0049999, 0.005, 0.1, 10.0, 10.5])))
+    now = t0 + draw(
+        st.one_of(
+            st.floats(0.0, 20.0), st.sampled_from([0.0001, 0.00010001, 0.00025, 0.0049999, 0.005, 0.1, 10.0, 10.5])
+        )
+    )
     up = draw(UPSTREAMS)
     route_name = draw(st.one_of(st.none(), ROUTE_NAMES))
     ip = draw(st.one_of(st.none(), st.sampled_from(["127.0.0.1", "::1"]), TEXT))
