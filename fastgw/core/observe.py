@@ -208,9 +208,10 @@ class LogLines:
             method = req.method
             if (method_j := escaped(method)) is None:
                 method_j = memo[method] = dumps(method)
-            host = req.host
+            # The Host header as the client sent it, port included (`req.host`, what routing matched, has none).
+            host = req.host_raw
             if (host_j := escaped(host)) is None:
-                host_j = memo[host] = dumps(host)
+                host_j = memo[host] = dumps(host.decode("latin-1"))  # (bytes and str keys never collide)
             path = req.path or req.url.decode("latin-1")[:256]
             if (path_j := escaped(path)) is None:
                 path_j = dumps(path)

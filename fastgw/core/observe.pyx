@@ -461,7 +461,7 @@ cdef class LogLines:
             _lit(b, b',"method":', 10)
             _put_json(b, req.method)
             _lit(b, b',"host":', 8)
-            _put_json(b, req.host)
+            _put_agent(b, req.host_raw)  # the Host header as sent, port included (Latin-1, as the spec reads it)
             _lit(b, b',"path":', 8)
             _put_json(b, req.path or req.url.decode("latin-1")[:256])
             _lit(b, b",", 1)
