@@ -154,17 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     purge = sub.add_parser(
         "cache-purge",
-        help="delete proxy-cache entries from the Redis backend: all, a route's, or by key prefix",
-        description="Delete what the proxy-cache plugin stored in CONFIG's Redis (backend: redis). Keys read "
-        "route|method|host|path|query|...; --route takes a route's name as the keys hold it (api/stage/name "
-        "for API routes). A purged entry's next request answers X-Cache-Status: MISS. The memory backend lives in "
-        "each worker: reloading the gateway (SIGHUP) empties it.",
+        help="delete proxy-cache entries (memory in every worker, and Redis): all, a route's, or by key prefix",
+        description="Delete what the proxy-cache plugin stored for CONFIG. With an admin API (CONFIG's admin "
+        "section, or --admin) the running gateway purges every worker's memory cache and CONFIG's Redis "
+        "(POST /cache/purge) and says how many each held. Without one, only Redis can be reached: its entries are "
+        "purged here, and a config that caches in memory (backend: memory) is refused with the reason, since "
+        "nothing outside the gateway can reach its workers' memory. Keys read route|method|host|path|query|...; "
+        "--route takes a route's label as the keys hold it (its name, else its methods and path template; "
+        "api:.../stage for API routes). A purged entry's next request answers X-Cache-Status: MISS. Exit status "
+        "1 when something could not be purged.",
     )
-    purge.add_argument("config", nargs="?", help="YAML or JSON config file (its top-level redis: section; default: "
-                       "FASTGW_CONFIG)")  # fmt: skip
+    purge.add_argument("config", nargs="?", help="YAML or JSON config file (default: FASTGW_CONFIG)")
     which = purge.add_mutually_exclusive_group()
     which.add_argument("--route", help="only this route's entries")
     which.add_argument("--prefix", help="only entries whose key starts with this")
+    _admin_flags(purge)
     dep = sub.add_parser(
         "deployments",
         help="list the deployments of a config (every version that went live), or roll a running gateway back",
@@ -312,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "plugins":
         return _plugins(args.config, path_from=args.config_from)
     if args.command == "cache-purge":
-        return _cache_purge(args.config, args.route, args.prefix, path_from=args.config_from)
+        return _cache_purge(args, path_from=args.config_from)
     if args.command == "deployments":
         return _deployments(args)
     if args.command in ("reload", "stop", "deploy", "diff"):
@@ -339,37 +343,66 @@ def _load(
         return None
 
 
-def _cache_purge(path: str, route: str | None, prefix: str | None, path_from: str = "") -> int:
+def _cache_purge(args: argparse.Namespace, path_from: str = "") -> int:
     import asyncio
 
-    from fastgw.state import redis as redis_state
+    from fastgw import _clictl
+    from fastgw.plugins.proxy_cache import memory_caches
     from fastgw.state.cache import purge_redis
+    from fastgw.state.redis import SharedRedis
 
+    path, route, prefix = args.config, args.route, args.prefix
     loaded = _load(path, path_from=path_from)
     if loaded is None:
         return 1
-    shared = redis_state.configure(loaded.config.redis)
-    if shared is None:
-        print(f"fastgw: {path} has no redis: section; a memory cache is emptied by reloading the gateway (SIGHUP)",
-              file=sys.stderr)  # fmt: skip
-        return 1
     key = f"{route}|" if route is not None else (prefix or "")
-
-    async def run() -> int:
+    what = f" of route {route}" if route else f" with prefix {prefix!r}" if prefix else ""
+    if loaded.config.admin is not None or args.admin:
+        # The running gateway purges: its workers' memory is out of reach of any other process.
+        body = {"route": route} if route is not None else {"prefix": prefix} if prefix else {}
         try:
-            return await purge_redis(shared, key)
-        finally:
-            await shared.aclose()
+            where = _clictl._admin_of(args, _clictl._read_config(path))
+            status, out, _ = _clictl.call(where, "POST", "/cache/purge", body)
+        except _clictl.CommandError as exc:
+            print(f"fastgw: {exc}; nothing was purged", file=sys.stderr)
+            return 1
+        if status not in (200, 503):
+            print(f"fastgw: refused ({status}): {out.get('message', out)}", file=sys.stderr)
+            return 1
+        parts = [f"{w['purged']} in the memory of worker {w['worker']}" for w in out["workers"] if "purged" in w]
+        if out.get("redis") is not None:
+            parts.append(f"{out['redis']} in Redis")
+        print(f"purged {out['purged']} cache entries{what}" + (f" ({', '.join(parts)})" if parts else ""))
+        if status != 200:
+            print(f"fastgw: {out.get('message')}", file=sys.stderr)
+            return 1
+        return 0
+    code = 0
+    if loaded.config.redis is not None:
+        shared = SharedRedis(loaded.config.redis)
 
-    try:
-        n = asyncio.run(run())
-    except Exception as exc:  # noqa: BLE001 - Redis unreachable: said, not a traceback
-        print(f"fastgw: cannot purge: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"purged {n} cache entries" + (f" of route {route}" if route else f" with prefix {prefix!r}" if prefix else "")
-    )
-    return 0
+        async def run() -> int:
+            try:
+                return await purge_redis(shared, key)
+            finally:
+                await shared.aclose()
+
+        try:
+            n = asyncio.run(run())
+        except Exception as exc:  # noqa: BLE001 - Redis unreachable: said, not a traceback
+            print(f"fastgw: cannot purge Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"purged {n} cache entries{what}")
+    if memory_caches(loaded.plugins):
+        print(f"fastgw: {path} caches in the gateway's memory (proxy-cache backend: memory), which only the running "
+              "gateway can purge, through its admin API: add an admin: section (or give --admin URL) and run this "
+              "again; a reload (SIGHUP) empties it too", file=sys.stderr)  # fmt: skip
+        code = 1
+    elif loaded.config.redis is None:
+        print(f"fastgw: {path} has no proxy-cache to purge (no redis: section, no route caching in memory)",
+              file=sys.stderr)  # fmt: skip
+        code = 1
+    return code
 
 
 def _check(path: str, overrides: Sequence[Override] = (), path_from: str = "") -> int:

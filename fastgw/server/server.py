@@ -112,6 +112,14 @@ class Server:
     def metrics(self) -> dict[str, Any] | None:
         return merge([self.counters.snapshot()]) if self.counters is not None else None
 
+    async def purge_cache(self, prefix: str) -> list[dict[str, Any]]:
+        """The admin API's cache purge in a gateway of one process: this process's memory caches."""
+        from fastgw.plugins.proxy_cache import purge_memory
+
+        return [
+            {"worker": f"pid {os.getpid()}", "pid": os.getpid(), "purged": purge_memory(self._loaded.plugins, prefix)}
+        ]
+
     async def invoke(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         from fastgw.server.invoke import invoke
 
@@ -293,6 +301,11 @@ class Server:
             elif op == "abort":
                 self._prepared.pop(did, None)
                 self._resume_gc()
+            elif op == "purge":  # the admin API's POST /cache/purge: this worker's memory caches
+                from fastgw.plugins.proxy_cache import purge_memory
+
+                n = purge_memory(self._loaded.plugins, str(header.get("prefix") or ""))
+                await channel.write(writer, {"op": "purged", "id": did, "purged": n, "error": None})
 
     def prepare(self, d: Deployment, payload: bytes) -> str | None:
         """A worker under a supervisor, in a thread beside its loop: load and check the deployment's config and
