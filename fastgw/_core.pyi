@@ -5,3 +5,4 @@ from fastgw.core.limit import *  # noqa: F403
 from fastgw.core.observe import *  # noqa: F403
 from fastgw.core.phases import *  # noqa: F403
 from fastgw.core.router import *  # noqa: F403
+from fastgw.core.steps import *  # noqa: F403

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 import orjson
 
-from fastgw.admin import writes
+from fastgw.admin import console, writes
 from fastgw.config.checks import is_loopback
 from fastgw.control import deployment as dep
 from fastgw.control.plane import Refused
@@ -544,8 +544,9 @@ def _description(headers: dict[str, str]) -> str:
     return headers.get("x-fastgw-description", "")[:500]
 
 
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 412: "Precondition Failed",
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 400: "Bad Request",
+            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+            412: "Precondition Failed",
             413: "Payload Too Large", 415: "Unsupported Media Type", 428: "Precondition Required",
             500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
 
@@ -618,6 +619,9 @@ class AdminListener:
         if length < 0 or length > MAX_BODY:
             return _json(413, {"message": "request body too large"})
         body = await reader.readexactly(length) if length else b""
+        headers = console.own_origin(headers)  # the console's own page calls the API (docs/console.md)
+        if console.mine(target):
+            return await console.handle(self.api, method, target, headers, body, peer)
         cors: dict[str, str] = {}
         origin = headers.get("origin")
         if origin is not None and origin.rstrip("/") in self.api.conf.allow_origins:

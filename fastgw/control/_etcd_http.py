@@ -184,14 +184,8 @@ class EtcdHTTP:
         if self.conf.username is not None and not self._token:
             await self.authenticate(index, left)
         for tries in range(2):
-            try:
-                headers = {**self._headers(), "Content-Type": "application/json"}
-                async with self._http().post(url, data=_payload(body), headers=headers, timeout=timeout) as r:
-                    status, raw = r.status, await r.read()
-            except aiohttp.ClientConnectorError as e:
-                raise _Failed(str(e) or type(e).__name__, sent=False) from None
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                raise _Failed(str(e) or type(e).__name__, sent=True) from None
+            headers = {**self._headers(), "Content-Type": "application/json"}
+            status, raw = await self._post(url, _payload(body), headers, timeout)
             answer = _json(raw)
             if status == 200 and "error" not in answer:
                 return answer
@@ -207,19 +201,26 @@ class EtcdHTTP:
             raise EtcdRefused(f"etcd refused {path}: {message}", code)
         raise EtcdRefused(f"etcd refused {path}: the token it gave is not accepted", UNAUTHENTICATED)
 
+    async def _post(self, url: str, data: Any, headers: dict[str, str], timeout: Any) -> tuple[int, bytes]:
+        """One POST: its status and body, or _Failed saying whether the request may have reached etcd."""
+        import aiohttp
+
+        try:
+            async with self._http().post(url, data=data, headers=headers, timeout=timeout) as r:
+                return r.status, await r.read()
+        except aiohttp.ClientConnectorError as e:
+            raise _Failed(str(e) or type(e).__name__, sent=False) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+            raise _Failed(str(e) or type(e).__name__, sent=True) from None
+
     async def authenticate(self, index: int, left: float) -> None:
         import aiohttp
 
         self._token = ""
         timeout = aiohttp.ClientTimeout(total=left, sock_connect=min(left, self.conf.connect_timeout))
         body = {"name": self.conf.username, "password": self.conf.password}
-        try:
-            async with self._http().post(self.urls[index] + "/v3/auth/authenticate", json=body, timeout=timeout) as r:
-                status, raw = r.status, await r.read()
-        except aiohttp.ClientConnectorError as e:
-            raise _Failed(str(e) or type(e).__name__, sent=False) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-            raise _Failed(str(e) or type(e).__name__, sent=True) from None
+        url = self.urls[index] + "/v3/auth/authenticate"
+        status, raw = await self._post(url, _payload(body), {"Content-Type": "application/json"}, timeout)
         answer = _json(raw)
         if status >= 500:
             raise _Failed(f"etcd: {answer.get('message') or status}", sent=True)
@@ -301,7 +302,8 @@ async def _messages(response: Any, first_within: float, idle_every: float) -> As
                 raise _Failed(f"no answer to the watch within {first_within} s", sent=True) from None
             yield {"idle": True}
             continue
-        except (aiohttp.ClientError, OSError) as e:
+        except (aiohttp.ClientError, OSError, RuntimeError) as e:
+            # NOTE: a response closed under a waiting readany (the store closed) raises RuntimeError, not ClientError.
             raise _Failed(f"the watch stream broke: {e or type(e).__name__}", sent=True) from None
         if not chunk:
             raise _Failed("etcd closed the watch stream", sent=True)

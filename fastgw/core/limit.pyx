@@ -184,7 +184,7 @@ cdef class LimitFront:
             self.after(ex, client_ip, key)
         strip = route.chain.strip
         if strip:
-            strip_headers(req, strip)
+            _strip_headers(req, strip)
         if req.expect_continue:
             ex.integrate()
         else:

@@ -235,7 +235,7 @@ class UpstreamRequest:
 
     def __init__(self, req: Request) -> None:
         self._req = req
-        self._sets: list[tuple[bytes, bytes]] | None = None
+        self._sets: list[tuple[bytes, bytes | None]] | None = None
         self._headers: Headers | None = None
         self._query: dict[str, list[str]] | None = None
         self.path: str | None = None  # another path for the upstream: replaces the route's own rewrite
@@ -339,7 +339,7 @@ class Context:
         self.vars: dict[str, Any] = {}
         self.chain = chain
         self._reply_headers: list[tuple[bytes, bytes]] | None = None
-        self._upstream_sets: list[tuple[bytes, bytes]] | None = None
+        self._upstream_sets: list[tuple[bytes, bytes | None]] | None = None
 
     @property
     def consumer(self) -> Any:
@@ -361,6 +361,13 @@ class Context:
             up._headers.set(name, value)
             return
         key = _VALID_HEADERS._key(name, value)
+        if up is not None:
+            # NOTE: the upstream request exists (a plugin read its query or path) but not its header map: the set
+            # joins the ones it took over, which `apply` writes (kept on the context, it was lost).
+            if up._sets is None:
+                up._sets = []
+            up._sets.append((key, value.encode("utf-8")))
+            return
         if self._upstream_sets is None:
             self._upstream_sets = []
         self._upstream_sets.append((key, value.encode("utf-8")))
@@ -557,12 +564,14 @@ def switch_chain(ctx: Context, i: int) -> int:
         return i
 
 
-def _with_sets(items: list[tuple[bytes, bytes]], sets: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """`items` (a new list) after each (key, value) of `sets` replaced every value of its key, in order."""
+def _with_sets(items: list[tuple[bytes, bytes]], sets: list[tuple[bytes, bytes | None]]) -> list[tuple[bytes, bytes]]:
+    """`items` (a new list) after each (key, value) of `sets` replaced every value of its key, in order (a value
+    None removes them: a step's `remove`)."""
     out = list(items)
     for key, value in sets:
         out = [it for it in out if it[0] != key]
-        out.append((key, value))
+        if value is not None:
+            out.append((key, value))
     return out
 
 

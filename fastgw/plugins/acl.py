@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from fastgw.core import AclStep
 from fastgw.plugins.base import Context, Plugin, Response
 
 FORBIDDEN = {"message": "You cannot consume this service"}
@@ -26,6 +27,10 @@ class Acl(Plugin):
         if not conf.allow and not conf.deny:
             raise ValueError("give at least one of allow or deny")
         return (frozenset(conf.allow), frozenset(conf.deny))
+
+    def step(self, phase: str, prepared: Any) -> Any:
+        # The answers made once: the exchange only reads a phase's Response.
+        return AclStep(prepared[0], prepared[1], Response(401, UNAUTHORIZED), Response(403, FORBIDDEN))
 
     def access(self, ctx: Context, prepared: Any) -> Response | None:
         allow, deny = prepared

@@ -63,6 +63,14 @@ class Plugin:
         limit); None (the default): the chain always runs."""
         return None
 
+    def step(self, phase: str, conf: Any) -> Any:
+        """Called once per phase the class defines and configuration (prepared) when a chain is built: a compiled
+        step of the core (`fastgw.core.steps`: `KeyAuthStep`, `HeaderStep`...) that stands in for this phase, run
+        by the phase loop without a Python frame, or None (the default): the phase runs as it is. The built-in
+        plugins give one for the configurations their steps cover; a step hands what it does not cover to the
+        phase itself, so both always give the same answers (tests/property/test_steps_twins.py)."""
+        return None
+
     def uses(self, phase: str, conf: Any) -> bool:
         """Called once per phase the class defines and configuration (prepared): False leaves the phase out of
         the chains of that configuration (a body_filter that is not needed makes the gateway hold bodies)."""

@@ -33,7 +33,9 @@ from fastgw.plugins.consumers import Consumer
 ENTRY_POINT_GROUP = "fastgw.plugins"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # Methods a plugin class may define besides its phases.
-_ALLOWED_METHODS = frozenset({"prepare", "credentials", "body_limit", "needs_body", "uses", "max_held", "front"})
+_ALLOWED_METHODS = frozenset(
+    {"prepare", "credentials", "body_limit", "needs_body", "uses", "max_held", "front", "step"}
+)
 
 BUILTIN_MODULES = (
     "fastgw.plugins.request_id",
@@ -173,17 +175,25 @@ class Chain(PhaseChain):
     """The plugins of one route, phase by phase, in priority order (higher first). What the request loop reads
     (the phase tuples, the consumer settings) lives in the compiled base class."""
 
-    __slots__ = ("names", "body_limit", "needs_body", "max_held", "entries", "off", "_variants")
+    __slots__ = ("names", "body_limit", "needs_body", "max_held", "entries", "off", "_variants", "_steps")
 
-    def __init__(self, entries: list[tuple[Plugin, Any, str]], off: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        entries: list[tuple[Plugin, Any, str]],
+        off: frozenset[str] = frozenset(),
+        steps: dict[tuple[str, str, int], Phase] | None = None,
+    ) -> None:
         super().__init__()
+        # The phase tuples made from compiled steps, by (phase, plugin, configuration): a consumer's chain reuses
+        # them, so the phase loop finds the one that ran in it (switch_chain compares phase tuples).
+        self._steps: dict[tuple[str, str, int], Phase] = {} if steps is None else steps
 
         def phase(name: str) -> tuple[Phase, ...]:
-            out = []
+            out: list[Phase] = []
             for plugin, conf, pname in entries:
                 fn = getattr(plugin, name, None)
                 if callable(fn) and plugin.uses(name, conf):
-                    out.append((fn, conf, inspect.iscoroutinefunction(fn), pname))
+                    out.append(self._phase(plugin, name, fn, conf, pname))
             return tuple(out)
 
         # rewrite phases all run before any access phase (as in Kong and APISIX).
@@ -223,6 +233,19 @@ class Chain(PhaseChain):
             self.front = plugin.front(conf)
         self._variants: dict[str, Chain | None] = {}
 
+    def _phase(self, plugin: Plugin, name: str, fn: Callable[..., Any], conf: Any, pname: str) -> Phase:
+        """The phase tuple of `plugin`'s phase `name`: its compiled step when it gives one (Plugin.step), else
+        the phase itself."""
+        key = (name, pname, id(conf))
+        made = self._steps.get(key)
+        if made is not None and made[1] is conf:
+            return made
+        step = plugin.step(name, conf)
+        if step is None:
+            return (fn, conf, inspect.iscoroutinefunction(fn), pname)
+        made = self._steps[key] = (step, conf, False, pname)
+        return made
+
     def for_consumer(self, consumer: Consumer) -> Chain | None:
         """This route's chain for `consumer`: its own plugin configurations replace the route's, add plugins the
         route lacks (except those the route switched off), or switch plugins off. None: nothing differs. Built on
@@ -247,7 +270,7 @@ class Chain(PhaseChain):
                     merged[name] = pc
             active = _ordered(merged)
             if active != self.entries:
-                variant = Chain(active, self.off)
+                variant = Chain(active, self.off, self._steps)
                 variant.strip, variant.consumer_keys = self.strip, self.consumer_keys
         self._variants[consumer.name] = variant
         return variant
@@ -366,6 +389,7 @@ def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginS
         for name, raw in api.plugins.items():
             configured(f"$.apis.{api_name}", name, raw)
     chains: list[Chain | None] = []
+    steps: dict[tuple[str, str, int], Phase] = {}  # shared by the chains of this config (see Chain._steps)
     for entry in entries:
         scopes: list[tuple[str, dict[str, Any]]] = [("$", config.plugins)]
         if entry.api is not None:
@@ -377,7 +401,7 @@ def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginS
                 merged[name] = configured(scope, name, raw)
         active = _ordered(merged)
         off = frozenset(name for name, pc in merged.items() if pc is None)
-        chains.append(Chain(active, off) if active else None)
+        chains.append(Chain(active, off, steps) if active else None)
 
     consumers: dict[str, Consumer] = {}
     creds: dict[str, list[tuple[Consumer, Any]]] = {}

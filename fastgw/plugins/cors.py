@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 
+from fastgw.core import CorsFilterStep, CorsStep
 from fastgw.plugins.base import Context, Plugin, Response
 
 
@@ -61,6 +63,12 @@ class Cors(Plugin):
             max_age=str(conf.max_age) if conf.max_age is not None else None,
             preflight_continue=conf.preflight_continue,
         )
+
+    def step(self, phase: str, conf: Prepared) -> Any:
+        # What every request that is not a preflight, or has no Origin, is spared: the phase's frame.
+        if phase == "rewrite":
+            return CorsStep(conf, self.rewrite)
+        return CorsFilterStep(conf, self.header_filter)
 
     def _allowed(self, origin: str, conf: Prepared) -> bool:
         return conf.any_origin or origin in conf.exact or any(p.fullmatch(origin) for p in conf.patterns)

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from fastgw.core import IpStep
 from fastgw.plugins.base import Context, Plugin, Response
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -47,6 +48,14 @@ class IpRestriction(Plugin):
         if not conf.allow and not conf.deny:
             raise ValueError("give at least one of allow or deny")
         return Prepared(nets(conf.allow, "allow"), nets(conf.deny, "deny"), conf.status, {"message": conf.message})
+
+    def step(self, phase: str, conf: Prepared) -> Any:
+        def v4(nets: tuple[Network, ...]) -> tuple[tuple[int, int], ...]:
+            # An IPv6 network never holds an IPv4 address (`ipaddress` compares versions first).
+            return tuple((int(n.network_address), int(n.netmask)) for n in nets if n.version == 4)
+
+        return IpStep(v4(conf.allow), v4(conf.deny), bool(conf.allow), Response(conf.status, conf.body), conf,
+                      self.access)  # fmt: skip
 
     def access(self, ctx: Context, conf: Prepared) -> Response | None:
         try:

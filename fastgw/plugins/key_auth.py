@@ -11,6 +11,7 @@ from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
+from fastgw.core import KeyAuthStep
 from fastgw.plugins import _credentials as credentials
 from fastgw.plugins.base import Context, Plugin, Response
 from fastgw.plugins.consumers import Consumer
@@ -78,6 +79,18 @@ class KeyAuth(Plugin):
         return _Prepared(conf, frozenset(names), f'Key realm="{conf.realm}"', only, only_alias,
                          credentials.header_names(names) if conf.in_header else frozenset(),
                          frozenset(conf.key_names), conf.in_query)  # fmt: skip
+
+    def step(self, phase: str, prepared: _Prepared) -> Any:
+        """The compiled step of the usual configurations (fastgw.core.steps.KeyAuthStep): a key met before, given
+        once, in the one header or in a query with nothing to decode; anything else is `access`."""
+        conf = prepared.conf
+        if conf.in_cookie or conf.hide_credentials:
+            return None
+        if prepared.only is not None:
+            return KeyAuthStep(self, prepared, self.access, prepared.only, frozenset(), (), conf.in_query)
+        if not conf.in_query:
+            return None
+        return KeyAuthStep(self, prepared, self.access, None, prepared.wire, tuple(conf.key_names), True)
 
     def access(self, ctx: Context, prepared: _Prepared) -> Response | None:
         req = ctx.request

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from fastgw.core import RequestIdStep, next_request_id
+from fastgw.core.phases import FRAMING
 from fastgw.plugins.base import Context, Plugin
 
 # An incoming id is kept only if it looks like one (no spaces, bounded): it ends up in logs and upstream headers.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:/+=#-]{1,200}$")
-
-
-_prefix = str(uuid.uuid4()) + "#"
-_counter = itertools.count(1)
-
-
-def _reseed() -> None:
-    """In a forked worker: a base of its own, so ids never collide across the workers of one gateway."""
-    global _prefix, _counter
-    _prefix = str(uuid.uuid4()) + "#"
-    _counter = itertools.count(1)
-
-
-os.register_at_fork(after_in_child=_reseed)
 
 
 class RequestIdConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -49,11 +35,17 @@ class RequestId(Plugin):
         # PERF: the phases unpack one tuple instead of reading four attributes of the config per request.
         return (conf.header_name, conf.keep_incoming, conf.generator == "uuid#counter", conf.echo_downstream)
 
+    def step(self, phase: str, conf: tuple[str, bool, bool, bool]) -> Any:
+        name, keep, counted, echo = conf
+        if not counted or (echo and name.lower().encode("latin-1") in FRAMING):
+            return None  # a fresh UUID per request, or a name the response cannot take (the phase says why)
+        return RequestIdStep(name, keep, echo)
+
     def rewrite(self, ctx: Context, conf: tuple[str, bool, bool, bool]) -> None:
         name, keep, counted, _ = conf
         rid = ctx.request.header(name) if keep else None
         if rid is None or not _SAFE_ID.match(rid):
-            rid = _prefix + str(next(_counter)) if counted else str(uuid.uuid4())
+            rid = next_request_id() if counted else str(uuid.uuid4())
         ctx.vars["request_id"] = rid
         ctx.set_upstream_header(name, rid)
         if conf[3]:

@@ -23,6 +23,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from fastgw.core import HeaderStep
+from fastgw.core.steps import ADD, REMOVE, SET
 from fastgw.plugins.base import Context, Headers, Plugin
 
 # Anything that looks like a reference is one: a misspelled one is refused when the config loads, never sent
@@ -243,6 +245,28 @@ class RequestTransformer(Plugin):
 
     def needs_body(self, prepared: Any) -> bool:
         return prepared[3] is not None
+
+    def step(self, phase: str, prepared: Any) -> Any:
+        """The compiled step (fastgw.core.steps.HeaderStep) of a configuration that only removes, sets and adds
+        upstream headers with fixed values; any other runs `access`."""
+        headers, query, path, body, _ = prepared
+        if headers is None or query is not None or path is not None or body is not None:
+            return None
+        remove, rename, set_, add, append = headers
+        if rename or append:
+            return None
+        check = Headers()
+        ops: list[tuple[int, bytes, bytes | None]] = []
+        try:
+            ops += [(REMOVE, check._key(n), None) for n in remove]
+            for kind, pairs in ((SET, set_), (ADD, add)):
+                for n, t in pairs:
+                    if t.static is None:
+                        return None  # a template: `access` renders it
+                    ops.append((kind, check._key(n, t.static), t.static.encode("utf-8")))
+        except ValueError:
+            return None  # refused per request, as `access` does
+        return HeaderStep(tuple(ops))
 
     def access(self, ctx: Context, prepared: Any) -> None:
         only_set = prepared[4]

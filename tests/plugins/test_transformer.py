@@ -177,3 +177,24 @@ async def test_an_upstream_that_breaks_a_held_response_gives_a_clean_502(gateway
             assert (r.status, r.json()["message"], r.json()["gateway"]) == (502, "Bad Gateway", "fastgw")
     finally:
         server.close()
+
+
+async def test_headers_set_after_a_plugin_changed_the_query_reach_the_upstream(upstream, gateway, consumers):
+    """request-id and request-transformer set headers after key-auth took its key out of the query (the upstream
+    request made, its header map not): both reach the upstream (the later ones were lost)."""
+    cfg = route_config(upstream, {}, consumers=consumers)
+    plugins = {
+        "key-auth": {"hide_credentials": True, "in_header": False},
+        "request-id": {},
+        "request-transformer": {"set": {"headers": {"x-user": "$consumer.username", "x-fixed": "1"}}},
+    }
+    cfg["routes"] = [{"path": "/x", "integration": {"type": "http", "upstream": "backend"}, "plugins": plugins}]
+    gw = await gateway(cfg)
+    for _ in TWICE:
+        upstream.received.clear()
+        r = await http_request(gw.port, "GET", "/x?apikey=alice-key&a=1")
+        assert r.status == 200
+        (seen,) = upstream.received
+        assert seen.target == "/x?a=1"
+        assert seen.header("x-user") == "alice" and seen.header("x-fixed") == "1"
+        assert seen.header("x-request-id") == r.header("x-request-id") is not None

@@ -70,6 +70,16 @@ VARS = st.dictionaries(
     st.one_of(TEXT, st.integers(-5, 5), st.none()),
     max_size=4,
 ).map(lambda v: {**v, "trace_id": "0af7651916cd43dd8448eb211c80319c"} if "trace_id" in v else v)
+
+
+def compiled_context(v: dict, consumer: str | None) -> object:
+    """A context of the compiled runtime (the compiled log reads its fields in C)."""
+    ctx = _core.new_context(_core.Request(), "127.0.0.1", {}, None, _core.PhaseChain())
+    ctx.vars = v
+    ctx.consumer = None if consumer is None else SimpleNamespace(name=consumer)
+    return ctx
+
+
 CTX = st.one_of(
     st.none(),
     st.builds(
@@ -79,6 +89,7 @@ CTX = st.one_of(
         VARS,
         st.one_of(st.none(), TEXT),
     ),
+    st.builds(compiled_context, VARS, st.one_of(st.none(), TEXT)),
 )
 ROUTES = {name: Route(name) for name in ("r1", "r2", 'q"uote', "é")}
 

@@ -259,14 +259,14 @@ async def test_one_credential_with_other_fields_around_it_still_passes(upstream,
 
 # -- item 6: odd claims and credentials, never a 500 ------------------------------------------------------------
 
-NOW = int(time.time())
+NOW = int(time.time())  # read at import: tokens made from it live a day, past any suite's run
 ODD_TOKENS = [
-    ("exp-string", {"exp": str(NOW + 300)}),
+    ("exp-string", {"exp": str(NOW + 86400)}),
     ("nbf-string", {"nbf": str(NOW - 10)}),
     ("iat-string", {"iat": str(NOW)}),
     ("exp-bool", {"exp": True}),
-    ("exp-list", {"exp": [NOW + 300]}),
-    ("exp-object", {"exp": {"v": NOW + 300}}),
+    ("exp-list", {"exp": [NOW + 86400]}),
+    ("exp-object", {"exp": {"v": NOW + 86400}}),
     ("exp-null", {"exp": None}),
     ("exp-huge", b'{"iss": "shop", "exp": 1' + b"0" * 400 + b"}"),
     ("exp-too-many-digits", b'{"iss": "shop", "exp": 1' + b"0" * 5000 + b"}"),
@@ -285,7 +285,7 @@ ODD_TOKENS = [
 async def test_numeric_dates_must_be_numbers_and_odd_claims_are_401(upstream, gateway, creds, case, payload, caplog):
     caplog.set_level(logging.INFO, logger="fastgw")
     gw = await gateway(route_config(upstream, {"jwt-auth": {}}, consumers=creds))
-    claims = payload if isinstance(payload, bytes) else {"iss": "shop", "exp": NOW + 300, **payload}
+    claims = payload if isinstance(payload, bytes) else {"iss": "shop", "exp": NOW + 86400, **payload}
     token = hs256(claims)
     for _ in TWICE:  # a token accepted once would be taken from the remembered ones the second time
         r = await send(gw.port, "/x", [("authorization", f"Bearer {token}")])
@@ -312,7 +312,7 @@ async def test_odd_jose_headers_are_401(upstream, gateway, creds, case, header, 
     caplog.set_level(logging.INFO, logger="fastgw")
     conf = {} if pick == "iss" else {"key_claim_name": "kid", "key_claim_in": "header"}
     gw = await gateway(route_config(upstream, {"jwt-auth": conf}, consumers=creds))
-    token = hs256({"iss": "shop", "exp": NOW + 300}, header)
+    token = hs256({"iss": "shop", "exp": NOW + 86400}, header)
     for _ in TWICE:
         r = await send(gw.port, "/x", [("authorization", f"Bearer {token}")])
         assert r.status == 401, r.body
@@ -322,11 +322,11 @@ async def test_odd_jose_headers_are_401(upstream, gateway, creds, case, header, 
 
 async def test_a_route_key_without_consumers_refuses_odd_claims_too(upstream, gateway):
     gw = await gateway(route_config(upstream, {"jwt-auth": {"secret": SECRET}}))
-    for claims in ({"exp": str(NOW + 300)}, {"exp": NOW + 300, "nbf": "0"}):
+    for claims in ({"exp": str(NOW + 86400)}, {"exp": NOW + 86400, "nbf": "0"}):
         token = hs256(claims)
         for _ in TWICE:
             assert (await send(gw.port, "/x", [("authorization", f"Bearer {token}")])).status == 401
-    assert (await send(gw.port, "/x", [("authorization", f"Bearer {hs256({'exp': NOW + 300.5})}")])).status == 200
+    assert (await send(gw.port, "/x", [("authorization", f"Bearer {hs256({'exp': NOW + 86400.5})}")])).status == 200
 
 
 ODD_BASIC = [
