@@ -8,8 +8,9 @@ Everything else (metadata, dependencies, entry points, package data) lives in py
 
 The extension is optional, as aiohttp's and falcon's are: without a C compiler or the Python headers (or with
 FASTGW_NO_EXTENSIONS=1 at install time) the install still succeeds, on the pure-Python twins (`fastgw/core/*.py`).
-It says so in the build output, and it leaves `fastgw/_core_missing.txt` in the installed package so that
-`fastgw serve` can say why the compiled core is missing and how to get it.
+It says so in the build output (which pip shows only with `pip install -v`: a successful build's output is hidden,
+and nothing a build prints can change that), and it leaves `fastgw/_core_missing.txt` in the installed package so that
+`fastgw serve` (and `fastgw --version`) can say why the compiled core is missing and how to get it.
 """
 
 from __future__ import annotations
@@ -89,9 +90,10 @@ class OptionalBuildExt(build_ext):
             f"\n{bar}\n"
             f"fastgw: the compiled core was NOT built: {reason}.\n"
             "fastgw is installed and works on its pure-Python core, several times slower at routing and rate\n"
-            "limiting; `fastgw serve` warns about it at every start. To get the compiled core, install a C compiler\n"
-            "and the Python headers (Debian/Ubuntu: apt-get install -y gcc python3-dev) and reinstall without\n"
-            "pip's wheel cache: pip install --force-reinstall --no-cache-dir --no-deps fastgw\n"
+            "limiting; `fastgw serve` says so in one warning at every start, and `fastgw --version` names the core.\n"
+            "To get the compiled core, install a C compiler and the Python headers (Debian/Ubuntu: apt-get install\n"
+            "-y gcc python3-dev), then reinstall from the fastgw checkout or unpacked sdist:\n"
+            "pip install --force-reinstall --no-deps .\n"
             f"{bar}\n",
             file=sys.stderr,
         )

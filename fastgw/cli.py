@@ -1,5 +1,6 @@
-"""`fastgw serve | check | routes | invoke | plugins | hash-password`: the command line. Every serve flag can
-also come from a FASTGW_* variable."""
+"""`fastgw serve | check | routes | invoke | plugins | hash-password | ...`: the command line. Every serve flag can
+also come from a FASTGW_* variable, and every command that reads a config file takes FASTGW_CONFIG when CONFIG is
+not given."""
 
 from __future__ import annotations
 
@@ -17,9 +18,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw")
 
-# Left in the package by setup.py when the compiled core could not be built at install time (its reason inside).
-MISSING_MARKER = "_core_missing.txt"
-_ENV_HELP = "environment: FASTGW_CONFIG, FASTGW_HOST, FASTGW_PORT, FASTGW_WORKERS, FASTGW_LOG_LEVEL"
+_ENV_HELP = (
+    "environment: FASTGW_CONFIG (the CONFIG of every command that reads one, when not given), FASTGW_HOST, "
+    "FASTGW_PORT, FASTGW_WORKERS, FASTGW_LOG_LEVEL, FASTGW_ACCESS_LOG, FASTGW_ACCESS_LOG_FORMAT, FASTGW_STORE"
+)
+_CONFIG_HELP = "YAML or JSON config file (default: FASTGW_CONFIG)"
+# The commands whose config file may come from FASTGW_CONFIG, and the argument that names it. (`serve` has its own
+# rule: no CONFIG and no FASTGW_CONFIG serves the quickstart.)
+_CONFIG_ARG = {
+    "check": "config", "routes": "config", "invoke": "config", "plugins": "config", "cache-purge": "config",
+    "deployments": "config", "reload": "config", "stop": "config", "deploy": "file", "diff": "file",
+}  # fmt: skip
+_OPTIONAL_CONFIG = ("plugins", "stop")  # these work without one
+
+
+def _env_bool(name: str) -> bool | None:
+    value = os.environ.get(name, "").strip().lower()
+    if value == "":
+        return None
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"fastgw: {name}={os.environ[name]!r} is not a boolean (true/false, 1/0, yes/no, on/off)")
 
 
 def _env_int(name: str) -> int | None:
@@ -33,36 +54,16 @@ def _env_int(name: str) -> int | None:
 
 
 class _Version(argparse.Action):
-    """`fastgw --version`, with the core: a pure-Python installation should be visible at a glance."""
+    """`fastgw --version`, with the core as a fact: a pure-Python installation should be visible at a glance."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, help: str | None = None) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        print(f"fastgw {__version__} ({_core_summary()})")
+        from fastgw import core
+
+        print(f"fastgw {__version__}\ncore: {core.describe()}")
         parser.exit()
-
-
-def _core_summary() -> str:
-    from fastgw import core
-
-    return "compiled core" if core.COMPILED else f"PURE-PYTHON core: {_fallback_reason()}"
-
-
-def _fallback_reason() -> str:
-    """Why the compiled core is not running, including why it was not built when fastgw was installed."""
-    from importlib import resources
-
-    from fastgw import core
-
-    marker = resources.files("fastgw") / MISSING_MARKER
-    if not _no_extensions() and marker.is_file():
-        return f"it was not built when fastgw was installed: {marker.read_text().strip()}"
-    return core.FALLBACK_REASON or "unknown"
-
-
-def _no_extensions() -> bool:
-    return os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0")  # the rule fastgw.core applies
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="fastgw: an API gateway with a compiled router inside a uvloop + httptools proxy.",
         epilog=_ENV_HELP,
     )
-    parser.add_argument("--version", action=_Version, help="show the version and which core this installation runs")
+    parser.add_argument(
+        "-V", "--version", action=_Version, help="show the version and which core this installation runs"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser(
@@ -98,17 +101,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--pid-file", help="write the gateway's pid here (default: CONFIG.pid beside CONFIG; `fastgw stop` reads it)"
     )
     serve.add_argument(
+        "--access-log", action=argparse.BooleanOptionalAction, default=None,
+        help="write the access log, or not (config: logging.access_log; FASTGW_ACCESS_LOG=true|false)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--access-log-format", choices=["json", "text"],
+        help="the access log's lines: one JSON object, or text (config: logging.access_log_format)",
+    )  # fmt: skip
+    serve.add_argument(
         "--store", metavar="URL", help="keep deployments in etcd and join its fleet: etcd://HOST:PORT[,...]/PREFIX "
         "(config: store.etcd; FASTGW_STORE)",
     )  # fmt: skip
     _template_flags(serve)
 
-    check = sub.add_parser("check", help="validate a config without serving it")
-    check.add_argument("config", help="YAML or JSON config file")
+    check = sub.add_parser(
+        "check",
+        help="validate a config without serving it",
+        description="Load CONFIG as `fastgw serve` would (the schema, every cross-check, the plugins' and functions' "
+        "settings, the files it names) without binding a socket, and print what it holds: 'CONFIG: ok (N routes, N "
+        "upstreams, N functions, N apis)'. A broken config prints its error, with the file and the key path "
+        "($.routes[3].plugins.rate-limit.rate), and exits 1. Example: fastgw check gw.yaml",
+        epilog="environment: FASTGW_CONFIG names CONFIG when it is not given",
+    )
+    check.add_argument("config", nargs="?", help=_CONFIG_HELP)
     _template_flags(check)
 
     routes = sub.add_parser("routes", help="print the route table of a config")
-    routes.add_argument("config", help="YAML or JSON config file")
+    routes.add_argument("config", nargs="?", help=_CONFIG_HELP)
     routes.add_argument("--tree", action="store_true", help="print the routing trie instead of the table")
     _template_flags(routes)
 
@@ -116,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "plugins",
         help="list the plugins this installation can use (built-in, installed, and a config's plugin_modules)",
     )
-    plugins.add_argument("config", nargs="?", help="also load this config's plugin_modules")
+    plugins.add_argument("config", nargs="?", help="also load this config's plugin_modules (default: FASTGW_CONFIG)")
 
     hp = sub.add_parser(
         "hash-password",
@@ -136,15 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     purge = sub.add_parser(
         "cache-purge",
-        help="delete proxy-cache entries from the Redis backend: all, a route's, or by key prefix",
-        description="Delete what the proxy-cache plugin stored in CONFIG's Redis (backend: redis). Keys read "
-        "route|method|host|path|query|...; a route is named as X-Cache keys name it (api/stage/name for API "
-        "routes). The memory backend lives in each worker: reloading the gateway (SIGHUP) empties it.",
+        help="delete proxy-cache entries (memory in every worker, and Redis): all, a route's, or by key prefix",
+        description="Delete what the proxy-cache plugin stored for CONFIG. With an admin API (CONFIG's admin "
+        "section, or --admin) the running gateway purges every worker's memory cache and CONFIG's Redis "
+        "(POST /cache/purge) and says how many each held. Without one, only Redis can be reached: its entries are "
+        "purged here, and a config that caches in memory (backend: memory) is refused with the reason, since "
+        "nothing outside the gateway can reach its workers' memory. Keys read route|method|host|path|query|...; "
+        "--route takes a route's label as the keys hold it (its name, else its methods and path template; "
+        "api:.../stage for API routes). A purged entry's next request answers X-Cache-Status: MISS. Exit status "
+        "1 when something could not be purged.",
     )
-    purge.add_argument("config", help="YAML or JSON config file (its top-level redis: section)")
+    purge.add_argument("config", nargs="?", help="YAML or JSON config file (default: FASTGW_CONFIG)")
     which = purge.add_mutually_exclusive_group()
     which.add_argument("--route", help="only this route's entries")
     which.add_argument("--prefix", help="only entries whose key starts with this")
+    _admin_flags(purge)
     dep = sub.add_parser(
         "deployments",
         help="list the deployments of a config (every version that went live), or roll a running gateway back",
@@ -152,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "id (a hash of the config), time, what made it; the first is the newest. With --rollback ID the running "
         "gateway (its admin API) serves that deployment again, as a new deployment; the file is not written.",
     )
-    dep.add_argument("config", help="YAML or JSON config file")
+    dep.add_argument("config", nargs="?", help=_CONFIG_HELP)
     dep.add_argument("--rollback", metavar="ID", help="make the running gateway serve this deployment again")
     dep.add_argument("--json", action="store_true", help="print the list as JSON")
     _admin_flags(dep)
@@ -164,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "has an admin section (the answer comes once every worker serves the new deployment, or says why none "
         "does), else with SIGHUP to the process in its pid file. Exit status 1 when the reload was refused.",
     )
-    rl.add_argument("config", help="the config file the gateway serves")
+    rl.add_argument("config", nargs="?", help="the config file the gateway serves (default: FASTGW_CONFIG)")
     rl.add_argument("--pid-file", help="default: CONFIG.pid")
     rl.add_argument("-m", "--description", default="", help="kept with the deployment")
     _admin_flags(rl)
@@ -175,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Send SIGTERM to the gateway whose pid file is CONFIG.pid (or --pid-file): it stops "
         "accepting, finishes the requests in flight (server.shutdown_timeout) and exits.",
     )
-    stop.add_argument("config", nargs="?", help="the config file the gateway serves (its pid file is CONFIG.pid)")
+    stop.add_argument("config", nargs="?", help="the config file the gateway serves (its pid file is CONFIG.pid; "
+                      "default: FASTGW_CONFIG)")  # fmt: skip
     stop.add_argument("--pid-file", help="default: CONFIG.pid")
     stop.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for it to exit (default 60)")
 
@@ -186,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(PUT /config of the admin API named by FILE's admin section, or --admin). The gateway's own config file is "
         "not written: the deployment is kept in its deployment store. Exit status 1 when it was refused.",
     )
-    deploy.add_argument("file", help="YAML or JSON config file")
+    deploy.add_argument("file", nargs="?", help="YAML or JSON config file (default: FASTGW_CONFIG)")
     deploy.add_argument("-m", "--description", default="", help="kept with the deployment")
     deploy.add_argument("--if-match", metavar="ID", help="refuse (409) unless deployment ID is what serves now "
                         "(with --store: the store's newest)")  # fmt: skip
@@ -202,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "path: '+ path: value' only in FILE, '- path: value' only in what serves, '~ path: serving -> FILE'. "
         "Secrets are compared masked. Exit status 0: the same, 1: they differ, 2: an error.",
     )
-    df.add_argument("file", help="YAML or JSON config file")
+    df.add_argument("file", nargs="?", help="YAML or JSON config file (default: FASTGW_CONFIG)")
     df.add_argument("--json", action="store_true", help="print the changes as JSON")
     df.add_argument("--store", metavar="URL", help="compare with the newest deployment in the etcd store of a fleet "
                     "(etcd://HOST:PORT[,...]/PREFIX) instead of a running gateway")  # fmt: skip
@@ -217,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         "that refused or timed out, a function error), with the reason in the log. Example: "
         "fastgw invoke examples/my-rest-api/fastgw.yaml GET /Prod",
     )
-    inv.add_argument("config", help="YAML or JSON config file")
+    inv.add_argument("config", nargs="?", help=_CONFIG_HELP)
     inv.add_argument("method", type=str.upper, help="HTTP method, e.g. GET")
     inv.add_argument("path", help="path as a client would call it, stage included, e.g. /Prod/items/1")
     inv.add_argument("-H", "--header", action="append", default=[], metavar="NAME:VALUE", help="request header")
@@ -286,16 +312,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         return _serve(args)
+    args.config_from = ""
+    dest = _CONFIG_ARG.get(args.command)
+    if dest is not None and getattr(args, dest) is None:
+        if os.environ.get("FASTGW_CONFIG"):
+            setattr(args, dest, os.environ["FASTGW_CONFIG"])
+            args.config_from = "FASTGW_CONFIG"
+        elif args.command not in _OPTIONAL_CONFIG:
+            what = "CONFIG METHOD PATH" if args.command == "invoke" else dest.upper()
+            parser.error(f"{args.command}: give {what}, or set FASTGW_CONFIG to the config file")
     if args.command == "check":
-        return _check(args.config, _template_overrides(args))
+        return _check(args.config, _template_overrides(args), path_from=args.config_from)
     if args.command == "routes":
-        return _routes(args.config, args.tree, _template_overrides(args))
+        return _routes(args.config, args.tree, _template_overrides(args), path_from=args.config_from)
     if args.command == "invoke":
         return _invoke(args)
     if args.command == "plugins":
-        return _plugins(args.config)
+        return _plugins(args.config, path_from=args.config_from)
     if args.command == "cache-purge":
-        return _cache_purge(args.config, args.route, args.prefix)
+        return _cache_purge(args, path_from=args.config_from)
     if args.command == "deployments":
         return _deployments(args)
     if args.command in ("reload", "stop", "deploy", "diff"):
@@ -322,41 +357,70 @@ def _load(
         return None
 
 
-def _cache_purge(path: str, route: str | None, prefix: str | None) -> int:
+def _cache_purge(args: argparse.Namespace, path_from: str = "") -> int:
     import asyncio
 
-    from fastgw.state import redis as redis_state
+    from fastgw import _clictl
+    from fastgw.plugins.proxy_cache import memory_caches
     from fastgw.state.cache import purge_redis
+    from fastgw.state.redis import SharedRedis
 
-    loaded = _load(path)
+    path, route, prefix = args.config, args.route, args.prefix
+    loaded = _load(path, path_from=path_from)
     if loaded is None:
         return 1
-    shared = redis_state.configure(loaded.config.redis)
-    if shared is None:
-        print(f"fastgw: {path} has no redis: section; a memory cache is emptied by reloading the gateway (SIGHUP)",
-              file=sys.stderr)  # fmt: skip
-        return 1
     key = f"{route}|" if route is not None else (prefix or "")
-
-    async def run() -> int:
+    what = f" of route {route}" if route else f" with prefix {prefix!r}" if prefix else ""
+    if loaded.config.admin is not None or args.admin:
+        # The running gateway purges: its workers' memory is out of reach of any other process.
+        body = {"route": route} if route is not None else {"prefix": prefix} if prefix else {}
         try:
-            return await purge_redis(shared, key)
-        finally:
-            await shared.aclose()
+            where = _clictl._admin_of(args, _clictl._read_config(path))
+            status, out, _ = _clictl.call(where, "POST", "/cache/purge", body)
+        except _clictl.CommandError as exc:
+            print(f"fastgw: {exc}; nothing was purged", file=sys.stderr)
+            return 1
+        if status not in (200, 503):
+            print(f"fastgw: refused ({status}): {out.get('message', out)}", file=sys.stderr)
+            return 1
+        parts = [f"{w['purged']} in the memory of worker {w['worker']}" for w in out["workers"] if "purged" in w]
+        if out.get("redis") is not None:
+            parts.append(f"{out['redis']} in Redis")
+        print(f"purged {out['purged']} cache entries{what}" + (f" ({', '.join(parts)})" if parts else ""))
+        if status != 200:
+            print(f"fastgw: {out.get('message')}", file=sys.stderr)
+            return 1
+        return 0
+    code = 0
+    if loaded.config.redis is not None:
+        shared = SharedRedis(loaded.config.redis)
 
-    try:
-        n = asyncio.run(run())
-    except Exception as exc:  # noqa: BLE001 - Redis unreachable: said, not a traceback
-        print(f"fastgw: cannot purge: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(
-        f"purged {n} cache entries" + (f" of route {route}" if route else f" with prefix {prefix!r}" if prefix else "")
-    )
-    return 0
+        async def run() -> int:
+            try:
+                return await purge_redis(shared, key)
+            finally:
+                await shared.aclose()
+
+        try:
+            n = asyncio.run(run())
+        except Exception as exc:  # noqa: BLE001 - Redis unreachable: said, not a traceback
+            print(f"fastgw: cannot purge Redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        print(f"purged {n} cache entries{what}")
+    if memory_caches(loaded.plugins):
+        print(f"fastgw: {path} caches in the gateway's memory (proxy-cache backend: memory), which only the running "
+              "gateway can purge, through its admin API: add an admin: section (or give --admin URL) and run this "
+              "again; a reload (SIGHUP) empties it too", file=sys.stderr)  # fmt: skip
+        code = 1
+    elif loaded.config.redis is None:
+        print(f"fastgw: {path} has no proxy-cache to purge (no redis: section, no route caching in memory)",
+              file=sys.stderr)  # fmt: skip
+        code = 1
+    return code
 
 
-def _check(path: str, overrides: Sequence[Override] = ()) -> int:
-    loaded = _load(path, overrides, to_serve=True)
+def _check(path: str, overrides: Sequence[Override] = (), path_from: str = "") -> int:
+    loaded = _load(path, overrides, to_serve=True, path_from=path_from)
     if loaded is None:
         return 1
     cfg = loaded.config
@@ -367,8 +431,8 @@ def _check(path: str, overrides: Sequence[Override] = ()) -> int:
     return 0
 
 
-def _routes(path: str, tree: bool, overrides: Sequence[Override] = ()) -> int:
-    loaded = _load(path, overrides)
+def _routes(path: str, tree: bool, overrides: Sequence[Override] = (), path_from: str = "") -> int:
+    loaded = _load(path, overrides, path_from=path_from)
     if loaded is None:
         return 1
     if tree:
@@ -420,12 +484,15 @@ def _condition(name: str, cond: Any) -> str:
     return name if cond.present else f"!{name}"
 
 
-def _plugins(config: str | None) -> int:
+def _plugins(config: str | None, path_from: str = "") -> int:
+    # NOTE: the config package first: fastgw.plugins.chain imported on its own runs into fastgw.config.load, which
+    # imports chain back half made (`fastgw plugins` failed with an ImportError). The circle itself is chain's.
+    import fastgw.config.load  # noqa: F401
     from fastgw.plugins.chain import PluginError, Registry, phases_of
 
     extra: list[str] = []
     if config is not None:
-        loaded = _load(config)
+        loaded = _load(config, path_from=path_from)
         if loaded is None:
             return 1
         extra = list(loaded.config.plugin_modules)
@@ -499,7 +566,7 @@ def _invoke(args: argparse.Namespace) -> int:
             print(f"fastgw: cannot read the body file: {exc.strerror or exc}", file=sys.stderr)
             return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    loaded = _load(args.config, _template_overrides(args))
+    loaded = _load(args.config, _template_overrides(args), path_from=args.config_from)
     if loaded is None:
         return 1
     import uvloop
@@ -532,11 +599,18 @@ def _serve(args: argparse.Namespace) -> int:
         ("server.port", "--port", "FASTGW_PORT", args.port),
         ("server.workers", "--workers", "FASTGW_WORKERS", args.workers),
         ("logging.level", "--log-level", "FASTGW_LOG_LEVEL", args.log_level),
-    ):
+        ("logging.access_log", "--access-log" if args.access_log else "--no-access-log", "FASTGW_ACCESS_LOG",
+         args.access_log),
+        ("logging.access_log_format", "--access-log-format", "FASTGW_ACCESS_LOG_FORMAT", args.access_log_format),
+    ):  # fmt: skip
         if value is not None:
             overrides.append(Override(key, value, flag))
         elif os.environ.get(env):
-            env_value = os.environ[env] if key in ("server.host", "logging.level") else _env_int(env)
+            env_value: object = os.environ[env]
+            if key in ("server.port", "server.workers"):
+                env_value = _env_int(env)
+            elif key == "logging.access_log":
+                env_value = _env_bool(env)
             overrides.append(Override(key, env_value, env))
     store = _store_override(args.store or os.environ.get("FASTGW_STORE"), "--store" if args.store else "FASTGW_STORE")
     if store is False:
@@ -565,15 +639,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     from fastgw import core
 
-    if not core.COMPILED:
-        log.warning(
-            "RUNNING ON THE PURE-PYTHON CORE: routing and rate limiting are several times slower. Why: %s. %s",
-            _fallback_reason(),
-            "Unset FASTGW_NO_EXTENSIONS to use the compiled core."
-            if _no_extensions()
-            else "Install a C compiler and the Python headers (apt-get install -y gcc python3-dev), then reinstall: "
-            "pip install --force-reinstall --no-cache-dir --no-deps fastgw",
-        )
+    notice = core.fallback_notice()
+    if notice is not None:
+        log.warning("%s", notice)
     from fastgw import _clictl
 
     pid_file = _clictl.write_pid_file(args.pid_file, args.config or os.environ.get("FASTGW_CONFIG"))

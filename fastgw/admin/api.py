@@ -58,6 +58,8 @@ class Control(Protocol):
 
     def metrics(self) -> dict[str, Any] | None: ...  # summed counters (fastgw.observability.metrics.merge)
     def invoke(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Awaitable[dict[str, Any]]: ...
+    # Every worker's memory caches: [{"worker", "pid", "purged": N} or {"worker", "pid", "error": why}].
+    def purge_cache(self, prefix: str) -> Awaitable[list[dict[str, Any]]]: ...
 
 
 Answer = tuple[int, str, bytes, dict[str, str]]  # status, content type, body, headers of its own
@@ -142,6 +144,7 @@ class AdminAPI:
             ("/metrics", "GET", self.metrics, False),
             ("/reload", "POST", self.reload, True),
             ("/invoke", "POST", self.invoke, True),
+            ("/cache/purge", "POST", self.purge_cache, True),
             ("/deployments", "GET", self.deployments, False),
             ("/deployments/{id}", "GET", self.deployment, False),
             ("/deployments/{id}/diff/{other}", "GET", self.diff, False),
@@ -477,6 +480,40 @@ class AdminAPI:
         data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
         method = str(req.get("method") or "GET").upper()
         return _json(200, await self.control.invoke(method, req["path"], headers, data))
+
+    async def purge_cache(self, *, body: bytes, **_: Any) -> Answer:
+        """Delete proxy-cache entries (`fastgw cache-purge` calls this): every worker's memory caches, and the Redis
+        of the config's `redis:` section. The body selects as the command's flags do: {} (all), {"route": NAME} or
+        {"prefix": KEY}."""
+        req = _body(body) if body else {}
+        bad = _json(400, {"message": 'expected {}, {"route": "NAME"} or {"prefix": "KEY"} (one of them)'})
+        if not isinstance(req, dict) or set(req) - {"route", "prefix"} or len(req) > 1:
+            return bad
+        if not all(isinstance(v, str) and v for v in req.values()):
+            return bad
+        prefix = f"{req['route']}|" if "route" in req else req.get("prefix", "")
+        workers = await self.control.purge_cache(prefix)
+        out: dict[str, Any] = {"purged": sum(w.get("purged", 0) for w in workers), "workers": workers, "redis": None}
+        conf = self.control.loaded.config.redis
+        if conf is not None:
+            from fastgw.state.cache import purge_redis
+            from fastgw.state.redis import SharedRedis
+
+            shared = SharedRedis(conf)  # (its own client: the serving one belongs to the gateway's loop)
+            try:
+                out["redis"] = await purge_redis(shared, prefix)
+                out["purged"] += out["redis"]
+            except Exception as exc:  # noqa: BLE001 - Redis unreachable: said, with what was purged
+                out["message"] = f"cannot purge Redis: {type(exc).__name__}: {exc}"
+            finally:
+                await shared.aclose()
+        failed = [w for w in workers if "error" in w]
+        if failed:
+            out["message"] = "; ".join(
+                [f"worker {w['worker']} did not purge: {w['error']}" for w in failed]
+                + ([out["message"]] if "message" in out else [])
+            )
+        return _json(200 if "message" not in out else 503, out)
 
 
 def _plugins_of(cfg: Any, entry: Any) -> set[str]:

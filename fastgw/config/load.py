@@ -100,7 +100,7 @@ class RouteEntry:
     route: Route
     integration: Integration
     path: str  # as matched, stage prefix included
-    label: str  # the route's name, or where it is in the config
+    label: str  # the route's name, or its methods and path template (_unnamed)
     at: str  # the key path of the route in the config
     api: str | None = None
     api_type: str | None = None  # "rest" or "http"
@@ -466,12 +466,26 @@ def _route_paths(route: Route, api_type: str, source: str, at: str) -> tuple[str
     return (route.path,)
 
 
+def _unnamed(route: Route, path: str, taken: dict[str, int]) -> str:
+    """The label of a route without a name, in metrics, the access log, cache keys and `fastgw routes`: its methods
+    and path template (`GET /users/{id}`, `GET,POST api.example.com/users/{id}` with a host), which stay the same
+    when other routes move. NOTE: routes that share all of it (they differ by header conditions) are told apart by
+    ` #2`, ` #3` in config order; a name keeps a label fixed whatever changes."""
+    label = f"{','.join(route.methods)} {route.host or ''}{path}"
+    n = taken[label] = taken.get(label, 0) + 1
+    return label if n == 1 else f"{label} #{n}"
+
+
 def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], frozenset[str]]:
     """The route table: top-level routes as they are, then each API's routes once per stage."""
+    taken: dict[str, int] = {}
     entries = [
-        RouteEntry(route=r, integration=r.integration, path=r.path, label=r.name or f"routes[{i}]", at=f"$.routes[{i}]")
+        RouteEntry(
+            route=r, integration=r.integration, path=r.path, label=r.name or _unnamed(r, r.path, taken),
+            at=f"$.routes[{i}]",
+        )
         for i, r in enumerate(config.routes)
-    ]
+    ]  # fmt: skip
     rest_prefixes = set()
     for api_name, api in config.apis.items():
         stages = dict(api.stages)
@@ -497,6 +511,7 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
                 prefix = "/" + stage_name if api.stage_prefix else ""
                 if api.type == "rest" and prefix:
                     rest_prefixes.add(prefix)
+            in_stage: dict[str, int] = {}  # (labels are told apart within an API's stage)
             for i, route in enumerate(api.routes):
                 at = f"$.apis.{api_name}.routes[{i}]"
                 integ = _resolve_stage_variables(route.integration, stage_name, stage.variables, source, at)
@@ -507,7 +522,7 @@ def _entries(config: Config, source: str) -> tuple[tuple[RouteEntry, ...], froze
                             route=route,
                             integration=integ,
                             path=path,
-                            label=f"{api_name}:{route.name or f'routes[{i}]'}@{stage_name}",
+                            label=f"{api_name}:{route.name or _unnamed(route, route_path, in_stage)}@{stage_name}",
                             at=at,
                             api=api_name,
                             api_type=api.type,

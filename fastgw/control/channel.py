@@ -3,7 +3,9 @@ bytes (a deployment's config, as canonical JSON, is sent as it is and never esca
 
     supervisor -> worker   {"op": "prepare", "deployment": {...without config}}  + the config's JSON
                            {"op": "commit", "id", "changed": [...]}   {"op": "abort", "id"}
+                           {"op": "purge", "id", "prefix"}   (the admin API's POST /cache/purge)
     worker -> supervisor   {"op": "prepared" | "committed", "id", "error": null | "why"}
+                           {"op": "purged", "id", "purged": N, "error": null}   (its memory caches' entries)
 
 Frame: two big-endian 32-bit lengths (header, payload), then the two.
 """

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from typing import TYPE_CHECKING, Any
 
 # The specification, and what serves when the compiled twin is missing or refused (and the types mypy sees).
@@ -37,6 +36,14 @@ COMPILED = False
 FALLBACK_REASON: str | None = None
 
 
+MISSING_MARKER = "_core_missing.txt"  # left in the package by setup.py when the build fell back, with its reason
+# What works: fastgw is not on a package index, so the reinstall names the checkout or the unpacked sdist.
+REINSTALL = (
+    "install a C compiler and the Python headers (Debian/Ubuntu: apt-get install -y gcc python3-dev), then reinstall "
+    "from the fastgw checkout or unpacked sdist: pip install --force-reinstall --no-deps ."
+)
+
+
 def _choose() -> None:
     global COMPILED, FALLBACK_REASON
     if os.environ.get("FASTGW_NO_EXTENSIONS", "") not in ("", "0"):
@@ -48,13 +55,36 @@ def _choose() -> None:
         globals().update({name: getattr(_core, name) for name in TWINNED})
         COMPILED = True
     except ImportError as exc:  # pragma: no cover - depends on how the package was installed
-        FALLBACK_REASON = f"the compiled extension fastgw._core did not import ({exc})"
-        warnings.warn(
-            f"fastgw is running on its pure-Python core, several times slower: {FALLBACK_REASON}. "
-            "Reinstall with a C compiler available (pip install --force-reinstall --no-cache-dir --no-deps fastgw).",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        # NOTE: no warning here: an import is no place to print (`fastgw --version` would, and every worker); the
+        # command line says it once, at `fastgw serve`, from this reason (fallback_notice).
+        FALLBACK_REASON = _why_missing(exc)
+
+
+def _why_missing(exc: ImportError) -> str:
+    """The one reason: why the build fell back (setup.py's record) when there is one, else the import's error."""
+    marker = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), MISSING_MARKER)
+    try:
+        with open(marker, encoding="utf-8") as f:
+            built = f.read().strip()
+    except OSError:
+        return f"the compiled extension fastgw._core did not import ({exc})"
+    return f"it was not built when fastgw was installed: {built}"
+
+
+def describe() -> str:
+    """Which core this process runs, as `fastgw --version` and the listening line say it."""
+    me = sys.modules[__name__]  # (through the module: the late choice below may not have run yet)
+    return "compiled" if me.COMPILED else f"pure-Python ({me.FALLBACK_REASON})"
+
+
+def fallback_notice() -> str | None:
+    """The one line `fastgw serve` logs on the pure core: what, why, and how to get the compiled core."""
+    me = sys.modules[__name__]
+    if me.COMPILED:
+        return None
+    reason = me.FALLBACK_REASON
+    fix = "unset it to use the compiled core" if reason == "FASTGW_NO_EXTENSIONS is set" else REINSTALL
+    return f"fastgw runs on its pure-Python core, several times slower at routing and rate limiting: {reason}; {fix}"
 
 
 _loading = sys.modules.get("fastgw._core")
@@ -80,6 +110,6 @@ else:
     _choose()
 
 __all__ = [
-    "COMPILED", "FALLBACK_REASON", "TWINNED", "TWINS",
+    "COMPILED", "FALLBACK_REASON", "MISSING_MARKER", "REINSTALL", "TWINNED", "TWINS", "describe", "fallback_notice",
     *router.__all__, *http.__all__, *phases.__all__, *limit.__all__, *observe.__all__, *steps.__all__,
 ]  # noqa: PLE0605  # fmt: skip

@@ -19,7 +19,7 @@ cdef class _Series:
     cdef long long bytes_in
     cdef long long bytes_out
     cdef double total
-    cdef long long buckets[12]
+    cdef long long buckets[17]  # BUCKETS and +Inf
     cdef list row(self)
 
 cdef class _Answered:
@@ -27,7 +27,7 @@ cdef class _Answered:
     cdef object target
     cdef long long count
     cdef double total
-    cdef long long buckets[12]
+    cdef long long buckets[17]  # BUCKETS and +Inf
     cdef list row(self)
 
 cdef class Tally:

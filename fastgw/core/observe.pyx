@@ -31,11 +31,11 @@ cdef object _stamp_of = _spec_observe.stamp
 cdef object _target_names = _spec_observe.target_names
 cdef tuple _PUBLISHED = _spec_observe.PUBLISHED
 cdef tuple _PUBLISHED_KEYS = tuple([b',"%s":' % (<str>k).encode() for k in _PUBLISHED])  # as the line writes them
-cdef double _BOUNDS[11]
+cdef double _BOUNDS[16]
 for _i, _bound in enumerate(_spec_observe.BUCKETS):
     _BOUNDS[_i] = _bound
 cdef int _NBOUNDS = len(_spec_observe.BUCKETS)
-assert _NBOUNDS == 11 and _spec_observe.WIDTH == 16 and _spec_observe.UWIDTH == 16  # (the C arrays' sizes)
+assert _NBOUNDS == 16 and _spec_observe.WIDTH == 21 and _spec_observe.UWIDTH == 21  # (the C arrays' sizes)
 cdef double _MAX_US = _spec_observe._MAX_US
 cdef char *_HEX = b"0123456789abcdef"
 cdef unsigned char _PLAIN[128]  # ASCII a JSON string carries as it is
@@ -58,7 +58,7 @@ def clock():
 cdef inline int _bucket(double dt) noexcept:
     # bisect_left(BUCKETS, dt): the bounds below dt (NaN: none, as bisect's comparisons say)
     cdef int i = 0
-    while i < 11 and _BOUNDS[i] < dt:
+    while i < 16 and _BOUNDS[i] < dt:
         i += 1
     return i
 
@@ -135,7 +135,7 @@ cdef class _Series:
     cdef list row(self):
         cdef list out = [self.count, self.bytes_in, self.bytes_out, self.total]
         cdef int i
-        for i in range(12):
+        for i in range(17):
             out.append(self.buckets[i])
         return out
 
@@ -150,7 +150,7 @@ cdef class _Answered:
     cdef list row(self):
         cdef list out = [self.upstream, self.target, self.count, self.total]
         cdef int i
-        for i in range(12):
+        for i in range(17):
             out.append(self.buckets[i])
         return out
 
@@ -463,7 +463,7 @@ cdef class LogLines:
             _lit(b, b',"method":', 10)
             _put_json(b, req.method)
             _lit(b, b',"host":', 8)
-            _put_json(b, req.host)
+            _put_agent(b, req.host_raw)  # the Host header as sent, port included (Latin-1, as the spec reads it)
             _lit(b, b',"path":', 8)
             _put_json(b, req.path or req.url.decode("latin-1")[:256])
             _lit(b, b",", 1)

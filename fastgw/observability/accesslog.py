@@ -151,7 +151,7 @@ class AccessLog:
                 "time": stamp,
                 "client": ex.peer.ip,
                 "method": req.method,
-                "host": req.host,
+                "host": req.host_raw.decode("latin-1"),  # as the client sent it, port included
                 "path": req.path or req.url.decode("latin-1")[:256],
                 "route": None,
                 "status": req.status,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from fastgw.core import Observer, Tally, clock
-from fastgw.core.observe import BUCKETS  # (fixed bucket bounds, seconds: Prometheus' default ones)
+from fastgw.core.observe import BUCKETS  # (fixed bucket bounds, seconds: from 100 us to 10 s)
 
 if TYPE_CHECKING:
     from fastgw.pipeline.exchange import Exchange, Worker

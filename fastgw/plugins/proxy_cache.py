@@ -534,3 +534,19 @@ class ProxyCache(Plugin):
 
 
 PLUGINS = (ProxyCache,)
+
+
+def memory_caches(plugins: Any) -> list[Prepared]:
+    """The memory-backend caches of a deployment's `PluginSetup` in this process: every route's and consumer's
+    proxy-cache with `backend: memory`, each once."""
+    if plugins is None:
+        return []
+    confs = [conf for chain in plugins.chains if chain is not None for _, conf, _ in chain.entries]
+    confs += [pc[1] for consumer in plugins.consumers.values() for pc in consumer.plugins.values() if pc is not None]
+    return list({id(c): c for c in confs if isinstance(c, Prepared) and c.remote is None}.values())
+
+
+def purge_memory(plugins: Any, prefix: str = "") -> int:
+    """Delete this process's memory-backend entries whose key starts with `prefix` ("" for all); how many. (The
+    admin API's `POST /cache/purge` asks this of every worker.)"""
+    return sum(p.store.purge(prefix) for p in memory_caches(plugins))

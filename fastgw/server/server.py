@@ -112,6 +112,14 @@ class Server:
     def metrics(self) -> dict[str, Any] | None:
         return merge([self.counters.snapshot()]) if self.counters is not None else None
 
+    async def purge_cache(self, prefix: str) -> list[dict[str, Any]]:
+        """The admin API's cache purge in a gateway of one process: this process's memory caches."""
+        from fastgw.plugins.proxy_cache import purge_memory
+
+        return [
+            {"worker": f"pid {os.getpid()}", "pid": os.getpid(), "purged": purge_memory(self._loaded.plugins, prefix)}
+        ]
+
     async def invoke(self, method: str, path: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         from fastgw.server.invoke import invoke
 
@@ -293,6 +301,11 @@ class Server:
             elif op == "abort":
                 self._prepared.pop(did, None)
                 self._resume_gc()
+            elif op == "purge":  # the admin API's POST /cache/purge: this worker's memory caches
+                from fastgw.plugins.proxy_cache import purge_memory
+
+                n = purge_memory(self._loaded.plugins, str(header.get("prefix") or ""))
+                await channel.write(writer, {"op": "purged", "id": did, "purged": n, "error": None})
 
     def prepare(self, d: Deployment, payload: bytes) -> str | None:
         """A worker under a supervisor, in a thread beside its loop: load and check the deployment's config and
@@ -485,7 +498,8 @@ class LocalWorkers:
 def describe_core() -> str:
     from fastgw import core
 
-    return "compiled" if core.COMPILED else f"PURE PYTHON ({core.FALLBACK_REASON})"
+    # Short: on the pure core, `fastgw serve` has said why once already (core.fallback_notice).
+    return "compiled" if core.COMPILED else "pure-Python"
 
 
 def run_worker(
@@ -522,9 +536,16 @@ def run_worker(
         await server.start()
         if channel_sock is not None:
             server._following = loop.create_task(server.follow(channel_sock))
-        stop = lambda: loop.create_task(server.shutdown())  # noqa: E731
-        loop.add_signal_handler(signal.SIGTERM, stop)
-        loop.add_signal_handler(signal.SIGINT, stop)
+
+        def stop(sig: signal.Signals) -> None:
+            state = server.state
+            if state is not None and not state.closing:
+                # An operator stopping the gateway should see it start, and how much it waits for.
+                log.info("shutting down (signal %s), %d connections draining", sig.name, len(state.connections))
+            loop.create_task(server.shutdown())
+
+        loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, stop, signal.SIGINT)
         if metrics_dir is not None:  # under a supervisor: deployments come from it, over the channel
             loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP ignored: send it to the supervisor"))
         elif not loaded.source.startswith("<"):
@@ -541,6 +562,10 @@ def run_worker(
         else:
             log.info("worker pid %d ready on port %d", os.getpid(), server.port)
         await server.wait_stopped()
+        if metrics_dir is None:
+            log.info("stopped")
+        else:  # a worker: the supervisor says "stopped" for the gateway once all are
+            log.info("worker pid %d stopped", os.getpid())
 
     try:
         loop.run_until_complete(main())

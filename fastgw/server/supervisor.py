@@ -58,9 +58,12 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
     if control is not None:
         control.start()
 
+    stop_signal = ""
+
     def on_stop(signum: int, frame: object) -> None:
-        nonlocal stopping
+        nonlocal stopping, stop_signal
         stopping = True
+        stop_signal = stop_signal or signal.Signals(signum).name
 
     def on_hup(signum: int, frame: object) -> None:
         nonlocal reload_requested
@@ -164,7 +167,8 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
             spawn()
         time.sleep(0.05)
 
-    log.info("supervisor: stopping %d workers", len(children))
+    # Each worker says how many connections it drains (its own "shutting down" line); this says the whole.
+    log.info("shutting down (signal %s), %d workers draining their connections", stop_signal, len(children))
     for pid in children:
         _kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + loaded.config.server.shutdown_timeout + 5
@@ -185,6 +189,7 @@ def supervise(loaded: LoadedConfig, host: str, port: int, workers: int, *, watch
         control.stop()
     plane.close()
     workers_.close()
+    log.info("stopped")
     return 0
 
 
@@ -212,8 +217,16 @@ class SupervisorWorkers:
             sock.close()
         self.served.pop(pid, None)
 
-    def _ask(self, header: dict[str, Any], payload: bytes, answer: str, timeout: float) -> dict[int, str]:
-        """Send to every worker; wait for each one's answer; the workers that failed, with why."""
+    def _ask(
+        self,
+        header: dict[str, Any],
+        payload: bytes,
+        answer: str,
+        timeout: float,
+        answers: dict[int, dict[str, Any]] | None = None,
+    ) -> dict[int, str]:
+        """Send to every worker; wait for each one's answer (kept in `answers`); the workers that failed, with
+        why."""
         failed: dict[int, str] = {}
         asked = []
         for pid, sock in list(self.channels.items()):
@@ -237,6 +250,8 @@ class SupervisorWorkers:
                 if got.get("op") == answer and got.get("id") == header["id"]:  # older answers are skipped
                     if got.get("error"):
                         failed[pid] = str(got["error"])
+                    elif answers is not None:
+                        answers[pid] = got
                     break
         return failed
 
@@ -257,6 +272,23 @@ class SupervisorWorkers:
             if pid not in failed:
                 self.served[pid] = d.id
         return self._names(failed)
+
+    PURGE_TIMEOUT = 10.0
+
+    def purge(self, prefix: str) -> list[dict[str, Any]]:
+        """Every worker purges its memory caches (the caller holds the plane's lock, so no deployment's messages
+        interleave); each one's count, or why it did not answer."""
+        import uuid
+
+        answers: dict[int, dict[str, Any]] = {}
+        header = {"op": "purge", "id": uuid.uuid4().hex, "prefix": prefix}
+        failed = self._ask(header, b"", "purged", self.PURGE_TIMEOUT, answers)
+        out: list[dict[str, Any]] = []
+        for pid in sorted(set(answers) | set(failed)):
+            row: dict[str, Any] = {"worker": f"pid {pid}", "pid": pid}
+            row.update({"error": failed[pid]} if pid in failed else {"purged": int(answers[pid].get("purged", 0))})
+            out.append(row)
+        return out
 
     def abort(self, deployment_id: str) -> None:
         for sock in self.channels.values():
@@ -312,6 +344,17 @@ class SupervisorControl:
         from fastgw.server.invoke import invoke
 
         return (await invoke(self.loaded, method, path, headers, body)).to_json()
+
+    async def purge_cache(self, prefix: str) -> list[dict[str, Any]]:
+        plane = self.plane
+        assert plane is not None and isinstance(plane.workers, SupervisorWorkers)
+        workers = plane.workers
+
+        def run() -> list[dict[str, Any]]:
+            with plane.lock:  # the workers' channels carry one conversation at a time
+                return workers.purge(prefix)
+
+        return await asyncio.get_running_loop().run_in_executor(None, run)
 
     def start(self) -> None:
         conf = self.loaded.config.admin

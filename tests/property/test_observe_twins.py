@@ -99,6 +99,7 @@ def exchanges(draw):
     req = _core.Request()
     req.method = draw(st.sampled_from(["GET", "POST", "DELETE", "PÖST"]))
     req.host = draw(st.one_of(TEXT, st.none()))
+    req.host_raw = draw(HEADER_VALUE)  # what the log writes: the Host header as sent, port and all
     req.path = draw(TEXT)
     req.url = draw(st.binary(max_size=20))
     req.status = draw(st.sampled_from([200, 201, 404, 502]))
@@ -112,7 +113,11 @@ def exchanges(draw):
     req.headers = draw(st.permutations(headers))
     t0 = draw(st.floats(1000.0, 2000.0))
     req.t0 = draw(st.sampled_from([0.0, t0]))
-    now = t0 + draw(st.one_of(st.floats(0.0, 20.0), st.sampled_from([0.0049999, 0.005, 0.1, 10.0, 10.5])))
+    now = t0 + draw(
+        st.one_of(
+            st.floats(0.0, 20.0), st.sampled_from([0.0001, 0.00010001, 0.00025, 0.0049999, 0.005, 0.1, 10.0, 10.5])
+        )
+    )
     up = draw(UPSTREAMS)
     route_name = draw(st.one_of(st.none(), ROUTE_NAMES))
     ip = draw(st.one_of(st.none(), st.sampled_from(["127.0.0.1", "::1"]), TEXT))
@@ -197,6 +202,7 @@ def test_a_flush_larger_than_the_buffer_grows_it_and_stays_the_same():
     for n in range(300):
         req = _core.Request()
         req.method, req.host, req.path, req.t0 = "GET", "h", "\x01" * (n * 7 % 250) + '"\\', 1.0
+        req.host_raw = b"h:8080" + b"\x03" * (n % 30)
         req.headers = [(b"user-agent", b"\x02" * (n % 40))]
         ex = Exchange(req=req, route=ROUTES["r1"], gw="gw", peer=Peer("::1"), sent=n, upstream=TARGETS[n % 2],
                       upstream_s=0.001 * n, ctx=None)  # fmt: skip
@@ -223,6 +229,7 @@ def test_long_values_grow_the_buffer_and_keep_the_twins_equal(size, char, count)
         for i in range(count):
             req = _core.Request()
             req.method, req.host, req.path, req.status = "GET", char * size, "/" + char * size, 200
+            req.host_raw = (char * size).encode("latin-1", "replace")
             req.headers = [(b"user-agent", (char * size).encode("latin-1", "replace"))]
             ex = SimpleNamespace(req=req, route=route, gw="gw", peer=SimpleNamespace(ip=char * size), sent=i,
                                  upstream=target, upstream_s=0.5, ctx=None)  # fmt: skip
