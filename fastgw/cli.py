@@ -485,9 +485,6 @@ def _condition(name: str, cond: Any) -> str:
 
 
 def _plugins(config: str | None, path_from: str = "") -> int:
-    # NOTE: the config package first: fastgw.plugins.chain imported on its own runs into fastgw.config.load, which
-    # imports chain back half made (`fastgw plugins` failed with an ImportError). The circle itself is chain's.
-    import fastgw.config.load  # noqa: F401
     from fastgw.plugins.chain import PluginError, Registry, phases_of
 
     extra: list[str] = []

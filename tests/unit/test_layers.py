@@ -193,3 +193,25 @@ def test_each_twins_names_are_compiled_in_its_own_part(pair):
     for m in re.finditer(rf"^from fastgw\.core\.{pair} import (\([^)]*\)|.*)$", pyx, re.M):
         imported |= {item.split(" as ")[-1].strip() for item in m.group(1).strip("()").split(",") if item.strip()}
     assert set(twin.__all__) <= defined | imported, set(twin.__all__) - defined - imported
+
+
+def test_every_module_imports_on_its_own():
+    """A package's __init__ runs before any module of it: an import of one module can close a circle that the
+    module map above, which sees modules only, does not show (fastgw.plugins.chain -> fastgw.config.errors ran
+    fastgw/config/__init__.py -> load -> chain, and `fastgw plugins` failed with an ImportError)."""
+    import subprocess
+    import sys
+
+    scripts = {"fastgw.__main__", "fastgw.functions.runtimes.bootstrap"}  # programs, run, not imported
+    names = sorted(n for n, p in MODULES.items() if p.suffix == ".py" and n not in scripts)
+    script = (
+        "import importlib, subprocess, sys\n"
+        "bad = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    r = subprocess.run([sys.executable, '-c', f'import {name}'], capture_output=True, text=True)\n"
+        "    if r.returncode:\n"
+        "        bad.append(f'{name}: ' + r.stderr.strip().splitlines()[-1])\n"
+        "print('\\n'.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "", out.stdout
