@@ -589,7 +589,8 @@ def _serve(args: argparse.Namespace) -> int:
     path_from = "FASTGW_CONFIG" if path and not args.config else ""
     if not path:
         path = str(default_config_path())
-        log.info("no CONFIG given: serving the built-in quickstart %s (copy it to start your own)", path)
+        if not (args.store or os.environ.get("FASTGW_STORE")):  # with a store, the fleet's deployment serves
+            log.info("no CONFIG given: serving the built-in quickstart %s (copy it to start your own)", path)
     overrides = _template_overrides(args)
     for key, flag, env, value in (
         ("server.host", "--host", "FASTGW_HOST", args.host),
