@@ -39,7 +39,8 @@ API = "/console/api/"
 MAX_CODE = 1024 * 1024  # bytes of code one write may carry (a console edits handlers, not bundles)
 # A file the console may write into a function's folder: a plain name, no path, no dotfile.
 _FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.(py|mjs|js|cjs|json|txt)$")
-_NAME = r"([A-Za-z0-9_.~-]{1,128})"
+# A name as a path segment of the API: never `.` or `..`, which would lead out of the folders named after it.
+_NAME = r"((?!\.\.?(?:/|$))[A-Za-z0-9_.~-]{1,128})"
 _TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".css": "text/css", ".html": "text/html",
           ".svg": "image/svg+xml", ".png": "image/png", ".txt": "text/plain"}  # fmt: skip
 

@@ -122,6 +122,10 @@ async def test_code_goes_to_a_folder_named_by_its_content_and_the_test_tab_shows
         assert (folder / "app.py").read_text() == handler
         again = await call(server, "PUT", "/console/api/functions/double/code", {"files": {"app.py": handler}})
         assert again.json()["code"] == code  # the same code, the same folder
+        for dots in ("..", "."):  # a name that would lead out of the code folder is no route at all
+            r = await call(server, "PUT", f"/console/api/functions/{dots}/code", {"files": {"app.py": handler}})
+            assert r.status == 404, (dots, r.status)
+        assert not (folder.parent.parent.parent / folder.name).exists(), "code written outside its function's folder"
         bad = await call(server, "PUT", "/console/api/functions/double/code", {"files": {"../x.py": "1"}})
         assert bad.status == 400 and bad.json()["path"] == "$.files.../x.py"
         r = await call(server, "PUT", "/functions/double", {"runtime": "python", "handler": "app.main", "code": code})
