@@ -68,6 +68,36 @@ async def test_a_changed_config_is_served_and_a_broken_one_refused(tmp_path: Pat
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("follow", ["events", "polling"])
+async def test_file_system_events_serve_a_save_at_once_and_polling_still_follows(tmp_path: Path, follow: str):
+    """With watchfiles (the `watch` extra) a save wakes the watch: served well within the two polls a second apart
+    that polling needs (1-2 s); FASTGW_WATCH_POLL=1 (bind mounts) polls, and still gets there."""
+    pytest.importorskip("watchfiles")
+    path = tmp_path / "gw.yaml"
+    path.write_text(MOCK.format(body="one"))
+    env = {"FASTGW_WATCH_POLL": "1"} if follow == "polling" else {}
+    gw = await GatewayProcess(path, "--watch", env=env).start()
+    try:
+        assert await _body(gw.port) == b"one"
+        await asyncio.sleep(0.3)  # the watch is following
+        for n, body in enumerate(("two", "three")):
+            started = time.monotonic()
+            path.write_text(MOCK.format(body=body))
+
+            async def served(body: str = body) -> bool:
+                return await _body(gw.port) == body.encode()
+
+            assert await _until(served), gw.log
+            took = time.monotonic() - started
+            if follow == "events":
+                assert took < 0.9, (n, took)
+            else:
+                assert took >= 0.9, (n, took)  # two polls a second apart: FASTGW_WATCH_POLL took effect
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.asyncio
 async def test_a_changed_handler_restarts_only_its_own_function(tmp_path: Path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
