@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--watch",
         action="store_true",
-        help="reload when CONFIG changes, and restart a function's workers when its code changes (development)",
+        help="reload when CONFIG changes, and restart a function's workers when its code changes (development; "
+        "file system events with the watch extra, else or with FASTGW_WATCH_POLL=1 a poll a second)",
     )
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="log level (config: logging.level)"
