@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Time from `fastgw serve template.yaml` to the first answer (issue 21, item 5), for the SAM CLI's own hello-world
-templates (python and nodejs, tests/aws/templates/).
+templates (python: examples/sam-hello; nodejs: tests/aws/templates/hello-nodejs).
 
 Each run starts a fresh `python -m fastgw serve TEMPLATE --port P` process, connects every 2 ms until the port
 accepts, then asks `GET /hello` (one request that waits for the function) until the answer is
@@ -33,7 +33,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS, ROOT, free_port, git_commit  # noqa: E402 - the comparison script's helpers
 
-TEMPLATES = ROOT / "tests" / "aws" / "templates"
+TEMPLATES = {
+    "hello-python": ROOT / "examples" / "sam-hello" / "template.yaml",
+    "hello-nodejs": ROOT / "tests" / "aws" / "templates" / "hello-nodejs" / "template.yaml",
+}
 
 
 def _get(port: int, timeout: float = 1.0) -> tuple[int, bytes]:
@@ -109,7 +112,7 @@ def main() -> int:
         "runs": {},
     }
     for name in names:
-        runs = [one_run(TEMPLATES / name / "template.yaml") for _ in range(args.runs)]
+        runs = [one_run(TEMPLATES[name]) for _ in range(args.runs)]
         result["runs"][name] = runs  # type: ignore[index]
         summary = {}
         for key in ("first_answer_ms", "port_open_ms", "warm_request_ms"):

@@ -21,11 +21,15 @@ from tests.aws.conftest import ECHO_PY, TEMPLATES, options, serving, write
 from tests.functions.conftest import needs_node
 
 MISSING = b'{"message":"Missing Authentication Token"}'
+# The SAM CLI's python hello-world is the shipped example (examples/sam-hello), served here as users serve it.
+HELLO_PYTHON = TEMPLATES.parents[2] / "examples" / "sam-hello" / "template.yaml"
 
 
-@pytest.mark.parametrize("name", ["hello-python", pytest.param("hello-nodejs", marks=needs_node)])
-async def test_sam_init_hello_world_serves_unchanged(name):
-    async with serving(TEMPLATES / name / "template.yaml") as srv:
+@pytest.mark.parametrize(
+    "template", [HELLO_PYTHON, pytest.param(TEMPLATES / "hello-nodejs" / "template.yaml", marks=needs_node)]
+)
+async def test_sam_init_hello_world_serves_unchanged(template):
+    async with serving(template) as srv:
         r = await http_request(srv.port, "GET", "/hello")
         assert r.status == 200
         assert json.loads(r.body) == {"message": "hello world"}
@@ -37,7 +41,7 @@ async def test_sam_init_hello_world_serves_unchanged(name):
 
 
 async def test_stage_prefix_serves_under_the_stage_as_a_deployed_api():
-    async with serving(TEMPLATES / "hello-python" / "template.yaml", stage_prefix=True) as srv:
+    async with serving(HELLO_PYTHON, stage_prefix=True) as srv:
         r = await http_request(srv.port, "GET", "/Prod/hello")
         assert (r.status, json.loads(r.body)) == (200, {"message": "hello world"})
         r = await http_request(srv.port, "GET", "/hello")
