@@ -125,11 +125,14 @@ class KeyAuthStep(Step):
     in the one header of the usual configuration, or in one query parameter with nothing to decode. Anything else
     (no key, an unknown key, a key given twice, a query with `%`, `+` or `;`) is the plugin's `access`."""
 
-    __slots__ = ("plugin", "conf", "fallback", "header", "header_name", "alias", "wire", "query", "in_query")
+    __slots__ = ("plugin", "seen", "conf", "fallback", "header", "header_name", "alias", "wire", "query", "in_query")
 
     def __init__(self, plugin: Any, conf: Any, fallback: Any, header: str | None, wire: frozenset[bytes],
                  query: tuple[str, ...], in_query: bool) -> None:  # fmt: skip
-        self.plugin = plugin  # reads `plugin.seen` (replaced when credentials load), a dict key text -> consumer
+        self.plugin = plugin
+        # The plugin's keys met before (key text -> consumer): one dict for the plugin's life, cleared in place
+        # when credentials load, so the step holds it.
+        self.seen: dict[str, Any] = plugin.seen
         self.conf = conf
         self.fallback = fallback  # the plugin's `access`
         self.header = header.encode("latin-1") if header is not None else None
@@ -150,7 +153,7 @@ class KeyAuthStep(Step):
             if count == 1 and (self.alias is None or _first(raw, self.alias)[0] == 0):
                 q = ctx.request._raw_query
                 if not (self.in_query and q):
-                    consumer = self.plugin.seen.get(_text(value))  # type: ignore[arg-type]
+                    consumer = self.seen.get(_text(value))  # type: ignore[arg-type]
                     if consumer is not None:
                         _authenticated(ctx, consumer, self.header_name)
                         return None
@@ -170,7 +173,7 @@ class KeyAuthStep(Step):
         if count != 1:
             return self.fallback(ctx, self.conf)
         key = found[0].decode("latin-1")  # type: ignore[index]
-        consumer = self.plugin.seen.get(key) if key else None
+        consumer = self.seen.get(key) if key else None
         if consumer is None:
             return self.fallback(ctx, self.conf)
         _authenticated(ctx, consumer, found[1])  # type: ignore[index]

@@ -140,6 +140,21 @@ def test_key_auth(conf, raw, query):
     assert results[0] == results[1] == results[2]
 
 
+def test_key_auth_step_forgets_the_keys_met_when_credentials_load_again():
+    """The step holds the plugin's dict of keys met: a reload of the credentials clears it in place, so a key met
+    before and since taken from its consumer is the phase's again (refused), on both twins."""
+    for runtime, http, twin in ((_core, _core, _core), (pyphases, pyhttp, pysteps)):
+        plugin = key_plugin()
+        prepared = plugin.prepare(msgspec.convert({"in_header": False}, key_auth.KeyAuthConfig))
+        step = twin.KeyAuthStep(plugin, prepared, plugin.access, None, prepared.wire, ("apikey",), True)
+        req, ctx = context(runtime, http, [], b"apikey=k1")
+        assert step(ctx, prepared) is None and ctx.consumer.name == "alice"
+        plugin.credentials([(Consumer("carol", (), {}), key_auth.KeyCredential(key="k3"))])
+        req, ctx = context(runtime, http, [], b"apikey=k1")
+        refused = step(ctx, prepared)
+        assert ctx.consumer is None and isinstance(refused, Response) and refused.status == 401
+
+
 # -- request-id -----------------------------------------------------------------------------------------------
 
 GENERATED = re.compile(r"^[0-9a-f-]{36}#\d+$")
