@@ -336,3 +336,32 @@ def test_next_request_id_counts_on_both_twins():
         a, b = twin.next_request_id(), twin.next_request_id()
         assert GENERATED.match(a) and a.split("#")[0] == b.split("#")[0]
         assert int(b.split("#")[1]) == int(a.split("#")[1]) + 1
+
+
+# -- the steps' header changes, written into the request --------------------------------------------------------
+
+WIRE_NAMES = st.sampled_from([b"x-a", b"x-b", b"x-user", b"x-groups", b"host"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.lists(st.tuples(WIRE_NAMES, st.sampled_from([b"c", b"d"])), max_size=4),
+    sets=st.lists(st.tuples(WIRE_NAMES, st.sampled_from([b"1", b"2", None])), max_size=4),
+    strip=st.sampled_from([frozenset(), frozenset({b"x-user", b"x-groups"})]),
+    keys=st.sampled_from([None, (b"x-user", b"x-groups"), (b"x-user", None)]),
+    authenticated=st.booleans(),
+)
+def test_step_changes_are_written_as_the_spec_writes_them(raw, sets, strip, keys, authenticated):
+    """Sets and removals the steps made (upstream_set, the header map never built), then the strip of the
+    consumer headers and the consumer's own: both twins' finish_phases write the same headers, in the same order
+    (test_phases_twins.py's test_consumer_headers sets through the context's API, which never removes)."""
+    consumer = Consumer("alice", ("staff", "admin"), {})
+    results = []
+    for runtime, http, twin in ((_core, _core, _core), (pyphases, pyhttp, pysteps)):
+        req, ctx = context(runtime, http, raw, None)
+        ctx._consumer = consumer if authenticated else None
+        for key, value in sets:
+            twin.upstream_set(ctx, key, value)
+        runtime.finish_phases(ctx, req, strip, keys)
+        results.append(req.headers)
+    assert results[0] == results[1]
