@@ -114,7 +114,7 @@ cdef bint _upstream_has(Context ctx, bytes key) except -1:
             it = <tuple>sets[i]
             if <bytes>it[0] == key:
                 return it[1] is not None
-    for it in ctx.request._req.headers:
+    for it in ctx._req.headers:
         if <bytes>it[0] == key:
             return True
     return False
@@ -176,7 +176,7 @@ cdef class KeyAuthStep(Step):
         self.in_query = in_query
 
     cdef object run(self, Context ctx):
-        cdef list raw = ctx.request._raw
+        cdef list raw = ctx._raw
         cdef bytes value = None, q, n
         cdef tuple it
         cdef Py_ssize_t count = 0
@@ -186,14 +186,14 @@ cdef class KeyAuthStep(Step):
         if self.header is not None:
             value = _first(raw, self.header, &count)
             if count == 1 and (self.alias is None or not _has(raw, self.alias)):
-                q = ctx.request._raw_query
+                q = ctx._raw_query
                 if not (self.in_query and q):
                     consumer = self.seen.get(_text(value))
                     if consumer is not None:
                         _authenticated(ctx, consumer, self.header_name)
                         return None
             return self.fallback(ctx, self.conf)
-        q = ctx.request._raw_query
+        q = ctx._raw_query
         if not q:
             return self.fallback(ctx, self.conf)
         p = PyBytes_AS_STRING(q)
@@ -270,7 +270,7 @@ cdef class RequestIdStep(Step):
         cdef str rid
         cdef Py_ssize_t n
         if self.keep:
-            value = _first(ctx.request._raw, self.key, &n)
+            value = _first(ctx._raw, self.key, &n)
         if value is None or not _safe_id(value):
             value = _next_id_b()
         rid = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), NULL)
@@ -370,7 +370,7 @@ cdef class IpStep(Step):
         self.fallback = fallback
 
     cdef object run(self, Context ctx):
-        cdef long long addr = _ipv4(ctx.request.client_ip)
+        cdef long long addr = _ipv4(ctx._client_ip)
         cdef tuple net
         if addr < 0:
             return self.fallback(ctx, self.conf)
@@ -393,10 +393,9 @@ cdef class CorsStep(Step):
         self.fallback = fallback
 
     cdef object run(self, Context ctx):
-        cdef ClientRequest req = ctx.request
-        if req._req.method != "OPTIONS":
+        if ctx._req.method != "OPTIONS":
             return None
-        if not _has(req._raw, b"origin") or not _has(req._raw, b"access-control-request-method"):
+        if not _has(ctx._raw, b"origin") or not _has(ctx._raw, b"access-control-request-method"):
             return None
         return self.fallback(ctx, self.conf)
 
@@ -409,6 +408,6 @@ cdef class CorsFilterStep(Step):
         self.fallback = fallback
 
     cdef object run(self, Context ctx):
-        if ctx.response is None or not _has(ctx.request._raw, b"origin") or ctx.vars.get("cors_preflight"):
+        if ctx.response is None or not _has(ctx._raw, b"origin") or ctx.vars.get("cors_preflight"):
             return None
         return self.fallback(ctx, self.conf)

@@ -365,3 +365,19 @@ def test_step_changes_are_written_as_the_spec_writes_them(raw, sets, strip, keys
         runtime.finish_phases(ctx, req, strip, keys)
         results.append(req.headers)
     assert results[0] == results[1]
+
+
+def test_the_client_request_made_late_is_what_the_client_sent():
+    """The steps never make the context's ClientRequest; a phase that asks for it after they changed the upstream
+    request (a header_filter, the log phase) still sees the headers and query the client sent."""
+    raw = [(b"host", b"a"), (b"x-request-id", b"given"), (b"x-a", b"c")]
+    for runtime, http, twin in ((_core, _core, _core), (pyphases, pyhttp, pysteps)):
+        req, ctx = context(runtime, http, raw, b"apikey=k1", ip="10.0.0.7")
+        twin.RequestIdStep("X-Request-Id", False, True)(ctx, None)
+        twin.HeaderStep(((pysteps.REMOVE, b"x-a", None), (pysteps.SET, b"x-b", b"1")))(ctx, None)
+        runtime.finish_phases(ctx, req, frozenset({b"x-user"}), None)
+        assert req.headers != raw  # the upstream request changed...
+        seen = ctx.request  # ...the client's request, made now, did not
+        assert list(seen.headers.raw()) == raw and seen.query_string == "apikey=k1"
+        assert (seen.client_ip, seen.method, seen.params, seen.body) == ("10.0.0.7", "GET", {}, None)
+        assert ctx.request is seen
