@@ -267,7 +267,8 @@ class ControlPlane:
         d = dep.make(data, self.file or self.loaded.source, description="start", meta={"file": file_id})
         try:
             self.current = Stored(self._store("put", d, expect_revision=0 if latest is None else None), d)
-        except (Conflict, StoreUnavailable) as exc:
+        except (Conflict, StoreUnavailable, TooLarge) as exc:
+            # (Too large for the store: served here all the same, as with the store away; a write is refused 413.)
             log.warning("could not seed the store with %s (%s): serving it; the store's deployments follow", d.id, exc)
             self.current = Stored(0, d)
         log.info("deployment %s live (start)", d.id)
