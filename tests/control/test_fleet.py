@@ -210,6 +210,15 @@ def test_deploy_and_diff_against_the_store_without_a_gateway(tmp_path: Path, nod
     r = _fastgw("deploy", str(f), "--store", "etcd://127.0.0.1:1/x")
     assert r.returncode == 2 and "unavailable" in r.stderr, r.stderr
 
+    # Over etcd's request limit (random text does not compress): a clear refusal, the store untouched.
+    big = tmp_path / "big.yaml"
+    noise = base64.b64encode(os.urandom(1_700_000)).decode()
+    big.write_text(f"routes:\n  - {{name: v, path: /v, integration: {{type: mock, body: {noise}}}}}\n")
+    before = _newest(node, prefix)[0]["mod_revision"]
+    r = _fastgw("deploy", str(big), "--store", url)
+    assert r.returncode == 2 and "refused the deployment" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert _newest(node, prefix)[0]["mod_revision"] == before
+
 
 async def test_a_gateway_keeps_a_local_copy_by_default(tmp_path: Path, node: EtcdCluster, monkeypatch):
     """Without `local_copy` a gateway still keeps the fleet's newest deployment in its state folder (readable by its
