@@ -14,9 +14,8 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fastgw.admin.api import AdminAPI, AdminListener
 from fastgw.config.load import LoadedConfig
 from fastgw.control import channel
 from fastgw.control.plane import ControlPlane, Refused
@@ -26,6 +25,9 @@ from fastgw.server.server import describe_core, run_worker
 from fastgw.server.tls import listener_urls
 from fastgw.server.watch import INTERVAL as WATCH_INTERVAL
 from fastgw.server.watch import Watcher
+
+if TYPE_CHECKING:
+    from fastgw.admin.api import AdminListener
 
 log = logging.getLogger("fastgw.server")
 
@@ -359,6 +361,8 @@ class SupervisorControl:
     def start(self) -> None:
         conf = self.loaded.config.admin
         assert conf is not None
+        from fastgw.admin.api import AdminAPI, AdminListener  # only a gateway with an admin listener keeps them
+
         ready = threading.Event()
         failed: list[BaseException] = []
 
