@@ -3,8 +3,9 @@
 For each config (the built-in quickstart `fastgw serve` runs with no CONFIG, and bench/run.py's plain proxy config
 with an upstream served from this script) and each process layout (`--workers 1`: one process that is the worker;
 `--workers 2`: the supervisor and two forked workers), the gateway is started on loopback, answers a few requests,
-idles for `--idle` seconds, and each process's /proc/PID/smaps_rollup is read: RSS and PSS, split into anonymous
-and file-backed, and the shared libraries it maps by their resident size (from /proc/PID/smaps).
+idles for `--idle` seconds, and each process's /proc/PID/smaps_rollup is read: RSS, PSS and USS (its private
+pages: what one more worker costs), anonymous and file-backed, and the files it maps by their resident size (from
+/proc/PID/smaps).
 
 The import breakdown runs in fresh interpreters, one step after another in one process, reading VmRSS after each
 step: the interpreter alone, then each dependency, then fastgw's modules in the order the worker imports them, then
@@ -277,12 +278,14 @@ def main() -> int:
     }
 
     print(f"{result['core']}  commit {result['commit']}")
-    print(f"{'config':<11}{'workers':>8}  {'role':<11}{'RSS MiB':>8}{'PSS MiB':>8}{'anon':>7}{'file':>7}")
+    # USS: the pages only this process has (what one more worker costs); PSS adds its share of the shared ones.
+    print(f"{'config':<11}{'workers':>8}  {'role':<11}{'RSS MiB':>8}{'PSS MiB':>8}{'USS':>6}{'anon':>7}{'file':>7}")
     for run in runs:
         for p in run["processes"]:
+            p["Uss_kib"] = p["Private_Clean_kib"] + p["Private_Dirty_kib"]
             print(
                 f"{run['config']:<11}{run['workers']:>8}  {p['role']:<11}{mib(p['Rss_kib']):>8}{mib(p['Pss_kib']):>8}"
-                f"{mib(p['Anonymous_kib']):>7}{mib(p['Rss_kib'] - p['Anonymous_kib']):>7}"
+                f"{mib(p['Uss_kib']):>6}{mib(p['Anonymous_kib']):>7}{mib(p['Rss_kib'] - p['Anonymous_kib']):>7}"
             )
     print(f"\n{'import step (cumulative, fresh interpreter)':<46}{'VmRSS MiB':>10}{'delta':>8}{'modules':>9}")
     for row in breakdown["steps"]:
