@@ -153,7 +153,7 @@ class Registry:
         if self.discovered:
             return
         self.discovered = True
-        from importlib.metadata import entry_points  # NOTE: here, not at the top: 2 MiB a gateway may not need
+        from importlib.metadata import entry_points  # NOTE: here, not at the top: memory a gateway may not need
 
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
