@@ -12,8 +12,8 @@ step: the interpreter alone, then each dependency, then fastgw's modules in the 
 loading the quickstart. (A step's figure depends on what came before it: a module that imports `ssl` pays for
 OpenSSL only when nothing before it did.)
 
-Usage: python bench/memory.py [--idle 3] [--pure] [--no-bytecode] [--label before] [--no-write]
-The result is written to bench/results/DATE-memory-COMMIT[-LABEL].json.
+Usage: python bench/memory.py [--idle 3] [--pure] [--no-bytecode] [--label before] [--no-write | --out FILE]
+The result is written to bench/results/DATE-memory-COMMIT[-pure][-source][-LABEL].json.
 """
 
 from __future__ import annotations
@@ -222,11 +222,12 @@ def main() -> int:
     ap.add_argument(
         "--no-bytecode",
         action="store_true",
-        help="fastgw's modules compiled from source at every start (a checkout "
-        "with PYTHONDONTWRITEBYTECODE=1), not from cached bytecode as installed",
+        help="fastgw's modules compiled from source at every start (a checkout with PYTHONDONTWRITEBYTECODE=1; "
+        "removes fastgw's __pycache__ folders), not from cached bytecode as installed (written by compileall)",
     )
     ap.add_argument("--label", default="", help="appended to the result file's name")
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--out", type=Path, help="write the result here instead of bench/results/")
     args = ap.parse_args()
 
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -290,7 +291,9 @@ def main() -> int:
     print(f"\n{'import step (cumulative, fresh interpreter)':<46}{'VmRSS MiB':>10}{'delta':>8}{'modules':>9}")
     for row in breakdown["steps"]:
         print(f"{row['step']:<46}{mib(row['VmRSS']):>10}{mib(row['delta_kib']):>8}{row['new_modules']:>9}")
-    if not args.no_write:
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    elif not args.no_write:
         RESULTS.mkdir(exist_ok=True)
         day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
         suffix = (
