@@ -19,7 +19,7 @@ import json, sys
 import fastgw.cli, fastgw.server.server, fastgw.server.supervisor
 from fastgw.config.load import load_config_bytes
 from fastgw.gateway import Gateway
-Gateway(load_config_bytes(sys.argv[1].encode(), "gw.yaml"))
+Gateway(load_config_bytes(sys.argv[1].encode(), sys.argv[2]))
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -35,9 +35,9 @@ NOT_USED = [
 ]
 
 
-def _loaded(config: str) -> set[str]:
+def _loaded(config: str, source: str = "gw.yaml") -> set[str]:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, config], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", PROBE, config, source], capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
@@ -54,6 +54,14 @@ def test_a_plain_config_keeps_only_what_it_uses():
     loaded = _loaded(config)
     assert [m for m in NOT_USED if m in loaded] == []
     assert "fastgw.plugins.request_id" in loaded
+    assert "yaml" in loaded
+
+
+def test_a_json_config_does_not_import_yaml():
+    config = '{"routes": [{"path": "/", "integration": {"type": "mock"}}]}'
+    loaded = _loaded(config, "gw.json")
+    assert "yaml" not in loaded and "fastgw.config._yaml" not in loaded
+    assert [m for m in NOT_USED if m in loaded] == []
 
 
 def test_what_a_config_uses_is_imported_when_it_uses_it():
