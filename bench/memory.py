@@ -1,11 +1,11 @@
 """Idle memory of `fastgw serve`: what each process holds, and what each import adds (issue 22: idle RSS <= 24 MiB).
 
-For each config (the built-in quickstart `fastgw serve` runs with no CONFIG, and bench/run.py's plain proxy config
-with an upstream served from this script) and each process layout (`--workers 1`: one process that is the worker;
-`--workers 2`: the supervisor and two forked workers), the gateway is started on loopback, answers a few requests,
-idles for `--idle` seconds, and each process's /proc/PID/smaps_rollup is read: RSS, PSS and USS (its private
-pages: what one more worker costs), anonymous and file-backed, and the files it maps by their resident size (from
-/proc/PID/smaps).
+For each config (the built-in quickstart `fastgw serve` runs with no CONFIG, bench/run.py's plain proxy config with
+an upstream served from this script, and the same config as JSON) and each process layout (`--workers 1`: one
+process that is the worker; `--workers 2`: the supervisor and two forked workers), the gateway is started on
+loopback, answers a few requests, idles for `--idle` seconds, and each process's /proc/PID/smaps_rollup is read:
+RSS, PSS and USS (its private pages: what one more worker costs), anonymous and file-backed, and the files it maps
+by their resident size (from /proc/PID/smaps).
 
 The import breakdown runs in fresh interpreters, one step after another in one process, reading VmRSS after each
 step: the interpreter alone, then each dependency, then fastgw's modules in the order the worker imports them, then
@@ -255,9 +255,15 @@ def main() -> int:
         plain = Path(tmp) / "plain.yaml"
         # The port is replaced by --port; the upstream is this script's.
         plain.write_text(FASTGW_CONFIG.format(port=8000, upstream=upstream.port))
+        # The same as JSON: a gateway that reads no YAML does not import PyYAML.
+        plain_json = Path(tmp) / "plain.json"
+        import yaml  # (only this script's process)
+
+        plain_json.write_text(json.dumps(yaml.safe_load(plain.read_text())))
         for name, config, paths in (
             ("quickstart", None, ["/", "/health", "/api/users/42"]),
             ("plain", plain, ["/", "/x/y"]),
+            ("plain-json", plain_json, ["/", "/x/y"]),
         ):
             for workers in (1, 2):
                 run = serve(config, workers, args.idle, paths, env)

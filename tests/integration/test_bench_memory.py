@@ -22,6 +22,7 @@ def test_memory_bench_measures_every_process_and_the_import_steps(tmp_path):
     assert layouts == [
         ("quickstart", 1, ["worker"]), ("quickstart", 2, ["supervisor", "worker", "worker"]),
         ("plain", 1, ["worker"]), ("plain", 2, ["supervisor", "worker", "worker"]),
+        ("plain-json", 1, ["worker"]), ("plain-json", 2, ["supervisor", "worker", "worker"]),
     ]  # fmt: skip
     for run in result["runs"]:
         assert set(run["statuses"]) == {200}, run  # every request answered, the plain config's through its upstream
