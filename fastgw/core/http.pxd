@@ -21,22 +21,37 @@ cdef class Request:
     cdef public list body
     cdef public Py_ssize_t buffered
     cdef public Py_ssize_t body_size
-    cdef public object upstream
-    cdef public bint response_started
-    cdef public int status
-    cdef public bint retried
-    cdef public bint finished
     cdef public str path
     cdef public object query
+
+cdef class ExchangeState:
+    # What the exchange of one request decides, declared once (see `fastgw.core.http.ExchangeState`): the compiled
+    # sinks, the limit front and the observer read and write these as C fields.
+    cdef public Request req
+    cdef public object route
+    cdef public object gw
+    cdef public object peer
+    cdef public object ctx
+    cdef public object body_sink
+    cdef public int status
+    cdef public bint response_started
+    cdef public bint retried
+    cdef public bint finished
     cdef public double t0
     cdef public bytes reply_lines
     cdef public tuple reply_names
+    cdef public long long sent
+    cdef public object upstream
+    cdef public double upstream_at
+    cdef public double upstream_s
+    cdef public double until
 
 cdef class RequestSink:
     cdef public object owner
     cdef public object queue
     cdef public object parser
     cdef public Request parsing
+    cdef public ExchangeState exchange
     cdef readonly Py_ssize_t max_url
     cdef readonly Py_ssize_t max_header_size
     cdef readonly Py_ssize_t max_headers
@@ -46,7 +61,7 @@ cdef class RequestSink:
 
 cdef class ResponseSink:
     cdef public object parser
-    cdef public Request req
+    cdef public ExchangeState ex
     cdef public bytes server_line
     cdef public bint via
     cdef public bytes date_line

@@ -63,6 +63,9 @@ cdef inline bytes _status_line(int status):
     return <bytes><object>line
 
 
+cdef double _INF = float("inf")
+
+
 cdef inline bint _keep_alive(Request req, bint closing, bint whole):
     return req.keep_alive and not closing and (req.complete or not whole)
 
@@ -72,10 +75,11 @@ def keep_alive(Request req, bint closing, bint whole):
     return _keep_alive(req, closing, whole)
 
 
-cdef bytes _finish_head(list parts, Request req, bytes length, bint chunked, bint keep):
+cdef bytes _finish_head(list parts, ExchangeState ex, bytes length, bint chunked, bint keep):
     # PERF: the ending written with the parts into one allocation, where appending four or five more parts (the list
     # grown, then joined) cost ~700 instructions a response (callgrind: PyList_Append's reallocs).
-    cdef bytes reply = req.reply_lines if req is not None else None
+    cdef bytes reply = ex.reply_lines if ex is not None else None
+    cdef Request req = ex.req if ex is not None else None
     cdef const char* conn = NULL
     cdef Py_ssize_t conn_n = 0, size = 2, at = 0, n
     cdef char* q
@@ -130,13 +134,13 @@ cdef bytes _finish_joined(list parts, bytes reply, bytes length, bint chunked, c
     return b"".join(parts)
 
 
-def finish_head(list parts, Request req, bytes length, bint chunked, bint keep):
+def finish_head(list parts, ExchangeState ex, bytes length, bint chunked, bint keep):
     """See `fastgw.core.http.finish_head`: every response head ends here."""
-    return _finish_head(parts, req, length, chunked, keep)
+    return _finish_head(parts, ex, length, chunked, keep)
 
 
 cdef class Request:
-    """One client request, from its first byte until its response is written. See `fastgw.core.http.Request`."""
+    """What the client sent. See `fastgw.core.http.Request`."""
 
     def __cinit__(self):
         self.method_b = b""
@@ -346,6 +350,22 @@ cdef _host_header(Request req, bytes value):
     req.host = PyUnicode_DecodeLatin1(q, stop - start, NULL)
 
 
+cdef class ExchangeState:
+    """What the exchange of one request decides, declared once (http.pxd). See `fastgw.core.http.ExchangeState`.
+
+    NOTE: no __cinit__: a Python subclass (`fastgw.pipeline.exchange.Exchange`) is made with its own arguments,
+    which the generated tp_new passes over; the fields start zeroed (None, 0, False, 0.0) but `until`."""
+
+    def __init__(self, Request req, route, gw, peer, ctx, double t0=0.0):
+        self.req = req
+        self.route = route
+        self.gw = gw
+        self.peer = peer
+        self.ctx = ctx
+        self.t0 = t0
+        self.until = _INF
+
+
 cdef class RequestSink:
     """The httptools callbacks of one client connection. See `fastgw.core.http.RequestSink`."""
 
@@ -364,6 +384,7 @@ cdef class RequestSink:
     def on_message_begin(self):
         req = Request.__new__(Request)
         self.parsing = req
+        self.exchange = None
         self.queue.append(req)
 
     def on_url(self, bytes url):
@@ -422,10 +443,10 @@ cdef class RequestSink:
         req.body_size += PyBytes_GET_SIZE(body)
         if self.max_body and req.body_size > self.max_body:
             raise Reject(413, "Payload Too Large")
-        up = req.upstream
-        if up is not None:
-            up.send_body(body)
-        elif not req.finished:
+        cdef ExchangeState ex = self.exchange
+        if ex is not None and ex.body_sink is not None:
+            ex.body_sink.send_body(body)
+        elif ex is None or not ex.finished:
             req.body.append(body)
             req.buffered += PyBytes_GET_SIZE(body)
             if req.buffered > self.high_water:
@@ -433,10 +454,13 @@ cdef class RequestSink:
 
     def on_message_complete(self):
         cdef Request req = self.parsing
+        cdef ExchangeState ex = self.exchange
         self.parsing = None
         req.complete = True
-        if req.upstream is not None:
-            req.upstream.end_body()
+        if ex is not None:
+            self.exchange = None
+            if ex.body_sink is not None:
+                ex.body_sink.end_body()
 
 
 # What a response header name means to the proxy, decided without allocating (names arrive in any case).
@@ -525,8 +549,8 @@ cdef class ResponseSink:
         self.length = self.te = self.via_in = self.named = None
         self.has_date = self.has_server = False
 
-    def begin(self, Request req, bytes server_line, bint via, bytes date_line, state):
-        self.req = req
+    def begin(self, ExchangeState ex, bytes server_line, bint via, bytes date_line, state):
+        self.ex = ex
         self.server_line = server_line
         self.via = via
         self.date_line = date_line
@@ -555,7 +579,7 @@ cdef class ResponseSink:
             elif kind == H_VIA:
                 self.via_in = value
             return  # hop-by-hop or rewritten by the gateway: not copied
-        names = self.req.reply_names
+        names = self.ex.reply_names
         if names is not None and _named(name, <tuple>names):
             return  # the gateway writes its own (finish_head)
         # End-to-end, and the upstream's own Date and Server: copied as they are.
@@ -565,7 +589,8 @@ cdef class ResponseSink:
         head.append(b"\r\n")
 
     def on_headers_complete(self):
-        cdef Request req = self.req
+        cdef ExchangeState ex = self.ex
+        cdef Request req = ex.req
         cdef int status
         cdef list parts, head
         cdef bint keep, chunked, has_date, has_server
@@ -620,9 +645,9 @@ cdef class ResponseSink:
             else:
                 chunked = True
                 self.chunk_out = not self.collect
-        self.out.append(_finish_head(parts, req, length, chunked, keep))
-        req.status = status
-        req.response_started = True
+        self.out.append(_finish_head(parts, ex, length, chunked, keep))
+        ex.status = status
+        ex.response_started = True
 
     def on_body(self, bytes body):
         if self.chunk_out:
