@@ -251,25 +251,45 @@ class ExchangeState:
                  "finished", "t0", "reply_lines", "reply_names", "sent", "upstream", "upstream_at", "upstream_s",
                  "until")  # fmt: skip
 
+    req: Request
+    route: Any
+    gw: Any
+    peer: Any
+    ctx: Any
+    body_sink: Any
+    status: int
+    response_started: bool
+    retried: bool
+    finished: bool
+    t0: float
+    reply_lines: bytes | None
+    reply_names: tuple[bytes, ...] | None
+    sent: int
+    upstream: Any
+    upstream_at: float
+    upstream_s: float
+    until: float
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ExchangeState:  # noqa: ARG004
+        # The decided fields' starting values, on creation: a subclass's __init__ (the pipeline's Exchange) sets
+        # only the given ones, without a call to this class's.
+        self = object.__new__(cls)
+        self.body_sink = self.upstream = self.reply_lines = self.reply_names = None
+        self.req = self.route = self.gw = self.peer = self.ctx = None  # type: ignore[assignment]
+        self.status = 0
+        self.response_started = self.retried = self.finished = False
+        self.t0 = self.upstream_at = self.upstream_s = 0.0
+        self.sent = 0
+        self.until = _INF
+        return self
+
     def __init__(self, req: Request, route: Any, gw: Any, peer: Any, ctx: Any, t0: float = 0.0) -> None:
         self.req = req
         self.route = route
         self.gw = gw
         self.peer = peer
         self.ctx = ctx
-        self.body_sink: Any = None
-        self.status = 0
-        self.response_started = False
-        self.retried = False
-        self.finished = False
         self.t0 = t0
-        self.reply_lines: bytes | None = None
-        self.reply_names: tuple[bytes, ...] | None = None
-        self.sent = 0
-        self.upstream: Any = None
-        self.upstream_at = 0.0
-        self.upstream_s = 0.0
-        self.until = _INF
 
 
 def _special_header(req: Request, name: bytes, value: bytes) -> None:

@@ -152,7 +152,7 @@ cdef class LimitFront:
         self.always = always
 
     def __call__(self, ExchangeState ex not None, str client_ip):
-        cdef Request req = ex.req
+        cdef Request req = <Request?>ex.req
         cdef long long remaining, wait, reset, left
         cdef Py_ssize_t size, at, nr, nt
         cdef char* q
@@ -180,7 +180,7 @@ cdef class LimitFront:
             ex.reply_names = self.names
         # NOTE: `ex.t0` is set (by dispatch) exactly when the worker observes its exchanges: one C field read where
         # `ex.leg.state.access_log` is three attribute lookups (~300 instructions).
-        if self.after is not None and (self.always or ex.t0 != 0.0):
+        if self.after is not None and (self.always or <double>ex.t0 != 0.0):
             self.after(ex, client_ip, key)
         strip = route.chain.strip
         if strip:

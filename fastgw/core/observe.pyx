@@ -72,15 +72,9 @@ cdef inline long long _micros(double seconds) noexcept:
 
 
 cdef extern from "Python.h":
-    ctypedef struct PyMemberDef:
-        int type
-        Py_ssize_t offset
     ctypedef struct PyMemberDescrObject:
         PyMemberDef *d_member
     ctypedef struct PyObject
-
-cdef extern from "structmember.h":
-    int T_OBJECT_EX
 
 
 cdef class _Slots:
@@ -169,7 +163,7 @@ cdef class Tally:
         # PERF: a dict lookup by the route's name (its hash is cached) and a scan of that route's few series
         # rather than a (name, method, status) tuple made and hashed per exchange; C integers, no float objects.
         cdef ExchangeState x = <ExchangeState?>ex
-        cdef Request req = x.req
+        cdef Request req = <Request?>x.req
         cdef _Series s = None
         cdef _Answered u
         cdef list found
@@ -188,10 +182,10 @@ cdef class Tally:
         if s is None:
             s = _Series(method, status)
             found.append(s)
-        dt = now - x.t0
+        dt = now - <double>x.t0
         s.count += 1
         s.bytes_in += req.body_size
-        s.bytes_out += x.sent
+        s.bytes_out += <long long>x.sent
         s.total += dt
         s.buckets[_bucket(dt)] += 1
         up = x.upstream
@@ -201,7 +195,7 @@ cdef class Tally:
                 names = _target_names(ex, up)
                 got = self._upstreams[up] = _Answered(names[0], names[1])
             u = <_Answered>got
-            dt = x.upstream_s
+            dt = <double>x.upstream_s
             u.count += 1
             u.total += dt
             u.buckets[_bucket(dt)] += 1
@@ -445,7 +439,7 @@ cdef class LogLines:
             ex = raw[i]
             now = self._now[i]
             x = <ExchangeState?>ex
-            req = x.req
+            req = <Request?>x.req
             wall = <long long>(now + offset)
             if wall != second:
                 second = wall
@@ -486,9 +480,9 @@ cdef class LogLines:
             _lit(b, b',"request_bytes":', 17)
             _put_int(b, req.body_size)
             _lit(b, b',"response_bytes":', 18)
-            _put_int(b, x.sent)
+            _put_int(b, <long long>x.sent)
             _lit(b, b',"duration_ms":', 15)
-            t0 = x.t0
+            t0 = <double>x.t0
             _put_ms(b, _micros(now - t0) if t0 else 0)
             _lit(b, b',"user_agent":', 14)
             if ua is None:
@@ -503,7 +497,7 @@ cdef class LogLines:
                 _lit(b, b',"upstream":', 12)
                 _put_bytes(b, <bytes?>label)
                 _lit(b, b',"upstream_ms":', 15)
-                _put_ms(b, _micros(x.upstream_s))
+                _put_ms(b, _micros(<double>x.upstream_s))
             ctx = x.ctx
             trace_id = None
             if ctx is not None:
