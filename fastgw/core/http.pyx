@@ -65,7 +65,7 @@ cdef inline bytes _status_line(int status):
     return <bytes><object>line
 
 
-cdef double _INF = float("inf")
+cdef object _INF = float("inf")  # (one float object, not one made per exchange)
 
 
 cdef inline bint _keep_alive(Request req, bint closing, bint whole):
