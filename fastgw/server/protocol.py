@@ -400,4 +400,11 @@ class ClientProtocol(Deadline, asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.state.connections.discard(self)
+            if self.deadline_kind != DEADLINE_SEND and self.transport.get_write_buffer_size():
+                # A graceful close waits for the client to take what is still buffered. Past the high-water mark
+                # pause_writing bounded that wait already; below it nothing did, and a client that never reads
+                # would hold the connection for ever: send_timeout bounds it too (_send_deadline cuts it).
+                self.deadline_kind = DEADLINE_SEND
+                self.send_left = self._unsent()
+                self.set_deadline(self.loop.time() + self.limits.send_timeout)
             self.transport.close()
