@@ -6,7 +6,9 @@ CPU, wrk on the load CPU), but instead of timing it counts, over each wrk run, w
 divides by the requests wrk completed:
 
 - `cpu_us`: its task-clock (perf stat), `user_us` / `sys_us`: its utime / stime (/proc/PID/stat, 10 ms ticks);
-- `cs`: context switches; `syscalls`: all system calls entered, and `by_call`: read, write, writev, sendto,
+- `cs`: context switches; `wakeups`: tasks the proxy woke (sched_wakeup in its context: wrk or the upstream
+  asleep in epoll when it wrote to them, each an IPI to the other CPU); `syscalls`: all system calls entered, and
+  `by_call`: read, write, writev, sendto,
   recvfrom, epoll_wait/epoll_pwait, epoll_ctl, ... (syscall tracepoints, in a second wrk run of their own so the
   tracepoints' cost does not touch the CPU figures);
 - for fastgw, with `--gc`: cyclic GC collections per 1,000 requests per generation, and the share of its CPU spent
@@ -222,7 +224,8 @@ def main() -> int:
             run.wait_ready(url(name), body)
         cpu_events = ["task-clock", "context-switches", "cpu-migrations", "page-faults", "instructions:u",
                       "instructions:k", "cycles"]  # fmt: skip
-        sys_events = ["raw_syscalls:sys_enter", *(f"syscalls:sys_enter_{c}" for c in CALLS)]
+        # sched_wakeup counted in the proxy's context: the peers (wrk, the upstream) it woke by writing to them.
+        sys_events = ["raw_syscalls:sys_enter", "sched:sched_wakeup", *(f"syscalls:sys_enter_{c}" for c in CALLS)]
         names = list(targets)
         rows: dict[str, dict[int, list[dict]]] = {n: {c: [] for c in conns} for n in names}
         for name in names:
@@ -248,6 +251,7 @@ def main() -> int:
                         "instructions_u": ca.get("instructions:u"),
                         "instructions_k": ca.get("instructions:k"),
                         "syscalls": round(cb.get("raw_syscalls:sys_enter", 0) / b["requests"], 3),
+                        "wakeups": round(cb.get("sched:sched_wakeup", 0) / b["requests"], 3),
                         "by_call": {
                             c_: round(cb.get(f"syscalls:sys_enter_{c_}", 0) / b["requests"], 3)
                             for c_ in CALLS
@@ -267,7 +271,7 @@ def main() -> int:
                     rows[name][c].append(row)
                     print(f"rep {rep + 1} c={c:<4d} {name:10s} {row['rps']:>7d} req/s  cpu {row['cpu_us']:6.2f} us"
                           f" (user {row['user_us']:.1f} sys {row['sys_us']:.1f})  cs {row['cs']:.3f}  syscalls "
-                          f"{row['syscalls']:.2f} {row['by_call']}"
+                          f"{row['syscalls']:.2f} wakeups {row['wakeups']:.3f} {row['by_call']}"
                           + (f"  gc/1k {row['gc_per_1k']} {row['gc_us_per_request']} us" if "gc_per_1k" in row
                              else ""), flush=True)  # fmt: skip
         profiles: dict[str, str] = {}
@@ -286,7 +290,7 @@ def main() -> int:
             summary[name] = {}
             for c in conns:
                 rs = rows[name][c]
-                s = {k: med(rs, k) for k in ("rps", "cpu_us", "user_us", "sys_us", "cs", "syscalls")}
+                s = {k: med(rs, k) for k in ("rps", "cpu_us", "user_us", "sys_us", "cs", "syscalls", "wakeups")}
                 s["by_call"] = {k: round(statistics.median(r["by_call"].get(k, 0) for r in rs), 3)
                                 for k in sorted({k for r in rs for k in r["by_call"]})}  # fmt: skip
                 if "gc_per_1k" in rs[0]:
@@ -294,13 +298,16 @@ def main() -> int:
                     s["gc_us_per_request"] = med(rs, "gc_us_per_request")
                 summary[name][c] = s
         print()
-        print(f"{'':12s}{'conns':>6s}{'req/s':>8s}{'cpu us':>8s}{'user':>7s}{'sys':>7s}{'cs':>7s}{'sysc':>7s}  by call")
+        head = ("", "conns", "req/s", "cpu us", "user", "sys", "cs", "sysc", "wake")
+        print(f"{head[0]:12s}" + "".join(f"{h:>7s}" for h in head[1:]) + "  by call")
         for name in names:
             for c in conns:
                 s = summary[name][c]
-                print(f"{name:12s}{c:>6d}{s['rps']:>8.0f}{s['cpu_us']:>8.2f}{s['user_us']:>7.2f}{s['sys_us']:>7.2f}"
-                      f"{s['cs']:>7.3f}{s['syscalls']:>7.2f}  {s['by_call']}"
-                      + (f"  gc/1k {s['gc_per_1k']} {s['gc_us_per_request']} us" if "gc_per_1k" in s else ""))
+                print(
+                    f"{name:12s}{c:>6d}{s['rps']:>8.0f}{s['cpu_us']:>8.2f}{s['user_us']:>7.2f}{s['sys_us']:>7.2f}"
+                    f"{s['cs']:>7.3f}{s['syscalls']:>7.2f}{s['wakeups']:>7.3f}  {s['by_call']}"
+                    + (f"  gc/1k {s['gc_per_1k']} {s['gc_us_per_request']} us" if "gc_per_1k" in s else "")
+                )
         commit = run.git_commit()
         result = {
             "scenario": "perfstat",
@@ -309,8 +316,13 @@ def main() -> int:
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "commit": commit,
             "fastgw_commits": commits,
-            "settings": {"duration_s": args.duration, "repeats": args.repeats, "connections": conns,
-                         "proxy_cpu": run.PROXY_CPU, "load_cpu": run.LOAD_CPU},  # fmt: skip
+            "settings": {
+                "duration_s": args.duration,
+                "repeats": args.repeats,
+                "connections": conns,
+                "proxy_cpu": run.PROXY_CPU,
+                "load_cpu": run.LOAD_CPU,
+            },  # fmt: skip
             "machine": run.machine(),
             "load_average": os.getloadavg(),
             "summary": {n: {str(c): s for c, s in v.items()} for n, v in summary.items()},
