@@ -24,7 +24,7 @@ built in place; its package is imported through PYTHONPATH), repeatable; the def
 frame pointers), and saves `perf report`'s top symbols beside the result.
 
 Usage: python bench/perfstat.py [--connections 50,200] [--duration 5] [--repeats 3] [--gc] [--record 5]
-       [--fastgw before=/tmp/old --fastgw after=.] [--out FILE]
+       [--fastgw before=/tmp/old --fastgw after=.] [--no-nginx] [--out FILE] [--keep]
 Needs nginx, wrk and perf (linux-perf), root or perf_event_paranoid <= 0 for the tracepoints.
 """
 
@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -167,6 +168,7 @@ def main() -> int:
     ap.add_argument("--no-nginx", action="store_true")
     ap.add_argument("--fastgw", action="append", default=[], help="NAME=REPO, repeatable (default fastgw=.)")
     ap.add_argument("--out", help="result file (default bench/results/<date>-perfstat-<commit>.json)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, perf.data for perf report)")
     args = ap.parse_args()
     conns = [int(c) for c in args.connections.split(",")]
     variants = [v.split("=", 1) for v in args.fastgw] or [["fastgw", str(run.ROOT)]]
@@ -341,6 +343,10 @@ def main() -> int:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
