@@ -217,7 +217,7 @@ def _store_call(url: str, work: Any) -> Any:
     import asyncio
 
     from fastgw.control.etcd import store_from_url
-    from fastgw.control.store import StoreUnavailable
+    from fastgw.control.store import StoreUnavailable, TooLarge
 
     try:
         store = store_from_url(url)
@@ -234,6 +234,8 @@ def _store_call(url: str, work: Any) -> Any:
         return asyncio.run(go())
     except StoreUnavailable as exc:
         raise CommandError(f"the deployment store {url.split('?')[0]} is unavailable: {exc}") from None
+    except TooLarge as exc:  # the deployment's fault: the same write would fail again
+        raise CommandError(f"the deployment store {url.split('?')[0]} refused the deployment: {exc}") from None
 
 
 def _deploy_to_store(args: argparse.Namespace) -> int:

@@ -253,19 +253,19 @@ class AggregateRoute(Route):
             self._run(ex, b"".join(req.body) if self.body_to else b"")
             return
         # The backends get the body whole (each a copy): collect what is still on its way first.
-        req.upstream = BodyCollector(req, lambda chunks: self._run(ex, b"".join(chunks)))
+        ex.body_sink = BodyCollector(ex, lambda chunks: self._run(ex, b"".join(chunks)))
         ex.body_drained()
 
     def _run(self, ex: Exchange, body: bytes) -> None:
         if ex.gone:
             return
         run = AggregateRun(self, ex, body)
-        ex.req.upstream = run  # a client going away reaches the backend calls through it
+        ex.body_sink = run  # a client going away reaches the backend calls through it
         run.task = ex.state.loop.create_task(run.run())
 
 
 class AggregateRun:
-    """One aggregate request: its backend calls in flight. Stands in `req.upstream` of the client's request."""
+    """One aggregate request: its backend calls in flight. Stands in the client's exchange as its `body_sink`."""
 
     def __init__(self, route: AggregateRoute, ex: Exchange, body: bytes) -> None:
         self.route = route
@@ -279,7 +279,7 @@ class AggregateRun:
         self.state = Worker(state.loop, state.gateway, None)
         self.state.closing = state.closing
 
-    # -- what the client's request sees in req.upstream ---------------------------------------------------------
+    # -- what the client's exchange sees in its body_sink -------------------------------------------------------
 
     def send_body(self, chunk: bytes) -> None:
         pass  # the body the backends get was collected before the calls started
@@ -312,7 +312,7 @@ class AggregateRun:
             ex.fail(500, "Internal server error", "internal error in aggregate (logged above)")
             return
         finally:
-            ex.req.upstream = None
+            ex.body_sink = None
         if ex.gone:
             return
         backends = self.route.backends

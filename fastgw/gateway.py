@@ -7,8 +7,8 @@ Built once per config load (at start and on reload) and never mutated afterwards
 from __future__ import annotations
 
 import ipaddress
+from typing import TYPE_CHECKING
 
-from fastgw.aggregate import AggregateRoute
 from fastgw.config.load import LoadedConfig
 from fastgw.config.schema import (
     AggregateIntegration,
@@ -18,16 +18,21 @@ from fastgw.config.schema import (
     WebSocketConfig,
 )
 from fastgw.core import Router
-from fastgw.functions.integration import LambdaRoute
-from fastgw.functions.pool import ACCOUNT_ID, REGION, FunctionPool
+from fastgw.functions import ACCOUNT_ID, REGION
 from fastgw.pipeline.exchange import Route
 from fastgw.pipeline.mock import MockRoute
 from fastgw.pipeline.switch import HeaderSwitch
 from fastgw.plugins.base import RouteInfo
 from fastgw.proxy.pool import Upstream
 from fastgw.proxy.route import HttpRoute
-from fastgw.proxy.websocket import WebSocketRoute
 from fastgw.routing import plain_template
+
+if TYPE_CHECKING:
+    from fastgw.functions.pool import FunctionPool
+
+# NOTE: the integrations a config may not have (functions, aggregation, WebSockets) are imported where a route needs
+# one: a gateway of HTTP and mock routes does not keep the functions runtime in each worker (bench/README.md, "Idle
+# memory").
 
 
 class Gateway:
@@ -57,14 +62,20 @@ class Gateway:
             if isinstance(integ, MockIntegration):
                 routes.append(MockRoute(entry.label, integ, self.server_line))
             elif isinstance(integ, LambdaIntegration):
+                from fastgw.functions.integration import LambdaRoute
+
                 routes.append(LambdaRoute(entry, integ, self.functions[integ.function]))
             elif isinstance(integ, AggregateIntegration):
+                from fastgw.aggregate import AggregateRoute
+
                 routes.append(AggregateRoute(entry, integ, self.upstreams, self.functions, self.server_line, self.via))
             else:
                 assert isinstance(integ, HttpIntegration)
                 upstream = self.upstreams[integ.upstream]
                 ws = entry.route.websocket
                 if ws:
+                    from fastgw.proxy.websocket import WebSocketRoute
+
                     idle = ws.idle_timeout if isinstance(ws, WebSocketConfig) else WebSocketConfig().idle_timeout
                     routes.append(WebSocketRoute(entry.label, integ, upstream, self.server_line, self.via, idle))
                 else:
@@ -111,6 +122,8 @@ class Gateway:
             # routes hold the pool itself, so requests it is still serving are not affected.
             previous.functions.pop(name)  # type: ignore[union-attr]
             return old
+        from fastgw.functions.pool import FunctionPool
+
         return FunctionPool(name, spec, code)
 
     def start(self) -> None:

@@ -296,14 +296,20 @@ class AdminAPI:
         plane = self.control.plane
         if plane is None:
             return _json(200, {"deployments": []})
-        history = await asyncio.get_running_loop().run_in_executor(None, plane.history, 100)
+        try:
+            history = await asyncio.get_running_loop().run_in_executor(None, plane.history, 100)
+        except Refused as exc:  # the store away: 503
+            return _json(exc.status, {"message": exc.message})
         listed = [{**dep.summary(s.deployment, s.revision), "active": s.deployment.id == plane.id and i == 0}
                   for i, s in enumerate(history)]  # fmt: skip
         return _json(200, {"deployments": listed, "active": plane.id}, self._etag())
 
     async def deployment(self, did: str, **_: Any) -> Answer:
         plane = self.control.plane
-        found = await asyncio.get_running_loop().run_in_executor(None, plane.get, did) if plane else None
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(None, plane.get, did) if plane else None
+        except Refused as exc:
+            return _json(exc.status, {"message": exc.message})
         if found is None:
             return _json(404, {"message": f"no deployment {did}"})
         return _json(200, {**dep.summary(found.deployment, found.revision), "config": mask(found.deployment.config)})
@@ -313,7 +319,10 @@ class AdminAPI:
         if plane is None:
             return _json(404, {"message": "this gateway keeps no deployments"})
         loop = asyncio.get_running_loop()
-        found = [await loop.run_in_executor(None, plane.get, d) for d in (a, b)]
+        try:
+            found = [await loop.run_in_executor(None, plane.get, d) for d in (a, b)]
+        except Refused as exc:
+            return _json(exc.status, {"message": exc.message})
         for did, f in zip((a, b), found, strict=True):
             if f is None or not f.deployment.config:
                 return _json(404, {"message": f"no deployment {did}"})

@@ -8,6 +8,7 @@ raises `Unresolved`, which the caller turns into a warning or an error naming th
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +69,32 @@ def integer(value: Any, source: str, at: str) -> int:
         return int(str(value).strip().strip("'"))
     except ValueError:
         raise ConfigError(source, at, f"expected a whole number, got {value!r}") from None
+
+
+def number(value: Any) -> Any:
+    """A number a template gives as a string (a parameter's value is one) as a number; anything else as it is, for
+    the config's check to judge."""
+    if isinstance(value, str):
+        try:
+            return float(value) if "." in value else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def variable_text(value: Any) -> str:
+    """A resolved value as the text a variable holds (a function's environment, a stage's variables: strings only),
+    as CloudFormation writes it: booleans lower-case, mappings and lists as JSON, nothing as ""."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def is_intrinsic(value: dict[str, Any]) -> bool:
+    """Whether a mapping is an intrinsic function call (`{"Ref": ...}`, `{"Fn::If": ...}`), not data."""
+    return len(value) == 1 and next(iter(value)).startswith(("Fn::", "Ref", "Condition"))
 
 
 def lambda_arn(region: str, account: str, name: str) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 
 from fastgw.aws import auth, cors, openapi
 from fastgw.aws._log import warn_once
-from fastgw.aws.intrinsics import Unresolved
-from fastgw.aws.sam_functions import FUNCTION_TYPES, FunctionResources, _env_text, _is_intrinsic, _number
+from fastgw.aws.intrinsics import Unresolved, is_intrinsic, number, variable_text
+from fastgw.aws.sam_functions import FUNCTION_TYPES, FunctionResources
 from fastgw.config.errors import ConfigError
 
 log = logging.getLogger("fastgw.aws")
@@ -127,7 +127,7 @@ class _Template(FunctionResources):
         variables = self.value(props, "Variables" if kind == "rest" else "StageVariables", pat, {})
         if not isinstance(variables, dict):
             raise ConfigError(self.source, f"{pat}.Variables", "expected a mapping of stage variables")
-        api["stages"] = {str(stage): {"variables": {k: _env_text(v) for k, v in variables.items()}}}
+        api["stages"] = {str(stage): {"variables": {k: variable_text(v) for k, v in variables.items()}}}
         if kind == "http" and str(stage) != "$default":
             api["stage_prefix"] = self.stage_prefix
         cors_key = "Cors" if kind == "rest" else "CorsConfiguration"
@@ -274,7 +274,7 @@ class _Template(FunctionResources):
             variables: Any = props
             for key in var_key.split("."):
                 variables = self.value(variables, key, at, {}) if isinstance(variables, dict) else {}
-            stages[stage] = {"variables": {k: _env_text(v) for k, v in (variables or {}).items()}}
+            stages[stage] = {"variables": {k: variable_text(v) for k, v in (variables or {}).items()}}
         return stages
 
     # -- events -----------------------------------------------------------------------------------------------
@@ -283,7 +283,7 @@ class _Template(FunctionResources):
         # NOTE: each event is resolved on its own, and only Api and HttpApi events' properties, so a queue's
         # Fn::ImportValue in an SQS event (which is not served) is no error.
         events = props.get("Events") or {}
-        if isinstance(events, dict) and _is_intrinsic(events):
+        if isinstance(events, dict) and is_intrinsic(events):
             events = self.value(props, "Events", f"{at}.Properties", {})
         if not isinstance(events, dict):
             raise ConfigError(self.source, f"{at}.Properties.Events", "expected a mapping of events")
@@ -335,7 +335,7 @@ class _Template(FunctionResources):
             if fmt not in ("1.0", "2.0"):
                 raise ConfigError(self.source, f"{at}.PayloadFormatVersion", f"expected '1.0' or '2.0', got {fmt!r}")
             integration["payload_format"] = fmt
-            timeout = _number(self.value(props, "TimeoutInMillis", at, 30000)) / 1000
+            timeout = number(self.value(props, "TimeoutInMillis", at, 30000)) / 1000
         integration["timeout"] = timeout
         if path is None and method is None:
             routes = _route_key_routes("$default", self.source, at)

@@ -14,7 +14,7 @@ import msgspec
 
 from fastgw.aws import code as function_code
 from fastgw.aws._log import warn_once
-from fastgw.aws.intrinsics import PSEUDO, Resolver, Unresolved, expand_foreach
+from fastgw.aws.intrinsics import PSEUDO, Resolver, Unresolved, expand_foreach, is_intrinsic, number, variable_text
 from fastgw.config.checks import handler_problem
 from fastgw.config.errors import ConfigError
 from fastgw.config.schema import Function
@@ -29,17 +29,13 @@ def _merge_globals(glob: dict[str, Any], props: dict[str, Any]) -> dict[str, Any
     out = dict(glob)
     for key, value in props.items():
         g = out.get(key)
-        if isinstance(g, dict) and isinstance(value, dict) and not _is_intrinsic(value) and not _is_intrinsic(g):
+        if isinstance(g, dict) and isinstance(value, dict) and not is_intrinsic(value) and not is_intrinsic(g):
             out[key] = _merge_globals(g, value)
         elif isinstance(g, list) and isinstance(value, list):
             out[key] = g + value
         else:
             out[key] = value
     return out
-
-
-def _is_intrinsic(value: dict[str, Any]) -> bool:
-    return len(value) == 1 and next(iter(value)).startswith(("Fn::", "Ref", "Condition"))
 
 
 class FunctionResources:
@@ -176,10 +172,10 @@ class FunctionResources:
         fn: dict[str, Any] = {"runtime": kind, "handler": handler, "code": code}
         timeout = self.value(props, "Timeout", pat)
         if timeout is not None:
-            fn["timeout"] = _number(timeout)
+            fn["timeout"] = number(timeout)
         memory = self.value(props, "MemorySize", pat)
         if memory is not None:
-            fn["memory_size"] = _number(memory)
+            fn["memory_size"] = number(memory)
         fn["environment"] = self._environment(name, props, pat)
         try:
             spec = msgspec.convert(fn, Function, strict=False)
@@ -236,13 +232,13 @@ class FunctionResources:
             except Unresolved as exc:
                 warn_once(f"{self.source}: {exc.at}: {exc.message}; {name} gets {var} empty")
                 value = ""
-            out[var] = _env_text(value)
+            out[var] = variable_text(value)
         # sam's --env-vars: its "Parameters" for every function, then the function's own entry; only variables the
         # template declares are set (as sam does).
         for section in (self.env_file.get("Parameters", {}), self.env_file.get(name, {})):
             for var, value in section.items():
                 if var in out:
-                    out[var] = _env_text(value)
+                    out[var] = variable_text(value)
         out.setdefault("AWS_SAM_LOCAL", "true")  # as sam local sets it: handlers test it to find local endpoints
         return out
 
@@ -252,20 +248,3 @@ def _mapping(doc: dict[str, Any], key: str, source: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(source, f"$.{key}", "expected a mapping")
     return value
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return float(value) if "." in value else int(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _env_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return "" if value is None else str(value)

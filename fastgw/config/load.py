@@ -17,7 +17,6 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +141,9 @@ class LoadedConfig:
 
 def default_config_path() -> Path:
     """The built-in quickstart served by `fastgw serve` with no CONFIG."""
-    return Path(str(resources.files("fastgw") / "examples" / "quickstart.yaml"))
+    # NOTE: by the package's path, not importlib.resources (which imports tempfile, shutil, zipfile...: 0.5 MiB
+    # kept by every gateway); fastgw is installed as files (its extension, the examples it serves are read as such).
+    return Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
 
 
 def load_config(path: str | Path, overrides: Sequence[Override] = ()) -> LoadedConfig:

@@ -65,7 +65,7 @@ import orjson
 
 from fastgw.control._etcd_http import EtcdHTTP, EtcdRefused, b64, prefix_end, unb64
 from fastgw.control.etcd_config import EtcdConfig, config_from_dict, store_config_from_url
-from fastgw.control.store import Conflict, Deployment, Stored, StoreUnavailable
+from fastgw.control.store import Conflict, Deployment, Stored, StoreUnavailable, TooLarge
 
 __all__ = ["DeploymentTooLarge", "EtcdRefused", "EtcdStore", "LocalStored", "store_from_config", "store_from_url"]
 
@@ -76,7 +76,7 @@ STALE_CHECK = 5.0  # seconds without a watch message before the newest key is re
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
-class DeploymentTooLarge(ValueError):
+class DeploymentTooLarge(TooLarge, ValueError):
     """etcd refused a deployment as too large (its --max-request-bytes, 1.5 MiB by default), compressed as it was."""
 
 

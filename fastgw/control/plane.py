@@ -39,7 +39,7 @@ from fastgw.config.errors import ConfigError
 from fastgw.config.load import config_data, default_config_path, file_stamp, reconfigure
 from fastgw.control import deployment as dep
 from fastgw.control.filestore import FileStore, MemoryStore, default_dir
-from fastgw.control.store import Conflict, Deployment, Store, Stored, StoreUnavailable
+from fastgw.control.store import Conflict, Deployment, Store, Stored, StoreUnavailable, TooLarge
 
 if TYPE_CHECKING:
     from fastgw.config.load import LoadedConfig
@@ -77,6 +77,12 @@ class Refused(Exception):
         self.status = status
         self.message = message
         self.extra = extra
+
+
+def unavailable(exc: StoreUnavailable) -> Refused:
+    """What a change or a read of the history answers when the store cannot be reached (etcd away, the deployments
+    folder unwritable): 503, nothing deployed, the last good deployment serving."""
+    return Refused(503, f"the deployment store is unavailable: {exc}")
 
 
 class Workers(Protocol):
@@ -167,10 +173,18 @@ class ControlPlane:
         return self._sync.run(getattr(self.store, name)(*args, **kw))
 
     def history(self, limit: int = 100) -> list[Stored]:
-        return list(self._store("history", limit))
+        """Newest first. The store unreachable: Refused 503 (the admin API's answer)."""
+        try:
+            return list(self._store("history", limit))
+        except StoreUnavailable as exc:
+            raise unavailable(exc) from None
 
     def get(self, deployment_id: str) -> Stored | None:
-        found = self._store("get", deployment_id)
+        """A deployment by id, or None. The store unreachable: Refused 503."""
+        try:
+            found = self._store("get", deployment_id)
+        except StoreUnavailable as exc:
+            raise unavailable(exc) from None
         return found if isinstance(found, Stored) else None
 
     @property
@@ -253,7 +267,8 @@ class ControlPlane:
         d = dep.make(data, self.file or self.loaded.source, description="start", meta={"file": file_id})
         try:
             self.current = Stored(self._store("put", d, expect_revision=0 if latest is None else None), d)
-        except (Conflict, StoreUnavailable) as exc:
+        except (Conflict, StoreUnavailable, TooLarge) as exc:
+            # (Too large for the store: served here all the same, as with the store away; a write is refused 413.)
             log.warning("could not seed the store with %s (%s): serving it; the store's deployments follow", d.id, exc)
             self.current = Stored(0, d)
         log.info("deployment %s live (start)", d.id)
@@ -463,7 +478,10 @@ class ControlPlane:
             raise Refused(409, f"the deployment store moved on (revision {exc.actual}): read and try again") from None
         except StoreUnavailable as exc:
             self.workers.abort(d.id)
-            raise Refused(503, f"the deployment store is unavailable: {exc}") from None
+            raise unavailable(exc) from None
+        except TooLarge as exc:
+            self.workers.abort(d.id)
+            raise Refused(413, f"the deployment store refused it as too large: {exc}") from None
         # NOTE: recorded before the swap, so that no client can see the new deployment served and still read the
         # old one's ETag (a write on it was refused with 409 for that moment).
         self.current, self.loaded = Stored(revision, d), loaded

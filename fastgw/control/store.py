@@ -44,6 +44,11 @@ class StoreUnavailable(Exception):
     """The store cannot be reached now (the caller keeps serving what it has and tries again later)."""
 
 
+class TooLarge(Exception):
+    """The store refuses to keep this deployment: it is over the store's size limit (etcd's request limit). The
+    deployment's fault, not the store's: the same write will not pass on a retry."""
+
+
 class Store(Protocol):
     async def latest(self) -> Stored | None:
         """The newest deployment, or None when the store holds none yet."""
@@ -51,7 +56,8 @@ class Store(Protocol):
     async def put(self, deployment: Deployment, *, expect_revision: int | None) -> int:
         """Write `deployment` as the newest; returns its revision. An int `expect_revision` refuses the write with
         Conflict unless the newest deployment is still the one at that revision (0: unless the store is empty);
-        None writes whatever is there. Raises StoreUnavailable when the store cannot be reached."""
+        None writes whatever is there. Raises StoreUnavailable when the store cannot be reached, TooLarge when it
+        will not keep a deployment that large."""
 
     async def get(self, deployment_id: str) -> Stored | None:
         """A deployment by id (any that is still kept)."""

@@ -8,7 +8,8 @@ compiled steps of the built-in plugins). The compiled parts
 one extension, `fastgw._core`, as uvloop builds its own; the pure twins (`router.py`, ...) are the specification, the
 test oracle and the fallback.
 
-Chosen once at import: the extension `fastgw._core`, or the pure twins (`TWINS`) when the extension is missing or
+Chosen once at import: the extension `fastgw._core`, or the pure twins (`TWINS`) when the extension is missing,
+does not match these sources (built from older ones: a type whose size changed, a name missing), or
 `FASTGW_NO_EXTENSIONS=1` is set. `COMPILED` says which one this process runs. The twins' `__all__` lists are the one
 list of what is twinned: `_core` exports exactly their union (tests/property/test_twins.py holds it to that), and
 this module serves those names from one side.
@@ -43,6 +44,13 @@ REINSTALL = (
     "from the fastgw checkout or unpacked sdist: pip install --force-reinstall --no-deps ."
 )
 
+STALE = "the compiled extension fastgw._core was built from other sources than these"
+# In a checkout the in-place build is redone; an installation is reinstalled (which builds it afresh).
+REBUILD = (
+    "rebuild it: python setup.py build_ext --inplace in the checkout, or pip install --force-reinstall --no-deps . "
+    "from the checkout or unpacked sdist"
+)
+
 
 def _choose() -> None:
     global COMPILED, FALLBACK_REASON
@@ -52,12 +60,21 @@ def _choose() -> None:
     try:
         from fastgw import _core
 
-        globals().update({name: getattr(_core, name) for name in TWINNED})
-        COMPILED = True
+        served = {name: getattr(_core, name) for name in TWINNED}
     except ImportError as exc:  # pragma: no cover - depends on how the package was installed
         # NOTE: no warning here: an import is no place to print (`fastgw --version` would, and every worker); the
         # command line says it once, at `fastgw serve`, from this reason (fallback_notice).
         FALLBACK_REASON = _why_missing(exc)
+        return
+    except (ValueError, AssertionError, AttributeError, TypeError) as exc:
+        # NOTE: an extension built from other sources than these twins (a stale in-place build, a checkout moved to
+        # another branch): Cython refuses a type whose size changed (ValueError "size changed"), an assertion of
+        # its module code fails, or a name the twins list is missing. The pure twins serve, said as loudly as a
+        # missing extension, rather than a gateway that cannot start.
+        FALLBACK_REASON = f"{STALE} ({type(exc).__name__}: {exc})"
+        return
+    globals().update(served)
+    COMPILED = True
 
 
 def _why_missing(exc: ImportError) -> str:
@@ -83,7 +100,10 @@ def fallback_notice() -> str | None:
     if me.COMPILED:
         return None
     reason = me.FALLBACK_REASON
-    fix = "unset it to use the compiled core" if reason == "FASTGW_NO_EXTENSIONS is set" else REINSTALL
+    if reason == "FASTGW_NO_EXTENSIONS is set":
+        fix = "unset it to use the compiled core"
+    else:
+        fix = REBUILD if reason is not None and reason.startswith(STALE) else REINSTALL
     return f"fastgw runs on its pure-Python core, several times slower at routing and rate limiting: {reason}; {fix}"
 
 
@@ -110,6 +130,7 @@ else:
     _choose()
 
 __all__ = [
-    "COMPILED", "FALLBACK_REASON", "MISSING_MARKER", "REINSTALL", "TWINNED", "TWINS", "describe", "fallback_notice",
+    "COMPILED", "FALLBACK_REASON", "MISSING_MARKER", "REBUILD", "REINSTALL", "STALE", "TWINNED", "TWINS", "describe",
+    "fallback_notice",
     *router.__all__, *http.__all__, *phases.__all__, *limit.__all__, *observe.__all__, *steps.__all__,
 ]  # noqa: PLE0605  # fmt: skip

@@ -21,22 +21,40 @@ cdef class Request:
     cdef public list body
     cdef public Py_ssize_t buffered
     cdef public Py_ssize_t body_size
-    cdef public object upstream
-    cdef public bint response_started
-    cdef public int status
-    cdef public bint retried
-    cdef public bint finished
     cdef public str path
     cdef public object query
-    cdef public double t0
-    cdef public bytes reply_lines
-    cdef public tuple reply_names
+
+cdef class ExchangeState:
+    # What the exchange of one request decides, declared once (see `fastgw.core.http.ExchangeState`): the compiled
+    # sinks, the limit front and the observer read and write these as C fields, by name. NOTE: all objects, each
+    # exposed to Python as a plain slot (http.pyx, _as_slots): Python code reads them as fast as a __slots__
+    # class's. `req` is a Request (read with a checked cast); `status` an int; the flags bools; t0, until,
+    # upstream_at and upstream_s floats; sent an int.
+    cdef public object req
+    cdef public object route
+    cdef public object gw
+    cdef public object peer
+    cdef public object ctx
+    cdef public object body_sink
+    cdef public object status
+    cdef public object response_started
+    cdef public object retried
+    cdef public object finished
+    cdef public object t0
+    cdef public object reply_lines
+    cdef public object reply_names
+    cdef public object sent
+    cdef public object upstream
+    cdef public object upstream_at
+    cdef public object upstream_s
+    cdef public object until
 
 cdef class RequestSink:
     cdef public object owner
     cdef public object queue
     cdef public object parser
     cdef public Request parsing
+    cdef public ExchangeState exchange
     cdef readonly Py_ssize_t max_url
     cdef readonly Py_ssize_t max_header_size
     cdef readonly Py_ssize_t max_headers
@@ -46,7 +64,7 @@ cdef class RequestSink:
 
 cdef class ResponseSink:
     cdef public object parser
-    cdef public Request req
+    cdef public ExchangeState ex
     cdef public bytes server_line
     cdef public bint via
     cdef public bytes date_line

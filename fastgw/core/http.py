@@ -18,6 +18,7 @@ __all__ = [
     "PATH_SLASHES_KEEP",
     "PATH_SLASHES_REJECT",
     "Reject",
+    "ExchangeState",
     "Request",
     "RequestSink",
     "ResponseSink",
@@ -95,13 +96,14 @@ def keep_alive(req: Request, closing: bool, whole: bool) -> bool:
     return req.keep_alive and not closing and (req.complete or not whole)
 
 
-def finish_head(parts: list[bytes], req: Request | None, length: bytes | None, chunked: bool, keep: bool) -> bytes:
-    """End a response head begun in `parts` (status line and header lines): its framing (`content-length:
-    length`, or chunked), Connection as `keep` says (an HTTP/1.0 client is told keep-alive; a close clears
-    `req.keep_alive`), the blank line, after the lines the gateway adds to this response (`req.reply_lines`).
-    Every response head, proxied or made in the gateway, ends here."""
-    if req is not None and req.reply_lines is not None:
-        parts.append(req.reply_lines)
+def finish_head(parts: list[bytes], ex: ExchangeState | None, length: bytes | None, chunked: bool, keep: bool) -> bytes:
+    """End a response head begun in `parts` (status line and header lines) for the exchange `ex`: its framing
+    (`content-length: length`, or chunked), Connection as `keep` says (an HTTP/1.0 client is told keep-alive; a
+    close clears `ex.req.keep_alive`), the blank line, after the lines the gateway adds to this response
+    (`ex.reply_lines`). Every response head, proxied or made in the gateway, ends here."""
+    req = ex.req if ex is not None else None
+    if ex is not None and ex.reply_lines is not None:
+        parts.append(ex.reply_lines)
     if length is not None:
         parts += (b"content-length: ", length, b"\r\n")
     elif chunked:
@@ -131,13 +133,14 @@ class Reject(Exception):
 
 
 class Request:
-    """One client request, from its first byte until its response is written."""
+    """What the client sent: one request as parsed (its head, its body as received, the flags of its connection),
+    from its first byte until its response is written. What is decided about it (where its body goes, the status,
+    timings) lives on its exchange (`ExchangeState`)."""
 
     __slots__ = (
         "method_b", "method", "url", "headers", "header_bytes", "content_length", "chunked", "expect_continue",
         "host_raw", "host", "conn_tokens", "keep_alive", "http10", "head_only", "headers_done", "complete",
-        "error", "body", "buffered", "body_size", "upstream", "response_started", "status", "retried",
-        "finished", "path", "query", "t0", "reply_lines", "reply_names",
+        "error", "body", "buffered", "body_size", "path", "query",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -161,21 +164,8 @@ class Request:
         self.body: list[bytes] = []
         self.buffered = 0
         self.body_size = 0
-        # What takes the body as it arrives (send_body, end_body; pause_reading, resume_reading, abandon): the
-        # integration's connection, or a collector. None: chunks are buffered in `body`.
-        self.upstream: Any = None
-        self.response_started = False
-        self.status = 0
-        self.retried = False
-        self.finished = False
         self.path = ""
         self.query: bytes | None = None
-        self.t0 = 0.0
-        # Header lines the gateway adds to this request's response head, whoever makes it (`finish_head`), in place
-        # of the response's own fields named in `reply_names` (lower-case): one local limit's RateLimit-* fields,
-        # decided before any plugin context exists (fastgw.plugins.rate_limit).
-        self.reply_lines: bytes | None = None
-        self.reply_names: tuple[bytes, ...] | None = None
 
     def replayable(self) -> bool:
         """Safe to send again on another connection: idempotent, and no body that may be gone already."""
@@ -231,6 +221,77 @@ class Request:
         return b"".join(parts)
 
 
+_INF = float("inf")
+
+
+class ExchangeState:
+    """What the exchange of one request decides, declared once: `fastgw.pipeline.exchange.Exchange` is this class
+    with the exchange's behaviour; the sinks, the limit front and the observer read and write these fields (as C
+    fields in the compiled core, so a renamed one fails to build there; `fastgw.core.observe.OBSERVED` names the
+    ones the observer reads, checked against `__slots__` when an observer is built).
+
+    - `req`: the client's request (what it sent); `route` (None: nothing matched), `gw` (the config it started
+      on), `peer` (the client connection's address), `ctx` (the plugins' context, on routes with plugins);
+    - `body_sink`: what takes the request body as it arrives (`send_body`, `end_body`; `pause_reading`,
+      `resume_reading`, `abandon`): the integration's upstream connection, a collector, an aggregate run. None:
+      the client's chunks are buffered in `req.body` (the sink of the client connection routes them here only
+      once this exchange exists);
+    - `status`, `response_started` (the response head is on its way to the client), `retried` (sent again on a
+      fresh connection once), `finished` (answered, or the client went away);
+    - `t0`: the exchange's start (perf_counter), taken only when the worker observes its exchanges (0.0: not);
+    - `reply_lines`: header lines the gateway adds to the response head, whoever makes it (`finish_head`), in place
+      of the response's own fields named in `reply_names` (lower-case): one local limit's RateLimit-* fields,
+      decided before any plugin context exists (fastgw.plugins.rate_limit);
+    - `sent`, `upstream`, `upstream_at`, `upstream_s`: what observability reads once it is done (bytes written to
+      the client; the target or `function:NAME` that answered, when the request went to it (perf_counter) and how
+      long its answer took to come, in seconds; the last two mean something only with `upstream`);
+    - `until`: the loop time by which the response must have begun (a route's total timeout; inf: none)."""
+
+    __slots__ = ("req", "route", "gw", "peer", "ctx", "body_sink", "status", "response_started", "retried",
+                 "finished", "t0", "reply_lines", "reply_names", "sent", "upstream", "upstream_at", "upstream_s",
+                 "until")  # fmt: skip
+
+    req: Request
+    route: Any
+    gw: Any
+    peer: Any
+    ctx: Any
+    body_sink: Any
+    status: int
+    response_started: bool
+    retried: bool
+    finished: bool
+    t0: float
+    reply_lines: bytes | None
+    reply_names: tuple[bytes, ...] | None
+    sent: int
+    upstream: Any
+    upstream_at: float
+    upstream_s: float
+    until: float
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ExchangeState:  # noqa: ARG004
+        # The decided fields' starting values, on creation: a subclass's __init__ (the pipeline's Exchange) sets
+        # only the given ones, without a call to this class's.
+        self = object.__new__(cls)
+        self.body_sink = self.upstream = self.reply_lines = self.reply_names = None
+        self.req = self.route = self.gw = self.peer = self.ctx = None  # type: ignore[assignment]
+        self.status = 0
+        self.response_started = self.retried = self.finished = False
+        self.t0 = self.upstream_at = self.upstream_s = 0.0
+        self.sent = 0
+        self.until = _INF
+        return self
+
+    def __init__(self, req: Request, route: Any, gw: Any, peer: Any, ctx: Any, t0: float = 0.0) -> None:
+        self.req = req
+        self.route = route
+        self.gw = gw
+        self.peer = peer
+        self.ctx = ctx
+        self.t0 = t0
+
+
 def _special_header(req: Request, name: bytes, value: bytes) -> None:
     if name == b"content-length":
         if req.content_length is not None:
@@ -267,13 +328,15 @@ def _special_header(req: Request, name: bytes, value: bytes) -> None:
 class RequestSink:
     """The httptools callbacks of one client connection: record and validate each request, nothing more.
 
-    Each new request is appended to `queue`. The body of a request goes to `req.upstream.send_body` once an
-    upstream is attached, and is buffered until then; past `high_water` buffered bytes `owner.buffer_full()` is
-    called (it pauses reading). Anything refused raises `Reject`, which httptools turns into its parser error.
+    Each new request is appended to `queue`. The body of the request being parsed goes to its exchange's
+    `body_sink` once the owner has told the sink that exchange (`exchange`, set when it starts; a pipelined request
+    waits in the queue with none) and it has a body sink; until then it is buffered in `req.body` (dropped once the
+    exchange is finished); past `high_water` buffered bytes `owner.buffer_full()` is called (it pauses reading).
+    Anything refused raises `Reject`, which httptools turns into its parser error.
     """
 
-    __slots__ = ("owner", "queue", "parser", "parsing", "max_url", "max_header_size", "max_headers", "max_body",
-                 "high_water", "max_field")  # fmt: skip
+    __slots__ = ("owner", "queue", "parser", "parsing", "exchange", "max_url", "max_header_size", "max_headers",
+                 "max_body", "high_water", "max_field")  # fmt: skip
 
     def __init__(
         self,
@@ -290,6 +353,7 @@ class RequestSink:
         self.queue = queue
         self.parser: object = None  # the HttpRequestParser fed with this sink; set by the owner
         self.parsing: Request | None = None
+        self.exchange: ExchangeState | None = None  # the exchange of `parsing`, once it has one
         self.max_url = max_url_length
         self.max_header_size = max_header_size
         self.max_headers = max_headers
@@ -300,6 +364,7 @@ class RequestSink:
     def on_message_begin(self) -> None:
         req = Request()
         self.parsing = req
+        self.exchange = None
         self.queue.append(req)  # type: ignore[attr-defined]
 
     def on_url(self, url: bytes) -> None:
@@ -356,10 +421,10 @@ class RequestSink:
         req.body_size += len(body)
         if self.max_body and req.body_size > self.max_body:
             raise Reject(413, "Payload Too Large")
-        up = req.upstream
-        if up is not None:
-            up.send_body(body)
-        elif not req.finished:
+        ex = self.exchange
+        if ex is not None and ex.body_sink is not None:
+            ex.body_sink.send_body(body)
+        elif ex is None or not ex.finished:
             req.body.append(body)
             req.buffered += len(body)
             if req.buffered > self.high_water:
@@ -370,8 +435,11 @@ class RequestSink:
         assert req is not None
         self.parsing = None
         req.complete = True
-        if req.upstream is not None:
-            req.upstream.end_body()
+        ex = self.exchange
+        if ex is not None:
+            self.exchange = None
+            if ex.body_sink is not None:
+                ex.body_sink.end_body()
 
 
 class UpstreamProtocolError(Exception):
@@ -381,21 +449,22 @@ class UpstreamProtocolError(Exception):
 class ResponseSink:
     """The httptools callbacks of one upstream connection: turn the response into what the client receives.
 
-    `begin` starts an exchange for `req`. The client's response head (end-to-end headers kept as the upstream
-    spelled them, hop-by-hop ones dropped, Date/Server/Via settled, framing chosen for the client) and the framed
-    body accumulate in `out`; `done` says the response is complete. 1xx responses are swallowed. The flags after
-    `done`: `keep` (the upstream allows reuse), `until_close` (a close-delimited body: complete only when the
-    connection ends), `new_parser` (after a HEAD response, whose body httptools cannot be told to skip).
+    `begin` starts the upstream leg of the exchange `ex`. The client's response head (end-to-end headers kept as
+    the upstream spelled them, hop-by-hop ones dropped, Date/Server/Via settled, framing chosen for the client)
+    and the framed body accumulate in `out`; `done` says the response is complete. 1xx responses are swallowed.
+    The flags after `done`: `keep` (the upstream allows reuse), `until_close` (a close-delimited body: complete
+    only when the connection ends), `new_parser` (after a HEAD response, whose body httptools cannot be told to
+    skip).
     `collect`, set after `begin`, keeps the body as it came (not chunk-framed) for body_filter phases to see whole.
     """
 
-    __slots__ = ("parser", "req", "server_line", "via", "date_line", "state", "head", "length", "te", "via_in",
+    __slots__ = ("parser", "ex", "server_line", "via", "date_line", "state", "head", "length", "te", "via_in",
                  "named", "has_date", "has_server", "out", "chunk_out", "done", "informational", "until_close",
                  "new_parser", "keep", "collect")  # fmt: skip
 
     def __init__(self) -> None:
         self.parser: object = None  # the HttpResponseParser fed with this sink; set by the owner
-        self.req: Request | None = None
+        self.ex: ExchangeState | None = None
         self.server_line = b""
         self.via = False
         self.date_line = b""
@@ -415,9 +484,10 @@ class ResponseSink:
         self.named: set[bytes] | None = None  # header names listed in Connection: hop-by-hop too
         self.has_date = self.has_server = False
 
-    def begin(self, req: Request, server_line: bytes, via: bool, date_line: bytes, state: object) -> None:
-        """Start an exchange; `state.closing` is read when the head is written (a draining server says close)."""
-        self.req = req
+    def begin(self, ex: ExchangeState, server_line: bytes, via: bool, date_line: bytes, state: object) -> None:
+        """Start the upstream leg of `ex`; `state.closing` is read when the head is written (a draining server says
+        close)."""
+        self.ex = ex
         self.server_line = server_line
         self.via = via
         self.date_line = date_line
@@ -446,7 +516,7 @@ class ResponseSink:
             elif lname == b"via":
                 self.via_in = value
             return  # hop-by-hop or rewritten by the gateway: not copied
-        names = self.req.reply_names if self.req is not None else None
+        names = self.ex.reply_names if self.ex is not None else None
         if names is not None and lname in names:
             return  # the gateway writes its own (finish_head)
         # End-to-end, and the upstream's own Date and Server: copied as they are.
@@ -462,8 +532,9 @@ class ResponseSink:
             self.informational = True  # 100 Continue and friends are the gateway's business, not the client's
             return
         self.keep = p.should_keep_alive()  # type: ignore[attr-defined]
-        req = self.req
-        assert req is not None
+        ex = self.ex
+        assert ex is not None
+        req = ex.req
         parts = [status_line(status)]
         has_date, has_server = self.has_date, self.has_server
         if self.named:
@@ -501,9 +572,9 @@ class ResponseSink:
             else:
                 chunked = True
                 self.chunk_out = not self.collect
-        self.out.append(finish_head(parts, req, length, chunked, keep))
-        req.status = status
-        req.response_started = True
+        self.out.append(finish_head(parts, ex, length, chunked, keep))
+        ex.status = status
+        ex.response_started = True
 
     def on_body(self, body: bytes) -> None:
         if self.chunk_out:

@@ -110,11 +110,11 @@ class LimitFront:
     the client's address, it takes a token under the request's key (`key_of(req, client_ip, route.info)`, or the
     address itself when `key_of` is None), at `time.monotonic_ns() // 1000` (the limiter counts microseconds).
 
-    Allowed: when `fields` is given, the response will carry the RateLimit fields (`Request.reply_lines`, in place of
-    the response's own fields named in `names`): `fields` is (before the remaining count, before the reset, after
-    it) and the reset is the whole seconds until the bucket is full again, `burst - remaining` tokens at `rate` per
-    `period_us`, rounded up. Then `after(ex, client_ip, key)` runs when `always` is true or the worker observes its
-    exchanges (`req.t0` set: the hybrid policy counts; the access log wants `rate_limit`), the route's stripped
+    Allowed: when `fields` is given, the response will carry the RateLimit fields (`ExchangeState.reply_lines`, in
+    place of the response's own fields named in `names`): `fields` is (before the remaining count, before the reset,
+    after it) and the reset is the whole seconds until the bucket is full again, `burst - remaining` tokens at `rate`
+    per `period_us`, rounded up. Then `after(ex, client_ip, key)` runs when `always` is true or the worker observes its
+    exchanges (`ex.t0` set: the hybrid policy counts; the access log wants `rate_limit`), the route's stripped
     headers go, and the integration starts. Refused: `refuse(ex, client_ip, remaining, wait)` answers (wait: the
     microseconds until a token is there, -1 never). Always returns True: the front took the request."""
 
@@ -155,10 +155,10 @@ class LimitFront:
         fields = self.fields
         if fields is not None:
             reset = -(-((self.burst - remaining) * self.period_us) // (self.rate * 1_000_000))
-            req.reply_lines = b"%b%d%b%d%b" % (fields[0], remaining, fields[1], reset, fields[2])
-            req.reply_names = self.names
-        # NOTE: `req.t0` is set (by dispatch) exactly when the worker observes its exchanges.
-        if self.after is not None and (self.always or req.t0 != 0.0):
+            ex.reply_lines = b"%b%d%b%d%b" % (fields[0], remaining, fields[1], reset, fields[2])
+            ex.reply_names = self.names
+        # NOTE: `ex.t0` is set (by dispatch) exactly when the worker observes its exchanges.
+        if self.after is not None and (self.always or ex.t0 != 0.0):
             self.after(ex, client_ip, key)
         strip = route.chain.strip
         if strip:

@@ -151,7 +151,7 @@ cdef class LimitFront:
         self.after = after
         self.always = always
 
-    def __call__(self, ex, str client_ip):
+    def __call__(self, ExchangeState ex not None, str client_ip):
         cdef Request req = <Request?>ex.req
         cdef long long remaining, wait, reset, left
         cdef Py_ssize_t size, at, nr, nt
@@ -176,11 +176,11 @@ cdef class LimitFront:
             at += PyBytes_GET_SIZE(self.f_reset)
             at += _digits_at(q + at, reset, nt)
             memcpy(q + at, PyBytes_AS_STRING(self.f_end), PyBytes_GET_SIZE(self.f_end))
-            req.reply_lines = lines
-            req.reply_names = self.names
-        # NOTE: `req.t0` is set (by dispatch) exactly when the worker observes its exchanges: one C field read where
+            ex.reply_lines = lines
+            ex.reply_names = self.names
+        # NOTE: `ex.t0` is set (by dispatch) exactly when the worker observes its exchanges: one C field read where
         # `ex.leg.state.access_log` is three attribute lookups (~300 instructions).
-        if self.after is not None and (self.always or req.t0 != 0.0):
+        if self.after is not None and (self.always or <double>ex.t0 != 0.0):
             self.after(ex, client_ip, key)
         strip = route.chain.strip
         if strip:

@@ -19,7 +19,15 @@ from typing import Any
 
 import orjson
 
+from fastgw.core.http import ExchangeState
+
 __all__ = ["LogLines", "Observer", "Tally", "clock"]
+
+# The fields of an exchange the observer reads, all declared by `fastgw.core.http.ExchangeState` (the compiled
+# observer reads them as its C fields). An observer is built only for an exchange class that has them all
+# (`check_exchange`): a field renamed in the declaration, or an exchange of another kind, is refused then, never met
+# per request.
+OBSERVED = ("req", "route", "gw", "peer", "ctx", "status", "t0", "sent", "upstream", "upstream_s")
 
 # Fixed bucket bounds (seconds): each exchange adds 1 to one integer. NOTE: from 100 us, not Prometheus' default
 # 5 ms: a proxied request takes well under 5 ms, and with the default bounds every one fell in the first bucket, so a
@@ -56,6 +64,20 @@ def stamp(sec: int) -> bytes:
     return b'"%b"' % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec)).encode()
 
 
+def check_exchange(cls: type, base: type) -> None:
+    """Refuse (TypeError) an exchange class the observer cannot read: not a `base` (the core's `ExchangeState`), or
+    missing a field of `OBSERVED` as a declared field (a slot or a C field, not a property or a plain attribute)."""
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"the observer reads exchanges of the core's ExchangeState, not {cls!r}")
+    missing = [name for name in OBSERVED if type(getattr(cls, name, None)).__name__ not in _FIELD_KINDS]
+    if missing:
+        raise TypeError(f"{cls.__qualname__} does not declare the exchange fields the observer reads: {missing}")
+
+
+# A slot of a Python class (`member_descriptor`); a C field of a compiled class (`getset_descriptor`).
+_FIELD_KINDS = frozenset({"member_descriptor", "getset_descriptor"})
+
+
 def target_names(ex: Any, up: Any) -> tuple[str, str]:
     """What answered as the upstream series names it: by its upstream (the http route's) and its target
     (`host:port`), or by the function (`function:NAME`, no target)."""
@@ -83,12 +105,12 @@ class Tally:
         req = ex.req
         route = ex.route
         name = route.name if route is not None else ""
-        key = (name, req.method, req.status)
+        key = (name, req.method, ex.status)
         s = self._series.get(key)
         if s is None:
             s = self._series[key] = [0] * WIDTH
             s[_SUM] = 0.0
-        dt = now - req.t0
+        dt = now - ex.t0
         s[_COUNT] += 1
         s[_BYTES_IN] += req.body_size
         s[_BYTES_OUT] += ex.sent
@@ -222,12 +244,12 @@ class LogLines:
                 ua_j = b"null"
             elif (ua_j := escaped(ua)) is None:
                 ua_j = memo[ua] = dumps(ua.decode("latin-1"))  # (bytes and str keys never collide)
-            t0 = req.t0
+            t0 = ex.t0
             us = micros(now - t0) if t0 else 0
             add(
                 b'{"time":%b,"client":%b,"method":%b,"host":%b,"path":%b,%b,"status":%d,"request_bytes":%d,'
                 b'"response_bytes":%d,"duration_ms":%d.%03d,"user_agent":%b'
-                % (stamp_b, ip_j, method_j, host_j, path_j, where, req.status, req.body_size, ex.sent,
+                % (stamp_b, ip_j, method_j, host_j, path_j, where, ex.status, req.body_size, ex.sent,
                    us // 1000, us % 1000, ua_j)
             )  # fmt: skip
             up = ex.upstream
@@ -260,9 +282,17 @@ class LogLines:
 
 class Observer:
     """The one hook `Exchange.done` calls (`Worker.access_log`): one clock reading, then the counters, the access
-    log's buffer (flushed by `log.flush()` when full) and any other hooks (`hook(ex, now)`), those that are on."""
+    log's buffer (flushed by `log.flush()` when full) and any other hooks (`hook(ex, now)`), those that are on.
+    `exchange`: the class of the exchanges it sees, refused here when it does not declare `OBSERVED`."""
 
-    def __init__(self, tally: Tally | None, log: Any = None, hooks: tuple[Callable[[Any, float], Any], ...] = ()):
+    def __init__(
+        self,
+        tally: Tally | None,
+        log: Any = None,
+        hooks: tuple[Callable[[Any, float], Any], ...] = (),
+        exchange: type = ExchangeState,
+    ) -> None:
+        check_exchange(exchange, ExchangeState)  # the class of the exchanges it will see (`OBSERVED`)
         self.tally = tally
         self.log = log  # with `lines` (a LogLines) and `flush()`: fastgw.observability.accesslog.AccessLog
         self._lines: LogLines | None = log.lines if log is not None else None

@@ -29,6 +29,7 @@ cdef extern from "Python.h":
 cdef object _dumps = _orjson.dumps
 cdef object _stamp_of = _spec_observe.stamp
 cdef object _target_names = _spec_observe.target_names
+cdef object _check_exchange = _spec_observe.check_exchange
 cdef tuple _PUBLISHED = _spec_observe.PUBLISHED
 cdef tuple _PUBLISHED_KEYS = tuple([b',"%s":' % (<str>k).encode() for k in _PUBLISHED])  # as the line writes them
 cdef double _BOUNDS[16]
@@ -71,22 +72,17 @@ cdef inline long long _micros(double seconds) noexcept:
 
 
 cdef extern from "Python.h":
-    ctypedef struct PyMemberDef:
-        int type
-        Py_ssize_t offset
     ctypedef struct PyMemberDescrObject:
         PyMemberDef *d_member
     ctypedef struct PyObject
-
-cdef extern from "structmember.h":
-    int T_OBJECT_EX
 
 
 cdef class _Slots:
     """Reads named `__slots__` fields of one class's instances at their offsets, other objects with getattr.
 
-    PERF: an exchange's fields (and its peer's address) are read ~15 times an exchange by Tally and LogLines;
-    through getattr each costs ~100 instructions (type lookup, descriptor, PyMember_GetOne), at the offset ~5.
+    PERF: the peer's address is read once an exchange by LogLines; through getattr it costs ~100 instructions (type
+    lookup, descriptor, PyMember_GetOne), at the offset ~5. (The exchange's own fields are C fields of the declared
+    `ExchangeState`, core/http.pxd: read typed, no names.)
     NOTE: exact: only for instances of exactly the class resolved, and only for fields that are plain object slots
     on it (a member descriptor of T_OBJECT_EX, which an instance dict cannot shadow); an unset slot, any other
     class or field goes through getattr (which raises AttributeError as ever)."""
@@ -118,10 +114,6 @@ cdef class _Slots:
         return getattr(obj, self.names[i])
 
 
-cdef enum:
-    _REQ, _ROUTE, _GW, _PEER, _SENT, _UPSTREAM, _UPSTREAM_S, _CTX
-
-cdef _Slots _EX = _Slots(("req", "route", "gw", "peer", "sent", "upstream", "upstream_s", "ctx"))
 cdef _Slots _PEER_IP = _Slots(("ip",))
 
 
@@ -170,13 +162,14 @@ cdef class Tally:
     cdef int _add(self, object ex, double now) except -1:
         # PERF: a dict lookup by the route's name (its hash is cached) and a scan of that route's few series
         # rather than a (name, method, status) tuple made and hashed per exchange; C integers, no float objects.
-        cdef Request req = <Request?>_EX.get(ex, _REQ)
+        cdef ExchangeState x = <ExchangeState?>ex
+        cdef Request req = <Request?>x.req
         cdef _Series s = None
         cdef _Answered u
         cdef list found
         cdef double dt
-        cdef int status = req.status
-        route = _EX.get(ex, _ROUTE)
+        cdef int status = x.status
+        route = x.route
         name = route.name if route is not None else ""
         method = req.method
         found = self._routes.get(name)
@@ -189,24 +182,24 @@ cdef class Tally:
         if s is None:
             s = _Series(method, status)
             found.append(s)
-        dt = now - req.t0
+        dt = now - <double>x.t0
         s.count += 1
         s.bytes_in += req.body_size
-        s.bytes_out += <long long>_EX.get(ex, _SENT)
+        s.bytes_out += <long long>x.sent
         s.total += dt
         s.buckets[_bucket(dt)] += 1
-        up = _EX.get(ex, _UPSTREAM)
+        up = x.upstream
         if up is not None:
             got = self._upstreams.get(up)
             if got is None:
                 names = _target_names(ex, up)
                 got = self._upstreams[up] = _Answered(names[0], names[1])
             u = <_Answered>got
-            dt = _EX.get(ex, _UPSTREAM_S)
+            dt = <double>x.upstream_s
             u.count += 1
             u.total += dt
             u.buckets[_bucket(dt)] += 1
-        ctx = _EX.get(ex, _CTX)
+        ctx = x.ctx
         if ctx is not None:
             v = ctx.vars
             if v:
@@ -438,6 +431,7 @@ cdef class LogLines:
         cdef long long wall, second = self._second
         cdef double now, t0
         cdef Request req
+        cdef ExchangeState x
         cdef bytes stamp_b = self._stamp
         cdef bytes name
         cdef tuple item
@@ -445,7 +439,8 @@ cdef class LogLines:
         for i in range(n):
             ex = raw[i]
             now = self._now[i]
-            req = <Request?>_EX.get(ex, _REQ)
+            x = <ExchangeState?>ex
+            req = <Request?>x.req
             wall = <long long>(now + offset)
             if wall != second:
                 second = wall
@@ -460,7 +455,7 @@ cdef class LogLines:
             _lit(b, b'{"time":', 8)
             _put_bytes(b, stamp_b)
             _lit(b, b',"client":', 10)
-            _put_json(b, _PEER_IP.get(_EX.get(ex, _PEER), 0))
+            _put_json(b, _PEER_IP.get(x.peer, 0))
             _lit(b, b',"method":', 10)
             _put_json(b, req.method)
             _lit(b, b',"host":', 8)
@@ -468,11 +463,11 @@ cdef class LogLines:
             _lit(b, b',"path":', 8)
             _put_json(b, req.path or req.url.decode("latin-1")[:256])
             _lit(b, b",", 1)
-            route = _EX.get(ex, _ROUTE)
+            route = x.route
             if route is None:
                 _lit(b, b'"route":null', 12)
             else:
-                gw = _EX.get(ex, _GW)
+                gw = x.gw
                 if gw is not self._gw:
                     self._gw = gw
                     self._fragments = {}
@@ -482,20 +477,20 @@ cdef class LogLines:
                     where = self._fragments[route] = self._fragment(gw, route)
                 _put_bytes(b, <bytes?>where)
             _lit(b, b',"status":', 10)
-            _put_int(b, req.status)
+            _put_int(b, x.status)
             _lit(b, b',"request_bytes":', 17)
             _put_int(b, req.body_size)
             _lit(b, b',"response_bytes":', 18)
-            _put_int(b, <long long>_EX.get(ex, _SENT))
+            _put_int(b, <long long>x.sent)
             _lit(b, b',"duration_ms":', 15)
-            t0 = req.t0
+            t0 = <double>x.t0
             _put_ms(b, _micros(now - t0) if t0 else 0)
             _lit(b, b',"user_agent":', 14)
             if ua is None:
                 _lit(b, b"null", 4)
             else:
                 _put_agent(b, <bytes?>ua)
-            up = _EX.get(ex, _UPSTREAM)
+            up = x.upstream
             if up is not None:
                 label = self._labels.get(up)
                 if label is None:
@@ -503,8 +498,8 @@ cdef class LogLines:
                 _lit(b, b',"upstream":', 12)
                 _put_bytes(b, <bytes?>label)
                 _lit(b, b',"upstream_ms":', 15)
-                _put_ms(b, _micros(_EX.get(ex, _UPSTREAM_S)))
-            ctx = _EX.get(ex, _CTX)
+                _put_ms(b, _micros(<double>x.upstream_s))
+            ctx = x.ctx
             trace_id = None
             if ctx is not None:
                 # PERF: the compiled context's fields read in C, ASCII text written here rather than through
@@ -547,7 +542,9 @@ cdef class LogLines:
 cdef class Observer:
     """The one hook Exchange.done calls. See `fastgw.core.observe.Observer`."""
 
-    def __init__(self, Tally tally, log=None, tuple hooks=()):
+    def __init__(self, Tally tally, log=None, tuple hooks=(), exchange=ExchangeState):
+        # The exchange class it will see declares the fields read here (typed: any other raises TypeError).
+        _check_exchange(exchange, ExchangeState)
         self.tally = tally
         self.log = log
         self._lines = <LogLines?>log.lines if log is not None else None

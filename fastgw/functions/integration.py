@@ -68,7 +68,7 @@ class LambdaRoute(Route):
             req.body = []
             self._invoke_soon(ex, body)
             return
-        req.upstream = BodyCollector(req, lambda chunks: self._invoke_soon(ex, b"".join(chunks)))
+        ex.body_sink = BodyCollector(ex, lambda chunks: self._invoke_soon(ex, b"".join(chunks)))
         ex.body_drained()  # the collector holds what was buffered; keep reading the rest
 
     def _invoke_soon(self, ex: Exchange, body: bytes) -> None:

@@ -358,7 +358,7 @@ def response_v1(value: Any, rest: bool, decode: bool = True) -> tuple[int, Heade
     false (a REST API whose client did not ask for a binary media type) a base64 body is sent as the text it is."""
     if not isinstance(value, dict):
         raise MalformedResponse(
-            f"the function returned {_kind(value)}; payload format 1.0 needs an object with statusCode and body"
+            f"the function returned {json_kind(value)}; payload format 1.0 needs an object with statusCode and body"
         )
     if rest:
         unknown = sorted(set(value) - _V1_RESPONSE_KEYS)
@@ -373,11 +373,11 @@ def response_v1(value: Any, rest: bool, decode: bool = True) -> tuple[int, Heade
     multi = value.get("multiValueHeaders")
     if multi is not None:
         if not isinstance(multi, dict):
-            raise MalformedResponse(f"multiValueHeaders must be an object, got {_kind(multi)}")
+            raise MalformedResponse(f"multiValueHeaders must be an object, got {json_kind(multi)}")
         for k, vs in multi.items():
             name = _header_name(k, "multiValueHeaders")
             if not isinstance(vs, list):
-                raise MalformedResponse(f"multiValueHeaders.{name} must be a list, got {_kind(vs)}")
+                raise MalformedResponse(f"multiValueHeaders.{name} must be a list, got {json_kind(vs)}")
             merged[name] = [_header_value(name, v, "multiValueHeaders") for v in vs]
     for name, v in _single_headers(value):
         # API Gateway merges the two; a name given in both keeps the multiValueHeaders values.
@@ -391,7 +391,7 @@ def _single_headers(value: dict[str, Any]) -> Headers:
     if single is None:
         return []
     if not isinstance(single, dict):
-        raise MalformedResponse(f"headers must be an object, got {_kind(single)}")
+        raise MalformedResponse(f"headers must be an object, got {json_kind(single)}")
     out: Headers = []
     for k, v in single.items():
         name = _header_name(k, "headers")
@@ -412,7 +412,7 @@ def response_v2(value: Any, decode: bool = True) -> tuple[int, Headers, bytes]:
     cookies = value.get("cookies")
     if cookies is not None:
         if not isinstance(cookies, list):
-            raise MalformedResponse(f"cookies must be a list of strings, got {_kind(cookies)}")
+            raise MalformedResponse(f"cookies must be a list of strings, got {json_kind(cookies)}")
         for c in cookies:
             headers.append(("Set-Cookie", _header_value("cookies", c, "cookies")))
     return status, _finish(headers), body
@@ -429,7 +429,8 @@ def decode_for(binary_types: tuple[str, ...] | None, accept: bytes | None) -> bo
     return binary_match(_media_type(first), binary_types)
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """What a JSON value is, in words for an error message ("an array", "null", ...)."""
     if value is None:
         return "null"
     if isinstance(value, (list, tuple)):

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from fastgw.config.schema import Function
+from fastgw.functions import ACCOUNT_ID, REGION
 
 log = logging.getLogger("fastgw.functions")
 function_log = logging.getLogger("fastgw.function")
@@ -40,8 +41,6 @@ INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "PYTHONPATH", "NODE_PAT
 # Lambda's limit on a synchronous invocation's response; a bigger answer fails the invocation, as on AWS.
 MAX_RESPONSE = 6 * 1024 * 1024
 MAX_LOG_LINES = 1000  # lines kept per invocation for `fastgw invoke` (all of them still go to the log)
-ACCOUNT_ID = "000000000000"
-REGION = "local"
 
 
 class Throttled(Exception):

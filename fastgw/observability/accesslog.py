@@ -146,7 +146,7 @@ class AccessLog:
                     ua = value.decode("latin-1")
                 elif name == b"traceparent":
                     tp = value
-            t0 = req.t0
+            t0 = ex.t0
             e: dict[str, Any] = {
                 "time": stamp,
                 "client": ex.peer.ip,
@@ -154,7 +154,7 @@ class AccessLog:
                 "host": req.host_raw.decode("latin-1"),  # as the client sent it, port included
                 "path": req.path or req.url.decode("latin-1")[:256],
                 "route": None,
-                "status": req.status,
+                "status": ex.status,
                 "request_bytes": req.body_size,
                 "response_bytes": ex.sent,
                 "duration_ms": int((now - t0) * 1_000_000) / 1000 if t0 else 0.0,

@@ -143,9 +143,9 @@ class SpanExport:
         sampled = self._sampled
         server = self._context(trace_id, _span_id(), False, sampled)
         parent = self._context(trace_id, int(parent_hex, 16), True, sampled) if parent_hex else None
-        start = int((req.t0 + offset) * 1e9) if req.t0 else int((now + offset) * 1e9)
+        start = int((ex.t0 + offset) * 1e9) if ex.t0 else int((now + offset) * 1e9)
         end = int((now + offset) * 1e9)
-        status = req.status
+        status = ex.status
         route = ex.route
         name = route.name if route is not None else f"{req.method} (no route)"
         attributes: dict[str, Any] = {

@@ -6,24 +6,25 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fastgw.core import Request
+    from fastgw.core import ExchangeState
 
 
 class BodyCollector:
-    """Stands where an upstream connection would (`req.upstream`): gathers the body the client is still sending
-    (what was buffered before included), then calls `done(chunks)`. Past `limit` bytes it calls `too_large()`
-    once instead, and the rest of the body is dropped as it arrives."""
+    """Stands where an upstream connection would (the exchange's `body_sink`): gathers the body the client is still
+    sending (what was buffered before included), then calls `done(chunks)`. Past `limit` bytes it calls
+    `too_large()` once instead, and the rest of the body is dropped as it arrives."""
 
-    __slots__ = ("req", "done", "too_large", "limit", "size", "chunks", "abandoned")
+    __slots__ = ("ex", "done", "too_large", "limit", "size", "chunks", "abandoned")
 
     def __init__(
         self,
-        req: Request,
+        ex: ExchangeState,
         done: Callable[[list[bytes]], None],
         limit: int | None = None,
         too_large: Callable[[], None] | None = None,
     ) -> None:
-        self.req = req
+        self.ex = ex
+        req = ex.req
         self.done = done
         self.limit = limit
         self.too_large = too_large
@@ -37,7 +38,7 @@ class BodyCollector:
         self.size += len(chunk)
         if self.limit is not None and self.size > self.limit:
             self.abandoned = True
-            self.req.upstream = None
+            self.ex.body_sink = None
             if self.too_large is not None:
                 self.too_large()
             return
@@ -45,7 +46,7 @@ class BodyCollector:
 
     def end_body(self) -> None:
         if not self.abandoned:
-            self.req.upstream = None
+            self.ex.body_sink = None
             self.done(self.chunks)
 
     def abandon(self) -> None:

@@ -22,8 +22,9 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
     """Route `req` (its head is complete) and start its exchange; a request that matches nothing is answered."""
     state = leg.state
     gw = state.gateway
-    if state.access_log is not None:
-        req.t0 = time.perf_counter()  # NOTE: only then (fastgw.core.LimitFront reads it as "observed")
+    # The exchange's start, taken before routing. NOTE: only when the worker observes its exchanges
+    # (fastgw.core.LimitFront reads `ex.t0` as "observed").
+    t0 = time.perf_counter() if state.access_log is not None else 0.0
     url = req.url
     paths = gw.paths
     found: Any  # the router's answer (see Router.match), or False: refused
@@ -32,10 +33,10 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
         # the match in one compiled call, ~1.3k instructions less per request than the general way below.
         found = paths.router.route(req, paths.default)
         if found is False:
-            refuse(leg, gw, req, 400, "Bad Request")
+            refuse(leg, gw, req, 400, "Bad Request", t0)
             return
     else:
-        found = _route(leg, gw, req, url)
+        found = _route(leg, gw, req, url, t0)
         if found is False:
             return
     if found is None or found[0] is None:
@@ -43,13 +44,13 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
         if found is not None and req.method == "OPTIONS":
             found = _preflight_route(gw, req, path) or found
         if found is None or found[0] is None:
-            _miss(leg, gw, req, path, found)
+            _miss(leg, gw, req, path, found, t0)
             return
     index, params = found
     route = gw.routes[index]
     chain = route.chain
     if chain is None:
-        ex = Exchange(leg, gw, req, route, params, None)
+        ex = Exchange(leg, gw, req, route, params, None, t0)
         if gw.strip_names:
             strip_headers(req, gw.strip_names)
         if req.expect_continue:
@@ -62,21 +63,21 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
     front = chain.front
     if front is not None:
         # The route's one plugin sees the request first (Plugin.front): a cache hit, one local limit.
-        ex = Exchange(leg, gw, req, route, params, None)
+        ex = Exchange(leg, gw, req, route, params, None, t0)
         if front(ex, ip):
             return
         ex.ctx = new_context(req, ip, params, route.info, chain)
         ex.request_phases(0)  # a chain with a front streams (plugins/chain.py)
         return
     ctx = new_context(req, ip, params, route.info, chain)
-    ex = Exchange(leg, gw, req, route, params, ctx)
+    ex = Exchange(leg, gw, req, route, params, ctx, t0)
     if chain.streams:
         ex.request_phases(0)  # PERF: nothing to do about the body first (the usual chain), one call less
     else:
         ex.run(chain)
 
 
-def _route(leg: ClientLeg, gw: Served, req: Request, url: bytes) -> Found | bool:
+def _route(leg: ClientLeg, gw: Served, req: Request, url: bytes, t0: float) -> Found | bool:
     """The general way: origin- or absolute-form targets, any mix of path policies, API resource rules. False:
     the request was refused."""
     if url[:1] == b"/":
@@ -92,28 +93,31 @@ def _route(leg: ClientLeg, gw: Served, req: Request, url: bytes) -> Found | bool
             req.host_raw = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
             req.host = parsed.host.decode("latin-1").lower()
     else:
-        refuse(leg, gw, req, 400, "Bad Request: request target must be a path")
+        refuse(leg, gw, req, 400, "Bad Request: request target must be a path", t0)
         return False
     h = raw.find(b"#")
     if h >= 0:
         raw = raw[:h]
     path, found = gw.paths.route(req.method, req.host, raw)  # the path policy, then the router
     if path is None:
-        refuse(leg, gw, req, 400, "Bad Request")
+        refuse(leg, gw, req, 400, "Bad Request", t0)
         return False
     req.path = path
     return found
 
 
-def _miss(leg: ClientLeg, gw: Served, req: Request, path: str, found: tuple[None, tuple[str, ...]] | None) -> None:
+def _miss(
+    leg: ClientLeg, gw: Served, req: Request, path: str, found: tuple[None, tuple[str, ...]] | None, t0: float
+) -> None:
     # 404 / 405 for plain routes, as API Gateway answers for APIs (fastgw/routing.py).
-    Exchange(leg, gw, req, None, None, None).respond(*gw.paths.miss(req.host, path, found))
+    Exchange(leg, gw, req, None, None, None, t0).respond(*gw.paths.miss(req.host, path, found))
 
 
-def refuse(leg: ClientLeg, gw: Served, req: Request, status: int, message: str) -> None:
-    """Answer a request that cannot be served at all (malformed): the connection closes after the answer."""
+def refuse(leg: ClientLeg, gw: Served, req: Request, status: int, message: str, t0: float = 0.0) -> None:
+    """Answer a request that cannot be served at all (malformed): the connection closes after the answer. `t0`:
+    the exchange's start, when it was taken (dispatch)."""
     req.keep_alive = False
-    Exchange(leg, gw, req, None, None, None).respond_json(status, {"message": message})
+    Exchange(leg, gw, req, None, None, None, t0).respond_json(status, {"message": message})
 
 
 def is_preflight(headers: Sequence[tuple[bytes, bytes]]) -> bool:

@@ -17,7 +17,10 @@ The integration's surface, the only way an integration talks back:
   the route's response filters;
 - `pause_client()` / `resume_client()` / `paused` / `body_drained()`: flow control of the client leg (`paused`:
   the client is not reading as fast as the response comes, so the integration should stop reading too);
-- `req`, `params`, `route`, `ctx`, `peer`, `state`, `gone`.
+- `req` (what the client sent), `params`, `route`, `ctx`, `peer`, `state`, `gone`;
+- what the exchange decides, declared once by `fastgw.core.ExchangeState` (its base): `body_sink` (where the
+  request body streams), `status`, `response_started`, `retried`, `finished`, `t0`, `reply_lines`/`reply_names`,
+  `sent`, `upstream`, `upstream_at`, `upstream_s`, `until`.
 """
 
 from __future__ import annotations
@@ -30,12 +33,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
-from fastgw.core import PluginFailed, finish_head, keep_alive, new_context, run_phases
+from fastgw.core import ExchangeState, PluginFailed, finish_head, keep_alive, new_context, run_phases
 from fastgw.core import filter_head as _filter_head
 from fastgw.core.http import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
 from fastgw.pipeline.background import Discard, request_copy
 from fastgw.pipeline.body import BodyCollector
-from fastgw.pipeline.deadline import INF
 from fastgw.pipeline.head import DATE, encode_lines, gateway_head, without_fields
 from fastgw.pipeline.leg import PAUSE_UPSTREAM_BUSY
 from fastgw.plugins.base import Response
@@ -134,36 +136,46 @@ class Route:
         return self
 
 
-class Exchange:
+class Exchange(ExchangeState):
     """One request from its route match to its log phase. See the module docstring for the integration's surface.
 
-    Making one attaches it to `leg` (`leg.exchange`), the client connection it answers on."""
+    Making one attaches it to `leg` (`leg.exchange`), the client connection it answers on.
 
-    # sent, upstream, upstream_at, upstream_s: what observability reads once it is done (bytes written to the
-    # client; set by the integration: the target or `function:NAME` that answered, when the request went to it
-    # (perf_counter) and how long its answer took to come, in seconds; `upstream_at` is only set with `upstream`).
-    # until: the loop time by which the response must have begun (a route's total timeout, fastgw.proxy.route;
-    # INF: none). The upstream connection carrying the exchange judges it with its own deadline: no timer of its own.
-    __slots__ = ("leg", "gw", "req", "route", "params", "ctx", "peer", "write", "paused", "sent", "upstream",
-                 "upstream_at", "upstream_s", "until")  # fmt: skip
+    What it decides (`status`, `body_sink`, `t0`, ...) are the fields of its base, `fastgw.core.ExchangeState`,
+    declared once in the core (C fields in the compiled core, which its sinks, limit front and observer read and
+    write as such). `until` (a route's total timeout, fastgw.proxy.route): the upstream connection carrying the
+    exchange judges it with its own deadline, no timer of its own."""
+
+    __slots__ = ("leg", "params", "write", "paused")
+
+    gw: Served  # the config this request started on: a reload never changes it mid-exchange
+    route: Route | None  # None: nothing matched (the answer is a 404/405/400)
+    ctx: Context | None  # the plugins' context, on routes with plugins
+    peer: Peer
 
     def __init__(
-        self, leg: ClientLeg, gw: Served, req: Request, route: Route | None, params: Any, ctx: Context | None
+        self,
+        leg: ClientLeg,
+        gw: Served,
+        req: Request,
+        route: Route | None,
+        params: Any,
+        ctx: Context | None,
+        t0: float = 0.0,
     ) -> None:
-        self.leg = leg
-        self.gw = gw  # the config this request started on: a reload never changes it mid-exchange
+        # NOTE: ExchangeState.__init__'s work, not a call to it (PERF: a call through the compiled class's
+        # wrapper cost ~800 instructions an exchange, bench/instructions.py --scenario proxy); creation set the
+        # decided fields' starting values.
         self.req = req
-        self.route = route  # None: nothing matched (the answer is a 404/405/400)
+        self.route = route
+        self.gw = gw
+        self.peer = leg.peer
+        self.ctx = ctx
+        self.t0 = t0
+        self.leg = leg
         self.params: dict[str, str] = params
-        self.ctx = ctx  # the plugins' context, on routes with plugins
-        self.peer: Peer = leg.peer
         self.write = leg.write  # where response bytes go
         self.paused = leg.write_paused  # the client is not reading as fast as the response comes
-        self.sent = 0
-        self.upstream: Any = None
-        self.until = INF
-        self.upstream_at: float  # (set with `upstream`)
-        self.upstream_s: float
         leg.exchange = self
 
     @property
@@ -199,7 +211,7 @@ class Exchange:
         if chain.needs_body or (limit is not None and req.chunked):  # type: ignore[attr-defined]
             if not req.complete:
                 # The route's plugins judge the body whole: collect it first (refused as soon as it is too big).
-                req.upstream = BodyCollector(req, self._collected, limit, self._body_too_large)
+                self.body_sink = BodyCollector(self, self._collected, limit, self._body_too_large)
                 self.leg.body_drained(req)
                 return
             ctx.request.body = b"".join(req.body)
@@ -296,8 +308,8 @@ class Exchange:
             log.error("plugin %s failed on route %s (%s %s): %s", name, route, req.method, req.path, why)
         if self.gone:
             return
-        if req.response_started:
-            req.finished = True
+        if self.response_started:
+            self.finished = True
             self.leg.abort()
             return
         self.ctx = None  # no further phases for a request whose plugins broke
@@ -362,7 +374,7 @@ class Exchange:
         """Send a whole response: `head` as `gateway_head` makes it (no framing yet). The route's filters see it,
         then it is framed, written in one piece, and the exchange is done."""
         req = self.req
-        if req.finished or self.leg.closed:
+        if self.finished or self.leg.closed:
             return
         ctx = self.ctx
         if ctx is not None and (ctx._reply_headers is not None or ctx.chain.header_filter or ctx.chain.body_filter):
@@ -374,14 +386,14 @@ class Exchange:
                 self.filter_failed(exc)
                 head = gateway_head(500, b"content-type: application/json\r\n", self.gw.server_line)
                 body = orjson.dumps(_INTERNAL)
-        if req.reply_names is not None:
-            head = without_fields(head, req.reply_names)  # finish_head writes the gateway's own
+        if self.reply_names is not None:
+            head = without_fields(head, self.reply_names)  # finish_head writes the gateway's own
         # "HTTP/1.1 200 ...": three digits at 9, whoever wrote the line.
-        status = req.status = int(head[9:12])
+        status = self.status = int(head[9:12])
         keep = keep_alive(req, self.state.closing, True)
         has_body = status != 204 and status != 304
-        head = finish_head([head[:-2]], req, b"%d" % len(body) if has_body else None, False, keep)
-        req.response_started = True
+        head = finish_head([head[:-2]], self, b"%d" % len(body) if has_body else None, False, keep)
+        self.response_started = True
         data = head + body if has_body and not req.head_only and body else head
         self.sent = len(data)
         self.write(data)
@@ -392,12 +404,12 @@ class Exchange:
         whose only plugin is the cache): `parts` go after the status line and Date, then it is framed as `send`
         frames it and written in one piece."""
         req = self.req
-        req.status = status
+        self.status = status
         keep = keep_alive(req, self.leg.state.closing, True)
         has_body = status != 204 and status != 304
         line = HTTP_STATUS_LINES.get(status) or status_line(status)
-        head = finish_head([line, DATE.line, *parts], req, b"%d" % len(body) if has_body else None, False, keep)
-        req.response_started = True
+        head = finish_head([line, DATE.line, *parts], self, b"%d" % len(body) if has_body else None, False, keep)
+        self.response_started = True
         data = head + body if has_body and not req.head_only and body else head
         self.sent = len(data)
         self.write(data)
@@ -407,15 +419,15 @@ class Exchange:
         """The integration cannot give a response: the client gets `{"message": message}` with `status`, or, if
         the head was already sent, a cut connection. `reason` goes to the log."""
         req = self.req
-        if req.finished or self.leg.closed:
+        if self.finished or self.leg.closed:
             return
         route = self.route.name if self.route is not None else "-"
         log.warning("%s %s route=%s -> %d: %s", req.method, req.path, route, status, reason)
         inspector = self.state.inspector  # `fastgw invoke` shows why, beside the answer
         if inspector is not None and not inspector.reason:
             inspector.reason = reason
-        if req.response_started:
-            req.finished = True
+        if self.response_started:
+            self.finished = True
             self.leg.abort()
             return
         self.respond_json(status, {"message": message})
@@ -423,11 +435,10 @@ class Exchange:
     def done(self) -> None:
         """The response is complete: the access log, the log phases (off the request path), then the connection
         goes on with its next request. Nothing happens once the exchange is gone."""
-        req = self.req
         leg = self.leg
-        if req.finished or leg.closed:
+        if self.finished or leg.closed:
             return
-        req.finished = True
+        self.finished = True
         state = leg.state
         if state.access_log is not None:
             try:
@@ -436,17 +447,16 @@ class Exchange:
                 log.exception("observing the exchange failed (route %s)", self.route.name if self.route else "-")
         ctx = self.ctx
         if ctx is not None and ctx.chain.log:
-            state.loop.call_soon(run_log, ctx, req.status)
-        leg.request_done(req)
+            state.loop.call_soon(run_log, ctx, self.status)
+        leg.request_done(self.req)
 
     def hand_over(self, protocol: asyncio.BaseProtocol, keeper: Any) -> Any:
         """The connection leaves HTTP with this exchange (a WebSocket after the upgrade): the client's transport
         now speaks to `protocol`, `keeper` (with `shutdown`, `close`, `transport`) takes the
-        connection's place among the worker's connections, and the exchange ends (logged, with `req.status`).
+        connection's place among the worker's connections, and the exchange ends (logged, with `status`).
         Returns the transport."""
         leg = self.leg
-        req = self.req
-        req.finished = True
+        self.finished = True
         state = leg.state
         if state.access_log is not None:
             try:
@@ -466,7 +476,7 @@ class Exchange:
     @property
     def gone(self) -> bool:
         """Answered already, or the client went away: nothing more is to be sent."""
-        return self.req.finished or self.leg.closed
+        return self.finished or self.leg.closed
 
     def pause_client(self) -> None:
         """Stop reading the request body from the client (the integration is not taking it as fast)."""
@@ -476,7 +486,7 @@ class Exchange:
         self.leg.resume_reading_for(PAUSE_UPSTREAM_BUSY)
 
     def body_drained(self) -> None:
-        """The integration took the request body buffered so far (it now streams to `req.upstream`)."""
+        """The integration took the request body buffered so far (it now streams to `body_sink`)."""
         self.leg.body_drained(self.req)
 
     # -- called by the client leg -----------------------------------------------------------------------------
@@ -484,28 +494,27 @@ class Exchange:
     def client_slow(self) -> None:
         """The client's transport buffer is full."""
         self.paused = True
-        up = self.req.upstream
+        up = self.body_sink
         if up is not None:
             up.pause_reading()
 
     def client_ready(self) -> None:
         self.paused = False
-        up = self.req.upstream
+        up = self.body_sink
         if up is not None:
             up.resume_reading()
 
     def client_gone(self) -> None:
         """The client connection closed: whatever the integration holds for this request is let go."""
-        req = self.req
-        req.finished = True
-        up = req.upstream
+        self.finished = True
+        up = self.body_sink
         if up is not None:
             up.abandon()
 
     def request_broken(self, status: int, message: str) -> None:
         """The request body turned out malformed while it was streaming to the integration: the integration never
         gets a complete request."""
-        up = self.req.upstream
+        up = self.body_sink
         if up is not None:
             up.abandon()
         self.fail(status, message, f"request body refused: {message}")

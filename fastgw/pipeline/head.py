@@ -71,7 +71,7 @@ def gateway_head(status: int, lines: bytes, server_line: bytes) -> bytes:
 
 def without_fields(head: bytes, names: tuple[bytes, ...]) -> bytes:
     """`head` (status line to blank line) without its header lines named in `names` (lower-case): the fields the
-    gateway writes itself into this response (`Request.reply_names`), as the upstream leg's sink drops them from a
+    gateway writes itself into this response (`ExchangeState.reply_names`), as the upstream leg's sink drops them from a
     proxied head."""
     lower = head.lower()
     if not any(b"\n" + name + b":" in lower for name in names):

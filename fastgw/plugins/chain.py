@@ -1,7 +1,13 @@
 """Finding plugins, checking them once, and building each route's phase chains when the config loads.
 
 Plugins come from three places: the built-in ones (`fastgw/plugins/*.py`), installed packages exposing them in
-the `fastgw.plugins` entry-point group, and dotted paths listed in the config's `plugin_modules`. A class is
+the `fastgw.plugins` entry-point group, and dotted paths listed in the config's `plugin_modules`. A config load
+imports only the built-in modules of the plugins it names, and reads the entry points only when it names a plugin
+that is neither built in nor in `plugin_modules` (`Registry.find`): reading them imports `importlib.metadata` (with
+`email`, `zipfile`, `csv`...) and every installed plugin package, and the built-ins import what they use (the
+functions runtime for lambda-authorizer, the cache stores...): memory in every worker that a gateway not using them
+does not need, as Kong loads only the plugins its `plugins` setting names. `fastgw plugins` and the admin API's list
+load them all. A class is
 checked when it is registered (name, priority, Config, phase names and signatures); a configuration is checked
 against the plugin's Config when the config loads, with the key path in the error. Per route, the plugins that
 apply (global, then the API's, then the route's own, each replacing the wider one by name) are ordered by
@@ -18,8 +24,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
-from importlib.metadata import entry_points
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +42,27 @@ _ALLOWED_METHODS = frozenset(
     {"prepare", "credentials", "body_limit", "needs_body", "uses", "max_held", "front", "step"}
 )
 
-BUILTIN_MODULES = (
-    "fastgw.plugins.request_id",
-    "fastgw.plugins.ip_restriction",
-    "fastgw.plugins.cors",
-    "fastgw.plugins.request_size_limit",
-    "fastgw.plugins.request_validation",
-    "fastgw.plugins.jwt_auth",
-    "fastgw.plugins.key_auth",
-    "fastgw.plugins.basic_auth",
-    "fastgw.plugins.lambda_authorizer",
-    "fastgw.plugins.multi_auth",
-    "fastgw.plugins.acl",
-    "fastgw.plugins.rate_limit",
-    "fastgw.plugins.usage_plan",
-    "fastgw.plugins.proxy_cache",
-    "fastgw.plugins.transformer",
-)
+# The built-in plugins by name, and the module whose PLUGINS has each (tests/plugins/test_discovery.py holds the two
+# together): a config load imports the modules of the plugins it names, not all of them.
+BUILTINS = {
+    "request-id": "fastgw.plugins.request_id",
+    "ip-restriction": "fastgw.plugins.ip_restriction",
+    "cors": "fastgw.plugins.cors",
+    "request-size-limit": "fastgw.plugins.request_size_limit",
+    "request-validation": "fastgw.plugins.request_validation",
+    "jwt-auth": "fastgw.plugins.jwt_auth",
+    "key-auth": "fastgw.plugins.key_auth",
+    "basic-auth": "fastgw.plugins.basic_auth",
+    "lambda-authorizer": "fastgw.plugins.lambda_authorizer",
+    "multi-auth": "fastgw.plugins.multi_auth",
+    "acl": "fastgw.plugins.acl",
+    "rate-limit": "fastgw.plugins.rate_limit",
+    "usage-plan": "fastgw.plugins.usage_plan",
+    "proxy-cache": "fastgw.plugins.proxy_cache",
+    "request-transformer": "fastgw.plugins.transformer",
+    "response-transformer": "fastgw.plugins.transformer",
+}
+BUILTIN_MODULES = tuple(dict.fromkeys(BUILTINS.values()))
 
 Phase = tuple[Callable[..., Any], Any, bool, str]
 
@@ -110,25 +119,20 @@ def check_plugin_class(cls: Any, origin: str) -> None:
 class Registry:
     """The plugin classes this config can use, by name, with one instance each."""
 
-    classes: dict[str, type[Plugin]]
+    classes: dict[str, type[Plugin]]  # what is registered so far: `complete()` for every installed plugin
     origins: dict[str, str]
     instances: dict[str, Plugin]
+    discovered: bool = False  # the entry points were read
+    modules: set[str] = field(default_factory=set)  # the built-in modules imported (BUILTINS)
 
     @classmethod
-    def load(cls, extra: list[str] | None = None, base_dir: Path | None = None) -> Registry:
+    def load(cls, extra: list[str] | None = None, base_dir: Path | None = None, *, discover: bool = True) -> Registry:
         """Built-ins, then the `fastgw.plugins` entry points, then `extra` dotted paths, whose modules may also lie
-        in `base_dir` (the config's folder, as a function's `code:` does). Raises PluginError."""
+        in `base_dir` (the config's folder, as a function's `code:` does). Without `discover`, a built-in module is
+        imported and the entry points read when `find` is asked for a name they have. Raises PluginError."""
         reg = cls({}, {}, {})
-        for module in BUILTIN_MODULES:
-            mod = importlib.import_module(module)
-            for plugin in getattr(mod, "PLUGINS", ()):
-                reg.add(plugin, f"built-in ({module})")
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                plugin = ep.load()
-            except Exception as exc:  # noqa: BLE001 - a broken package is named, not a crash
-                raise PluginError(f"entry point {ep.name} = {ep.value}: cannot load it: {exc}") from None
-            reg.add(plugin, f"entry point {ep.value}")
+        if discover:
+            reg.complete()
         if extra and base_dir is not None and str(base_dir) not in sys.path:
             # NOTE: appended, not put first: a module beside the config never shadows an installed one.
             sys.path.append(str(base_dir))
@@ -136,8 +140,51 @@ class Registry:
             reg.add(load_dotted(path), path)
         return reg
 
+    def _builtin(self, module: str) -> None:
+        if module in self.modules:
+            return
+        self.modules.add(module)
+        for plugin in getattr(importlib.import_module(module), "PLUGINS", ()):
+            self.add(plugin, f"built-in ({module})")
+
+    def discover(self) -> None:
+        """Register the plugins installed packages expose in the `fastgw.plugins` entry-point group (once). Raises
+        PluginError for one that does not load, is not a plugin, or takes a name already registered."""
+        if self.discovered:
+            return
+        self.discovered = True
+        from importlib.metadata import entry_points  # NOTE: here, not at the top: memory a gateway may not need
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001 - a broken package is named, not a crash
+                raise PluginError(f"entry point {ep.name} = {ep.value}: cannot load it: {exc}") from None
+            self.add(plugin, f"entry point {ep.value}")
+
+    def find(self, name: str) -> type[Plugin] | None:
+        """The plugin class named `name`: a built-in or `plugin_modules` one, else an installed package's (the
+        entry points are read at the first name they are needed for). Raises PluginError as `discover`."""
+        found = self.classes.get(name)
+        if found is None and name in BUILTINS:
+            self._builtin(BUILTINS[name])
+            found = self.classes.get(name)
+        if found is None and not self.discovered:
+            self.discover()
+            found = self.classes.get(name)
+        return found
+
+    def complete(self) -> dict[str, type[Plugin]]:
+        """Every plugin this config could name, by name (`fastgw plugins`, the lists in errors)."""
+        for module in BUILTIN_MODULES:
+            self._builtin(module)
+        self.discover()
+        return self.classes
+
     def add(self, plugin: Any, origin: str) -> None:
         check_plugin_class(plugin, origin)
+        if plugin.name in BUILTINS:  # a name a built-in has: that one first, so the clash is said
+            self._builtin(BUILTINS[plugin.name])
         if plugin.name in self.classes and self.classes[plugin.name] is not plugin:
             raise PluginError(
                 f"{origin}: a plugin named {plugin.name!r} is already registered ({self.origins[plugin.name]})"
@@ -342,7 +389,7 @@ def build(config: Any, entries: tuple[Any, ...], base_dir: Path | None = None) -
     the route table (`fastgw.config.load.RouteEntry`); `plugin_modules` may lie in `base_dir`. Raises
     PluginConfigError."""
     try:
-        registry = Registry.load(config.plugin_modules, base_dir)
+        registry = Registry.load(config.plugin_modules, base_dir, discover=False)
     except PluginError as exc:
         raise PluginConfigError("$.plugin_modules", str(exc)) from None
     token = _LOADING.set(Loading(config, registry))
@@ -377,6 +424,13 @@ def prepare_plugin(registry: Registry, name: str, raw: Any, at: str) -> tuple[Pl
         raise PluginConfigError(at + getattr(exc, "at", ""), str(exc)) from None
 
 
+def _find(registry: Registry, name: str, at: str) -> type[Plugin] | None:
+    try:
+        return registry.find(name)
+    except PluginError as exc:  # an installed package that cannot be used, met while looking for `name`
+        raise PluginConfigError(at, str(exc)) from None
+
+
 def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginSetup:
     prepared: dict[tuple[str, str], tuple[Plugin, Any] | None] = {}
 
@@ -385,9 +439,9 @@ def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginS
         if key in prepared:
             return prepared[key]
         at = f"{scope}.plugins.{name}"
-        cls = registry.classes.get(name)
+        cls = _find(registry, name, at)
         if cls is None:
-            known = ", ".join(sorted(registry.classes))
+            known = ", ".join(sorted(registry.complete()))
             hint = did_you_mean(name, registry.classes, OTHER_GATEWAYS_NAMES)
             raise PluginConfigError(at, f"unknown plugin {name!r}{hint} (installed: {known})")
         if raw is False:
@@ -427,9 +481,9 @@ def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginS
             consumer.plugins[name] = _for_consumer(registry, cname, name, configured(f"$.consumers.{cname}", name, raw))
         for pname, items in c.credentials.items():
             at = f"$.consumers.{cname}.credentials.{pname}"
-            cls = registry.classes.get(pname)
+            cls = _find(registry, pname, at)
             if cls is None or cls.Credential is None:
-                takes = ", ".join(sorted(n for n, k in registry.classes.items() if k.Credential is not None))
+                takes = ", ".join(sorted(n for n, k in registry.complete().items() if k.Credential is not None))
                 raise PluginConfigError(at, f"{pname!r} is not a plugin that takes credentials ({takes})")
             for i, raw in enumerate(items):
                 try:

@@ -245,10 +245,9 @@ class JwtAuth(Plugin):
 
     def access(self, ctx: Context, prepared: Any) -> Response | Awaitable[Response | None] | None:
         conf, sources, challenge, invalid, _, own, remembered = prepared
-        found = sources.token(ctx.request)
-        if found is None:
+        token = sources.token(ctx.request)
+        if token is None:
             return credentials.twice("token")
-        token, where, name = found
         if not token:
             return Response(401, UNAUTHORIZED, headers={"WWW-Authenticate": challenge})
         digest = hashlib.sha256(token.encode()).digest()
@@ -257,7 +256,7 @@ class JwtAuth(Plugin):
             issuer, claims, exp, nbf = known
             now = time.time()
             if exp + conf.leeway > now and nbf - conf.leeway <= now:
-                return self._passed(ctx, conf, prepared, issuer, claims, where, name)
+                return self._passed(ctx, conf, prepared, issuer, claims)
             remembered.pop(digest, None)
         try:
             header = jwt.get_unverified_header(token)
@@ -281,13 +280,13 @@ class JwtAuth(Plugin):
         if not isinstance(alg, str) or alg not in issuer.algorithms:
             return self._refuse(invalid, f"alg {alg!r} is not allowed for {issuer.label}")
         if issuer.jwks_url is None:
-            return self._verify(ctx, conf, prepared, token, digest, issuer, issuer.key, alg, where, name)
+            return self._verify(ctx, conf, prepared, token, digest, issuer, issuer.key, alg)
         jwks = self.jwks[issuer.jwks_url]
         kid = header.get("kid")
         key = self._jwks_key(jwks, kid) if jwks.fresh(conf) else None
         if key is not None:
-            return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg, where, name)
-        return self._fetch_and_verify(ctx, conf, prepared, token, digest, issuer, jwks, kid, alg, where, name)
+            return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg)
+        return self._fetch_and_verify(ctx, conf, prepared, token, digest, issuer, jwks, kid, alg)
 
     @staticmethod
     def _jwks_key(jwks: Jwks, kid: str | None) -> Any:
@@ -297,14 +296,14 @@ class JwtAuth(Plugin):
 
     async def _fetch_and_verify(
         self, ctx: Context, conf: JwtAuthConfig, prepared: Any, token: str, digest: bytes, issuer: Issuer,
-        jwks: Jwks, kid: str | None, alg: str, where: str, name: str,
+        jwks: Jwks, kid: str | None, alg: str,
     ) -> Response | None:  # fmt: skip
         await self._refresh(jwks, conf)
         key = self._jwks_key(jwks, kid)
         if key is None:
             why = f"no key {kid!r} in the JWKS of {jwks.url} ({issuer.label})"
             return self._refuse(prepared[3], why)
-        return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg, where, name)
+        return self._verify(ctx, conf, prepared, token, digest, issuer, key, alg)
 
     async def _refresh(self, jwks: Jwks, conf: JwtAuthConfig) -> None:
         if jwks.inflight is not None:
@@ -329,7 +328,7 @@ class JwtAuth(Plugin):
 
     def _verify(
         self, ctx: Context, conf: JwtAuthConfig, prepared: Any, token: str, digest: bytes, issuer: Issuer, key: Any,
-        alg: str, where: str, name: str,
+        alg: str,
     ) -> Response | None:  # fmt: skip
         try:
             claims = jwt.decode(
@@ -348,12 +347,11 @@ class JwtAuth(Plugin):
             remembered.pop(next(iter(remembered)))
         # The dates as floats: every one a finite number here (_not_numeric_dates), absent ones never binding.
         remembered[digest] = (issuer, claims, float(claims.get("exp", math.inf)), float(claims.get("nbf", -math.inf)))
-        return self._passed(ctx, conf, prepared, issuer, claims, where, name)
+        return self._passed(ctx, conf, prepared, issuer, claims)
 
     def _passed(
-        self, ctx: Context, conf: JwtAuthConfig, prepared: Any, issuer: Issuer, claims: dict[str, Any], where: str,
-        name: str,
-    ) -> Response | None:  # fmt: skip
+        self, ctx: Context, conf: JwtAuthConfig, prepared: Any, issuer: Issuer, claims: dict[str, Any]
+    ) -> Response | None:
         scopes = token_scopes(claims)
         if conf.scopes and not set(conf.scopes) <= set(scopes):
             missing = ", ".join(sorted(set(conf.scopes) - set(scopes)))
@@ -415,10 +413,11 @@ class _Sources:
         self.query = frozenset(conf.query_names)
         self.cookies = frozenset(conf.cookie_names)
 
-    def token(self, req: Any) -> tuple[str | None, str, str] | None:
-        """(token, where, name) of the one token the request carries, (None, "", "") without one, None when it
-        carries one more than once: a header named twice (whatever the values), or a token in two places."""
-        found: list[tuple[str | None, str, str]] = []
+    def token(self, req: Any) -> str | None:
+        """The one token the request carries ("" without one), None when it carries one more than once: a header
+        named twice (whatever the values), or a token in two places."""
+        # Each place a token stands, its value or None (a place only a backend reads, which still counts).
+        found: list[str | None] = []
         if self.wire:
             fields = [(k, v) for k, v in req.headers.raw() if k in self.wire]
             if len(fields) > 1 and len({credentials.same_name(k) for k, _ in fields}) < len(fields):
@@ -426,29 +425,28 @@ class _Sources:
             for k, v in fields:
                 name = k.decode("latin-1")
                 if name not in self.headers:
-                    found.append((None, "header", name))  # the `_` spelling: not read here, read by some backends
+                    found.append(None)  # the `_` spelling: not read here, read by some backends
                     continue
                 value = credentials.text(v).strip()
                 if name == "authorization":
                     scheme, _, token = value.partition(" ")
                     if scheme.lower() == "bearer" and token.strip():
-                        found.append((token.strip(), "header", name))
+                        found.append(token.strip())
                     # Another scheme (Basic, ...) is no bearer token: a plugin of that scheme judges it.
                 elif value:
-                    found.append((value, "header", name))
+                    found.append(value)
         query = req.query_string if self.query else ""
         count = credentials.query_count(query, self.query) if query else 0
         if count > 1:
             return None
         if count:
             # NOTE: None when the one parameter is one only a backend reads (after a `;`): no token here.
-            given, named = next(((vs[0], n) for n in self.query if (vs := req.query.get(n))), (None, ""))
-            found.append((given or None, "query", named))
+            found.append(next((vs[0] for n in self.query if (vs := req.query.get(n))), None) or None)
         if self.cookies:
-            found += [(v or None, "cookie", n) for n, v in credentials.cookies(req.headers.raw(), self.cookies)]
+            found += [v or None for _, v in credentials.cookies(req.headers.raw(), self.cookies)]
         if len(found) > 1:
             return None
-        return found[0] if found else (None, "", "")
+        return (found[0] or "") if found else ""
 
 
 def token_scopes(claims: dict[str, Any]) -> list[str]:

@@ -216,18 +216,18 @@ def _strings(value: Any, what: str) -> list[str]:
 def read_answer(value: Any, prep: Prepared) -> Verdict:
     """The function's return value as API Gateway reads it. Raises Malformed."""
     if not isinstance(value, dict):
-        raise Malformed(f"the authorizer returned {lp._kind(value)}, not an object")
+        raise Malformed(f"the authorizer returned {lp.json_kind(value)}, not an object")
     context = value.get("context")
     if context is None:
         context = {}
     if not isinstance(context, dict):
-        raise Malformed(f"context must be an object, got {lp._kind(context)}")
+        raise Malformed(f"context must be an object, got {lp.json_kind(context)}")
     if prep.rest or not prep.v2:
         # NOTE: REST APIs (and payload 1.0) refuse a context whose values are not strings, numbers or booleans:
         # the client gets 500 AuthorizerConfigurationException, as here.
         for k, v in context.items():
             if not isinstance(v, (str, int, float, bool)):
-                raise Malformed(f"context.{k} must be a string, a number or a boolean, got {lp._kind(v)}")
+                raise Malformed(f"context.{k} must be a string, a number or a boolean, got {lp.json_kind(v)}")
     # NOTE: the principal becomes the consumer's name (X-Consumer-Username) and, like a context value that
     # upstream_headers names, a header value: a control character in it would split the upstream request (a header,
     # a request smuggled behind it on a pooled connection). API Gateway answers 500 to an answer it cannot use.
@@ -242,12 +242,12 @@ def read_answer(value: Any, prep: Prepared) -> Verdict:
         return Verdict(None, allowed, [], context, prep.rest)
     principal = value.get("principalId")
     if not isinstance(principal, str):
-        raise Malformed(f"principalId must be a string, got {lp._kind(principal)}")
+        raise Malformed(f"principalId must be a string, got {lp.json_kind(principal)}")
     if unsafe_in_header(principal):
         raise Malformed(f"principalId {principal!r} holds a control character")
     doc = value.get("policyDocument")
     if not isinstance(doc, dict):
-        raise Malformed(f"policyDocument must be an object, got {lp._kind(doc)}")
+        raise Malformed(f"policyDocument must be an object, got {lp.json_kind(doc)}")
     raw = doc.get("Statement")
     items = [raw] if isinstance(raw, dict) else raw
     if not isinstance(items, list) or not items:

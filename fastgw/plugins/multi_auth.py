@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import msgspec
 
 from fastgw.plugins.base import PHASES, Context, Plugin, Response
-from fastgw.plugins.chain import ConfigAt, PluginConfigError, loading, prepare_plugin
+from fastgw.plugins.chain import ConfigAt, PluginConfigError, PluginError, loading, prepare_plugin
 
 # Plugins in this band authenticate (docs/plugins.md's table): 2000 itself is acl, which needs a consumer already.
 AUTH_BAND = range(2001, 3000)
@@ -46,9 +46,12 @@ class MultiAuth(Plugin):
             if len(item) != 1:
                 raise ConfigAt(at, f"expected one plugin name with its configuration, got {len(item)} keys")
             ((name, raw),) = item.items()
-            cls = registry.classes.get(name)
+            try:
+                cls = registry.find(name)
+            except PluginError as exc:  # an installed package that cannot be used, met while looking for `name`
+                raise ConfigAt(at, str(exc)) from None
             if cls is None or name == self.name:
-                known = ", ".join(sorted(n for n, c in registry.classes.items() if _authenticates(c)))
+                known = ", ".join(sorted(n for n, c in registry.complete().items() if _authenticates(c)))
                 raise ConfigAt(at, f"{name!r} is not an authentication plugin (these are: {known})")
             if not _authenticates(cls):
                 raise ConfigAt(

@@ -133,7 +133,7 @@ def next_try(
     body, never drained, is still whole in `req.body`."""
     policy = route.retry
     req = ex.req
-    if policy is None or ex.gone or req.response_started or kind not in policy.when:
+    if policy is None or ex.gone or ex.response_started or kind not in policy.when:
         return None
     if not unsent and req.method not in policy.methods:
         return None
@@ -147,7 +147,7 @@ def next_try(
         return None
     if len(attempt.tried) >= policy.attempts:
         return None
-    if route.timeout is not None and time.perf_counter() > req.t0 + route.timeout:
+    if route.timeout is not None and time.perf_counter() > ex.t0 + route.timeout:
         return None
     upstream = route.upstream
     nxt = upstream.another(ex, attempt.tried)

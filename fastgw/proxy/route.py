@@ -132,14 +132,14 @@ class HttpRoute(Route):
         req = ex.req
         timeout = self.timeout
         if timeout is not None:
-            if not req.t0:
-                req.t0 = time.perf_counter()  # the total timeout's start (the access log sets it when it is on)
+            if not ex.t0:
+                ex.t0 = time.perf_counter()  # the total timeout's start (dispatch sets it when the access log is on)
             if ex.until == INF:
                 # PERF: the upstream connection carrying the exchange judges this with its own deadline
                 # (UpstreamConnection.due); a timer handle of its own, per request, cost 8,782 instructions an
                 # exchange (callgrind, bench/instructions.py --scenario timeout: 85,668 with it, 76,886 without;
                 # the plain route in the same loop: 72,311).
-                ex.until = ex.state.loop.time() + req.t0 + timeout - time.perf_counter()
+                ex.until = ex.state.loop.time() + ex.t0 + timeout - time.perf_counter()
         retry = self.retry
         attempt = None
         if retry is not None and (req.content_length or req.chunked) and req.method in retry.methods:

@@ -61,7 +61,7 @@ async def connect_and_start(ex: Exchange, target: Target, head: bytes, attempt: 
     timeout = target.connect_timeout
     route: Proxied = ex.route  # type: ignore[assignment]
     if route.timeout is not None:
-        timeout = max(0.0, min(timeout, ex.req.t0 + route.timeout - time.perf_counter()))
+        timeout = max(0.0, min(timeout, ex.t0 + route.timeout - time.perf_counter()))
     try:
         _, conn = await asyncio.wait_for(
             loop.create_connection(
@@ -196,7 +196,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         if ex is None or req is None:
             self.target.forget(self)
             return
-        if self.sink.until_close and req.response_started:
+        if self.sink.until_close and ex.response_started:
             self.sink.connection_ended()  # a close-delimited response ends with the connection
             if self.held >= 0:
                 self._deliver_held(ex, req)
@@ -204,11 +204,11 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
             self._flush(ex)
             self._finish()
             return
-        if not req.response_started and self.served > 1 and not req.retried and req.replayable():
+        if not ex.response_started and self.served > 1 and not ex.retried and req.replayable():
             # NOTE: a pooled connection the upstream closed while we reused it; nothing was answered, so an
             # idempotent request without a body is sent again once, on a new connection.
             self._detach()
-            req.retried = True
+            ex.retried = True
             self.target.connecting += 1
             self.loop.create_task(connect_and_start(ex, self.target, self.head, self._live_attempt(ex)))
             return
@@ -233,7 +233,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         if self.held >= 0:
             if not self._hold(ex, out):
                 return
-        elif self.filtering and self.req.response_started:  # type: ignore[union-attr]
+        elif self.filtering and ex.response_started:
             # The head was built by this feed (it is out[0]): checked, then the route's filters see it.
             flags, self.filtering = self.filtering, 0
             if flags & CHECK and self._retry_status(ex):
@@ -280,9 +280,9 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         self.ex = ex
         self.head = head
         self.served += 1
-        req.upstream = self
+        ex.body_sink = self
         route: Proxied = ex.route  # type: ignore[assignment]
-        self.sink.begin(req, route.server_line, route.via, DATE.line, self.state)
+        self.sink.begin(ex, route.server_line, route.via, DATE.line, self.state)
         if ex.ctx is not None:
             plan = ex.response_filters()
             self.filtering = FILTER if plan & FILTER_HEAD else 0
@@ -330,7 +330,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         if req is not None and req.chunked and self.transport is not None:
             self.transport.write(b"0\r\n\r\n")
         self._req_done = True
-        if req is not None and not req.response_started and not self._write_paused:
+        if req is not None and not self.ex.response_started and not self._write_paused:  # type: ignore[union-attr]
             # The wait for the response head starts when the request is whole (the client's pace is not the
             # target's: until now the body timeout bounded it).
             self.set_deadline(self._until(self.loop.time() + self.target.head_timeout))
@@ -353,11 +353,11 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
 
     def _deadline_again(self) -> None:
         """Reading resumes mid-exchange: the deadline suspended while the client was slow runs again, whole."""
-        req = self.req
+        ex = self.ex
         target = self.target
         if self._write_paused:
             timeout = target.send_timeout
-        elif req is not None and req.response_started:
+        elif ex is not None and ex.response_started:
             timeout = target.read_timeout
         else:
             timeout = target.head_timeout  # (a request still on its way is the client's: check_deadline knows)
@@ -368,14 +368,14 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
     def due(self) -> float:
         at = self.deadline
         ex = self.ex
-        if ex is not None and ex.until < (at or INF) and not self._reading_paused and not ex.req.response_started:
+        if ex is not None and ex.until < (at or INF) and not self._reading_paused and not ex.response_started:
             return ex.until
         return at
 
     def _until(self, at: float) -> float:
         """`at`, or the route's total deadline if that comes first (until the response begins)."""
         ex = self.ex
-        if ex is None or ex.until >= at or ex.req.response_started:
+        if ex is None or ex.until >= at or ex.response_started:
             return at
         return ex.until
 
@@ -393,19 +393,19 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
             # NOTE: suspended, not passed: reading waits for a slow client (a deadline set since, by the feed that
             # filled the client's buffer, is not the target's). resume_reading sets it again.
             return
-        if now >= ex.until and not req.response_started:
+        if now >= ex.until and not ex.response_started:
             route: Proxied = ex.route  # type: ignore[assignment]
             self.time_out(f"route {ex.route.name} timed out after {route.timeout:g}s")  # type: ignore[union-attr]
             return
         target = self.target
-        if not self._req_done and not self._write_paused and not req.response_started:
+        if not self._req_done and not self._write_paused and not ex.response_started:
             # The target has taken all the body the client sent so far and waits for the rest: that wait is the
             # client's, bounded by limits.body_timeout (which lets this connection go without blaming the target).
             self.set_deadline(self._until(now + target.head_timeout))
             return
         if self._write_paused:
             what, timeout = "accept the request", target.send_timeout
-        elif req.response_started:
+        elif ex.response_started:
             what, timeout = "send more of its response", target.read_timeout
         else:
             what, timeout = "respond", target.head_timeout
@@ -425,7 +425,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         """A filter raised on the head the sink just built: nothing was sent yet, so the exchange ends and the
         client gets a clean 500."""
         out.clear()
-        self.req.response_started = False  # type: ignore[union-attr]
+        ex.response_started = False
         ex.filter_failed(exc)
         self._fail(500, "Internal server error", f"plugin {exc.name} failed")
 
@@ -436,7 +436,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         stream on once it outgrew the limit. True: `out` is to be written as usual."""
         req = self.req
         assert req is not None
-        if not req.response_started:
+        if not ex.response_started:
             self.set_deadline(self._until(self.loop.time() + self.target.read_timeout))  # still the head (or a 1xx)
             return False
         if self.filtering & CHECK:
@@ -473,7 +473,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         out = self.sink.out
         try:
             head = ex.filter_head(out[0])
-            if req.status not in (204, 304):
+            if ex.status not in (204, 304):
                 body = ex.filter_body(b"".join(out[1:]))
                 head = _with_length(head, len(body))
                 out[:] = [head, body]
@@ -505,8 +505,8 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         ex, req = self.ex, self.req
         self.ex = self.req = None
         self.deadline = 0.0
-        if req is not None:
-            req.upstream = None
+        if ex is not None:
+            ex.body_sink = None
         return ex, req
 
     # -- retries ----------------------------------------------------------------------------------------------
@@ -517,10 +517,10 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
 
     def _try_failed(self, kind: str, status: int, message: str, reason: str) -> None:
         """This try failed: the connection is closed, and the request goes to another target or fails."""
-        if self.held >= 0 and self.req is not None:
+        if self.held >= 0 and self.ex is not None:
             self.held = -1
             self.sink.out.clear()
-            self.req.response_started = False  # nothing of a held response was sent
+            self.ex.response_started = False  # nothing of a held response was sent
         ex, _ = self._detach()
         self.close()
         if ex is not None:
@@ -529,17 +529,15 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
     def _retry_status(self, ex: Exchange) -> bool:
         """The head just parsed has a status the route retries on: if another try can go, this answer is dropped
         (nothing of it was sent) and True; else it goes to the client as it is."""
-        req = self.req
-        assert req is not None
-        status = req.status
+        status = ex.status
         route: Proxied = ex.route  # type: ignore[assignment]
         if route.retry is None or status not in route.retry.statuses:
             return False
         reason = f"upstream {self.target.url} answered {status}"
-        req.response_started = False
+        ex.response_started = False
         nxt = next_try(ex, route, self.target, self._live_attempt(ex), f"http_{status}", reason)
         if nxt is None:
-            req.response_started = True
+            ex.response_started = True
             return False
         self.sink.out.clear()
         self.held = -1
@@ -557,7 +555,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         if sink.new_parser:
             self.parser = sink.parser = HttpResponseParser(sink)  # httptools cannot skip a HEAD response's body
         # PERF: _detach() inlined; this runs once per proxied request.
-        ex, req = self.ex, self.req
+        ex = self.ex
         self.ex = self.req = None
         self.deadline = 0.0
         if self._reading_paused:
@@ -569,22 +567,21 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
             target.idle.append(self)
         else:
             self.close()
-        if req is not None:
-            req.upstream = None
+        if ex is not None:
+            ex.body_sink = None
             watch = target.watch
             if watch is not None:
-                if watch.quiet and req.status < watch.bad:
+                if watch.quiet and ex.status < watch.bad:
                     watch.outlier.in_row = 0  # type: ignore[union-attr]  # PERF: TargetWatch.answered's whole work here
                 else:
-                    watch.answered(req.status)
-            if ex is not None:
-                ex.done()  # nothing happens if the client went away meanwhile
+                    watch.answered(ex.status)
+            ex.done()  # nothing happens if the client went away meanwhile
 
     def _fail(self, status: int, message: str, reason: str) -> None:
-        if self.held >= 0 and self.req is not None:
+        if self.held >= 0 and self.ex is not None:
             self.held = -1
             self.sink.out.clear()
-            self.req.response_started = False  # nothing of a held response was sent: the client gets a clean error
+            self.ex.response_started = False  # nothing of a held response was sent: the client gets a clean error
         ex, _ = self._detach()
         self.close()
         if ex is not None:

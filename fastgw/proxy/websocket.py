@@ -263,9 +263,8 @@ class _Side(asyncio.Protocol):
         if ex.gone:
             tunnel.close()
             return
-        req = ex.req
-        req.status = 101
-        req.response_started = True
+        ex.status = 101
+        ex.response_started = True
         head = b"HTTP/1.1 101 Switching Protocols\r\n" + b"".join(
             b"%s: %s\r\n" % (n, v) for n, v in answer.headers
         ) + b"\r\n"  # fmt: skip

@@ -99,8 +99,6 @@ class ClientProtocol(Deadline, asyncio.Protocol):
         if ex is not None:
             self.exchange = None
             ex.client_gone()
-        for req in self.queue:
-            req.finished = True
         self.queue.clear()
         self.sink.parser = None  # break the parser <-> sink cycle
 
@@ -176,8 +174,14 @@ class ClientProtocol(Deadline, asyncio.Protocol):
                     ex = self.exchange
                     if ex is not None and ex.req is req:
                         ex.fail(500, "Internal server error", "internal error (logged above)")
-                    elif not req.finished:
+                    elif self.queue and self.queue[0] is req:  # (not answered: request_done pops it)
                         refuse(self, self.state.gateway, req, 500, "Internal server error")
+                else:
+                    ex = self.exchange
+                    if ex is not None and ex.req is req and self.sink.parsing is req:
+                        # The rest of its body, still arriving, goes to its exchange's body sink from now on (NOTE:
+                        # not before: a pipelined request's body is buffered in req.body until its exchange exists).
+                        self.sink.exchange = ex
         finally:
             self._starting = False
 
@@ -327,11 +331,10 @@ class ClientProtocol(Deadline, asyncio.Protocol):
         self.deadline_kind = DEADLINE_NONE
         self.broken = True
         self.transport.pause_reading()
-        req = ex.req
-        req.keep_alive = False
-        up = req.upstream
+        ex.req.keep_alive = False
+        up = ex.body_sink
         if up is not None:
-            req.upstream = None
+            ex.body_sink = None
             up.abandon()
         ex.fail(408, "Request Timeout", f"the client sent no request body bytes for {timeout:g}s")
         self.close()
@@ -382,9 +385,9 @@ class ClientProtocol(Deadline, asyncio.Protocol):
             route = ex.route.name if ex.route is not None else "-"
             log.warning("%s %s route=%s: client took no response bytes for %gs, connection cut", req.method,
                         req.path, route, timeout)  # fmt: skip
-            up = req.upstream
+            up = ex.body_sink
             if up is not None:
-                req.upstream = None
+                ex.body_sink = None
                 up.abandon()
         self.transport.abort()
 
@@ -397,4 +400,11 @@ class ClientProtocol(Deadline, asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.state.connections.discard(self)
+            if self.deadline_kind != DEADLINE_SEND and self.transport.get_write_buffer_size():
+                # A graceful close waits for the client to take what is still buffered. Past the high-water mark
+                # pause_writing bounded that wait already; below it nothing did, and a client that never reads
+                # would hold the connection for ever: send_timeout bounds it too (_send_deadline cuts it).
+                self.deadline_kind = DEADLINE_SEND
+                self.send_left = self._unsent()
+                self.set_deadline(self.loop.time() + self.limits.send_timeout)
             self.transport.close()

@@ -15,11 +15,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fastgw.admin.api import AdminAPI, AdminListener
 from fastgw.config.load import ConfigError, LoadedConfig, load_config, reconfigure
 from fastgw.control.deployment import deployment_id
 from fastgw.control.plane import ControlPlane, Refused, quiet_gc
@@ -33,6 +32,9 @@ from fastgw.pipeline.head import DATE
 from fastgw.server.protocol import ClientProtocol
 from fastgw.server.tls import Certificates, TLSListener, listener_urls
 from fastgw.server.watch import Watcher, follow
+
+if TYPE_CHECKING:
+    from fastgw.admin.api import AdminListener
 
 log = logging.getLogger("fastgw.server")
 
@@ -143,6 +145,10 @@ class Server:
         gc.collect()
         gc.freeze()  # the config served is never scanned by the cyclic GC (control.plane.quiet_gc says why)
         if self._admin_conf is not None:
+            # NOTE: imported here, not at the top: a gateway without an admin listener (its workers under a
+            # supervisor never have one) does not keep the admin API, the console and their imports in memory.
+            from fastgw.admin.api import AdminAPI, AdminListener
+
             self.admin = AdminListener(AdminAPI(self, self._admin_conf))
             await self.admin.start()
         tls = self._loaded.config.server.tls

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import signal
 import subprocess
 import sys
@@ -209,6 +210,15 @@ def test_deploy_and_diff_against_the_store_without_a_gateway(tmp_path: Path, nod
     r = _fastgw("deploy", str(f), "--store", "etcd://127.0.0.1:1/x")
     assert r.returncode == 2 and "unavailable" in r.stderr, r.stderr
 
+    # Over etcd's request limit (random text does not compress): a clear refusal, the store untouched.
+    big = tmp_path / "big.yaml"
+    noise = base64.b64encode(os.urandom(1_700_000)).decode()
+    big.write_text(f"routes:\n  - {{name: v, path: /v, integration: {{type: mock, body: {noise}}}}}\n")
+    before = _newest(node, prefix)[0]["mod_revision"]
+    r = _fastgw("deploy", str(big), "--store", url)
+    assert r.returncode == 2 and "refused the deployment" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert _newest(node, prefix)[0]["mod_revision"] == before
+
 
 async def test_a_gateway_keeps_a_local_copy_by_default(tmp_path: Path, node: EtcdCluster, monkeypatch):
     """Without `local_copy` a gateway still keeps the fleet's newest deployment in its state folder (readable by its
@@ -240,5 +250,23 @@ async def test_a_gateway_keeps_a_local_copy_by_default(tmp_path: Path, node: Etc
     try:
         await asyncio.sleep(0.3)
         assert not Path(default_local_copy(node.endpoints, prefix + "x")).exists()
+    finally:
+        await gw.shutdown(timeout=1.0)
+
+
+async def test_a_file_too_large_for_etcd_serves_without_seeding_the_store(
+    tmp_path: Path, node: EtcdCluster, monkeypatch, caplog: pytest.LogCaptureFixture
+):
+    """The store refuses the file's deployment as too large (etcd's request limit): the gateway starts and serves
+    it, as when the store is away, saying it could not seed the store; nothing is written there."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    prefix = f"/t-{uuid.uuid4().hex[:8]}"
+    noise = base64.b64encode(os.urandom(1_700_000)).decode()  # random: does not compress
+    gw = await _gateway(tmp_path, "big", node, prefix, f"'{noise}'")
+    try:
+        r = await http_request(gw.port, "GET", "/v")
+        assert r.status == 200 and r.body == noise.encode()
+        assert any("could not seed the store" in m and "too large" in m for m in caplog.messages), caplog.messages
+        assert _newest(node, prefix) == []
     finally:
         await gw.shutdown(timeout=1.0)

@@ -34,6 +34,7 @@ class MemoryLeg:
         self.written: list[bytes] = []
         self.finished = asyncio.Event()
         self.done_with: list[Request] = []
+        self.ended: list[Exchange] = []
 
     def write(self, data: bytes) -> None:
         self.written.append(data)
@@ -43,6 +44,7 @@ class MemoryLeg:
 
     def request_done(self, req: Request) -> None:
         self.done_with.append(req)
+        self.ended.append(self.exchange)  # type: ignore[arg-type]
         self.exchange = None
         self.finished.set()
 
@@ -112,7 +114,7 @@ async def test_the_http_integration_answers_into_memory_through_the_exchange(ups
         assert seen.target == "/users/7?q=1" and seen.header("x-trace") == "t1"
         assert seen.header("x-forwarded-for") == "127.0.0.1"  # the leg's peer, not a socket's
         assert resp.status == 200 and orjson.loads(resp.body)["path"] == "/users/7"
-        assert leg.exchange is None and leg.done_with[0].finished
+        assert leg.exchange is None and leg.ended[0].finished and leg.ended[0].req is leg.done_with[0]
 
 
 async def test_filters_see_a_proxied_response_collected_in_memory(upstream):

@@ -152,6 +152,24 @@ async def test_pipelined_requests_are_answered_in_order(upstream, gateway):
     await conn.close()
 
 
+async def test_a_body_streams_to_its_own_exchange_and_a_pipelined_one_waits_for_its_own(upstream, gateway):
+    # The first request's exchange starts while its body is still arriving: the rest streams to its upstream leg.
+    # The request pipelined behind it comes in the same bytes, body and all, before its own exchange exists: its
+    # body is kept for that exchange, not handed to the first one's.
+    gw = await gateway(proxy_config(upstream.url))
+    conn = await RawConnection.open(gw.port)
+    await conn.send(b"POST /p/a HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc")
+    await asyncio.sleep(0.2)  # the exchange of /p/a is on its way upstream with what came so far
+    await conn.send(
+        b"def" + b"POST /p/b HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nwxyz"
+        b"GET /p/c HTTP/1.1\r\nHost: a\r\n\r\n"
+    )
+    paths = [(await conn.response()).json()["path"] for _ in range(3)]
+    assert paths == ["/p/a", "/p/b", "/p/c"]
+    assert [(s.path, s.body) for s in upstream.received] == [("/p/a", b"abcdef"), ("/p/b", b"wxyz"), ("/p/c", b"")]
+    await conn.close()
+
+
 async def test_strip_prefix_and_path_rewrite(upstream, gateway):
     cfg = {
         "upstreams": {"b": {"targets": [upstream.url]}},

@@ -27,7 +27,7 @@ IMPLS = (_core, pyhttp)
 REQUEST_FIELDS = [
     "method_b", "method", "url", "headers", "header_bytes", "content_length", "chunked", "expect_continue",
     "host_raw", "host", "conn_tokens", "keep_alive", "http10", "head_only", "headers_done", "complete", "error",
-    "body", "buffered", "body_size", "status", "response_started",
+    "body", "buffered", "body_size", "path", "query",
 ]  # fmt: skip
 
 
@@ -205,10 +205,11 @@ def _run_response(impl: types.ModuleType, pieces: list[bytes], flags: tuple[bool
     head_only, http10, keep_alive, via, closing, ended = flags
     req = impl.Request()
     req.head_only, req.http10, req.keep_alive = head_only, http10, keep_alive
+    ex = impl.ExchangeState(req, None, None, None, None)
     sink = impl.ResponseSink()
     sink.parser = HttpResponseParser(sink)
     state = types.SimpleNamespace(closing=closing)
-    sink.begin(req, b"server: fastgw\r\n", via, b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n", state)
+    sink.begin(ex, b"server: fastgw\r\n", via, b"date: Thu, 01 Jan 2026 00:00:00 GMT\r\n", state)
     outcome = None
     out = []
     for piece in pieces:
@@ -225,7 +226,7 @@ def _run_response(impl: types.ModuleType, pieces: list[bytes], flags: tuple[bool
         sink.connection_ended()
         out += sink.out
     flags_after = (sink.done, sink.keep, sink.until_close, sink.new_parser, sink.chunk_out)
-    return outcome, b"".join(out), flags_after, (req.status, req.response_started, req.keep_alive)
+    return outcome, b"".join(out), flags_after, (ex.status, ex.response_started, req.keep_alive)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -280,16 +281,17 @@ def test_response_header_classification_matches_the_skip_set(name, rnd):
 )
 def test_head_endings_and_the_keep_alive_rule_twins_agree(length, flags, lines):
     # Every response head ends in finish_head, and keep_alive is the one rule for the connection: both twins.
-    # (The lines the gateway adds to one request's response, `reply_lines`, are written there too.)
+    # (The lines the gateway adds to one exchange's response, `reply_lines`, are written there too.)
     chunked, keep_in, http10, complete, closing, whole, no_req, reply = flags
 
     def run(impl: types.ModuleType) -> tuple:
         req = impl.Request()
         req.keep_alive, req.http10, req.complete = keep_in, http10, complete
+        ex = impl.ExchangeState(req, None, None, None, None)
         if reply:
-            req.reply_lines = b"ratelimit-limit: 5\r\n"
+            ex.reply_lines = b"ratelimit-limit: 5\r\n"
         keep = impl.keep_alive(req, closing, whole)
-        head = impl.finish_head([b"HTTP/1.1 200 OK\r\n", *lines], None if no_req else req, length, chunked, keep)
+        head = impl.finish_head([b"HTTP/1.1 200 OK\r\n", *lines], None if no_req else ex, length, chunked, keep)
         return keep, head, req.keep_alive
 
     assert run(_core) == run(pyhttp)

@@ -37,12 +37,11 @@ class Route:
         self.started.append(ex)
 
 
-def _exchange(impl: types.ModuleType, route: Route, header: bytes, observing: bool) -> types.SimpleNamespace:
+def _exchange(impl: types.ModuleType, route: Route, header: bytes, observing: bool) -> object:
     req = impl.Request()
     req.headers = [(b"x-key", header), (b"x-consumer", b"spoofed")]
-    if observing:
-        req.t0 = 1.5  # dispatch's clock reading, taken only when the worker observes
-    return types.SimpleNamespace(req=req, route=route, ctx=None)
+    # t0: dispatch's clock reading, taken only when the worker observes
+    return impl.ExchangeState(req, route, None, None, None, 1.5 if observing else 0.0)
 
 
 def _run(impl: types.ModuleType, pure: types.ModuleType, limit: tuple, requests: list, by_header: bool) -> list:
@@ -64,8 +63,7 @@ def _run(impl: types.ModuleType, pure: types.ModuleType, limit: tuple, requests:
     for ip, header, observing in requests:
         ex = _exchange(impl, route, header, observing)
         assert front(ex, ip) is True
-        req = ex.req
-        out.append((req.reply_lines, req.reply_names, [h for h, _ in req.headers], ex in route.started))
+        out.append((ex.reply_lines, ex.reply_names, [h for h, _ in ex.req.headers], ex in route.started))
     return [out, refused, after]
 
 
@@ -105,7 +103,7 @@ def test_the_fields_count_down_and_name_the_reset():
         for _ in range(3):
             ex = _exchange(impl, Route(frozenset()), b"", False)
             front(ex, "10.0.0.9")
-            lines.append(ex.req.reply_lines)
+            lines.append(ex.reply_lines)
         assert lines == [
             b"ratelimit-limit: 3\r\nratelimit-remaining: 2\r\nratelimit-reset: 2\r\nratelimit-policy: p\r\n",
             b"ratelimit-limit: 3\r\nratelimit-remaining: 1\r\nratelimit-reset: 4\r\nratelimit-policy: p\r\n",
@@ -125,12 +123,12 @@ def test_the_sinks_write_the_fields_in_place_of_the_upstreams(fields, reply, sta
     response = b"\r\n".join([b"HTTP/1.1 %d X" % status, *fields, b"Content-Length: 0", b"", b""])
     heads = []
     for impl in (_core, pyhttp):
-        req = impl.Request()
+        ex = impl.ExchangeState(impl.Request(), None, None, None, None)
         if reply:
-            req.reply_lines, req.reply_names = b"ratelimit-limit: 5\r\n", NAMES
+            ex.reply_lines, ex.reply_names = b"ratelimit-limit: 5\r\n", NAMES
         sink = impl.ResponseSink()
         sink.parser = HttpResponseParser(sink)
-        sink.begin(req, b"server: fastgw\r\n", False, b"date: d\r\n", types.SimpleNamespace(closing=False))
+        sink.begin(ex, b"server: fastgw\r\n", False, b"date: d\r\n", types.SimpleNamespace(closing=False))
         sink.parser.feed_data(response)
         heads.append(b"".join(sink.out))
     assert heads[0] == heads[1]

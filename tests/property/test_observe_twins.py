@@ -39,15 +39,15 @@ class Target:
         self.host, self.port = host, port
 
 
-class Exchange:
-    """The fields of fastgw.pipeline.exchange.Exchange the observation reads, as slots (the compiled twin reads
-    slots of one class at their offsets, anything else with getattr: both ways are drawn)."""
-
-    __slots__ = ("req", "route", "gw", "peer", "sent", "upstream", "upstream_at", "upstream_s", "ctx")
-
-    def __init__(self, **fields: object) -> None:
-        for name, value in fields.items():
-            setattr(self, name, value)
+def Exchange(req: object, status: int = 0, t0: float = 0.0, **fields: object) -> object:  # noqa: N802
+    """An exchange as the observation reads it: the core's declared `ExchangeState` (the compiled twin reads its C
+    fields; the pure one the same fields by name), as fastgw.pipeline.exchange.Exchange is one."""
+    take = fields.pop
+    ex = _core.ExchangeState(req, take("route", None), take("gw", None), take("peer", None), take("ctx", None), t0)
+    ex.status = status
+    for name, value in fields.items():
+        setattr(ex, name, value)
+    return ex
 
 
 class Peer:
@@ -102,7 +102,7 @@ def exchanges(draw):
     req.host_raw = draw(HEADER_VALUE)  # what the log writes: the Host header as sent, port and all
     req.path = draw(TEXT)
     req.url = draw(st.binary(max_size=20))
-    req.status = draw(st.sampled_from([200, 201, 404, 502]))
+    status = draw(st.sampled_from([200, 201, 404, 502]))
     req.body_size = draw(st.integers(0, 10**9))
     headers = []
     if draw(st.booleans()):
@@ -112,7 +112,7 @@ def exchanges(draw):
     headers.append((b"accept", b"*/*"))
     req.headers = draw(st.permutations(headers))
     t0 = draw(st.floats(1000.0, 2000.0))
-    req.t0 = draw(st.sampled_from([0.0, t0]))
+    start = draw(st.sampled_from([0.0, t0]))
     now = t0 + draw(
         st.one_of(
             st.floats(0.0, 20.0), st.sampled_from([0.0001, 0.00010001, 0.00025, 0.0049999, 0.005, 0.1, 10.0, 10.5])
@@ -122,8 +122,10 @@ def exchanges(draw):
     route_name = draw(st.one_of(st.none(), ROUTE_NAMES))
     ip = draw(st.one_of(st.none(), st.sampled_from(["127.0.0.1", "::1"]), TEXT))
     slotted = draw(st.booleans())
-    ex = (Exchange if slotted else SimpleNamespace)(
+    ex = Exchange(
         req=req,
+        status=status,
+        t0=start,
         route=ROUTES[route_name] if route_name is not None else None,
         gw=draw(st.sampled_from(["gw1", "gw2"])),
         peer=Peer(ip) if slotted else SimpleNamespace(ip=ip),
@@ -167,9 +169,8 @@ def test_both_twins_write_the_same_lines_and_count_the_same(batches, offset):
 
 def test_the_numbers_are_whole_microseconds():
     req = _core.Request()
-    req.t0 = 100.0
-    ex = SimpleNamespace(req=req, route=None, gw=None, peer=SimpleNamespace(ip=None), sent=0, upstream="function:f",
-                         upstream_s=0.0123456, ctx=None)  # fmt: skip
+    ex = Exchange(req=req, t0=100.0, route=None, gw=None, peer=SimpleNamespace(ip=None), sent=0, upstream="function:f",
+                  upstream_s=0.0123456, ctx=None)  # fmt: skip
     for impl in (_core, pyobserve):
         lines = impl.LogLines(fragment, label, trace_id_of)
         lines.add(ex, 101.5)
@@ -201,10 +202,10 @@ def test_a_flush_larger_than_the_buffer_grows_it_and_stays_the_same():
     slow = pyobserve.LogLines(fragment, label, trace_id_of, 1000)
     for n in range(300):
         req = _core.Request()
-        req.method, req.host, req.path, req.t0 = "GET", "h", "\x01" * (n * 7 % 250) + '"\\', 1.0
+        req.method, req.host, req.path = "GET", "h", "\x01" * (n * 7 % 250) + '"\\'
         req.host_raw = b"h:8080" + b"\x03" * (n % 30)
         req.headers = [(b"user-agent", b"\x02" * (n % 40))]
-        ex = Exchange(req=req, route=ROUTES["r1"], gw="gw", peer=Peer("::1"), sent=n, upstream=TARGETS[n % 2],
+        ex = Exchange(req=req, t0=1.0, route=ROUTES["r1"], gw="gw", peer=Peer("::1"), sent=n, upstream=TARGETS[n % 2],
                       upstream_s=0.001 * n, ctx=None)  # fmt: skip
         fast.add(ex, 2.0 + n)
         slow.add(ex, 2.0 + n)
@@ -228,11 +229,11 @@ def test_long_values_grow_the_buffer_and_keep_the_twins_equal(size, char, count)
         lines = impl.LogLines(fragment, label, trace_id_of, 64)
         for i in range(count):
             req = _core.Request()
-            req.method, req.host, req.path, req.status = "GET", char * size, "/" + char * size, 200
+            req.method, req.host, req.path = "GET", char * size, "/" + char * size
             req.host_raw = (char * size).encode("latin-1", "replace")
             req.headers = [(b"user-agent", (char * size).encode("latin-1", "replace"))]
-            ex = SimpleNamespace(req=req, route=route, gw="gw", peer=SimpleNamespace(ip=char * size), sent=i,
-                                 upstream=target, upstream_s=0.5, ctx=None)  # fmt: skip
+            ex = Exchange(req=req, status=200, route=route, gw="gw", peer=SimpleNamespace(ip=char * size), sent=i,
+                          upstream=target, upstream_s=0.5, ctx=None)  # fmt: skip
             lines.add(ex, 5.0)
         out.append(lines.json(0.0))
     assert out[0] == out[1]

@@ -389,6 +389,29 @@ async def test_a_client_that_stops_reading_never_gets_a_target_ejected(gateway, 
         assert (await http_request(gw.port, "GET", "/bytes/10")).status == 200
 
 
+async def test_a_closing_connection_with_unread_bytes_below_the_high_water_mark_is_cut(gateway, upstream, monkeypatch):
+    # A connection the gateway closes (the client asked for `Connection: close`) waits for the client to take what
+    # is still buffered. Past the high-water mark, pause_writing starts send_timeout; below it nothing did, and a
+    # client that never reads held the connection for ever. A mark higher than the whole response puts all of it
+    # below (the real case: a remainder under 64 KiB once the kernel's buffers are full).
+    monkeypatch.setattr("fastgw.server.protocol.HIGH_WATER", 1 << 30)
+    cfg = upstream_config([upstream.url])
+    cfg["limits"] = {"send_timeout": 0.5}
+    gw = await gateway(cfg)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", gw.port))
+        await loop.sock_sendall(sock, b"GET /bytes/20000000 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        await asyncio.sleep(2.0)  # the whole response came from the target; the client read none of it
+        # Cut: what the client can still read is what the kernel's buffers held, then the end.
+        assert await _drain_until_closed(sock, 25_000_000) < 20_000_000
+    finally:
+        sock.close()
+
+
 async def test_a_slow_reader_that_keeps_reading_is_not_cut(gateway, upstream):
     cfg = upstream_config([upstream.url], read_timeout=0.5)
     cfg["limits"] = {"send_timeout": 0.5}

@@ -405,9 +405,9 @@ plugins:
 def test_a_key_given_twice_in_yaml_is_refused_with_its_path_and_both_lines(monkeypatch, tmp_path, capsys, pure):
     import yaml
 
-    from fastgw.config import parse
+    from fastgw.config import _yaml
 
-    monkeypatch.setattr(parse, "_Loader", yaml.SafeLoader if pure else yaml.CSafeLoader)
+    monkeypatch.setattr(_yaml, "_Loader", yaml.SafeLoader if pure else yaml.CSafeLoader)
     # The case: a second top-level `plugins:` silently dropped the global key-auth.
     e = err(DUPLICATE_PLUGINS)
     assert e.path == "$.plugins" and "given twice" in str(e) and "lines 1 and 8" in str(e)
