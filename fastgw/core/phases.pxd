@@ -48,7 +48,12 @@ cdef class PhaseChain:
     cdef public object front
 
 cdef class Context:
-    cdef public ClientRequest request
+    cdef ClientRequest _request  # made when first asked for (`request`)
+    cdef public Request _req
+    cdef public list _raw
+    cdef public object _raw_query
+    cdef public str _client_ip
+    cdef public object _params
     cdef public object _upstream
     cdef public object response
     cdef public object _consumer

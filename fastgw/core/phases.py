@@ -315,7 +315,12 @@ class Context:
     """What the phases of one request share. `vars` is free for plugins to pass values along."""
 
     __slots__ = (
-        "request",
+        "_request",
+        "_req",
+        "_raw",
+        "_raw_query",
+        "_client_ip",
+        "_params",
         "_upstream",
         "response",
         "_consumer",
@@ -329,7 +334,18 @@ class Context:
     )
 
     def __init__(self, request: ClientRequest, route: Any, chain: Any) -> None:
-        self.request = request
+        self._request: ClientRequest | None = request
+        # The client's request as the steps read it (fastgw.core.steps), without the ClientRequest (`request`,
+        # made when first asked for): the request, its header list and query as they arrived, the client's
+        # address and the route's path parameters.
+        self._req = request._req
+        self._raw = request._raw
+        self._raw_query = request._raw_query
+        self._client_ip = request.client_ip
+        self._params = request.params
+        self._setup(route, chain)
+
+    def _setup(self, route: Any, chain: Any) -> None:
         self._upstream: UpstreamRequest | None = None
         self.response: ResponseHead | None = None
         self._consumer: Any = None
@@ -340,6 +356,22 @@ class Context:
         self.chain = chain
         self._reply_headers: list[tuple[bytes, bytes]] | None = None
         self._upstream_sets: list[tuple[bytes, bytes | None]] | None = None
+
+    @property
+    def request(self) -> ClientRequest:
+        """The request as the client sent it (read-only)."""
+        request = self._request
+        if request is None:
+            request = self._request = ClientRequest.__new__(ClientRequest)
+            request._req = self._req
+            request._raw = self._raw  # as the client sent them, whatever the upstream request became since
+            request._raw_query = self._raw_query
+            request._headers = None
+            request._query = None
+            request.client_ip = self._client_ip
+            request.params = self._params
+            request.body = None
+        return request
 
     @property
     def consumer(self) -> Any:
@@ -385,7 +417,7 @@ class Context:
     @property
     def upstream_request(self) -> UpstreamRequest:
         if self._upstream is None:
-            self._upstream = UpstreamRequest(self.request._req)
+            self._upstream = UpstreamRequest(self._req)
             self._upstream._sets = self._upstream_sets  # set_upstream_header's, applied when headers are built
             self._upstream_sets = None
         return self._upstream
@@ -592,8 +624,16 @@ def finish_phases(
 
 
 def new_context(req: Request, client_ip: str, params: dict[str, str], route: Any, chain: Any) -> Context:
-    """The context of one request on a route with plugins (its ClientRequest made along)."""
-    return Context(ClientRequest(req, client_ip, params), route, chain)
+    """The context of one request on a route with plugins (its ClientRequest made when a phase asks for it)."""
+    ctx = Context.__new__(Context)
+    ctx._request = None
+    ctx._req = req
+    ctx._raw = req.headers
+    ctx._raw_query = req.query
+    ctx._client_ip = client_ip
+    ctx._params = params
+    ctx._setup(route, chain)
+    return ctx
 
 
 def add_consumer_headers(req: Request, consumer: Any, user_key: bytes | None, groups_key: bytes | None) -> None:

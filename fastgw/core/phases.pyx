@@ -403,7 +403,12 @@ cdef class Context:
     """What the phases of one request share. See `fastgw.core.phases.Context`."""
 
     def __init__(self, ClientRequest request, route, PhaseChain chain):
-        self.request = request
+        self._request = request
+        self._req = request._req
+        self._raw = request._raw
+        self._raw_query = request._raw_query
+        self._client_ip = request.client_ip
+        self._params = request.params
         self._upstream = None
         self.response = None
         self._consumer = None
@@ -414,6 +419,25 @@ cdef class Context:
         self.chain = chain
         self._reply_headers = None
         self._upstream_sets = None
+
+    @property
+    def request(self):
+        # PERF: made when a phase first asks: the compiled steps read the request from the context's own fields,
+        # so a chain of steps never makes it (callgrind, --scenario chain: 93,798 -> 92,917 instructions an
+        # exchange).
+        cdef ClientRequest request = self._request
+        if request is None:
+            request = ClientRequest.__new__(ClientRequest)
+            request._req = self._req
+            request._raw = self._raw  # the headers as the client sent them, whatever the upstream request became
+            request._raw_query = self._raw_query
+            request._headers = None
+            request._query = None
+            request.client_ip = self._client_ip
+            request.params = self._params
+            request.body = None
+            self._request = request
+        return request
 
     @property
     def consumer(self):
@@ -453,7 +477,7 @@ cdef class Context:
         cdef UpstreamRequest up
         if self._upstream is None:
             up = UpstreamRequest.__new__(UpstreamRequest)
-            up._req = self.request._req
+            up._req = self._req
             up._headers = None
             up._query = None
             up.path = None
@@ -465,17 +489,13 @@ cdef class Context:
 
 
 def new_context(Request req, str client_ip, params, route, PhaseChain chain):
-    cdef ClientRequest request = ClientRequest.__new__(ClientRequest)
-    request._req = req
-    request._raw = req.headers
-    request._raw_query = req.query
-    request._headers = None
-    request._query = None
-    request.client_ip = client_ip
-    request.params = params
-    request.body = None
     cdef Context ctx = Context.__new__(Context)
-    ctx.request = request
+    ctx._request = None
+    ctx._req = req
+    ctx._raw = req.headers
+    ctx._raw_query = req.query
+    ctx._client_ip = client_ip
+    ctx._params = params
     ctx._upstream = None
     ctx.response = None
     ctx._consumer = None

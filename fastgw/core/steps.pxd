@@ -5,6 +5,7 @@ cdef class Step:
 
 cdef class KeyAuthStep(Step):
     cdef object plugin, conf, fallback, header_name
+    cdef dict seen
     cdef bytes header, alias
     cdef frozenset wire
     cdef tuple query

@@ -103,7 +103,7 @@ def upstream_has(ctx: Context, key: bytes) -> bool:
         for k, v in reversed(sets):
             if k == key:
                 return v is not None
-    return any(k == key for k, _ in ctx.request._req.headers)
+    return any(k == key for k, _ in ctx._req.headers)
 
 
 def _first(raw: list[tuple[bytes, bytes]], key: bytes) -> tuple[int, bytes | None]:
@@ -125,11 +125,14 @@ class KeyAuthStep(Step):
     in the one header of the usual configuration, or in one query parameter with nothing to decode. Anything else
     (no key, an unknown key, a key given twice, a query with `%`, `+` or `;`) is the plugin's `access`."""
 
-    __slots__ = ("plugin", "conf", "fallback", "header", "header_name", "alias", "wire", "query", "in_query")
+    __slots__ = ("plugin", "seen", "conf", "fallback", "header", "header_name", "alias", "wire", "query", "in_query")
 
     def __init__(self, plugin: Any, conf: Any, fallback: Any, header: str | None, wire: frozenset[bytes],
                  query: tuple[str, ...], in_query: bool) -> None:  # fmt: skip
-        self.plugin = plugin  # reads `plugin.seen` (replaced when credentials load), a dict key text -> consumer
+        self.plugin = plugin
+        # The plugin's keys met before (key text -> consumer): one dict for the plugin's life, cleared in place
+        # when credentials load, so the step holds it.
+        self.seen: dict[str, Any] = plugin.seen
         self.conf = conf
         self.fallback = fallback  # the plugin's `access`
         self.header = header.encode("latin-1") if header is not None else None
@@ -144,18 +147,18 @@ class KeyAuthStep(Step):
         self.in_query = in_query
 
     def run(self, ctx: Context) -> Any:
-        raw = ctx.request._raw
+        raw = ctx._raw
         if self.header is not None:
             count, value = _first(raw, self.header)
             if count == 1 and (self.alias is None or _first(raw, self.alias)[0] == 0):
-                q = ctx.request._raw_query
+                q = ctx._raw_query
                 if not (self.in_query and q):
-                    consumer = self.plugin.seen.get(_text(value))  # type: ignore[arg-type]
+                    consumer = self.seen.get(_text(value))  # type: ignore[arg-type]
                     if consumer is not None:
                         _authenticated(ctx, consumer, self.header_name)
                         return None
             return self.fallback(ctx, self.conf)
-        q = ctx.request._raw_query
+        q = ctx._raw_query
         if not q or b"%" in q or b"+" in q or b";" in q or any(k in self.wire for k, _ in raw):
             return self.fallback(ctx, self.conf)
         found = None
@@ -170,7 +173,7 @@ class KeyAuthStep(Step):
         if count != 1:
             return self.fallback(ctx, self.conf)
         key = found[0].decode("latin-1")  # type: ignore[index]
-        consumer = self.plugin.seen.get(key) if key else None
+        consumer = self.seen.get(key) if key else None
         if consumer is None:
             return self.fallback(ctx, self.conf)
         _authenticated(ctx, consumer, found[1])  # type: ignore[index]
@@ -204,7 +207,7 @@ class RequestIdStep(Step):
     def run(self, ctx: Context) -> Any:
         rid = None
         if self.keep:
-            _, value = _first(ctx.request._raw, self.key)
+            _, value = _first(ctx._raw, self.key)
             # NOTE: fullmatch where the plugin's pattern ends in `$`, which would also take a trailing newline:
             # no header value holds one (the parser refuses it).
             if value is not None and _SAFE_ID.fullmatch(_text(value)):
@@ -300,7 +303,7 @@ class IpStep(Step):
         self.fallback = fallback
 
     def run(self, ctx: Context) -> Any:
-        addr = parse_ipv4(ctx.request.client_ip)
+        addr = parse_ipv4(ctx._client_ip)
         if addr < 0:
             return self.fallback(ctx, self.conf)
         if any(addr & mask == net for net, mask in self.deny):
@@ -321,10 +324,9 @@ class CorsStep(Step):
         self.fallback = fallback
 
     def run(self, ctx: Context) -> Any:
-        req = ctx.request
-        if req._req.method != "OPTIONS":
+        if ctx._req.method != "OPTIONS":
             return None
-        raw = req._raw
+        raw = ctx._raw
         if _first(raw, b"origin")[0] == 0 or _first(raw, b"access-control-request-method")[0] == 0:
             return None
         return self.fallback(ctx, self.conf)
@@ -341,6 +343,6 @@ class CorsFilterStep(Step):
         self.fallback = fallback
 
     def run(self, ctx: Context) -> Any:
-        if ctx.response is None or _first(ctx.request._raw, b"origin")[0] == 0 or ctx.vars.get("cors_preflight"):
+        if ctx.response is None or _first(ctx._raw, b"origin")[0] == 0 or ctx.vars.get("cors_preflight"):
             return None
         return self.fallback(ctx, self.conf)

@@ -67,7 +67,8 @@ class KeyAuth(Plugin):
                 raise ValueError(f"consumers {other.name!r} and {consumer.name!r} hold the same API key")
             index[digest] = consumer
         self.by_digest = index
-        self.seen = {}
+        # NOTE: cleared, never replaced: the compiled steps hold this dict (fastgw.core.steps.KeyAuthStep).
+        self.seen.clear()
 
     def prepare(self, conf: KeyAuthConfig) -> _Prepared:
         names = list(dict.fromkeys(n.lower() for n in conf.key_names))

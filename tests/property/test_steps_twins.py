@@ -140,6 +140,21 @@ def test_key_auth(conf, raw, query):
     assert results[0] == results[1] == results[2]
 
 
+def test_key_auth_step_forgets_the_keys_met_when_credentials_load_again():
+    """The step holds the plugin's dict of keys met: a reload of the credentials clears it in place, so a key met
+    before and since taken from its consumer is the phase's again (refused), on both twins."""
+    for runtime, http, twin in ((_core, _core, _core), (pyphases, pyhttp, pysteps)):
+        plugin = key_plugin()
+        prepared = plugin.prepare(msgspec.convert({"in_header": False}, key_auth.KeyAuthConfig))
+        step = twin.KeyAuthStep(plugin, prepared, plugin.access, None, prepared.wire, ("apikey",), True)
+        req, ctx = context(runtime, http, [], b"apikey=k1")
+        assert step(ctx, prepared) is None and ctx.consumer.name == "alice"
+        plugin.credentials([(Consumer("carol", (), {}), key_auth.KeyCredential(key="k3"))])
+        req, ctx = context(runtime, http, [], b"apikey=k1")
+        refused = step(ctx, prepared)
+        assert ctx.consumer is None and isinstance(refused, Response) and refused.status == 401
+
+
 # -- request-id -----------------------------------------------------------------------------------------------
 
 GENERATED = re.compile(r"^[0-9a-f-]{36}#\d+$")
@@ -321,3 +336,48 @@ def test_next_request_id_counts_on_both_twins():
         a, b = twin.next_request_id(), twin.next_request_id()
         assert GENERATED.match(a) and a.split("#")[0] == b.split("#")[0]
         assert int(b.split("#")[1]) == int(a.split("#")[1]) + 1
+
+
+# -- the steps' header changes, written into the request --------------------------------------------------------
+
+WIRE_NAMES = st.sampled_from([b"x-a", b"x-b", b"x-user", b"x-groups", b"host"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.lists(st.tuples(WIRE_NAMES, st.sampled_from([b"c", b"d"])), max_size=4),
+    sets=st.lists(st.tuples(WIRE_NAMES, st.sampled_from([b"1", b"2", None])), max_size=4),
+    strip=st.sampled_from([frozenset(), frozenset({b"x-user", b"x-groups"})]),
+    keys=st.sampled_from([None, (b"x-user", b"x-groups"), (b"x-user", None)]),
+    authenticated=st.booleans(),
+)
+def test_step_changes_are_written_as_the_spec_writes_them(raw, sets, strip, keys, authenticated):
+    """Sets and removals the steps made (upstream_set, the header map never built), then the strip of the
+    consumer headers and the consumer's own: both twins' finish_phases write the same headers, in the same order
+    (test_phases_twins.py's test_consumer_headers sets through the context's API, which never removes)."""
+    consumer = Consumer("alice", ("staff", "admin"), {})
+    results = []
+    for runtime, http, twin in ((_core, _core, _core), (pyphases, pyhttp, pysteps)):
+        req, ctx = context(runtime, http, raw, None)
+        ctx._consumer = consumer if authenticated else None
+        for key, value in sets:
+            twin.upstream_set(ctx, key, value)
+        runtime.finish_phases(ctx, req, strip, keys)
+        results.append(req.headers)
+    assert results[0] == results[1]
+
+
+def test_the_client_request_made_late_is_what_the_client_sent():
+    """The steps never make the context's ClientRequest; a phase that asks for it after they changed the upstream
+    request (a header_filter, the log phase) still sees the headers and query the client sent."""
+    raw = [(b"host", b"a"), (b"x-request-id", b"given"), (b"x-a", b"c")]
+    for runtime, http, twin in ((_core, _core, _core), (pyphases, pyhttp, pysteps)):
+        req, ctx = context(runtime, http, raw, b"apikey=k1", ip="10.0.0.7")
+        twin.RequestIdStep("X-Request-Id", False, True)(ctx, None)
+        twin.HeaderStep(((pysteps.REMOVE, b"x-a", None), (pysteps.SET, b"x-b", b"1")))(ctx, None)
+        runtime.finish_phases(ctx, req, frozenset({b"x-user"}), None)
+        assert req.headers != raw  # the upstream request changed...
+        seen = ctx.request  # ...the client's request, made now, did not
+        assert list(seen.headers.raw()) == raw and seen.query_string == "apikey=k1"
+        assert (seen.client_ip, seen.method, seen.params, seen.body) == ("10.0.0.7", "GET", {}, None)
+        assert ctx.request is seen
