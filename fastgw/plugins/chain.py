@@ -181,6 +181,14 @@ class Registry:
         self.discover()
         return self.classes
 
+    def known(self) -> dict[str, type[Plugin]]:
+        """`complete()` for the lists in error messages: a broken installed package must not turn the config
+        error being said into a traceback, so what could be registered is listed without it."""
+        try:
+            return self.complete()
+        except PluginError:
+            return self.classes
+
     def add(self, plugin: Any, origin: str) -> None:
         check_plugin_class(plugin, origin)
         if plugin.name in BUILTINS:  # a name a built-in has: that one first, so the clash is said
@@ -441,7 +449,7 @@ def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginS
         at = f"{scope}.plugins.{name}"
         cls = _find(registry, name, at)
         if cls is None:
-            known = ", ".join(sorted(registry.complete()))
+            known = ", ".join(sorted(registry.known()))
             hint = did_you_mean(name, registry.classes, OTHER_GATEWAYS_NAMES)
             raise PluginConfigError(at, f"unknown plugin {name!r}{hint} (installed: {known})")
         if raw is False:
@@ -483,7 +491,7 @@ def _build(config: Any, entries: tuple[Any, ...], registry: Registry) -> PluginS
             at = f"$.consumers.{cname}.credentials.{pname}"
             cls = _find(registry, pname, at)
             if cls is None or cls.Credential is None:
-                takes = ", ".join(sorted(n for n, k in registry.complete().items() if k.Credential is not None))
+                takes = ", ".join(sorted(n for n, k in registry.known().items() if k.Credential is not None))
                 raise PluginConfigError(at, f"{pname!r} is not a plugin that takes credentials ({takes})")
             for i, raw in enumerate(items):
                 try:

@@ -51,7 +51,7 @@ class MultiAuth(Plugin):
             except PluginError as exc:  # an installed package that cannot be used, met while looking for `name`
                 raise ConfigAt(at, str(exc)) from None
             if cls is None or name == self.name:
-                known = ", ".join(sorted(n for n, c in registry.complete().items() if _authenticates(c)))
+                known = ", ".join(sorted(n for n, c in registry.known().items() if _authenticates(c)))
                 raise ConfigAt(at, f"{name!r} is not an authentication plugin (these are: {known})")
             if not _authenticates(cls):
                 raise ConfigAt(

@@ -161,8 +161,7 @@ async def test_a_body_streams_to_its_own_exchange_and_a_pipelined_one_waits_for_
     await conn.send(b"POST /p/a HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabc")
     await asyncio.sleep(0.2)  # the exchange of /p/a is on its way upstream with what came so far
     await conn.send(
-        b"def" + b"POST /p/b HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nwxyz"
-        b"GET /p/c HTTP/1.1\r\nHost: a\r\n\r\n"
+        b"def" + b"POST /p/b HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nwxyzGET /p/c HTTP/1.1\r\nHost: a\r\n\r\n"
     )
     paths = [(await conn.response()).json()["path"] for _ in range(3)]
     assert paths == ["/p/a", "/p/b", "/p/c"]

@@ -117,6 +117,21 @@ def test_a_broken_package_holds_up_only_configs_that_look_beyond_the_built_ins(s
     assert "entry point stamp = stamp_plugin:Stamp: cannot load it: half installed" in said
 
 
+def test_a_broken_package_never_turns_a_config_error_listing_plugins_into_a_traceback(site):
+    # Errors that list the plugins a config could name read the installed packages: a broken one is left out of the
+    # list, and the config error is said as ever (before: the PluginError escaped as a traceback).
+    (site / "stamp_plugin.py").write_text("raise RuntimeError('half installed')\n")
+    credential = BUILT_IN + "consumers: {alice: {credentials: {cors: [{key: k}]}}}\n"
+    said = str(_probe(site, credential)["error"])
+    assert "$.consumers.alice.credentials.cors" in said and "key-auth" in said, said
+    itself = (
+        "routes:\n  - path: /x\n    integration: {type: mock}\n    plugins:\n      multi-auth:\n"
+        "        auth_plugins: [{multi-auth: {}}, {key-auth: {}}]\n"
+    )
+    said = str(_probe(site, itself)["error"])
+    assert "$.routes[0].plugins.multi-auth" in said and "key-auth" in said, said
+
+
 def test_a_package_taking_a_built_in_name_is_refused_when_entry_points_are_read(site):
     (site / "stamp_plugin.py").write_text(PLUGIN.replace('name = "stamp"', 'name = "request-id"'))
     (site / "stamp_plugin-1.0.dist-info" / "entry_points.txt").write_text(
