@@ -61,6 +61,7 @@ cdef class RequestSink:
     cdef readonly Py_ssize_t max_body
     cdef readonly Py_ssize_t high_water
     cdef readonly Py_ssize_t max_field
+    cdef public bint proxy_conn
 
 cdef class ResponseSink:
     cdef public object parser
