@@ -1,22 +1,24 @@
 # Declarations of the compiled HTTP/1.1 work (`fastgw/core/http.pyx`), included by `fastgw/_core.pxd`.
 
 cdef class Request:
+    # NOTE: the fields Python reads on every exchange (http.pyx, _REQUEST_SLOT_NAMES) are objects exposed as plain
+    # slots, as ExchangeState's (http.pyx, _as_slots); the flags among them hold bools.
     cdef public bytes method_b
     cdef public str method
     cdef public bytes url
     cdef public list headers
     cdef public Py_ssize_t header_bytes
     cdef public object content_length
-    cdef public bint chunked
-    cdef public bint expect_continue
+    cdef public object chunked
+    cdef public object expect_continue
     cdef public bytes host_raw
     cdef public str host
     cdef public object conn_tokens
-    cdef public bint keep_alive
+    cdef public object keep_alive
     cdef public bint http10
     cdef public bint head_only
-    cdef public bint headers_done
-    cdef public bint complete
+    cdef public object headers_done
+    cdef public object complete
     cdef public object error
     cdef public list body
     cdef public Py_ssize_t buffered
@@ -64,6 +66,7 @@ cdef class RequestSink:
     cdef public bint proxy_conn
 
 cdef class ResponseSink:
+    # NOTE: `done`, `keep`, `until_close`, `new_parser`: bools held as objects, read from Python as plain slots.
     cdef public object parser
     cdef public ExchangeState ex
     cdef public bytes server_line
@@ -79,10 +82,10 @@ cdef class ResponseSink:
     cdef public bint has_server
     cdef public list out
     cdef public bint chunk_out
-    cdef public bint done
+    cdef public object done
     cdef public bint informational
-    cdef public bint until_close
-    cdef public bint new_parser
-    cdef public bint keep
+    cdef public object until_close
+    cdef public object new_parser
+    cdef public object keep
     cdef public bint collect
     cdef _start_head(self)
