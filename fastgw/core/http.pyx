@@ -422,12 +422,12 @@ cdef extern from "structmember.h":
 
 
 cdef PyMemberDef _EXCHANGE_SLOTS[24]
-cdef PyMemberDef _REQUEST_SLOTS[8]
-cdef PyMemberDef _RESPONSE_SINK_SLOTS[4]
+cdef PyMemberDef _REQUEST_SLOTS[12]
+cdef PyMemberDef _SINK_SLOTS[6]
 cdef list _SLOT_NAMES = []  # (the members' names, kept alive)
 
 
-cdef int _as_slots(type cls, tuple names, PyMemberDef *members, Py_ssize_t capacity) except -1:
+cdef int _as_slots(type cls, tuple names, PyMemberDef *members, Py_ssize_t capacity, probe=None) except -1:
     """Expose the object fields `names` of the compiled class `cls` to Python as plain slots (member descriptors
     of T_OBJECT_EX) in place of the properties Cython makes for `cdef public` fields.
 
@@ -435,10 +435,11 @@ cdef int _as_slots(type cls, tuple names, PyMemberDef *members, Py_ssize_t capac
     and not to a property; the pipeline reads and writes the exchange's fields ~40 times an exchange from Python.
     bench/instructions.py --scenario proxy: 67,162 instructions an exchange with Cython's properties, 65,550 with
     these slots (64,068 once Exchange.__init__ no longer calls this class's; 64,293 on the Python class before).
-    C code keeps reading them by name. Request's and ResponseSink's that Python reads per exchange: 58,931 -> 56,704.
+    C code keeps reading them by name. Request's and the sinks' that Python reads per exchange: 58,931 -> 56,704
+    (the flags), -> 56,025 (url, body, path, out, parsing).
     NOTE: each field's offset is found by setting it (through Cython's property) to a fresh object and finding
     that object's pointer in the instance: exact, whatever the struct's layout."""
-    cdef object probe = cls.__new__(cls)
+    probe = cls.__new__(cls) if probe is None else probe
     cdef Py_ssize_t i, off, size = (<_TypeObject *><PyObject *>cls).tp_basicsize
     cdef PyObject *mark
     assert len(names) <= capacity
@@ -467,9 +468,10 @@ cdef int _as_slots(type cls, tuple names, PyMemberDef *members, Py_ssize_t capac
 
 # The declared fields, exactly the pure twin's (the same names, or the import fails here).
 _as_slots(ExchangeState, _SPEC_EXCHANGE_SLOTS, _EXCHANGE_SLOTS, 24)
-_REQUEST_SLOT_NAMES = ("complete", "error", "chunked", "expect_continue", "headers_done", "keep_alive", "query")
-_as_slots(Request, _REQUEST_SLOT_NAMES, _REQUEST_SLOTS, 8)
-_as_slots(ResponseSink, ("done", "keep", "until_close", "new_parser"), _RESPONSE_SINK_SLOTS, 4)
+_as_slots(Request, ("complete", "error", "chunked", "expect_continue", "headers_done", "keep_alive", "query", "url",
+                    "body", "path"), _REQUEST_SLOTS, 12)
+_as_slots(ResponseSink, ("done", "keep", "until_close", "new_parser", "out"), _SINK_SLOTS, 5)
+_as_slots(RequestSink, ("parsing",), _SINK_SLOTS + 5, 1, RequestSink(None, None, 0, 0, 0, 0, 0))
 
 
 cdef class RequestSink:
@@ -496,8 +498,9 @@ cdef class RequestSink:
 
     def on_url(self, bytes url):
         cdef Request req = self.parsing
-        req.url = req.url + url if req.url else url
-        if PyBytes_GET_SIZE(req.url) > self.max_url:
+        cdef bytes whole = req.url + url if req.url else url
+        req.url = whole
+        if PyBytes_GET_SIZE(whole) > self.max_url:
             raise Reject(414, "URI Too Long")
 
     def on_header(self, bytes name, bytes value):
@@ -514,8 +517,7 @@ cdef class RequestSink:
             value = value.rstrip(b" \t")
         req.headers.append((name, value))
         n = PyBytes_GET_SIZE(name)
-        # PERF: one special name per length (host, expect, connection, content-length, transfer-encoding): compared
-        # as bytes, where a set lookup hashed every fresh name (~250 instructions a header, callgrind).
+        # PERF: compared by length and bytes, where a set lookup hashed every fresh name (see _special_name).
         if _special_name(name, n):
             _special_header(req, name, value)
         elif n == 16 and _eq(<const unsigned char*>PyBytes_AS_STRING(name), b"proxy-connection", 16):
@@ -526,8 +528,7 @@ cdef class RequestSink:
         cdef PyObject* found
         p = self.parser
         keep = p.should_keep_alive()
-        # PERF: see the twin's NOTE: a keep-alive request that sent no Connection or Proxy-Connection header is
-        # HTTP/1.1, known without get_http_version (a str.format per call: ~2,400 instructions a request).
+        # PERF: no get_http_version (a str.format) for a keep-alive request that is HTTP/1.1: see the twin's NOTE.
         if not keep or req.conn_tokens is not None or self.proxy_conn:
             version = p.get_http_version()
             if version == "1.0":
