@@ -1,27 +1,29 @@
 # Declarations of the compiled HTTP/1.1 work (`fastgw/core/http.pyx`), included by `fastgw/_core.pxd`.
 
 cdef class Request:
+    # NOTE: the fields Python reads on every exchange (http.pyx, the _as_slots call for it) are objects exposed as plain
+    # slots, as ExchangeState's (http.pyx, _as_slots); the flags among them hold bools.
     cdef public bytes method_b
     cdef public str method
-    cdef public bytes url
+    cdef public object url
     cdef public list headers
     cdef public Py_ssize_t header_bytes
     cdef public object content_length
-    cdef public bint chunked
-    cdef public bint expect_continue
+    cdef public object chunked
+    cdef public object expect_continue
     cdef public bytes host_raw
     cdef public str host
     cdef public object conn_tokens
-    cdef public bint keep_alive
+    cdef public object keep_alive
     cdef public bint http10
     cdef public bint head_only
-    cdef public bint headers_done
-    cdef public bint complete
+    cdef public object headers_done
+    cdef public object complete
     cdef public object error
-    cdef public list body
+    cdef public object body
     cdef public Py_ssize_t buffered
     cdef public Py_ssize_t body_size
-    cdef public str path
+    cdef public object path
     cdef public object query
 
 cdef class ExchangeState:
@@ -53,7 +55,7 @@ cdef class RequestSink:
     cdef public object owner
     cdef public object queue
     cdef public object parser
-    cdef public Request parsing
+    cdef public object parsing
     cdef public ExchangeState exchange
     cdef readonly Py_ssize_t max_url
     cdef readonly Py_ssize_t max_header_size
@@ -61,8 +63,11 @@ cdef class RequestSink:
     cdef readonly Py_ssize_t max_body
     cdef readonly Py_ssize_t high_water
     cdef readonly Py_ssize_t max_field
+    cdef public bint proxy_conn
 
 cdef class ResponseSink:
+    # NOTE: `out` and the flags `done`, `keep`, `until_close`, `new_parser` (bools): objects read from Python as
+    # plain slots (http.pyx, _as_slots), as RequestSink's `parsing`.
     cdef public object parser
     cdef public ExchangeState ex
     cdef public bytes server_line
@@ -76,12 +81,12 @@ cdef class ResponseSink:
     cdef public object named
     cdef public bint has_date
     cdef public bint has_server
-    cdef public list out
+    cdef public object out
     cdef public bint chunk_out
-    cdef public bint done
+    cdef public object done
     cdef public bint informational
-    cdef public bint until_close
-    cdef public bint new_parser
-    cdef public bint keep
+    cdef public object until_close
+    cdef public object new_parser
+    cdef public object keep
     cdef public bint collect
     cdef _start_head(self)

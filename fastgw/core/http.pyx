@@ -9,7 +9,7 @@ from cpython.list cimport PyList_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 from cpython.dict cimport PyDict_GetItem
 from cpython.ref cimport PyObject
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 from fastgw.core.http import (
     PATH_BACKSLASH_SEPARATOR,
@@ -19,9 +19,7 @@ from fastgw.core.http import (
     _IDEMPOTENT,
     _METHODS,
     _PLAIN_CONNECTION,
-    _REQUEST_SPECIAL,
     HTTP_STATUS_LINES,
-    REQUEST_SKIP,
     VIA,
     Reject,
     UpstreamProtocolError,
@@ -56,9 +54,9 @@ cdef tuple _SPEC_EXCHANGE_SLOTS = _SpecExchangeState.__slots__
 cdef dict _STATUS_LINES = HTTP_STATUS_LINES  # (the twin's table itself: a line it adds is seen here)
 
 
-cdef inline bytes _status_line(int status):
-    # PERF: a typed dict's lookup, where `.get` on the module global was an attribute lookup and a call per
-    # response (~200 instructions; callgrind showed it under every head built).
+cdef inline bytes _status_line(object status):
+    # PERF: a typed dict's lookup, where `.get` on the module global was an attribute lookup and a call per response
+    # (~200 instructions; callgrind showed it under every head built). `status`: the int object, not made again.
     cdef PyObject* line = PyDict_GetItem(_STATUS_LINES, status)
     if line == NULL:
         return _status_line_spec(status)
@@ -152,6 +150,7 @@ cdef class Request:
         self.host_raw = b""
         self.host = ""
         self.keep_alive = True
+        self.chunked = self.expect_continue = self.headers_done = self.complete = False
         self.body = []
         self.path = ""
 
@@ -165,14 +164,13 @@ cdef class Request:
         cdef tuple item
         cdef bytes name, value, xff = None, xfp = None, xfh = None, via_in = None, via_out = None, length = None
         cdef bint real_ip = False
-        cdef frozenset skip = _REQUEST_SKIP
         skip_named = self.conn_tokens
         cdef Py_ssize_t size = PyBytes_GET_SIZE(self.method_b) + PyBytes_GET_SIZE(target_uri) + 18
         size += PyBytes_GET_SIZE(host) + 2
         for item in self.headers:
             name = <bytes>item[0]
             value = <bytes>item[1]
-            if name in skip:
+            if _request_skip(name):
                 if name == b"via":
                     via_in = value
                 elif trusted:
@@ -223,7 +221,7 @@ cdef class Request:
         real_ip = False
         for item in self.headers:
             name = <bytes>item[0]
-            if name in skip:
+            if _request_skip(name):
                 if name == b"via":
                     pass
                 elif trusted:
@@ -249,7 +247,34 @@ cdef class Request:
         return out
 
 
-cdef frozenset _REQUEST_SKIP = REQUEST_SKIP
+cdef inline bint _eq(const unsigned char* p, const char* lit, Py_ssize_t n) noexcept:
+    return memcmp(p, lit, n) == 0  # (as bytes ==: request names are lower-cased already)
+
+# PERF: request header names classified by length and a byte compare, where a set lookup hashed each fresh name
+# (~150-280 instructions a header, callgrind). tests/property/test_http_twins.py holds them to the twin's sets.
+cdef inline bint _special_name(bytes name, Py_ssize_t n) noexcept:
+    """`name` is one of `_REQUEST_SPECIAL` (one name per length)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(name)
+    return ((n == 4 and _eq(p, b"host", 4)) or (n == 6 and _eq(p, b"expect", 6))
+            or (n == 10 and _eq(p, b"connection", 10)) or (n == 14 and _eq(p, b"content-length", 14))
+            or (n == 17 and _eq(p, b"transfer-encoding", 17)))
+
+
+cdef bint _request_skip(bytes name) noexcept:
+    """`name` is one of `REQUEST_SKIP`: request headers never copied as they are."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(name)
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(name)
+    return (_special_name(name, n) or (n == 2 and _eq(p, b"te", 2)) or (n == 3 and _eq(p, b"via", 3))
+            or (n == 7 and (_eq(p, b"trailer", 7) or _eq(p, b"upgrade", 7)))
+            or (n == 9 and (_eq(p, b"forwarded", 9) or _eq(p, b"x-real-ip", 9)))
+            or (n == 10 and _eq(p, b"keep-alive", 10)) or (n == 15 and _eq(p, b"x-forwarded-for", 15))
+            or (n == 16 and (_eq(p, b"proxy-connection", 16) or _eq(p, b"x-forwarded-host", 16)))
+            or (n == 17 and _eq(p, b"x-forwarded-proto", 17)) or (n == 18 and _eq(p, b"proxy-authenticate", 18))
+            or (n == 19 and _eq(p, b"proxy-authorization", 19)))
+
+
+def _request_header_kind(bytes name):  # (for the tests, against REQUEST_SKIP and _REQUEST_SPECIAL)
+    return _request_skip(name), _special_name(name, PyBytes_GET_SIZE(name))
 
 
 cdef inline Py_ssize_t _hcp(char* q, Py_ssize_t at, bytes b) noexcept:
@@ -397,10 +422,12 @@ cdef extern from "structmember.h":
 
 
 cdef PyMemberDef _EXCHANGE_SLOTS[24]
+cdef PyMemberDef _REQUEST_SLOTS[12]
+cdef PyMemberDef _SINK_SLOTS[6]
 cdef list _SLOT_NAMES = []  # (the members' names, kept alive)
 
 
-cdef int _as_slots(type cls, tuple names, PyMemberDef *members) except -1:
+cdef int _as_slots(type cls, tuple names, PyMemberDef *members, Py_ssize_t capacity, probe=None) except -1:
     """Expose the object fields `names` of the compiled class `cls` to Python as plain slots (member descriptors
     of T_OBJECT_EX) in place of the properties Cython makes for `cdef public` fields.
 
@@ -408,13 +435,14 @@ cdef int _as_slots(type cls, tuple names, PyMemberDef *members) except -1:
     and not to a property; the pipeline reads and writes the exchange's fields ~40 times an exchange from Python.
     bench/instructions.py --scenario proxy: 67,162 instructions an exchange with Cython's properties, 65,550 with
     these slots (64,068 once Exchange.__init__ no longer calls this class's; 64,293 on the Python class before).
-    C code keeps reading them by name.
+    C code keeps reading them by name. Request's and the sinks' that Python reads per exchange: 58,931 -> 56,704
+    (the flags), -> 56,025 (url, body, path, out, parsing).
     NOTE: each field's offset is found by setting it (through Cython's property) to a fresh object and finding
     that object's pointer in the instance: exact, whatever the struct's layout."""
-    cdef object probe = cls.__new__(cls)
+    probe = cls.__new__(cls) if probe is None else probe
     cdef Py_ssize_t i, off, size = (<_TypeObject *><PyObject *>cls).tp_basicsize
     cdef PyObject *mark
-    assert len(names) <= 24
+    assert len(names) <= capacity
     for i in range(len(names)):
         marker = object()
         setattr(probe, names[i], marker)
@@ -439,7 +467,11 @@ cdef int _as_slots(type cls, tuple names, PyMemberDef *members) except -1:
 
 
 # The declared fields, exactly the pure twin's (the same names, or the import fails here).
-_as_slots(ExchangeState, _SPEC_EXCHANGE_SLOTS, _EXCHANGE_SLOTS)
+_as_slots(ExchangeState, _SPEC_EXCHANGE_SLOTS, _EXCHANGE_SLOTS, 24)
+_as_slots(Request, ("complete", "error", "chunked", "expect_continue", "headers_done", "keep_alive", "query", "url",
+                    "body", "path"), _REQUEST_SLOTS, 12)
+_as_slots(ResponseSink, ("done", "keep", "until_close", "new_parser", "out"), _SINK_SLOTS, 5)
+_as_slots(RequestSink, ("parsing",), _SINK_SLOTS + 5, 1, RequestSink(None, None, 0, 0, 0, 0, 0))
 
 
 cdef class RequestSink:
@@ -461,12 +493,13 @@ cdef class RequestSink:
         req = Request.__new__(Request)
         self.parsing = req
         self.exchange = None
+        self.proxy_conn = False
         self.queue.append(req)
 
     def on_url(self, bytes url):
         cdef Request req = self.parsing
-        req.url = req.url + url if req.url else url
-        if PyBytes_GET_SIZE(req.url) > self.max_url:
+        req.url = url = req.url + url if req.url else url  # (`url`, typed bytes, is the whole of it now)
+        if PyBytes_GET_SIZE(url) > self.max_url:
             raise Reject(414, "URI Too Long")
 
     def on_header(self, bytes name, bytes value):
@@ -483,25 +516,30 @@ cdef class RequestSink:
             value = value.rstrip(b" \t")
         req.headers.append((name, value))
         n = PyBytes_GET_SIZE(name)
-        # PERF: only names of these lengths can be special (host, expect, connection, content-length, ...).
-        if (n == 4 or n == 6 or n == 10 or n == 14 or n == 17) and name in _REQUEST_SPECIAL:
+        # PERF: compared by length and bytes, where a set lookup hashed every fresh name (see _special_name).
+        if _special_name(name, n):
             _special_header(req, name, value)
+        elif n == 16 and _eq(<const unsigned char*>PyBytes_AS_STRING(name), b"proxy-connection", 16):
+            self.proxy_conn = True
 
     def on_headers_complete(self):
         cdef Request req = self.parsing
         cdef PyObject* found
         p = self.parser
-        version = p.get_http_version()
-        if version == "1.0":
-            req.http10 = True
-        elif version != "1.1":
-            raise Reject(505, "HTTP Version Not Supported")
+        keep = p.should_keep_alive()
+        # PERF: no get_http_version (a str.format) for a keep-alive request that is HTTP/1.1: see the twin's NOTE.
+        if not keep or req.conn_tokens is not None or self.proxy_conn:
+            version = p.get_http_version()
+            if version == "1.0":
+                req.http10 = True
+            elif version != "1.1":
+                raise Reject(505, "HTTP Version Not Supported")
         method_b = p.get_method()
         req.method_b = method_b
         # PERF: a typed dict's lookup, where `.get` on the module global was an attribute lookup and a call.
         found = PyDict_GetItem(_METHODS_T, method_b)
         req.method = <str><object>found if found != NULL else method_b.decode("latin-1")
-        req.keep_alive = p.should_keep_alive()
+        req.keep_alive = keep
         req.head_only = req.method == "HEAD"
         if req.chunked:
             if req.content_length is not None:
@@ -618,6 +656,7 @@ cdef class ResponseSink:
         self.server_line = b""
         self.date_line = b""
         self.out = []
+        self.done = self.until_close = self.new_parser = self.keep = False
         self._start_head()
 
     cdef _start_head(self):
@@ -673,7 +712,7 @@ cdef class ResponseSink:
         cdef Py_ssize_t i
         cdef bytes lname
         p = self.parser
-        status = p.get_status_code()
+        status = code = p.get_status_code()  # (the int object kept: for the table and ex.status, not made twice)
         if status < 200:
             if status == 101:
                 raise UpstreamProtocolError("101 Switching Protocols to a request that asked for no upgrade")
@@ -681,9 +720,9 @@ cdef class ResponseSink:
             self.informational = True
             return
         self.keep = p.should_keep_alive()
-        parts = [_status_line(status)]
         has_date, has_server = self.has_date, self.has_server
         if self.named:
+            parts = [_status_line(code)]
             has_date = has_server = False
             head = self.head
             for i in range(0, PyList_GET_SIZE(head), 4):
@@ -692,8 +731,9 @@ cdef class ResponseSink:
                     parts += head[i : i + 4]
                     has_date = has_date or lname == b"date"
                     has_server = has_server or lname == b"server"
-        else:
-            parts += self.head
+        else:  # PERF: the head's own list, where a new one and its extension cost ~500 instructions a response
+            parts = self.head
+            parts.insert(0, _status_line(code))
         if not has_date:
             parts.append(self.date_line)
         if not has_server:
@@ -722,7 +762,7 @@ cdef class ResponseSink:
                 chunked = True
                 self.chunk_out = not self.collect
         self.out.append(_finish_head(parts, ex, length, chunked, keep))
-        ex.status = status
+        ex.status = code
         ex.response_started = True
 
     def on_body(self, bytes body):

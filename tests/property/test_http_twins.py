@@ -273,6 +273,60 @@ def test_response_header_classification_matches_the_skip_set(name, rnd):
     assert _core._response_header_is_skipped(mixed) == (mixed.lower() in pyhttp.RESPONSE_SKIP)
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.sampled_from(sorted(pyhttp.REQUEST_SKIP | pyhttp._REQUEST_SPECIAL)),
+        st.binary(min_size=1, max_size=20),
+        st.sampled_from([b"tf", b"vib", b"hosts", b"expecT", b"Host", b"x-forwarded-fox", b"proxy-connectiom"]),
+    )
+)
+def test_request_header_classification_matches_the_sets(name):
+    # The compiled request side classifies (lower-cased) names by length and a byte compare instead of a set lookup.
+    assert _core._request_header_kind(name) == (name in pyhttp.REQUEST_SKIP, name in pyhttp._REQUEST_SPECIAL)
+
+
+def _parsed_at_headers_complete(raw: bytes) -> tuple:
+    """httptools' own word on a request head: its version and keep-alive, read when the head is complete."""
+    seen: list = []
+
+    class Probe:
+        def on_headers_complete(self) -> None:
+            seen.append((parser.get_http_version(), parser.should_keep_alive()))
+
+    parser = HttpRequestParser(Probe())
+    parser.feed_data(raw)
+    return seen[0]
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=["compiled", "pure"])
+@pytest.mark.parametrize("version", ["0.9", "1.0", "1.1", "2.0"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        b"",
+        b"Connection: keep-alive\r\n",
+        b"Connection: close\r\n",
+        b"Connection: x-custom, keep-alive\r\n",
+        b"Proxy-Connection: keep-alive\r\n",
+        b"Proxy-Connection: close\r\n",
+        b"Keep-Alive: timeout=5\r\n",
+    ],
+)
+def test_the_version_and_keep_alive_are_httptools_own(impl, version, extra):
+    # The sinks skip get_http_version for a keep-alive request without Connection or Proxy-Connection (it can only
+    # be HTTP/1.1 then): whatever the headers, they record what httptools says, and refuse what is not 1.0 or 1.1.
+    raw = b"GET / HTTP/%b\r\nHost: a\r\n%b\r\n" % (version.encode(), extra)
+    expected_version, expected_keep = _parsed_at_headers_complete(raw)
+    outcome, _, states, _ = _run_requests(impl, [raw], (8192, 8192, 100, 0, 8192))
+    if expected_version not in ("1.0", "1.1"):
+        assert outcome == ("reject", 505, "HTTP Version Not Supported")
+        return
+    assert outcome is None
+    assert states[0]["http10"] == (expected_version == "1.0")
+    assert states[0]["keep_alive"] == expected_keep
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     length=st.one_of(st.none(), st.integers(0, 10**9).map(lambda n: b"%d" % n)),
