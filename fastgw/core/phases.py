@@ -620,6 +620,8 @@ def finish_phases(
     if strip:
         strip_headers(req, strip)
         if ctx._consumer is not None and keys is not None:
+            if req.headers is ctx._raw:  # the client's own list still: ctx.request keeps what the client sent
+                req.headers = list(req.headers)
             add_consumer_headers(req, ctx._consumer, keys[0], keys[1])
 
 

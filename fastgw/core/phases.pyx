@@ -642,6 +642,8 @@ cdef void _finish_phases(Context ctx, Request req, frozenset strip, keys) except
     if strip:
         _strip_headers(req, strip)
         if ctx._consumer is not None and keys is not None:
+            if req.headers is ctx._raw:  # the client's own list still: ctx.request keeps what the client sent
+                req.headers = list(req.headers)
             _add_consumer_headers(req, ctx._consumer, keys[0], keys[1])
 
 

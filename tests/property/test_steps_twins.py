@@ -381,3 +381,20 @@ def test_the_client_request_made_late_is_what_the_client_sent():
         assert list(seen.headers.raw()) == raw and seen.query_string == "apikey=k1"
         assert (seen.client_ip, seen.method, seen.params, seen.body) == ("10.0.0.7", "GET", {}, None)
         assert ctx.request is seen
+
+
+def test_the_client_request_never_shows_the_consumer_headers_the_gateway_added():
+    """With nothing else changed (the upstream request still the client's own header list), naming the consumer
+    for the upstream must not write into what ctx.request reads: a header_filter or log phase would see the
+    gateway's x-consumer-username as if the client had sent it."""
+    from fastgw.plugins.consumers import Consumer
+
+    raw = [(b"host", b"a"), (b"accept", b"*/*")]
+    keys = (b"x-consumer-username", b"x-consumer-groups")
+    for runtime, http in ((_core, _core), (pyphases, pyhttp)):
+        req, ctx = context(runtime, http, raw, None)
+        ctx._consumer = Consumer("alice", ("gold",), {})
+        runtime.finish_phases(ctx, req, frozenset(keys), keys)
+        assert req.headers == [*raw, (keys[0], b"alice"), (keys[1], b"gold")]  # the upstream is told...
+        assert list(ctx.request.headers.raw()) == raw  # ...the client's request is what it sent
+        assert ctx.request.header("x-consumer-username") is None
