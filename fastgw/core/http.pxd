@@ -31,7 +31,8 @@ cdef class ExchangeState:
     # sinks, the limit front and the observer read and write these as C fields, by name. NOTE: all objects, each
     # exposed to Python as a plain slot (http.pyx, _as_slots): Python code reads them as fast as a __slots__
     # class's. `req` is a Request (read with a checked cast); `status` an int; the flags bools; t0, until,
-    # upstream_at and upstream_s floats; sent an int.
+    # upstream_at and upstream_s floats; sent an int. Never `del` one (nor a plain-slot field of Request or the
+    # sinks): C code reads them without a NULL check (tests/unit/test_exchange_state.py holds the package to it).
     cdef public object req
     cdef public object route
     cdef public object gw

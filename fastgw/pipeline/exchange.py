@@ -36,6 +36,7 @@ import orjson
 from fastgw.core import ExchangeState, PluginFailed, finish_head, keep_alive, new_context, run_phases
 from fastgw.core import filter_head as _filter_head
 from fastgw.core.http import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
+from fastgw.core.observe import check_exchange  # (the spec's check, the same for both twins)
 from fastgw.pipeline.background import Discard, request_copy
 from fastgw.pipeline.body import BodyCollector
 from fastgw.pipeline.head import DATE, encode_lines, gateway_head, without_fields
@@ -518,3 +519,8 @@ class Exchange(ExchangeState):
         if up is not None:
             up.abandon()
         self.fail(status, message, f"request body refused: {message}")
+
+
+# The observer reads these fields of every exchange (fastgw.core.observe.OBSERVED): the class the pipeline makes is
+# checked once, where it is made (the workers' Observer checks the core's own ExchangeState).
+check_exchange(Exchange, ExchangeState)

@@ -138,3 +138,33 @@ def test_the_observer_is_built_only_for_an_exchange_that_declares_what_it_reads(
 
     with pytest.raises(TypeError, match="sent"):
         observe.Observer(None, exchange=Shadowed)
+
+
+def _deleted_fields(source: str, names: set[str]) -> list[str]:
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Delete):
+            found += [
+                f"{t.attr} (line {t.lineno})" for t in node.targets if isinstance(t, ast.Attribute) and t.attr in names
+            ]
+    return found
+
+
+@pytest.mark.skipif(not core.COMPILED, reason="the compiled core's plain slots")
+def test_no_module_deletes_a_field_the_compiled_core_reads_without_a_check():
+    # The compiled core exposes the fields Python reads per exchange as plain slots (http.pyx, _as_slots): as fast
+    # as a __slots__ class's, but `del` on one leaves NULL where its C code reads an object (a crash, where the pure
+    # twin raises AttributeError). Nothing deletes them; this keeps it so.
+    from pathlib import Path
+
+    from fastgw import _core
+
+    names = {n for cls in (_core.ExchangeState, _core.Request, _core.ResponseSink, _core.RequestSink)
+             for n, d in vars(cls).items() if isinstance(d, types.MemberDescriptorType)}  # fmt: skip
+    assert {"req", "status", "complete", "keep_alive", "done", "parsing"} <= names  # (the scan looks for these)
+    assert _deleted_fields("del ex.status\ndel x\n", names) == ["status (line 1)"]  # (and finds one)
+    root = Path(core.__file__).resolve().parent.parent
+    found = {str(p.relative_to(root)): d for p in root.rglob("*.py") if (d := _deleted_fields(p.read_text(), names))}
+    assert found == {}
