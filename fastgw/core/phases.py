@@ -31,6 +31,7 @@ __all__ = [
     "filter_head",
     "finish_phases",
     "new_context",
+    "request_phases",
     "run_phases",
     "strip_headers",
 ]
@@ -582,6 +583,26 @@ def run_phases(ctx: Context, start: int, req: Request) -> tuple[int, Any]:
     except Exception as exc:
         raise PluginFailed("(upstream request changes)") from exc
     return -1, None
+
+
+def request_phases(ex: Any, start: int) -> None:
+    """An exchange's request phases from index `start` (`run_phases` over `ex.ctx` and `ex.req`), then, when every
+    phase went on, the route's integration: `ex.integrate()` for a request that expects 100-continue, else
+    `ex.route.start(ex)`. What stops the phases goes back to the exchange: `ex.phase_stopped(i, result)` (a
+    Response, an awaitable or a bad return of phase i), `ex._plugin_failed(name, None, cause)` (a phase raised).
+    `ex` is a `fastgw.pipeline.exchange.Exchange` (this layer does not import it)."""
+    req = ex.req
+    try:
+        i, result = run_phases(ex.ctx, start, req)
+    except PluginFailed as exc:
+        ex._plugin_failed(exc.name, None, exc.__cause__)
+        return
+    if i >= 0:
+        ex.phase_stopped(i, result)
+    elif req.expect_continue:
+        ex.integrate()
+    else:
+        ex.route.start(ex)
 
 
 def switch_chain(ctx: Context, i: int) -> int:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from httptools import parse_url
 
-from fastgw.core import new_context, strip_headers
+from fastgw.core import new_context, request_phases, strip_headers
 from fastgw.pipeline.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -67,12 +67,12 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
         if front(ex, ip):
             return
         ex.ctx = new_context(req, ip, params, route.info, chain)
-        ex.request_phases(0)  # a chain with a front streams (plugins/chain.py)
+        request_phases(ex, 0)  # a chain with a front streams (plugins/chain.py)
         return
     ctx = new_context(req, ip, params, route.info, chain)
     ex = Exchange(leg, gw, req, route, params, ctx, t0)
     if chain.streams:
-        ex.request_phases(0)  # PERF: nothing to do about the body first (the usual chain), one call less
+        request_phases(ex, 0)  # PERF: the usual chain (nothing to do about the body first): one C call, no frame
     else:
         ex.run(chain)
 

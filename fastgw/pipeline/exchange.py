@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
-from fastgw.core import ExchangeState, PluginFailed, finish_head, keep_alive, new_context, run_phases
+from fastgw.core import ExchangeState, PluginFailed, finish_head, keep_alive, new_context
 from fastgw.core import filter_head as _filter_head
+from fastgw.core import request_phases as _request_phases
 from fastgw.core.http import HTTP_STATUS_LINES, status_line  # a table lookup, the same on both twins
 from fastgw.core.observe import check_exchange  # (the spec's check, the same for both twins)
 from fastgw.pipeline.background import Discard, request_copy
@@ -232,21 +233,15 @@ class Exchange(ExchangeState):
 
     def request_phases(self, start: int) -> None:
         """rewrite, then access phases, from `start`; a Response answers, an awaitable continues asynchronously,
-        and when every phase went on the integration starts."""
-        ctx = self.ctx
-        assert ctx is not None
-        try:
-            i, result = run_phases(ctx, start, self.req)
-        except PluginFailed as exc:
-            self._plugin_failed(exc.name, exc=exc.__cause__)
-            return
-        if i < 0:
-            if self.req.expect_continue:
-                self.integrate()
-            else:
-                self.route.start(self)  # type: ignore[union-attr]  # PERF: the common case, one call less
-            return
-        name = ctx.chain.request[i][3]
+        and when every phase went on the integration starts. The core's `request_phases` (one C call on the
+        compiled core; dispatch calls it directly), which hands back here what stops the phases: `phase_stopped`,
+        `_plugin_failed`."""
+        _request_phases(self, start)
+
+    def phase_stopped(self, i: int, result: Any) -> None:
+        """Request phase `i` returned `result`, not None: a Response answers, an awaitable continues
+        asynchronously, anything else is the plugin's failure."""
+        name = self.ctx.chain.request[i][3]  # type: ignore[union-attr]
         if result.__class__ is Response:
             # NOTE: answered before a body still on its way was read: the connection closes after the answer (and
             # 100 Continue was never sent, so an expecting client sends no body).

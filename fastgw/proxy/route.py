@@ -98,7 +98,9 @@ class HttpRoute(Route):
                 ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
                 return
         path = req.path
-        if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
+        ctx = ex.ctx
+        # PERF: Exchange.plugin_path inline: no Python frame on every exchange of a plugin route.
+        if ctx is not None and (up := ctx._upstream) is not None and (chosen := up.path) is not None:
             path = quote(chosen, safe=_PATH_SAFE)  # a plugin chose the upstream path
         elif self.rewrites:
             path = self.upstream_path(path, ex.params)

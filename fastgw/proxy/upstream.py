@@ -27,7 +27,6 @@ from httptools import HttpParserError, HttpResponseParser
 
 from fastgw.core import PluginFailed, ResponseSink, filter_head
 from fastgw.pipeline.deadline import INF, Deadline
-from fastgw.pipeline.exchange import FILTER_HEAD, HOLD_BODY
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
 from fastgw.proxy.retry import Attempt, Retrying, next_try
@@ -283,10 +282,13 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         ex.body_sink = self
         route: Proxied = ex.route  # type: ignore[assignment]
         self.sink.begin(ex, route.server_line, route.via, DATE.line, self.state)
-        if ex.ctx is not None:
-            plan = ex.response_filters()
-            self.filtering = FILTER if plan & FILTER_HEAD else 0
-            if plan & HOLD_BODY:
+        ctx = ex.ctx
+        if ctx is not None:
+            # PERF: Exchange.response_filters inline (no frame): the head goes through the filters when plugins
+            # set response headers or a header_filter phase runs; body_filter phases hold the body whole.
+            chain = ctx.chain
+            self.filtering = FILTER if ctx._reply_headers is not None or chain.header_filter else 0
+            if chain.body_filter and not req.head_only:
                 self.held = 0
                 self.sink.collect = True  # the body as it comes, unframed: it is sent again with its new length
             else:

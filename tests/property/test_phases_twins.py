@@ -252,3 +252,97 @@ def test_the_phase_loop_goes_on_with_the_consumers_chain(base, extra, dropped, n
     at = ran.index(base[names_at])
     assert ran[: at + 1] == base[: names_at + 1]
     assert ran[at + 1 :] == order[order.index(base[names_at]) + 1 :]
+
+
+# What a request phase does in test_request_phases_hands_the_exchange_the_same_outcome: go on, answer (a Response),
+# wait (an awaitable), raise, or return something that is neither.
+BEHAVIOURS = st.sampled_from(["on", "on", "on", "answer", "wait", "raise", "bad"])
+ANSWER = object()  # stands for a Response: request_phases hands it back as it is
+
+
+class Waiting:
+    def __await__(self) -> Any:
+        yield
+        return None
+
+
+WAITING = Waiting()
+
+
+def recording_exchange(impl_http: Any, req: Any, ctx: Any, calls: list[Any]) -> Any:
+    """An exchange of `impl_http`'s ExchangeState whose methods request_phases calls record what they were given."""
+
+    class Recorder(impl_http.ExchangeState):  # type: ignore[misc,name-defined]
+        def integrate(self) -> None:
+            calls.append(("integrate",))
+
+        def phase_stopped(self, i: int, result: Any) -> None:
+            calls.append(("stopped", i, result))
+
+        def _plugin_failed(self, name: str, why: Any, exc: Any) -> None:
+            calls.append(("failed", name, why, type(exc).__name__, str(exc)))
+
+    ex = Recorder.__new__(Recorder)  # (no __init__: the fields request_phases reads are set here)
+    ex.req, ex.ctx = req, ctx
+    ex.route = SimpleNamespace(start=lambda started: calls.append(("start", started is ex)))
+    return ex
+
+
+@settings(max_examples=200, deadline=None)
+@given(behaviours=st.lists(BEHAVIOURS, max_size=5), start=st.integers(0, 5), expect=st.booleans())
+def test_request_phases_hands_the_exchange_the_same_outcome(behaviours, start, expect):
+    """request_phases, compiled and pure: every phase went on (the route started, or integrate() for a request
+    that expects 100-continue), a Response or an awaitable stops the phases (phase_stopped), a phase that raises is
+    the plugin's failure (_plugin_failed with its cause), a bad return goes to phase_stopped to be judged."""
+    start %= len(behaviours) + 1
+
+    def phase(n: int, what: str) -> Any:
+        def fn(ctx: Any, conf: Any) -> Any:
+            ctx.vars.setdefault("ran", []).append(n)
+            if what == "raise":
+                raise ValueError(f"phase {n} broke")
+            return {"on": None, "answer": ANSWER, "wait": WAITING, "bad": 42}[what]
+
+        return fn
+
+    phases = tuple((phase(n, what), None, False, f"p{n}") for n, what in enumerate(behaviours))
+    results = []
+    for impl, http in IMPLS:
+        req = http.Request()
+        req.expect_continue = expect
+        req.headers = [(b"x-a", b"1")]
+        ctx = impl.new_context(req, "127.0.0.1", {}, None, chain_of(impl, request=phases))
+        ctx.set_upstream_header("x-b", "2")  # written into the request once every phase went on
+        calls: list[Any] = []
+        impl.request_phases(recording_exchange(http, req, ctx, calls), start)
+        results.append((calls, ctx.vars.get("ran"), req.headers))
+    assert results[0] == results[1]
+    calls, ran, headers = results[0]
+    stops = [n for n in range(start, len(behaviours)) if behaviours[n] != "on"]
+    if not stops:
+        assert calls == [("integrate",) if expect else ("start", True)]
+        assert (b"x-b", b"2") in headers
+    elif behaviours[stops[0]] == "raise":
+        assert calls == [("failed", f"p{stops[0]}", None, "ValueError", f"phase {stops[0]} broke")]
+    else:
+        expected = {"answer": ANSWER, "wait": WAITING, "bad": 42}[behaviours[stops[0]]]
+        assert calls == [("stopped", stops[0], expected)]
+    assert (ran or []) == list(range(start, stops[0] + 1 if stops else len(behaviours)))
+
+
+def test_the_compiled_request_phases_keeps_no_reference_to_the_request():
+    """The compiled request_phases gives back every reference it takes to the exchange's request (a leak here kept
+    every Request of a plugin route, and its headers, alive: the heap grew an exchange at a time)."""
+    import sys
+
+    req = _core.Request()
+    ctx = _core.new_context(
+        req, "127.0.0.1", {}, None, chain_of(_core, request=((lambda c, conf: None, None, False, "a"),))
+    )
+    calls: list[Any] = []
+    ex = recording_exchange(_core, req, ctx, calls)
+    before = sys.getrefcount(req), sys.getrefcount(ctx)
+    for _ in range(1000):
+        _core.request_phases(ex, 0)
+    assert (sys.getrefcount(req), sys.getrefcount(ctx)) == before
+    assert len(calls) == 1000
