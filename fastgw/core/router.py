@@ -296,6 +296,7 @@ class Router:
             if allowed:
                 return None, tuple(sorted(allowed))
             return None
+        # NOTE: the compiled twin reads the segments off the path as its walk reaches them (no list); same answers.
         segs = [s for s in path.split("/") if s]
         params: list[str] = []
         allowed = set()
