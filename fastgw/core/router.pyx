@@ -4,7 +4,7 @@
 # on a copy of the frozen trie; tests/property/test_twins.py holds the two to the same answers.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_FindChar
+from cpython.unicode cimport PyUnicode_Find, PyUnicode_FindChar
 from libc.string cimport memchr
 
 from fastgw.core.router import (
@@ -241,17 +241,14 @@ cdef class Router:
 cdef str _rest(str path, Py_ssize_t start):
     # The non-empty segments of `path[start:]` joined by "/" (what a greedy parameter takes), as
     # "/".join([s for s in path[start:].split("/") if s]) gives it: one slice unless that part holds "//".
-    cdef Py_ssize_t n = len(path), end = n, i
-    cdef Py_UCS4 c, prev = 0
+    cdef Py_ssize_t n = len(path), end = n
     while start < end and path[start] == u"/":
         start += 1
     while end > start and path[end - 1] == u"/":
         end -= 1
-    for i in range(start, end):
-        c = path[i]
-        if c == u"/" and prev == u"/":
-            return "/".join([s for s in path[start:end].split("/") if s])
-        prev = c
+    # PERF: one search where a loop indexing the str cost ~30 instructions a character (callgrind).
+    if end - start > 1 and PyUnicode_Find(path, "//", start, end, 1) >= 0:
+        return "/".join([s for s in path[start:end].split("/") if s])
     if start == 0 and end == n:
         return path
     return path[start:end]
