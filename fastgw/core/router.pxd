@@ -22,5 +22,6 @@ cdef class Router:
     cdef object _spec
     cdef _Node _root
     cdef dict _static
+    cdef bint _greedy_root  # the root has no literal, constrained or param child (see _match)
     cdef public bint frozen
     cdef _match(self, str method, str host, str path, frozenset skip)

@@ -90,3 +90,36 @@ def test_router_twins_agree(routes, requests, skip):
                 assert not constraint or re.fullmatch(constraint, found[1][name]), (path, name, constraint)
         # Falling through routes told apart by headers: the match as if some routes were not there.
         assert fast.match_past(method, host, path, skip) == slow.match_past(method, host, path, skip)
+
+
+# Tables whose root has only greedy routes (and maybe "/"): both twins answer them without splitting the path or
+# walking the trie (issue 22). The same table with one more route, a literal no request path ever holds, makes the
+# root a full node and so takes the general walk: the shortcut must answer exactly as that walk does.
+ROOT_ROUTE = st.tuples(
+    METHODS, st.sampled_from(["/{proxy+}", "/{rest+}", "/"]), HOSTS, st.integers(-2, 2)
+)  # fmt: skip
+SLASHY_PATH = st.builds(
+    lambda lead, segs, trail: "/" * lead + "/".join(segs) + "/" * trail,
+    st.integers(0, 3),
+    st.lists(st.sampled_from(["a", "b", "", "x.y", "%2F", "users", "7"]), max_size=5),
+    st.integers(0, 2),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    routes=st.lists(ROOT_ROUTE, max_size=5),
+    requests=st.lists(st.tuples(REQ_METHOD, REQ_HOST, SLASHY_PATH), min_size=1, max_size=20),
+    skip=st.frozensets(st.integers(0, 4), max_size=2),
+)
+def test_a_root_of_greedy_routes_answers_as_the_walk(routes, requests, skip):
+    for impl in (_core, pyrouter):
+        short, _ = _build(impl, routes)
+        walked, _ = _build(impl, [*routes, (["ANY"], "/never-requested", None, 0)])
+        for method, host, path in requests:
+            assert short.match(method, host, path) == walked.match(method, host, path), (impl, method, host, path)
+            assert short.match_past(method, host, path, skip) == walked.match_past(method, host, path, skip)
+    fast, _ = _build(_core, routes)
+    slow, _ = _build(pyrouter, routes)
+    for method, host, path in requests:
+        assert fast.match(method, host, path) == slow.match(method, host, path), (method, host, path)
