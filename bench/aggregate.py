@@ -34,6 +34,7 @@ from run import (
     nginx_conf,
     parse_wrk,
     start,
+    stop,
     wait_ready,
 )
 
@@ -140,13 +141,7 @@ def main() -> int:
         print(f"wrote {out}")
         return 0
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs, timeout=5)
 
 
 if __name__ == "__main__":

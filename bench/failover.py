@@ -45,6 +45,7 @@ from run import (
     machine,
     nginx_conf,
     start,
+    stop,
     wait_ready,
 )
 
@@ -239,13 +240,7 @@ def main() -> int:
     finally:
         for t in targets:
             t.kill()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs, timeout=5)
 
 
 if __name__ == "__main__":

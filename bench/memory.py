@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import FASTGW_CONFIG, free_port, git_commit  # noqa: E402
+from run import FASTGW_CONFIG, free_port, git_commit, stop  # noqa: E402
 
 KIB = 1024
 ROLLUP_KEYS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem", "Shared_Clean", "Shared_Dirty", "Private_Clean",
@@ -190,12 +190,7 @@ def serve(config: Path | None, workers: int, idle: float, paths: list[str], env:
             procs.append({"role": role, "pid": pid, **smaps_rollup(pid), "libraries": libraries(pid)})
         return {"workers": workers, "statuses": statuses, "processes": procs}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop([proc])
 
 
 def import_steps(env: dict[str, str]) -> dict[str, Any]:

@@ -336,13 +336,7 @@ def main() -> int:
         print(f"-> {out}")
         return 0
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        run.stop(procs)
         if args.keep:
             print(f"work folder kept: {work}")
         else:

@@ -101,6 +101,18 @@ def start(cmd: list[str], cpu: str, log: Path, env: dict[str, str] | None = None
         return subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
+def stop(procs: list[subprocess.Popen[bytes]], timeout: float = 10) -> None:
+    """Stop every process started for a run: all told at once, then each waited for (killed past `timeout`)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def wait_ready(
     url: str, expect: bytes, timeout: float = 10.0, headers: dict[str, str] | None = None, ca: Path | None = None
 ) -> None:
@@ -694,13 +706,7 @@ def main() -> int:
     finally:
         if scraper is not None:
             scraper.stop.set()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 
