@@ -156,14 +156,6 @@ async def test_every_operation_refused_for_its_token_or_content_type_answers_as_
         await server.shutdown(timeout=1.0)
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[EtcdCluster]:
-    etcd_binary()
-    cluster = EtcdCluster(1).start()
-    yield cluster
-    cluster.stop()
-
-
 @pytest.fixture
 def lost() -> Iterator[EtcdCluster]:
     """An etcd of the test's own, which it kills."""

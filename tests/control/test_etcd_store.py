@@ -8,7 +8,7 @@ import base64
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -32,14 +32,6 @@ pytest.importorskip("aiohttp", reason="the etcd store's client: pip install 'fas
 def deployment(n: int, **extra: Any) -> Deployment:
     config = {"routes": [{"path": f"/r{n}", "integration": {"type": "mock", "body": {"n": n}}}], **extra}
     return Deployment(id=f"{n:016x}", config=config, time="2026-12-07T19:00:00Z", source="test", author="t")
-
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[EtcdCluster]:
-    etcd_binary()
-    cluster = EtcdCluster(1).start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture

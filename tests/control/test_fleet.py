@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -21,7 +20,7 @@ import pytest
 from fastgw.client import http_request
 from fastgw.config.load import load_config
 from fastgw.server.server import Server
-from tests.etcdproc import EtcdCluster, etcd_binary
+from tests.etcdproc import EtcdCluster
 
 CONFIG = """\
 admin: {{host: 127.0.0.1, port: 0}}
@@ -32,14 +31,6 @@ routes:
     path: /v
     integration: {{type: mock, body: {body}}}
 """
-
-
-@pytest.fixture(scope="module")
-def node() -> Iterator[EtcdCluster]:
-    etcd_binary()
-    cluster = EtcdCluster(1).start()
-    yield cluster
-    cluster.stop()
 
 
 async def _gateway(tmp_path: Path, name: str, node: EtcdCluster, prefix: str, body: str) -> Server:
