@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
@@ -23,6 +22,7 @@ from fastgw.client import Response, http_request
 from fastgw.config.load import load_config
 from fastgw.config.schema import AdminConfig
 from fastgw.server.server import Server
+from tests.adminapi import admin_call
 from tests.etcdproc import EtcdCluster, etcd_binary
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parents[2] / "docs" / "admin-api.openapi.yaml").read_text())
@@ -119,15 +119,7 @@ async def _gateway(tmp_path: Path, tokens: str = "", store: str = "", body: str 
 
 
 async def _call(server: Server, method: str, path: str, body: Any = None, token: str = WRITE, **headers: str):
-    assert server.admin is not None
-    hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
-    if token:
-        hdrs["authorization"] = f"Bearer {token}"
-    data = b""
-    if body is not None:
-        data = orjson.dumps(body)
-        hdrs.setdefault("content-type", "application/json")
-    return await http_request(server.admin.port, method, path, headers=hdrs, body=data, host="127.0.0.1")
+    return await admin_call(server, method, path, body, token, **headers)
 
 
 async def test_every_operation_refused_for_its_token_or_content_type_answers_as_documented(tmp_path: Path):

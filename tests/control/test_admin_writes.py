@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import orjson
 import pytest
 
 from fastgw.client import http_request
 from fastgw.config.load import load_config
 from fastgw.server.server import Server
 from fastgw.testing import EchoUpstream
+from tests.adminapi import admin_call
 
 BASE = """\
 admin: {{host: 127.0.0.1, port: 0{tokens}}}
@@ -39,16 +39,7 @@ async def _serve(tmp_path: Path, url: str, tokens: str = "") -> Server:
     return server
 
 
-async def admin(server: Server, method: str, path: str, body=None, token: str | None = None, **headers: str):
-    assert server.admin is not None
-    hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
-    if token:
-        hdrs["authorization"] = f"Bearer {token}"
-    data = b""
-    if body is not None:
-        data = orjson.dumps(body)
-        hdrs["content-type"] = "application/json"
-    return await http_request(server.admin.port, method, path, headers=hdrs, body=data, host="127.0.0.1")
+admin = admin_call
 
 
 async def test_routes_are_created_replaced_read_and_deleted_as_deployments(tmp_path: Path):
