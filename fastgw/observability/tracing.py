@@ -70,8 +70,11 @@ class TraceContext(Plugin):
     Config = TraceContextConfig
 
     def rewrite(self, ctx: Context, conf: TraceContextConfig) -> None:
-        req: Any = ctx.request._req
-        headers: list[tuple[bytes, bytes]] = req.headers
+        # The request the upstream gets, read from the context (ctx.request, the client's view, is made only when a
+        # phase asks); its headers are written as a copy, so ctx.request keeps what the client sent.
+        req: Any = ctx._req
+        headers: list[tuple[bytes, bytes]] = list(req.headers)
+        req.headers = headers
         incoming = amzn = None
         for name, value in headers:
             if name == b"traceparent":

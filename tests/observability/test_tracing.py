@@ -69,3 +69,31 @@ def test_parse_traceparent_follows_the_w3c_rules():
     assert parse_traceparent(b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01") is None  # upper case
     assert parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra") is None
     assert parse_traceparent(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra") is not None
+
+
+def test_the_clients_request_never_shows_the_traceparent_the_gateway_made():
+    # trace-context writes the upstream request's traceparent; a later phase reading ctx.request (a header_filter,
+    # the log phase) still sees what the client sent: none, or its own malformed one. Both cores.
+    from fastgw import core
+    from fastgw.core import http as pyhttp
+    from fastgw.core import phases as pyphases
+    from fastgw.observability.tracing import TraceContext, TraceContextConfig
+    from fastgw.plugins.base import RouteInfo
+
+    pairs = [(pyphases, pyhttp)]
+    if core.COMPILED:
+        from fastgw import _core
+
+        pairs.append((_core, _core))
+    for sent in ([(b"host", b"a")], [(b"host", b"a"), (b"traceparent", b"junk")]):
+        for runtime, http in pairs:
+            req = http.Request()
+            req.headers = list(sent)
+            req.complete = True
+            ctx = runtime.new_context(
+                req, "10.0.0.1", {}, RouteInfo("r", "/", ("GET",), None, None, {}), runtime.PhaseChain()
+            )
+            TraceContext().rewrite(ctx, TraceContextConfig())
+            made = [v for n, v in req.headers if n == b"traceparent"]
+            assert len(made) == 1 and parse_traceparent(made[0]) is not None  # the upstream gets a fresh one...
+            assert list(ctx.request.headers.raw()) == sent  # ...the client's request is what it sent
