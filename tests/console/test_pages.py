@@ -105,6 +105,10 @@ async def test_every_control_is_labelled_and_the_keyboard_reaches_it_with_visibl
         assert await page.locator("[tabindex]:not([tabindex='-1']):not([tabindex='0'])").count() == 0  # DOM order
     # From the top: the skip link, then the pages in the order they are shown, each with a visible focus ring.
     await page.goto(gateway.console + "#/functions")
+    # Tab only once the page has drawn its controls and moved focus to its heading: on a slow run the heading took
+    # focus in the middle of the walk, or the last Tab ran off an empty page to the body.
+    await expect(page.locator("main h1")).to_be_focused()
+    await expect(page.get_by_role("button", name="Create function")).to_be_visible()
     await page.focus("a.skip")
     order = [await page.evaluate("document.activeElement.textContent.trim()")]
     for _ in range(8):
