@@ -8,12 +8,14 @@ hub includes each part's .pyx, `_core.pxd` each part's .pxd.
 - core/limit.pyx: the token buckets and the front of one local limit
 - core/observe.pyx: the metrics counters and the access log's lines
 - core/steps.pyx: the compiled steps of the built-in plugins (what the phase loop runs in place of their phases)
+- core/conn.pyx: the connections' core (the fields of an object with a deadline)
 
 Each part's specification is its pure-Python twin beside it (core/router.py, ...): this module gives the same
 answers (the property tests in tests/property/ run both side by side) and only makes them cheaper. Keep each pair
 in step; `fastgw.core` chooses between the two.
 """
 
+from fastgw.core import conn as _twin_conn
 from fastgw.core import http as _twin_http
 from fastgw.core import limit as _twin_limit
 from fastgw.core import observe as _twin_observe
@@ -25,7 +27,7 @@ from fastgw.core import steps as _twin_steps
 # holds it to that, and to defining its own classes and functions rather than handing on the pure ones).
 __all__ = [
     *_twin_router.__all__, *_twin_http.__all__, *_twin_phases.__all__, *_twin_limit.__all__, *_twin_observe.__all__,
-    *_twin_steps.__all__,
+    *_twin_steps.__all__, *_twin_conn.__all__,
 ]
 
 include "core/router.pyx"
@@ -34,3 +36,4 @@ include "core/phases.pyx"
 include "core/limit.pyx"
 include "core/observe.pyx"
 include "core/steps.pyx"
+include "core/conn.pyx"

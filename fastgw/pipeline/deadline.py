@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 
+from fastgw.core import DeadlineState
+
 INF = float("inf")
 STALL = 0.02  # seconds: a timer this late suggests a stalled loop (see the NOTE above)
 # uvloop (libuv) counts timers in whole milliseconds: about 4 in 10 fire up to 1 ms before their loop time. One
@@ -25,10 +27,11 @@ EARLY = 0.001
 _AGAIN = 0.001  # the wait that lets the loop poll for I/O once before a late deadline is judged
 
 
-class Deadline:
-    """Base of an object with one deadline. Subclasses implement `check_deadline(now)`."""
+class Deadline(DeadlineState):
+    """Base of an object with one deadline. Subclasses implement `check_deadline(now)`. Its fields are the core's
+    (`fastgw.core.conn.DeadlineState`), which a compiled connection reads and writes as C fields."""
 
-    __slots__ = ("deadline", "timer", "timer_at", "loop")
+    __slots__ = ()
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
