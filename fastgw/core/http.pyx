@@ -418,7 +418,7 @@ cdef extern from "Python.h":
     void PyType_Modified(object)
 
 cdef extern from "structmember.h":
-    int T_OBJECT_EX
+    int T_OBJECT_EX, READONLY
 
 
 cdef PyMemberDef _EXCHANGE_SLOTS[24]
@@ -429,7 +429,9 @@ cdef list _SLOT_NAMES = []  # (the members' names, kept alive)
 
 cdef int _as_slots(type cls, tuple names, PyMemberDef *members, Py_ssize_t capacity, probe=None) except -1:
     """Expose the object fields `names` of the compiled class `cls` to Python as plain slots (member descriptors
-    of T_OBJECT_EX) in place of the properties Cython makes for `cdef public` fields.
+    of T_OBJECT_EX) in place of the properties Cython makes for `cdef public` fields. A name given as (public,
+    field, value) exposes `field` read-only under `public` beside its own name (the plugin API's names for fields of
+    the core, phases.pyx); `value`, a fresh object of the field's type, finds it.
 
     PERF: CPython specializes the attribute access to a slot (LOAD_ATTR_SLOT, STORE_ATTR_SLOT: an offset read)
     and not to a property; the pipeline reads and writes the exchange's fields ~40 times an exchange from Python.
@@ -444,8 +446,8 @@ cdef int _as_slots(type cls, tuple names, PyMemberDef *members, Py_ssize_t capac
     cdef PyObject *mark
     assert len(names) <= capacity
     for i in range(len(names)):
-        marker = object()
-        setattr(probe, names[i], marker)
+        name, field, marker = names[i] if type(names[i]) is tuple else (names[i], names[i], object())
+        setattr(probe, field, marker)
         mark = <PyObject *>marker
         off = sizeof(void *) * 2  # (past the object header)
         while off + <Py_ssize_t>sizeof(void *) <= size:
@@ -453,15 +455,11 @@ cdef int _as_slots(type cls, tuple names, PyMemberDef *members, Py_ssize_t capac
                 break
             off += sizeof(void *)
         else:
-            raise TypeError(f"{cls.__name__}.{names[i]} is not an object field")
-        name = (<str>names[i]).encode()
-        _SLOT_NAMES.append(name)
-        members[i].name = PyBytes_AS_STRING(name)
-        members[i].type = T_OBJECT_EX
-        members[i].offset = off
-        members[i].flags = 0
-        members[i].doc = NULL
-        (<dict><object>(<_TypeObject *><PyObject *>cls).tp_dict)[names[i]] = PyDescr_NewMember(cls, &members[i])
+            raise TypeError(f"{cls.__name__}.{field} is not an object field")
+        _SLOT_NAMES.append((<str>name).encode())
+        members[i] = PyMemberDef(PyBytes_AS_STRING(_SLOT_NAMES[-1]), T_OBJECT_EX, off,
+                                 0 if field is name else READONLY, NULL)
+        (<dict><object>(<_TypeObject *><PyObject *>cls).tp_dict)[name] = PyDescr_NewMember(cls, &members[i])
     PyType_Modified(cls)
     return 0
 

@@ -29,6 +29,7 @@ __all__ = [
     "UpstreamRequest",
     "add_consumer_headers",
     "filter_head",
+    "header_key",
     "finish_phases",
     "new_context",
     "request_phases",
@@ -163,6 +164,13 @@ def _parse_query(raw: bytes | None) -> dict[str, list[str]]:
 _VALID_HEADERS = Headers()  # validates names and values for Context.set_response_header
 
 
+def header_key(name: str, value: str = "") -> bytes:
+    """The wire name of the header `name` (lower-case Latin-1 bytes), checked as `Headers.set` checks a header: a
+    ValueError for a name that is not an HTTP token, or a `value` with CR, LF or NUL. For a plugin that checks the
+    headers of its configuration once, when it is prepared (request-transformer's compiled step)."""
+    return _VALID_HEADERS._key(name, value)
+
+
 class ClientRequest:
     """The request as the client sent it (after path normalization); read-only."""
 
@@ -201,6 +209,11 @@ class ClientRequest:
     def query_string(self) -> str:
         q = self._raw_query
         return q.decode("latin-1") if q else ""
+
+    @property
+    def raw_query(self) -> bytes | None:
+        """The query byte for byte as the client sent it: None without a `?`, b"" after a bare `?`."""
+        return self._raw_query
 
     @property
     def query(self) -> dict[str, list[str]]:
@@ -256,6 +269,12 @@ class UpstreamRequest:
     def query(self) -> dict[str, list[str]]:
         if self._query is None:
             self._query = _parse_query(self._req.query)
+        return self._query
+
+    @property
+    def query_if_made(self) -> dict[str, list[str]] | None:
+        """`query` when a phase has read it (and may have changed it), else None (the query goes as it came);
+        reading this never parses the query."""
         return self._query
 
     def apply(self, req: Request) -> None:
@@ -373,6 +392,26 @@ class Context:
             request.params = self._params
             request.body = None
         return request
+
+    @property
+    def upstream_request_if_made(self) -> UpstreamRequest | None:
+        """`upstream_request` when a phase has asked for it (and may have changed it), else None: reading this
+        never makes one (what proxy-cache reads to see whether the upstream's path or query were changed)."""
+        return self._upstream
+
+    @property
+    def reply_headers(self) -> list[tuple[bytes, bytes]] | None:
+        """The headers `set_response_header` has set so far, in order, as wire pairs (lower-case name, value) of
+        bytes; None when it has set none. The gateway's own list: read it, never change it."""
+        return self._reply_headers
+
+    @property
+    def wire_request(self) -> Request:
+        """(advanced) The request the integration sends (`fastgw.core.Request`, what `front` sees as `ex.req`):
+        `headers` a list of (lower-case name, value) byte pairs, `query` bytes or None. The changes made through
+        `upstream_request` are written into it after the last request phase. Replace its `headers` with a new list,
+        never change the list in place: until a phase replaced it, it is the client's, which `request` shows."""
+        return self._req
 
     @property
     def consumer(self) -> Any:

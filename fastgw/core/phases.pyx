@@ -378,6 +378,11 @@ cdef class ResponseHead:
 cdef Headers _VALID_HEADERS = Headers()
 
 
+def header_key(str name, str value=""):
+    """See `fastgw.core.phases.header_key`."""
+    return _VALID_HEADERS._key(name, value)
+
+
 cdef class PhaseChain:
     """What the request loop reads of a route's plugin chain. See `fastgw.core.phases.PhaseChain`.
 
@@ -507,6 +512,17 @@ def new_context(Request req, str client_ip, params, route, PhaseChain chain):
     ctx._reply_headers = None
     ctx._upstream_sets = None
     return ctx
+
+
+cdef PyMemberDef _PUBLIC_SLOTS[5]
+# The plugin API's names for fields plugins read (the twin's properties, docs/plugins.md): read-only plain slots
+# beside the private fields the core goes on using. PERF: a slot read (~14 ns in a loop), cheaper than the read of
+# the private field through Cython's property it replaces in a plugin (~24 ns); callgrind, --scenario cache-miss
+# (proxy-cache's key and header_filter): 232,378 -> 232,114 instructions an exchange.
+_as_slots(Context, (("wire_request", "_req", Request.__new__(Request)), ("upstream_request_if_made", "_upstream",
+          object()), ("reply_headers", "_reply_headers", [])), _PUBLIC_SLOTS, 3)
+_as_slots(ClientRequest, (("raw_query", "_raw_query", object()),), _PUBLIC_SLOTS + 3, 1)
+_as_slots(UpstreamRequest, (("query_if_made", "_query", object()),), _PUBLIC_SLOTS + 4, 1)
 
 
 cdef bint _absent_at(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, bytes key) noexcept:

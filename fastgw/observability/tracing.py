@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any
 
 import msgspec
 
@@ -70,9 +69,9 @@ class TraceContext(Plugin):
     Config = TraceContextConfig
 
     def rewrite(self, ctx: Context, conf: TraceContextConfig) -> None:
-        # The request the upstream gets, read from the context (ctx.request, the client's view, is made only when a
-        # phase asks); its headers are written as a copy, so ctx.request keeps what the client sent.
-        req: Any = ctx._req
+        # The request the upstream gets (ctx.wire_request: ctx.request, the client's view, is made only when a phase
+        # asks); its headers are written as a copy, so ctx.request keeps what the client sent.
+        req = ctx.wire_request
         headers: list[tuple[bytes, bytes]] = list(req.headers)
         req.headers = headers
         incoming = amzn = None

@@ -16,7 +16,7 @@ import msgspec
 import orjson
 
 # What phases see: compiled (fastgw._core) or the pure twin (fastgw.core.phases), as fastgw.core chose.
-from fastgw.core import ClientRequest, Context, Headers, ResponseHead, UpstreamRequest
+from fastgw.core import ClientRequest, Context, Headers, ResponseHead, UpstreamRequest, header_key
 
 if TYPE_CHECKING:
     from fastgw.core import Request
@@ -33,6 +33,7 @@ __all__ = [
     "ResponseHead",
     "RouteInfo",
     "UpstreamRequest",
+    "header_key",
 ]
 
 PHASES = ("rewrite", "access", "header_filter", "body_filter", "log")

@@ -161,8 +161,8 @@ def base_key(ctx: Context, p: Prepared) -> str:
     method = "GET" if req.method == "HEAD" else req.method
     route = ctx.route
     key = (f"{route.api}/{route.stage}/{route.name}" if route.api else route.name) + "|" + method + "|"
-    # NOTE: the query as it came (`_raw_query`, None without a `?`), as Front reads it from the wire request.
-    key += _esc((req.host or "").lower()) + "|" + _esc(req.path) + "|" + _query(req._raw_query)
+    # NOTE: the query as it came (`raw_query`, None without a `?`), as Front reads it from the wire request.
+    key += _esc((req.host or "").lower()) + "|" + _esc(req.path) + "|" + _query(req.raw_query)
     if p.key_header_names:
         key += "|" + headers_part(req.headers.raw(), p.key_header_names)
     if p.conf.vary_by_consumer:
@@ -170,9 +170,9 @@ def base_key(ctx: Context, p: Prepared) -> str:
         key += "|" + (c.name if c is not None else "")
     # An earlier plugin that changed the upstream's path or query (request-transformer, a hidden query key)
     # may have made them from headers or the consumer: what the backend is asked for completes the key.
-    up = ctx._upstream  # NOTE: read, never made here (ctx.upstream_request would make one)
-    if up is not None and (up.path is not None or up._query is not None):
-        changed = up._query
+    up = ctx.upstream_request_if_made  # NOTE: read, never made here (ctx.upstream_request would make one)
+    if up is not None and (up.path is not None or up.query_if_made is not None):
+        changed = up.query_if_made
         query = urlencode([(k, v) for k, vs in changed.items() for v in vs]) if changed is not None else ""
         key += "|>" + _esc(up.path or "") + ("?" + query if changed is not None else "")
     return key
@@ -434,7 +434,7 @@ class ProxyCache(Plugin):
             # stale-if-error: the stale entry answers instead (its body replaces this one in body_filter).
             pending.serve_stale = True
             # The failed response's headers go, except those plugins set on every response (ids, RateLimit).
-            reply = {k.decode("latin-1") for k, _ in (ctx._reply_headers or ())}
+            reply = {k.decode("latin-1") for k, _ in (ctx.reply_headers or ())}
             for name in {k.lower() for k, _ in headers} - reply:
                 headers.remove(name)
             for k, v in stale.headers:
@@ -477,7 +477,7 @@ class ProxyCache(Plugin):
         left = ttl - age
         if left <= 0 and swr <= 0 and sie <= 0:
             return None
-        reply = {k.decode("latin-1") for k, _ in (ctx._reply_headers or ())}
+        reply = {k.decode("latin-1") for k, _ in (ctx.reply_headers or ())}
         kept = [(k, v) for k, v in headers if k.lower() not in _NOT_STORED and k.lower() not in reply]
         fresh = now + max(0.0, left)
         item = Stored(status, kept, b"", now, age, fresh, fresh + swr, fresh + sie, vary or None)

@@ -25,7 +25,7 @@ import orjson
 
 from fastgw.core import HeaderStep
 from fastgw.core.steps import ADD, REMOVE, SET
-from fastgw.plugins.base import Context, Headers, Plugin
+from fastgw.plugins.base import Context, Headers, Plugin, header_key
 
 # Anything that looks like a reference is one: a misspelled one is refused when the config loads, never sent
 # as literal text.
@@ -255,15 +255,14 @@ class RequestTransformer(Plugin):
         remove, rename, set_, add, append = headers
         if rename or append:
             return None
-        check = Headers()
         ops: list[tuple[int, bytes, bytes | None]] = []
         try:
-            ops += [(REMOVE, check._key(n), None) for n in remove]
+            ops += [(REMOVE, header_key(n), None) for n in remove]
             for kind, pairs in ((SET, set_), (ADD, add)):
                 for n, t in pairs:
                     if t.static is None:
                         return None  # a template: `access` renders it
-                    ops.append((kind, check._key(n, t.static), t.static.encode("utf-8")))
+                    ops.append((kind, header_key(n, t.static), t.static.encode("utf-8")))
         except ValueError:
             return None  # refused per request, as `access` does
         return HeaderStep(tuple(ops))

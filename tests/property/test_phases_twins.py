@@ -167,6 +167,56 @@ def test_client_and_upstream_requests(raw, query, ops, path, lookups, early, lat
     assert results[0] == results[1]
 
 
+PUBLIC_NAMES = (
+    ("context", "wire_request"), ("context", "upstream_request_if_made"), ("context", "reply_headers"),
+    ("request", "raw_query"), ("upstream", "query_if_made"),
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    query=st.sampled_from([None, b"", b"a=1&a=2", b"q=caf%C3%A9"]),
+    steps=st.lists(st.sampled_from(["reply", "upstream", "query", "path", "request"]), max_size=6),
+    keys=st.lists(st.tuples(NAMES, VALUES), max_size=4),
+)
+def test_the_public_names_plugins_read(query, steps, keys):
+    # What docs/plugins.md gives plugins in place of the core's private fields: the same values in both cores,
+    # read-only, never making what they look at (an upstream request, a parsed query).
+    results = []
+    for impl, http in IMPLS:
+        req = http.Request()
+        req.headers = [(b"x-a", b"1")]
+        req.query = query
+        ctx = impl.new_context(req, "10.0.0.1", {}, None, chain_of(impl))
+        seen: list[Any] = []
+        for step in steps:
+            if step == "reply":
+                ctx.set_response_header("X-Id", str(len(seen)))
+            elif step == "upstream":
+                ctx.upstream_request  # noqa: B018 - made, nothing changed
+            elif step == "query":
+                ctx.upstream_request.query["added"] = ["1"]
+            elif step == "path":
+                ctx.upstream_request.path = "/other"
+            else:
+                seen.append(("raw_query", ctx.request.raw_query))
+            up = ctx.upstream_request_if_made
+            seen.append((ctx.wire_request is req, ctx.reply_headers, up is None,
+                         up.query_if_made if up is not None else None))  # fmt: skip
+        views = {"context": ctx, "request": ctx.request, "upstream": ctx.upstream_request}
+        for view, name in PUBLIC_NAMES:
+            with pytest.raises(AttributeError):
+                setattr(views[view], name, None)
+        checked = []
+        for name, value in keys:
+            try:
+                checked.append(impl.header_key(name, value))
+            except ValueError as exc:
+                checked.append(str(exc))
+        results.append((seen, checked))
+    assert results[0] == results[1]
+
+
 def set_headers(ctx: Any, pairs: list[tuple[str, str]]) -> list[Any]:
     out: list[Any] = []
     for name, value in pairs:

@@ -85,3 +85,166 @@ def test_the_check_sees_each_kind_of_use():
     )
     uses = _private_uses(source, "fastgw.aws.probe", "fastgw.aws")
     assert [u.split(":")[0] for u in uses] == ["1", "3", "5"], uses
+
+
+# -- the core's objects: plugins read them through the plugin API's public names ------------------------------------
+# A plugin that reads a private field of the core (`ctx._reply_headers`, `req._raw_query`, `Headers()._key`) makes
+# the core's field names a hidden interface: the core could not rename one without breaking a plugin. Plugins read
+# the public names docs/plugins.md lists (`ctx.reply_headers`, `ctx.request.raw_query`, `header_key`...). In the
+# modules of plugins (fastgw/plugins/, and any other module that defines a Plugin: trace-context, the request
+# validator) no `x._name` is read for an `x` other than `self` or `cls`, unless `_name` belongs to a class of that
+# same module (rate-limit's front calls its plugin's `_answer`) and is no private name of a core class.
+
+
+def _core_private_names() -> frozenset[str]:
+    """Every `_name` (not a dunder) of the core's classes, pure and compiled: fields, slots and methods."""
+    from fastgw import core
+
+    names: set[str] = set()
+    sides = [core.TWINS]
+    try:
+        from fastgw import _core
+
+        sides.append([_core])
+    except ImportError:  # pragma: no cover - the pure core only
+        pass
+    for side in sides:
+        for module in side:
+            for name in core.TWINNED:
+                obj = getattr(module, name, None)
+                if isinstance(obj, type):
+                    names |= {a for a in dir(obj) if a.startswith("_") and not a.startswith("__")}
+                    names |= {a for a in getattr(obj, "__slots__", ()) if a.startswith("_") and not a.startswith("__")}
+    return frozenset(names)
+
+
+CORE_PRIVATE = _core_private_names()
+
+
+def _own_members(tree: ast.Module) -> set[str]:
+    """The names the module's own classes define: methods, class attributes, `__slots__`, `self.<name> = ...`."""
+    own: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    own.add(item.name)
+                elif isinstance(item, (ast.Assign, ast.AnnAssign)):
+                    targets = item.targets if isinstance(item, ast.Assign) else [item.target]
+                    own |= {t.id for t in targets if isinstance(t, ast.Name)}
+                    if any(isinstance(t, ast.Name) and t.id == "__slots__" for t in targets) and item.value:
+                        own |= {c.value for c in ast.walk(item.value) if isinstance(c, ast.Constant)}
+        elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.ctx, ast.Store)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "self"
+        ):
+            own.add(node.attr)
+    return own
+
+
+def _private_reads(source: str) -> list[str]:
+    """What a plugin's module, written as `source`, reaches of other objects' private names."""
+    tree = ast.parse(source)
+    own = _own_members(tree) - CORE_PRIVATE
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            and node.attr not in own
+        ):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def _defines_a_plugin(tree: ast.Module) -> bool:
+    return any(
+        isinstance(node, ast.ClassDef)
+        and any((b.id if isinstance(b, ast.Name) else getattr(b, "attr", None)) == "Plugin" for b in node.bases)
+        for node in ast.walk(tree)
+    )
+
+
+def _plugin_modules() -> list[Path]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("core/"):
+            continue
+        if rel.startswith("plugins/") or _defines_a_plugin(ast.parse(path.read_text())):
+            found.append(path)
+    return found
+
+
+def test_plugins_read_the_core_through_public_names_only():
+    modules = _plugin_modules()
+    rels = {p.relative_to(PACKAGE).as_posix() for p in modules}
+    # (the scan finds plugins outside fastgw/plugins/ too: trace-context, the request validator)
+    assert {"plugins/proxy_cache.py", "plugins/transformer.py", "observability/tracing.py"} <= rels
+    found = {}
+    for path in modules:
+        reads = _private_reads(path.read_text())
+        if reads:
+            found[path.relative_to(PACKAGE).as_posix()] = reads
+    assert found == {}
+
+
+# Known, outside the plugins: the pipeline's, which builds contexts and reads what the phases left (file, name).
+# NOTE: the reads could use the public names (`upstream_request_if_made`, `reply_headers`, `consumer`);
+# `_upstream_sets` and the writes of a background context's fields (exchange.py's refresh) are the runtime's own.
+KNOWN_CORE = {
+    ("pipeline/exchange.py", "_consumer"),
+    ("pipeline/exchange.py", "_upstream"),
+    ("pipeline/exchange.py", "_upstream_sets"),
+    ("pipeline/exchange.py", "_reply_headers"),
+    ("proxy/route.py", "_upstream"),
+    ("proxy/upstream.py", "_reply_headers"),
+}
+
+
+def test_no_module_outside_the_core_reaches_a_core_objects_private_names():
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("core/"):
+            continue
+        uses = [
+            f"{node.lineno}: {ast.unparse(node)}"
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute)
+            and node.attr in CORE_PRIVATE
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            and (rel, node.attr) not in KNOWN_CORE
+        ]
+        if uses:
+            found[rel] = uses
+    assert found == {}
+
+
+def test_the_plugin_check_sees_each_kind_of_read():
+    # The names it holds the core to are the core's own (so the check is not empty).
+    assert {"_reply_headers", "_raw_query", "_req", "_upstream", "_query", "_key"} <= CORE_PRIVATE
+    source = (
+        "class Mine:\n"
+        "    __slots__ = ('_state',)\n"
+        "    def _answer(self): return self._state, self._other\n"  # its own fields, through self: yes
+        "    def _query(self): ...\n"  # a core class's private name, even when the module has one of its own
+        "def front(plugin, ctx, headers):\n"
+        "    plugin._answer(), plugin._state\n"  # its own class's, from a function of the module: yes
+        "    ctx._reply_headers, ctx.request._raw_query\n"  # a core object's private fields: no
+        "    headers._key('x'), ctx.upstream_request_if_made._query\n"  # no
+        "    ctx.reply_headers, ctx.request.raw_query\n"  # the public names: yes
+        "    plugin._hidden\n"  # another's private name: no
+    )
+    reads = _private_reads(source)
+    assert sorted(reads) == [
+        "10: plugin._hidden",
+        "7: ctx._reply_headers",
+        "7: ctx.request._raw_query",
+        "8: ctx.upstream_request_if_made._query",
+        "8: headers._key",
+    ], reads
