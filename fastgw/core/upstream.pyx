@@ -1,11 +1,18 @@
 # The upstream connection's compiled core, included by the hub fastgw/_core.pyx (declarations: upstream.pxd); its
 # specification is the pure twin fastgw/core/upstream.py (tests/property/test_upstream_twins.py), step for step.
 
+from cpython.list cimport PyList_GET_SIZE
+from cpython.pyport cimport PY_SSIZE_T_MAX
+from cpython.ref cimport PyObject
+
 import time as _time
 
 from httptools import HttpParserError as _HttpParserError, HttpResponseParser as _HttpResponseParser
 
 cdef object _perf = _time.perf_counter
+
+cdef extern from "Python.h":
+    int _clear_list "PyList_SetSlice"(object, Py_ssize_t, Py_ssize_t, PyObject *) except -1
 
 cdef enum:  # UpstreamConn.filtering, as the twin's FILTER and CHECK (checked below)
     UP_FILTER = 1
@@ -101,7 +108,7 @@ cdef class UpstreamConn(DeadlineState):
                     ex.upstream_s = _perf() - self.sent_at
                 ex.sent += len(data)
             ex.write(data)
-            del out[:]
+            _clear_list(out, 0, PY_SSIZE_T_MAX, NULL)  # out.clear(), without a method call or a slice object
         if sink.done:
             self._end()
         else:
@@ -115,6 +122,7 @@ cdef class UpstreamConn(DeadlineState):
     cdef _end(self):
         cdef ResponseSink sink = self.sink
         cdef ExchangeState ex
+        cdef list idle
         cdef bint reusable = sink.keep and self._req_done and not sink.until_close and not self.closed
         if sink.new_parser:
             self.parser = sink.parser = _HttpResponseParser(sink)  # httptools cannot skip a HEAD response's body
@@ -125,9 +133,14 @@ cdef class UpstreamConn(DeadlineState):
         if self._reading_paused:
             self.resume_reading()
         target = self.target
-        if reusable and not target.closed and len(target.idle) < target.max_idle:
+        if reusable and not target.closed:
+            idle = <list?>target.idle
+            reusable = PyList_GET_SIZE(idle) < target.max_idle
+        else:
+            reusable = False
+        if reusable:
             self.idle_since = self.loop.time()
-            target.idle.append(self)
+            idle.append(self)
         else:
             self.close()
         if ex is not None:
