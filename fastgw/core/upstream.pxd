@@ -13,4 +13,5 @@ cdef class UpstreamConn(DeadlineState):
     cdef public Py_ssize_t served, held
     cdef public bint _req_done, _reading_paused, _write_paused, observed
     cdef public double sent_at
+    cdef _start(self, ExchangeState ex, bytes head)
     cdef _end(self)

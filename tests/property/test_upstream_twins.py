@@ -192,7 +192,7 @@ def _exchange_class(twin: str) -> type:
     _, http, phases = TWINS[twin]
 
     class Ex(http.ExchangeState):  # type: ignore[misc, name-defined]
-        __slots__ = ("log", "paused", "write", "max_held", "gone")
+        __slots__ = ("log", "paused", "write", "max_held", "gone", "params")
 
         def done(self) -> None:
             self.log.append(("ex.done", self.status, self.sent))
@@ -241,7 +241,7 @@ def _exchange(twin: str, log: Log, spec: dict[str, Any]) -> Any:
     req.head_only = spec["method"] == "HEAD"
     body = spec["body"]
     req.chunked = spec["chunked"] and body is not None
-    req.content_length = None if body is None or req.chunked else b"%d" % sum(map(len, body))
+    req.content_length = None if body is None or req.chunked else sum(map(len, body))
     req.body = list(body or [])
     req.complete = spec["complete"] or body is None
     plugins = spec["plugins"]
@@ -385,6 +385,147 @@ def test_the_run_sees_what_it_compares():
         assert [e for e in log if e[0] in ("ex.done", "up.close")] == [("ex.done", 200, 96)] * 2
         assert [e[0] for e in log if e[0] == "up.write"] == ["up.write"] * 2
         assert log[-1] == ("exchange", 200, True, True, 0)  # (the quiet watch's run of failures ended)
+
+
+class Upstream:
+    def __init__(self, log: Log, target: Target | None, several: bool) -> None:
+        self.log, self.name = log, "backend"
+        self.only = None if several else target
+        self.target = target
+
+    def pick(self, ex: Any) -> Target | None:
+        self.log.append(("upstream.pick",))
+        return self.target
+
+
+class RouteFields:
+    """What `start_route` reads of an HttpRoute, and what it hands back to it (recorded)."""
+
+    def __init__(self, log: Log, upstream: Upstream, spec: dict[str, Any]) -> None:
+        self.log = log
+        self.upstream = upstream
+        self.rewrites = spec["rewrites"]
+        self.host = spec["host"]
+        self.preserve_host = spec["preserve_host"]
+        self.via = spec["via"]
+        self.guarded = spec["guarded"]
+        self.guard_all = spec["guard_all"]
+        self.server_line = b"server: fastgw\r\n"
+
+    def upstream_path(self, path: str, params: dict[str, str]) -> str:
+        self.log.append(("route.upstream_path", path, params))
+        return "/rewritten" + path
+
+    def _start_guarded(self, ex: Any, target: Any, head: bytes) -> None:
+        self.log.append(("route._start_guarded", head))
+
+    def _connect(self, ex: Any, target: Any, head: bytes) -> None:
+        self.log.append(("route._connect", head))
+
+
+class SlottedRoute(RouteFields):  # (the field reads learn a slotted type; the other one has a __dict__)
+    __slots__ = ("log", "upstream", "rewrites", "host", "preserve_host", "via", "guarded", "guard_all",
+                 "server_line")  # fmt: skip
+
+
+class ReorderedRoute(RouteFields):  # (the same fields at other offsets)
+    __slots__ = ("server_line", "guard_all", "guarded", "via", "preserve_host", "host", "rewrites", "upstream",
+                 "log", "spare")  # fmt: skip
+
+
+ROUTES = {"dict": RouteFields, "slotted": SlottedRoute, "reordered": ReorderedRoute}
+
+
+class Acquiring(Target):
+    def __init__(self, log: Log) -> None:
+        super().__init__(log, None, max_idle=4)
+        self.host_header = b"127.0.0.1:9"
+
+    def acquire(self) -> Any:
+        self.log.append(("target.acquire", len(self.idle)))
+        while self.idle:
+            conn = self.idle.pop()
+            if not conn.closed and not conn.transport.is_closing():
+                return conn
+        return None
+
+
+ROUTE = st.fixed_dictionaries(
+    {
+        "rewrites": st.booleans(),
+        "host": st.sampled_from([None, b"api.example"]),
+        "preserve_host": st.booleans(),
+        "via": st.booleans(),
+        "guarded": st.booleans(),
+        "guard_all": st.booleans(),
+        "kind": st.sampled_from(list(ROUTES)),
+        "several": st.booleans(),
+        "no_target": st.booleans(),
+        "pool": st.lists(st.sampled_from(["live", "closed", "closing"]), max_size=3),
+        "plugin_path": st.sampled_from([None, "/a b/ü", "/p;q"]),
+        "query": st.sampled_from([None, b"x=1"]),
+        "host_raw": st.sampled_from([b"", b"client.example"]),
+        "trusted": st.booleans(),
+        "method": st.sampled_from(["GET", "POST"]),
+        "body": st.sampled_from([None, "length", "chunked"]),
+    }
+)
+
+
+def _route_run(twin: str, specs: list[dict[str, Any]]) -> Log:
+    from fastgw.pipeline.leg import Peer
+
+    upstream_mod, http, phases = TWINS[twin]
+    log = Log()
+    for spec in specs:
+        target = Acquiring(log)
+        upstream = Upstream(log, None if spec["no_target"] else target, spec["several"])
+        route = ROUTES[spec["kind"]](log, upstream, spec)
+        for kind in spec["pool"]:
+            conn = _connection(twin, log, target, False)
+            conn.closed = kind == "closed"
+            conn.transport.closing = kind == "closing"
+            target.idle.append(conn)
+        req = http.Request()
+        req.method = spec["method"]
+        req.method_b = spec["method"].encode()
+        req.path = "/x"
+        req.query = spec["query"]
+        req.host_raw = spec["host_raw"]
+        req.headers = [(b"accept", b"*/*"), (b"x-forwarded-for", b"10.0.0.9")]
+        req.chunked = spec["body"] == "chunked"
+        req.content_length = 3 if spec["body"] == "length" else None
+        req.complete = True
+        ctx = None
+        if spec["plugin_path"] is not None:
+            ctx = phases.new_context(req, "127.0.0.1", {}, None, phases.PhaseChain())
+            ctx.upstream_request.path = spec["plugin_path"]
+        ex = EXCHANGES[twin](req, route, None, Peer("192.0.2.1", spec["trusted"]), ctx)
+        ex.params = {"id": "7"}
+        ex.log = log
+        ex.paused = False
+        ex.write = lambda data: log.append(("ex.write", bytes(data)))
+        upstream_mod.start_route(route, ex)
+        log.append(("pool", [(c.served, c.ex is ex) for c in target.idle], ex.body_sink is not None))
+    return log
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(specs=st.lists(ROUTE, min_size=1, max_size=4))
+def test_both_twins_start_a_route_alike(specs):
+    assert _route_run("compiled", specs) == _route_run("pure", specs)
+
+
+def test_the_route_run_sees_what_it_compares():
+    spec = {"rewrites": False, "host": None, "preserve_host": False, "via": True, "guarded": False,
+            "guard_all": False, "kind": "slotted", "several": False, "no_target": False, "pool": ["closed", "live"],
+            "plugin_path": None, "query": b"x=1", "host_raw": b"", "trusted": False, "method": "GET",
+            "body": None}  # fmt: skip
+    for twin in TWINS:
+        log = _route_run(twin, [spec, {**spec, "kind": "dict", "pool": []}, {**spec, "kind": "reordered"}])
+        heads = [e[1] for e in log if e[0] in ("up.write", "route._connect")]
+        assert len(heads) == 3 and heads[0].startswith(b"GET /x?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\n"), twin
+        assert [e[0] for e in log if e[0].startswith("route.")] == ["route._connect"]
 
 
 def test_both_twins_declare_the_same_fields():
