@@ -9,7 +9,8 @@ hub includes each part's .pyx, `_core.pxd` each part's .pxd.
 - core/observe.pyx: the metrics counters and the access log's lines
 - core/steps.pyx: the compiled steps of the built-in plugins (what the phase loop runs in place of their phases)
 - core/conn.pyx: the connections' core (the fields of an object with a deadline)
-- core/upstream.pyx: the upstream connection's per-request path (start, the response's bytes, the end)
+- core/upstream.pyx: the upstream connection's per-request path (start, the response's bytes, the end), and the
+  http route's start
 
 Each part's specification is its pure-Python twin beside it (core/router.py, ...): this module gives the same
 answers (the property tests in tests/property/ run both side by side) and only makes them cheaper. Keep each pair

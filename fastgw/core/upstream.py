@@ -11,6 +11,10 @@ declared once here, and that path itself, run on every proxied exchange:
 - `_finish()`: the response is whole: the connection goes back to its target's pool (or is closed), the target's
   watch hears the answer, and the exchange is done.
 
+`start_route(route, ex)` is `HttpRoute.start` (fastgw.proxy.route): the target chosen, the upstream request head
+built, and the exchange started on a pooled connection; what is not the common way (a rewritten path, a route with
+a total timeout or retries, a new connection) it hands back to the route's methods.
+
 What those steps hand on to the rest of the upstream leg (retries, held responses, failures, timers) are methods
 of the subclass, reached through `self` (`_try_failed`, `_hold`, `_retry_status`, `_filter_failed`, `close`,
 `resume_reading`, `pause_reading`, `arm`), and of the exchange (`write`, `done`, `body_drained`): this layer
