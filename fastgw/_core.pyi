@@ -7,3 +7,4 @@ from fastgw.core.observe import *  # noqa: F403
 from fastgw.core.phases import *  # noqa: F403
 from fastgw.core.router import *  # noqa: F403
 from fastgw.core.steps import *  # noqa: F403
+from fastgw.core.upstream import *  # noqa: F403

@@ -3,7 +3,8 @@ the token buckets and the limit front, and the per-exchange observation (metrics
 
 The core is built as twin pairs, one per concern, each compiled part beside its pure-Python twin in this package:
 `router`, `http` (request, sinks, heads, path), `phases` (the plugin runtime), `limit`, `observe`, `steps` (the
-compiled steps of the built-in plugins), `conn` (the connections). The compiled parts
+compiled steps of the built-in plugins), `conn` (the connections), `upstream` (the upstream connection's
+per-request path). The compiled parts
 (`router.pyx` + `router.pxd`, ...) are included by the hub `fastgw/_core.pyx` (declarations: `fastgw/_core.pxd`) into
 one extension, `fastgw._core`, as uvloop builds its own; the pure twins (`router.py`, ...) are the specification, the
 test oracle and the fallback.
@@ -22,7 +23,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 # The specification, and what serves when the compiled twin is missing or refused (and the types mypy sees).
-from fastgw.core import conn, http, limit, observe, phases, router, steps
+from fastgw.core import conn, http, limit, observe, phases, router, steps, upstream
 from fastgw.core.conn import *  # noqa: F403
 from fastgw.core.http import *  # noqa: F403
 from fastgw.core.limit import *  # noqa: F403
@@ -30,8 +31,9 @@ from fastgw.core.observe import *  # noqa: F403
 from fastgw.core.phases import *  # noqa: F403
 from fastgw.core.router import *  # noqa: F403
 from fastgw.core.steps import *  # noqa: F403
+from fastgw.core.upstream import *  # noqa: F403
 
-TWINS = (router, http, phases, limit, observe, steps, conn)  # the pure modules the compiled one stands in for
+TWINS = (router, http, phases, limit, observe, steps, conn, upstream)  # the pure modules the compiled one stands in for
 TWINNED: tuple[str, ...] = tuple(name for twin in TWINS for name in twin.__all__)
 
 COMPILED = False
@@ -134,5 +136,5 @@ __all__ = [
     "COMPILED", "FALLBACK_REASON", "MISSING_MARKER", "REBUILD", "REINSTALL", "STALE", "TWINNED", "TWINS", "describe",
     "fallback_notice",
     *router.__all__, *http.__all__, *phases.__all__, *limit.__all__, *observe.__all__, *steps.__all__,
-    *conn.__all__,
+    *conn.__all__, *upstream.__all__,
 ]  # noqa: PLE0605  # fmt: skip

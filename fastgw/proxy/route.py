@@ -1,6 +1,7 @@
 """The `http` integration as a route: the path rewrite rules resolved into a small plan, the target chosen, the
 request head built, and the exchange handed to an upstream connection (fastgw.proxy.upstream), which carries it
-from there (the response, retries, timeouts)."""
+from there (the response, retries, timeouts). The common way of `HttpRoute.start` is the core's
+(`fastgw.core.upstream.start_route`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from fastgw.config.checks import TEMPLATE_REF
+from fastgw.core import start_route
+from fastgw.core.upstream import PATH_SAFE
 from fastgw.pipeline.deadline import INF
 from fastgw.pipeline.exchange import Route
 from fastgw.proxy.retry import Attempt, RetryPolicy
@@ -18,8 +21,6 @@ if TYPE_CHECKING:
     from fastgw.config.schema import HttpIntegration
     from fastgw.pipeline.exchange import Exchange
     from fastgw.proxy.pool import Target, Upstream
-
-_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 class HttpRoute(Route):
@@ -73,7 +74,7 @@ class HttpRoute(Route):
         req = ex.req
         path = req.path
         if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
-            path = quote(chosen, safe=_PATH_SAFE)
+            path = quote(chosen, safe=PATH_SAFE)
         elif self.rewrites:
             path = self.upstream_path(path, ex.params)
         target_uri = path.encode("latin-1")
@@ -87,47 +88,15 @@ class HttpRoute(Route):
             host = target.host_header
         return req.upstream_head(target_uri, host, ex.peer.trusted, ex.peer.ip_b, self.via, ex.peer.proto)
 
-    def start(self, ex: Exchange) -> None:
-        """Send the request to the next target of the upstream; the response streams back through `ex`."""
-        req = ex.req
-        upstream = self.upstream
-        target = upstream.only
-        if target is None:  # PERF: a choice to make; the single-target upstream pays one test, as before
-            target = upstream.pick(ex)
-            if target is None:
-                ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
-                return
-        path = req.path
-        ctx = ex.ctx
-        # PERF: Exchange.plugin_path inline: no Python frame on every exchange of a plugin route.
-        if ctx is not None and (up := ctx._upstream) is not None and (chosen := up.path) is not None:
-            path = quote(chosen, safe=_PATH_SAFE)  # a plugin chose the upstream path
-        elif self.rewrites:
-            path = self.upstream_path(path, ex.params)
-        target_uri = path.encode("latin-1")
-        if req.query is not None:
-            target_uri += b"?" + req.query
-        if self.host is not None:
-            host = self.host
-        elif self.preserve_host and req.host_raw:
-            host = req.host_raw
-        else:
-            host = target.host_header
-        peer = ex.peer
-        head = req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, self.via, peer.proto)
-        if self.guarded and (self.guard_all or req.content_length or req.chunked):
-            self._start_guarded(ex, target, head)
-            return
-        # PERF: the usual case of Target.acquire inlined (a live pooled connection on top), ~70 ns per request.
-        idle = target.idle
-        conn = idle.pop() if idle else None
-        if conn is not None and (conn.closed or conn.transport.is_closing()):  # type: ignore[union-attr]
-            conn = target.acquire()
-        if conn is not None:
-            conn.start(ex, head)
-        else:
-            target.connecting += 1
-            ex.state.loop.create_task(connect_and_start(ex, target, head, None))
+    # Send the request to the next target of the upstream; the response streams back through `ex`. PERF: the core's
+    # (fastgw.core.upstream.start_route, compiled on the compiled core), which hands back what is not the common way:
+    # `upstream_path`, `_start_guarded`, `_connect`.
+    start = start_route
+
+    def _connect(self, ex: Exchange, target: Target, head: bytes) -> None:
+        """No live pooled connection: a new one carries the exchange once it is open."""
+        target.connecting += 1
+        ex.state.loop.create_task(connect_and_start(ex, target, head, None))
 
     def _start_guarded(self, ex: Exchange, target: Target, head: bytes) -> None:
         """`start` on a route with a total timeout or retries: the clock started, a body kept for a retry."""

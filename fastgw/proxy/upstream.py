@@ -14,6 +14,10 @@ A try that fails before any response byte reached the client goes to another tar
 policy allows (fastgw.proxy.retry); every failure and, on targets with passive checks or a breaker, every answer
 is told to the target's watch (fastgw.proxy.health). Timeouts (connect, send, read, the route's total) answer 504
 `{"message": "Endpoint request timed out"}` before the response started, and cut the connection after.
+
+The connection's fields and its per-request path (`start`, `data_received`, `_finish`) are the core's
+(`fastgw.core.upstream.UpstreamConn`, compiled on the compiled core): what that path hands on (a held response,
+a retry status, a failed filter, a failed try) it reaches as methods of `UpstreamConnection`, defined here.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from httptools import HttpParserError, HttpResponseParser
+from httptools import HttpResponseParser
 
-from fastgw.core import PluginFailed, ResponseSink, filter_head
+from fastgw.core import PluginFailed, ResponseSink, UpstreamConn
+from fastgw.core.upstream import CHECK, FILTER
 from fastgw.pipeline.deadline import INF, Deadline
 from fastgw.pipeline.head import DATE
 from fastgw.pipeline.leg import HIGH_WATER
@@ -40,9 +45,6 @@ log = logging.getLogger("fastgw.proxy")
 _perf = time.perf_counter
 
 TIMED_OUT = "Endpoint request timed out"  # API Gateway's words for an integration timeout (504)
-# UpstreamConnection.filtering: what happens when the response head arrives.
-FILTER = 1  # the route's filters see it first
-CHECK = 2  # its status may send the request to another target (retries `when: [http_5xx]`)
 
 
 class Proxied(Retrying, Protocol):
@@ -141,16 +143,16 @@ def _launch(ex: Exchange, target: Target, attempt: Attempt) -> None:
         ex.state.loop.create_task(connect_and_start(ex, target, head, attempt))
 
 
-class UpstreamConnection(Deadline, asyncio.Protocol):
+class UpstreamConnection(UpstreamConn, Deadline, asyncio.Protocol):
     """One upstream TCP connection; in an exchange (`ex`) or idle in its target's pool. Its deadline
     (fastgw.pipeline.deadline) is the try's: the response head's, the next response bytes', or the wait for the
-    upstream to take request bytes."""
+    upstream to take request bytes.
 
-    __slots__ = (
-        "target", "state", "transport", "sink", "parser", "ex", "req", "head", "idle_since", "served", "closed",
-        "_req_done", "_reading_paused", "_write_paused", "filtering", "held",
-        "attempt", "sent_at", "observed",
-    )  # fmt: skip
+    Its fields and its per-request path (`start`, `data_received`, `_finish`) are the core's
+    (`fastgw.core.upstream.UpstreamConn`, compiled on the compiled core); the rest of the leg is here, reached
+    from that path through `self`."""
+
+    __slots__ = ()
 
     def __init__(self, target: Target, state: Worker) -> None:
         self.target = target
@@ -177,6 +179,7 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         # instructions an exchange, callgrind).
         self.observed = state.access_log is not None
         self.sent_at = 0.0  # perf_counter when the request head was written (upstream latency)
+        self.date = DATE  # its `line`: the Date header a response without one gets
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -216,51 +219,6 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
             reason += f": {exc}"
         self._try_failed("error", 502, "Bad Gateway", reason)
 
-    def data_received(self, data: bytes) -> None:
-        ex = self.ex
-        if ex is None:
-            self.close()  # bytes on an idle connection: it cannot be trusted for the next request
-            return
-        try:
-            self.parser.feed_data(data)
-        except HttpParserError as exc:
-            cause = exc.__context__ if isinstance(exc.__context__, Exception) else exc
-            self._try_failed("error", 502, "Bad Gateway", f"invalid response from upstream {self.target.url}: {cause}")
-            return
-        sink = self.sink
-        out = sink.out
-        if self.held >= 0:
-            if not self._hold(ex, out):
-                return
-        elif self.filtering and ex.response_started:
-            # The head was built by this feed (it is out[0]): checked, then the route's filters see it.
-            flags, self.filtering = self.filtering, 0
-            if flags & CHECK and self._retry_status(ex):
-                return
-            if flags & FILTER:
-                try:
-                    # PERF: the core's filter_head itself, which ex.filter_head wraps: one Python frame less a request.
-                    out[0] = filter_head(ex.ctx, out[0])  # type: ignore[arg-type]
-                except PluginFailed as exc:
-                    self._filter_failed(ex, out, exc)
-                    return
-        if out:
-            data = b"".join(out) if len(out) > 1 else out[0]
-            if self.observed:
-                if ex.upstream is None:  # the head: who answered, and how long it took
-                    ex.upstream = self.target
-                    ex.upstream_at = self.sent_at
-                    ex.upstream_s = _perf() - self.sent_at
-                ex.sent += len(data)
-            ex.write(data)
-            out.clear()
-        if sink.done:
-            self._finish()
-        else:
-            at = self.deadline = self.loop.time() + self.target.read_timeout
-            if at < self.timer_at:
-                self.arm(at)
-
     def pause_writing(self) -> None:
         self._write_paused = True
         self.set_deadline(self._until(self.loop.time() + self.target.send_timeout))
@@ -273,49 +231,6 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
             self.ex.resume_client()
 
     # -- driven by the exchange -------------------------------------------------------------------------------
-
-    def start(self, ex: Exchange, head: bytes) -> None:
-        req = self.req = ex.req
-        self.ex = ex
-        self.head = head
-        self.served += 1
-        ex.body_sink = self
-        route: Proxied = ex.route  # type: ignore[assignment]
-        self.sink.begin(ex, route.server_line, route.via, DATE.line, self.state)
-        ctx = ex.ctx
-        if ctx is not None:
-            # PERF: Exchange.response_filters inline (no frame): the head goes through the filters when plugins
-            # set response headers or a header_filter phase runs; body_filter phases hold the body whole.
-            chain = ctx.chain
-            self.filtering = FILTER if ctx._reply_headers is not None or chain.header_filter else 0
-            if chain.body_filter and not req.head_only:
-                self.held = 0
-                self.sink.collect = True  # the body as it comes, unframed: it is sent again with its new length
-            else:
-                self.held = -1
-        else:
-            self.filtering = 0
-            self.held = -1
-        if req.body or (req.complete and req.chunked):
-            chunks = [head]
-            framed = req.chunked
-            for c in req.body:
-                chunks.append(b"%x\r\n%b\r\n" % (len(c), c) if framed else c)
-            ex.body_drained()
-            if req.complete and framed:
-                chunks.append(b"0\r\n\r\n")
-            head = b"".join(chunks)
-        self._req_done = req.complete
-        assert self.transport is not None
-        if self.observed:
-            self.sent_at = _perf()
-        self.transport.write(head)
-        if not self._write_paused:
-            at = self.deadline = self.loop.time() + self.target.head_timeout
-            if at < self.timer_at:
-                self.arm(at)
-        if ex.paused:
-            self.pause_reading()
 
     def send_body(self, chunk: bytes) -> None:
         assert self.transport is not None
@@ -550,34 +465,6 @@ class UpstreamConnection(Deadline, asyncio.Protocol):
         self.close()  # the rest of its answer is not wanted
         _launch(ex, *nxt)
         return True
-
-    def _finish(self) -> None:
-        sink = self.sink
-        reusable = sink.keep and self._req_done and not sink.until_close and not self.closed
-        if sink.new_parser:
-            self.parser = sink.parser = HttpResponseParser(sink)  # httptools cannot skip a HEAD response's body
-        # PERF: _detach() inlined; this runs once per proxied request.
-        ex = self.ex
-        self.ex = self.req = None
-        self.deadline = 0.0
-        if self._reading_paused:
-            self.resume_reading()
-        target = self.target
-        if reusable and not target.closed and len(target.idle) < target.max_idle:
-            # PERF: Target.release inlined (this connection is known open), ~70 ns per request.
-            self.idle_since = self.loop.time()
-            target.idle.append(self)
-        else:
-            self.close()
-        if ex is not None:
-            ex.body_sink = None
-            watch = target.watch
-            if watch is not None:
-                if watch.quiet and ex.status < watch.bad:
-                    watch.outlier.in_row = 0  # type: ignore[union-attr]  # PERF: TargetWatch.answered's whole work here
-                else:
-                    watch.answered(ex.status)
-            ex.done()  # nothing happens if the client went away meanwhile
 
     def _fail(self, status: int, message: str, reason: str) -> None:
         if self.held >= 0 and self.ex is not None:

@@ -51,7 +51,7 @@ def test_one_export_list_serves_every_twinned_name_from_the_compiled_side():
         assert (fast is pure) == (name in SHARED), name
 
 
-PAIRS = ("router", "http", "phases", "limit", "observe", "steps", "conn")
+PAIRS = ("router", "http", "phases", "limit", "observe", "steps", "conn", "upstream")
 
 
 def test_the_twins_are_the_pairs_modules():

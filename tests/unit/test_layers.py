@@ -151,7 +151,7 @@ def test_product_code_does_not_import_the_test_kit():
     assert users == []
 
 
-PAIRS = ("router", "http", "phases", "limit", "observe", "steps", "conn")
+PAIRS = ("router", "http", "phases", "limit", "observe", "steps", "conn", "upstream")
 CORE = PACKAGE / "core"
 
 
