@@ -316,7 +316,7 @@ class Exchange(ExchangeState):
         ctx = self.ctx
         if ctx is None:
             return None
-        up = ctx._upstream
+        up = ctx.upstream_request_if_made
         return up.path if up is not None else None
 
     # -- the response side: one filter path -------------------------------------------------------------------
@@ -329,7 +329,7 @@ class Exchange(ExchangeState):
         if ctx is None:
             return 0
         chain = ctx.chain
-        plan = FILTER_HEAD if ctx._reply_headers is not None or chain.header_filter else 0
+        plan = FILTER_HEAD if ctx.reply_headers is not None or chain.header_filter else 0
         if chain.body_filter and not self.req.head_only:
             plan |= HOLD_BODY
         return plan
@@ -373,7 +373,7 @@ class Exchange(ExchangeState):
         if self.finished or self.leg.closed:
             return
         ctx = self.ctx
-        if ctx is not None and (ctx._reply_headers is not None or ctx.chain.header_filter or ctx.chain.body_filter):
+        if ctx is not None and (ctx.reply_headers is not None or ctx.chain.header_filter or ctx.chain.body_filter):
             try:
                 head = _filter_head(ctx, head)
                 if ctx.chain.body_filter:
