@@ -8,13 +8,32 @@ plain slots:
 - `loop`: the event loop the timer is armed on;
 - `deadline`: the loop time by which the object is judged (0.0: none);
 - `timer`, `timer_at`: the one timer armed (None: none) and the loop time it fires at (inf: none).
+
+`ClientConn` is the client connection's per-request path (`fastgw.server.protocol.ClientProtocol` is built on it):
+the bytes a client sends (`data_received`), the start of the next request in order (`_maybe_start`) and the end of
+one (`request_done`), with the fields they read. What they call above the core reaches them through the object: the
+protocol's own methods (`close`, `arm`, `pause_reading_for`, `resume_reading_for`, `_upgrade`, `_parse_error`,
+`_header_deadline`, `_body_deadline_starts`, `_dispatch_failed`) and the two callables it stores at construction,
+`dispatch(conn, req)` and `refuse(conn, gateway, req, status, message)` (`fastgw.pipeline.dispatch`'s).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections import deque
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["DeadlineState"]
+from httptools import HttpParserError, HttpParserUpgrade
+
+if TYPE_CHECKING:
+    from fastgw.core.http import Request
+
+__all__ = ["ClientConn", "DeadlineState"]
+
+# What a client connection's deadline bounds now (`ClientConn.deadline_kind`).
+DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE, DEADLINE_BODY, DEADLINE_SEND = 0, 1, 2, 3, 4
+# NOTE: `fastgw.pipeline.leg.PAUSE_PIPELINE` (a lower module cannot import it; tests/property/test_conn_twins.py
+# holds the two equal): reading paused while a request is in flight and the next one has begun.
+PAUSE_PIPELINE = 1
 
 
 class DeadlineState:
@@ -26,3 +45,124 @@ class DeadlineState:
     timer: Any
     timer_at: float
     loop: Any
+
+
+class ClientConn(DeadlineState):
+    """The client connection's per-request path and the fields it reads (see the module's docstring). The
+    protocol sets every field at construction; the flags hold bools, `deadline_kind` and `_paused` ints."""
+
+    __slots__ = (
+        "state", "limits", "queue", "sink", "parser", "exchange", "active", "closed", "broken", "write_paused",
+        "_paused", "_starting", "deadline_kind", "dispatch", "refuse",
+    )  # fmt: skip
+
+    state: Any  # fastgw.pipeline.exchange.Worker
+    limits: Any  # fastgw.config.schema.Limits
+    queue: deque[Request]
+    sink: Any  # fastgw.core.RequestSink
+    parser: Any  # httptools.HttpRequestParser
+    exchange: Any  # fastgw.pipeline.exchange.Exchange | None: the exchange of the request in flight
+    active: bool
+    closed: bool
+    broken: bool
+    write_paused: bool
+    _paused: int
+    _starting: bool
+    deadline_kind: int
+    dispatch: Any  # fastgw.pipeline.dispatch.dispatch
+    refuse: Any  # fastgw.pipeline.dispatch.refuse
+
+    # The protocol's (fastgw.server.protocol.ClientProtocol), which these methods call.
+    if TYPE_CHECKING:
+
+        def close(self) -> None: ...
+        def arm(self, at: float, confirm: bool = False) -> None: ...
+        def pause_reading_for(self, reason: int) -> None: ...
+        def resume_reading_for(self, reason: int) -> None: ...
+        def _upgrade(self, data: bytes, offset: int) -> None: ...
+        def _parse_error(self, exc: HttpParserError) -> None: ...
+        def _header_deadline(self) -> None: ...
+        def _body_deadline_starts(self) -> None: ...
+        def _dispatch_failed(self, req: Request, exc: Exception) -> None: ...
+
+    def data_received(self, data: bytes) -> None:
+        if self.broken or self.closed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade as exc:
+            self._upgrade(data, int(exc.args[0]))
+        except HttpParserError as exc:
+            self._parse_error(exc)
+        queue = self.queue
+        if not queue:
+            return
+        if len(queue) > 1:
+            self.pause_reading_for(PAUSE_PIPELINE)  # answered in order: the next one waits its turn
+        elif self.deadline_kind == DEADLINE_IDLE:
+            # The first bytes of the next request after an idle keep-alive wait (_header_deadline, inlined: PERF,
+            # once per keep-alive request, ~60 ns).
+            self.deadline_kind = DEADLINE_HEADER
+            at = self.deadline = self.loop.time() + self.limits.header_timeout
+            if at < self.timer_at:
+                self.arm(at)
+        elif self.deadline_kind == DEADLINE_BODY:
+            self.deadline = self.loop.time() + self.limits.body_timeout  # more of the body: later than before
+        self._maybe_start()
+
+    def _maybe_start(self) -> None:
+        if self._starting or self.closed or not self.queue:
+            return
+        self._starting = True
+        try:
+            while not self.active and self.queue and not self.closed:
+                req = self.queue[0]
+                if req.error is not None:
+                    self.active = True
+                    status, message = req.error
+                    self.refuse(self, self.state.gateway, req, status, message)
+                    return
+                if not req.headers_done:
+                    return
+                self.active = True
+                if not req.complete and not req.expect_continue:
+                    # (An expecting client sends its body once told to: its clock starts then, in continue_sent.)
+                    self._body_deadline_starts()
+                try:
+                    self.dispatch(self, req)
+                except Exception as exc:
+                    self._dispatch_failed(req, exc)
+                else:
+                    ex = self.exchange
+                    if ex is not None and ex.req is req and self.sink.parsing is req:
+                        # The rest of its body, still arriving, goes to its exchange's body sink from now on (NOTE:
+                        # not before: a pipelined request's body is buffered in req.body until its exchange exists).
+                        self.sink.exchange = ex
+        finally:
+            self._starting = False
+
+    def request_done(self, req: Request) -> None:
+        """`req` is answered in full (its exchange is done): go on with the next request, or close."""
+        queue = self.queue
+        if queue and queue[0] is req:
+            queue.popleft()
+        self.active = False
+        self.exchange = None
+        if not (req.keep_alive and req.complete) or req.error is not None or self.state.closing:
+            self.close()
+            return
+        if not queue:
+            if not self.write_paused:  # (else the send deadline stands: what was sent is still to be taken)
+                self.deadline_kind = DEADLINE_IDLE
+                at = self.deadline = self.loop.time() + self.limits.keepalive_timeout
+                if at < self.timer_at:
+                    self.arm(at)
+            if self._paused:
+                self.resume_reading_for(PAUSE_PIPELINE)
+            return
+        if len(queue) == 1 and self._paused:
+            self.resume_reading_for(PAUSE_PIPELINE)
+        if not queue[0].headers_done:
+            self._header_deadline()
+        if not self._starting:
+            self._maybe_start()

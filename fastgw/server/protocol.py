@@ -5,6 +5,10 @@ validates every request into `queue`; limits and deadlines; requests answered in
 in flight, reading pauses and the next ones wait in `queue`); flow control of this transport. Work on a request
 starts after `feed_data` returns, so a request found malformed anywhere in the bytes received so far never
 reaches an integration: then `fastgw.pipeline.dispatch` routes it and its `Exchange` owns it until it is done.
+
+The per-request path (`data_received`, `_maybe_start`, `request_done`) is the core's `ClientConn`
+(`fastgw/core/conn.py`, compiled in `conn.pyx`), which `ClientProtocol` is built on: what it calls above the core
+reaches it through the protocol (its methods, and `dispatch` and `refuse` stored on it at construction).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import termios
 from collections import deque
 from typing import TYPE_CHECKING
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+from httptools import HttpParserError, HttpRequestParser
 
-from fastgw.core import Reject, Request, RequestSink
+from fastgw.core import ClientConn, Reject, Request, RequestSink
+from fastgw.core.conn import DEADLINE_BODY, DEADLINE_HEADER, DEADLINE_IDLE, DEADLINE_NONE, DEADLINE_SEND
 from fastgw.pipeline.deadline import Deadline
 from fastgw.pipeline.dispatch import dispatch, refuse
 from fastgw.pipeline.head import error_response
-from fastgw.pipeline.leg import HIGH_WATER, PAUSE_BUFFER, PAUSE_PIPELINE, Peer
+from fastgw.pipeline.leg import HIGH_WATER, PAUSE_BUFFER, Peer
 
 if TYPE_CHECKING:
     from fastgw.pipeline.exchange import Exchange, Worker
@@ -34,20 +39,16 @@ log = logging.getLogger("fastgw.server")
 # The kernel's count of bytes sent on a socket and not yet taken (acknowledged) by the peer (Linux; None elsewhere).
 _OUTQ: int | None = getattr(termios, "TIOCOUTQ", None)
 
-DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE, DEADLINE_BODY, DEADLINE_SEND = 0, 1, 2, 3, 4
 
-
-class ClientProtocol(Deadline, asyncio.Protocol):
+class ClientProtocol(ClientConn, Deadline, asyncio.Protocol):
     """A client connection. Its deadline (fastgw.pipeline.deadline) is one of: the request head's
     (`header_timeout`, 408), the idle keep-alive wait's (`keepalive_timeout`, closed), while a request body is on
     its way, the wait for its next bytes (`body_timeout`, 408), or, while the client is not taking what was written
     to it (its transport's buffer over the high-water mark: writing paused), the wait for it to take any
     (`send_timeout`, cut; it stands before the others, which resume_writing sets again)."""
 
-    __slots__ = (
-        "state", "transport", "write", "sink", "parser", "queue", "active", "closed", "broken",
-        "write_paused", "_paused", "_starting", "deadline_kind", "peer", "limits", "exchange", "send_left",
-    )  # fmt: skip
+    # (The fields the per-request path reads are the core's: fastgw.core.conn.ClientConn.)
+    __slots__ = ("transport", "write", "peer", "send_left")
 
     def __init__(self, state: Worker) -> None:
         self.state = state
@@ -77,6 +78,9 @@ class ClientProtocol(Deadline, asyncio.Protocol):
         self.peer = Peer("")
         self.exchange: Exchange | None = None  # the exchange of the request in flight
         self.send_left = 0  # bytes the client had still to take when the send deadline was last (re)armed
+        # What the core's per-request path calls above it (fastgw.core.conn.ClientConn): the pipeline's.
+        self.dispatch = dispatch
+        self.refuse = refuse
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -102,31 +106,6 @@ class ClientProtocol(Deadline, asyncio.Protocol):
         self.queue.clear()
         self.sink.parser = None  # break the parser <-> sink cycle
 
-    def data_received(self, data: bytes) -> None:
-        if self.broken or self.closed:
-            return
-        try:
-            self.parser.feed_data(data)
-        except HttpParserUpgrade as exc:
-            self._upgrade(data, int(exc.args[0]))
-        except HttpParserError as exc:
-            self._parse_error(exc)
-        queue = self.queue
-        if not queue:
-            return
-        if len(queue) > 1:
-            self.pause_reading_for(PAUSE_PIPELINE)  # answered in order: the next one waits its turn
-        elif self.deadline_kind == DEADLINE_IDLE:
-            # The first bytes of the next request after an idle keep-alive wait (_header_deadline, inlined: PERF,
-            # once per keep-alive request, ~60 ns).
-            self.deadline_kind = DEADLINE_HEADER
-            at = self.deadline = self.loop.time() + self.limits.header_timeout
-            if at < self.timer_at:
-                self.arm(at)
-        elif self.deadline_kind == DEADLINE_BODY:
-            self.deadline = self.loop.time() + self.limits.body_timeout  # more of the body: later than before
-        self._maybe_start()
-
     def pause_writing(self) -> None:
         self.write_paused = True
         # The client has send_timeout to take any of what it was sent (nginx's send_timeout).
@@ -147,69 +126,16 @@ class ClientProtocol(Deadline, asyncio.Protocol):
         """Called by the sink: a request body is buffering faster than the integration takes it."""
         self.pause_reading_for(PAUSE_BUFFER)
 
-    # -- requests, in order -----------------------------------------------------------------------------------
+    # -- requests, in order (the per-request path is the core's: fastgw.core.conn.ClientConn) --------------------
 
-    def _maybe_start(self) -> None:
-        if self._starting or self.closed or not self.queue:
-            return
-        self._starting = True
-        try:
-            while not self.active and self.queue and not self.closed:
-                req = self.queue[0]
-                if req.error is not None:
-                    self.active = True
-                    status, message = req.error
-                    refuse(self, self.state.gateway, req, status, message)
-                    return
-                if not req.headers_done:
-                    return
-                self.active = True
-                if not req.complete and not req.expect_continue:
-                    # (An expecting client sends its body once told to: its clock starts then, in continue_sent.)
-                    self._body_deadline_starts()
-                try:
-                    dispatch(self, req)
-                except Exception:
-                    log.exception("internal error while dispatching %s %r", req.method, req.url)
-                    ex = self.exchange
-                    if ex is not None and ex.req is req:
-                        ex.fail(500, "Internal server error", "internal error (logged above)")
-                    elif self.queue and self.queue[0] is req:  # (not answered: request_done pops it)
-                        refuse(self, self.state.gateway, req, 500, "Internal server error")
-                else:
-                    ex = self.exchange
-                    if ex is not None and ex.req is req and self.sink.parsing is req:
-                        # The rest of its body, still arriving, goes to its exchange's body sink from now on (NOTE:
-                        # not before: a pipelined request's body is buffered in req.body until its exchange exists).
-                        self.sink.exchange = ex
-        finally:
-            self._starting = False
-
-    def request_done(self, req: Request) -> None:
-        """`req` is answered in full (its exchange is done): go on with the next request, or close."""
-        queue = self.queue
-        if queue and queue[0] is req:
-            queue.popleft()
-        self.active = False
-        self.exchange = None
-        if not (req.keep_alive and req.complete) or req.error is not None or self.state.closing:
-            self.close()
-            return
-        if not queue:
-            if not self.write_paused:  # (else the send deadline stands: what was sent is still to be taken)
-                self.deadline_kind = DEADLINE_IDLE
-                at = self.deadline = self.loop.time() + self.limits.keepalive_timeout
-                if at < self.timer_at:
-                    self.arm(at)
-            if self._paused:
-                self.resume_reading_for(PAUSE_PIPELINE)
-            return
-        if len(queue) == 1 and self._paused:
-            self.resume_reading_for(PAUSE_PIPELINE)
-        if not queue[0].headers_done:
-            self._header_deadline()
-        if not self._starting:
-            self._maybe_start()
+    def _dispatch_failed(self, req: Request, exc: Exception) -> None:
+        """`dispatch(self, req)` raised: logged, and the request answered 500 (by its exchange if it has one)."""
+        log.error("internal error while dispatching %s %r", req.method, req.url, exc_info=exc)
+        ex = self.exchange
+        if ex is not None and ex.req is req:
+            ex.fail(500, "Internal server error", "internal error (logged above)")
+        elif self.queue and self.queue[0] is req:  # (not answered: request_done pops it)
+            refuse(self, self.state.gateway, req, 500, "Internal server error")
 
     # -- the exchange's view of this connection (fastgw.pipeline.exchange.ClientLeg) ------------------------
 

@@ -1,15 +1,26 @@
 """The connections' pair (`fastgw/core/conn.py` and `conn.pyx`): both twins declare the same fields, the compiled one
-shows them to Python as plain slots, and a `Deadline` built on either keeps and arms its deadline alike."""
+shows them to Python as plain slots, a `Deadline` built on either keeps and arms its deadline alike, and the client
+connection's per-request path (`ClientConn`) takes the same bytes the same way on both: random pipelined requests,
+some malformed, cut at random, make the same calls above the core and leave the same state."""
 
 from __future__ import annotations
 
 import asyncio
+import types
+from collections import deque
 
 import pytest
+from httptools import HttpRequestParser
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fastgw import core
 from fastgw.core import conn as pyconn
+from fastgw.core import http as pyhttp
 from fastgw.pipeline import deadline as deadlines
+from fastgw.pipeline import leg
+from fastgw.server import protocol
+from fastgw.server.protocol import ClientProtocol
 
 IMPLS = [pytest.param(pyconn, id="pure")]
 if core.COMPILED:
@@ -55,3 +66,190 @@ def test_a_deadline_on_either_twin_is_judged_once_when_it_comes(conn):
 
     judged, start = asyncio.run(run())
     assert len(judged) == 1 and judged[0] >= start + 0.05 - deadlines.EARLY
+
+
+# -- the client connection's per-request path (ClientConn) ---------------------------------------------------------
+
+LIMITS = types.SimpleNamespace(header_timeout=10.0, body_timeout=20.0, keepalive_timeout=30.0)
+
+
+def test_both_twins_declare_the_same_client_connection_fields():
+    fields = set(pyconn.ClientConn.__slots__)
+    assert {"queue", "sink", "parser", "active", "closed", "exchange", "deadline_kind", "dispatch"} <= fields
+    # The protocol's own slots are none of the core's.
+    assert not set(ClientProtocol.__slots__) & (fields | set(pyconn.DeadlineState.__slots__))
+    assert ClientProtocol.__mro__[1:4] == (core.ClientConn, deadlines.Deadline, core.DeadlineState)
+    if core.COMPILED:
+        kinds = {n: type(v).__name__ for n, v in vars(_core.ClientConn).items() if n in fields}
+        assert set(kinds) == fields
+        # What Python reads per request is a plain slot; the C fields (read off that path) are properties.
+        c_fields = {"sink", "deadline_kind", "_paused", "_starting"}
+        assert kinds == {n: "getset_descriptor" if n in c_fields else "member_descriptor" for n in fields}
+
+
+def test_the_cores_constants_are_the_gateways():
+    assert pyconn.PAUSE_PIPELINE == leg.PAUSE_PIPELINE  # (the core cannot import the pipeline's)
+    assert len({leg.PAUSE_PIPELINE, leg.PAUSE_BUFFER, leg.PAUSE_UPSTREAM_BUSY}) == 3
+    assert protocol.DEADLINE_IDLE is pyconn.DEADLINE_IDLE
+
+
+def _client_conn(conn, http, calls):
+    """A connection on `conn.ClientConn` whose calls above the core (the protocol's methods, dispatch, refuse)
+    are recorded in `calls` and do just enough of what the real ones do for the path to go on."""
+
+    class Loop:
+        now = 100.0
+
+        def time(self):
+            self.now += 1.0
+            return self.now
+
+    class Conn(conn.ClientConn):
+        __slots__ = ()
+
+        def close(self):
+            calls.append(("close",))
+            self.closed = True
+
+        def arm(self, at, confirm=False):
+            calls.append(("arm", at))
+            self.timer_at = at
+
+        def pause_reading_for(self, reason):
+            calls.append(("pause", reason))
+            self._paused |= reason
+
+        def resume_reading_for(self, reason):
+            calls.append(("resume", reason))
+            self._paused &= ~reason
+
+        def buffer_full(self):
+            calls.append(("buffer_full",))
+
+        def _upgrade(self, data, offset):
+            calls.append(("upgrade", bytes(data[offset:])))
+            self.broken = True
+
+        def _parse_error(self, exc):
+            calls.append(("parse_error", type(exc).__name__))
+            self.broken = True
+            req = self.sink.parsing
+            if req is None:
+                req = http.Request()
+                self.queue.append(req)
+            req.error = (400, "Bad Request")
+            req.keep_alive = False
+
+        def _header_deadline(self):
+            calls.append(("header_deadline",))
+            self.deadline_kind = pyconn.DEADLINE_HEADER
+
+        def _body_deadline_starts(self):
+            calls.append(("body_deadline",))
+            self.deadline_kind = pyconn.DEADLINE_BODY
+
+        def _dispatch_failed(self, req, exc):
+            calls.append(("dispatch_failed", req.url, str(exc)))
+
+    def dispatch(c, req):
+        calls.append(("dispatch", req.method, req.url, req.complete, c.active, c._starting))
+        if b"boom" in req.url:
+            raise RuntimeError("boom")
+        if b"noexchange" not in req.url:
+            c.exchange = http.ExchangeState(req, None, None, None, None)
+
+    def refuse(c, gw, req, status, message):
+        calls.append(("refuse", gw, req.url, status, message))
+
+    c = Conn()
+    c.loop = Loop()
+    c.deadline, c.timer, c.timer_at = 0.0, None, float("inf")
+    c.state = types.SimpleNamespace(gateway="gw", closing=False)
+    c.limits = LIMITS
+    c.queue = deque()
+    c.sink = http.RequestSink(c, c.queue, 200, 4096, 20, 1 << 20, 16)
+    c.parser = c.sink.parser = HttpRequestParser(c.sink)
+    c.exchange = None
+    c.active = c.closed = c.broken = c.write_paused = c._starting = False
+    c._paused = 0
+    c.deadline_kind = pyconn.DEADLINE_HEADER
+    c.dispatch, c.refuse = dispatch, refuse
+    return c
+
+
+def _snapshot(c):
+    return (
+        c.active, c.closed, c.broken, c.write_paused, c._paused, c._starting, c.deadline_kind, c.deadline, c.timer_at,
+        len(c.queue), c.exchange is None, c.sink.exchange is None, c.sink.exchange is c.exchange,
+    )  # fmt: skip
+
+
+REQUESTS = st.sampled_from(
+    [
+        b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET /b?q=1 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\n\r\n",
+        b"POST /body HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\nhello world",
+        b"POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /expect HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nbody",
+        b"GET /close HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        b"GET /old HTTP/1.0\r\n\r\n",
+        b"GET /boom HTTP/1.1\r\nHost: h\r\n\r\n",  # dispatch raises: the internal-error path
+        b"GET /noexchange HTTP/1.1\r\nHost: h\r\n\r\n",  # answered at once, without an exchange
+        b"GET /bad HTTP/1.1\r\nHost: h\r\nBad Header\r\n\r\n",  # malformed: a parse error
+        b"GET /" + b"x" * 300 + b" HTTP/1.1\r\nHost: h\r\n\r\n",  # refused by the sink (414)
+        b"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n" + b"z" * 40,  # over the sink's high water
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nframes",
+    ]
+)
+# After each piece of bytes: finish the request in flight (request_done, as its exchange does once it is
+# answered), the gateway starts closing, the client stops taking what it is sent (writing paused), or nothing.
+STEPS = st.lists(st.sampled_from(["done", "done", "closing", "write_paused", "write_resumed"]), max_size=3)
+
+
+@pytest.mark.skipif(not core.COMPILED, reason="compiled core not built (FASTGW_NO_EXTENSIONS or no extension)")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    requests=st.lists(REQUESTS, min_size=1, max_size=5),
+    cuts=st.lists(st.integers(0, 400), max_size=6),
+    head_cuts=st.lists(st.booleans(), min_size=5, max_size=5),
+    steps=st.lists(STEPS, min_size=1, max_size=8),
+    idle=st.booleans(),
+)
+def test_both_twins_take_the_same_bytes_the_same_way(requests, cuts, head_cuts, steps, idle):
+    # One or several pipelined requests, some malformed, cut into random pieces: each twin's data_received,
+    # _maybe_start and request_done make the same calls above the core, with the same arguments, in the same
+    # order, and leave the connection in the same state after each step.
+    data = b"".join(requests)
+    # Some pieces end where a request's head does (its body, if any, comes in a later piece).
+    ends = [sum(map(len, requests[:i])) + r.find(b"\r\n\r\n") + 4 for i, r in enumerate(requests) if head_cuts[i]]
+    bounds = sorted({min(c, len(data)) for c in cuts} | set(ends) | {0, len(data)})
+    pieces = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    runs = []
+    for conn, http in ((pyconn, pyhttp), (_core, _core)):
+        calls: list = []
+        c = _client_conn(conn, http, calls)
+        if idle:
+            c.deadline_kind = pyconn.DEADLINE_IDLE
+        trace = []
+        for i, piece in enumerate(pieces):
+            c.data_received(piece)
+            trace.append((list(calls), _snapshot(c)))
+            calls.clear()
+            for step in steps[i % len(steps)]:
+                if step == "done":
+                    if c.active and c.queue:
+                        c.request_done(c.queue[0])
+                elif step == "closing":
+                    c.state.closing = True
+                else:
+                    c.write_paused = step == "write_paused"
+                trace.append((step, list(calls), _snapshot(c)))
+                calls.clear()
+        while c.active and c.queue and not c.closed:  # the rest answered in order
+            c.request_done(c.queue[0])
+            trace.append(("done", list(calls), _snapshot(c)))
+            calls.clear()
+        c._maybe_start()
+        trace.append(("start", list(calls), _snapshot(c)))
+        runs.append(trace)
+    assert runs[0] == runs[1]

@@ -162,7 +162,7 @@ def test_no_module_deletes_a_field_the_compiled_core_reads_without_a_check():
     from fastgw import _core
 
     names = {n for cls in (_core.ExchangeState, _core.Request, _core.ResponseSink, _core.RequestSink,
-                                                 _core.DeadlineState, _core.UpstreamConn)
+                                                 _core.DeadlineState, _core.UpstreamConn, _core.ClientConn)
              for n, d in vars(cls).items() if isinstance(d, types.MemberDescriptorType)}  # fmt: skip
     assert {"req", "status", "complete", "keep_alive", "done", "parsing"} <= names  # (the scan looks for these)
     assert _deleted_fields("del ex.status\ndel x\n", names) == ["status (line 1)"]  # (and finds one)
