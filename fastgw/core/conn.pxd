@@ -12,10 +12,11 @@ cdef class ClientConn(DeadlineState):
     # the flags among them hold bools. Never `del` one. `sink`, `deadline_kind`, `_paused` and `_starting` are C
     # fields (Python reads them off the per-request path, as Cython's properties).
     cdef public object state, limits, queue, parser, exchange, active, closed, broken, write_paused
-    cdef public object dispatch, refuse
+    cdef public object dispatch, routed, refuse, new_exchange
     cdef public RequestSink sink
     cdef public int deadline_kind
     cdef public int _paused
     cdef public bint _starting
 
     cdef int _start(self) except -1
+    cdef int _dispatch(self, Request req) except -1

@@ -11,18 +11,23 @@ plain slots:
 
 `ClientConn` is the client connection's per-request path (`fastgw.server.protocol.ClientProtocol` is built on it):
 the bytes a client sends (`data_received`), the start of the next request in order (`_maybe_start`) and the end of
-one (`request_done`), with the fields they read. What they call above the core reaches them through the object: the
-protocol's own methods (`close`, `arm`, `pause_reading_for`, `resume_reading_for`, `_upgrade`, `_parse_error`,
-`_header_deadline`, `_body_deadline_starts`, `_dispatch_failed`) and the two callables it stores at construction,
-`dispatch(conn, req)` and `refuse(conn, gateway, req, status, message)` (`fastgw.pipeline.dispatch`'s).
+one (`request_done`), with the fields they read, and the usual case of routing a request (`_dispatch`: simple paths,
+a route without plugins). What they call above the core reaches them through the object: the protocol's own methods
+(`close`, `arm`, `pause_reading_for`, `resume_reading_for`, `_upgrade`, `_parse_error`, `_header_deadline`,
+`_body_deadline_starts`, `_dispatch_failed`) and the callables it stores at construction: `dispatch(conn, req)`,
+`routed(conn, gateway, req, found, t0)` and `refuse(conn, gateway, req, status, message)` (`fastgw.pipeline.dispatch`'s)
+and `new_exchange` (`fastgw.pipeline.exchange.Exchange`).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpParserUpgrade
+
+from fastgw.core.phases import strip_headers
 
 if TYPE_CHECKING:
     from fastgw.core.http import Request
@@ -53,7 +58,7 @@ class ClientConn(DeadlineState):
 
     __slots__ = (
         "state", "limits", "queue", "sink", "parser", "exchange", "active", "closed", "broken", "write_paused",
-        "_paused", "_starting", "deadline_kind", "dispatch", "refuse",
+        "_paused", "_starting", "deadline_kind", "dispatch", "routed", "refuse", "new_exchange",
     )  # fmt: skip
 
     state: Any  # fastgw.pipeline.exchange.Worker
@@ -70,7 +75,9 @@ class ClientConn(DeadlineState):
     _starting: bool
     deadline_kind: int
     dispatch: Any  # fastgw.pipeline.dispatch.dispatch
+    routed: Any  # fastgw.pipeline.dispatch.routed
     refuse: Any  # fastgw.pipeline.dispatch.refuse
+    new_exchange: Any  # fastgw.pipeline.exchange.Exchange
 
     # The protocol's (fastgw.server.protocol.ClientProtocol), which these methods call.
     if TYPE_CHECKING:
@@ -129,7 +136,7 @@ class ClientConn(DeadlineState):
                     # (An expecting client sends its body once told to: its clock starts then, in continue_sent.)
                     self._body_deadline_starts()
                 try:
-                    self.dispatch(self, req)
+                    self._dispatch(req)
                 except Exception as exc:
                     self._dispatch_failed(req, exc)
                 else:
@@ -140,6 +147,33 @@ class ClientConn(DeadlineState):
                         self.sink.exchange = ex
         finally:
             self._starting = False
+
+    def _dispatch(self, req: Request) -> None:
+        """`dispatch(self, req)` (fastgw.pipeline.dispatch), its usual case here: simple paths (the target's split,
+        the path policy and the match in one core call) and a route without plugins; anything else is handed to
+        `routed` once routed, or to `dispatch` (the general way) before."""
+        state = self.state
+        gw = state.gateway
+        paths = gw.paths
+        if not paths.simple or req.url[:1] != b"/":
+            self.dispatch(self, req)
+            return
+        # The exchange's start, taken before routing (see dispatch).
+        t0 = perf_counter() if state.access_log is not None else 0.0
+        found = paths.router.route(req, paths.default)
+        if found is not None and found is not False and found[0] is not None:
+            route = gw.routes[found[0]]
+            if route.chain is None:
+                # NOTE: routed's first case, the same lines: keep the two alike.
+                ex = self.new_exchange(self, gw, req, route, found[1], None, t0)
+                if gw.strip_names:
+                    strip_headers(req, gw.strip_names)
+                if req.expect_continue:
+                    ex.integrate()
+                else:
+                    route.start(ex)
+                return
+        self.routed(self, gw, req, found, t0)
 
     def request_done(self, req: Request) -> None:
         """`req` is answered in full (its exchange is done): go on with the next request, or close."""

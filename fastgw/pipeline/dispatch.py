@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 
 def dispatch(leg: ClientLeg, req: Request) -> None:
-    """Route `req` (its head is complete) and start its exchange; a request that matches nothing is answered."""
+    """Route `req` (its head is complete) and start its exchange; a request that matches nothing is answered.
+
+    NOTE: a client connection routes its requests itself where paths are simple (`fastgw.core.ClientConn`: the
+    first branch below, and a plugin-less route's start, compiled), and hands anything else to `routed` or here."""
     state = leg.state
     gw = state.gateway
     # The exchange's start, taken before routing. NOTE: only when the worker observes its exchanges
@@ -32,13 +35,19 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
         # PERF: one path policy and no API resource rules (the usual config): the target's split, the policy and
         # the match in one compiled call, ~1.3k instructions less per request than the general way below.
         found = paths.router.route(req, paths.default)
-        if found is False:
-            refuse(leg, gw, req, 400, "Bad Request", t0)
-            return
     else:
         found = _route(leg, gw, req, url, t0)
         if found is False:
             return
+    routed(leg, gw, req, found, t0)
+
+
+def routed(leg: ClientLeg, gw: Served, req: Request, found: Any, t0: float) -> None:
+    """The rest of `dispatch` once `req` is routed: `found` is the router's answer (see Router.match), or False
+    (the simple way's path policy refused the target: 400)."""
+    if found is False:
+        refuse(leg, gw, req, 400, "Bad Request", t0)
+        return
     if found is None or found[0] is None:
         path = req.path
         if found is not None and req.method == "OPTIONS":
@@ -50,6 +59,7 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
     route = gw.routes[index]
     chain = route.chain
     if chain is None:
+        # NOTE: fastgw.core.ClientConn._dispatch holds the same lines (the usual case, compiled): keep them alike.
         ex = Exchange(leg, gw, req, route, params, None, t0)
         if gw.strip_names:
             strip_headers(req, gw.strip_names)

@@ -8,7 +8,8 @@ reaches an integration: then `fastgw.pipeline.dispatch` routes it and its `Excha
 
 The per-request path (`data_received`, `_maybe_start`, `request_done`) is the core's `ClientConn`
 (`fastgw/core/conn.py`, compiled in `conn.pyx`), which `ClientProtocol` is built on: what it calls above the core
-reaches it through the protocol (its methods, and `dispatch` and `refuse` stored on it at construction).
+reaches it through the protocol (its methods, and `dispatch`, `routed`, `refuse` and `Exchange` stored on it at
+construction).
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from httptools import HttpParserError, HttpRequestParser
 from fastgw.core import ClientConn, Reject, Request, RequestSink
 from fastgw.core.conn import DEADLINE_BODY, DEADLINE_HEADER, DEADLINE_IDLE, DEADLINE_NONE, DEADLINE_SEND
 from fastgw.pipeline.deadline import Deadline
-from fastgw.pipeline.dispatch import dispatch, refuse
+from fastgw.pipeline.dispatch import dispatch, refuse, routed
+from fastgw.pipeline.exchange import Exchange
 from fastgw.pipeline.head import error_response
 from fastgw.pipeline.leg import HIGH_WATER, PAUSE_BUFFER, Peer
 
 if TYPE_CHECKING:
-    from fastgw.pipeline.exchange import Exchange, Worker
+    from fastgw.pipeline.exchange import Worker
 
 log = logging.getLogger("fastgw.server")
 
@@ -80,7 +82,9 @@ class ClientProtocol(ClientConn, Deadline, asyncio.Protocol):
         self.send_left = 0  # bytes the client had still to take when the send deadline was last (re)armed
         # What the core's per-request path calls above it (fastgw.core.conn.ClientConn): the pipeline's.
         self.dispatch = dispatch
+        self.routed = routed
         self.refuse = refuse
+        self.new_exchange = Exchange
 
     # -- asyncio.Protocol -------------------------------------------------------------------------------------
 
@@ -129,7 +133,8 @@ class ClientProtocol(ClientConn, Deadline, asyncio.Protocol):
     # -- requests, in order (the per-request path is the core's: fastgw.core.conn.ClientConn) --------------------
 
     def _dispatch_failed(self, req: Request, exc: Exception) -> None:
-        """`dispatch(self, req)` raised: logged, and the request answered 500 (by its exchange if it has one)."""
+        """Routing `req` or starting its exchange raised: logged, and the request answered 500 (by its exchange if it
+        has one)."""
         log.error("internal error while dispatching %s %r", req.method, req.url, exc_info=exc)
         ex = self.exchange
         if ex is not None and ex.req is req:

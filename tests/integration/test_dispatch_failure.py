@@ -18,18 +18,25 @@ from tests.conftest import proxy_config
 pytestmark = pytest.mark.asyncio
 
 
-def _failing_dispatch(leg, req):
-    if req.url.startswith(b"/crash"):
-        raise RuntimeError("a bug")
-    if req.url.startswith(b"/half"):
-        Exchange(leg, leg.state.gateway, req, None, None, None, 0.0)  # its exchange exists, then the bug
-        raise RuntimeError("a bug after the exchange")
-    dispatching.dispatch(leg, req)
+class FailingExchange(Exchange):
+    """The exchange of a routed request to /crash fails to be made, one to /half is made and then the bug."""
+
+    __slots__ = ()
+
+    def __init__(self, leg, gw, req, route, *args):
+        if route is not None and req.url.startswith(b"/crash"):
+            raise RuntimeError("a bug")
+        super().__init__(leg, gw, req, route, *args)
+        if route is not None and req.url.startswith(b"/half"):
+            raise RuntimeError("a bug after the exchange")
 
 
 @pytest.mark.parametrize(("path", "closes"), [("/crash", True), ("/half", False)])
 async def test_a_dispatch_that_raises_is_logged_and_answered_500(upstream, gateway, monkeypatch, caplog, path, closes):
-    monkeypatch.setattr(protocol, "dispatch", _failing_dispatch)
+    # (Where the exchange of a routed request is made: the connection's core, given it by the protocol, and the
+    # pipeline's dispatch.)
+    monkeypatch.setattr(protocol, "Exchange", FailingExchange, raising=False)
+    monkeypatch.setattr(dispatching, "Exchange", FailingExchange)
     gw = await gateway(proxy_config(upstream.url))
     conn = await RawConnection.open(gw.port)
     with caplog.at_level(logging.ERROR, logger="fastgw.server"):

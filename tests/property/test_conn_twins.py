@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from fastgw import core
 from fastgw.core import conn as pyconn
 from fastgw.core import http as pyhttp
+from fastgw.core import router as pyrouter
 from fastgw.pipeline import deadline as deadlines
 from fastgw.pipeline import leg
 from fastgw.server import protocol
@@ -151,6 +152,39 @@ def _client_conn(conn, http, calls):
         def _dispatch_failed(self, req, exc):
             calls.append(("dispatch_failed", req.url, str(exc)))
 
+    # The gateway: simple paths (one path policy) routed by the core's router, whose route 0 has no plugins, route 1
+    # a chain; a target not in origin form goes the general way (dispatch), a miss to routed.
+    class Route:
+        def __init__(self, name, chain):
+            self.name, self.chain = name, chain
+
+        def start(self, ex):
+            calls.append(("start", self.name, ex.req.url, list(ex.req.headers)))
+            if b"boom" in ex.req.url:
+                raise RuntimeError("boom")
+
+    class Ex(http.ExchangeState):
+        __slots__ = ()
+
+        def integrate(self):
+            calls.append(("integrate", self.req.url))
+
+    def new_exchange(c, gw, req, route, params, ctx, t0):
+        calls.append(("exchange", gw is c.state.gateway, req.url, route.name, params, ctx, t0))
+        if b"noexchange" in req.url:
+            return Ex(http.Request(), route, gw, None, ctx)  # (one that does not take the connection's request)
+        c.exchange = Ex(req, route, gw, None, ctx)
+        return c.exchange
+
+    rt = (pyrouter if http is pyhttp else http).Router()  # (the router's routes are indices into gw.routes)
+    rt.add(0, ["GET", "POST"], "/{proxy+}")
+    rt.add(1, ["GET"], "/chain/{x}")
+    rt.add(0, ["PUT"], "/only-put")
+    rt.freeze()
+    paths = types.SimpleNamespace(simple=True, router=rt, default=0)
+    gw = types.SimpleNamespace(paths=paths, routes=(Route("plain", None), Route("chained", "a chain")),
+                               strip_names=frozenset({b"x-strip"}))  # fmt: skip
+
     def dispatch(c, req):
         calls.append(("dispatch", req.method, req.url, req.complete, c.active, c._starting))
         if b"boom" in req.url:
@@ -158,13 +192,18 @@ def _client_conn(conn, http, calls):
         if b"noexchange" not in req.url:
             c.exchange = http.ExchangeState(req, None, None, None, None)
 
+    def routed(c, g, req, found, t0):
+        calls.append(("routed", g is gw, req.url, req.path, found, t0))
+        if found and found[0] is not None:
+            c.exchange = http.ExchangeState(req, None, None, None, None)
+
     def refuse(c, gw, req, status, message):
-        calls.append(("refuse", gw, req.url, status, message))
+        calls.append(("refuse", gw is c.state.gateway, req.url, status, message))
 
     c = Conn()
     c.loop = Loop()
     c.deadline, c.timer, c.timer_at = 0.0, None, float("inf")
-    c.state = types.SimpleNamespace(gateway="gw", closing=False)
+    c.state = types.SimpleNamespace(gateway=gw, closing=False, access_log=None)
     c.limits = LIMITS
     c.queue = deque()
     c.sink = http.RequestSink(c, c.queue, 200, 4096, 20, 1 << 20, 16)
@@ -173,7 +212,7 @@ def _client_conn(conn, http, calls):
     c.active = c.closed = c.broken = c.write_paused = c._starting = False
     c._paused = 0
     c.deadline_kind = pyconn.DEADLINE_HEADER
-    c.dispatch, c.refuse = dispatch, refuse
+    c.dispatch, c.routed, c.refuse, c.new_exchange = dispatch, routed, refuse, new_exchange
     return c
 
 
@@ -199,6 +238,12 @@ REQUESTS = st.sampled_from(
         b"GET /" + b"x" * 300 + b" HTTP/1.1\r\nHost: h\r\n\r\n",  # refused by the sink (414)
         b"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n" + b"z" * 40,  # over the sink's high water
         b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nframes",
+        b"GET /s?x=1 HTTP/1.1\r\nHost: h\r\nX-Strip: 1\r\nX-Keep: 2\r\n\r\n",  # a header the gateway strips
+        b"GET /chain/7 HTTP/1.1\r\nHost: h\r\n\r\n",  # a route with plugins: routed
+        b"DELETE /only-put HTTP/1.1\r\nHost: h\r\n\r\n",  # 405: routed
+        b"GET /a/../../up HTTP/1.1\r\nHost: h\r\n\r\n",  # refused by the path policy: routed (False)
+        b"GET http://h/abs HTTP/1.1\r\nHost: h\r\n\r\n",  # absolute form: the general way (dispatch)
+        b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",  # neither: the general way
     ]
 )
 # After each piece of bytes: finish the request in flight (request_done, as its exchange does once it is
