@@ -8,11 +8,11 @@ cdef class DeadlineState:
 
 cdef class ClientConn(DeadlineState):
     # The pure twin's __slots__ (`fastgw.core.conn.ClientConn`). The objects are shown to Python as plain slots
-    # (conn.pyx, _as_slots: the exchange reads `state`, `closed`, `write_paused` and writes `exchange` per request);
+    # (conn.pyx, _as_slots: the exchange reads `state`, `peer`, `closed`, `write_paused`, writes `exchange` per request);
     # the flags among them hold bools. Never `del` one. `sink`, `deadline_kind`, `_paused` and `_starting` are C
     # fields (Python reads them off the per-request path, as Cython's properties).
     cdef public object state, limits, queue, parser, exchange, active, closed, broken, write_paused
-    cdef public object dispatch, routed, refuse, new_exchange
+    cdef public object peer, dispatch, routed, refuse, new_exchange
     cdef public RequestSink sink
     cdef public int deadline_kind
     cdef public int _paused

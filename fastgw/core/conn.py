@@ -11,12 +11,13 @@ plain slots:
 
 `ClientConn` is the client connection's per-request path (`fastgw.server.protocol.ClientProtocol` is built on it):
 the bytes a client sends (`data_received`), the start of the next request in order (`_maybe_start`) and the end of
-one (`request_done`), with the fields they read, and the usual case of routing a request (`_dispatch`: simple paths,
-a route without plugins). What they call above the core reaches them through the object: the protocol's own methods
-(`close`, `arm`, `pause_reading_for`, `resume_reading_for`, `_upgrade`, `_parse_error`, `_header_deadline`,
-`_body_deadline_starts`, `_dispatch_failed`) and the callables it stores at construction: `dispatch(conn, req)`,
-`routed(conn, gateway, req, found, t0)` and `refuse(conn, gateway, req, status, message)` (`fastgw.pipeline.dispatch`'s)
-and `new_exchange` (`fastgw.pipeline.exchange.Exchange`).
+one (`request_done`), with the fields they read, and the usual case of routing a request (`_dispatch`: simple
+paths) and starting its exchange (`start_exchange`, which `fastgw.pipeline.dispatch` calls too). What they call
+above the core reaches them through the object: the protocol's own methods (`close`, `arm`, `pause_reading_for`,
+`resume_reading_for`, `_upgrade`, `_parse_error`, `_header_deadline`, `_body_deadline_starts`, `_dispatch_failed`)
+and the callables it stores at construction: `fastgw.pipeline.dispatch`'s `dispatch(conn, req)`,
+`routed(conn, gateway, req, found, t0)` and `refuse(conn, gateway, req, status, message)`, and `new_exchange`
+(`fastgw.pipeline.exchange.Exchange`).
 """
 
 from __future__ import annotations
@@ -27,18 +28,52 @@ from typing import TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpParserUpgrade
 
-from fastgw.core.phases import strip_headers
+from fastgw.core.phases import new_context, request_phases, strip_headers
 
 if TYPE_CHECKING:
     from fastgw.core.http import Request
 
-__all__ = ["ClientConn", "DeadlineState"]
+__all__ = ["ClientConn", "DeadlineState", "start_exchange"]
 
 # What a client connection's deadline bounds now (`ClientConn.deadline_kind`).
 DEADLINE_NONE, DEADLINE_HEADER, DEADLINE_IDLE, DEADLINE_BODY, DEADLINE_SEND = 0, 1, 2, 3, 4
 # NOTE: `fastgw.pipeline.leg.PAUSE_PIPELINE` (a lower module cannot import it; tests/property/test_conn_twins.py
 # holds the two equal): reading paused while a request is in flight and the next one has begun.
 PAUSE_PIPELINE = 1
+
+
+def start_exchange(
+    leg: Any, gw: Any, req: Request, route: Any, params: Any, t0: float, new_exchange: Any, ip: str
+) -> None:
+    """Make the exchange of `req`, routed to `route` (with `params`), and start it: a route without plugins goes
+    straight to its integration, one with plugins to its phases (its one plugin's `front` first). `leg`, `gw`,
+    `t0`: as `fastgw.pipeline.dispatch.dispatch` has them; `new_exchange`: `fastgw.pipeline.exchange.Exchange`;
+    `ip`: the client's address (read only on a route with plugins: "" on one without)."""
+    chain = route.chain
+    if chain is None:
+        ex = new_exchange(leg, gw, req, route, params, None, t0)
+        if gw.strip_names:
+            strip_headers(req, gw.strip_names)
+        if req.expect_continue:
+            ex.integrate()
+        else:
+            route.start(ex)  # PERF: the common case, one call less
+        return
+    front = chain.front
+    if front is not None:
+        # The route's one plugin sees the request first (Plugin.front): a cache hit, one local limit.
+        ex = new_exchange(leg, gw, req, route, params, None, t0)
+        if front(ex, ip):
+            return
+        ex.ctx = new_context(req, ip, params, route.info, chain)
+        request_phases(ex, 0)  # a chain with a front streams (plugins/chain.py)
+        return
+    ctx = new_context(req, ip, params, route.info, chain)
+    ex = new_exchange(leg, gw, req, route, params, ctx, t0)
+    if chain.streams:
+        request_phases(ex, 0)  # PERF: the usual chain (nothing to do about the body first): one C call, no frame
+    else:
+        ex.run(chain)
 
 
 class DeadlineState:
@@ -58,7 +93,7 @@ class ClientConn(DeadlineState):
 
     __slots__ = (
         "state", "limits", "queue", "sink", "parser", "exchange", "active", "closed", "broken", "write_paused",
-        "_paused", "_starting", "deadline_kind", "dispatch", "routed", "refuse", "new_exchange",
+        "_paused", "_starting", "deadline_kind", "peer", "dispatch", "routed", "refuse", "new_exchange",
     )  # fmt: skip
 
     state: Any  # fastgw.pipeline.exchange.Worker
@@ -74,6 +109,7 @@ class ClientConn(DeadlineState):
     _paused: int
     _starting: bool
     deadline_kind: int
+    peer: Any  # fastgw.pipeline.leg.Peer
     dispatch: Any  # fastgw.pipeline.dispatch.dispatch
     routed: Any  # fastgw.pipeline.dispatch.routed
     refuse: Any  # fastgw.pipeline.dispatch.refuse
@@ -150,8 +186,8 @@ class ClientConn(DeadlineState):
 
     def _dispatch(self, req: Request) -> None:
         """`dispatch(self, req)` (fastgw.pipeline.dispatch), its usual case here: simple paths (the target's split,
-        the path policy and the match in one core call) and a route without plugins; anything else is handed to
-        `routed` once routed, or to `dispatch` (the general way) before."""
+        the path policy and the match in one core call), then `start_exchange`; the rest is handed to `dispatch`
+        (the general way) before routing, or to `routed` after it (a miss, a refused path, a trusted proxy)."""
         state = self.state
         gw = state.gateway
         paths = gw.paths
@@ -164,14 +200,11 @@ class ClientConn(DeadlineState):
         if found is not None and found is not False and found[0] is not None:
             route = gw.routes[found[0]]
             if route.chain is None:
-                # NOTE: routed's first case, the same lines: keep the two alike.
-                ex = self.new_exchange(self, gw, req, route, found[1], None, t0)
-                if gw.strip_names:
-                    strip_headers(req, gw.strip_names)
-                if req.expect_continue:
-                    ex.integrate()
-                else:
-                    route.start(ex)
+                start_exchange(self, gw, req, route, found[1], t0, self.new_exchange, "")
+                return
+            peer = self.peer
+            if not peer.trusted:  # (else the client's address is X-Forwarded-For's: dispatch.client_ip)
+                start_exchange(self, gw, req, route, found[1], t0, self.new_exchange, peer.ip)
                 return
         self.routed(self, gw, req, found, t0)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from httptools import parse_url
 
-from fastgw.core import new_context, request_phases, strip_headers
+from fastgw.core import start_exchange
 from fastgw.pipeline.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def dispatch(leg: ClientLeg, req: Request) -> None:
     """Route `req` (its head is complete) and start its exchange; a request that matches nothing is answered.
 
     NOTE: a client connection routes its requests itself where paths are simple (`fastgw.core.ClientConn`: the
-    first branch below, and a plugin-less route's start, compiled), and hands anything else to `routed` or here."""
+    first branch below, compiled), and hands anything else to `routed` or here."""
     state = leg.state
     gw = state.gateway
     # The exchange's start, taken before routing. NOTE: only when the worker observes its exchanges
@@ -57,34 +57,11 @@ def routed(leg: ClientLeg, gw: Served, req: Request, found: Any, t0: float) -> N
             return
     index, params = found
     route = gw.routes[index]
-    chain = route.chain
-    if chain is None:
-        # NOTE: fastgw.core.ClientConn._dispatch holds the same lines (the usual case, compiled): keep them alike.
-        ex = Exchange(leg, gw, req, route, params, None, t0)
-        if gw.strip_names:
-            strip_headers(req, gw.strip_names)
-        if req.expect_continue:
-            ex.integrate()
-        else:
-            route.start(ex)  # PERF: the common case, one call less
-        return
-    peer = leg.peer
-    ip = peer.ip if not peer.trusted else client_ip(gw, req, peer.ip)
-    front = chain.front
-    if front is not None:
-        # The route's one plugin sees the request first (Plugin.front): a cache hit, one local limit.
-        ex = Exchange(leg, gw, req, route, params, None, t0)
-        if front(ex, ip):
-            return
-        ex.ctx = new_context(req, ip, params, route.info, chain)
-        request_phases(ex, 0)  # a chain with a front streams (plugins/chain.py)
-        return
-    ctx = new_context(req, ip, params, route.info, chain)
-    ex = Exchange(leg, gw, req, route, params, ctx, t0)
-    if chain.streams:
-        request_phases(ex, 0)  # PERF: the usual chain (nothing to do about the body first): one C call, no frame
-    else:
-        ex.run(chain)
+    ip = ""
+    if route.chain is not None:
+        peer = leg.peer
+        ip = peer.ip if not peer.trusted else client_ip(gw, req, peer.ip)
+    start_exchange(leg, gw, req, route, params, t0, Exchange, ip)
 
 
 def _route(leg: ClientLeg, gw: Served, req: Request, url: bytes, t0: float) -> Found | bool:

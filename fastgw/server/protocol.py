@@ -50,7 +50,7 @@ class ClientProtocol(ClientConn, Deadline, asyncio.Protocol):
     (`send_timeout`, cut; it stands before the others, which resume_writing sets again)."""
 
     # (The fields the per-request path reads are the core's: fastgw.core.conn.ClientConn.)
-    __slots__ = ("transport", "write", "peer", "send_left")
+    __slots__ = ("transport", "write", "send_left")
 
     def __init__(self, state: Worker) -> None:
         self.state = state

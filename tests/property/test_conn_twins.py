@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from fastgw import core
 from fastgw.core import conn as pyconn
 from fastgw.core import http as pyhttp
+from fastgw.core import phases as pyphases
 from fastgw.core import router as pyrouter
 from fastgw.pipeline import deadline as deadlines
 from fastgw.pipeline import leg
@@ -94,7 +95,7 @@ def test_the_cores_constants_are_the_gateways():
     assert protocol.DEADLINE_IDLE is pyconn.DEADLINE_IDLE
 
 
-def _client_conn(conn, http, calls):
+def _client_conn(conn, http, phases, calls):
     """A connection on `conn.ClientConn` whose calls above the core (the protocol's methods, dispatch, refuse)
     are recorded in `calls` and do just enough of what the real ones do for the path to go on."""
 
@@ -152,14 +153,15 @@ def _client_conn(conn, http, calls):
         def _dispatch_failed(self, req, exc):
             calls.append(("dispatch_failed", req.url, str(exc)))
 
-    # The gateway: simple paths (one path policy) routed by the core's router, whose route 0 has no plugins, route 1
-    # a chain; a target not in origin form goes the general way (dispatch), a miss to routed.
+    # The gateway: simple paths (one path policy) routed by the core's router to routes 0 (no plugins), 1 (a chain),
+    # 2 (a chain that reads the body first), 3 (a chain whose one plugin has a front, which answers /front/hit); a
+    # target not in origin form goes the general way (dispatch), a miss or a refused path to routed.
     class Route:
         def __init__(self, name, chain):
-            self.name, self.chain = name, chain
+            self.name, self.chain, self.info = name, chain, None
 
         def start(self, ex):
-            calls.append(("start", self.name, ex.req.url, list(ex.req.headers)))
+            calls.append(("start", self.name, ex.req.url, list(ex.req.headers), ex.ctx is None))
             if b"boom" in ex.req.url:
                 raise RuntimeError("boom")
 
@@ -167,23 +169,38 @@ def _client_conn(conn, http, calls):
         __slots__ = ()
 
         def integrate(self):
-            calls.append(("integrate", self.req.url))
+            calls.append(("integrate", self.req.url, self.ctx is None))
+
+        def run(self, chain):
+            calls.append(("run", self.req.url, self.route.name, self.ctx is None))
 
     def new_exchange(c, gw, req, route, params, ctx, t0):
-        calls.append(("exchange", gw is c.state.gateway, req.url, route.name, params, ctx, t0))
+        calls.append(("exchange", gw is c.state.gateway, req.url, route.name, params, ctx is None, t0))
         if b"noexchange" in req.url:
             return Ex(http.Request(), route, gw, None, ctx)  # (one that does not take the connection's request)
         c.exchange = Ex(req, route, gw, None, ctx)
         return c.exchange
 
+    def front(ex, ip):
+        calls.append(("front", ex.req.url, ip))
+        return b"hit" in ex.req.url
+
+    def chain(streams=True, front=None):
+        made = phases.PhaseChain()
+        made.streams, made.front = streams, front
+        return made
+
     rt = (pyrouter if http is pyhttp else http).Router()  # (the router's routes are indices into gw.routes)
     rt.add(0, ["GET", "POST"], "/{proxy+}")
-    rt.add(1, ["GET"], "/chain/{x}")
+    rt.add(1, ["GET", "POST"], "/chain/{x}")
+    rt.add(2, ["GET", "POST"], "/whole/{x}")
+    rt.add(3, ["GET", "POST"], "/front/{x}")
     rt.add(0, ["PUT"], "/only-put")
     rt.freeze()
     paths = types.SimpleNamespace(simple=True, router=rt, default=0)
-    gw = types.SimpleNamespace(paths=paths, routes=(Route("plain", None), Route("chained", "a chain")),
-                               strip_names=frozenset({b"x-strip"}))  # fmt: skip
+    routes = (Route("plain", None), Route("chained", chain()), Route("whole", chain(False)),
+              Route("fronted", chain(front=front)))  # fmt: skip
+    gw = types.SimpleNamespace(paths=paths, routes=routes, strip_names=frozenset({b"x-strip"}))
 
     def dispatch(c, req):
         calls.append(("dispatch", req.method, req.url, req.complete, c.active, c._starting))
@@ -213,6 +230,7 @@ def _client_conn(conn, http, calls):
     c._paused = 0
     c.deadline_kind = pyconn.DEADLINE_HEADER
     c.dispatch, c.routed, c.refuse, c.new_exchange = dispatch, routed, refuse, new_exchange
+    c.peer = types.SimpleNamespace(ip="192.0.2.7", trusted=False)
     return c
 
 
@@ -239,7 +257,10 @@ REQUESTS = st.sampled_from(
         b"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\n\r\n" + b"z" * 40,  # over the sink's high water
         b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nframes",
         b"GET /s?x=1 HTTP/1.1\r\nHost: h\r\nX-Strip: 1\r\nX-Keep: 2\r\n\r\n",  # a header the gateway strips
-        b"GET /chain/7 HTTP/1.1\r\nHost: h\r\n\r\n",  # a route with plugins: routed
+        b"GET /chain/7 HTTP/1.1\r\nHost: h\r\n\r\n",  # a route with plugins
+        b"POST /whole/8 HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",  # its plugins read the body first
+        b"GET /front/hit HTTP/1.1\r\nHost: h\r\n\r\n",  # its plugin's front answers
+        b"GET /front/miss HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",  # the front goes on
         b"DELETE /only-put HTTP/1.1\r\nHost: h\r\n\r\n",  # 405: routed
         b"GET /a/../../up HTTP/1.1\r\nHost: h\r\n\r\n",  # refused by the path policy: routed (False)
         b"GET http://h/abs HTTP/1.1\r\nHost: h\r\n\r\n",  # absolute form: the general way (dispatch)
@@ -247,8 +268,9 @@ REQUESTS = st.sampled_from(
     ]
 )
 # After each piece of bytes: finish the request in flight (request_done, as its exchange does once it is
-# answered), the gateway starts closing, the client stops taking what it is sent (writing paused), or nothing.
-STEPS = st.lists(st.sampled_from(["done", "done", "closing", "write_paused", "write_resumed"]), max_size=3)
+# answered), the gateway starts closing, the client stops taking what it is sent (writing paused), the peer turns
+# out a trusted proxy, or nothing.
+STEPS = st.lists(st.sampled_from(["done", "done", "closing", "write_paused", "write_resumed", "trusted"]), max_size=3)
 
 
 @pytest.mark.skipif(not core.COMPILED, reason="compiled core not built (FASTGW_NO_EXTENSIONS or no extension)")
@@ -270,9 +292,9 @@ def test_both_twins_take_the_same_bytes_the_same_way(requests, cuts, head_cuts, 
     bounds = sorted({min(c, len(data)) for c in cuts} | set(ends) | {0, len(data)})
     pieces = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
     runs = []
-    for conn, http in ((pyconn, pyhttp), (_core, _core)):
+    for conn, http, phases in ((pyconn, pyhttp, pyphases), (_core, _core, _core)):
         calls: list = []
-        c = _client_conn(conn, http, calls)
+        c = _client_conn(conn, http, phases, calls)
         if idle:
             c.deadline_kind = pyconn.DEADLINE_IDLE
         trace = []
@@ -286,6 +308,8 @@ def test_both_twins_take_the_same_bytes_the_same_way(requests, cuts, head_cuts, 
                         c.request_done(c.queue[0])
                 elif step == "closing":
                     c.state.closing = True
+                elif step == "trusted":  # (the peer a trusted proxy: its client's address is for routed to find)
+                    c.peer.trusted = True
                 else:
                     c.write_paused = step == "write_paused"
                 trace.append((step, list(calls), _snapshot(c)))
