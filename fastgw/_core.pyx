@@ -8,7 +8,8 @@ hub includes each part's .pyx, `_core.pxd` each part's .pxd.
 - core/limit.pyx: the token buckets and the front of one local limit
 - core/observe.pyx: the metrics counters and the access log's lines
 - core/steps.pyx: the compiled steps of the built-in plugins (what the phase loop runs in place of their phases)
-- core/conn.pyx: the connections' core (the fields of an object with a deadline)
+- core/conn.pyx: the connections' core (the fields of an object with a deadline; the client connection's per-request
+  path, the usual routing of a request and its exchange's start)
 - core/upstream.pyx: the upstream connection's per-request path (start, the response's bytes, the end), and the
   http route's start
 
