@@ -1,6 +1,8 @@
 # The connections' compiled core, included by the hub fastgw/_core.pyx (declarations: conn.pxd); its specification
 # is the pure twin fastgw/core/conn.py.
 
+cimport cython
+
 from httptools import HttpParserError as _HttpParserError, HttpParserUpgrade as _HttpParserUpgrade
 
 # The twin's constants, read once (C ints here).
@@ -16,6 +18,7 @@ def start_exchange(leg, gw, Request req not None, route, params, t0, new_exchang
     _start_exchange(leg, gw, req, route, route.chain, params, t0, new_exchange, ip)
 
 
+@cython.nonecheck(True)
 cdef int _start_exchange(leg, gw, Request req, route, chain, params, t0, new_exchange, ip) except -1:
     # (`chain`: route.chain, which the caller has read.)
     if chain is None:
@@ -56,6 +59,7 @@ cdef class ClientConn(DeadlineState):
     an exchange; compiled, with the request, the exchange and the sink read as C fields: bench/instructions.py
     --scenario proxy 53,610 -> 50,534 instructions an exchange."""
 
+    @cython.nonecheck(True)
     def data_received(self, data):
         if self.broken or self.closed:
             return
@@ -85,6 +89,7 @@ cdef class ClientConn(DeadlineState):
     def _maybe_start(self):
         self._start()
 
+    @cython.nonecheck(True)
     cdef int _start(self) except -1:
         cdef Request req
         cdef ExchangeState ex
@@ -118,6 +123,7 @@ cdef class ClientConn(DeadlineState):
             self._starting = False
         return 0
 
+    @cython.nonecheck(True)
     cdef int _dispatch(self, Request req) except -1:
         # PERF: dispatch's usual case, and the exchange's start, without their frames and bytecode (a Python call
         # less an exchange): bench/instructions.py --scenario proxy 50,534 -> 50,023 instructions an exchange,
@@ -147,6 +153,7 @@ cdef class ClientConn(DeadlineState):
         self.routed(self, gw, req, found, t0)
         return 0
 
+    @cython.nonecheck(True)
     def request_done(self, Request req not None):
         """`req` is answered in full (its exchange is done): go on with the next request, or close."""
         cdef double at

@@ -56,7 +56,9 @@ PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # what a path a plugin chose keeps unquoted
 
 
 class UpstreamConn(DeadlineState):
-    """The fields and the per-request path of an upstream connection (see the module's docstring)."""
+    """The fields and the per-request path of an upstream connection (see the module's docstring).
+    NOTE: `start` and `_finish` are no override points: the compiled twin calls its own C versions from
+    `data_received` and `start_route` (tests/property/test_upstream_twins.py holds that no subclass overrides them)."""
 
     __slots__ = (
         "target", "state", "transport", "sink", "parser", "ex", "req", "head", "idle_since", "served", "closed",

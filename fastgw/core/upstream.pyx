@@ -1,6 +1,8 @@
 # The upstream connection's compiled core, included by the hub fastgw/_core.pyx (declarations: upstream.pxd); its
 # specification is the pure twin fastgw/core/upstream.py (tests/property/test_upstream_twins.py), step for step.
 
+cimport cython
+
 from cpython.list cimport PyList_GET_SIZE
 from cpython.object cimport Py_TYPE
 from cpython.pyport cimport PY_SSIZE_T_MAX
@@ -27,15 +29,19 @@ cdef extern from "Python.h":
     PyObject *_PyType_Lookup(_Typed *, object)
     PyObject *PyObject_GenericGetAttr(PyObject *, PyObject *)
     _Typed PyMemberDescr_Type
-    unsigned long Py_TPFLAGS_VALID_VERSION_TAG
+    int PY_VERSION_HEX
 
 
 # PERF: the fields of the Python objects the path reads (the route's, the target's, the peer's, the exchange's own
 # slots) are read as CPython's specialized bytecode reads a slot (LOAD_ATTR_SLOT): at the offset its member
-# descriptor gives, for as long as the object's type is the one that descriptor was found on (its version tag),
-# where a generic getattr looked the type up each time (~140 instructions a field; callgrind). A miss is the generic
-# getattr (its value and its errors), which then learns the site.
-ctypedef struct _Site:  # one field read: the type version it was found on, and its offset there
+# descriptor gives, for as long as the object's type is the one that descriptor was found on, unchanged since (the
+# same type object, held, and the same version tag), where a generic getattr looked the type up each time (~140
+# instructions a field; callgrind). A miss is the generic getattr (its value and its errors), which then learns the
+# site. NOTE: learned only on CPython 3.11+, where any change to a type (or one of its bases) resets its version tag
+# to 0 (3.10 keeps a changed type's tag, and its tags wrap: there every read is the generic getattr). The type is
+# compared as well as the tag, so no other type's object is ever read at a learned offset.
+ctypedef struct _Site:  # one field read: the type it was found on (held in _LEARNED), its version then, its offset
+    PyObject *type
     unsigned int tag
     Py_ssize_t offset
 
@@ -45,29 +51,40 @@ cdef enum:  # the sites (_SITES)
     F_GUARDED, F_GUARD_ALL, F_SITES
 
 cdef _Site _SITES[<int>F_SITES]  # (zeroed: every site starts unlearned)
+cdef list _LEARNED = [None] * <int>F_SITES  # each site's type, kept alive while the site points at it
 
 
 cdef inline object _field(object obj, str name, int site):
     cdef _Site *s = &_SITES[site]
     cdef PyObject *value
-    if s.tag != 0 and (<_Typed *>Py_TYPE(obj)).tp_version_tag == s.tag:
+    cdef PyObject *t = <PyObject *>Py_TYPE(obj)
+    if t == s.type and (<_Typed *>t).tp_version_tag == s.tag:
         value = (<PyObject **>(<char *><PyObject *>obj + s.offset))[0]
         if value != NULL:
             return <object>value
-    return _field_miss(obj, name, s)
+    return _field_miss(obj, name, site)
 
 
-cdef object _field_miss(object obj, str name, _Site *s):
+cdef object _field_miss(object obj, str name, int site):
     value = getattr(obj, name)
+    cdef _Site *s = &_SITES[site]
     cdef _Typed *t = <_Typed *>Py_TYPE(obj)
     cdef PyObject *descr
-    if t.tp_getattro == <void *>PyObject_GenericGetAttr and t.tp_flags & Py_TPFLAGS_VALID_VERSION_TAG:
-        descr = _PyType_Lookup(t, name)
-        if (descr != NULL and <_Typed *>Py_TYPE(<object>descr) == &PyMemberDescr_Type
+    if PY_VERSION_HEX >= 0x030B0000 and t.tp_getattro == <void *>PyObject_GenericGetAttr:
+        descr = _PyType_Lookup(t, name)  # (assigns the type a version tag when it has none and can have one)
+        if (descr != NULL and t.tp_version_tag != 0 and <_Typed *>Py_TYPE(<object>descr) == &PyMemberDescr_Type
                 and (<_MemberDescr *>descr).d_member.type == T_OBJECT_EX):
+            _LEARNED[site] = <object><PyObject *>t
+            s.type = <PyObject *>t
             s.tag = t.tp_version_tag
             s.offset = (<_MemberDescr *>descr).d_member.offset
     return value
+
+
+def _learned_sites():
+    """How many of the path's field reads have learned their type (for the tests: the cache is in use)."""
+    return sum(1 for i in range(<int>F_SITES) if _SITES[i].type != NULL)
+
 
 cdef enum:  # UpstreamConn.filtering, as the twin's FILTER and CHECK (checked below)
     UP_FILTER = 1
@@ -80,6 +97,7 @@ cdef class UpstreamConn(DeadlineState):
     def start(self, ExchangeState ex not None, bytes head):
         self._start(ex, head)
 
+    @cython.nonecheck(True)
     cdef _start(self, ExchangeState ex, bytes head):
         cdef Request req = <Request?>ex.req
         cdef ResponseSink sink = self.sink
@@ -127,6 +145,7 @@ cdef class UpstreamConn(DeadlineState):
         if _field(ex, "paused", F_PAUSED):
             self.pause_reading()
 
+    @cython.nonecheck(True)
     def data_received(self, data):
         cdef ExchangeState ex = self.ex
         cdef ResponseSink sink
@@ -178,6 +197,7 @@ cdef class UpstreamConn(DeadlineState):
     def _finish(self):
         self._end()
 
+    @cython.nonecheck(True)
     cdef _end(self):
         cdef ResponseSink sink = self.sink
         cdef ExchangeState ex
@@ -213,6 +233,7 @@ cdef class UpstreamConn(DeadlineState):
             ex.done()  # nothing happens if the client went away meanwhile
 
 
+@cython.nonecheck(True)
 def start_route(route, ExchangeState ex not None):
     """See `fastgw.core.upstream.start_route`: `HttpRoute.start`."""
     cdef Request req = <Request?>ex.req

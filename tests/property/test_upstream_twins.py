@@ -12,6 +12,7 @@ for a retry status. Everything either twin writes and calls must be the same, in
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -536,3 +537,41 @@ def test_both_twins_declare_the_same_fields():
     assert {kinds[n] for n in ("transport", "closed", "filtering", "target")} == {"member_descriptor"}
     assert issubclass(proxy_upstream.UpstreamConnection, core.UpstreamConn)
     assert proxy_upstream.UpstreamConnection.__slots__ == ()  # declared once, on the core's class
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="the compiled field reads learn on CPython 3.11+ only")
+def test_the_compiled_field_reads_learn_and_follow_a_type_changed_since(monkeypatch):
+    # The compiled route start reads the route's fields at the offsets it learned (upstream.pyx, _field): it does
+    # learn (else the cache costs a miss a read), and a type changed since (a property over a slot) is read through
+    # its new descriptor, as the pure twin reads it, never at the old offset.
+    class Changing(SlottedRoute):
+        __slots__ = ()
+
+    monkeypatch.setitem(ROUTES, "changing", Changing)
+    spec = {"rewrites": False, "host": None, "preserve_host": False, "via": True, "guarded": False,
+            "guard_all": False, "kind": "changing", "several": False, "no_target": False, "pool": ["live"],
+            "plugin_path": None, "query": None, "host_raw": b"", "trusted": False, "method": "GET",
+            "body": None}  # fmt: skip
+
+    def heads(twin: str) -> list[bytes]:
+        return [e[1] for e in _route_run(twin, [spec]) if e[0] in ("up.write", "route._connect")]
+
+    before = heads("compiled")
+    assert before == heads("pure") and b"via: " in before[0].lower()
+    assert _core._learned_sites() > 0
+    slot = vars(SlottedRoute)["via"]  # (the new property keeps the value in the old slot, where a stale read finds it)
+    monkeypatch.setattr(Changing, "via", property(lambda self: False, slot.__set__), raising=False)
+    after = heads("compiled")
+    assert after == heads("pure") and b"via: " not in after[0].lower()
+
+
+def test_no_subclass_overrides_what_the_compiled_twin_calls_as_c():
+    # The compiled UpstreamConn calls its own start and _finish (from start_route, data_received): an override
+    # would run on the pure core only.
+    subclasses, todo = set(), [core.UpstreamConn]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            subclasses.add(sub)
+            todo.append(sub)
+    assert proxy_upstream.UpstreamConnection in subclasses
+    assert [c.__name__ for c in subclasses if {"start", "_finish"} & set(vars(c))] == []
