@@ -45,7 +45,7 @@ from fastgw.core.phases import PluginFailed, filter_head
 if TYPE_CHECKING:
     from fastgw.core.http import Request, ResponseSink
 
-__all__ = ["UpstreamConn", "start_route"]
+__all__ = ["UpstreamConn", "route_head", "start_route"]
 
 _perf = time.perf_counter
 
@@ -217,19 +217,11 @@ class UpstreamConn(DeadlineState):
             ex.done()  # nothing happens if the client went away meanwhile
 
 
-def start_route(route: Any, ex: Any) -> None:
-    """`HttpRoute.start` (fastgw.proxy.route; `route` is one): send the request to the next target of the route's
-    upstream, on a pooled connection when there is one; the response streams back through `ex`. What is not the
-    common way it hands back to the route: a rewritten path (`upstream_path`), a route with a total timeout or
-    retries (`_start_guarded`), a new connection (`_connect`)."""
+def route_head(route: Any, ex: Any, target: Any) -> bytes:
+    """The request head `route` (an `HttpRoute`) sends `target` for `ex`: the path a plugin chose or the route's
+    rewrite, the query, the Host the route says, the forwarding fields. The one way to make it: the first try's
+    (`start_route`) and a retry's or a WebSocket's (`HttpRoute.head_for`)."""
     req = ex.req
-    upstream = route.upstream
-    target = upstream.only
-    if target is None:  # PERF: a choice to make; the single-target upstream pays one test, as before
-        target = upstream.pick(ex)
-        if target is None:
-            ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
-            return
     path = req.path
     ctx = ex.ctx
     # PERF: Exchange.plugin_path inline: no Python frame on every exchange of a plugin route.
@@ -244,7 +236,23 @@ def start_route(route: Any, ex: Any) -> None:
     if host is None:
         host = req.host_raw if route.preserve_host and req.host_raw else target.host_header
     peer = ex.peer
-    head = req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, route.via, peer.proto)
+    return req.upstream_head(target_uri, host, peer.trusted, peer.ip_b, route.via, peer.proto)
+
+
+def start_route(route: Any, ex: Any) -> None:
+    """`HttpRoute.start` (fastgw.proxy.route; `route` is one): send the request to the next target of the route's
+    upstream, on a pooled connection when there is one; the response streams back through `ex`. What is not the
+    common way it hands back to the route: a rewritten path (`upstream_path`), a route with a total timeout or
+    retries (`_start_guarded`), a new connection (`_connect`)."""
+    req = ex.req
+    upstream = route.upstream
+    target = upstream.only
+    if target is None:  # PERF: a choice to make; the single-target upstream pays one test, as before
+        target = upstream.pick(ex)
+        if target is None:
+            ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
+            return
+    head = route_head(route, ex, target)
     if route.guarded and (route.guard_all or req.content_length or req.chunked):
         route._start_guarded(ex, target, head)
         return

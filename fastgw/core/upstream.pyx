@@ -233,18 +233,13 @@ cdef class UpstreamConn(DeadlineState):
             ex.done()  # nothing happens if the client went away meanwhile
 
 
+def route_head(route, ExchangeState ex not None, target):
+    """See `fastgw.core.upstream.route_head`."""
+    return _route_head(route, ex, <Request?>ex.req, target)
+
+
 @cython.nonecheck(True)
-def start_route(route, ExchangeState ex not None):
-    """See `fastgw.core.upstream.start_route`: `HttpRoute.start`."""
-    cdef Request req = <Request?>ex.req
-    cdef list idle
-    upstream = _field(route, "upstream", F_UPSTREAM)
-    target = _field(upstream, "only", F_ONLY)
-    if target is None:
-        target = upstream.pick(ex)
-        if target is None:
-            ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
-            return
+cdef bytes _route_head(route, ExchangeState ex, Request req, target):
     path = req.path
     ctx = ex.ctx
     if ctx is not None and (up := (<Context?>ctx)._upstream) is not None and (chosen := up.path) is not None:
@@ -261,8 +256,23 @@ def start_route(route, ExchangeState ex not None):
         else:
             host = _field(target, "host_header", F_HOST_HEADER)
     peer = ex.peer
-    head = req.upstream_head(target_uri, host, _field(peer, "trusted", F_TRUSTED), _field(peer, "ip_b", F_IP_B),
+    return req.upstream_head(target_uri, host, _field(peer, "trusted", F_TRUSTED), _field(peer, "ip_b", F_IP_B),
                              _field(route, "via", F_VIA), _field(peer, "proto", F_PROTO))
+
+
+@cython.nonecheck(True)
+def start_route(route, ExchangeState ex not None):
+    """See `fastgw.core.upstream.start_route`: `HttpRoute.start`."""
+    cdef Request req = <Request?>ex.req
+    cdef list idle
+    upstream = _field(route, "upstream", F_UPSTREAM)
+    target = _field(upstream, "only", F_ONLY)
+    if target is None:
+        target = upstream.pick(ex)
+        if target is None:
+            ex.fail(503, "Service Unavailable", f"upstream {upstream.name} has no target in rotation")
+            return
+    head = _route_head(route, ex, req, target)
     if _field(route, "guarded", F_GUARDED) and (_field(route, "guard_all", F_GUARD_ALL) or req.content_length
                                                 or req.chunked):
         route._start_guarded(ex, target, head)

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from fastgw.config.checks import TEMPLATE_REF
-from fastgw.core import start_route
-from fastgw.core.upstream import PATH_SAFE
+from fastgw.core import route_head, start_route
 from fastgw.pipeline.deadline import INF
 from fastgw.pipeline.exchange import Route
 from fastgw.proxy.retry import Attempt, RetryPolicy
@@ -70,23 +68,9 @@ class HttpRoute(Route):
         return path
 
     def head_for(self, ex: Exchange, target: Target) -> bytes:
-        """The request head for `target` (a retry's; `start` has the same steps inline)."""
-        req = ex.req
-        path = req.path
-        if ex.ctx is not None and (chosen := ex.plugin_path()) is not None:
-            path = quote(chosen, safe=PATH_SAFE)
-        elif self.rewrites:
-            path = self.upstream_path(path, ex.params)
-        target_uri = path.encode("latin-1")
-        if req.query is not None:
-            target_uri += b"?" + req.query
-        if self.host is not None:
-            host = self.host
-        elif self.preserve_host and req.host_raw:
-            host = req.host_raw
-        else:
-            host = target.host_header
-        return req.upstream_head(target_uri, host, ex.peer.trusted, ex.peer.ip_b, self.via, ex.peer.proto)
+        """The request head for `target` (a retry's, a WebSocket's): the core's `route_head`, which `start` makes
+        its first try's with."""
+        return route_head(self, ex, target)
 
     # Send the request to the next target of the upstream; the response streams back through `ex`. PERF: the core's
     # (fastgw.core.upstream.start_route, compiled on the compiled core), which hands back what is not the common way:

@@ -177,8 +177,12 @@ def test_each_compiled_part_is_small_declared_and_imports_at_its_top(pair):
     assert classes == declared
     # Imports stand at the top: none after the first line of code (comments, blank lines and import lines first).
     lines = pyx.splitlines()
-    code = next(i for i, line in enumerate(lines) if line and not line.startswith(("#", "from ", "import ", " ", ")")))
-    late = [line for line in lines[code:] if re.match(r"(from \S+ c?import|import) ", line)]
+    code = next(
+        i
+        for i, line in enumerate(lines)
+        if line and not line.startswith(("#", "from ", "import ", "cimport ", " ", ")"))
+    )
+    late = [line for line in lines[code:] if re.match(r"(from \S+ c?import|c?import) ", line)]
     assert late == []
 
 
