@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from fastgw.core import new_context
+from fastgw.core import new_context, request_phases
 from fastgw.pipeline.dispatch import client_ip, is_preflight
 from fastgw.pipeline.exchange import Exchange, Route
 
@@ -88,7 +88,8 @@ class HeaderSwitch(Route):
             ex.respond(*ex.gw.paths.miss(req.host, req.path, None))
             return
         chain = route.chain
-        # NOTE: the rest of dispatch(), for the route picked (the exchange and its request are the same).
+        # NOTE: the rest of the core's start_exchange (fastgw.core.conn), for the route picked, on the exchange made
+        # already (the same request): without a front, which is only a shortcut of the phases (Plugin.front).
         if chain is None:
             if req.expect_continue:
                 ex.integrate()
@@ -99,6 +100,6 @@ class HeaderSwitch(Route):
         ip = peer.ip if not peer.trusted else client_ip(ex.gw, req, peer.ip)
         ex.ctx = new_context(req, ip, ex.params, route.info, chain)
         if chain.streams:
-            ex.request_phases(0)
+            request_phases(ex, 0)  # (the core's, as start_exchange calls it: no frame of the exchange's)
         else:
             ex.run(chain)
