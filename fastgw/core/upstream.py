@@ -224,7 +224,7 @@ def route_head(route: Any, ex: Any, target: Any) -> bytes:
     req = ex.req
     path = req.path
     ctx = ex.ctx
-    # PERF: Exchange.plugin_path inline: no Python frame on every exchange of a plugin route.
+    # The upstream path a plugin chose (`ctx.upstream_request.path`), read without making the upstream request.
     if ctx is not None and (up := ctx._upstream) is not None and (chosen := up.path) is not None:
         path = quote(chosen, safe=PATH_SAFE)  # a plugin chose the upstream path
     elif route.rewrites:

@@ -311,14 +311,6 @@ class Exchange(ExchangeState):
         self.ctx = None  # no further phases for a request whose plugins broke
         self.respond_json(500, _INTERNAL)
 
-    def plugin_path(self) -> str | None:
-        """The upstream path a plugin chose (`ctx.upstream_request.path`), or None."""
-        ctx = self.ctx
-        if ctx is None:
-            return None
-        up = ctx.upstream_request_if_made
-        return up.path if up is not None else None
-
     # -- the response side: one filter path -------------------------------------------------------------------
 
     def response_filters(self) -> int:
