@@ -575,3 +575,22 @@ def test_no_subclass_overrides_what_the_compiled_twin_calls_as_c():
             todo.append(sub)
     assert proxy_upstream.UpstreamConnection in subclasses
     assert [c.__name__ for c in subclasses if {"start", "_finish"} & set(vars(c))] == []
+
+
+@pytest.mark.parametrize("twin", list(TWINS))
+def test_a_field_left_none_is_an_attribute_error_on_both_twins_never_a_crash(twin):
+    # The compiled path reads its typed fields (the sink, the exchange's request) as C structs: with None there it
+    # raises AttributeError as the pure twin does (upstream.pyx's nonecheck), where it would read past None.
+    log = Log()
+    conn = _connection(twin, log, Target(log, None, max_idle=2), False)
+    spec = {"method": "GET", "body": None, "chunked": False, "complete": True, "plugins": "none", "paused": False,
+            "check": False, "max_held": 8}  # fmt: skip
+    conn.start(_exchange(twin, log, spec), b"GET / HTTP/1.1\r\n\r\n")  # (the sink began: it parses as usual)
+    conn.sink = None
+    with pytest.raises(AttributeError):
+        conn.data_received(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+    conn.sink = TWINS[twin][1].ResponseSink()
+    ex = _exchange(twin, log, spec)
+    ex.req = None  # (an exchange without its request: the compiled cast to Request refuses it as a TypeError)
+    with pytest.raises((AttributeError, TypeError)):
+        conn.start(ex, b"GET / HTTP/1.1\r\n\r\n")
