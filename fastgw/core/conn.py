@@ -91,7 +91,7 @@ class ClientConn(DeadlineState):
     """The client connection's per-request path and the fields it reads (see the module's docstring). The
     protocol sets every field at construction; the flags hold bools, `deadline_kind` and `_paused` ints.
     NOTE: `_maybe_start` and `_dispatch` are no override points: the compiled twin calls its own C versions
-    (tests/property/test_conn_twins.py holds that no subclass in the package overrides them)."""
+    (tests/property/test_twins.py holds that no subclass in the package overrides them)."""
 
     __slots__ = (
         "state", "limits", "queue", "sink", "parser", "exchange", "active", "closed", "broken", "write_paused",

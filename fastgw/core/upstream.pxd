@@ -15,3 +15,4 @@ cdef class UpstreamConn(DeadlineState):
     cdef public double sent_at
     cdef _start(self, ExchangeState ex, bytes head)
     cdef _end(self)
+    cdef _send(self, ExchangeState ex, list out)

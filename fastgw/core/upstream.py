@@ -57,8 +57,8 @@ PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # what a path a plugin chose keeps unquoted
 
 class UpstreamConn(DeadlineState):
     """The fields and the per-request path of an upstream connection (see the module's docstring).
-    NOTE: `start` and `_finish` are no override points: the compiled twin calls its own C versions from
-    `data_received` and `start_route` (tests/property/test_upstream_twins.py holds that no subclass overrides them)."""
+    NOTE: `start`, `_finish` and `_flush` are no override points: the compiled twin calls its own C versions from
+    `data_received` and `start_route` (tests/property/test_twins.py holds that no subclass overrides them)."""
 
     __slots__ = (
         "target", "state", "transport", "sink", "parser", "ex", "req", "head", "idle_since", "served", "closed",
@@ -171,21 +171,28 @@ class UpstreamConn(DeadlineState):
                     self._filter_failed(ex, out, exc)
                     return
         if out:
-            data = b"".join(out) if len(out) > 1 else out[0]
-            if self.observed:
-                if ex.upstream is None:  # the head: who answered, and how long it took
-                    ex.upstream = self.target
-                    ex.upstream_at = self.sent_at
-                    ex.upstream_s = _perf() - self.sent_at
-                ex.sent += len(data)
-            ex.write(data)
-            out.clear()
+            self._flush(ex)
         if sink.done:
             self._finish()
         else:
             at = self.deadline = self.loop.time() + self.target.read_timeout
             if at < self.timer_at:
                 self.arm(at)
+
+    def _flush(self, ex: Any) -> None:
+        """What the sink made of the response so far goes to the client (and, observed, its head's timings: who
+        answered, when it was asked, how long the answer took; a held response's head goes out with it)."""
+        out = self.sink.out
+        if out:
+            data = b"".join(out) if len(out) > 1 else out[0]
+            if self.observed:
+                if ex.upstream is None:
+                    ex.upstream = self.target
+                    ex.upstream_at = self.sent_at
+                    ex.upstream_s = _perf() - self.sent_at
+                ex.sent += len(data)
+            ex.write(data)
+            out.clear()
 
     def _finish(self) -> None:
         """The response is whole: the connection goes back to its pool (or closes), and the exchange is done."""

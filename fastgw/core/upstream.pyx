@@ -178,21 +178,29 @@ cdef class UpstreamConn(DeadlineState):
                     self._filter_failed(ex, out, exc)
                     return
         if out:
-            data = b"".join(out) if len(out) > 1 else out[0]
-            if self.observed:
-                if ex.upstream is None:  # the head: who answered, and how long it took
-                    ex.upstream = self.target
-                    ex.upstream_at = self.sent_at
-                    ex.upstream_s = _perf() - self.sent_at
-                ex.sent += len(data)
-            _field(ex, "write", F_WRITE)(data)
-            _clear_list(out, 0, PY_SSIZE_T_MAX, NULL)  # out.clear(), without a method call or a slice object
+            self._send(ex, out)
         if sink.done:
             self._end()
         else:
             at = self.deadline = self.loop.time() + _field(self.target, "read_timeout", F_READ_TIMEOUT)
             if at < self.timer_at:
                 self.arm(at)
+
+    def _flush(self, ExchangeState ex not None):
+        self._send(ex, <list?>self.sink.out)
+
+    cdef _send(self, ExchangeState ex, list out):
+        if not out:
+            return
+        data = b"".join(out) if PyList_GET_SIZE(out) > 1 else out[0]
+        if self.observed:
+            if ex.upstream is None:
+                ex.upstream = self.target
+                ex.upstream_at = self.sent_at
+                ex.upstream_s = _perf() - self.sent_at
+            ex.sent += len(data)
+        _field(ex, "write", F_WRITE)(data)
+        _clear_list(out, 0, PY_SSIZE_T_MAX, NULL)  # out.clear(), without a method call or a slice object
 
     def _finish(self):
         self._end()

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from fastgw.proxy.pool import Target
 
 log = logging.getLogger("fastgw.proxy")
-_perf = time.perf_counter
 
 TIMED_OUT = "Endpoint request timed out"  # API Gateway's words for an integration timeout (504)
 
@@ -404,19 +403,6 @@ class UpstreamConnection(UpstreamConn, Deadline, asyncio.Protocol):
         self._finish()
 
     # -- endings ----------------------------------------------------------------------------------------------
-
-    def _flush(self, ex: Exchange) -> None:
-        out = self.sink.out
-        if out:
-            data = b"".join(out) if len(out) > 1 else out[0]
-            if self.observed:
-                if ex.upstream is None:  # a held response: its head went out with it
-                    ex.upstream = self.target
-                    ex.upstream_at = self.sent_at
-                    ex.upstream_s = _perf() - self.sent_at
-                ex.sent += len(data)
-            ex.write(data)
-            out.clear()
 
     def _detach(self) -> tuple[Exchange | None, Request | None]:
         ex, req = self.ex, self.req

@@ -21,7 +21,6 @@ from fastgw.core import phases as pyphases
 from fastgw.core import router as pyrouter
 from fastgw.pipeline import deadline as deadlines
 from fastgw.pipeline import leg
-from fastgw.server import protocol
 from fastgw.server.protocol import ClientProtocol
 
 IMPLS = [pytest.param(pyconn, id="pure")]
@@ -92,18 +91,6 @@ def test_both_twins_declare_the_same_client_connection_fields():
 def test_the_cores_constants_are_the_gateways():
     assert pyconn.PAUSE_PIPELINE == leg.PAUSE_PIPELINE  # (the core cannot import the pipeline's)
     assert len({leg.PAUSE_PIPELINE, leg.PAUSE_BUFFER, leg.PAUSE_UPSTREAM_BUSY}) == 3
-
-
-def test_no_subclass_overrides_what_the_compiled_twin_calls_as_c():
-    # The compiled ClientConn calls its own _start and _dispatch: an override would run on the pure core only.
-    assert not {"_maybe_start", "_dispatch"} & set(vars(protocol.ClientProtocol))
-    subclasses, todo = set(), [core.ClientConn]
-    while todo:
-        for sub in todo.pop().__subclasses__():
-            subclasses.add(sub)
-            todo.append(sub)
-    assert protocol.ClientProtocol in subclasses
-    assert [c.__name__ for c in subclasses if {"_maybe_start", "_dispatch"} & set(vars(c))] == []
 
 
 def _client_conn(conn, http, phases, calls):

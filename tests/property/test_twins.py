@@ -78,3 +78,22 @@ def test_the_compiled_side_is_served_whichever_module_is_imported_first(first):
     env = {k: v for k, v in os.environ.items() if k != "FASTGW_NO_EXTENSIONS"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout.strip()) == (0, "ok"), out.stderr
+
+
+# What each compiled connection calls as its own C code, not through Python: an override in a subclass would run on
+# the pure core only (the pure twins' docstrings say these are no override points).
+CALLED_AS_C = [("ClientConn", {"_maybe_start", "_dispatch"}), ("UpstreamConn", {"start", "_finish", "_flush"})]
+
+
+@pytest.mark.parametrize(("base", "names"), CALLED_AS_C)
+def test_no_subclass_overrides_what_a_compiled_twin_calls_as_c(base, names):
+    from fastgw.proxy.upstream import UpstreamConnection
+    from fastgw.server.protocol import ClientProtocol
+
+    subclasses, todo = set(), [getattr(core, base)]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            subclasses.add(sub)
+            todo.append(sub)
+    assert subclasses & {ClientProtocol, UpstreamConnection}  # (the gateway's own leg is among them)
+    assert [c.__name__ for c in subclasses if names & set(vars(c))] == []
